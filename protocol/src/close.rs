@@ -1,0 +1,17 @@
+//! WebSocket close codes the server sends, so clients can tell why a connection ended.
+//!
+//! Codes below 4000 are the standard ones (RFC 6455 §7.4.1); 4000–4999 are this protocol's own.
+
+/// The client closed, or the server ended the session in the ordinary way.
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down or restarting; reconnect after a pause.
+pub const GOING_AWAY: u16 = 1001;
+/// The client broke a rule badly enough that the server will not continue (e.g. flooding).
+pub const POLICY_VIOLATION: u16 = 1008;
+/// A frame, or a message reassembled from continuation frames, exceeded the size limit.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// A newer connection with the same client token took over this nick in this room.
+/// The client should not reconnect automatically: another tab or device now holds the seat.
+pub const REPLACED: u16 = 4001;
+/// The server has stopped hearing from the client (no pong within the heartbeat timeout).
+pub const HEARTBEAT_TIMEOUT: u16 = 4002;

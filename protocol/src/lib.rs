@@ -1,0 +1,224 @@
+//! The chat wire format, shared by the server and the web client.
+//!
+//! Every WebSocket text frame carries one JSON object whose `type` field names the message.
+//! [`ClientMessage`] is what a client may send, [`ServerMessage`] what the server sends back.
+//! The naming and size rules in [`rules`] are plain functions so that both ends apply the same
+//! ones. docs/PROTOCOL.md describes the same format for people who write their own clients.
+//!
+//! # Layout
+//! - [`ClientMessage`], [`ServerMessage`] and the records they carry: this file.
+//! - [`rules`]: limits and validation of nicknames, room names and message text.
+//! - [`close`]: the WebSocket close codes the server uses.
+
+pub mod close;
+pub mod rules;
+
+use serde::{Deserialize, Serialize};
+
+/// Message ids: strictly increasing within a room (one server-wide counter, so not contiguous).
+pub type MessageId = u64;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type UnixMillis = u64;
+
+/// The room a connection joins when it names none.
+pub const DEFAULT_ROOM: &str = "general";
+
+/// The WebSocket endpoint's path. Connect with `GET /ws?room=ROOM&nick=NICK&client=TOKEN`.
+pub const WS_PATH: &str = "/ws";
+
+/// What a client sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Post `text` to the room the connection is in.
+    Send { text: String },
+    /// Move to `room` (created if it does not exist), optionally under another nick. On success
+    /// the server answers with a [`ServerMessage::Welcome`] and the old room sees a `left`.
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nick: Option<String>,
+    },
+    /// Ask for the list of active rooms; the server answers with [`ServerMessage::Rooms`].
+    ListRooms,
+}
+
+/// What the server sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Sent once the connection has joined a room: who you are, who is there, what was said.
+    Welcome {
+        room: String,
+        /// The nick the server accepted (generated when the client gave none).
+        nick: String,
+        /// Everyone in the room, you included, sorted case-insensitively.
+        members: Vec<String>,
+        /// The room's most recent messages, oldest first.
+        history: Vec<ChatMessage>,
+        /// The active rooms at the time of joining.
+        rooms: Vec<RoomInfo>,
+    },
+    /// A chat message, sent to every member of its room, the sender included.
+    Message(ChatMessage),
+    /// Someone entered the room.
+    Joined { room: String, nick: String, ts: UnixMillis },
+    /// Someone left the room (closed, switched rooms, or timed out).
+    Left { room: String, nick: String, ts: UnixMillis },
+    /// The active rooms, in answer to [`ClientMessage::ListRooms`].
+    Rooms { rooms: Vec<RoomInfo> },
+    /// A request was refused; the connection stays open.
+    Error { code: ErrorCode, message: String },
+}
+
+/// One chat message as stored and relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub id: MessageId,
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    pub ts: UnixMillis,
+}
+
+/// A room and how many people are in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub members: u32,
+}
+
+/// Why the server refused a request. Clients match on these; the `message` beside them is for
+/// people and may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON.
+    MalformedJson,
+    /// The JSON had a `type` this server does not know.
+    UnknownType,
+    /// The `type` was known but its fields were missing or of the wrong kind.
+    InvalidMessage,
+    /// Binary frames are not part of the protocol.
+    BinaryUnsupported,
+    /// The text was empty or only white space.
+    EmptyText,
+    /// The text was longer than the server accepts.
+    TextTooLong,
+    /// The room name broke the naming rules.
+    InvalidRoom,
+    /// The nick broke the naming rules.
+    InvalidNick,
+    /// Someone else in that room already uses the nick.
+    NickTaken,
+    /// The connection has not joined a room yet, so it cannot send.
+    NotJoined,
+    /// The server could not do what was asked; trying again later may work.
+    Unavailable,
+}
+
+impl ServerMessage {
+    /// An error frame with a human-readable explanation.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error { code, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(value: &T) -> T
+    where
+        T: Serialize + for<'de> Deserialize<'de>,
+    {
+        let json = serde_json::to_string(value).expect("serializes");
+        serde_json::from_str(&json).expect("deserializes what it serialized")
+    }
+
+    fn sample_message() -> ChatMessage {
+        ChatMessage {
+            id: 7,
+            room: "general".into(),
+            from: "alice".into(),
+            text: "hi <b>there</b> \u{1f44b}".into(),
+            ts: 1_700_000_000_123,
+        }
+    }
+
+    /// Every client message survives serialization unchanged.
+    #[test]
+    fn client_messages_round_trip() {
+        let all = [
+            ClientMessage::Send { text: "hello\nworld".into() },
+            ClientMessage::Join { room: "rust".into(), nick: None },
+            ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()) },
+            ClientMessage::ListRooms,
+        ];
+        for message in all {
+            assert_eq!(round_trip(&message), message);
+        }
+    }
+
+    /// Every server message survives serialization unchanged.
+    #[test]
+    fn server_messages_round_trip() {
+        let rooms = vec![RoomInfo { name: "general".into(), members: 2 }];
+        let all = [
+            ServerMessage::Welcome {
+                room: "general".into(),
+                nick: "alice".into(),
+                members: vec!["alice".into(), "bob".into()],
+                history: vec![sample_message()],
+                rooms: rooms.clone(),
+            },
+            ServerMessage::Message(sample_message()),
+            ServerMessage::Joined { room: "general".into(), nick: "bob".into(), ts: 1 },
+            ServerMessage::Left { room: "general".into(), nick: "bob".into(), ts: 2 },
+            ServerMessage::Rooms { rooms },
+            ServerMessage::error(ErrorCode::NickTaken, "taken"),
+        ];
+        for message in all {
+            assert_eq!(round_trip(&message), message);
+        }
+    }
+
+    /// The core shapes other tools depend on are exactly as documented.
+    #[test]
+    fn core_wire_shapes_are_fixed() {
+        let send: ClientMessage =
+            serde_json::from_str(r#"{"type":"send","text":"hi"}"#).expect("core send parses");
+        assert_eq!(send, ClientMessage::Send { text: "hi".into() });
+
+        let json = serde_json::to_value(ServerMessage::Message(sample_message())).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "type": "message", "id": 7, "room": "general", "from": "alice",
+                "text": "hi <b>there</b> \u{1f44b}", "ts": 1_700_000_000_123_u64
+            })
+        );
+
+        let error = serde_json::to_value(ServerMessage::error(ErrorCode::MalformedJson, "bad"))
+            .expect("json");
+        assert_eq!(
+            error,
+            serde_json::json!({"type": "error", "code": "malformed_json", "message": "bad"})
+        );
+        assert_eq!(
+            serde_json::to_value(ClientMessage::ListRooms).expect("json"),
+            serde_json::json!({"type": "list_rooms"})
+        );
+    }
+
+    /// Unknown fields are ignored so that newer clients still talk to older servers, but a
+    /// missing `type` or a missing required field is refused.
+    #[test]
+    fn extra_fields_are_ignored_missing_ones_refused() {
+        let extra = serde_json::from_str::<ClientMessage>(r#"{"type":"send","text":"a","x":1}"#);
+        assert_eq!(extra.expect("extra field ignored"), ClientMessage::Send { text: "a".into() });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"send","txt":"a"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"text":"a"}"#).is_err());
+    }
+}

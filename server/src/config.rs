@@ -1,0 +1,158 @@
+//! Every tunable of the server with its documented default, as command-line flags that can also
+//! be set through `CHAT_*` environment variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use protocol::rules;
+
+/// How often the server pings each client.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a client may stay silent (no pong, no frame) before the server drops it.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many recent messages each room keeps and sends to people who join.
+pub const DEFAULT_HISTORY_LEN: usize = 100;
+/// Largest single WebSocket frame accepted; a larger one closes the connection with 1009.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest message reassembled from continuation frames; past it the connection closes with 1009.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// How many empty rooms keep their history in memory after their last member left.
+pub const DEFAULT_RETAINED_ROOMS: usize = 1000;
+
+/// The server's configuration. `Config::default()` equals running with no flags and no
+/// environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "Real-time chat server: WebSocket rooms and the web UI"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CHAT_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Folder holding the built web UI (`trunk build --release` writes it to `dist/`).
+    #[arg(long, env = "CHAT_UI_DIR", default_value = DEFAULT_UI_DIR)]
+    pub ui_dir: PathBuf,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "CHAT_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Threads that run room actors (default: one per core).
+    #[arg(long, env = "CHAT_ROOM_THREADS")]
+    pub room_threads: Option<usize>,
+
+    /// How often to ping each client, e.g. `5s` or `500ms`.
+    #[arg(long, env = "CHAT_HEARTBEAT_INTERVAL", default_value_t = DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: humantime::Duration,
+
+    /// Drop a client that has sent nothing (not even a pong) for this long.
+    #[arg(long, env = "CHAT_CLIENT_TIMEOUT", default_value_t = DEFAULT_CLIENT_TIMEOUT.into())]
+    pub client_timeout: humantime::Duration,
+
+    /// Recent messages each room keeps and replays to people who join.
+    #[arg(long, env = "CHAT_HISTORY_LEN", default_value_t = DEFAULT_HISTORY_LEN)]
+    pub history_len: usize,
+
+    /// Empty rooms whose history is kept in memory (least recently used are forgotten first).
+    #[arg(long, env = "CHAT_RETAINED_ROOMS", default_value_t = DEFAULT_RETAINED_ROOMS)]
+    pub retained_rooms: usize,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Size and naming limits applied to what clients send.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Largest WebSocket frame in bytes; larger closes the connection with code 1009.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Largest message reassembled from continuation frames, in bytes (close 1009 past it).
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Longest message text in characters.
+    #[arg(long, env = "CHAT_MAX_TEXT_CHARS", default_value_t = rules::MAX_TEXT_CHARS)]
+    pub max_text_chars: usize,
+
+    /// Longest nick in characters.
+    #[arg(long, env = "CHAT_MAX_NICK_CHARS", default_value_t = rules::MAX_NICK_CHARS)]
+    pub max_nick_chars: usize,
+
+    /// Longest room name in characters.
+    #[arg(long, env = "CHAT_MAX_ROOM_CHARS", default_value_t = rules::MAX_ROOM_CHARS)]
+    pub max_room_chars: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            ui_dir: default_ui_dir(),
+            workers: None,
+            room_threads: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL.into(),
+            client_timeout: DEFAULT_CLIENT_TIMEOUT.into(),
+            history_len: DEFAULT_HISTORY_LEN,
+            retained_rooms: DEFAULT_RETAINED_ROOMS,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_text_chars: rules::MAX_TEXT_CHARS,
+            max_nick_chars: rules::MAX_NICK_CHARS,
+            max_room_chars: rules::MAX_ROOM_CHARS,
+        }
+    }
+}
+
+/// `dist/` at the root of the source tree this binary was built from, so `cargo run -p server`
+/// finds the UI from any working directory. Installed elsewhere, pass `--ui-dir`.
+pub const DEFAULT_UI_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist");
+
+fn default_ui_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_UI_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults and `Config::default()` agree, so tests see what operators get.
+    #[test]
+    fn flag_defaults_match_default() {
+        let parsed = Config::try_parse_from(["server"]).expect("no flags parse");
+        let default = Config::default();
+        assert_eq!(parsed.port, default.port);
+        assert_eq!(parsed.host, default.host);
+        assert_eq!(*parsed.heartbeat_interval, *default.heartbeat_interval);
+        assert_eq!(*parsed.client_timeout, *default.client_timeout);
+        assert_eq!(parsed.history_len, default.history_len);
+        assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);
+        assert_eq!(parsed.limits.max_text_chars, default.limits.max_text_chars);
+    }
+
+    /// Durations accept human units, so tests and operators can write `200ms`.
+    #[test]
+    fn durations_parse_human_units() {
+        let parsed = Config::try_parse_from(["server", "--heartbeat-interval", "200ms"])
+            .expect("duration flag parses");
+        assert_eq!(*parsed.heartbeat_interval, Duration::from_millis(200));
+    }
+}

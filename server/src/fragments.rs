@@ -1,0 +1,108 @@
+//! Reassembly of messages split into continuation frames (RFC 6455 §5.4), with a size limit.
+//!
+//! actix-web-actors hands continuation frames to the session raw; this turns them back into
+//! whole messages so a fragmented message is treated exactly like an unfragmented one.
+
+use actix_http::ws::Item;
+use actix_web::web::{Bytes, BytesMut};
+
+/// A message rebuilt from its fragments.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Whole {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// Why reassembly failed; either way the connection cannot continue.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("the fragmented message exceeds {limit} bytes")]
+    TooBig { limit: usize },
+    #[error("continuation frame without a first fragment, or a new message before the last ended")]
+    OutOfSequence,
+}
+
+/// The fragments received so far of one message.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    current: Option<(bool, BytesMut)>,
+}
+
+impl Reassembly {
+    /// Adds one continuation frame. Returns the whole message once its last fragment arrived.
+    pub fn push(&mut self, item: Item, limit: usize) -> Result<Option<Whole>, FragmentError> {
+        let (first, is_text, data, last) = match item {
+            Item::FirstText(data) => (true, true, data, false),
+            Item::FirstBinary(data) => (true, false, data, false),
+            Item::Continue(data) => (false, false, data, false),
+            Item::Last(data) => (false, false, data, true),
+        };
+        if first {
+            if self.current.is_some() {
+                return Err(FragmentError::OutOfSequence);
+            }
+            self.current = Some((is_text, BytesMut::new()));
+        }
+        let Some((is_text, buffer)) = self.current.as_mut() else {
+            return Err(FragmentError::OutOfSequence);
+        };
+        if buffer.len() + data.len() > limit {
+            self.current = None;
+            return Err(FragmentError::TooBig { limit });
+        }
+        buffer.extend_from_slice(&data);
+        if !last {
+            return Ok(None);
+        }
+        let is_text = *is_text;
+        let Some((_, buffer)) = self.current.take() else {
+            return Err(FragmentError::OutOfSequence);
+        };
+        let data = buffer.freeze();
+        Ok(Some(if is_text { Whole::Text(data) } else { Whole::Binary(data) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Text split over three frames comes back whole, and the reassembler is ready again after.
+    #[test]
+    fn reassembles_text() {
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(Item::FirstText(bytes("{\"type\":")), 100), Ok(None));
+        assert_eq!(r.push(Item::Continue(bytes("\"send\",")), 100), Ok(None));
+        assert_eq!(
+            r.push(Item::Last(bytes("\"text\":\"hi\"}")), 100),
+            Ok(Some(Whole::Text(bytes(r#"{"type":"send","text":"hi"}"#))))
+        );
+        assert_eq!(r.push(Item::FirstBinary(bytes("a")), 100), Ok(None));
+        assert_eq!(r.push(Item::Last(bytes("b")), 100), Ok(Some(Whole::Binary(bytes("ab")))));
+    }
+
+    /// The limit applies to the sum of the fragments, not to each one.
+    #[test]
+    fn limit_counts_the_whole_message() {
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(Item::FirstText(bytes("12345")), 8), Ok(None));
+        assert_eq!(
+            r.push(Item::Continue(bytes("6789")), 8),
+            Err(FragmentError::TooBig { limit: 8 })
+        );
+    }
+
+    /// Fragments out of order are a protocol error rather than silently glued together.
+    #[test]
+    fn out_of_sequence_is_refused() {
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(Item::Continue(bytes("x")), 8), Err(FragmentError::OutOfSequence));
+        assert_eq!(r.push(Item::Last(bytes("x")), 8), Err(FragmentError::OutOfSequence));
+        assert_eq!(r.push(Item::FirstText(bytes("x")), 8), Ok(None));
+        assert_eq!(r.push(Item::FirstText(bytes("y")), 8), Err(FragmentError::OutOfSequence));
+    }
+}

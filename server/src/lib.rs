@@ -1,0 +1,128 @@
+//! The chat server as a library: `main.rs` parses flags and calls [`run`]; tests call the same
+//! [`run`] on a listener bound to `127.0.0.1:0`.
+//!
+//! # Layout
+//! - [`config`]: every tunable and its default.
+//! - [`session`]: `Session`, one actor per WebSocket connection (frames in and out, heartbeat).
+//! - [`room`]: `Room`, one actor per room (members, history, broadcast).
+//! - [`lobby`]: `Lobby`, room name → `Room`, room lifetimes and the room list.
+//! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
+//! - [`outbound`]: encoding of server frames.
+//! - [`history`]: recent messages per room and message ids.
+
+pub mod config;
+pub mod fragments;
+pub mod history;
+pub mod inbound;
+pub mod lobby;
+pub mod outbound;
+pub mod room;
+pub mod session;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::{Actor, Addr};
+use actix_web::dev::Server;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+
+pub use config::Config;
+use lobby::Lobby;
+use session::Session;
+
+/// Identifies one WebSocket connection for the lifetime of the process (and in logs).
+pub type ConnId = u64;
+
+/// What every HTTP worker shares.
+struct AppState {
+    config: Arc<Config>,
+    lobby: Addr<Lobby>,
+    next_conn: AtomicU64,
+}
+
+/// The query string of `GET /ws`.
+#[derive(Debug, Deserialize)]
+struct ConnectParams {
+    room: Option<String>,
+    nick: Option<String>,
+    client: Option<String>,
+}
+
+/// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
+/// or `actix_rt::System::new().block_on`); the returned [`Server`] runs until stopped, and its
+/// handle stops it.
+pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
+    let config = Arc::new(config);
+    let workers = config.workers.unwrap_or_else(default_parallelism).max(1);
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        lobby: Lobby::new(config.clone()).start(),
+        next_conn: AtomicU64::new(1),
+    });
+    let ui_dir = config.ui_dir.clone();
+    let has_ui = ui_dir.join("index.html").is_file();
+    if has_ui {
+        tracing::info!(ui_dir = %ui_dir.display(), "serving the web UI");
+    } else {
+        tracing::warn!(
+            ui_dir = %ui_dir.display(),
+            "no index.html in the UI folder: build it with `trunk build --release` or pass --ui-dir"
+        );
+    }
+    let address = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(state.clone())
+            .route(protocol::WS_PATH, web::get().to(websocket))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }));
+        if has_ui {
+            app.service(
+                web::scope("").wrap(middleware::Compress::default()).service(
+                    actix_files::Files::new("/", &ui_dir)
+                        .index_file("index.html")
+                        .use_last_modified(true),
+                ),
+            )
+        } else {
+            app.default_service(web::to(missing_ui))
+        }
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    tracing::info!("listening on http://{address}");
+    Ok(server)
+}
+
+/// Upgrades `GET /ws?room=&nick=&client=` to a WebSocket run by a [`Session`].
+async fn websocket(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    params: web::Query<ConnectParams>,
+) -> actix_web::Result<HttpResponse> {
+    let params = params.into_inner();
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let limits = &state.config.limits;
+    let initial = inbound::connect_target(params.room.as_deref(), params.nick.as_deref(), limits);
+    let client = params.client.as_deref().and_then(protocol::rules::check_client_token);
+    let session = Session::new(conn, state.config.clone(), state.lobby.clone(), initial, client);
+    ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
+}
+
+async fn missing_ui() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().content_type("text/html; charset=utf-8").body(
+        "<!doctype html><title>Chat</title><h1>The web UI is not built</h1>\
+         <p>Run <code>scripts/run</code> from the repository (it builds the UI and starts the \
+         server), or start the server with <code>--ui-dir</code> pointing at a built \
+         <code>dist/</code> folder. The WebSocket endpoint <code>/ws</code> works regardless.</p>",
+    )
+}
+
+/// One per core, the default for worker and room threads.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

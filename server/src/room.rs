@@ -1,0 +1,235 @@
+//! `Room`: one actor per chat room. It admits members under unique nicks, numbers and records
+//! messages, and relays each one to every member, serialized once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use protocol::{ChatMessage, ErrorCode, RoomInfo, ServerMessage, rules};
+
+use crate::ConnId;
+use crate::history::{MessageIds, SharedLog};
+use crate::inbound::Rejection;
+use crate::outbound::{encode, now_millis};
+use crate::session::{Deliver, Replaced, Session};
+
+/// A chat room and its members.
+pub struct Room {
+    name: String,
+    members: HashMap<ConnId, Member>,
+    log: SharedLog,
+    ids: Arc<MessageIds>,
+}
+
+struct Member {
+    nick: String,
+    /// `nick` as compared for uniqueness (see [`rules::nick_key`]).
+    key: String,
+    client: Option<String>,
+    session: Addr<Session>,
+}
+
+impl Room {
+    pub fn new(name: String, log: SharedLog, ids: Arc<MessageIds>) -> Self {
+        Room { name, members: HashMap::new(), log, ids }
+    }
+
+    /// Sends an already encoded frame to every member except `skip`.
+    fn broadcast(&self, frame: &ByteString, skip: Option<ConnId>) {
+        for (conn, member) in &self.members {
+            if Some(*conn) != skip {
+                member.session.do_send(Deliver { frame: frame.clone() });
+            }
+        }
+    }
+
+    fn announce(&self, message: ServerMessage, skip: Option<ConnId>) {
+        self.broadcast(&encode(&message), skip);
+    }
+
+    fn member_with_key(&self, key: &str) -> Option<(ConnId, &Member)> {
+        self.members.iter().find(|(_, member)| member.key == key).map(|(conn, m)| (*conn, m))
+    }
+
+    /// The nick a member without one gets: `guest-<connection id>`, made unique if someone
+    /// already chose it.
+    fn generated_nick(&self, conn: ConnId) -> String {
+        let base = format!("guest-{conn}");
+        let mut nick = base.clone();
+        let mut suffix = 1;
+        while self.member_with_key(&rules::nick_key(&nick)).is_some() {
+            suffix += 1;
+            nick = format!("{base}-{suffix}");
+        }
+        nick
+    }
+
+    fn member_nicks(&self) -> Vec<String> {
+        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        nicks.sort_by_key(|nick| rules::nick_key(nick));
+        nicks
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::debug!(room = %self.name, "room opened");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(room = %self.name, "room closed");
+    }
+}
+
+/// Admit a session to the room (or re-admit it under another nick).
+#[derive(Message)]
+#[rtype(result = "Result<Admitted, Rejection>")]
+pub struct Join {
+    pub conn: ConnId,
+    /// The nick asked for; `None` keeps the current one, or generates one for a newcomer.
+    pub nick: Option<String>,
+    /// The client's token: a newer connection with the same token may take over its nick.
+    pub client: Option<String>,
+    pub session: Addr<Session>,
+    /// The active rooms, for the welcome.
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// The outcome of a successful [`Join`].
+#[derive(Debug)]
+pub struct Admitted {
+    pub nick: String,
+    /// An older connection of the same client that this join replaced.
+    pub replaced: Option<ConnId>,
+}
+
+impl Handler<Join> for Room {
+    type Result = Result<Admitted, Rejection>;
+
+    fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
+        let previous = self.members.get(&msg.conn).map(|member| member.nick.clone());
+        let nick = match (msg.nick, &previous) {
+            (Some(nick), _) => nick,
+            (None, Some(current)) => current.clone(),
+            (None, None) => self.generated_nick(msg.conn),
+        };
+        let key = rules::nick_key(&nick);
+
+        let mut replaced = None;
+        if let Some((holder, member)) = self.member_with_key(&key) {
+            let same_client = msg.client.is_some() && member.client == msg.client;
+            if holder != msg.conn && !same_client {
+                return Err(Rejection::new(
+                    ErrorCode::NickTaken,
+                    format!("Someone in #{} is already called {nick}.", self.name),
+                ));
+            }
+            if holder != msg.conn {
+                // The same browser tab reconnected before we noticed its old connection die:
+                // hand the seat to the new connection without announcing a leave and a join.
+                member.session.do_send(Replaced);
+                self.members.remove(&holder);
+                replaced = Some(holder);
+            }
+        }
+
+        let ts = now_millis();
+        match previous {
+            Some(old) if old != nick => {
+                self.announce(ServerMessage::Left { room: self.name.clone(), nick: old, ts }, None);
+                self.announce(
+                    ServerMessage::Joined { room: self.name.clone(), nick: nick.clone(), ts },
+                    Some(msg.conn),
+                );
+            }
+            None if replaced.is_none() => self.announce(
+                ServerMessage::Joined { room: self.name.clone(), nick: nick.clone(), ts },
+                Some(msg.conn),
+            ),
+            _ => {}
+        }
+        let session = msg.session;
+        self.members.insert(
+            msg.conn,
+            Member { nick: nick.clone(), key, client: msg.client, session: session.clone() },
+        );
+
+        let welcome = ServerMessage::Welcome {
+            room: self.name.clone(),
+            nick: nick.clone(),
+            members: self.member_nicks(),
+            history: self.log.lock().recent(),
+            rooms: msg.rooms,
+        };
+        session.do_send(Deliver { frame: encode(&welcome) });
+        Ok(Admitted { nick, replaced })
+    }
+}
+
+/// A member left: closed, timed out or moved to another room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub conn: ConnId,
+}
+
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        if let Some(member) = self.members.remove(&msg.conn) {
+            let ts = now_millis();
+            self.announce(
+                ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts },
+                None,
+            );
+        }
+    }
+}
+
+/// A member said something.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Post {
+    pub conn: ConnId,
+    pub text: String,
+}
+
+impl Handler<Post> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Post, _: &mut Self::Context) {
+        let Some(member) = self.members.get(&msg.conn) else {
+            // The session moved on while this was in flight; the text was meant for a room it
+            // no longer is in.
+            tracing::debug!(conn = msg.conn, room = %self.name, "post from a non-member dropped");
+            return;
+        };
+        let message = ChatMessage {
+            id: self.ids.next(),
+            room: self.name.clone(),
+            from: member.nick.clone(),
+            text: msg.text,
+            ts: now_millis(),
+        };
+        let frame = encode(&ServerMessage::Message(message.clone()));
+        self.log.lock().push(message);
+        self.broadcast(&frame, None);
+    }
+}
+
+/// The lobby closes the room: its last member left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,277 @@
+//! `Session`: one actor per WebSocket connection. A thin adapter: it moves frames between the
+//! socket and the rooms, keeps the heartbeat, and leaves decoding and policy to `inbound`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_web_actors::ws::{self, CloseCode, CloseReason};
+use bytestring::ByteString;
+use protocol::{ErrorCode, ServerMessage, close};
+
+use crate::ConnId;
+use crate::config::Config;
+use crate::fragments::{Reassembly, Whole};
+use crate::inbound::{self, Command, Rejection};
+use crate::lobby::{self, Lobby};
+use crate::outbound::encode;
+use crate::room::{self, Room};
+
+pub struct Session {
+    conn: ConnId,
+    config: Arc<Config>,
+    lobby: Addr<Lobby>,
+    /// When the client was last heard from (any frame counts).
+    heard: Instant,
+    /// Where the connect URL asked to go; consumed when the session starts.
+    initial: Option<Result<(String, Option<String>), Rejection>>,
+    client: Option<String>,
+    membership: Option<Membership>,
+    /// The room a join is under way for, so leaving mid-join still releases the seat.
+    joining: Option<String>,
+    fragments: Reassembly,
+}
+
+struct Membership {
+    name: String,
+    room: Addr<Room>,
+}
+
+impl Session {
+    pub fn new(
+        conn: ConnId,
+        config: Arc<Config>,
+        lobby: Addr<Lobby>,
+        initial: Result<(String, Option<String>), Rejection>,
+        client: Option<String>,
+    ) -> Self {
+        Session {
+            conn,
+            config,
+            lobby,
+            heard: Instant::now(),
+            initial: Some(initial),
+            client,
+            membership: None,
+            joining: None,
+            fragments: Reassembly::default(),
+        }
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
+        ctx.text(encode(message));
+    }
+
+    fn reject(&self, ctx: &mut ws::WebsocketContext<Self>, rejection: Rejection) {
+        tracing::debug!(conn = self.conn, code = ?rejection.code, "request refused");
+        self.send(ctx, &rejection.into_message());
+    }
+
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
+        tracing::info!(conn = self.conn, code, description, "closing connection");
+        ctx.close(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(description.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let timeout = *self.config.client_timeout;
+        ctx.run_interval(*self.config.heartbeat_interval, move |session, ctx| {
+            if session.heard.elapsed() > timeout {
+                session.close(ctx, close::HEARTBEAT_TIMEOUT, "no heartbeat from the client");
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    /// Joins `room`, then leaves the current room if it was another one. Frames that arrive
+    /// meanwhile wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
+    fn join(&mut self, room: String, nick: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
+        self.joining = Some(room.clone());
+        let request = lobby::Join {
+            room: room.clone(),
+            conn: self.conn,
+            nick,
+            client: self.client.clone(),
+            session: ctx.address(),
+        };
+        let joined = self.lobby.send(request).into_actor(self).map(move |answer, session, ctx| {
+            session.joining = None;
+            let joined = match answer {
+                Ok(Ok(joined)) => joined,
+                Ok(Err(rejection)) => return session.reject(ctx, rejection),
+                Err(error) => {
+                    tracing::error!(conn = session.conn, %error, "lobby did not answer");
+                    let message = "The server is not accepting joins right now; try again.";
+                    return session.reject(ctx, Rejection::new(ErrorCode::Unavailable, message));
+                }
+            };
+            tracing::info!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
+            let previous =
+                session.membership.replace(Membership { name: room.clone(), room: joined.room });
+            if let Some(previous) = previous
+                && previous.name != room
+            {
+                session.lobby.do_send(lobby::Leave { room: previous.name, conn: session.conn });
+            }
+        });
+        ctx.wait(joined);
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        match inbound::decode(text, &self.config.limits) {
+            Err(rejection) => self.reject(ctx, rejection),
+            Ok(Command::Send { text }) => match &self.membership {
+                Some(membership) => membership.room.do_send(room::Post { conn: self.conn, text }),
+                None => self.reject(
+                    ctx,
+                    Rejection::new(ErrorCode::NotJoined, "Join a room before sending messages."),
+                ),
+            },
+            Ok(Command::Join { room, nick }) => self.join(room, nick, ctx),
+            Ok(Command::ListRooms) => {
+                let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(
+                    |answer, session, ctx| match answer {
+                        Ok(rooms) => session.send(ctx, &ServerMessage::Rooms { rooms }),
+                        Err(error) => {
+                            tracing::error!(conn = session.conn, %error, "lobby did not answer");
+                        }
+                    },
+                );
+                ctx.spawn(list);
+            }
+        }
+    }
+
+    fn on_whole(&mut self, whole: Whole, ctx: &mut ws::WebsocketContext<Self>) {
+        match whole {
+            Whole::Text(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.close(ctx, INVALID_PAYLOAD, "text message is not valid UTF-8"),
+            },
+            Whole::Binary(_) => self.reject(ctx, binary_unsupported()),
+        }
+    }
+}
+
+/// RFC 6455 close code for data that does not match its frame type (text that is not UTF-8).
+const INVALID_PAYLOAD: u16 = 1007;
+
+fn binary_unsupported() -> Rejection {
+    Rejection::new(
+        ErrorCode::BinaryUnsupported,
+        "Binary frames are not supported; send JSON in text frames.",
+    )
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(conn = self.conn, "connected");
+        self.heartbeat(ctx);
+        match self.initial.take() {
+            Some(Ok((room, nick))) => self.join(room, nick, ctx),
+            Some(Err(rejection)) => self.reject(ctx, rejection),
+            None => {}
+        }
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        for room in self.membership.take().map(|m| m.name).into_iter().chain(self.joining.take()) {
+            self.lobby.do_send(lobby::Leave { room, conn: self.conn });
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(conn = self.conn, "disconnected");
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let message = match item {
+            Ok(message) => message,
+            Err(ws::ProtocolError::Overflow) => {
+                let limit = self.config.limits.max_frame_bytes;
+                return self.close(
+                    ctx,
+                    close::MESSAGE_TOO_BIG,
+                    &format!("frame over {limit} bytes"),
+                );
+            }
+            Err(ws::ProtocolError::Io(error)) => {
+                // actix-web-actors reports text frames that are not UTF-8 this way; a broken
+                // connection also lands here, where the close frame simply goes nowhere.
+                tracing::debug!(conn = self.conn, %error, "stream error");
+                return self.close(ctx, INVALID_PAYLOAD, "invalid frame data");
+            }
+            Err(error) => {
+                tracing::debug!(conn = self.conn, %error, "protocol error");
+                return self.close(ctx, close::POLICY_VIOLATION, "WebSocket protocol error");
+            }
+        };
+        self.heard = Instant::now();
+        match message {
+            ws::Message::Text(text) => self.on_text(&text, ctx),
+            ws::Message::Binary(_) => self.reject(ctx, binary_unsupported()),
+            ws::Message::Continuation(item) => {
+                match self.fragments.push(item, self.config.limits.max_message_bytes) {
+                    Ok(Some(whole)) => self.on_whole(whole, ctx),
+                    Ok(None) => {}
+                    Err(error @ crate::fragments::FragmentError::TooBig { .. }) => {
+                        self.close(ctx, close::MESSAGE_TOO_BIG, &error.to_string());
+                    }
+                    Err(error) => self.close(ctx, close::POLICY_VIOLATION, &error.to_string()),
+                }
+            }
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                tracing::debug!(conn = self.conn, ?reason, "client closed");
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client went away without a close frame.
+        ctx.stop();
+    }
+}
+
+/// A frame from a room, already encoded and shared between all recipients.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub frame: ByteString,
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        ctx.text(msg.frame);
+    }
+}
+
+/// A newer connection of the same client took this connection's place in its room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replaced;
+
+impl Handler<Replaced> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Replaced, ctx: &mut Self::Context) {
+        // The room and the lobby have already dropped this connection; forgetting the
+        // membership keeps `stopping` from announcing a departure nobody made.
+        self.membership = None;
+        self.close(ctx, close::REPLACED, "replaced by a newer connection of the same client");
+    }
+}
