@@ -55,13 +55,22 @@ impl Lobby {
         }
     }
 
-    fn room_list(&self) -> Vec<RoomInfo> {
+    /// The active rooms, busiest first. `moving` is a connection that is joining `to`: it is
+    /// counted there only, since it leaves its current room once the join succeeds.
+    fn room_list(&self, moving: Option<(ConnId, &str)>) -> Vec<RoomInfo> {
         let mut rooms: Vec<RoomInfo> = self
             .rooms
             .iter()
-            .map(|(name, room)| RoomInfo {
-                name: name.clone(),
-                members: u32::try_from(room.members.len()).unwrap_or(u32::MAX),
+            .filter_map(|(name, room)| {
+                let mut members = room.members.len();
+                if let Some((conn, to)) = moving
+                    && name != to
+                    && room.members.contains(&conn)
+                {
+                    members -= 1;
+                }
+                let members = u32::try_from(members).unwrap_or(u32::MAX);
+                (members > 0).then(|| RoomInfo { name: name.clone(), members })
             })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
@@ -157,7 +166,7 @@ impl Handler<Join> for Lobby {
             nick: msg.nick,
             client: msg.client,
             session: msg.session,
-            rooms: self.room_list(),
+            rooms: self.room_list(Some((conn, &name))),
         };
         Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
             Ok(Ok(admitted)) => {
@@ -194,6 +203,7 @@ impl Handler<Leave> for Lobby {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        tracing::debug!(conn = msg.conn, room = %msg.room, "leave");
         if let Some(room) = self.rooms.get(&msg.room) {
             room.addr.do_send(room::Leave { conn: msg.conn });
         }
@@ -210,6 +220,6 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.room_list())
+        MessageResult(self.room_list(None))
     }
 }

@@ -34,6 +34,7 @@ pub struct Session {
 
 struct Membership {
     name: String,
+    nick: String,
     room: Addr<Room>,
 }
 
@@ -91,6 +92,8 @@ impl Session {
     /// meanwhile wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
     fn join(&mut self, room: String, nick: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
         self.joining = Some(room.clone());
+        // Moving without naming a nick keeps the current one.
+        let nick = nick.or_else(|| self.membership.as_ref().map(|m| m.nick.clone()));
         let request = lobby::Join {
             room: room.clone(),
             conn: self.conn,
@@ -110,8 +113,8 @@ impl Session {
                 }
             };
             tracing::info!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
-            let previous =
-                session.membership.replace(Membership { name: room.clone(), room: joined.room });
+            let now = Membership { name: room.clone(), nick: joined.nick, room: joined.room };
+            let previous = session.membership.replace(now);
             if let Some(previous) = previous
                 && previous.name != room
             {
@@ -179,16 +182,17 @@ impl Actor for Session {
             None => {}
         }
     }
+}
 
-    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+impl Drop for Session {
+    /// Leaves the room here rather than in `stopping`: when a write fails because the peer is
+    /// gone, actix-http drops the response body and actix-web-actors drops the actor with it,
+    /// without running `stopping` or `stopped`. `Drop` runs on every path.
+    fn drop(&mut self) {
+        tracing::info!(conn = self.conn, "disconnected");
         for room in self.membership.take().map(|m| m.name).into_iter().chain(self.joining.take()) {
             self.lobby.do_send(lobby::Leave { room, conn: self.conn });
         }
-        Running::Stop
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        tracing::info!(conn = self.conn, "disconnected");
     }
 }
 
@@ -208,7 +212,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 // actix-web-actors reports text frames that are not UTF-8 this way; a broken
                 // connection also lands here, where the close frame simply goes nowhere.
                 tracing::debug!(conn = self.conn, %error, "stream error");
-                return self.close(ctx, INVALID_PAYLOAD, "invalid frame data");
+                return self.close(ctx, INVALID_PAYLOAD, "invalid frame data or broken stream");
             }
             Err(error) => {
                 tracing::debug!(conn = self.conn, %error, "protocol error");

@@ -1,0 +1,98 @@
+//! Connection lifecycle: heartbeat timeouts, abrupt disconnects, and the HTTP side.
+
+use std::time::Duration;
+
+use protocol::{ServerMessage, close};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{Client, TestServer, config};
+
+/// A client that stops answering pings is dropped after the timeout (its room sees it leave,
+/// and it gets close code 4002), while a client that keeps reading stays connected.
+#[tokio::test]
+async fn silent_client_is_dropped_by_heartbeat() {
+    let server = TestServer::with_config(server::Config {
+        heartbeat_interval: Duration::from_millis(50).into(),
+        client_timeout: Duration::from_millis(300).into(),
+        ..config()
+    });
+    let (mut watcher, _) = server.join("hb", "watcher").await;
+    let (mut silent, _) = server.join("hb", "silent").await;
+    let joined_at = tokio::time::Instant::now();
+    // `silent` is never read from now on, so it never answers a ping. `watcher` keeps
+    // reading (and so answering pings) while it waits for the departure.
+    let left = watcher
+        .recv_until(|m| match m {
+            ServerMessage::Left { nick, .. } => Some(nick),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, "silent");
+    assert!(joined_at.elapsed() >= Duration::from_millis(300), "not dropped before the timeout");
+    assert_eq!(silent.close_code().await, close::HEARTBEAT_TIMEOUT);
+
+    watcher.say("still connected").await;
+    assert_eq!(watcher.message().await.text, "still connected");
+}
+
+/// A client that vanishes without a close frame is announced as gone, and the others keep
+/// chatting undisturbed.
+#[tokio::test]
+async fn abrupt_disconnect_does_not_disturb_others() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("abrupt", "alice").await;
+    let (mut bob, _) = server.join("abrupt", "bob").await;
+    let (crasher, _) = server.join("abrupt", "crasher").await;
+    alice.say("before").await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(client.message().await.text, "before");
+    }
+    crasher.abort();
+    for client in [&mut alice, &mut bob] {
+        let left = client
+            .recv_until(|m| match m {
+                ServerMessage::Left { nick, .. } => Some(nick),
+                _ => None,
+            })
+            .await;
+        assert_eq!(left, "crasher");
+    }
+    bob.say("after").await;
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(client.message().await.text, "after");
+    }
+}
+
+/// `GET /healthz` answers for load balancers, and `/` serves the UI folder's index.html.
+#[tokio::test]
+async fn serves_health_and_ui() {
+    let ui = std::env::temp_dir().join(format!("chat-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&ui).expect("temp dir");
+    std::fs::write(ui.join("index.html"), "<!doctype html><title>chat-ui-marker</title>")
+        .expect("write index");
+    let server = TestServer::with_config(server::Config { ui_dir: ui.clone(), ..config() });
+
+    let health = http_get(&server, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let index = http_get(&server, "/").await;
+    assert!(index.starts_with("HTTP/1.1 200") && index.contains("chat-ui-marker"), "{index}");
+    std::fs::remove_dir_all(ui).ok();
+
+    let without_ui = TestServer::start();
+    let page = http_get(&without_ui, "/").await;
+    assert!(page.starts_with("HTTP/1.1 503") && page.contains("not built"), "{page}");
+    let mut client = Client::connect(&without_ui.url("room=r&nick=n")).await;
+    assert_eq!(client.welcome().await.nick, "n", "the WebSocket works without a UI");
+}
+
+async fn http_get(server: &TestServer, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request sent");
+    let mut response = Vec::new();
+    tokio::time::timeout(crate::util::DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("response read");
+    String::from_utf8_lossy(&response).into_owned()
+}

@@ -1,0 +1,8 @@
+//! Server integration tests: a real server on `127.0.0.1:0`, real WebSocket clients.
+//!
+//! One test binary (faster to build than one per file); `util` holds the shared helpers.
+
+mod chat;
+mod lifecycle;
+mod util;
+mod validation;

@@ -1,0 +1,226 @@
+//! Helpers for the server tests: a real server on `127.0.0.1:0` in its own actix system, and a
+//! real WebSocket client that waits for what it expects with a deadline instead of sleeping.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use protocol::{ChatMessage, ErrorCode, ServerMessage};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// A server running on a free loopback port; stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    system: actix_rt::System,
+}
+
+impl TestServer {
+    /// Starts a server with default settings, one worker and one room thread.
+    pub fn start() -> Self {
+        Self::with_config(config())
+    }
+
+    pub fn with_config(config: server::Config) -> Self {
+        // `RUST_LOG=debug cargo test ...` shows the server's log beside a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            let running = system.block_on(async {
+                let server = server::run(listener, config).expect("server starts");
+                tx.send(actix_rt::System::current()).expect("test is waiting");
+                server.await
+            });
+            running.expect("server ran");
+        });
+        let system = rx.recv_timeout(DEADLINE).expect("server started in time");
+        TestServer { addr, system }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/ws?{query}", self.addr)
+    }
+
+    /// Connects a client with `room` and `nick` and waits for its welcome.
+    pub async fn join(&self, room: &str, nick: &str) -> (Client, Welcome) {
+        let mut client = Client::connect(&self.url(&format!("room={room}&nick={nick}"))).await;
+        let welcome = client.welcome().await;
+        (client, welcome)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.system.stop();
+    }
+}
+
+/// Settings for tests: defaults, but small thread counts and no UI folder.
+pub fn config() -> server::Config {
+    server::Config {
+        workers: Some(1),
+        room_threads: Some(1),
+        ui_dir: std::env::temp_dir().join("chat-tests-no-ui"),
+        ..server::Config::default()
+    }
+}
+
+/// The fields of a `welcome` frame.
+#[derive(Debug)]
+pub struct Welcome {
+    pub room: String,
+    pub nick: String,
+    pub members: Vec<String>,
+    pub history: Vec<ChatMessage>,
+    pub rooms: Vec<protocol::RoomInfo>,
+}
+
+/// A WebSocket client speaking the chat protocol.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connected in time")
+            .expect("WebSocket handshake succeeds");
+        Client { ws }
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("frame sent");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_raw(Message::text(text)).await;
+    }
+
+    /// Sends `{"type":"send","text":...}`.
+    pub async fn say(&mut self, text: &str) {
+        let frame = serde_json::json!({"type": "send", "text": text});
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// The next server message; fails on anything that is not one, or after the deadline.
+    pub async fn recv(&mut self) -> ServerMessage {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let frame = timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a server message arrived in time")
+                .expect("connection still open")
+                .expect("valid frame");
+            match frame {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("server sent {text:?}, not a message: {e}"));
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips messages until one matches `pick`, which returns what to keep.
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let message =
+                timeout_at(deadline, self.recv()).await.expect("expected message in time");
+            if let Some(found) = pick(message) {
+                return found;
+            }
+        }
+    }
+
+    pub async fn welcome(&mut self) -> Welcome {
+        match self.recv().await {
+            ServerMessage::Welcome { room, nick, members, history, rooms } => {
+                Welcome { room, nick, members, history, rooms }
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    /// The next chat message (skipping presence notices).
+    pub async fn message(&mut self) -> ChatMessage {
+        self.recv_until(|m| match m {
+            ServerMessage::Message(message) => Some(message),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next error frame's code.
+    pub async fn error(&mut self) -> ErrorCode {
+        match self.recv().await {
+            ServerMessage::Error { code, message } => {
+                assert!(!message.is_empty(), "errors explain themselves");
+                code
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns its close frame (if it sent one).
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match timeout_at(deadline, self.ws.next()).await.expect("server closed in time") {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The close code the server ended the connection with.
+    pub async fn close_code(&mut self) -> u16 {
+        let frame = self.closed().await.expect("server sent a close frame");
+        frame.code.into()
+    }
+
+    /// Asks for the room list until `done` accepts it (rooms open and close asynchronously).
+    pub async fn wait_for_rooms(&mut self, mut done: impl FnMut(&[protocol::RoomInfo]) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.send_text(r#"{"type":"list_rooms"}"#).await;
+            let rooms = self
+                .recv_until(|m| match m {
+                    ServerMessage::Rooms { rooms } => Some(rooms),
+                    _ => None,
+                })
+                .await;
+            if done(&rooms) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "room list never matched: {rooms:?}");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends a close frame and waits for the server's answer.
+    pub async fn close(mut self) {
+        self.ws.close(None).await.expect("close sent");
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(DEADLINE, self.ws.next()).await {}
+    }
+
+    /// Drops the TCP connection without a close frame, like a crashed browser.
+    pub fn abort(self) {
+        drop(self.ws);
+    }
+}
