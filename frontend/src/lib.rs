@@ -1,1 +1,150 @@
+//! The chat's web client: a Yew app that joins a room over a WebSocket and chats live.
+//!
+//! # Layout
+//! - [`App`] (this file): the root component; wires state, connection and components.
+//! - [`state`]: `State` and `Action`, the reducer; the only place state changes.
+//! - [`connection`]: the socket, reconnection with backoff, rejoining.
+//! - [`backoff`]: reconnection delays.
+//! - [`page`]: the address bar and this tab's token.
+//! - [`components`]: one component per file, rendering props and raising callbacks.
 
+pub mod backoff;
+pub mod components;
+pub mod connection;
+pub mod page;
+pub mod state;
+
+use gloo_timers::callback::Interval;
+use protocol::ClientMessage;
+use yew::prelude::*;
+
+use crate::components::{Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList};
+use crate::connection::{Connection, Target};
+use crate::state::{Action, ConnectionState, State};
+
+/// How often the room list is refreshed while online.
+pub const ROOM_LIST_REFRESH_MS: u32 = 10_000;
+
+#[derive(Properties, PartialEq, Default)]
+pub struct AppProps {
+    /// The WebSocket origin to use; defaults to the server that served the page.
+    #[prop_or_default]
+    pub ws_base: Option<String>,
+}
+
+#[function_component(App)]
+pub fn app(props: &AppProps) -> Html {
+    let requested = use_memo((), |_| page::requested());
+    let state = use_reducer(|| {
+        State::new(requested.room.clone().unwrap_or_else(|| protocol::DEFAULT_ROOM.to_owned()))
+    });
+    let connection = use_state(|| None::<Connection>);
+
+    let join = {
+        let (state, connection) = (state.clone(), connection.clone());
+        let ws_base = props.ws_base.clone();
+        Callback::from(move |(nick, room): (String, String)| {
+            state.dispatch(Action::Connect { room: room.clone() });
+            if let Some(open) = connection.as_ref() {
+                // Connected but refused (e.g. nick taken): try again on the same socket.
+                open.send(ClientMessage::Join { room, nick: Some(nick) });
+                return;
+            }
+            let target = Target { room, nick, client: page::client_token() };
+            let base = ws_base.clone().unwrap_or_else(page::ws_base);
+            connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
+        })
+    };
+
+    // A shared link (`?room=R&nick=N`) joins at once.
+    {
+        let (join, requested) = (join.clone(), requested.clone());
+        use_effect_with((), move |_| {
+            if let Some(nick) = requested.nick.clone() {
+                let room = requested.room.clone().unwrap_or_else(|| protocol::DEFAULT_ROOM.into());
+                join.emit((nick, room));
+            }
+        });
+    }
+    // Keep the address bar pointing at where we are, so it can be shared or reloaded.
+    {
+        let at = state.nick.clone().map(|nick| (state.room.clone(), nick));
+        use_effect_with(at, |at| {
+            if let Some((room, nick)) = at {
+                page::show_in_address_bar(room, nick);
+            }
+        });
+    }
+    // Refresh the room list while online.
+    {
+        let online = state.connection == ConnectionState::Online;
+        use_effect_with((connection.clone(), online), |(connection, online)| {
+            let refresh = match (connection.as_ref(), online) {
+                (Some(connection), true) => {
+                    let connection = connection.clone();
+                    Some(Interval::new(ROOM_LIST_REFRESH_MS, move || {
+                        connection.send(ClientMessage::ListRooms);
+                    }))
+                }
+                _ => None,
+            };
+            move || drop(refresh)
+        });
+    }
+
+    let Some(nick) = state.nick.clone() else {
+        return html! {
+            <>
+                <JoinForm nick={requested.nick.clone().unwrap_or_default()} room={state.room.clone()}
+                    error={state.error.clone()} on_join={join} />
+                if state.connection != ConnectionState::Idle {
+                    <p class="join-status"><ConnectionBadge state={state.connection} /></p>
+                }
+            </>
+        };
+    };
+
+    let send = {
+        let connection = connection.clone();
+        Callback::from(move |message: ClientMessage| {
+            if let Some(connection) = connection.as_ref() {
+                connection.send(message);
+            }
+        })
+    };
+    let on_send = {
+        let (send, state) = (send.clone(), state.clone());
+        Callback::from(move |text: String| {
+            state.dispatch(Action::DismissError);
+            send.emit(ClientMessage::Send { text });
+        })
+    };
+    let on_switch = {
+        let state = state.clone();
+        Callback::from(move |room: String| {
+            state.dispatch(Action::SwitchRoom { room: room.clone() });
+            send.emit(ClientMessage::Join { room, nick: None });
+        })
+    };
+    let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
+    let usable = state.connection != ConnectionState::Replaced;
+
+    html! {
+        <div class="chat">
+            <header class="topbar">
+                <h1>{ format!("#{}", state.room) }</h1>
+                <span class="whoami">{ format!("you are {nick}") }</span>
+                <ConnectionBadge state={state.connection} />
+            </header>
+            <aside class="sidebar">
+                <RoomList rooms={state.rooms.clone()} current={state.room.clone()}
+                    on_switch={on_switch} on_invalid={on_invalid.clone()} />
+                <MemberList members={state.members.clone()} own={Some(nick.clone())} />
+            </aside>
+            <main class="conversation">
+                <MessageList entries={state.entries.clone()} own={Some(nick)} />
+                <Composer {on_send} {on_invalid} error={state.error.clone()} disabled={!usable} />
+            </main>
+        </div>
+    }
+}

@@ -1,0 +1,74 @@
+//! The page around the app: what the address bar asks for, this tab's token, and keeping the
+//! address bar shareable (`?room=R&nick=N`).
+
+use web_sys::UrlSearchParams;
+
+const CLIENT_TOKEN_KEY: &str = "chat.client";
+
+/// What the address bar asked for: `?room=R&nick=N`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requested {
+    pub room: Option<String>,
+    pub nick: Option<String>,
+}
+
+pub fn requested() -> Requested {
+    let params = web_sys::window()
+        .and_then(|window| window.location().search().ok())
+        .and_then(|search| UrlSearchParams::new_with_str(&search).ok());
+    let get = |key: &str| {
+        params.as_ref().and_then(|p| p.get(key)).filter(|value| !value.trim().is_empty())
+    };
+    Requested { room: get("room"), nick: get("nick") }
+}
+
+/// The WebSocket origin of the server that served this page (`ws://host:port`, or `wss://`
+/// behind TLS). Under `trunk serve` this is Trunk's own address, which proxies `/ws`.
+pub fn ws_base() -> String {
+    let location = web_sys::window().map(|window| window.location());
+    let protocol = location.as_ref().and_then(|l| l.protocol().ok()).unwrap_or_default();
+    let host = location.as_ref().and_then(|l| l.host().ok()).unwrap_or_default();
+    let scheme = if protocol == "https:" { "wss:" } else { "ws:" };
+    format!("{scheme}//{host}")
+}
+
+/// This tab's client token, kept in `sessionStorage` so it survives reloads of the tab but is
+/// not shared with other tabs.
+pub fn client_token() -> String {
+    let storage = web_sys::window().and_then(|window| window.session_storage().ok().flatten());
+    if let Some(token) = storage
+        .as_ref()
+        .and_then(|s| s.get_item(CLIENT_TOKEN_KEY).ok().flatten())
+        .and_then(|token| protocol::rules::check_client_token(&token))
+    {
+        return token;
+    }
+    let token = new_token();
+    if let Some(storage) = storage {
+        // Without storage (private mode limits) the token lasts as long as the page.
+        let _ = storage.set_item(CLIENT_TOKEN_KEY, &token);
+    }
+    token
+}
+
+fn new_token() -> String {
+    let random = || (js_sys::Math::random() * 2f64.powi(52)) as u64;
+    format!("{:013x}{:013x}", random(), random())
+}
+
+/// Puts `?room=R&nick=N` in the address bar without reloading, so the URL can be shared or
+/// reloaded to come back to the same room.
+pub fn show_in_address_bar(room: &str, nick: &str) {
+    let Some(window) = web_sys::window() else { return };
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("room", room)
+        .append_pair("nick", nick)
+        .finish();
+    if let Ok(history) = window.history() {
+        let _ = history.replace_state_with_url(
+            &wasm_bindgen::JsValue::NULL,
+            "",
+            Some(&format!("?{query}")),
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! The page's state and the only place it changes: a reducer over [`Action`]s that come from
+//! the connection and from the user.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use protocol::{ChatMessage, RoomInfo, ServerMessage};
+use yew::Reducible;
+
+/// Most entries the message list holds; older ones are dropped so the DOM stays bounded.
+pub const MAX_ENTRIES: usize = 500;
+
+/// Where the connection to the server stands, as the page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// No connection was asked for yet (the join form is showing).
+    Idle,
+    /// Opening the socket and joining.
+    Connecting,
+    /// Joined and live.
+    Online,
+    /// The connection dropped; the next attempt starts in `delay_ms`.
+    Reconnecting { attempt: u32, delay_ms: u32 },
+    /// Another tab with the same identity took over; this one stays disconnected.
+    Replaced,
+}
+
+/// One line of the message list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Message(ChatMessage),
+    /// A presence or status line, numbered locally so the list can key it.
+    Notice {
+        seq: u64,
+        text: String,
+        ts: u64,
+    },
+}
+
+impl Entry {
+    /// A key unique within the list: message ids are positive, notices count down from -1.
+    pub fn key(&self) -> i128 {
+        match self {
+            Entry::Message(message) => i128::from(message.id),
+            Entry::Notice { seq, .. } => -i128::from(*seq) - 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub connection: ConnectionState,
+    /// The room joined, or being joined.
+    pub room: String,
+    /// The nick the server accepted (`None` until the first welcome).
+    pub nick: Option<String>,
+    pub members: Vec<String>,
+    /// Shared so that passing the list to a component is cheap and compares by pointer.
+    pub entries: Rc<VecDeque<Entry>>,
+    pub rooms: Vec<RoomInfo>,
+    /// The last problem the server reported, in words for people.
+    pub error: Option<String>,
+    notices: u64,
+}
+
+impl State {
+    pub fn new(room: String) -> Self {
+        State {
+            connection: ConnectionState::Idle,
+            room,
+            nick: None,
+            members: Vec::new(),
+            entries: Rc::default(),
+            rooms: Vec::new(),
+            error: None,
+            notices: 0,
+        }
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.nick.is_some()
+    }
+
+    fn notice(&mut self, text: String, ts: u64) {
+        self.notices += 1;
+        self.push(Entry::Notice { seq: self.notices, text, ts });
+    }
+
+    fn push(&mut self, entry: Entry) {
+        let entries = Rc::make_mut(&mut self.entries);
+        if entries.len() == MAX_ENTRIES {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    fn last_message_id(&self) -> Option<u64> {
+        self.entries.iter().rev().find_map(|entry| match entry {
+            Entry::Message(message) => Some(message.id),
+            Entry::Notice { .. } => None,
+        })
+    }
+
+    fn on_server(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Welcome { room, nick, members, history, rooms } => {
+                self.entries = Rc::default();
+                for message in history.into_iter().rev().take(MAX_ENTRIES - 1).rev() {
+                    self.push(Entry::Message(message));
+                }
+                self.notice(format!("You joined #{room} as {nick}."), now());
+                self.connection = ConnectionState::Online;
+                self.room = room;
+                self.nick = Some(nick);
+                self.members = members;
+                self.rooms = rooms;
+                self.error = None;
+            }
+            ServerMessage::Message(message) => {
+                // Frames from a room we just left, or repeats, are not shown.
+                let fresh = self.last_message_id().is_none_or(|last| message.id > last);
+                if message.room == self.room && fresh {
+                    self.push(Entry::Message(message));
+                }
+            }
+            ServerMessage::Joined { room, nick, ts } if room == self.room => {
+                self.notice(format!("{nick} joined."), ts);
+                if !self.members.contains(&nick) {
+                    self.members.push(nick);
+                    self.members.sort_by_key(|nick| nick.to_lowercase());
+                }
+            }
+            ServerMessage::Left { room, nick, ts } if room == self.room => {
+                self.notice(format!("{nick} left."), ts);
+                self.members.retain(|member| *member != nick);
+            }
+            ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
+            ServerMessage::Rooms { rooms } => self.rooms = rooms,
+            ServerMessage::Error { message, .. } => self.error = Some(message),
+        }
+    }
+}
+
+/// Everything that can change the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The user chose a nick and room; the connection is being opened.
+    Connect {
+        room: String,
+    },
+    /// The socket is being opened (first time or again).
+    Connecting,
+    Server(ServerMessage),
+    /// The socket closed; another attempt follows after the delay.
+    Disconnected {
+        attempt: u32,
+        delay_ms: u32,
+    },
+    Replaced,
+    /// The user asked to move to another room; the welcome confirms it.
+    SwitchRoom {
+        room: String,
+    },
+    /// The user saw (or fixed) the last error.
+    DismissError,
+    /// The page refused input before sending it (same words as the server would use).
+    LocalError(String),
+}
+
+impl Reducible for State {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut state = Rc::unwrap_or_clone(self);
+        match action {
+            Action::Connect { room } => {
+                state.room = room;
+                state.connection = ConnectionState::Connecting;
+                state.error = None;
+            }
+            Action::Connecting => state.connection = ConnectionState::Connecting,
+            Action::Server(message) => state.on_server(message),
+            Action::Disconnected { attempt, delay_ms } => {
+                if state.connection == ConnectionState::Online {
+                    state.notice("Connection lost; reconnecting…".into(), now());
+                }
+                state.connection = ConnectionState::Reconnecting { attempt, delay_ms };
+            }
+            Action::Replaced => {
+                state.connection = ConnectionState::Replaced;
+                state.notice(
+                    "This chat was opened in another tab; this one is paused.".into(),
+                    now(),
+                );
+            }
+            Action::SwitchRoom { room } => {
+                state.error = None;
+                // The welcome for the new room replaces the list; until then say what happens.
+                state.notice(format!("Moving to #{room}…"), now());
+            }
+            Action::DismissError => state.error = None,
+            Action::LocalError(message) => state.error = Some(message),
+        }
+        Rc::new(state)
+    }
+}
+
+/// The current time in Unix milliseconds (0 off the browser, where only tests run).
+fn now() -> u64 {
+    if cfg!(target_arch = "wasm32") {
+        // Milliseconds since the epoch fit easily in a u64; the float is integral.
+        js_sys::Date::now() as u64
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, room: &str, text: &str) -> ChatMessage {
+        ChatMessage { id, room: room.into(), from: "alice".into(), text: text.into(), ts: 1 }
+    }
+
+    fn welcome(room: &str, history: Vec<ChatMessage>) -> Action {
+        Action::Server(ServerMessage::Welcome {
+            room: room.into(),
+            nick: "bob".into(),
+            members: vec!["alice".into(), "bob".into()],
+            history,
+            rooms: vec![RoomInfo { name: room.into(), members: 2 }],
+        })
+    }
+
+    fn reduce(state: Rc<State>, actions: impl IntoIterator<Item = Action>) -> Rc<State> {
+        actions.into_iter().fold(state, Reducible::reduce)
+    }
+
+    fn texts(state: &State) -> Vec<String> {
+        state
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.text.clone()),
+                Entry::Notice { .. } => None,
+            })
+            .collect()
+    }
+
+    /// A welcome puts the page online with the room's history and members.
+    #[test]
+    fn welcome_goes_online_with_history() {
+        let state = Rc::new(State::new("general".into()));
+        let state = reduce(state, [Action::Connect { room: "general".into() }]);
+        assert_eq!(state.connection, ConnectionState::Connecting);
+        let state = reduce(state, [welcome("general", vec![message(1, "general", "old")])]);
+        assert_eq!(state.connection, ConnectionState::Online);
+        assert_eq!(state.nick.as_deref(), Some("bob"));
+        assert_eq!(state.members, ["alice", "bob"]);
+        assert_eq!(texts(&state), ["old"]);
+    }
+
+    /// Messages for another room and repeated ids are not shown.
+    #[test]
+    fn foreign_and_repeated_messages_are_dropped() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![message(5, "a", "five")]),
+                Action::Server(ServerMessage::Message(message(6, "b", "other room"))),
+                Action::Server(ServerMessage::Message(message(5, "a", "repeat"))),
+                Action::Server(ServerMessage::Message(message(7, "a", "seven"))),
+            ],
+        );
+        assert_eq!(texts(&state), ["five", "seven"]);
+    }
+
+    /// Joins and leaves update the member list and add notices.
+    #[test]
+    fn presence_updates_members() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![]),
+                Action::Server(ServerMessage::Joined {
+                    room: "a".into(),
+                    nick: "Carol".into(),
+                    ts: 2,
+                }),
+                Action::Server(ServerMessage::Left {
+                    room: "a".into(),
+                    nick: "alice".into(),
+                    ts: 3,
+                }),
+                Action::Server(ServerMessage::Joined {
+                    room: "z".into(),
+                    nick: "zed".into(),
+                    ts: 4,
+                }),
+            ],
+        );
+        assert_eq!(state.members, ["bob", "Carol"]);
+        let notices = state.entries.iter().filter(|e| matches!(e, Entry::Notice { .. })).count();
+        assert_eq!(notices, 3, "welcome, Carol joined, alice left");
+    }
+
+    /// The list never grows past `MAX_ENTRIES`; the oldest go first.
+    #[test]
+    fn entries_are_bounded() {
+        let mut state = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
+        for id in 1..=(MAX_ENTRIES as u64 + 50) {
+            state = state.reduce(Action::Server(ServerMessage::Message(message(id, "a", "x"))));
+        }
+        assert_eq!(state.entries.len(), MAX_ENTRIES);
+        assert_eq!(state.last_message_id(), Some(MAX_ENTRIES as u64 + 50));
+    }
+
+    /// Losing the connection while online says so and shows the retry; errors are kept for
+    /// display until dismissed.
+    #[test]
+    fn disconnect_and_errors() {
+        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
+        let state = reduce(state, [Action::Disconnected { attempt: 1, delay_ms: 500 }]);
+        assert_eq!(state.connection, ConnectionState::Reconnecting { attempt: 1, delay_ms: 500 });
+        let error = ServerMessage::error(protocol::ErrorCode::TextTooLong, "Too long.");
+        let state = reduce(state, [Action::Server(error)]);
+        assert_eq!(state.error.as_deref(), Some("Too long."));
+        let state = reduce(state, [Action::DismissError]);
+        assert_eq!(state.error, None);
+    }
+}
