@@ -1,0 +1,122 @@
+//! The server binary as operators run it: its flags, environment variables and log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A server process that is killed when the test ends, however it ends.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.stderr(Stdio::piped()).spawn().expect("server starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for the log line that says where the server listens; returns `host:port`.
+    fn address(&self) -> String {
+        loop {
+            let line = self.lines.recv_timeout(DEADLINE).expect("server logged its address");
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                return rest.split_whitespace().next().expect("address after the marker").into();
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+/// `--help` documents every option with its environment variable.
+#[test]
+fn help_documents_every_option() {
+    let output = Command::new(env!("CARGO_BIN_EXE_server")).arg("--help").output().expect("runs");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8 help");
+    for (flag, env) in [
+        ("--host", "CHAT_HOST"),
+        ("--port", "CHAT_PORT"),
+        ("--ui-dir", "CHAT_UI_DIR"),
+        ("--workers", "CHAT_WORKERS"),
+        ("--room-threads", "CHAT_ROOM_THREADS"),
+        ("--heartbeat-interval", "CHAT_HEARTBEAT_INTERVAL"),
+        ("--client-timeout", "CHAT_CLIENT_TIMEOUT"),
+        ("--history-len", "CHAT_HISTORY_LEN"),
+        ("--retained-rooms", "CHAT_RETAINED_ROOMS"),
+        ("--max-frame-bytes", "CHAT_MAX_FRAME_BYTES"),
+        ("--max-message-bytes", "CHAT_MAX_MESSAGE_BYTES"),
+        ("--max-text-chars", "CHAT_MAX_TEXT_CHARS"),
+        ("--max-nick-chars", "CHAT_MAX_NICK_CHARS"),
+        ("--max-room-chars", "CHAT_MAX_ROOM_CHARS"),
+    ] {
+        assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
+    }
+}
+
+/// The binary listens where the flags say, logs the address, and answers health checks.
+#[test]
+fn starts_on_the_requested_port_and_answers() {
+    let server = Running::start(&["--host", "127.0.0.1", "--port", "0"], &[]);
+    let address = server.address();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let response = get(&address, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// `CHAT_HOST` and `CHAT_PORT` configure the address when no flags are given.
+#[test]
+fn environment_configures_the_address() {
+    let server = Running::start(&[], &[("CHAT_HOST", "127.0.0.1"), ("CHAT_PORT", "0")]);
+    let address = server.address();
+    assert!(get(&address, "/healthz").starts_with("HTTP/1.1 200"));
+}
+
+/// A port that is taken is reported as an error with a non-zero exit, not a panic.
+#[test]
+fn taken_port_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("address").port().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--port", &port])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on 127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
