@@ -138,6 +138,20 @@ impl State {
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
             ServerMessage::Error { message, .. } => self.error = Some(message),
         }
+        self.count_current_room();
+    }
+
+    /// The room list comes from the server now and then; the current room's count is known
+    /// live from its member list, so keep that entry exact in between.
+    fn count_current_room(&mut self) {
+        if !self.is_joined() {
+            return;
+        }
+        let members = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
+        match self.rooms.iter_mut().find(|room| room.name == self.room) {
+            Some(room) => room.members = members,
+            None => self.rooms.push(RoomInfo { name: self.room.clone(), members }),
+        }
     }
 }
 
@@ -301,6 +315,7 @@ mod tests {
             ],
         );
         assert_eq!(state.members, ["bob", "Carol"]);
+        assert_eq!(state.rooms, [RoomInfo { name: "a".into(), members: 2 }], "count kept live");
         let notices = state.entries.iter().filter(|e| matches!(e, Entry::Notice { .. })).count();
         assert_eq!(notices, 3, "welcome, Carol joined, alice left");
     }

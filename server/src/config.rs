@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// How many empty rooms keep their history in memory after their last member left.
 pub const DEFAULT_RETAINED_ROOMS: usize = 1000;
+/// How long a shutdown waits for connections to finish after telling clients to go away.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The server's configuration. `Config::default()` equals running with no flags and no
 /// environment.
@@ -65,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_RETAINED_ROOMS", default_value_t = DEFAULT_RETAINED_ROOMS)]
     pub retained_rooms: usize,
 
+    /// On SIGINT/SIGTERM, how long to wait for connections to close after telling every client
+    /// to go away (close 1001) before exiting anyway.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
+    pub shutdown_grace: humantime::Duration,
+
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -105,6 +112,7 @@ impl Default for Config {
             client_timeout: DEFAULT_CLIENT_TIMEOUT.into(),
             history_len: DEFAULT_HISTORY_LEN,
             retained_rooms: DEFAULT_RETAINED_ROOMS,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             limits: Limits::default(),
         }
     }

@@ -57,9 +57,10 @@ struct ConnectParams {
 pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(default_parallelism).max(1);
+    let lobby = Lobby::new(config.clone()).start();
     let state = web::Data::new(AppState {
         config: config.clone(),
-        lobby: Lobby::new(config.clone()).start(),
+        lobby: lobby.clone(),
         next_conn: AtomicU64::new(1),
     });
     let ui_dir = config.ui_dir.clone();
@@ -91,10 +92,45 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         }
     })
     .workers(workers)
+    // Signals are ours (see `shut_down_on_signal`): actix would stop accepting and then wait,
+    // while WebSocket clients kept talking to a server that is going away.
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .listen(listener)?
     .run();
+    actix_rt::spawn(shut_down_on_signal(server.handle(), lobby));
     tracing::info!("listening on http://{address}");
     Ok(server)
+}
+
+/// On SIGINT or SIGTERM: tell every client in a room to go away (close 1001, so the page
+/// shows that it is reconnecting), then stop accepting and let connections finish, for at
+/// most the shutdown grace period.
+async fn shut_down_on_signal(server: actix_web::dev::ServerHandle, lobby: Addr<Lobby>) {
+    let Some(signal) = wait_for_signal().await else { return };
+    tracing::info!(signal, "shutting down: telling clients to go away");
+    if let Err(error) = lobby.send(lobby::Shutdown).await {
+        tracing::warn!(%error, "could not reach the lobby to close connections");
+    }
+    server.stop(true).await;
+}
+
+/// Waits for SIGINT or SIGTERM; `None` if signals cannot be watched.
+async fn wait_for_signal() -> Option<&'static str> {
+    use actix_rt::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; shutting down on it will be abrupt");
+            return None;
+        }
+    };
+    let interrupt = std::pin::pin!(actix_rt::signal::ctrl_c());
+    let terminated = std::pin::pin!(terminate.recv());
+    match futures::future::select(interrupt, terminated).await {
+        futures::future::Either::Left(_) => Some("SIGINT"),
+        futures::future::Either::Right(_) => Some("SIGTERM"),
+    }
 }
 
 /// Upgrades `GET /ws?room=&nick=&client=` to a WebSocket run by a [`Session`].

@@ -223,3 +223,24 @@ impl Handler<ListRooms> for Lobby {
         MessageResult(self.room_list(None))
     }
 }
+
+/// The server is shutting down: every room tells its members to go away. Answers once every
+/// room has queued that, so the caller can then stop the HTTP server.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Lobby {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        let told: Vec<_> = self.rooms.values().map(|room| room.addr.send(room::Shutdown)).collect();
+        Box::pin(async move {
+            for result in futures::future::join_all(told).await {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "a room did not answer the shutdown");
+                }
+            }
+        })
+    }
+}

@@ -12,7 +12,7 @@ use crate::ConnId;
 use crate::history::{MessageIds, SharedLog};
 use crate::inbound::Rejection;
 use crate::outbound::{encode, now_millis};
-use crate::session::{Deliver, Replaced, Session};
+use crate::session::{Deliver, GoingAway, Replaced, Session};
 
 /// A chat room and its members.
 pub struct Room {
@@ -231,5 +231,20 @@ impl Handler<Close> for Room {
 
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+/// The server is shutting down: tell every member to go away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) {
+        for member in self.members.values() {
+            member.session.do_send(GoingAway);
+        }
     }
 }

@@ -279,3 +279,16 @@ impl Handler<Replaced> for Session {
         self.close(ctx, close::REPLACED, "replaced by a newer connection of the same client");
     }
 }
+
+/// The server is shutting down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GoingAway;
+
+impl Handler<GoingAway> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: GoingAway, ctx: &mut Self::Context) {
+        self.close(ctx, close::GOING_AWAY, "the server is restarting; reconnect shortly");
+    }
+}

@@ -78,6 +78,7 @@ fn help_documents_every_option() {
         ("--client-timeout", "CHAT_CLIENT_TIMEOUT"),
         ("--history-len", "CHAT_HISTORY_LEN"),
         ("--retained-rooms", "CHAT_RETAINED_ROOMS"),
+        ("--shutdown-grace", "CHAT_SHUTDOWN_GRACE"),
         ("--max-frame-bytes", "CHAT_MAX_FRAME_BYTES"),
         ("--max-message-bytes", "CHAT_MAX_MESSAGE_BYTES"),
         ("--max-text-chars", "CHAT_MAX_TEXT_CHARS"),
@@ -111,12 +112,48 @@ fn environment_configures_the_address() {
 fn taken_port_is_a_clear_error() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let port = holder.local_addr().expect("address").port().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--port", &port])
-        .output()
-        .expect("runs");
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_server")).args(["--port", &port]).output().expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on 127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// SIGTERM tells connected clients the server is going away (close 1001) and the process
+/// exits 0 well within the grace period instead of lingering with open connections.
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
+    let mut server = Running::start(&["--port", "0", "--shutdown-grace", "5s"], &[]);
+    let address = server.address();
+    let (mut client, _) = tungstenite::connect(format!("ws://{address}/ws?room=bye&nick=ann"))
+        .expect("WebSocket connects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = client.get_ref() {
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    }
+    let welcome = client.read().expect("welcome frame");
+    assert!(welcome.to_text().expect("text").contains(r#""type":"welcome""#));
+
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = loop {
+        match client.read().expect("a close frame before the connection ends") {
+            tungstenite::Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            _ => continue,
+        }
+    };
+    assert_eq!(code, Some(protocol::close::GOING_AWAY));
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(started.elapsed() < DEADLINE, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit status {exit}");
+    assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");
 }
