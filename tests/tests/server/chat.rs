@@ -177,13 +177,7 @@ async fn switching_rooms() {
     let own = alice.message().await;
     assert_eq!(own.text, "anyone in first?", "alice got nothing from the second room");
 
-    bob.send_text(r#"{"type":"list_rooms"}"#).await;
-    let rooms = bob
-        .recv_until(|m| match m {
-            ServerMessage::Rooms { rooms } => Some(rooms),
-            _ => None,
-        })
-        .await;
+    let rooms = bob.list_rooms().await;
     assert_eq!(rooms.len(), 2);
 }
 

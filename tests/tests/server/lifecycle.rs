@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use protocol::{ServerMessage, close};
+use protocol::close;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::{Client, TestServer, config};
@@ -21,12 +21,7 @@ async fn silent_client_is_dropped_by_heartbeat() {
     let joined_at = tokio::time::Instant::now();
     // `silent` is never read from now on, so it never answers a ping. `watcher` keeps
     // reading (and so answering pings) while it waits for the departure.
-    let left = watcher
-        .recv_until(|m| match m {
-            ServerMessage::Left { nick, .. } => Some(nick),
-            _ => None,
-        })
-        .await;
+    let left = watcher.left().await;
     assert_eq!(left, "silent");
     assert!(joined_at.elapsed() >= Duration::from_millis(300), "not dropped before the timeout");
     assert_eq!(silent.close_code().await, close::HEARTBEAT_TIMEOUT);
@@ -49,12 +44,7 @@ async fn abrupt_disconnect_does_not_disturb_others() {
     }
     crasher.abort();
     for client in [&mut alice, &mut bob] {
-        let left = client
-            .recv_until(|m| match m {
-                ServerMessage::Left { nick, .. } => Some(nick),
-                _ => None,
-            })
-            .await;
+        let left = client.left().await;
         assert_eq!(left, "crasher");
     }
     bob.say("after").await;

@@ -194,17 +194,30 @@ impl Client {
         frame.code.into()
     }
 
+    /// Sends `list_rooms` and returns the answer (skipping anything else that arrives).
+    pub async fn list_rooms(&mut self) -> Vec<protocol::RoomInfo> {
+        self.send_text(r#"{"type":"list_rooms"}"#).await;
+        self.recv_until(|m| match m {
+            ServerMessage::Rooms { rooms } => Some(rooms),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The nick in the next `left` notice (skipping anything else that arrives).
+    pub async fn left(&mut self) -> String {
+        self.recv_until(|m| match m {
+            ServerMessage::Left { nick, .. } => Some(nick),
+            _ => None,
+        })
+        .await
+    }
+
     /// Asks for the room list until `done` accepts it (rooms open and close asynchronously).
     pub async fn wait_for_rooms(&mut self, mut done: impl FnMut(&[protocol::RoomInfo]) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            self.send_text(r#"{"type":"list_rooms"}"#).await;
-            let rooms = self
-                .recv_until(|m| match m {
-                    ServerMessage::Rooms { rooms } => Some(rooms),
-                    _ => None,
-                })
-                .await;
+            let rooms = self.list_rooms().await;
             if done(&rooms) {
                 return;
             }
