@@ -6,6 +6,7 @@
 //! - [`connection`]: the socket, reconnection with backoff, rejoining.
 //! - [`backoff`]: reconnection delays.
 //! - [`page`]: the address bar and this tab's token.
+//! - [`typing`]: when to announce typing, and how to show it.
 //! - [`components`]: one component per file, rendering props and raising callbacks.
 
 pub mod backoff;
@@ -13,17 +14,22 @@ pub mod components;
 pub mod connection;
 pub mod page;
 pub mod state;
+pub mod typing;
 
 use gloo_timers::callback::Interval;
 use protocol::ClientMessage;
 use yew::prelude::*;
 
-use crate::components::{Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList};
+use crate::components::{
+    Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, TypingIndicator,
+};
 use crate::connection::{Connection, Target};
 use crate::state::{Action, ConnectionState, State};
 
 /// How often the room list is refreshed while online.
 pub const ROOM_LIST_REFRESH_MS: u32 = 10_000;
+/// How often expired typing indications are cleared while some are showing.
+const TYPING_TICK_MS: u32 = 500;
 
 #[derive(Properties, PartialEq, Default)]
 pub struct AppProps {
@@ -92,6 +98,21 @@ pub fn app(props: &AppProps) -> Html {
         });
     }
 
+    // Let typing indications expire while there are any.
+    {
+        let typing = !state.typing.is_empty();
+        let dispatcher = state.dispatcher();
+        use_effect_with(typing, move |typing| {
+            let tick = typing.then(|| {
+                Interval::new(TYPING_TICK_MS, move || {
+                    dispatcher.dispatch(Action::Tick { now: state::now() });
+                })
+            });
+            move || drop(tick)
+        });
+    }
+    let throttle = use_mut_ref(typing::Throttle::default);
+
     let Some(nick) = state.nick.clone() else {
         return html! {
             <>
@@ -113,10 +134,19 @@ pub fn app(props: &AppProps) -> Html {
         })
     };
     let on_send = {
-        let (send, state) = (send.clone(), state.clone());
+        let (send, state, throttle) = (send.clone(), state.clone(), throttle.clone());
         Callback::from(move |text: String| {
             state.dispatch(Action::DismissError);
+            throttle.borrow_mut().reset();
             send.emit(ClientMessage::Send { text });
+        })
+    };
+    let on_typing = {
+        let send = send.clone();
+        Callback::from(move |()| {
+            if throttle.borrow_mut().should_send(state::now()) {
+                send.emit(ClientMessage::Typing);
+            }
         })
     };
     let on_switch = {
@@ -143,7 +173,9 @@ pub fn app(props: &AppProps) -> Html {
             </aside>
             <main class="conversation">
                 <MessageList entries={state.entries.clone()} own={Some(nick)} />
-                <Composer {on_send} {on_invalid} error={state.error.clone()} disabled={!usable} />
+                <TypingIndicator typists={state.typists()} />
+                <Composer {on_send} {on_invalid} {on_typing} error={state.error.clone()}
+                    disabled={!usable} />
             </main>
         </div>
     }

@@ -60,6 +60,8 @@ pub struct State {
     pub rooms: Vec<RoomInfo>,
     /// The last problem the server reported, in words for people.
     pub error: Option<String>,
+    /// Who is typing in the room, with when their indication expires (Unix ms).
+    pub typing: Vec<(String, u64)>,
     notices: u64,
 }
 
@@ -73,12 +75,22 @@ impl State {
             entries: Rc::default(),
             rooms: Vec::new(),
             error: None,
+            typing: Vec::new(),
             notices: 0,
         }
     }
 
     pub fn is_joined(&self) -> bool {
         self.nick.is_some()
+    }
+
+    /// The nicks currently typing, in the order they started.
+    pub fn typists(&self) -> Vec<String> {
+        self.typing.iter().map(|(nick, _)| nick.clone()).collect()
+    }
+
+    fn stop_typing(&mut self, nick: &str) {
+        self.typing.retain(|(typist, _)| typist != nick);
     }
 
     fn notice(&mut self, text: String, ts: u64) {
@@ -115,11 +127,13 @@ impl State {
                 self.members = members;
                 self.rooms = rooms;
                 self.error = None;
+                self.typing.clear();
             }
             ServerMessage::Message(message) => {
                 // Frames from a room we just left, or repeats, are not shown.
                 let fresh = self.last_message_id().is_none_or(|last| message.id > last);
                 if message.room == self.room && fresh {
+                    self.stop_typing(&message.from);
                     self.push(Entry::Message(message));
                 }
             }
@@ -132,9 +146,21 @@ impl State {
             }
             ServerMessage::Left { room, nick, ts } if room == self.room => {
                 self.notice(format!("{nick} left."), ts);
+                self.stop_typing(&nick);
                 self.members.retain(|member| *member != nick);
             }
-            ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
+            ServerMessage::Typing { room, nick } if room == self.room => {
+                if self.nick.as_ref() != Some(&nick) {
+                    let expires = now() + protocol::TYPING_TTL_MS;
+                    match self.typing.iter_mut().find(|(typist, _)| *typist == nick) {
+                        Some(entry) => entry.1 = expires,
+                        None => self.typing.push((nick, expires)),
+                    }
+                }
+            }
+            ServerMessage::Joined { .. }
+            | ServerMessage::Left { .. }
+            | ServerMessage::Typing { .. } => {}
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
             ServerMessage::Error { message, .. } => self.error = Some(message),
         }
@@ -179,6 +205,10 @@ pub enum Action {
     DismissError,
     /// The page refused input before sending it (same words as the server would use).
     LocalError(String),
+    /// Time passed: typing indications older than their expiry (Unix ms `now`) go away.
+    Tick {
+        now: u64,
+    },
 }
 
 impl Reducible for State {
@@ -214,13 +244,14 @@ impl Reducible for State {
             }
             Action::DismissError => state.error = None,
             Action::LocalError(message) => state.error = Some(message),
+            Action::Tick { now } => state.typing.retain(|(_, expires)| *expires > now),
         }
         Rc::new(state)
     }
 }
 
 /// The current time in Unix milliseconds (0 off the browser, where only tests run).
-fn now() -> u64 {
+pub fn now() -> u64 {
     if cfg!(target_arch = "wasm32") {
         // Milliseconds since the epoch fit easily in a u64; the float is integral.
         js_sys::Date::now() as u64
@@ -329,6 +360,26 @@ mod tests {
         }
         assert_eq!(state.entries.len(), MAX_ENTRIES);
         assert_eq!(state.last_message_id(), Some(MAX_ENTRIES as u64 + 50));
+    }
+
+    /// Typing indications appear for others only, end with the typist's message or departure,
+    /// and expire by themselves.
+    #[test]
+    fn typing_indications_come_and_go() {
+        let typing = |nick: &str| {
+            Action::Server(ServerMessage::Typing { room: "a".into(), nick: nick.into() })
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), typing("alice"), typing("carol"), typing("bob")],
+        );
+        assert_eq!(state.typists(), ["alice", "carol"], "bob is us");
+        let state = reduce(state, [Action::Server(ServerMessage::Message(message(9, "a", "hi")))]);
+        assert_eq!(state.typists(), ["carol"], "alice's message ends her typing");
+        let state = reduce(state, [Action::Tick { now: protocol::TYPING_TTL_MS - 1 }]);
+        assert_eq!(state.typists(), ["carol"]);
+        let state = reduce(state, [Action::Tick { now: protocol::TYPING_TTL_MS }]);
+        assert!(state.typists().is_empty(), "expired");
     }
 
     /// Losing the connection while online says so and shows the retry; errors are kept for

@@ -11,10 +11,11 @@ use std::rc::Rc;
 use common::{flush, input, press, root, select, select_all, texts};
 use frontend::components::{
     Composer, ComposerProps, ConnectionBadge, ConnectionBadgeProps, MemberList, MemberListProps,
-    MessageList, MessageListProps,
+    MessageList, MessageListProps, TypingIndicator, TypingIndicatorProps,
 };
 use frontend::state::{ConnectionState, Entry};
 use protocol::ChatMessage;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 use yew::Callback;
 
@@ -107,12 +108,13 @@ async fn connection_badge_shows_each_state() {
 }
 
 /// Enter sends the typed text and clears the input; blank text is refused with an explanation
-/// instead of being sent; Escape clears without sending.
+/// instead of being sent; Escape clears without sending; edits are reported.
 #[wasm_bindgen_test]
 async fn composer_sends_on_enter() {
     let root = root();
     let sent = Rc::new(RefCell::new(Vec::<String>::new()));
     let refused = Rc::new(RefCell::new(Vec::<String>::new()));
+    let typed = Rc::new(RefCell::new(0));
     let props = ComposerProps {
         on_send: {
             let sent = sent.clone();
@@ -122,6 +124,10 @@ async fn composer_sends_on_enter() {
             let refused = refused.clone();
             Callback::from(move |m| refused.borrow_mut().push(m))
         },
+        on_typing: {
+            let typed = typed.clone();
+            Callback::from(move |()| *typed.borrow_mut() += 1)
+        },
         error: Some("Too fast.".into()),
         disabled: false,
     };
@@ -130,6 +136,9 @@ async fn composer_sends_on_enter() {
 
     let field = input(&root, "#composer-input");
     field.set_value("hello there");
+    let edit = web_sys::InputEvent::new("input").expect("input event");
+    field.dispatch_event(&edit).expect("dispatched");
+    assert_eq!(*typed.borrow(), 1, "edits are reported for the typing indicator");
     press(&field, "Enter");
     flush().await;
     assert_eq!(*sent.borrow(), ["hello there"]);
@@ -146,4 +155,75 @@ async fn composer_sends_on_enter() {
     assert_eq!(field.value(), "");
     assert_eq!(sent.borrow().len(), 1);
     assert_eq!(texts(&root, "#composer-error"), ["Too fast."], "errors show beside the input");
+}
+
+/// http(s) links become links that open safely in a new tab; other schemes stay text.
+#[wasm_bindgen_test]
+async fn links_are_clickable_and_safe() {
+    let root = root();
+    let text = "see https://example.org/a?b=1 and javascript://alert(1) or www.x.org";
+    let entries: VecDeque<Entry> = [message(1, "alice", text)].into();
+    let props = MessageListProps { entries: Rc::new(entries), own: None };
+    yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+
+    let links = select_all(&root, ".message .text a");
+    assert_eq!(links.len(), 1, "only the https link is clickable");
+    let link = &links[0];
+    assert_eq!(link.get_attribute("href").as_deref(), Some("https://example.org/a?b=1"));
+    assert_eq!(link.get_attribute("rel").as_deref(), Some("noopener noreferrer"));
+    assert_eq!(link.get_attribute("target").as_deref(), Some("_blank"));
+    assert_eq!(texts(&root, ".message .text"), [text], "the text reads exactly as written");
+}
+
+/// The typing line names who is typing and is empty otherwise.
+#[wasm_bindgen_test]
+async fn typing_indicator_names_typists() {
+    let root = root();
+    let props = TypingIndicatorProps { typists: vec!["bob".into()] };
+    let mut handle =
+        yew::Renderer::<TypingIndicator>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+    assert_eq!(texts(&root, ".typing"), ["bob is typing…"]);
+    handle.update(TypingIndicatorProps { typists: vec![] });
+    flush().await;
+    assert_eq!(texts(&root, ".typing"), [""]);
+}
+
+/// A reader at the bottom follows new messages; one who scrolled up stays put and gets a
+/// "new messages" button that takes them down.
+#[wasm_bindgen_test]
+async fn new_messages_button_when_scrolled_up() {
+    let root = root();
+    root.set_attribute("style", "height: 200px; display: flex; flex-direction: column")
+        .expect("style");
+    let many = |n: u64| -> Rc<VecDeque<Entry>> {
+        Rc::new((1..=n).map(|id| message(id, "alice", &format!("line {id}"))).collect())
+    };
+    let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
+        root.clone(),
+        MessageListProps { entries: many(60), own: None },
+    )
+    .render();
+    flush().await;
+    let list = select(&root, "ol.messages").expect("list");
+    list.set_attribute("style", "overflow-y: auto; height: 150px").expect("style");
+    list.set_scroll_top(list.scroll_height());
+    handle.update(MessageListProps { entries: many(61), own: None });
+    flush().await;
+    let bottom =
+        |list: &web_sys::Element| list.scroll_height() - list.scroll_top() - list.client_height();
+    assert!(bottom(&list) <= 48, "followed the new message");
+    assert!(select(&root, ".new-messages").is_none());
+
+    list.set_scroll_top(0);
+    list.dispatch_event(&web_sys::Event::new("scroll").expect("event")).expect("scroll");
+    handle.update(MessageListProps { entries: many(62), own: None });
+    flush().await;
+    assert_eq!(list.scroll_top(), 0, "a reader who scrolled up is not moved");
+    let button = select(&root, ".new-messages").expect("new messages button");
+    button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    flush().await;
+    assert!(bottom(&list) <= 48, "the button scrolls to the newest");
+    assert!(select(&root, ".new-messages").is_none(), "and goes away");
 }

@@ -42,7 +42,16 @@ pub enum ClientMessage {
     },
     /// Ask for the list of active rooms; the server answers with [`ServerMessage::Rooms`].
     ListRooms,
+    /// The user is typing. Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while
+    /// the user types; the room tells the other members with [`ServerMessage::Typing`].
+    Typing,
 }
+
+/// How often, at most, a client says it is typing.
+pub const TYPING_SEND_INTERVAL_MS: u64 = 2_000;
+/// How long a "typing" indication lasts unless renewed; a bit over two send intervals, so one
+/// late notice does not make the indicator flicker.
+pub const TYPING_TTL_MS: u64 = 5_000;
 
 /// What the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +75,9 @@ pub enum ServerMessage {
     Joined { room: String, nick: String, ts: UnixMillis },
     /// Someone left the room (closed, switched rooms, or timed out).
     Left { room: String, nick: String, ts: UnixMillis },
+    /// Someone in the room is typing (never sent to the typist). Show it until a message from
+    /// them arrives, they leave, or [`TYPING_TTL_MS`] pass without another one.
+    Typing { room: String, nick: String },
     /// The active rooms, in answer to [`ClientMessage::ListRooms`].
     Rooms { rooms: Vec<RoomInfo> },
     /// A request was refused; the connection stays open.
@@ -155,6 +167,7 @@ mod tests {
             ClientMessage::Join { room: "rust".into(), nick: None },
             ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()) },
             ClientMessage::ListRooms,
+            ClientMessage::Typing,
         ];
         for message in all {
             assert_eq!(round_trip(&message), message);
@@ -177,6 +190,7 @@ mod tests {
             ServerMessage::Joined { room: "general".into(), nick: "bob".into(), ts: 1 },
             ServerMessage::Left { room: "general".into(), nick: "bob".into(), ts: 2 },
             ServerMessage::Rooms { rooms },
+            ServerMessage::Typing { room: "general".into(), nick: "bob".into() },
             ServerMessage::error(ErrorCode::NickTaken, "taken"),
         ];
         for message in all {

@@ -14,6 +14,7 @@ pub enum Command {
     Send { text: String },
     Join { room: String, nick: Option<String> },
     ListRooms,
+    Typing,
 }
 
 /// Why a frame was refused, ready to be sent as an `error` frame.
@@ -55,6 +56,7 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             Ok(Command::Join { room, nick })
         }
         ClientMessage::ListRooms => Ok(Command::ListRooms),
+        ClientMessage::Typing => Ok(Command::Typing),
     }
 }
 
@@ -85,7 +87,7 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
         .ok()
         .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)));
     match kind {
-        Some(kind) if !["send", "join", "list_rooms"].contains(&kind.as_str()) => {
+        Some(kind) if !["send", "join", "list_rooms", "typing"].contains(&kind.as_str()) => {
             Rejection::new(ErrorCode::UnknownType, format!("Unknown message type {kind:?}."))
         }
         _ => Rejection::new(ErrorCode::InvalidMessage, format!("Invalid message: {error}.")),
@@ -116,6 +118,7 @@ mod tests {
             Ok(Command::Join { room: "rust".into(), nick: Some("bob".into()) })
         );
         assert_eq!(decode(r#"{"type":"list_rooms"}"#, &limits()), Ok(Command::ListRooms));
+        assert_eq!(decode(r#"{"type":"typing"}"#, &limits()), Ok(Command::Typing));
     }
 
     /// Each kind of bad frame gets its own error code.

@@ -221,6 +221,25 @@ impl Handler<Post> for Room {
     }
 }
 
+/// A member is typing; the others are told (nothing is stored).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Typing {
+    pub conn: ConnId,
+}
+
+impl Handler<Typing> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _: &mut Self::Context) {
+        if let Some(member) = self.members.get(&msg.conn) {
+            let notice =
+                ServerMessage::Typing { room: self.name.clone(), nick: member.nick.clone() };
+            self.announce(notice, Some(msg.conn));
+        }
+    }
+}
+
 /// The lobby closes the room: its last member left.
 #[derive(Message)]
 #[rtype(result = "()")]

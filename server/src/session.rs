@@ -134,6 +134,13 @@ impl Session {
                     Rejection::new(ErrorCode::NotJoined, "Join a room before sending messages."),
                 ),
             },
+            Ok(Command::Typing) => match &self.membership {
+                Some(membership) => membership.room.do_send(room::Typing { conn: self.conn }),
+                None => self.reject(
+                    ctx,
+                    Rejection::new(ErrorCode::NotJoined, "Join a room before typing."),
+                ),
+            },
             Ok(Command::Join { room, nick }) => self.join(room, nick, ctx),
             Ok(Command::ListRooms) => {
                 let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(

@@ -10,6 +10,9 @@ pub struct ComposerProps {
     pub on_send: Callback<String>,
     /// Called with an explanation when the text cannot be sent.
     pub on_invalid: Callback<String>,
+    /// Called on every edit of the text (the caller throttles what it announces).
+    #[prop_or_default]
+    pub on_typing: Callback<()>,
     #[prop_or_default]
     pub error: Option<String>,
     #[prop_or_default]
@@ -57,11 +60,12 @@ pub fn composer(props: &ComposerProps) -> Html {
             _ => {}
         })
     };
+    let oninput = props.on_typing.reform(|_: InputEvent| ());
     html! {
         <form class="composer" {onsubmit}>
             <label for="composer-input" class="visually-hidden">{ "Message" }</label>
             <input id="composer-input" ref={input_ref} placeholder="Write a message…"
-                autocomplete="off" disabled={props.disabled} {onkeydown}
+                autocomplete="off" disabled={props.disabled} {onkeydown} {oninput} autofocus=true
                 aria-describedby="composer-error" />
             <button type="submit" disabled={props.disabled}>{ "Send" }</button>
             <p id="composer-error" class="error" role="alert">

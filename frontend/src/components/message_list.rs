@@ -1,9 +1,11 @@
-//! The room's messages and notices, oldest first, following new messages unless the reader
-//! has scrolled up. Text is rendered as text: nothing in a message or nick is interpreted.
+//! The room's messages and notices, oldest first. It follows new messages while the reader is
+//! at the bottom; a reader who scrolled up stays put and gets a "new messages" button instead.
+//! Text is rendered as text: only http(s) links become clickable, nothing else is interpreted.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use linkify::{LinkFinder, LinkKind};
 use web_sys::Element;
 use yew::prelude::*;
 
@@ -24,32 +26,57 @@ pub fn message_list(props: &MessageListProps) -> Html {
     let list_ref = use_node_ref();
     // Whether the reader is at the bottom; updated on scroll, read after each render.
     let stick = use_mut_ref(|| true);
+    let unseen = use_state(|| false);
 
     let onscroll = {
-        let (list_ref, stick) = (list_ref.clone(), stick.clone());
+        let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
         Callback::from(move |_: Event| {
             if let Some(list) = list_ref.cast::<Element>() {
-                let from_bottom = list.scroll_height() - list.scroll_top() - list.client_height();
-                *stick.borrow_mut() = from_bottom <= STICK_THRESHOLD;
+                let at_bottom = is_at_bottom(&list);
+                *stick.borrow_mut() = at_bottom;
+                if at_bottom && *unseen {
+                    unseen.set(false);
+                }
             }
         })
     };
     {
-        let (list_ref, stick) = (list_ref.clone(), stick.clone());
-        use_effect_with(props.entries.clone(), move |_| {
-            if *stick.borrow()
-                && let Some(list) = list_ref.cast::<Element>()
-            {
-                list.set_scroll_top(list.scroll_height());
+        let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
+        use_effect_with(props.entries.clone(), move |entries| {
+            if let Some(list) = list_ref.cast::<Element>() {
+                if *stick.borrow() {
+                    list.set_scroll_top(list.scroll_height());
+                } else if !entries.is_empty() {
+                    unseen.set(true);
+                }
             }
         });
     }
+    let jump = {
+        let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
+        Callback::from(move |_: MouseEvent| {
+            if let Some(list) = list_ref.cast::<Element>() {
+                list.set_scroll_top(list.scroll_height());
+            }
+            *stick.borrow_mut() = true;
+            unseen.set(false);
+        })
+    };
 
     html! {
-        <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
-            { for props.entries.iter().map(|entry| render(entry, props.own.as_deref())) }
-        </ol>
+        <div class="message-pane">
+            <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
+                { for props.entries.iter().map(|entry| render(entry, props.own.as_deref())) }
+            </ol>
+            if *unseen {
+                <button type="button" class="new-messages" onclick={jump}>{ "New messages ↓" }</button>
+            }
+        </div>
     }
+}
+
+fn is_at_bottom(list: &Element) -> bool {
+    list.scroll_height() - list.scroll_top() - list.client_height() <= STICK_THRESHOLD
 }
 
 fn render(entry: &Entry, own: Option<&str>) -> Html {
@@ -61,7 +88,7 @@ fn render(entry: &Entry, own: Option<&str>) -> Html {
                     data-id={message.id.to_string()}>
                     <time datetime={iso_time(message.ts)}>{ local_time(message.ts) }</time>
                     <span class="from">{ &message.from }</span>
-                    <span class="text">{ &message.text }</span>
+                    <span class="text">{ linkified(&message.text) }</span>
                 </li>
             }
         }
@@ -72,6 +99,25 @@ fn render(entry: &Entry, own: Option<&str>) -> Html {
             </li>
         },
     }
+}
+
+/// The text with its http(s) links made clickable; everything else stays plain text. Links
+/// open in a new tab without giving it a handle on this page.
+fn linkified(text: &str) -> Html {
+    let mut finder = LinkFinder::new();
+    finder.kinds(&[LinkKind::Url]);
+    finder
+        .spans(text)
+        .map(|span| {
+            let part = span.as_str();
+            let web = part.starts_with("https://") || part.starts_with("http://");
+            if span.kind().is_some() && web {
+                html! { <a href={part.to_owned()} target="_blank" rel="noopener noreferrer">{ part }</a> }
+            } else {
+                html! { { part } }
+            }
+        })
+        .collect()
 }
 
 /// `HH:MM` in the reader's time zone.

@@ -207,3 +207,28 @@ async fn same_client_reconnect_takes_over_nick() {
         other => panic!("expected bob's message, got {other:?}"),
     }
 }
+
+/// A typing notice reaches the other members, not the typist, and is refused before joining.
+#[tokio::test]
+async fn typing_is_relayed_to_the_others() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("typing", "alice").await;
+    let (mut bob, _) = server.join("typing", "bob").await;
+    alice.recv().await; // bob joined
+
+    bob.send_text(r#"{"type":"typing"}"#).await;
+    match alice.recv().await {
+        ServerMessage::Typing { room, nick } => {
+            assert_eq!((room, nick), ("typing".into(), "bob".into()))
+        }
+        other => panic!("expected typing, got {other:?}"),
+    }
+    bob.say("done typing").await;
+    // Bob's next frame is his own message: he was not told about his own typing.
+    assert!(matches!(bob.recv().await, ServerMessage::Message(m) if m.text == "done typing"));
+
+    let mut outsider = Client::connect(&server.url("room=bad%20room")).await;
+    outsider.error().await;
+    outsider.send_text(r#"{"type":"typing"}"#).await;
+    assert_eq!(outsider.error().await, ErrorCode::NotJoined);
+}
