@@ -60,12 +60,23 @@ pub fn composer(props: &ComposerProps) -> Html {
             _ => {}
         })
     };
+    // Put the cursor in the input when the chat appears, so a keyboard user can type at once.
+    // (`autofocus` is not applied to elements inserted after the page loaded.)
+    {
+        let input_ref = input_ref.clone();
+        use_effect_with((), move |_| {
+            if let Some(input) = input_ref.cast::<HtmlInputElement>() {
+                // Focusing fails only for a detached element; then there is nothing to focus.
+                let _ = input.focus();
+            }
+        });
+    }
     let oninput = props.on_typing.reform(|_: InputEvent| ());
     html! {
         <form class="composer" {onsubmit}>
             <label for="composer-input" class="visually-hidden">{ "Message" }</label>
             <input id="composer-input" ref={input_ref} placeholder="Write a message…"
-                autocomplete="off" disabled={props.disabled} {onkeydown} {oninput} autofocus=true
+                autocomplete="off" disabled={props.disabled} {onkeydown} {oninput}
                 aria-describedby="composer-error" />
             <button type="submit" disabled={props.disabled}>{ "Send" }</button>
             <p id="composer-error" class="error" role="alert">

@@ -1,0 +1,257 @@
+//! Helpers for the end-to-end tests: the real server binary serving the release UI, Debian's
+//! Chromium driven through chromedriver, and waits that poll with a deadline. Every process
+//! started here is killed when its guard is dropped, whether the test passed or not.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// How long any single expectation may take.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+/// The WebDriver key code for Enter.
+pub const ENTER: char = '\u{e007}';
+
+/// `target/` (or `$CARGO_TARGET_DIR`): the directory two levels above this test binary.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.ancestors().nth(3).expect("target/<profile>/deps/<binary>").to_path_buf()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").port()
+}
+
+/// Waits until something accepts connections on `addr`.
+fn wait_for_port(addr: SocketAddr, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < DEADLINE, "{what} did not start listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server binary (`target/<profile>/server`, built by `cargo test --workspace`) serving
+/// the release UI from `dist/` on a fixed port, so it can be restarted at the same address.
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let profile = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.ancestors().nth(2).map(|p| p.to_path_buf()))
+            .expect("profile directory");
+        let binary = profile.join("server");
+        assert!(binary.is_file(), "{} is missing: run `cargo test --workspace`", binary.display());
+        let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
+        assert!(
+            dist.join("index.html").is_file(),
+            "no release UI in {}: run scripts/build-ui (scripts/test does)",
+            dist.display()
+        );
+        let log = std::fs::File::create(screenshot_dir().join(format!("server-{port}.log")))
+            .expect("server log file");
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--ui-dir"])
+            .arg(&dist)
+            .args([
+                "--heartbeat-interval",
+                "1s",
+                "--client-timeout",
+                "3s",
+                "--shutdown-grace",
+                "2s",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("server starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for_port(addr, "the server");
+        ServerProcess { addr, child: Some(child) }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+
+    /// Stops the process the way an operator would (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One chromedriver process; each [`Browser`] is a session in it.
+pub struct Driver {
+    url: String,
+    child: Child,
+}
+
+impl Driver {
+    pub fn start() -> Self {
+        let port = free_port();
+        let binary =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): run scripts/setup --test"));
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "chromedriver");
+        Driver { url: format!("http://127.0.0.1:{port}"), child }
+    }
+
+    /// A new headless Chromium window of the given size.
+    pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--window-size={width},{height}"),
+        ];
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session");
+        Browser { client }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser window with the waits the tests need.
+pub struct Browser {
+    pub client: Client,
+}
+
+impl Browser {
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("page opens");
+    }
+
+    pub async fn find(&self, css: &str) -> Element {
+        self.wait_for(&format!("element {css}"), || async {
+            self.client.find(Locator::Css(css)).await.ok()
+        })
+        .await
+    }
+
+    /// The text of every element matching `css`, in document order.
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            texts.push(element.text().await.unwrap_or_default());
+        }
+        texts
+    }
+
+    /// Waits until some element matching `css` has exactly the text `text`.
+    pub async fn wait_for_text(&self, css: &str, text: &str) {
+        self.wait_for(&format!("{css} showing {text:?}"), || async {
+            self.texts(css).await.iter().any(|t| t == text).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until `check` yields `Some`, polling; panics after [`DEADLINE`] naming `what`.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types into the element matching `css`, as key presses.
+    pub async fn type_into(&self, css: &str, keys: &str) {
+        self.find(css).await.send_keys(keys).await.expect("keys typed");
+    }
+
+    /// Joins from the join form, as a first-time visitor would.
+    pub async fn join_with_form(&self, server: &ServerProcess, nick: &str, room: &str) {
+        self.open(&server.url("/")).await;
+        self.type_into("#join-nick", nick).await;
+        let room_field = self.find("#join-room").await;
+        room_field.clear().await.expect("room field cleared");
+        room_field.send_keys(&format!("{room}{ENTER}")).await.expect("room typed");
+        self.wait_for_online().await;
+    }
+
+    pub async fn wait_for_online(&self) {
+        self.find(".badge.online").await;
+    }
+
+    /// Saves a screenshot as `target/e2e-screenshots/<name>.png`.
+    pub async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(screenshot_dir().join(format!("{name}.png")), png)
+            .expect("write screenshot");
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// Where screenshots and server logs go: `target/e2e-screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    let dir = target_dir().join("e2e-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
