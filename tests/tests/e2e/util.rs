@@ -117,6 +117,10 @@ impl Drop for ServerProcess {
 pub struct Driver {
     url: String,
     child: Child,
+    /// A folder unique to this driver; every browser it starts keeps its profile under it,
+    /// so they can all be found and killed even when a test panicked before closing them.
+    profiles: PathBuf,
+    browsers: std::sync::atomic::AtomicUsize,
 }
 
 impl Driver {
@@ -131,12 +135,23 @@ impl Driver {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): run scripts/setup --test"));
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "chromedriver");
-        Driver { url: format!("http://127.0.0.1:{port}"), child }
+        let profiles = std::env::temp_dir().join(format!("chat-e2e-{}-{port}", std::process::id()));
+        Driver {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            profiles,
+            browsers: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// A new headless Chromium window of the given size.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        let n = self.browsers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = format!("--user-data-dir={}", self.profiles.join(n.to_string()).display());
+        let size = format!("--window-size={width},{height}");
         let args = [
+            profile.as_str(),
+            "--disable-breakpad",
             "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
@@ -145,7 +160,7 @@ impl Driver {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            &format!("--window-size={width},{height}"),
+            size.as_str(),
         ];
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
@@ -162,9 +177,14 @@ impl Driver {
 }
 
 impl Drop for Driver {
+    /// Kills chromedriver and every browser it started: Chromium outlives a killed chromedriver,
+    /// and a test that panicked never closed its sessions.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let marker = format!("--user-data-dir={}", self.profiles.display());
+        let _ = Command::new("pkill").args(["-KILL", "-f", "--", &marker]).status();
+        let _ = std::fs::remove_dir_all(&self.profiles);
     }
 }
 
