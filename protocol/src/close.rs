@@ -15,3 +15,6 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 pub const REPLACED: u16 = 4001;
 /// The server has stopped hearing from the client (no pong within the heartbeat timeout).
 pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+/// The client stopped reading: more frames were waiting for it than the server keeps. It was
+/// removed from its room; it may reconnect (and should read what it is sent).
+pub const SLOW_READER: u16 = 4003;

@@ -81,7 +81,13 @@ pub enum ServerMessage {
     /// The active rooms, in answer to [`ClientMessage::ListRooms`].
     Rooms { rooms: Vec<RoomInfo> },
     /// A request was refused; the connection stays open.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// For `rate_limited`: how long to wait before sending again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
 }
 
 /// One chat message as stored and relayed.
@@ -128,12 +134,15 @@ pub enum ErrorCode {
     NotJoined,
     /// The server could not do what was asked; trying again later may work.
     Unavailable,
+    /// Too many frames too fast; `retry_after_ms` says when the next one will be accepted.
+    /// A client that keeps going is closed with [`close::POLICY_VIOLATION`].
+    RateLimited,
 }
 
 impl ServerMessage {
     /// An error frame with a human-readable explanation.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into() }
+        ServerMessage::Error { code, message: message.into(), retry_after_ms: None }
     }
 }
 
@@ -192,6 +201,11 @@ mod tests {
             ServerMessage::Rooms { rooms },
             ServerMessage::Typing { room: "general".into(), nick: "bob".into() },
             ServerMessage::error(ErrorCode::NickTaken, "taken"),
+            ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after_ms: Some(250),
+            },
         ];
         for message in all {
             assert_eq!(round_trip(&message), message);

@@ -21,6 +21,25 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_RETAINED_ROOMS: usize = 1000;
 /// How long a shutdown waits for connections to finish after telling clients to go away.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Frames per second a connection may send on average...
+pub const DEFAULT_RATE_PER_SECOND: u32 = 10;
+/// ...and in a burst.
+pub const DEFAULT_RATE_BURST: u32 = 20;
+/// Refused frames within [`FLOOD_WINDOW`] after which a connection is closed with 1008.
+pub const DEFAULT_FLOOD_LIMIT: u32 = 50;
+/// The window in which refused frames add up to flooding.
+pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// Open connections the server accepts in total...
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// ...and from one source address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 200;
+/// Frames that may wait for one client before it counts as not reading (close 4003).
+pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
+/// How long sent data may stay unacknowledged (or unsent behind a zero window) before the
+/// kernel drops the connection (`TCP_USER_TIMEOUT`).
+pub const DEFAULT_STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Origins besides the server's own that may open WebSockets: `trunk serve`'s.
+pub const DEFAULT_ALLOWED_ORIGINS: &str = "http://127.0.0.1:8081,http://localhost:8081";
 
 /// The server's configuration. `Config::default()` equals running with no flags and no
 /// environment.
@@ -74,6 +93,62 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub abuse: AbuseLimits,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AbuseLimits {
+    /// Frames per second one connection may send on average (token bucket).
+    #[arg(long, env = "CHAT_RATE_PER_SECOND", default_value_t = DEFAULT_RATE_PER_SECOND)]
+    pub rate_per_second: u32,
+
+    /// Frames one connection may send in a burst.
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
+
+    /// Rate-limited frames within 10 s after which the connection is closed (1008).
+    #[arg(long, env = "CHAT_FLOOD_LIMIT", default_value_t = DEFAULT_FLOOD_LIMIT)]
+    pub flood_limit: u32,
+
+    /// Open connections accepted in total; past it upgrades get HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Open connections accepted from one IP address; past it upgrades get HTTP 429.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+
+    /// Frames that may wait for one client; past it the client leaves its room and is
+    /// closed with 4003 (it is not reading).
+    #[arg(long, env = "CHAT_MAX_QUEUED_FRAMES", default_value_t = DEFAULT_MAX_QUEUED_FRAMES)]
+    pub max_queued_frames: usize,
+
+    /// Drop a connection whose sent data stays unacknowledged this long (TCP_USER_TIMEOUT).
+    #[arg(long, env = "CHAT_STALLED_WRITE_TIMEOUT", default_value_t = DEFAULT_STALLED_WRITE_TIMEOUT.into())]
+    pub stalled_write_timeout: humantime::Duration,
+
+    /// Origins (scheme://host:port) allowed to open WebSockets besides the server's own;
+    /// others get 403. `*` allows any (unsafe on the internet).
+    #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = DEFAULT_ALLOWED_ORIGINS)]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AbuseLimits {
+    fn default() -> Self {
+        AbuseLimits {
+            rate_per_second: DEFAULT_RATE_PER_SECOND,
+            rate_burst: DEFAULT_RATE_BURST,
+            flood_limit: DEFAULT_FLOOD_LIMIT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+            stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
+            allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
+        }
+    }
 }
 
 /// Size and naming limits applied to what clients send.
@@ -114,6 +189,7 @@ impl Default for Config {
             retained_rooms: DEFAULT_RETAINED_ROOMS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             limits: Limits::default(),
+            abuse: AbuseLimits::default(),
         }
     }
 }
@@ -154,6 +230,9 @@ mod tests {
         assert_eq!(parsed.history_len, default.history_len);
         assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);
         assert_eq!(parsed.limits.max_text_chars, default.limits.max_text_chars);
+        assert_eq!(parsed.abuse.allowed_origins, default.abuse.allowed_origins);
+        assert_eq!(parsed.abuse.rate_burst, default.abuse.rate_burst);
+        assert_eq!(parsed.abuse.max_queued_frames, default.abuse.max_queued_frames);
     }
 
     /// Durations accept human units, so tests and operators can write `200ms`.

@@ -22,21 +22,37 @@ pub enum Command {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into() }
+        Rejection { code, message: message.into(), retry_after_ms: None }
+    }
+
+    /// Too fast: the next frame is accepted after `wait`.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        // Rounded up, so waiting the hinted time is always enough.
+        let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        Rejection {
+            code: ErrorCode::RateLimited,
+            message: format!("You are sending too fast; wait {ms} ms."),
+            retry_after_ms: Some(ms),
+        }
     }
 
     pub fn into_message(self) -> ServerMessage {
-        ServerMessage::Error { code: self.code, message: self.message }
+        ServerMessage::Error {
+            code: self.code,
+            message: self.message,
+            retry_after_ms: self.retry_after_ms,
+        }
     }
 }
 
 impl From<RuleError> for Rejection {
     fn from(error: RuleError) -> Self {
-        Rejection { code: error.code, message: error.message }
+        Rejection::new(error.code, error.message)
     }
 }
 

@@ -9,13 +9,17 @@
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
 //! - [`outbound`]: encoding of server frames.
 //! - [`history`]: recent messages per room and message ids.
+//! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
+//! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 
 pub mod config;
 pub mod fragments;
 pub mod history;
 pub mod inbound;
 pub mod lobby;
+pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod room;
 pub mod session;
 
@@ -31,6 +35,8 @@ use serde::Deserialize;
 
 pub use config::Config;
 use lobby::Lobby;
+use metrics::Metrics;
+use policy::{ConnectionLimits, Refusal};
 use session::Session;
 
 /// Identifies one WebSocket connection for the lifetime of the process (and in logs).
@@ -41,6 +47,8 @@ struct AppState {
     config: Arc<Config>,
     lobby: Addr<Lobby>,
     next_conn: AtomicU64,
+    metrics: Arc<Metrics>,
+    limits: Arc<ConnectionLimits>,
 }
 
 /// The query string of `GET /ws`.
@@ -57,12 +65,17 @@ struct ConnectParams {
 pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(default_parallelism).max(1);
-    let lobby = Lobby::new(config.clone()).start();
+    let metrics = Arc::new(Metrics::default());
+    let lobby = Lobby::new(config.clone(), metrics.clone()).start();
+    let abuse = &config.abuse;
     let state = web::Data::new(AppState {
         config: config.clone(),
         lobby: lobby.clone(),
         next_conn: AtomicU64::new(1),
+        metrics,
+        limits: ConnectionLimits::new(abuse.max_connections, abuse.max_connections_per_address),
     });
+    let stalled_write_timeout = *abuse.stalled_write_timeout;
     let ui_dir = config.ui_dir.clone();
     let has_ui = ui_dir.join("index.html").is_file();
     if has_ui {
@@ -78,7 +91,8 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         let app = App::new()
             .app_data(state.clone())
             .route(protocol::WS_PATH, web::get().to(websocket))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }));
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
+            .route("/metrics", web::get().to(metrics_page));
         if has_ui {
             app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(
@@ -92,6 +106,17 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         }
     })
     .workers(workers)
+    // A client that stops reading blocks its connection's writes, and actix then stops
+    // polling that session altogether; only the kernel can end such a connection. With
+    // TCP_USER_TIMEOUT it does once sent data has waited this long, zero window included.
+    .on_connect(move |connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Err(error) =
+                socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(stalled_write_timeout))
+        {
+            tracing::warn!(%error, "could not set TCP_USER_TIMEOUT");
+        }
+    })
     // Signals are ours (see `shut_down_on_signal`): actix would stop accepting and then wait,
     // while WebSocket clients kept talking to a server that is going away.
     .disable_signals()
@@ -140,13 +165,59 @@ async fn websocket(
     state: web::Data<AppState>,
     params: web::Query<ConnectParams>,
 ) -> actix_web::Result<HttpResponse> {
+    let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
+    let origin = header(actix_web::http::header::ORIGIN);
+    let host = header(actix_web::http::header::HOST);
+    if !policy::origin_allowed(origin, host, &state.config.abuse.allowed_origins) {
+        tracing::info!(origin, host, "refused a WebSocket from another site's page");
+        state.metrics.refused("origin");
+        return Ok(HttpResponse::Forbidden().body("This origin may not open a chat connection.\n"));
+    }
+    let address = req.peer_addr().map(|peer| peer.ip());
+    let permit = match address.map(|ip| state.limits.acquire(ip)) {
+        Some(Ok(permit)) => permit,
+        refused => {
+            let reason = match refused {
+                Some(Err(reason)) => reason,
+                _ => Refusal::ServerFull,
+            };
+            tracing::warn!(
+                ?address,
+                reason = reason.label(),
+                open = state.limits.open(),
+                "refused a connection"
+            );
+            state.metrics.refused(reason.label());
+            return Ok(match reason {
+                Refusal::ServerFull => HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "5"))
+                    .body("The chat is full; try again shortly.\n"),
+                Refusal::TooManyFromAddress => HttpResponse::TooManyRequests()
+                    .body("Too many connections from your address.\n"),
+            });
+        }
+    };
     let params = params.into_inner();
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let limits = &state.config.limits;
     let initial = inbound::connect_target(params.room.as_deref(), params.nick.as_deref(), limits);
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);
-    let session = Session::new(conn, state.config.clone(), state.lobby.clone(), initial, client);
+    let session = Session::new(
+        conn,
+        state.config.clone(),
+        state.lobby.clone(),
+        state.metrics.clone(),
+        permit,
+        initial,
+        client,
+    );
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
+}
+
+async fn metrics_page(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render())
 }
 
 async fn missing_ui() -> HttpResponse {

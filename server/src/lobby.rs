@@ -14,8 +14,10 @@ use crate::ConnId;
 use crate::config::Config;
 use crate::history::{MessageIds, SharedLog};
 use crate::inbound::Rejection;
+use crate::metrics::Metrics;
 use crate::room::{self, Room};
 use crate::session::Session;
+use std::sync::atomic::AtomicUsize;
 
 /// How many rooms a room list names at most (the busiest first).
 pub const MAX_LISTED_ROOMS: usize = 100;
@@ -32,6 +34,7 @@ pub struct Lobby {
     /// Threads the rooms run on, so rooms spread over every core.
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
+    metrics: Arc<Metrics>,
 }
 
 struct ActiveRoom {
@@ -41,7 +44,7 @@ struct ActiveRoom {
 }
 
 impl Lobby {
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         let threads = config.room_threads.unwrap_or_else(crate::default_parallelism).max(1);
         Lobby {
             config,
@@ -52,6 +55,7 @@ impl Lobby {
             ids: Arc::default(),
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
+            metrics,
         }
     }
 
@@ -78,7 +82,7 @@ impl Lobby {
         rooms
     }
 
-    fn open(&mut self, name: &str) -> &mut ActiveRoom {
+    fn open(&mut self, name: &str, lobby: Addr<Lobby>) -> &mut ActiveRoom {
         if !self.rooms.contains_key(name) {
             let log = match self.dormant.remove(name) {
                 Some((seq, log)) => {
@@ -87,7 +91,15 @@ impl Lobby {
                 }
                 None => SharedLog::new(self.config.history_len),
             };
-            let room = Room::new(name.to_owned(), log.clone(), self.ids.clone());
+            let room = Room::new(
+                name.to_owned(),
+                log.clone(),
+                self.ids.clone(),
+                lobby,
+                self.metrics.clone(),
+                self.config.abuse.max_queued_frames,
+            );
+            self.metrics.rooms.inc();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let addr = Room::start_in_arbiter(&arbiter.handle(), |_| room);
@@ -104,6 +116,7 @@ impl Lobby {
             && let Some(room) = self.rooms.remove(name)
         {
             room.addr.do_send(room::Close);
+            self.metrics.rooms.dec();
             self.retain(name.to_owned(), room.log);
         }
     }
@@ -141,6 +154,7 @@ pub struct Join {
     pub nick: Option<String>,
     pub client: Option<String>,
     pub session: Addr<Session>,
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// Where a session landed.
@@ -153,12 +167,12 @@ pub struct Joined {
 impl Handler<Join> for Lobby {
     type Result = ResponseActFuture<Self, Result<Joined, Rejection>>;
 
-    fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner.
-        let room = self.open(&name);
+        let room = self.open(&name, ctx.address());
         room.members.insert(conn);
         let addr = room.addr.clone();
         let request = room::Join {
@@ -167,6 +181,7 @@ impl Handler<Join> for Lobby {
             client: msg.client,
             session: msg.session,
             rooms: self.room_list(Some((conn, &name))),
+            queued: msg.queued,
         };
         Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
             Ok(Ok(admitted)) => {
@@ -207,6 +222,22 @@ impl Handler<Leave> for Lobby {
         if let Some(room) = self.rooms.get(&msg.room) {
             room.addr.do_send(room::Leave { conn: msg.conn });
         }
+        self.release(&msg.room, msg.conn);
+    }
+}
+
+/// A room dropped a member that was not reading (it already left the room itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evicted {
+    pub room: String,
+    pub conn: ConnId,
+}
+
+impl Handler<Evicted> for Lobby {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evicted, _: &mut Self::Context) {
         self.release(&msg.room, msg.conn);
     }
 }

@@ -14,6 +14,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
+    // Every connection is a file: allow as many as the hard limit permits.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit raised to the hard limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let address = (config.host.as_str(), config.port);
     let listener = TcpListener::bind(address)
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -11,8 +12,10 @@ use protocol::{ChatMessage, ErrorCode, RoomInfo, ServerMessage, rules};
 use crate::ConnId;
 use crate::history::{MessageIds, SharedLog};
 use crate::inbound::Rejection;
+use crate::lobby::{self, Lobby};
+use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
-use crate::session::{Deliver, GoingAway, Replaced, Session};
+use crate::session::{Deliver, GoingAway, Replaced, Session, TooSlow};
 
 /// A chat room and its members.
 pub struct Room {
@@ -20,6 +23,10 @@ pub struct Room {
     members: HashMap<ConnId, Member>,
     log: SharedLog,
     ids: Arc<MessageIds>,
+    lobby: Addr<Lobby>,
+    metrics: Arc<Metrics>,
+    /// Frames that may wait for one member before it is dropped as not reading.
+    max_queued: usize,
 }
 
 struct Member {
@@ -28,24 +35,70 @@ struct Member {
     key: String,
     client: Option<String>,
     session: Addr<Session>,
+    /// Frames queued for the session and not yet handled by it (shared with the session).
+    queued: Arc<AtomicUsize>,
+}
+
+/// Queues `frame` for a session unless `max` frames already wait for it. `do_send` ignores
+/// mailbox capacity, and a session whose client stopped reading is not even polled (its
+/// writes are blocked), so this count is the only bound on what piles up for it.
+fn deliver(session: &Addr<Session>, queued: &AtomicUsize, frame: ByteString, max: usize) -> bool {
+    if queued.fetch_add(1, Ordering::Relaxed) >= max {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    session.do_send(Deliver { frame });
+    true
 }
 
 impl Room {
-    pub fn new(name: String, log: SharedLog, ids: Arc<MessageIds>) -> Self {
-        Room { name, members: HashMap::new(), log, ids }
+    pub fn new(
+        name: String,
+        log: SharedLog,
+        ids: Arc<MessageIds>,
+        lobby: Addr<Lobby>,
+        metrics: Arc<Metrics>,
+        max_queued: usize,
+    ) -> Self {
+        Room { name, members: HashMap::new(), log, ids, lobby, metrics, max_queued }
     }
 
-    /// Sends an already encoded frame to every member except `skip`.
-    fn broadcast(&self, frame: &ByteString, skip: Option<ConnId>) {
+    /// Sends an already encoded frame to every member except `skip`; members with too many
+    /// frames waiting are dropped instead.
+    fn broadcast(&mut self, frame: &ByteString, skip: Option<ConnId>) {
+        let mut sent = 0;
+        let mut stalled = Vec::new();
         for (conn, member) in &self.members {
-            if Some(*conn) != skip {
-                member.session.do_send(Deliver { frame: frame.clone() });
+            if Some(*conn) == skip {
+                continue;
             }
+            if deliver(&member.session, &member.queued, frame.clone(), self.max_queued) {
+                sent += 1;
+            } else {
+                stalled.push(*conn);
+            }
+        }
+        self.metrics.frames_out.inc_by(sent);
+        self.metrics.bytes_out.inc_by(sent * frame.len() as u64);
+        for conn in stalled {
+            self.evict(conn);
         }
     }
 
-    fn announce(&self, message: ServerMessage, skip: Option<ConnId>) {
+    fn announce(&mut self, message: ServerMessage, skip: Option<ConnId>) {
         self.broadcast(&encode(&message), skip);
+    }
+
+    /// Drops a member that is not reading: it leaves the room (the others are told), the
+    /// lobby frees its seat, and its session is told to close with 4003.
+    fn evict(&mut self, conn: ConnId) {
+        let Some(member) = self.members.remove(&conn) else { return };
+        tracing::warn!(conn, room = %self.name, nick = %member.nick, "dropping a client that is not reading");
+        self.metrics.slow_reader_disconnects.inc();
+        member.session.do_send(TooSlow);
+        self.lobby.do_send(lobby::Evicted { room: self.name.clone(), conn });
+        let ts = now_millis();
+        self.announce(ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts }, None);
     }
 
     fn member_with_key(&self, key: &str) -> Option<(ConnId, &Member)> {
@@ -96,6 +149,8 @@ pub struct Join {
     pub session: Addr<Session>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
+    /// The session's count of frames waiting for it.
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// The outcome of a successful [`Join`].
@@ -151,10 +206,16 @@ impl Handler<Join> for Room {
             ),
             _ => {}
         }
-        let session = msg.session;
+        let (session, queued) = (msg.session, msg.queued);
         self.members.insert(
             msg.conn,
-            Member { nick: nick.clone(), key, client: msg.client, session: session.clone() },
+            Member {
+                nick: nick.clone(),
+                key,
+                client: msg.client,
+                session: session.clone(),
+                queued: queued.clone(),
+            },
         );
 
         let welcome = ServerMessage::Welcome {
@@ -164,7 +225,12 @@ impl Handler<Join> for Room {
             history: self.log.lock().recent(),
             rooms: msg.rooms,
         };
-        session.do_send(Deliver { frame: encode(&welcome) });
+        // The welcome goes out even to a session at its limit: it is the answer to its join.
+        let frame = encode(&welcome);
+        self.metrics.frames_out.inc();
+        self.metrics.bytes_out.inc_by(frame.len() as u64);
+        queued.fetch_add(1, Ordering::Relaxed);
+        session.do_send(Deliver { frame });
         Ok(Admitted { nick, replaced })
     }
 }

@@ -1,12 +1,16 @@
 //! `Session`: one actor per WebSocket connection. A thin adapter: it moves frames between the
 //! socket and the rooms, keeps the heartbeat, and leaves decoding and policy to `inbound`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, ServerMessage, close};
 
 use crate::ConnId;
@@ -14,7 +18,9 @@ use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
 use crate::inbound::{self, Command, Rejection};
 use crate::lobby::{self, Lobby};
+use crate::metrics::Metrics;
 use crate::outbound::encode;
+use crate::policy::{Permit, Strikes};
 use crate::room::{self, Room};
 
 pub struct Session {
@@ -30,6 +36,14 @@ pub struct Session {
     /// The room a join is under way for, so leaving mid-join still releases the seat.
     joining: Option<String>,
     fragments: Reassembly,
+    metrics: Arc<Metrics>,
+    limiter: DefaultDirectRateLimiter,
+    strikes: Strikes,
+    /// Frames rooms have queued for this session that it has not handled yet; rooms stop
+    /// sending (and drop the session) past `max_queued_frames`.
+    queued: Arc<AtomicUsize>,
+    /// This connection's place under the connection limits, given back on drop.
+    _permit: Permit,
 }
 
 struct Membership {
@@ -43,10 +57,25 @@ impl Session {
         conn: ConnId,
         config: Arc<Config>,
         lobby: Addr<Lobby>,
+        metrics: Arc<Metrics>,
+        permit: Permit,
         initial: Result<(String, Option<String>), Rejection>,
         client: Option<String>,
     ) -> Self {
+        let abuse = &config.abuse;
+        let quota =
+            Quota::per_second(NonZeroU32::new(abuse.rate_per_second).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(abuse.rate_burst).unwrap_or(NonZeroU32::MIN));
+        let strikes =
+            Strikes::new(crate::config::FLOOD_WINDOW, abuse.flood_limit.max(1), Instant::now());
+        metrics.connections.inc();
+        metrics.connections_total.inc();
         Session {
+            metrics,
+            limiter: RateLimiter::direct(quota),
+            strikes,
+            queued: Arc::default(),
+            _permit: permit,
             conn,
             config,
             lobby,
@@ -65,7 +94,23 @@ impl Session {
 
     fn reject(&self, ctx: &mut ws::WebsocketContext<Self>, rejection: Rejection) {
         tracing::debug!(conn = self.conn, code = ?rejection.code, "request refused");
+        self.metrics.error(rejection.code);
         self.send(ctx, &rejection.into_message());
+    }
+
+    /// Whether the rate limit lets this frame through. A refused frame is answered with
+    /// `rate_limited`; a client that keeps flooding is closed with 1008.
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let Err(not_until) = self.limiter.check() else { return true };
+        self.metrics.rate_limited.inc();
+        if self.strikes.strike(Instant::now()) {
+            self.metrics.flood_disconnects.inc();
+            self.close(ctx, close::POLICY_VIOLATION, "flooding: too many frames too fast");
+        } else {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.reject(ctx, Rejection::rate_limited(wait));
+        }
+        false
     }
 
     fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
@@ -100,6 +145,7 @@ impl Session {
             nick,
             client: self.client.clone(),
             session: ctx.address(),
+            queued: self.queued.clone(),
         };
         let joined = self.lobby.send(request).into_actor(self).map(move |answer, session, ctx| {
             session.joining = None;
@@ -125,10 +171,17 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.admit(ctx) {
+            return;
+        }
+        self.metrics.bytes_in.inc_by(text.len() as u64);
         match inbound::decode(text, &self.config.limits) {
             Err(rejection) => self.reject(ctx, rejection),
             Ok(Command::Send { text }) => match &self.membership {
-                Some(membership) => membership.room.do_send(room::Post { conn: self.conn, text }),
+                Some(membership) => {
+                    self.metrics.messages_in.inc();
+                    membership.room.do_send(room::Post { conn: self.conn, text });
+                }
                 None => self.reject(
                     ctx,
                     Rejection::new(ErrorCode::NotJoined, "Join a room before sending messages."),
@@ -162,7 +215,11 @@ impl Session {
                 Ok(text) => self.on_text(text, ctx),
                 Err(_) => self.close(ctx, INVALID_PAYLOAD, "text message is not valid UTF-8"),
             },
-            Whole::Binary(_) => self.reject(ctx, binary_unsupported()),
+            Whole::Binary(_) => {
+                if self.admit(ctx) {
+                    self.reject(ctx, binary_unsupported());
+                }
+            }
         }
     }
 }
@@ -200,6 +257,7 @@ impl Drop for Session {
         for room in self.membership.take().map(|m| m.name).into_iter().chain(self.joining.take()) {
             self.lobby.do_send(lobby::Leave { room, conn: self.conn });
         }
+        self.metrics.connections.dec();
     }
 }
 
@@ -229,7 +287,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         self.heard = Instant::now();
         match message {
             ws::Message::Text(text) => self.on_text(&text, ctx),
-            ws::Message::Binary(_) => self.reject(ctx, binary_unsupported()),
+            ws::Message::Binary(_) => {
+                if self.admit(ctx) {
+                    self.reject(ctx, binary_unsupported());
+                }
+            }
             ws::Message::Continuation(item) => {
                 match self.fragments.push(item, self.config.limits.max_message_bytes) {
                     Ok(Some(whole)) => self.on_whole(whole, ctx),
@@ -240,7 +302,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     Err(error) => self.close(ctx, close::POLICY_VIOLATION, &error.to_string()),
                 }
             }
-            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Ping(payload) => {
+                if self.admit(ctx) {
+                    ctx.pong(&payload);
+                }
+            }
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 tracing::debug!(conn = self.conn, ?reason, "client closed");
@@ -267,6 +333,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
         ctx.text(msg.frame);
     }
 }
@@ -297,5 +364,21 @@ impl Handler<GoingAway> for Session {
 
     fn handle(&mut self, _: GoingAway, ctx: &mut Self::Context) {
         self.close(ctx, close::GOING_AWAY, "the server is restarting; reconnect shortly");
+    }
+}
+
+/// The room dropped this session because too many frames were waiting for it: the client is
+/// not reading. Handled only if the client reads again; otherwise the kernel's stalled-write
+/// timeout ends the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TooSlow;
+
+impl Handler<TooSlow> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: TooSlow, ctx: &mut Self::Context) {
+        self.membership = None;
+        self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
     }
 }

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use protocol::close;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::{Client, TestServer, config};
+use crate::util::{Client, TestServer, config, http_get};
 
 /// A client that stops answering pings is dropped after the timeout (its room sees it leave,
 /// and it gets close code 4002), while a client that keeps reading stays connected.
@@ -73,16 +72,4 @@ async fn serves_health_and_ui() {
     assert!(page.starts_with("HTTP/1.1 503") && page.contains("not built"), "{page}");
     let mut client = Client::connect(&without_ui.url("room=r&nick=n")).await;
     assert_eq!(client.welcome().await.nick, "n", "the WebSocket works without a UI");
-}
-
-async fn http_get(server: &TestServer, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request sent");
-    let mut response = Vec::new();
-    tokio::time::timeout(crate::util::DEADLINE, stream.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .expect("response read");
-    String::from_utf8_lossy(&response).into_owned()
 }

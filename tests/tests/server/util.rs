@@ -67,12 +67,18 @@ impl Drop for TestServer {
     }
 }
 
-/// Settings for tests: defaults, but small thread counts and no UI folder.
+/// Settings for tests: defaults, but small thread counts, no UI folder, and a rate limit high
+/// enough for tests that send hundreds of messages at once (the limit has its own tests).
 pub fn config() -> server::Config {
     server::Config {
         workers: Some(1),
         room_threads: Some(1),
         ui_dir: std::env::temp_dir().join("chat-tests-no-ui"),
+        abuse: server::config::AbuseLimits {
+            rate_per_second: 1_000_000,
+            rate_burst: 1_000_000,
+            ..Default::default()
+        },
         ..server::Config::default()
     }
 }
@@ -93,6 +99,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects with an `Origin` header (or none); `Err` holds the HTTP status of a refusal.
+    pub async fn try_connect(url: &str, origin: Option<&str>) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("valid URL");
+        if let Some(origin) = origin {
+            request.headers_mut().insert("Origin", origin.parse().expect("header value"));
+        }
+        let attempt = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("answered in time");
+        match attempt {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(error) => panic!("connection failed: {error}"),
+        }
+    }
+
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(url))
             .await
@@ -168,7 +193,7 @@ impl Client {
     /// The next error frame's code.
     pub async fn error(&mut self) -> ErrorCode {
         match self.recv().await {
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 assert!(!message.is_empty(), "errors explain themselves");
                 code
             }
@@ -236,4 +261,18 @@ impl Client {
     pub fn abort(self) {
         drop(self.ws);
     }
+}
+
+/// A plain `GET` over HTTP/1.1; returns the whole response (status line, headers, body).
+pub async fn http_get(server: &TestServer, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request sent");
+    let mut response = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("response read");
+    String::from_utf8_lossy(&response).into_owned()
 }

@@ -1,0 +1,113 @@
+//! The server's Prometheus metrics, served at `GET /metrics` in the text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use protocol::ErrorCode;
+
+/// An error code, as a label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Why an upgrade was refused, as a label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Every counter and gauge. Cloning a metric shares it, so actors keep their own handles.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub rooms: Gauge,
+    /// Chat messages accepted from clients.
+    pub messages_in: Counter,
+    /// Frames queued to clients (chat messages, notices, welcomes).
+    pub frames_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub errors: Family<CodeLabel, Counter>,
+    pub rate_limited: Counter,
+    pub flood_disconnects: Counter,
+    pub slow_reader_disconnects: Counter,
+    pub refused_upgrades: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn error(&self, code: ErrorCode) {
+        let code = serde_json::to_value(code)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{code:?}"));
+        self.errors.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.refused_upgrades.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("chat");
+        registry.register("connections", "Open WebSocket connections", self.connections.clone());
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted since start",
+            self.connections_total.clone(),
+        );
+        registry.register("rooms", "Rooms with at least one member", self.rooms.clone());
+        registry.register("messages_in", "Chat messages accepted", self.messages_in.clone());
+        registry.register("frames_out", "Frames queued to clients", self.frames_out.clone());
+        registry.register("bytes_in", "Bytes of text received from clients", self.bytes_in.clone());
+        registry.register("bytes_out", "Bytes of frames queued to clients", self.bytes_out.clone());
+        registry.register("errors", "Error frames sent, by code", self.errors.clone());
+        registry.register(
+            "rate_limited",
+            "Frames refused by the rate limit",
+            self.rate_limited.clone(),
+        );
+        registry.register(
+            "flood_disconnects",
+            "Connections closed for flooding (1008)",
+            self.flood_disconnects.clone(),
+        );
+        registry.register(
+            "slow_reader_disconnects",
+            "Sessions dropped for not reading (4003)",
+            self.slow_reader_disconnects.clone(),
+        );
+        registry.register(
+            "refused_upgrades",
+            "WebSocket upgrades refused, by reason",
+            self.refused_upgrades.clone(),
+        );
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counters and labelled families appear in the text format under the `chat_` prefix.
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.connections_total.inc();
+        metrics.error(ErrorCode::NickTaken);
+        metrics.refused("origin");
+        let text = metrics.render();
+        assert!(text.contains("chat_connections_accepted_total 1"), "{text}");
+        assert!(text.contains(r#"chat_errors_total{code="nick_taken"} 1"#), "{text}");
+        assert!(text.contains(r#"chat_refused_upgrades_total{reason="origin"} 1"#), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Abuse from one client never costs the others: rate limits, flood cut-off, connection caps,
+//! origin checks, and the metrics that show it happening.
+
+use protocol::{ErrorCode, ServerMessage, close};
+
+use crate::util::{Client, TestServer, config, http_get};
+
+/// Default limits (10 frames/s, burst 20), for the tests of the limits themselves.
+fn limited() -> server::Config {
+    server::Config { abuse: server::config::AbuseLimits::default(), ..config() }
+}
+
+/// Past the burst, frames are refused with `rate_limited` and a retry hint; the connection
+/// stays, the others see exactly the accepted messages, and their own sends are unaffected.
+#[tokio::test]
+async fn rate_limit_refuses_excess_with_a_retry_hint() {
+    let server = TestServer::with_config(limited());
+    let (mut observer, _) = server.join("rate", "observer").await;
+    let (mut eager, _) = server.join("rate", "eager").await;
+    observer.recv().await; // eager joined
+
+    for i in 0..25 {
+        eager.say(&format!("m{i}")).await;
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while accepted + refused < 25 {
+        match eager.recv().await {
+            ServerMessage::Message(_) => accepted += 1,
+            ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
+                let wait = retry_after_ms.expect("a retry hint");
+                assert!((1..=100).contains(&wait), "about one token's time: {wait} ms");
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((20..=22).contains(&accepted), "the burst of 20 (plus refill): {accepted}");
+    for i in 0..accepted {
+        assert_eq!(observer.message().await.text, format!("m{i}"));
+    }
+    observer.say("unaffected").await;
+    assert_eq!(observer.message().await.text, "unaffected");
+}
+
+/// A client that keeps going after being refused is closed with 1008; the room carries on.
+#[tokio::test]
+async fn flooding_closes_with_1008() {
+    let server = TestServer::with_config(limited());
+    let (mut observer, _) = server.join("flood", "observer").await;
+    let (mut flooder, _) = server.join("flood", "flooder").await;
+    observer.recv().await; // flooder joined
+    for i in 0..200 {
+        flooder.say(&format!("spam {i}")).await;
+    }
+    assert_eq!(flooder.close_code().await, close::POLICY_VIOLATION);
+    assert_eq!(observer.left().await, "flooder");
+    observer.say("quiet again").await;
+    assert_eq!(observer.message().await.text, "quiet again");
+}
+
+/// Pages from other sites cannot open a WebSocket (403); the server's own origin, the
+/// configured development origin and non-browser clients can. Refusals are counted.
+#[tokio::test]
+async fn foreign_origins_are_refused() {
+    let server = TestServer::start();
+    let url = server.url("room=o&nick=a");
+    assert_eq!(Client::try_connect(&url, Some("https://evil.example")).await.err(), Some(403));
+    let own = format!("http://{}", server.addr);
+    assert!(Client::try_connect(&url, Some(&own)).await.is_ok(), "same origin");
+    let url = server.url("room=o&nick=b");
+    assert!(Client::try_connect(&url, Some("http://127.0.0.1:8081")).await.is_ok(), "trunk serve");
+    let url = server.url("room=o&nick=c");
+    assert!(Client::try_connect(&url, None).await.is_ok(), "no Origin: not a browser");
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="origin"} 1"#), "{metrics}");
+}
+
+/// Connections are capped per address (429) and in total (503); a closed connection frees
+/// its place.
+#[tokio::test]
+async fn connection_caps_refuse_with_clear_statuses() {
+    let caps = |total, per_address| server::Config {
+        abuse: server::config::AbuseLimits {
+            max_connections: total,
+            max_connections_per_address: per_address,
+            ..config().abuse
+        },
+        ..config()
+    };
+    let server = TestServer::with_config(caps(100, 2));
+    let url = server.url("room=caps");
+    let first = Client::try_connect(&url, None).await.expect("first");
+    let _second = Client::try_connect(&url, None).await.expect("second");
+    assert_eq!(Client::try_connect(&url, None).await.err(), Some(429));
+    first.close().await;
+    // The place comes back once the server has dropped the session.
+    let deadline = tokio::time::Instant::now() + crate::util::DEADLINE;
+    while Client::try_connect(&url, None).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the place never came back");
+        tokio::task::yield_now().await;
+    }
+
+    let server = TestServer::with_config(caps(1, 10));
+    let url = server.url("room=caps");
+    let _only = Client::try_connect(&url, None).await.expect("first");
+    assert_eq!(Client::try_connect(&url, None).await.err(), Some(503));
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains(r#"chat_refused_upgrades_total{reason="server_full"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// `/metrics` reports connections, rooms, messages, bytes and errors by code.
+#[tokio::test]
+async fn metrics_count_what_happens() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("metrics", "alice").await;
+    let (_bob, _) = server.join("metrics", "bob").await;
+    alice.say("one").await;
+    alice.message().await;
+    alice.send_text("{broken").await;
+    assert_eq!(alice.error().await, ErrorCode::MalformedJson);
+
+    let text = http_get(&server, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "chat_connections 2",
+        "chat_connections_accepted_total 2",
+        "chat_rooms 1",
+        "chat_messages_in_total 1",
+        r#"chat_errors_total{code="malformed_json"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // Welcomes (2), bob's join notice to alice (1), the message to both (2).
+    assert!(text.contains("chat_frames_out_total 5"), "{text}");
+}
