@@ -1,66 +1,11 @@
 //! The server binary as operators run it: its flags, environment variables and log.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A server process that is killed when the test ends, however it ends.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
-        command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        let mut child = command.stderr(Stdio::piped()).spawn().expect("server starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits for the log line that says where the server listens; returns `host:port`.
-    fn address(&self) -> String {
-        loop {
-            let line = self.lines.recv_timeout(DEADLINE).expect("server logged its address");
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                return rest.split_whitespace().next().expect("address after the marker").into();
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn get(address: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
-        .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    response
-}
+use common::{DEADLINE, Running, get};
 
 /// `--help` documents every option with its environment variable.
 #[test]

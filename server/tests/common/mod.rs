@@ -1,0 +1,88 @@
+//! Helpers for tests of the server binary: start it as operators do, find its address in its
+//! log, read its memory use, and speak HTTP to it.
+
+// Each test binary uses only some of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A server process that is killed when the test ends, however it ends.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.stderr(Stdio::piped()).spawn().expect("server starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Waits for the log line that says where the server listens; returns `host:port`.
+    pub fn address(&self) -> String {
+        loop {
+            let line = self.lines.recv_timeout(DEADLINE).expect("server logged its address");
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                return rest.split_whitespace().next().expect("address after the marker").into();
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lines the server has logged so far (without waiting).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB: `VmRSS` (resident now) or `VmHWM` (peak resident).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
