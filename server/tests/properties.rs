@@ -1,0 +1,132 @@
+//! Property tests of the decoder and the naming rules: whatever arrives from the network, the
+//! answer is a valid command or a typed error, never a panic; valid messages round-trip.
+
+use proptest::prelude::*;
+use protocol::rules::{self, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TEXT_CHARS};
+use protocol::{ChatMessage, ClientMessage, ErrorCode, RoomInfo, ServerMessage};
+use server::config::Limits;
+use server::inbound::{Command, decode};
+
+/// Strings that look like our JSON more often than random text does.
+fn jsonish() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
+        ("(send|join|list_rooms|typing|x)", any::<String>(), any::<String>())
+            .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
+    ]
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        any::<String>().prop_map(|text| ClientMessage::Send { text }),
+        (any::<String>(), proptest::option::of(any::<String>()))
+            .prop_map(|(room, nick)| ClientMessage::Join { room, nick }),
+        Just(ClientMessage::ListRooms),
+        Just(ClientMessage::Typing),
+    ]
+}
+
+fn chat_message() -> impl Strategy<Value = ChatMessage> {
+    (any::<u64>(), any::<String>(), any::<String>(), any::<String>(), any::<u64>())
+        .prop_map(|(id, room, from, text, ts)| ChatMessage { id, room, from, text, ts })
+}
+
+fn server_message() -> impl Strategy<Value = ServerMessage> {
+    prop_oneof![
+        chat_message().prop_map(ServerMessage::Message),
+        (any::<String>(), any::<String>(), proptest::collection::vec(chat_message(), 0..3))
+            .prop_map(|(room, nick, history)| ServerMessage::Welcome {
+                members: vec![nick.clone()],
+                rooms: vec![RoomInfo { name: room.clone(), members: 1 }],
+                room,
+                nick,
+                history,
+            }),
+        (any::<String>(), any::<String>(), any::<u64>())
+            .prop_map(|(room, nick, ts)| ServerMessage::Left { room, nick, ts }),
+        (any::<String>(), proptest::option::of(any::<u64>())).prop_map(|(message, retry)| {
+            ServerMessage::Error { code: ErrorCode::RateLimited, message, retry_after_ms: retry }
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Arbitrary bytes: invalid UTF-8 never reaches the decoder (the session closes with
+    /// 1007), and any text yields a command or an error with a code and an explanation.
+    #[test]
+    fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(text) = std::str::from_utf8(&bytes)
+            && let Err(rejection) = decode(text, &Limits::default())
+        {
+            prop_assert!(!rejection.message.is_empty());
+        }
+    }
+
+    /// Arbitrary JSON-like text yields a command or a typed, explained error.
+    #[test]
+    fn decoder_answers_any_text(text in jsonish()) {
+        match decode(&text, &Limits::default()) {
+            Ok(Command::Send { text }) => prop_assert!(rules::check_text(&text, MAX_TEXT_CHARS).is_ok()),
+            Ok(Command::Join { room, nick }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                if let Some(nick) = nick {
+                    prop_assert_eq!(rules::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
+                }
+            }
+            Ok(Command::ListRooms | Command::Typing) => {}
+            Err(rejection) => prop_assert!(!rejection.message.is_empty()),
+        }
+    }
+
+    /// Any client message, serialized, decodes to the same request or to the rule it breaks.
+    #[test]
+    fn client_messages_decode_or_break_a_rule(message in client_message()) {
+        let json = serde_json::to_string(&message).expect("serializes");
+        let decoded = decode(&json, &Limits::default());
+        match (message, decoded) {
+            (ClientMessage::Send { text }, Ok(Command::Send { text: got })) => prop_assert_eq!(text, got),
+            (ClientMessage::Send { text }, Err(e)) => {
+                prop_assert_eq!(rules::check_text(&text, MAX_TEXT_CHARS).map_err(|r| r.code), Err(e.code));
+            }
+            (ClientMessage::Join { room, .. }, Ok(Command::Join { room: got, .. })) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+            }
+            (ClientMessage::Join { room, nick }, Err(e)) => {
+                let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
+                let nick_error = nick.and_then(|n| rules::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
+                prop_assert_eq!(Some(e.code), room_error.or(nick_error));
+            }
+            (ClientMessage::ListRooms, Ok(Command::ListRooms)) | (ClientMessage::Typing, Ok(Command::Typing)) => {}
+            (sent, got) => prop_assert!(false, "{:?} decoded as {:?}", sent, got),
+        }
+    }
+
+    /// Every server message survives serialization, whatever its strings hold.
+    #[test]
+    fn server_messages_round_trip(message in server_message()) {
+        let json = serde_json::to_string(&message).expect("serializes");
+        let back: ServerMessage = serde_json::from_str(&json).expect("parses");
+        prop_assert_eq!(back, message);
+    }
+
+    /// The naming rules accept only what they promise: trimmed, bounded, clean names.
+    #[test]
+    fn naming_rules_hold_their_promises(input in any::<String>()) {
+        if let Ok(nick) = rules::check_nick(&input, MAX_NICK_CHARS) {
+            prop_assert_eq!(nick.trim(), nick.as_str());
+            prop_assert!(!nick.is_empty() && nick.chars().count() <= MAX_NICK_CHARS);
+            prop_assert!(!nick.chars().any(char::is_control));
+        }
+        if let Ok(room) = rules::check_room(&input, MAX_ROOM_CHARS) {
+            prop_assert!(!room.is_empty() && room.len() <= MAX_ROOM_CHARS);
+            prop_assert!(room.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
+        }
+        match rules::check_text(&input, MAX_TEXT_CHARS) {
+            Ok(()) => prop_assert!(!input.trim().is_empty()),
+            Err(e) => prop_assert!(matches!(e.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)),
+        }
+    }
+}
