@@ -170,6 +170,21 @@ impl Session {
         ctx.wait(joined);
     }
 
+    /// The room this session is in; `None` (and a `not_joined` error saying what needs a
+    /// room) if it is in none.
+    fn current_room(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        doing: &str,
+    ) -> Option<Addr<Room>> {
+        let room = self.membership.as_ref().map(|membership| membership.room.clone());
+        if room.is_none() {
+            let message = format!("Join a room before {doing}.");
+            self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
+        }
+        room
+    }
+
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         if !self.admit(ctx) {
             return;
@@ -177,23 +192,17 @@ impl Session {
         self.metrics.bytes_in.inc_by(text.len() as u64);
         match inbound::decode(text, &self.config.limits) {
             Err(rejection) => self.reject(ctx, rejection),
-            Ok(Command::Send { text }) => match &self.membership {
-                Some(membership) => {
+            Ok(Command::Send { text }) => {
+                if let Some(room) = self.current_room(ctx, "sending messages") {
                     self.metrics.messages_in.inc();
-                    membership.room.do_send(room::Post { conn: self.conn, text });
+                    room.do_send(room::Post { conn: self.conn, text });
                 }
-                None => self.reject(
-                    ctx,
-                    Rejection::new(ErrorCode::NotJoined, "Join a room before sending messages."),
-                ),
-            },
-            Ok(Command::Typing) => match &self.membership {
-                Some(membership) => membership.room.do_send(room::Typing { conn: self.conn }),
-                None => self.reject(
-                    ctx,
-                    Rejection::new(ErrorCode::NotJoined, "Join a room before typing."),
-                ),
-            },
+            }
+            Ok(Command::Typing) => {
+                if let Some(room) = self.current_room(ctx, "typing") {
+                    room.do_send(room::Typing { conn: self.conn });
+                }
+            }
             Ok(Command::Join { room, nick }) => self.join(room, nick, ctx),
             Ok(Command::ListRooms) => {
                 let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(
