@@ -33,8 +33,10 @@ pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// ...and from one source address.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 200;
-/// Frames that may wait for one client before it counts as not reading (close 4003).
+/// Frames that may wait for one client before it counts as not reading (close 4003)...
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1024;
+/// ...and bytes.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// How long sent data may stay unacknowledged (or unsent behind a zero window) before the
 /// kernel drops the connection (`TCP_USER_TIMEOUT`).
 pub const DEFAULT_STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +128,10 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_MAX_QUEUED_FRAMES", default_value_t = DEFAULT_MAX_QUEUED_FRAMES)]
     pub max_queued_frames: usize,
 
+    /// Bytes of frames that may wait for one client (same consequence as the frame count).
+    #[arg(long, env = "CHAT_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
+    pub max_queued_bytes: usize,
+
     /// Drop a connection whose sent data stays unacknowledged this long (TCP_USER_TIMEOUT).
     #[arg(long, env = "CHAT_STALLED_WRITE_TIMEOUT", default_value_t = DEFAULT_STALLED_WRITE_TIMEOUT.into())]
     pub stalled_write_timeout: humantime::Duration,
@@ -145,6 +151,7 @@ impl Default for AbuseLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
             allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
         }

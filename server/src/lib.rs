@@ -9,9 +9,11 @@
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
 //! - [`outbound`]: encoding of server frames.
 //! - [`history`]: recent messages per room and message ids.
+//! - [`backlog`]: what waits for each session, and its bound.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 
+pub mod backlog;
 pub mod config;
 pub mod fragments;
 pub mod history;

@@ -11,13 +11,13 @@ use actix::prelude::*;
 use protocol::{ErrorCode, RoomInfo};
 
 use crate::ConnId;
+use crate::backlog::{Backlog, BacklogLimit};
 use crate::config::Config;
 use crate::history::{MessageIds, SharedLog};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::room::{self, Room};
 use crate::session::Session;
-use std::sync::atomic::AtomicUsize;
 
 /// How many rooms a room list names at most (the busiest first).
 pub const MAX_LISTED_ROOMS: usize = 100;
@@ -97,7 +97,10 @@ impl Lobby {
                 self.ids.clone(),
                 lobby,
                 self.metrics.clone(),
-                self.config.abuse.max_queued_frames,
+                BacklogLimit {
+                    frames: self.config.abuse.max_queued_frames,
+                    bytes: self.config.abuse.max_queued_bytes,
+                },
             );
             self.metrics.rooms.inc();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
@@ -154,7 +157,7 @@ pub struct Join {
     pub nick: Option<String>,
     pub client: Option<String>,
     pub session: Addr<Session>,
-    pub queued: Arc<AtomicUsize>,
+    pub backlog: Arc<Backlog>,
 }
 
 /// Where a session landed.
@@ -181,7 +184,7 @@ impl Handler<Join> for Lobby {
             client: msg.client,
             session: msg.session,
             rooms: self.room_list(Some((conn, &name))),
-            queued: msg.queued,
+            backlog: msg.backlog,
         };
         Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
             Ok(Ok(admitted)) => {

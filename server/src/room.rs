@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use bytestring::ByteString;
 use protocol::{ChatMessage, ErrorCode, RoomInfo, ServerMessage, rules};
 
 use crate::ConnId;
+use crate::backlog::{Backlog, BacklogLimit};
 use crate::history::{MessageIds, SharedLog};
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
@@ -25,8 +25,8 @@ pub struct Room {
     ids: Arc<MessageIds>,
     lobby: Addr<Lobby>,
     metrics: Arc<Metrics>,
-    /// Frames that may wait for one member before it is dropped as not reading.
-    max_queued: usize,
+    /// What may wait for one member before it is dropped as not reading.
+    limit: BacklogLimit,
 }
 
 struct Member {
@@ -35,20 +35,19 @@ struct Member {
     key: String,
     client: Option<String>,
     session: Addr<Session>,
-    /// Frames queued for the session and not yet handled by it (shared with the session).
-    queued: Arc<AtomicUsize>,
+    /// What waits for the session (shared with the session).
+    backlog: Arc<Backlog>,
 }
 
-/// Queues `frame` for a session unless `max` frames already wait for it. `do_send` ignores
-/// mailbox capacity, and a session whose client stopped reading is not even polled (its
-/// writes are blocked), so this count is the only bound on what piles up for it.
-fn deliver(session: &Addr<Session>, queued: &AtomicUsize, frame: ByteString, max: usize) -> bool {
-    if queued.fetch_add(1, Ordering::Relaxed) >= max {
-        queued.fetch_sub(1, Ordering::Relaxed);
-        return false;
+impl Member {
+    /// Queues `frame` for the session unless its backlog is full (see [`Backlog`]).
+    fn deliver(&self, frame: ByteString, limit: BacklogLimit) -> bool {
+        if !self.backlog.try_push(frame.len(), limit) {
+            return false;
+        }
+        self.session.do_send(Deliver { frame });
+        true
     }
-    session.do_send(Deliver { frame });
-    true
 }
 
 impl Room {
@@ -58,9 +57,9 @@ impl Room {
         ids: Arc<MessageIds>,
         lobby: Addr<Lobby>,
         metrics: Arc<Metrics>,
-        max_queued: usize,
+        limit: BacklogLimit,
     ) -> Self {
-        Room { name, members: HashMap::new(), log, ids, lobby, metrics, max_queued }
+        Room { name, members: HashMap::new(), log, ids, lobby, metrics, limit }
     }
 
     /// Sends an already encoded frame to every member except `skip`; members with too many
@@ -72,7 +71,7 @@ impl Room {
             if Some(*conn) == skip {
                 continue;
             }
-            if deliver(&member.session, &member.queued, frame.clone(), self.max_queued) {
+            if member.deliver(frame.clone(), self.limit) {
                 sent += 1;
             } else {
                 stalled.push(*conn);
@@ -149,8 +148,8 @@ pub struct Join {
     pub session: Addr<Session>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
-    /// The session's count of frames waiting for it.
-    pub queued: Arc<AtomicUsize>,
+    /// What waits for the session.
+    pub backlog: Arc<Backlog>,
 }
 
 /// The outcome of a successful [`Join`].
@@ -206,7 +205,7 @@ impl Handler<Join> for Room {
             ),
             _ => {}
         }
-        let (session, queued) = (msg.session, msg.queued);
+        let (session, backlog) = (msg.session, msg.backlog);
         self.members.insert(
             msg.conn,
             Member {
@@ -214,7 +213,7 @@ impl Handler<Join> for Room {
                 key,
                 client: msg.client,
                 session: session.clone(),
-                queued: queued.clone(),
+                backlog: backlog.clone(),
             },
         );
 
@@ -229,7 +228,7 @@ impl Handler<Join> for Room {
         let frame = encode(&welcome);
         self.metrics.frames_out.inc();
         self.metrics.bytes_out.inc_by(frame.len() as u64);
-        queued.fetch_add(1, Ordering::Relaxed);
+        backlog.push(frame.len());
         session.do_send(Deliver { frame });
         Ok(Admitted { nick, replaced })
     }

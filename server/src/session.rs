@@ -3,7 +3,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -14,6 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, ServerMessage, close};
 
 use crate::ConnId;
+use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
 use crate::inbound::{self, Command, Rejection};
@@ -39,9 +39,9 @@ pub struct Session {
     metrics: Arc<Metrics>,
     limiter: DefaultDirectRateLimiter,
     strikes: Strikes,
-    /// Frames rooms have queued for this session that it has not handled yet; rooms stop
-    /// sending (and drop the session) past `max_queued_frames`.
-    queued: Arc<AtomicUsize>,
+    /// What rooms have queued for this session and it has not handled yet; rooms drop the
+    /// session past the configured bound.
+    backlog: Arc<Backlog>,
     /// This connection's place under the connection limits, given back on drop.
     _permit: Permit,
 }
@@ -74,7 +74,7 @@ impl Session {
             metrics,
             limiter: RateLimiter::direct(quota),
             strikes,
-            queued: Arc::default(),
+            backlog: Arc::default(),
             _permit: permit,
             conn,
             config,
@@ -145,7 +145,7 @@ impl Session {
             nick,
             client: self.client.clone(),
             session: ctx.address(),
-            queued: self.queued.clone(),
+            backlog: self.backlog.clone(),
         };
         let joined = self.lobby.send(request).into_actor(self).map(move |answer, session, ctx| {
             session.joining = None;
@@ -342,7 +342,7 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.backlog.pop(msg.frame.len());
         ctx.text(msg.frame);
     }
 }

@@ -79,13 +79,15 @@ struct Flood {
 type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
 
 impl Flood {
-    fn start(max_queued_frames: &str, stalled_write_timeout: &str) -> Self {
+    fn start(max_queued_frames: &str, max_queued_bytes: &str, stalled_write_timeout: &str) -> Self {
         let server = Running::start(
             &[
                 "--port",
                 "0",
                 "--max-queued-frames",
                 max_queued_frames,
+                "--max-queued-bytes",
+                max_queued_bytes,
                 "--stalled-write-timeout",
                 stalled_write_timeout,
                 "--rate-per-second",
@@ -154,7 +156,7 @@ impl Flood {
 /// beyond the run, so only the queue bound can keep the memory down.
 #[test]
 fn stalled_reader_is_dropped_and_memory_stays_bounded() {
-    let mut flood = Flood::start("1024", "120s");
+    let mut flood = Flood::start("1024", "100000000", "120s");
     let baseline = memory_kib(flood.server.pid(), "VmRSS");
     let started = Instant::now();
     let saw_left = flood.broadcast(MESSAGES);
@@ -176,7 +178,7 @@ fn stalled_reader_is_dropped_and_memory_stays_bounded() {
 /// stalled client's connection: writing to it from the client side then fails.
 #[test]
 fn stalled_connection_is_cut_off() {
-    let mut flood = Flood::start("1024", "1s");
+    let mut flood = Flood::start("1024", "100000000", "1s");
     assert!(flood.broadcast(3_000), "the stalled client was dropped from the room");
     let ended = Instant::now();
     flood.stalled.set_write_timeout(Some(Duration::from_secs(1))).expect("timeout");
@@ -192,4 +194,14 @@ fn stalled_connection_is_cut_off() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("slow reader: connection found cut off {:.1?} after the broadcast", ended.elapsed());
+}
+
+/// The backlog is bounded in bytes too: with the frame count out of reach, a stalled client is
+/// dropped once 512 KiB wait for it.
+#[test]
+fn stalled_reader_is_dropped_by_bytes() {
+    let mut flood = Flood::start("100000000", "524288", "120s");
+    assert!(flood.broadcast(5_000), "the stalled client was dropped from the room");
+    let metrics = get(&flood.address, "/metrics");
+    assert!(metrics.contains("chat_slow_reader_disconnects_total 1"), "{metrics}");
 }
