@@ -1,0 +1,191 @@
+//! The fan-out scenario: R rooms of C clients, S of them sending at a fixed rate. Every client
+//! records the latency of every message it receives (the send instant travels in the text),
+//! and what should have arrived but did not is counted as lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Fanout {
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Clients per room (senders included).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Senders per room.
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Messages per second each sender sends.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u32,
+    /// How long the senders send.
+    #[arg(long, default_value = "5s")]
+    pub duration: humantime::Duration,
+}
+
+impl Fanout {
+    /// Deliveries per second this load asks for (every message goes to every member).
+    pub fn offered(&self) -> u64 {
+        (self.rooms * self.senders * self.clients) as u64 * u64::from(self.rate)
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub sent: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub elapsed: Duration,
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Outcome {
+    pub fn delivered_per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs the scenario against `ws://ADDRESS/ws`.
+pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
+    let start = Instant::now();
+    let clients = load.rooms * load.clients;
+    let ready = Arc::new(Barrier::new(clients + 1));
+    let sent = Arc::new(AtomicU64::new(0));
+    let duration = *load.duration;
+    // Readers give up this long after the senders stopped.
+    let drain = Duration::from_secs(3);
+    let mut tasks = Vec::with_capacity(clients);
+    for room in 0..load.rooms {
+        for client in 0..load.clients {
+            let url = format!("ws://{address}/ws?room=bench-{room}&nick=c{client}");
+            let (ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .with_context(|| format!("connecting to {url}"))?;
+            let sender = client < load.senders;
+            let (ready, sent, rate) = (ready.clone(), sent.clone(), load.rate);
+            tasks.push(tokio::spawn(async move {
+                client_task(ws, sender, rate, start, duration, drain, ready, sent).await
+            }));
+        }
+    }
+    ready.wait().await;
+    let began = Instant::now();
+    let mut latency = Histogram::<u64>::new(3).context("histogram")?;
+    let mut delivered = 0;
+    for task in tasks {
+        let (received, histogram) = task.await.context("client task")??;
+        delivered += received;
+        latency.add(&histogram).context("merging histograms")?;
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    // Each message goes to every client of its room, the sender included.
+    let expected = sent * load.clients as u64;
+    Ok(Outcome {
+        sent,
+        delivered,
+        expected,
+        elapsed: duration.max(began.elapsed().min(duration)),
+        latency,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_task(
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    sender: bool,
+    rate: u32,
+    start: Instant,
+    duration: Duration,
+    drain: Duration,
+    ready: Arc<Barrier>,
+    sent: Arc<AtomicU64>,
+) -> Result<(u64, Histogram<u64>)> {
+    let (mut sink, mut stream) = ws.split();
+    let mut histogram = Histogram::<u64>::new(3).context("histogram")?;
+    ready.wait().await;
+    let began = Instant::now();
+    let stop_sending = began + duration;
+    let give_up = stop_sending + drain;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut received = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if sender && Instant::now() < stop_sending => {
+                let micros = start.elapsed().as_micros();
+                let frame = format!(r#"{{"type":"send","text":"t{micros}"}}"#);
+                sink.send(Message::text(frame)).await.context("sending")?;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            frame = tokio::time::timeout_at(give_up.into(), stream.next()) => {
+                let Ok(Some(Ok(Message::Text(text)))) = frame else {
+                    if frame.is_err() { break; }
+                    continue;
+                };
+                // The text is "t<micros>"; other frames (welcome, presence) do not count.
+                if let Some(micros) = text.split("\"text\":\"t").nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|m| m.parse::<u128>().ok())
+                {
+                    let now = start.elapsed().as_micros();
+                    histogram.saturating_record(u64::try_from(now.saturating_sub(micros)).unwrap_or(u64::MAX));
+                    received += 1;
+                }
+            }
+        }
+    }
+    Ok((received, histogram))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Smoke run (about four seconds) against our server started in this process: every
+    /// message sent reaches every member, and latencies were recorded for each delivery.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn smoke_run_counts_every_delivery() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        let address = listener.local_addr().expect("address").to_string();
+        let config =
+            server::Config { workers: Some(1), room_threads: Some(1), ..server::Config::default() };
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async {
+                server::run(listener, config).expect("server starts").await.expect("runs");
+            });
+        });
+        let load = Fanout {
+            rooms: 2,
+            clients: 4,
+            senders: 2,
+            rate: 5,
+            duration: Duration::from_millis(600).into(),
+        };
+        let outcome = run(&address, &load).await.expect("the run completes");
+        assert!(outcome.sent >= 8, "senders sent: {}", outcome.sent);
+        assert_eq!(outcome.lost(), 0);
+        assert_eq!(outcome.delivered, outcome.sent * 4, "every member got every message");
+        assert_eq!(outcome.latency.len(), outcome.delivered);
+    }
+}

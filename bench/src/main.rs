@@ -1,0 +1,177 @@
+//! The load generator. `bench fanout --address HOST:PORT` drives one server; `bench compare`
+//! starts our server and the reference peers (`../shared/peers/*/run PORT`) one after the
+//! other on free loopback ports, runs the same load against each, and prints one table.
+//!
+//! Every run is bounded in time and count and only talks to 127.0.0.1.
+
+mod fanout;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::fanout::{Fanout, Outcome};
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for servers speaking the chat's core wire format")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Run the fan-out scenario against one running server.
+    Fanout {
+        /// The server's address (loopback only).
+        #[arg(long)]
+        address: SocketAddr,
+        #[command(flatten)]
+        load: Fanout,
+    },
+    /// Run the fan-out scenario against our server and both peers, and compare.
+    Compare {
+        /// Our server's release binary.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+        server: PathBuf,
+        /// The folder holding the reference peers.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+        peers: PathBuf,
+        #[command(flatten)]
+        load: Fanout,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Commands::Fanout { address, load } => {
+            if !address.ip().is_loopback() {
+                bail!("the load generator only targets loopback addresses");
+            }
+            let outcome = fanout::run(&address.to_string(), &load).await?;
+            print_table(&load, &[("server", outcome)]);
+        }
+        Commands::Compare { server, peers, load } => {
+            if !server.is_file() {
+                bail!("{} is missing: run `cargo build --release -p server`", server.display());
+            }
+            let contenders: [(&str, Vec<String>); 3] = [
+                ("chat (ours)", ours(&server)),
+                ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
+                ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
+            ];
+            let mut rows = Vec::new();
+            for (name, command) in contenders {
+                let port = free_port()?;
+                let process = Peer::start(&command, port)?;
+                let address = format!("127.0.0.1:{port}");
+                eprintln!("{name}: running the load against {address}");
+                let outcome = fanout::run(&address, &load).await;
+                drop(process);
+                rows.push((name, outcome.with_context(|| format!("load against {name}"))?));
+            }
+            print_table(&load, &rows);
+        }
+    }
+    Ok(())
+}
+
+/// Our server, with the per-client protections opened up: the load generator is one address
+/// sending far faster than a person.
+fn ours(server: &std::path::Path) -> Vec<String> {
+    let mut command = vec![server.display().to_string()];
+    for flag in ["--rate-per-second", "--rate-burst", "--max-connections-per-address"] {
+        command.extend([flag.to_owned(), "100000000".to_owned()]);
+    }
+    command.extend(["--ui-dir".to_owned(), "/nonexistent".to_owned(), "--port".to_owned()]);
+    command
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server process, killed when dropped.
+struct Peer(Child);
+
+impl Peer {
+    /// Starts `command PORT` and waits until it accepts connections (a peer may build itself
+    /// on first use, so this waits up to five minutes).
+    fn start(command: &[String], port: u16) -> Result<Self> {
+        let (program, args) = command.split_first().context("empty command")?;
+        let child = Command::new(program)
+            .args(args)
+            .arg(port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let peer = Peer(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("{program} did not listen on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(peer)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
+    println!(
+        "fan-out: {} room(s) x {} clients, {} senders x {} msg/s each = {} deliveries/s offered, for {}",
+        load.rooms,
+        load.clients,
+        load.senders,
+        load.rate,
+        load.offered(),
+        load.duration
+    );
+    println!(
+        "{:<14} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>14}",
+        "server",
+        "sent",
+        "delivered/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "lost",
+        "vs node",
+        "vs rust-min"
+    );
+    let per_second =
+        |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, o)| o.delivered_per_second());
+    let (node, minimal) = (per_second("node-ws-chat"), per_second("rust-minimal"));
+    for (name, outcome) in rows {
+        let ratio = |base: Option<f64>| {
+            base.map_or("-".to_owned(), |b| format!("{:.2}x", outcome.delivered_per_second() / b))
+        };
+        println!(
+            "{:<14} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>14}",
+            name,
+            outcome.sent,
+            outcome.delivered_per_second(),
+            outcome.percentile_ms(0.5),
+            outcome.percentile_ms(0.99),
+            outcome.percentile_ms(0.999),
+            outcome.lost(),
+            ratio(node),
+            ratio(minimal),
+        );
+    }
+}
