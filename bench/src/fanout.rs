@@ -64,6 +64,12 @@ impl Outcome {
     }
 }
 
+/// Latencies from 1 µs to 60 s at 3 significant digits. (An auto-resizing histogram would
+/// start at a maximum of 2 and `saturating_record` would clamp every value to it.)
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
+}
+
 /// Runs the scenario against `ws://ADDRESS/ws`.
 pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
     let start = Instant::now();
@@ -89,7 +95,7 @@ pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
     }
     ready.wait().await;
     let began = Instant::now();
-    let mut latency = Histogram::<u64>::new(3).context("histogram")?;
+    let mut latency = histogram()?;
     let mut delivered = 0;
     for task in tasks {
         let (received, histogram) = task.await.context("client task")??;
@@ -122,7 +128,7 @@ async fn client_task(
     sent: Arc<AtomicU64>,
 ) -> Result<(u64, Histogram<u64>)> {
     let (mut sink, mut stream) = ws.split();
-    let mut histogram = Histogram::<u64>::new(3).context("histogram")?;
+    let mut histogram = histogram()?;
     ready.wait().await;
     let began = Instant::now();
     let stop_sending = began + duration;
@@ -187,5 +193,8 @@ mod tests {
         assert_eq!(outcome.lost(), 0);
         assert_eq!(outcome.delivered, outcome.sent * 4, "every member got every message");
         assert_eq!(outcome.latency.len(), outcome.delivered);
+        // A loopback hop through a server takes more than 10 µs and, unloaded, less than 1 s.
+        assert!(outcome.latency.min() >= 10, "min {} µs", outcome.latency.min());
+        assert!(outcome.latency.max() < 1_000_000, "max {} µs", outcome.latency.max());
     }
 }
