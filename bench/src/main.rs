@@ -33,6 +33,27 @@ enum Commands {
         #[command(flatten)]
         load: Fanout,
     },
+    /// Raise the fan-out load step by step until p99 passes a limit or deliveries fall behind;
+    /// report each server's highest sustained deliveries per second.
+    Capacity {
+        /// Our server's release binary.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+        server: PathBuf,
+        /// The folder holding the reference peers.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+        peers: PathBuf,
+        /// Each step adds this many messages per second per sender.
+        #[arg(long, default_value_t = 100)]
+        step: u32,
+        /// The highest rate per sender tried.
+        #[arg(long, default_value_t = 800)]
+        max_rate: u32,
+        /// A step fails when its p99 latency passes this many milliseconds...
+        #[arg(long, default_value_t = 100.0)]
+        p99_limit_ms: f64,
+        #[command(flatten)]
+        load: Fanout,
+    },
     /// Run the fan-out scenario against our server and both peers, and compare.
     Compare {
         /// Our server's release binary.
@@ -56,17 +77,41 @@ async fn main() -> Result<()> {
             let outcome = fanout::run(&address.to_string(), &load).await?;
             print_table(&load, &[("server", outcome)]);
         }
-        Commands::Compare { server, peers, load } => {
-            if !server.is_file() {
-                bail!("{} is missing: run `cargo build --release -p server`", server.display());
+        Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, load } => {
+            let mut summary = Vec::new();
+            for (name, command) in contenders(&server, &peers)? {
+                let port = free_port()?;
+                let process = Peer::start(&command, port)?;
+                let address = format!("127.0.0.1:{port}");
+                let mut best: Option<(u64, f64)> = None;
+                let mut rate = step;
+                while rate <= max_rate {
+                    let load = Fanout { rate, ..load.clone() };
+                    let outcome = fanout::run(&address, &load).await?;
+                    let (got, p99) = (outcome.delivered_per_second(), outcome.percentile_ms(0.99));
+                    // ...or when fewer than 95% of the offered deliveries arrive.
+                    let kept_up = got >= 0.95 * load.offered() as f64 && outcome.lost() == 0;
+                    let passed = kept_up && p99 <= p99_limit_ms;
+                    eprintln!(
+                        "{name}: offered {:>7}/s delivered {got:>9.0}/s p99 {p99:>8.2} ms lost {:>6} {}",
+                        load.offered(),
+                        outcome.lost(),
+                        if passed { "ok" } else { "over the limit" }
+                    );
+                    if !passed {
+                        break;
+                    }
+                    best = Some((load.offered(), got));
+                    rate += step;
+                }
+                drop(process);
+                summary.push((name, best));
             }
-            let contenders: [(&str, Vec<String>); 3] = [
-                ("chat (ours)", ours(&server)),
-                ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
-                ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
-            ];
+            print_capacity(&load, p99_limit_ms, &summary);
+        }
+        Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders {
+            for (name, command) in contenders(&server, &peers)? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
@@ -79,6 +124,21 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Our server and the two reference peers, as commands that take the port last.
+fn contenders(
+    server: &std::path::Path,
+    peers: &std::path::Path,
+) -> Result<[(&'static str, Vec<String>); 3]> {
+    if !server.is_file() {
+        bail!("{} is missing: run `cargo build --release -p server`", server.display());
+    }
+    Ok([
+        ("chat (ours)", ours(server)),
+        ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
+        ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
+    ])
 }
 
 /// Our server, with the per-client protections opened up: the load generator is one address
@@ -107,7 +167,7 @@ impl Peer {
         let child = Command::new(program)
             .args(args)
             .arg(port.to_string())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -128,6 +188,30 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<(u64, f64)>)]) {
+    println!(
+        "capacity: {} room(s) x {} clients, {} senders; highest load with p99 <= {p99_limit_ms} ms, \
+         >= 95% delivered and nothing lost, {} per step",
+        load.rooms, load.clients, load.senders, load.duration
+    );
+    println!(
+        "{:<14} {:>16} {:>14} {:>10} {:>14}",
+        "server", "offered/s", "delivered/s", "vs node", "vs rust-min"
+    );
+    let best =
+        |name: &str| rows.iter().find(|(n, _)| *n == name).and_then(|(_, b)| b.map(|(_, got)| got));
+    let (node, minimal) = (best("node-ws-chat"), best("rust-minimal"));
+    for (name, result) in rows {
+        let Some((offered, got)) = result else {
+            println!("{name:<14} {:>16} {:>14}", "-", "below the first step");
+            continue;
+        };
+        let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", got / b));
+        println!("{name:<14} {offered:>16} {got:>14.0} {:>10} {:>14}", ratio(node), ratio(minimal));
     }
 }
 
