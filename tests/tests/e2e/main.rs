@@ -25,10 +25,8 @@ async fn two_people_chat_and_another_room_sees_nothing() {
     let url = alice.client.current_url().await.expect("url");
     assert_eq!(url.query(), Some("room=lobby&nick=alice"), "the address bar is a shareable link");
 
-    bob.open(&server.url("/?room=lobby&nick=bob")).await;
-    bob.wait_for_online().await;
-    carol.open(&server.url("/?room=elsewhere&nick=carol")).await;
-    carol.wait_for_online().await;
+    bob.join_with_link(&server, "lobby", "bob").await;
+    carol.join_with_link(&server, "elsewhere", "carol").await;
 
     alice.wait_for_text(".notice .text", "bob joined.").await;
     alice.wait_for_text(".members li", "bob").await;
@@ -73,13 +71,11 @@ async fn switching_rooms_shows_history_and_members() {
     let driver = Driver::start();
     let (dora, erin) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
 
-    erin.open(&server.url("/?room=books&nick=erin")).await;
-    erin.wait_for_online().await;
+    erin.join_with_link(&server, "books", "erin").await;
     erin.type_into("#composer-input", &format!("reading Dune{ENTER}")).await;
     erin.wait_for_text(".message .text", "reading Dune").await;
 
-    dora.open(&server.url("/?room=films&nick=dora")).await;
-    dora.wait_for_online().await;
+    dora.join_with_link(&server, "films", "dora").await;
     dora.type_into("#room-input", &format!("books{ENTER}")).await;
     dora.wait_for_text(".topbar h1", "#books").await;
     dora.wait_for_text(".message .text", "reading Dune").await;
@@ -100,8 +96,7 @@ async fn page_reconnects_after_server_restart() {
     let port = server.addr.port();
     let driver = Driver::start();
     let frank = driver.browser(1100, 720).await;
-    frank.open(&server.url("/?room=ops&nick=frank")).await;
-    frank.wait_for_online().await;
+    frank.join_with_link(&server, "ops", "frank").await;
 
     server.stop();
     frank.find(".badge.reconnecting").await;
@@ -132,8 +127,7 @@ async fn markup_is_shown_as_text_and_never_runs() {
         "**bold** _it_ [link](javascript:window.__l=1) `code` # heading",
     ];
 
-    grace.open(&server.url("/?room=safe&nick=grace")).await;
-    grace.wait_for_online().await;
+    grace.join_with_link(&server, "safe", "grace").await;
     mallory.join_with_form(&server, nick, "safe").await;
     for text in texts {
         mallory.type_into("#composer-input", &format!("{text}{ENTER}")).await;
@@ -167,8 +161,7 @@ async fn layout_fits_phone_and_desktop() {
     let driver = Driver::start();
     let (phone, desktop) = tokio::join!(driver.browser(390, 780), driver.browser(1100, 720));
     for (browser, nick) in [(&phone, "hana"), (&desktop, "ivan")] {
-        browser.open(&server.url(&format!("/?room=layout&nick={nick}"))).await;
-        browser.wait_for_online().await;
+        browser.join_with_link(&server, "layout", nick).await;
     }
     let rect = |browser: &Browser, css: &'static str| {
         let browser = browser.client.clone();
@@ -241,8 +234,7 @@ async fn errors_are_explained_in_words() {
     let server = ServerProcess::start();
     let driver = Driver::start();
     let (first, second) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
-    first.open(&server.url("/?room=words&nick=lee")).await;
-    first.wait_for_online().await;
+    first.join_with_link(&server, "words", "lee").await;
 
     second.open(&server.url("/")).await;
     second.type_into("#join-nick", "LEE").await;

@@ -253,6 +253,12 @@ impl Browser {
         self.wait_for_online().await;
     }
 
+    /// Joins through a shared link (`/?room=R&nick=N`), as someone who was sent one would.
+    pub async fn join_with_link(&self, server: &ServerProcess, room: &str, nick: &str) {
+        self.open(&server.url(&format!("/?room={room}&nick={nick}"))).await;
+        self.wait_for_online().await;
+    }
+
     pub async fn wait_for_online(&self) {
         self.find(".badge.online").await;
     }
