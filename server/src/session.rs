@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, ServerMessage, close};
 
@@ -107,7 +107,7 @@ impl Session {
             self.metrics.flood_disconnects.inc();
             self.close(ctx, close::POLICY_VIOLATION, "flooding: too many frames too fast");
         } else {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
             self.reject(ctx, Rejection::rate_limited(wait));
         }
         false
