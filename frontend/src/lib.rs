@@ -41,9 +41,7 @@ pub struct AppProps {
 #[function_component(App)]
 pub fn app(props: &AppProps) -> Html {
     let requested = use_memo((), |_| page::requested());
-    let state = use_reducer(|| {
-        State::new(requested.room.clone().unwrap_or_else(|| protocol::DEFAULT_ROOM.to_owned()))
-    });
+    let state = use_reducer(|| State::new(requested.room_or_default()));
     let connection = use_state(|| None::<Connection>);
 
     let join = {
@@ -67,8 +65,7 @@ pub fn app(props: &AppProps) -> Html {
         let (join, requested) = (join.clone(), requested.clone());
         use_effect_with((), move |_| {
             if let Some(nick) = requested.nick.clone() {
-                let room = requested.room.clone().unwrap_or_else(|| protocol::DEFAULT_ROOM.into());
-                join.emit((nick, room));
+                join.emit((nick, requested.room_or_default()));
             }
         });
     }

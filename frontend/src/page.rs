@@ -12,6 +12,13 @@ pub struct Requested {
     pub nick: Option<String>,
 }
 
+impl Requested {
+    /// The room asked for, or the default room.
+    pub fn room_or_default(&self) -> String {
+        self.room.clone().unwrap_or_else(|| protocol::DEFAULT_ROOM.to_owned())
+    }
+}
+
 pub fn requested() -> Requested {
     let params = web_sys::window()
         .and_then(|window| window.location().search().ok())
