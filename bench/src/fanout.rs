@@ -174,8 +174,12 @@ mod tests {
     async fn smoke_run_counts_every_delivery() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         let address = listener.local_addr().expect("address").to_string();
-        let config =
-            server::Config { workers: Some(1), room_threads: Some(1), ..server::Config::default() };
+        let config = server::Config {
+            workers: Some(1),
+            room_threads: Some(1),
+            storage: server::config::Storage { ephemeral: true, ..Default::default() },
+            ..server::Config::default()
+        };
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async {
                 server::run(listener, config).expect("server starts").await.expect("runs");

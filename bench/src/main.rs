@@ -69,6 +69,8 @@ enum Commands {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Our server's database for this run, deleted at the end.
+    let data = tempfile::tempdir().context("a temporary data directory")?;
     match Cli::parse().command {
         Commands::Fanout { address, load } => {
             if !address.ip().is_loopback() {
@@ -79,7 +81,7 @@ async fn main() -> Result<()> {
         }
         Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, load } => {
             let mut summary = Vec::new();
-            for (name, command) in contenders(&server, &peers)? {
+            for (name, command) in contenders(&server, &peers, data.path())? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
@@ -111,7 +113,7 @@ async fn main() -> Result<()> {
         }
         Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers)? {
+            for (name, command) in contenders(&server, &peers, data.path())? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
@@ -126,25 +128,33 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Our server and the two reference peers, as commands that take the port last.
+/// Our server as shipped (storing every message durably in `data`), our server keeping
+/// messages in memory only (what durability costs is the difference), and the two reference
+/// peers, as commands that take the port last.
 fn contenders(
     server: &std::path::Path,
     peers: &std::path::Path,
-) -> Result<[(&'static str, Vec<String>); 3]> {
+    data: &std::path::Path,
+) -> Result<[(&'static str, Vec<String>); 4]> {
     if !server.is_file() {
         bail!("{} is missing: run `cargo build --release -p server`", server.display());
     }
     Ok([
-        ("chat (ours)", ours(server)),
+        ("chat (ours)", ours(server, Some(data))),
+        ("chat ephemeral", ours(server, None)),
         ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
         ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
     ])
 }
 
 /// Our server, with the per-client protections opened up: the load generator is one address
-/// sending far faster than a person.
-fn ours(server: &std::path::Path) -> Vec<String> {
+/// sending far faster than a person. Messages go to a database in `data`, or stay in memory.
+fn ours(server: &std::path::Path, data: Option<&std::path::Path>) -> Vec<String> {
     let mut command = vec![server.display().to_string()];
+    match data {
+        Some(dir) => command.extend(["--data-dir".to_owned(), dir.display().to_string()]),
+        None => command.push("--ephemeral".to_owned()),
+    }
     for flag in ["--rate-per-second", "--rate-burst", "--max-connections-per-address"] {
         command.extend([flag.to_owned(), "100000000".to_owned()]);
     }
@@ -199,7 +209,7 @@ fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<(u64, 
         load.rooms, load.clients, load.senders, load.duration
     );
     println!(
-        "{:<14} {:>16} {:>14} {:>10} {:>14}",
+        "{:<16} {:>16} {:>14} {:>10} {:>14}",
         "server", "offered/s", "delivered/s", "vs node", "vs rust-min"
     );
     let best =
@@ -207,11 +217,11 @@ fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<(u64, 
     let (node, minimal) = (best("node-ws-chat"), best("rust-minimal"));
     for (name, result) in rows {
         let Some((offered, got)) = result else {
-            println!("{name:<14} {:>16} {:>14}", "-", "below the first step");
+            println!("{name:<16} {:>16} {:>14}", "-", "below the first step");
             continue;
         };
         let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", got / b));
-        println!("{name:<14} {offered:>16} {got:>14.0} {:>10} {:>14}", ratio(node), ratio(minimal));
+        println!("{name:<16} {offered:>16} {got:>14.0} {:>10} {:>14}", ratio(node), ratio(minimal));
     }
 }
 
@@ -227,7 +237,7 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
         load.duration
     );
     println!(
-        "{:<14} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>14}",
+        "{:<16} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>14}",
         "server",
         "sent",
         "delivered/s",
@@ -246,7 +256,7 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
             base.map_or("-".to_owned(), |b| format!("{:.2}x", outcome.delivered_per_second() / b))
         };
         println!(
-            "{:<14} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>14}",
+            "{:<16} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>14}",
             name,
             outcome.sent,
             outcome.delivered_per_second(),

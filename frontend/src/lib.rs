@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`App`] (this file): the root component; wires state, connection and components.
 //! - [`state`]: `State` and `Action`, the reducer; the only place state changes.
-//! - [`connection`]: the socket, reconnection with backoff, rejoining.
+//! - [`connection`]: the socket, reconnection with backoff, rejoining where it left off.
+//! - [`outbox`]: sent messages awaiting their acknowledgement, kept across reloads.
 //! - [`backoff`]: reconnection delays.
 //! - [`page`]: the address bar and this tab's token.
 //! - [`typing`]: when to announce typing, and how to show it.
@@ -12,6 +13,7 @@
 pub mod backoff;
 pub mod components;
 pub mod connection;
+pub mod outbox;
 pub mod page;
 pub mod state;
 pub mod typing;
@@ -24,6 +26,7 @@ use crate::components::{
     Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, TypingIndicator,
 };
 use crate::connection::{Connection, Target};
+use crate::outbox::Outgoing;
 use crate::state::{Action, ConnectionState, State};
 
 /// How often the room list is refreshed while online.
@@ -51,10 +54,10 @@ pub fn app(props: &AppProps) -> Html {
             state.dispatch(Action::Connect { room: room.clone() });
             if let Some(open) = connection.as_ref() {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
-                open.send(ClientMessage::Join { room, nick: Some(nick) });
+                open.send(ClientMessage::Join { room, nick: Some(nick), since: None });
                 return;
             }
-            let target = Target { room, nick, client: page::client_token() };
+            let target = Target { room, nick, client: page::client_token(), since: None };
             let base = ws_base.clone().unwrap_or_else(page::ws_base);
             connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
         })
@@ -131,11 +134,26 @@ pub fn app(props: &AppProps) -> Html {
         })
     };
     let on_send = {
-        let (send, state, throttle) = (send.clone(), state.clone(), throttle.clone());
+        let (connection, state, throttle) = (connection.clone(), state.clone(), throttle.clone());
+        let nick = nick.clone();
         Callback::from(move |text: String| {
+            let Some(connection) = connection.as_ref() else { return };
             state.dispatch(Action::DismissError);
             throttle.borrow_mut().reset();
-            send.emit(ClientMessage::Send { text });
+            let item = Outgoing {
+                client_id: outbox::new_client_id(),
+                room: state.room.clone(),
+                nick: nick.clone(),
+                text,
+                ts: state::now(),
+            };
+            match connection.post(item.clone()) {
+                Ok(()) => state.dispatch(Action::Queued(item)),
+                Err(outbox::Full) => state.dispatch(Action::LocalError(format!(
+                    "{} messages are still waiting to be sent; wait until they are.",
+                    outbox::MAX_ITEMS
+                ))),
+            }
         })
     };
     let on_typing = {
@@ -150,7 +168,7 @@ pub fn app(props: &AppProps) -> Html {
         let state = state.clone();
         Callback::from(move |room: String| {
             state.dispatch(Action::SwitchRoom { room: room.clone() });
-            send.emit(ClientMessage::Join { room, nick: None });
+            send.emit(ClientMessage::Join { room, nick: None, since: None });
         })
     };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
@@ -169,7 +187,8 @@ pub fn app(props: &AppProps) -> Html {
                 <MemberList members={state.members.clone()} own={Some(nick.clone())} />
             </aside>
             <main class="conversation">
-                <MessageList entries={state.entries.clone()} own={Some(nick)} />
+                <MessageList entries={state.entries.clone()} pending={state.pending_here()}
+                    own={Some(nick)} />
                 <TypingIndicator typists={state.typists()} />
                 <Composer {on_send} {on_invalid} {on_typing} error={state.error.clone()}
                     disabled={!usable} />

@@ -50,7 +50,7 @@ pub fn client_token() -> String {
     {
         return token;
     }
-    let token = new_token();
+    let token = random_token();
     if let Some(storage) = storage {
         // Without storage (private mode limits) the token lasts as long as the page.
         let _ = storage.set_item(CLIENT_TOKEN_KEY, &token);
@@ -58,7 +58,8 @@ pub fn client_token() -> String {
     token
 }
 
-fn new_token() -> String {
+/// 104 random bits as 26 hex digits: tab tokens and message client ids.
+pub fn random_token() -> String {
     let random = || (js_sys::Math::random() * 2f64.powi(52)) as u64;
     format!("{:013x}{:013x}", random(), random())
 }

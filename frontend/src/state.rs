@@ -7,6 +7,8 @@ use std::rc::Rc;
 use protocol::{ChatMessage, RoomInfo, ServerMessage};
 use yew::Reducible;
 
+use crate::outbox::Outgoing;
+
 /// Most entries the message list holds; older ones are dropped so the DOM stays bounded.
 pub const MAX_ENTRIES: usize = 500;
 
@@ -62,6 +64,8 @@ pub struct State {
     pub error: Option<String>,
     /// Who is typing in the room, with when their indication expires (Unix ms).
     pub typing: Vec<(String, u64)>,
+    /// Messages sent (or typed offline) and not yet acknowledged, every room's, oldest first.
+    pub pending: Rc<Vec<Outgoing>>,
     notices: u64,
 }
 
@@ -76,7 +80,24 @@ impl State {
             rooms: Vec::new(),
             error: None,
             typing: Vec::new(),
+            pending: Rc::default(),
             notices: 0,
+        }
+    }
+
+    /// The pending messages to show: this room's, typed under the current nick.
+    pub fn pending_here(&self) -> Vec<Outgoing> {
+        let nick = self.nick.as_deref().unwrap_or_default();
+        self.pending
+            .iter()
+            .filter(|item| item.room == self.room && item.nick == nick)
+            .cloned()
+            .collect()
+    }
+
+    fn settle(&mut self, client_id: &str) {
+        if self.pending.iter().any(|item| item.client_id == client_id) {
+            Rc::make_mut(&mut self.pending).retain(|item| item.client_id != client_id);
         }
     }
 
@@ -115,12 +136,28 @@ impl State {
 
     fn on_server(&mut self, message: ServerMessage) {
         match message {
-            ServerMessage::Welcome { room, nick, members, history, rooms } => {
-                self.entries = Rc::default();
-                for message in history.into_iter().rev().take(MAX_ENTRIES - 1).rev() {
-                    self.push(Entry::Message(message));
+            ServerMessage::Welcome { room, nick, members, history, rooms, since, truncated } => {
+                let resumed = since.is_some() && room == self.room && self.is_joined();
+                if resumed {
+                    // What was missed while away, after what is shown.
+                    let last = self.last_message_id().unwrap_or(0);
+                    if truncated {
+                        self.notice("Older messages could not be loaded.".into(), now());
+                    }
+                    for message in history.into_iter().filter(|message| message.id > last) {
+                        self.push(Entry::Message(message));
+                    }
+                    self.notice("Reconnected.".into(), now());
+                } else {
+                    self.entries = Rc::default();
+                    if truncated {
+                        self.notice("Earlier messages are not shown.".into(), now());
+                    }
+                    for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
+                        self.push(Entry::Message(message));
+                    }
+                    self.notice(format!("You joined #{room} as {nick}."), now());
                 }
-                self.notice(format!("You joined #{room} as {nick}."), now());
                 self.connection = ConnectionState::Online;
                 self.room = room;
                 self.nick = Some(nick);
@@ -162,7 +199,16 @@ impl State {
             | ServerMessage::Left { .. }
             | ServerMessage::Typing { .. } => {}
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
-            ServerMessage::Error { message, .. } => self.error = Some(message),
+            ServerMessage::Ack { client_id, .. } => self.settle(&client_id),
+            ServerMessage::Error { code, message, client_id, .. } => {
+                match client_id {
+                    // Will be sent again: nothing for the reader to do.
+                    Some(_) if code.is_transient() => return,
+                    Some(client_id) => self.settle(&client_id),
+                    None => {}
+                }
+                self.error = Some(message);
+            }
         }
         self.count_current_room();
     }
@@ -209,6 +255,8 @@ pub enum Action {
     Tick {
         now: u64,
     },
+    /// A message is in the outbox, waiting for its acknowledgement.
+    Queued(Outgoing),
 }
 
 impl Reducible for State {
@@ -245,6 +293,11 @@ impl Reducible for State {
             Action::DismissError => state.error = None,
             Action::LocalError(message) => state.error = Some(message),
             Action::Tick { now } => state.typing.retain(|(_, expires)| *expires > now),
+            Action::Queued(item) => {
+                if !state.pending.iter().any(|queued| queued.client_id == item.client_id) {
+                    Rc::make_mut(&mut state.pending).push(item);
+                }
+            }
         }
         Rc::new(state)
     }
@@ -269,13 +322,95 @@ mod tests {
     }
 
     fn welcome(room: &str, history: Vec<ChatMessage>) -> Action {
+        resumed(room, history, None, false)
+    }
+
+    fn resumed(
+        room: &str,
+        history: Vec<ChatMessage>,
+        since: Option<u64>,
+        truncated: bool,
+    ) -> Action {
         Action::Server(ServerMessage::Welcome {
             room: room.into(),
             nick: "bob".into(),
             members: vec!["alice".into(), "bob".into()],
             history,
             rooms: vec![RoomInfo { name: room.into(), members: 2 }],
+            since,
+            truncated,
         })
+    }
+
+    fn notices(state: &State) -> Vec<String> {
+        state
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Notice { text, .. } => Some(text.clone()),
+                Entry::Message(_) => None,
+            })
+            .collect()
+    }
+
+    /// A resumed welcome adds exactly what was missed after what is shown, and says when older
+    /// messages are gone; a fresh one replaces the list.
+    #[test]
+    fn resumed_welcome_adds_what_was_missed() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![message(1, "a", "one"), message(2, "a", "two")])],
+        );
+        let state = reduce(
+            state,
+            [resumed("a", vec![message(2, "a", "two"), message(4, "a", "four")], Some(1), false)],
+        );
+        assert_eq!(texts(&state), ["one", "two", "four"], "2 was already shown");
+        assert_eq!(notices(&state).last().map(String::as_str), Some("Reconnected."));
+        let state = reduce(state, [resumed("a", vec![message(9, "a", "nine")], Some(4), true)]);
+        assert_eq!(texts(&state), ["one", "two", "four", "nine"]);
+        assert!(notices(&state).iter().any(|n| n == "Older messages could not be loaded."));
+        let state = reduce(state, [welcome("a", vec![message(3, "a", "other server")])]);
+        assert_eq!(texts(&state), ["other server"], "not resumed: replaced");
+    }
+
+    /// Pending messages show until acknowledged or refused for good; a transient refusal keeps
+    /// them (they are sent again) and is not shown as an error.
+    #[test]
+    fn pending_until_acknowledged() {
+        let item = |id: &str| Outgoing {
+            client_id: id.into(),
+            room: "a".into(),
+            nick: "bob".into(),
+            text: id.into(),
+            ts: 1,
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), Action::Queued(item("x")), Action::Queued(item("y"))],
+        );
+        let state = reduce(state, [Action::Queued(item("x"))]);
+        assert_eq!(state.pending_here().len(), 2, "queued once");
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 5, room: "a".into() };
+        let state = reduce(state, [Action::Server(ack)]);
+        assert_eq!(state.pending_here(), [item("y")]);
+        let transient = ServerMessage::Error {
+            code: protocol::ErrorCode::Unavailable,
+            message: "try again".into(),
+            retry_after_ms: None,
+            client_id: Some("y".into()),
+        };
+        let state = reduce(state, [Action::Server(transient)]);
+        assert_eq!((state.pending_here().len(), state.error.clone()), (1, None));
+        let refused = ServerMessage::Error {
+            code: protocol::ErrorCode::TextTooLong,
+            message: "Too long.".into(),
+            retry_after_ms: None,
+            client_id: Some("y".into()),
+        };
+        let state = reduce(state, [Action::Server(refused)]);
+        assert!(state.pending_here().is_empty());
+        assert_eq!(state.error.as_deref(), Some("Too long."));
     }
 
     fn reduce(state: Rc<State>, actions: impl IntoIterator<Item = Action>) -> Rc<State> {

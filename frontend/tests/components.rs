@@ -41,15 +41,23 @@ async fn message_list_renders_messages_and_notices() {
         message(2, "bob", "hi alice"),
     ]
     .into();
-    let props = MessageListProps { entries: Rc::new(entries), own: Some("bob".into()) };
+    let pending = vec![frontend::outbox::Outgoing {
+        client_id: "p1".into(),
+        room: "r".into(),
+        nick: "bob".into(),
+        text: "still sending".into(),
+        ts: 0,
+    }];
+    let props = MessageListProps { entries: Rc::new(entries), pending, own: Some("bob".into()) };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
-    assert_eq!(texts(&root, ".message .from"), ["alice", "bob"]);
-    assert_eq!(texts(&root, ".message .text"), ["hello", "hi alice"]);
+    assert_eq!(texts(&root, ".message .from"), ["alice", "bob", "bob"]);
+    assert_eq!(texts(&root, ".message .text"), ["hello", "hi alice", "still sending"]);
     assert_eq!(texts(&root, ".notice .text"), ["bob joined."]);
-    assert_eq!(texts(&root, ".message.own .text"), ["hi alice"]);
-    assert_eq!(select_all(&root, "time").len(), 3, "every line has a time");
+    assert_eq!(texts(&root, ".message.own .text"), ["hi alice", "still sending"]);
+    assert_eq!(texts(&root, ".message.pending .status"), ["sending…"], "pending, last");
+    assert_eq!(select_all(&root, "time").len(), 4, "every line has a time");
     let list = select(&root, "ol.messages").expect("list");
     assert_eq!(list.get_attribute("aria-live").as_deref(), Some("polite"));
 }
@@ -60,7 +68,7 @@ async fn message_list_does_not_interpret_markup() {
     let root = root();
     let hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>**bold**";
     let entries: VecDeque<Entry> = [message(1, "<b>mallory</b>", hostile)].into();
-    let props = MessageListProps { entries: Rc::new(entries), own: None };
+    let props = MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: None };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -163,7 +171,7 @@ async fn links_are_clickable_and_safe() {
     let root = root();
     let text = "see https://example.org/a?b=1 and javascript://alert(1) or www.x.org";
     let entries: VecDeque<Entry> = [message(1, "alice", text)].into();
-    let props = MessageListProps { entries: Rc::new(entries), own: None };
+    let props = MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: None };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -202,14 +210,14 @@ async fn new_messages_button_when_scrolled_up() {
     };
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
         root.clone(),
-        MessageListProps { entries: many(60), own: None },
+        MessageListProps { entries: many(60), pending: Vec::new(), own: None },
     )
     .render();
     flush().await;
     let list = select(&root, "ol.messages").expect("list");
     list.set_attribute("style", "overflow-y: auto; height: 150px").expect("style");
     list.set_scroll_top(list.scroll_height());
-    handle.update(MessageListProps { entries: many(61), own: None });
+    handle.update(MessageListProps { entries: many(61), pending: Vec::new(), own: None });
     flush().await;
     let bottom =
         |list: &web_sys::Element| list.scroll_height() - list.scroll_top() - list.client_height();
@@ -218,7 +226,7 @@ async fn new_messages_button_when_scrolled_up() {
 
     list.set_scroll_top(0);
     list.dispatch_event(&web_sys::Event::new("scroll").expect("event")).expect("scroll");
-    handle.update(MessageListProps { entries: many(62), own: None });
+    handle.update(MessageListProps { entries: many(62), pending: Vec::new(), own: None });
     flush().await;
     assert_eq!(list.scroll_top(), 0, "a reader who scrolled up is not moved");
     let button = select(&root, ".new-messages").expect("new messages button");

@@ -12,8 +12,9 @@ use std::rc::Rc;
 
 use common::{input, press, root, select, texts, wait_for};
 use frontend::connection::{Connection, Target};
+use frontend::outbox::{Outbox, Outgoing};
 use frontend::state::Action;
-use protocol::{ClientMessage, ErrorCode, ServerMessage};
+use protocol::{ErrorCode, ServerMessage};
 use wasm_bindgen_test::*;
 use yew::Callback;
 
@@ -40,13 +41,18 @@ struct Probe {
 
 impl Probe {
     fn open(room: &str, nick: &str, client: &str) -> Self {
+        Self::open_at(server(), room, nick, client)
+    }
+
+    fn open_at(base: String, room: &str, nick: &str, client: &str) -> Self {
         let actions = Rc::new(RefCell::new(Vec::new()));
         let record = {
             let actions = actions.clone();
             Callback::from(move |action| actions.borrow_mut().push(action))
         };
-        let target = Target { room: room.into(), nick: nick.into(), client: client.into() };
-        Probe { connection: Connection::open(server(), target, record), actions }
+        let target =
+            Target { room: room.into(), nick: nick.into(), client: client.into(), since: None };
+        Probe { connection: Connection::open(base, target, record), actions }
     }
 
     async fn server_message<T>(&self, what: &str, pick: impl Fn(&ServerMessage) -> Option<T>) -> T {
@@ -78,7 +84,16 @@ async fn connection_chats_through_the_server() {
     })
     .await;
 
-    alice.connection.send(ClientMessage::Send { text: "hello from wasm".into() });
+    let item = outgoing(&room, "alice", "hello from wasm");
+    alice.connection.post(item.clone()).expect("the outbox has room");
+    let acked = alice
+        .server_message("the ack", |m| match m {
+            ServerMessage::Ack { client_id, id, .. } if *client_id == item.client_id => Some(*id),
+            _ => None,
+        })
+        .await;
+    assert!(acked > 0);
+    assert!(!in_outbox(&item), "acknowledged messages leave the outbox");
     for probe in [&alice, &bob] {
         let (from, text) = probe
             .server_message("alice's message", |m| match m {
@@ -88,6 +103,73 @@ async fn connection_chats_through_the_server() {
             .await;
         assert_eq!((from.as_str(), text.as_str()), ("alice", "hello from wasm"));
     }
+}
+
+fn outgoing(room: &str, nick: &str, text: &str) -> Outgoing {
+    Outgoing {
+        client_id: frontend::outbox::new_client_id(),
+        room: room.into(),
+        nick: nick.into(),
+        text: text.into(),
+        ts: js_sys::Date::now() as u64,
+    }
+}
+
+fn in_outbox(item: &Outgoing) -> bool {
+    Outbox::load().items().iter().any(|queued| queued.client_id == item.client_id)
+}
+
+/// A message typed while the server cannot be reached waits in localStorage; a page opened
+/// later (as after a reload) shows it as queued, sends it once connected, and it arrives once.
+#[wasm_bindgen_test]
+async fn outbox_survives_a_reload_while_offline() {
+    let room = room("wasm-outbox");
+    // Nothing listens on port 9 of the loopback: the page stays disconnected.
+    let offline = Probe::open_at("ws://127.0.0.1:9".into(), &room, "erin", "wasm-erin");
+    let item = outgoing(&room, "erin", "typed while offline");
+    offline.connection.post(item.clone()).expect("the outbox has room");
+    wait_for("a failed connection attempt", || {
+        offline
+            .actions
+            .borrow()
+            .iter()
+            .any(|a| matches!(a, Action::Disconnected { .. }))
+            .then_some(())
+    })
+    .await;
+    assert!(in_outbox(&item), "kept in localStorage while offline");
+    drop(offline);
+
+    let watcher = Probe::open(&room, "fred", "wasm-fred");
+    watcher
+        .server_message("welcome", |m| matches!(m, ServerMessage::Welcome { .. }).then_some(()))
+        .await;
+    let reloaded = Probe::open(&room, "erin", "wasm-erin");
+    assert!(
+        reloaded.actions.borrow().contains(&Action::Queued(item.clone())),
+        "the reopened page shows the waiting message"
+    );
+    reloaded
+        .server_message("the ack", |m| match m {
+            ServerMessage::Ack { client_id, .. } => (*client_id == item.client_id).then_some(()),
+            _ => None,
+        })
+        .await;
+    assert!(!in_outbox(&item));
+    let text = watcher
+        .server_message("the message", |m| match m {
+            ServerMessage::Message(m) if m.from == "erin" => Some(m.text.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(text, "typed while offline");
+    let copies = watcher
+        .actions
+        .borrow()
+        .iter()
+        .filter(|a| matches!(a, Action::Server(ServerMessage::Message(m)) if m.from == "erin"))
+        .count();
+    assert_eq!(copies, 1);
 }
 
 /// A taken nick is reported as an error; a second tab with the same token takes over and the
@@ -145,5 +227,9 @@ async fn app_joins_from_link_and_chats() {
     })
     .await;
     assert_eq!(texts(&root, ".message.own .from"), ["dora"]);
+    wait_for("the pending copy to go once acknowledged", || {
+        select(&root, ".message.pending").is_none().then_some(())
+    })
+    .await;
     assert!(window.location().search().expect("search").contains("nick=dora"));
 }

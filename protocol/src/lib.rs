@@ -24,21 +24,37 @@ pub type UnixMillis = u64;
 /// The room a connection joins when it names none.
 pub const DEFAULT_ROOM: &str = "general";
 
-/// The WebSocket endpoint's path. Connect with `GET /ws?room=ROOM&nick=NICK&client=TOKEN`.
+/// A client's own id for one message it sends: 1 to 64 of `A-Z a-z 0-9 - _`, random and unique
+/// per message (at least 64 random bits). See [`ClientMessage::Send`].
+pub type ClientId = String;
+
+/// The WebSocket endpoint's path. Connect with
+/// `GET /ws?room=ROOM&nick=NICK&client=TOKEN&since=ID`.
 pub const WS_PATH: &str = "/ws";
 
 /// What a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// Post `text` to the room the connection is in.
-    Send { text: String },
+    /// Post `text` to the room the connection is in. With a `client_id` (see [`ClientId`]) the
+    /// server answers with a [`ServerMessage::Ack`] once the message is stored durably, and
+    /// treats a repeat of the same id in the same room as the same message: send it again, as
+    /// often as needed, until it is acknowledged.
+    Send {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
+    },
     /// Move to `room` (created if it does not exist), optionally under another nick. On success
     /// the server answers with a [`ServerMessage::Welcome`] and the old room sees a `left`.
+    /// `since` is the last message id this client saw in `room`: the welcome then carries
+    /// exactly the messages after it (see [`ServerMessage::Welcome`]).
     Join {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nick: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<MessageId>,
     },
     /// Ask for the list of active rooms; the server answers with [`ServerMessage::Rooms`].
     ListRooms,
@@ -64,13 +80,29 @@ pub enum ServerMessage {
         nick: String,
         /// Everyone in the room, you included, sorted case-insensitively.
         members: Vec<String>,
-        /// The room's most recent messages, oldest first.
+        /// Messages, oldest first: every stored message after `since` when `since` is set,
+        /// otherwise the room's most recent ones.
         history: Vec<ChatMessage>,
-        /// The active rooms at the time of joining.
+        /// The active and recently used rooms at the time of joining.
         rooms: Vec<RoomInfo>,
+        /// Echoes the `since` of the join when the server could honour it: `history` then
+        /// continues exactly after that id, so a client adds it to what it has. `None` when the
+        /// join named no `since`, or one this room never reached (the client should then
+        /// replace what it shows with `history`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<MessageId>,
+        /// Older messages exist that `history` leaves out: with `since`, some messages after
+        /// it are past the room's retention ("older messages not loaded"); without, the room
+        /// has more than the recent ones sent.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
-    /// A chat message, sent to every member of its room, the sender included.
+    /// A chat message, sent to every member of its room, the sender included. Messages are
+    /// only sent once stored durably.
     Message(ChatMessage),
+    /// Sent to the sender only, before the room sees the message: the message with
+    /// `client_id` is stored durably under `id`. Sent again for a repeated `client_id`.
+    Ack { client_id: ClientId, id: MessageId, room: String },
     /// Someone entered the room.
     Joined { room: String, nick: String, ts: UnixMillis },
     /// Someone left the room (closed, switched rooms, or timed out).
@@ -87,6 +119,9 @@ pub enum ServerMessage {
         /// For `rate_limited`: how long to wait before sending again.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The `client_id` of the `send` that was refused, when it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
     },
 }
 
@@ -139,10 +174,23 @@ pub enum ErrorCode {
     RateLimited,
 }
 
+impl ErrorCode {
+    /// Whether sending the same request again later may succeed (`rate_limited`,
+    /// `unavailable`, `not_joined`); the others refuse the request itself.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::NotJoined)
+    }
+}
+
 impl ServerMessage {
     /// An error frame with a human-readable explanation.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMessage::Error { code, message: message.into(), retry_after_ms: None }
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            client_id: None,
+        }
     }
 }
 
@@ -172,9 +220,10 @@ mod tests {
     #[test]
     fn client_messages_round_trip() {
         let all = [
-            ClientMessage::Send { text: "hello\nworld".into() },
-            ClientMessage::Join { room: "rust".into(), nick: None },
-            ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()) },
+            ClientMessage::Send { text: "hello\nworld".into(), client_id: None },
+            ClientMessage::Send { text: "hi".into(), client_id: Some("c-1".into()) },
+            ClientMessage::Join { room: "rust".into(), nick: None, since: None },
+            ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()), since: Some(9) },
             ClientMessage::ListRooms,
             ClientMessage::Typing,
         ];
@@ -194,8 +243,20 @@ mod tests {
                 members: vec!["alice".into(), "bob".into()],
                 history: vec![sample_message()],
                 rooms: rooms.clone(),
+                since: None,
+                truncated: false,
+            },
+            ServerMessage::Welcome {
+                room: "general".into(),
+                nick: "alice".into(),
+                members: vec![],
+                history: vec![],
+                rooms: vec![],
+                since: Some(6),
+                truncated: true,
             },
             ServerMessage::Message(sample_message()),
+            ServerMessage::Ack { client_id: "c-1".into(), id: 7, room: "general".into() },
             ServerMessage::Joined { room: "general".into(), nick: "bob".into(), ts: 1 },
             ServerMessage::Left { room: "general".into(), nick: "bob".into(), ts: 2 },
             ServerMessage::Rooms { rooms },
@@ -205,6 +266,7 @@ mod tests {
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
                 retry_after_ms: Some(250),
+                client_id: Some("c-2".into()),
             },
         ];
         for message in all {
@@ -217,7 +279,7 @@ mod tests {
     fn core_wire_shapes_are_fixed() {
         let send: ClientMessage =
             serde_json::from_str(r#"{"type":"send","text":"hi"}"#).expect("core send parses");
-        assert_eq!(send, ClientMessage::Send { text: "hi".into() });
+        assert_eq!(send, ClientMessage::Send { text: "hi".into(), client_id: None });
 
         let json = serde_json::to_value(ServerMessage::Message(sample_message())).expect("json");
         assert_eq!(
@@ -245,7 +307,10 @@ mod tests {
     #[test]
     fn extra_fields_are_ignored_missing_ones_refused() {
         let extra = serde_json::from_str::<ClientMessage>(r#"{"type":"send","text":"a","x":1}"#);
-        assert_eq!(extra.expect("extra field ignored"), ClientMessage::Send { text: "a".into() });
+        assert_eq!(
+            extra.expect("extra field ignored"),
+            ClientMessage::Send { text: "a".into(), client_id: None }
+        );
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"send","txt":"a"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"text":"a"}"#).is_err());
     }

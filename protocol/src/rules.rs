@@ -102,6 +102,21 @@ pub fn check_client_token(token: &str) -> Option<String> {
     valid.then(|| token.to_owned())
 }
 
+/// A message's client id ([`crate::ClientId`]): the same alphabet and length as a client
+/// token. Unlike a token, a bad one is refused (`invalid_message`), since the client relies on
+/// the acknowledgement it asked for.
+pub fn check_client_id(id: &str) -> Result<(), RuleError> {
+    if check_client_token(id).is_none() {
+        return Err(RuleError::new(
+            ErrorCode::InvalidMessage,
+            format!(
+                "A client_id must be 1 to {MAX_CLIENT_TOKEN_CHARS} letters, digits, '-' or '_'."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `s` has more than `max` characters, without counting past `max + 1`.
 fn exceeds(s: &str, max: usize) -> bool {
     s.chars().nth(max).is_some()
@@ -158,5 +173,8 @@ mod tests {
         assert_eq!(check_client_token(""), None);
         assert_eq!(check_client_token("has space"), None);
         assert_eq!(check_client_token(&"a".repeat(65)), None);
+        assert_eq!(check_client_id("k2-x_9"), Ok(()));
+        let refused = check_client_id("no/slash").expect_err("bad alphabet");
+        assert_eq!(refused.code, ErrorCode::InvalidMessage);
     }
 }

@@ -7,18 +7,22 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::rules;
 
+use crate::store::StoreOptions;
+
 /// How often the server pings each client.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a client may stay silent (no pong, no frame) before the server drops it.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many recent messages each room keeps and sends to people who join.
+/// How many recent messages a newcomer to a room is sent.
 pub const DEFAULT_HISTORY_LEN: usize = 100;
+/// Where the database lives, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Messages each room keeps (in the database, and in memory while the room is active).
+pub const DEFAULT_RETAIN_MESSAGES: usize = 1000;
 /// Largest single WebSocket frame accepted; a larger one closes the connection with 1009.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest message reassembled from continuation frames; past it the connection closes with 1009.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// How many empty rooms keep their history in memory after their last member left.
-pub const DEFAULT_RETAINED_ROOMS: usize = 1000;
 /// How long a shutdown waits for connections to finish after telling clients to go away.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Frames per second a connection may send on average...
@@ -80,13 +84,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_CLIENT_TIMEOUT", default_value_t = DEFAULT_CLIENT_TIMEOUT.into())]
     pub client_timeout: humantime::Duration,
 
-    /// Recent messages each room keeps and replays to people who join.
+    /// Recent messages a newcomer to a room is sent (a reconnecting client gets everything it
+    /// missed, up to the retention).
     #[arg(long, env = "CHAT_HISTORY_LEN", default_value_t = DEFAULT_HISTORY_LEN)]
     pub history_len: usize,
 
-    /// Empty rooms whose history is kept in memory (least recently used are forgotten first).
-    #[arg(long, env = "CHAT_RETAINED_ROOMS", default_value_t = DEFAULT_RETAINED_ROOMS)]
-    pub retained_rooms: usize,
+    #[command(flatten)]
+    pub storage: Storage,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after telling every client
     /// to go away (close 1001) before exiting anyway.
@@ -98,6 +102,48 @@ pub struct Config {
 
     #[command(flatten)]
     pub abuse: AbuseLimits,
+}
+
+/// Where messages are stored and for how long.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Storage {
+    /// Folder for the message database (`chat.sqlite3`), created if missing.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Keep messages in memory only: nothing is written to disk, and history is lost when the
+    /// server stops.
+    #[arg(long, env = "CHAT_EPHEMERAL")]
+    pub ephemeral: bool,
+
+    /// Messages each room keeps (at least 1); older ones are deleted.
+    #[arg(long, env = "CHAT_RETAIN_MESSAGES", default_value_t = DEFAULT_RETAIN_MESSAGES)]
+    pub retain_messages: usize,
+
+    /// Delete messages older than this, e.g. `30days` (default: kept until the count limit).
+    #[arg(long, env = "CHAT_RETAIN_FOR")]
+    pub retain_for: Option<humantime::Duration>,
+}
+
+impl Storage {
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
+            retain_messages: self.retain_messages.max(1),
+            retain_for: self.retain_for.map(Into::into),
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            ephemeral: false,
+            retain_messages: DEFAULT_RETAIN_MESSAGES,
+            retain_for: None,
+        }
+    }
 }
 
 /// Limits that keep one client from hurting the others.
@@ -193,7 +239,7 @@ impl Default for Config {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL.into(),
             client_timeout: DEFAULT_CLIENT_TIMEOUT.into(),
             history_len: DEFAULT_HISTORY_LEN,
-            retained_rooms: DEFAULT_RETAINED_ROOMS,
+            storage: Storage::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             limits: Limits::default(),
             abuse: AbuseLimits::default(),
@@ -235,6 +281,10 @@ mod tests {
         assert_eq!(*parsed.heartbeat_interval, *default.heartbeat_interval);
         assert_eq!(*parsed.client_timeout, *default.client_timeout);
         assert_eq!(parsed.history_len, default.history_len);
+        assert_eq!(parsed.storage.data_dir, default.storage.data_dir);
+        assert_eq!(parsed.storage.ephemeral, default.storage.ephemeral);
+        assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
+        assert_eq!(parsed.storage.retain_for, default.storage.retain_for);
         assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);
         assert_eq!(parsed.limits.max_text_chars, default.limits.max_text_chars);
         assert_eq!(parsed.abuse.allowed_origins, default.abuse.allowed_origins);

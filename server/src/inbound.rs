@@ -4,15 +4,15 @@
 //! resulting [`Command`] or sends the [`Rejection`] back as an error frame.
 
 use protocol::rules::{self, RuleError};
-use protocol::{ClientMessage, ErrorCode, ServerMessage};
+use protocol::{ClientId, ClientMessage, ErrorCode, MessageId, ServerMessage};
 
 use crate::config::Limits;
 
 /// A validated request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Send { text: String },
-    Join { room: String, nick: Option<String> },
+    Send { text: String, client_id: Option<ClientId> },
+    Join { room: String, nick: Option<String>, since: Option<MessageId> },
     ListRooms,
     Typing,
 }
@@ -23,11 +23,13 @@ pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_ms: Option<u64>,
+    /// The client id of the refused `send`, if it had one.
+    pub client_id: Option<ClientId>,
 }
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into(), retry_after_ms: None }
+        Rejection { code, message: message.into(), retry_after_ms: None, client_id: None }
     }
 
     /// Too fast: the next frame is accepted after `wait`.
@@ -38,7 +40,13 @@ impl Rejection {
             code: ErrorCode::RateLimited,
             message: format!("You are sending too fast; wait {ms} ms."),
             retry_after_ms: Some(ms),
+            client_id: None,
         }
+    }
+
+    /// The same refusal, naming the `send` it refuses.
+    pub fn for_client_id(self, client_id: Option<ClientId>) -> Self {
+        Rejection { client_id, ..self }
     }
 
     pub fn into_message(self) -> ServerMessage {
@@ -46,6 +54,7 @@ impl Rejection {
             code: self.code,
             message: self.message,
             retry_after_ms: self.retry_after_ms,
+            client_id: self.client_id,
         }
     }
 }
@@ -61,19 +70,32 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
     let message: ClientMessage =
         serde_json::from_str(frame).map_err(|error| classify(frame, &error))?;
     match message {
-        ClientMessage::Send { text } => {
-            rules::check_text(&text, limits.max_text_chars)?;
-            Ok(Command::Send { text })
+        ClientMessage::Send { text, client_id } => {
+            if let Some(client_id) = &client_id {
+                rules::check_client_id(client_id)?;
+            }
+            rules::check_text(&text, limits.max_text_chars)
+                .map_err(|error| Rejection::from(error).for_client_id(client_id.clone()))?;
+            Ok(Command::Send { text, client_id })
         }
-        ClientMessage::Join { room, nick } => {
+        ClientMessage::Join { room, nick, since } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
             let nick =
                 nick.map(|nick| rules::check_nick(&nick, limits.max_nick_chars)).transpose()?;
-            Ok(Command::Join { room, nick })
+            Ok(Command::Join { room, nick, since })
         }
         ClientMessage::ListRooms => Ok(Command::ListRooms),
         ClientMessage::Typing => Ok(Command::Typing),
     }
+}
+
+/// Where a connect URL asks to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub room: String,
+    pub nick: Option<String>,
+    /// The last message id the client saw in `room`.
+    pub since: Option<MessageId>,
 }
 
 /// Validates the room and nick a client names in the connect URL. A missing room means the
@@ -81,8 +103,9 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
 pub fn connect_target(
     room: Option<&str>,
     nick: Option<&str>,
+    since: Option<MessageId>,
     limits: &Limits,
-) -> Result<(String, Option<String>), Rejection> {
+) -> Result<Target, Rejection> {
     let room = rules::check_room(room.unwrap_or(protocol::DEFAULT_ROOM), limits.max_room_chars)?;
     let nick = match nick {
         Some(nick) if !nick.trim().is_empty() => {
@@ -90,7 +113,7 @@ pub fn connect_target(
         }
         _ => None,
     };
-    Ok((room, nick))
+    Ok(Target { room, nick, since })
 }
 
 /// Tells a syntax error apart from a well-formed object of an unknown or malformed kind. Only
@@ -127,11 +150,15 @@ mod tests {
     fn valid_frames_decode() {
         assert_eq!(
             decode(r#"{"type":"send","text":"hi"}"#, &limits()),
-            Ok(Command::Send { text: "hi".into() })
+            Ok(Command::Send { text: "hi".into(), client_id: None })
         );
         assert_eq!(
-            decode(r#"{"type":"join","room":"Rust","nick":" bob "}"#, &limits()),
-            Ok(Command::Join { room: "rust".into(), nick: Some("bob".into()) })
+            decode(r#"{"type":"send","text":"hi","client_id":"k-1"}"#, &limits()),
+            Ok(Command::Send { text: "hi".into(), client_id: Some("k-1".into()) })
+        );
+        assert_eq!(
+            decode(r#"{"type":"join","room":"Rust","nick":" bob ","since":12}"#, &limits()),
+            Ok(Command::Join { room: "rust".into(), nick: Some("bob".into()), since: Some(12) })
         );
         assert_eq!(decode(r#"{"type":"list_rooms"}"#, &limits()), Ok(Command::ListRooms));
         assert_eq!(decode(r#"{"type":"typing"}"#, &limits()), Ok(Command::Typing));
@@ -152,21 +179,42 @@ mod tests {
         assert_eq!(code(r#"{"type":"send","text":"eleven char"}"#), ErrorCode::TextTooLong);
         assert_eq!(code(r#"{"type":"join","room":"no spaces"}"#), ErrorCode::InvalidRoom);
         assert_eq!(code(r#"{"type":"join","room":"ok","nick":"a\u0007"}"#), ErrorCode::InvalidNick);
+        assert_eq!(
+            code(r#"{"type":"send","text":"a","client_id":"a b"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(code(r#"{"type":"join","room":"ok","since":-1}"#), ErrorCode::InvalidMessage);
+    }
+
+    /// A refused `send` names its client id, so the client knows which message failed.
+    #[test]
+    fn refused_send_names_its_client_id() {
+        let refused = decode(r#"{"type":"send","text":"eleven char","client_id":"k9"}"#, &limits())
+            .expect_err("too long");
+        assert_eq!(
+            (refused.code, refused.client_id.as_deref()),
+            (ErrorCode::TextTooLong, Some("k9"))
+        );
     }
 
     /// The connect URL's room defaults to `general`; a blank nick means "generate one".
     #[test]
     fn connect_target_defaults_and_checks() {
         let limits = Limits::default();
-        assert_eq!(connect_target(None, None, &limits), Ok(("general".into(), None)));
-        assert_eq!(connect_target(Some("Dev"), Some(" "), &limits), Ok(("dev".into(), None)));
+        let target = |room: &str, nick: Option<&str>| Target {
+            room: room.into(),
+            nick: nick.map(str::to_owned),
+            since: None,
+        };
+        assert_eq!(connect_target(None, None, None, &limits), Ok(target("general", None)));
+        assert_eq!(connect_target(Some("Dev"), Some(" "), None, &limits), Ok(target("dev", None)));
         assert_eq!(
-            connect_target(Some("dev"), Some("ann"), &limits),
-            Ok(("dev".into(), Some("ann".into())))
+            connect_target(Some("dev"), Some("ann"), Some(4), &limits),
+            Ok(Target { since: Some(4), ..target("dev", Some("ann")) })
         );
-        let bad_room = connect_target(Some("a b"), None, &limits).expect_err("bad room");
+        let bad_room = connect_target(Some("a b"), None, None, &limits).expect_err("bad room");
         assert_eq!(bad_room.code, ErrorCode::InvalidRoom);
-        let bad_nick = connect_target(None, Some("x\ny"), &limits).expect_err("bad nick");
+        let bad_nick = connect_target(None, Some("x\ny"), None, &limits).expect_err("bad nick");
         assert_eq!(bad_nick.code, ErrorCode::InvalidNick);
     }
 }

@@ -8,7 +8,8 @@
 //! - [`lobby`]: `Lobby`, room name → `Room`, room lifetimes and the room list.
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
 //! - [`outbound`]: encoding of server frames.
-//! - [`history`]: recent messages per room and message ids.
+//! - [`history`]: a room's retained messages in memory, and message ids.
+//! - [`store`]: the SQLite database and the thread that writes it in batches.
 //! - [`backlog`]: what waits for each session, and its bound.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
@@ -24,12 +25,13 @@ pub mod outbound;
 pub mod policy;
 pub mod room;
 pub mod session;
+pub mod store;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
 use actix_web_actors::ws;
@@ -59,16 +61,26 @@ struct ConnectParams {
     room: Option<String>,
     nick: Option<String>,
     client: Option<String>,
+    since: Option<protocol::MessageId>,
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
 /// or `actix_rt::System::new().block_on`); the returned [`Server`] runs until stopped, and its
-/// handle stops it.
+/// handle stops it. Fails if the listener or the message database cannot be used.
 pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
-    let lobby = Lobby::new(config.clone(), metrics.clone()).start();
+    let options = config.storage.options();
+    match &options.data_dir {
+        Some(dir) => {
+            tracing::info!(path = %dir.join(store::DATABASE_FILE).display(), "storing messages")
+        }
+        None => tracing::warn!("--ephemeral: messages are kept in memory only"),
+    }
+    let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
+    tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
+    let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
     let abuse = &config.abuse;
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -202,7 +214,12 @@ async fn websocket(
     let params = params.into_inner();
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let limits = &state.config.limits;
-    let initial = inbound::connect_target(params.room.as_deref(), params.nick.as_deref(), limits);
+    let initial = inbound::connect_target(
+        params.room.as_deref(),
+        params.nick.as_deref(),
+        params.since,
+        limits,
+    );
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);
     let session = Session::new(
         conn,

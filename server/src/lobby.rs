@@ -1,36 +1,36 @@
 //! `Lobby`: maps room names to `Room` actors, starts a room on its first join and closes it when
-//! its last member leaves, and answers "which rooms exist".
+//! its last member leaves, and answers "which rooms exist" (active ones, then recently used
+//! ones, which survive restarts through the store).
 //!
 //! Every join and leave passes through the lobby, so its member sets are the single truth about
 //! when a room is empty; chat messages go straight from sessions to rooms.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use protocol::{ErrorCode, RoomInfo};
+use protocol::{ErrorCode, MessageId, RoomInfo, UnixMillis};
 
 use crate::ConnId;
 use crate::backlog::{Backlog, BacklogLimit};
 use crate::config::Config;
-use crate::history::{MessageIds, SharedLog};
+use crate::history::MessageIds;
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
-use crate::room::{self, Room};
+use crate::room::{self, Room, RoomContext};
 use crate::session::Session;
+use crate::store::Opened;
 
 /// How many rooms a room list names at most (the busiest first).
 pub const MAX_LISTED_ROOMS: usize = 100;
 
 pub struct Lobby {
-    config: Arc<Config>,
     rooms: HashMap<String, ActiveRoom>,
-    /// Logs of emptied rooms, kept for `config.retained_rooms` rooms.
-    dormant: HashMap<String, (u64, SharedLog)>,
-    /// Emptied rooms by the order they were emptied in, oldest first, to forget them in turn.
-    dormant_order: BTreeMap<u64, String>,
-    dormant_seq: u64,
-    ids: Arc<MessageIds>,
+    /// Rooms with messages and no members, by their last message's time (at most
+    /// `2 * MAX_LISTED_ROOMS`, the most recent).
+    quiet: HashMap<String, UnixMillis>,
+    /// What every room is started with.
+    context: RoomContext,
     /// Threads the rooms run on, so rooms spread over every core.
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
@@ -39,28 +39,40 @@ pub struct Lobby {
 
 struct ActiveRoom {
     addr: Addr<Room>,
-    log: SharedLog,
     members: HashSet<ConnId>,
 }
 
 impl Lobby {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    /// A lobby over the store in `opened`; ids continue after its last one.
+    pub fn start(config: Arc<Config>, metrics: Arc<Metrics>, opened: Opened) -> Addr<Lobby> {
         let threads = config.room_threads.unwrap_or_else(crate::default_parallelism).max(1);
-        Lobby {
-            config,
-            rooms: HashMap::new(),
-            dormant: HashMap::new(),
-            dormant_order: BTreeMap::new(),
-            dormant_seq: 0,
-            ids: Arc::default(),
-            arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
-            next_arbiter: 0,
-            metrics,
-        }
+        Lobby::create(move |ctx| {
+            let context = RoomContext {
+                ids: Arc::new(MessageIds::starting_after(opened.last_id)),
+                store: opened.store,
+                retention: config.storage.options(),
+                recent: config.history_len,
+                lobby: ctx.address(),
+                metrics: metrics.clone(),
+                limit: BacklogLimit {
+                    frames: config.abuse.max_queued_frames,
+                    bytes: config.abuse.max_queued_bytes,
+                },
+            };
+            Lobby {
+                rooms: HashMap::new(),
+                quiet: opened.rooms.into_iter().collect(),
+                context,
+                arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
+                next_arbiter: 0,
+                metrics,
+            }
+        })
     }
 
-    /// The active rooms, busiest first. `moving` is a connection that is joining `to`: it is
-    /// counted there only, since it leaves its current room once the join succeeds.
+    /// The active rooms, busiest first, then quiet rooms, most recently used first. `moving` is
+    /// a connection that is joining `to`: it is counted there only, since it leaves its current
+    /// room once the join succeeds.
     fn room_list(&self, moving: Option<(ConnId, &str)>) -> Vec<RoomInfo> {
         let mut rooms: Vec<RoomInfo> = self
             .rooms
@@ -78,35 +90,29 @@ impl Lobby {
             })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
+        if rooms.len() < MAX_LISTED_ROOMS {
+            let active = |name: &String| rooms.iter().any(|room| room.name == *name);
+            let mut quiet: Vec<(&String, &UnixMillis)> =
+                self.quiet.iter().filter(|(name, _)| !active(name)).collect();
+            quiet.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let quiet: Vec<RoomInfo> = quiet
+                .into_iter()
+                .map(|(name, _)| RoomInfo { name: name.clone(), members: 0 })
+                .collect();
+            rooms.extend(quiet);
+        }
         rooms.truncate(MAX_LISTED_ROOMS);
         rooms
     }
 
-    fn open(&mut self, name: &str, lobby: Addr<Lobby>) -> &mut ActiveRoom {
+    fn open(&mut self, name: &str) -> &mut ActiveRoom {
         if !self.rooms.contains_key(name) {
-            let log = match self.dormant.remove(name) {
-                Some((seq, log)) => {
-                    self.dormant_order.remove(&seq);
-                    log
-                }
-                None => SharedLog::new(self.config.history_len),
-            };
-            let room = Room::new(
-                name.to_owned(),
-                log.clone(),
-                self.ids.clone(),
-                lobby,
-                self.metrics.clone(),
-                BacklogLimit {
-                    frames: self.config.abuse.max_queued_frames,
-                    bytes: self.config.abuse.max_queued_bytes,
-                },
-            );
+            let room = Room::new(name.to_owned(), self.context.clone());
             self.metrics.rooms.inc();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let addr = Room::start_in_arbiter(&arbiter.handle(), |_| room);
-            self.rooms.insert(name.to_owned(), ActiveRoom { addr, log, members: HashSet::new() });
+            self.rooms.insert(name.to_owned(), ActiveRoom { addr, members: HashSet::new() });
         }
         self.rooms.get_mut(name).expect("room was just inserted")
     }
@@ -120,20 +126,6 @@ impl Lobby {
         {
             room.addr.do_send(room::Close);
             self.metrics.rooms.dec();
-            self.retain(name.to_owned(), room.log);
-        }
-    }
-
-    fn retain(&mut self, name: String, log: SharedLog) {
-        if self.config.retained_rooms == 0 {
-            return;
-        }
-        self.dormant_seq += 1;
-        self.dormant_order.insert(self.dormant_seq, name.clone());
-        self.dormant.insert(name, (self.dormant_seq, log));
-        while self.dormant.len() > self.config.retained_rooms {
-            let Some((_, oldest)) = self.dormant_order.pop_first() else { break };
-            self.dormant.remove(&oldest);
         }
     }
 }
@@ -156,6 +148,7 @@ pub struct Join {
     pub conn: ConnId,
     pub nick: Option<String>,
     pub client: Option<String>,
+    pub since: Option<MessageId>,
     pub session: Addr<Session>,
     pub backlog: Arc<Backlog>,
 }
@@ -170,12 +163,12 @@ pub struct Joined {
 impl Handler<Join> for Lobby {
     type Result = ResponseActFuture<Self, Result<Joined, Rejection>>;
 
-    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner.
-        let room = self.open(&name, ctx.address());
+        let room = self.open(&name);
         room.members.insert(conn);
         let addr = room.addr.clone();
         let request = room::Join {
@@ -184,6 +177,7 @@ impl Handler<Join> for Lobby {
             client: msg.client,
             session: msg.session,
             rooms: self.room_list(Some((conn, &name))),
+            since: msg.since,
             backlog: msg.backlog,
         };
         Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
@@ -245,7 +239,30 @@ impl Handler<Evicted> for Lobby {
     }
 }
 
-/// The active rooms, busiest first (at most [`MAX_LISTED_ROOMS`]).
+/// A room with messages closed (its last member left): list it among the quiet rooms.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Closed {
+    pub room: String,
+    pub last_ts: UnixMillis,
+}
+
+impl Handler<Closed> for Lobby {
+    type Result = ();
+
+    fn handle(&mut self, msg: Closed, _: &mut Self::Context) {
+        self.quiet.insert(msg.room, msg.last_ts);
+        if self.quiet.len() > 2 * MAX_LISTED_ROOMS {
+            let mut by_age: Vec<(UnixMillis, String)> =
+                self.quiet.drain().map(|(name, ts)| (ts, name)).collect();
+            by_age.sort_unstable_by(|a, b| b.cmp(a));
+            by_age.truncate(MAX_LISTED_ROOMS);
+            self.quiet = by_age.into_iter().map(|(ts, name)| (name, ts)).collect();
+        }
+    }
+}
+
+/// The room list: active rooms busiest first, then quiet ones (at most [`MAX_LISTED_ROOMS`]).
 #[derive(Message)]
 #[rtype(result = "Vec<RoomInfo>")]
 pub struct ListRooms;

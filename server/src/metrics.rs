@@ -36,6 +36,13 @@ pub struct Metrics {
     pub flood_disconnects: Counter,
     pub slow_reader_disconnects: Counter,
     pub refused_upgrades: Family<ReasonLabel, Counter>,
+    /// Messages written durably.
+    pub messages_stored: Counter,
+    /// Transactions the store committed (or tried to).
+    pub store_batches: Counter,
+    pub store_failures: Counter,
+    /// Sends recognised as repeats of a stored or pending client id.
+    pub duplicates: Counter,
 }
 
 impl Metrics {
@@ -70,6 +77,22 @@ impl Metrics {
             "rate_limited",
             "Frames refused by the rate limit",
             self.rate_limited.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Messages written durably",
+            self.messages_stored.clone(),
+        );
+        registry.register("store_batches", "Store transactions", self.store_batches.clone());
+        registry.register(
+            "store_failures",
+            "Store transactions that failed",
+            self.store_failures.clone(),
+        );
+        registry.register(
+            "duplicate_sends",
+            "Sends recognised as repeats of a client id",
+            self.duplicates.clone(),
         );
         registry.register(
             "flood_disconnects",

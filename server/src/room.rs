@@ -1,32 +1,49 @@
-//! `Room`: one actor per chat room. It admits members under unique nicks, numbers and records
-//! messages, and relays each one to every member, serialized once.
+//! `Room`: one actor per chat room. It admits members under unique nicks, numbers messages,
+//! has the store write them, and relays each one to every member, serialized once, as soon as
+//! it is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use protocol::{ChatMessage, ErrorCode, RoomInfo, ServerMessage, rules};
+use protocol::{ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, rules};
 
 use crate::ConnId;
 use crate::backlog::{Backlog, BacklogLimit};
-use crate::history::{MessageIds, SharedLog};
+use crate::history::{MessageIds, RoomHistory};
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
 use crate::session::{Deliver, GoingAway, Replaced, Session, TooSlow};
+use crate::store::{Append, Store, StoreOptions, Stored, Written};
 
 /// A chat room and its members.
 pub struct Room {
     name: String,
     members: HashMap<ConnId, Member>,
-    log: SharedLog,
+    /// The durable messages (empty until the store has answered the load).
+    history: RoomHistory,
+    /// Messages handed to the store and not yet durable, in id order.
+    pending: VecDeque<Pending>,
     ids: Arc<MessageIds>,
+    store: Store,
+    retention: StoreOptions,
+    /// Messages a newcomer without `since` gets.
+    recent: usize,
     lobby: Addr<Lobby>,
     metrics: Arc<Metrics>,
     /// What may wait for one member before it is dropped as not reading.
     limit: BacklogLimit,
+}
+
+/// A message waiting to become durable.
+struct Pending {
+    stored: Stored,
+    /// Connections to acknowledge (or tell of a failure): the sender, and any that repeated
+    /// its client id meanwhile.
+    senders: Vec<ConnId>,
 }
 
 struct Member {
@@ -50,16 +67,65 @@ impl Member {
     }
 }
 
+/// What a room needs besides its name; the same for every room.
+#[derive(Clone)]
+pub struct RoomContext {
+    pub ids: Arc<MessageIds>,
+    pub store: Store,
+    pub retention: StoreOptions,
+    pub recent: usize,
+    pub lobby: Addr<Lobby>,
+    pub metrics: Arc<Metrics>,
+    pub limit: BacklogLimit,
+}
+
 impl Room {
-    pub fn new(
-        name: String,
-        log: SharedLog,
-        ids: Arc<MessageIds>,
-        lobby: Addr<Lobby>,
-        metrics: Arc<Metrics>,
-        limit: BacklogLimit,
-    ) -> Self {
-        Room { name, members: HashMap::new(), log, ids, lobby, metrics, limit }
+    pub fn new(name: String, context: RoomContext) -> Self {
+        let RoomContext { ids, store, retention, recent, lobby, metrics, limit } = context;
+        Room {
+            name,
+            members: HashMap::new(),
+            history: RoomHistory::new(Default::default(), retention.retain_messages),
+            pending: VecDeque::new(),
+            ids,
+            store,
+            retention,
+            recent,
+            lobby,
+            metrics,
+            limit,
+        }
+    }
+
+    /// Sends a frame to one member, dropping the member if its backlog is full.
+    fn send_to(&mut self, conn: ConnId, message: &ServerMessage) {
+        let Some(member) = self.members.get(&conn) else { return };
+        let frame = encode(message);
+        let length = frame.len() as u64;
+        if member.deliver(frame, self.limit) {
+            self.metrics.frames_out.inc();
+            self.metrics.bytes_out.inc_by(length);
+        } else {
+            self.evict(conn);
+        }
+    }
+
+    fn acknowledge(&mut self, conn: ConnId, client_id: &ClientId, id: MessageId) {
+        let ack = ServerMessage::Ack { client_id: client_id.clone(), id, room: self.name.clone() };
+        self.send_to(conn, &ack);
+    }
+
+    /// A message became durable: acknowledge it to its sender, then relay it to the room.
+    fn publish(&mut self, pending: Pending) {
+        let Pending { stored, senders } = pending;
+        if let Some(client_id) = &stored.client_id {
+            for conn in senders {
+                self.acknowledge(conn, client_id, stored.message.id);
+            }
+        }
+        let frame = encode(&ServerMessage::Message(stored.message.clone()));
+        self.history.push(stored);
+        self.broadcast(&frame, None);
     }
 
     /// Sends an already encoded frame to every member except `skip`; members with too many
@@ -127,12 +193,29 @@ impl Room {
 impl Actor for Room {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    /// Loads the room's history before handling anything else (`ctx.wait` holds the mailbox),
+    /// so the first welcome already carries it.
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(room = %self.name, "room opened");
+        let (store, name) = (self.store.clone(), self.name.clone());
+        let load = async move { store.load(name).await }.into_actor(self).map(|loaded, room, _| {
+            match loaded {
+                Ok(loaded) => {
+                    room.history = RoomHistory::new(loaded, room.retention.retain_messages);
+                }
+                Err(error) => {
+                    tracing::error!(%error, room = %room.name, "could not load the room's history");
+                }
+            }
+        });
+        ctx.wait(load);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         tracing::debug!(room = %self.name, "room closed");
+        if let Some(last_ts) = self.history.last_ts() {
+            self.lobby.do_send(lobby::Closed { room: self.name.clone(), last_ts });
+        }
     }
 }
 
@@ -148,6 +231,8 @@ pub struct Join {
     pub session: Addr<Session>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
+    /// The last message id the client saw in this room.
+    pub since: Option<MessageId>,
     /// What waits for the session.
     pub backlog: Arc<Backlog>,
 }
@@ -217,12 +302,18 @@ impl Handler<Join> for Room {
             },
         );
 
+        if let Some(cutoff) = self.retention.age_cutoff(now_millis()) {
+            self.history.expire(cutoff);
+        }
+        let catchup = self.history.catchup(msg.since, self.recent);
         let welcome = ServerMessage::Welcome {
             room: self.name.clone(),
             nick: nick.clone(),
             members: self.member_nicks(),
-            history: self.log.lock().recent(),
+            history: catchup.history,
             rooms: msg.rooms,
+            since: catchup.since,
+            truncated: catchup.truncated,
         };
         // The welcome goes out even to a session at its limit: it is the answer to its join.
         let frame = encode(&welcome);
@@ -261,18 +352,34 @@ impl Handler<Leave> for Room {
 pub struct Post {
     pub conn: ConnId,
     pub text: String,
+    pub client_id: Option<ClientId>,
 }
 
 impl Handler<Post> for Room {
     type Result = ();
 
-    fn handle(&mut self, msg: Post, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Post, ctx: &mut Self::Context) {
         let Some(member) = self.members.get(&msg.conn) else {
             // The session moved on while this was in flight; the text was meant for a room it
             // no longer is in.
             tracing::debug!(conn = msg.conn, room = %self.name, "post from a non-member dropped");
             return;
         };
+        if let Some(client_id) = &msg.client_id {
+            // A repeat (the client did not see the acknowledgement): acknowledge again, or
+            // once the original is durable; never store it twice.
+            if let Some(id) = self.history.id_for(client_id) {
+                self.metrics.duplicates.inc();
+                return self.acknowledge(msg.conn, client_id, id);
+            }
+            let same =
+                |pending: &&mut Pending| pending.stored.client_id.as_ref() == Some(client_id);
+            if let Some(pending) = self.pending.iter_mut().find(same) {
+                self.metrics.duplicates.inc();
+                pending.senders.push(msg.conn);
+                return;
+            }
+        }
         let message = ChatMessage {
             id: self.ids.next(),
             room: self.name.clone(),
@@ -280,9 +387,57 @@ impl Handler<Post> for Room {
             text: msg.text,
             ts: now_millis(),
         };
-        let frame = encode(&ServerMessage::Message(message.clone()));
-        self.log.lock().push(message);
-        self.broadcast(&frame, None);
+        let stored = Stored { message, client_id: msg.client_id };
+        let append = Append {
+            message: stored.message.clone(),
+            client_id: stored.client_id.clone(),
+            notify: ctx.address().recipient(),
+        };
+        if let Err(error) = self.store.append(append) {
+            tracing::error!(%error, room = %self.name, "cannot store messages");
+            let refusal = store_refusal(stored.client_id);
+            return self.send_to(msg.conn, &refusal);
+        }
+        self.pending.push_back(Pending { stored, senders: vec![msg.conn] });
+    }
+}
+
+/// The error a sender gets when its message could not be stored.
+fn store_refusal(client_id: Option<ClientId>) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::Unavailable,
+        message: "Your message could not be stored; send it again.".into(),
+        retry_after_ms: None,
+        client_id,
+    }
+}
+
+impl Handler<Written> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Written, _: &mut Self::Context) {
+        match msg {
+            Written::Durable { upto } => {
+                while self.pending.front().is_some_and(|p| p.stored.message.id <= upto) {
+                    if let Some(pending) = self.pending.pop_front() {
+                        self.publish(pending);
+                    }
+                }
+            }
+            Written::Failed { ids } => {
+                let (failed, kept): (Vec<Pending>, Vec<Pending>) =
+                    std::mem::take(&mut self.pending)
+                        .into_iter()
+                        .partition(|p| ids.contains(&p.stored.message.id));
+                self.pending = kept.into();
+                for pending in failed {
+                    let refusal = store_refusal(pending.stored.client_id);
+                    for conn in pending.senders {
+                        self.send_to(conn, &refusal);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -10,13 +10,13 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use protocol::{ErrorCode, ServerMessage, close};
+use protocol::{ErrorCode, MessageId, ServerMessage, close};
 
 use crate::ConnId;
 use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
-use crate::inbound::{self, Command, Rejection};
+use crate::inbound::{self, Command, Rejection, Target};
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::encode;
@@ -30,7 +30,7 @@ pub struct Session {
     /// When the client was last heard from (any frame counts).
     heard: Instant,
     /// Where the connect URL asked to go; consumed when the session starts.
-    initial: Option<Result<(String, Option<String>), Rejection>>,
+    initial: Option<Result<Target, Rejection>>,
     client: Option<String>,
     membership: Option<Membership>,
     /// The room a join is under way for, so leaving mid-join still releases the seat.
@@ -59,7 +59,7 @@ impl Session {
         lobby: Addr<Lobby>,
         metrics: Arc<Metrics>,
         permit: Permit,
-        initial: Result<(String, Option<String>), Rejection>,
+        initial: Result<Target, Rejection>,
         client: Option<String>,
     ) -> Self {
         let abuse = &config.abuse;
@@ -135,7 +135,13 @@ impl Session {
 
     /// Joins `room`, then leaves the current room if it was another one. Frames that arrive
     /// meanwhile wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
-    fn join(&mut self, room: String, nick: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn join(
+        &mut self,
+        room: String,
+        nick: Option<String>,
+        since: Option<MessageId>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         self.joining = Some(room.clone());
         // Moving without naming a nick keeps the current one.
         let nick = nick.or_else(|| self.membership.as_ref().map(|m| m.nick.clone()));
@@ -144,6 +150,7 @@ impl Session {
             conn: self.conn,
             nick,
             client: self.client.clone(),
+            since,
             session: ctx.address(),
             backlog: self.backlog.clone(),
         };
@@ -176,11 +183,13 @@ impl Session {
         &self,
         ctx: &mut ws::WebsocketContext<Self>,
         doing: &str,
+        client_id: Option<&String>,
     ) -> Option<Addr<Room>> {
         let room = self.membership.as_ref().map(|membership| membership.room.clone());
         if room.is_none() {
             let message = format!("Join a room before {doing}.");
-            self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
+            let rejection = Rejection::new(ErrorCode::NotJoined, message);
+            self.reject(ctx, rejection.for_client_id(client_id.cloned()));
         }
         room
     }
@@ -192,18 +201,18 @@ impl Session {
         self.metrics.bytes_in.inc_by(text.len() as u64);
         match inbound::decode(text, &self.config.limits) {
             Err(rejection) => self.reject(ctx, rejection),
-            Ok(Command::Send { text }) => {
-                if let Some(room) = self.current_room(ctx, "sending messages") {
+            Ok(Command::Send { text, client_id }) => {
+                if let Some(room) = self.current_room(ctx, "sending messages", client_id.as_ref()) {
                     self.metrics.messages_in.inc();
-                    room.do_send(room::Post { conn: self.conn, text });
+                    room.do_send(room::Post { conn: self.conn, text, client_id });
                 }
             }
             Ok(Command::Typing) => {
-                if let Some(room) = self.current_room(ctx, "typing") {
+                if let Some(room) = self.current_room(ctx, "typing", None) {
                     room.do_send(room::Typing { conn: self.conn });
                 }
             }
-            Ok(Command::Join { room, nick }) => self.join(room, nick, ctx),
+            Ok(Command::Join { room, nick, since }) => self.join(room, nick, since, ctx),
             Ok(Command::ListRooms) => {
                 let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(
                     |answer, session, ctx| match answer {
@@ -250,7 +259,7 @@ impl Actor for Session {
         tracing::info!(conn = self.conn, "connected");
         self.heartbeat(ctx);
         match self.initial.take() {
-            Some(Ok((room, nick))) => self.join(room, nick, ctx),
+            Some(Ok(Target { room, nick, since })) => self.join(room, nick, since, ctx),
             Some(Err(rejection)) => self.reject(ctx, rejection),
             None => {}
         }

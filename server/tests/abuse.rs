@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Running, get, memory_kib};
+use common::{Running, Ws, connect, get, memory_kib};
 use tungstenite::Message;
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
-
 const DROPPED_CONNECTIONS: usize = 1_000;
-
-fn connect(address: &str, query: &str) -> Ws {
-    let (ws, _) = tungstenite::connect(format!("ws://{address}/ws?{query}")).expect("connects");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    }
-    ws
-}
 
 /// Reads until the server closes; returns its close code (None if it just hung up).
 fn close_code(ws: &mut Ws) -> Option<u16> {

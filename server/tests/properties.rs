@@ -19,9 +19,14 @@ fn jsonish() -> impl Strategy<Value = String> {
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        any::<String>().prop_map(|text| ClientMessage::Send { text }),
-        (any::<String>(), proptest::option::of(any::<String>()))
-            .prop_map(|(room, nick)| ClientMessage::Join { room, nick }),
+        (any::<String>(), proptest::option::of("[A-Za-z0-9_-]{0,70}|.{0,8}"))
+            .prop_map(|(text, client_id)| ClientMessage::Send { text, client_id }),
+        (
+            any::<String>(),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(room, nick, since)| ClientMessage::Join { room, nick, since }),
         Just(ClientMessage::ListRooms),
         Just(ClientMessage::Typing),
     ]
@@ -42,11 +47,23 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 room,
                 nick,
                 history,
+                since: None,
+                truncated: false,
             }),
+        (any::<String>(), any::<u64>()).prop_map(|(client_id, id)| ServerMessage::Ack {
+            client_id,
+            id,
+            room: "r".into()
+        }),
         (any::<String>(), any::<String>(), any::<u64>())
             .prop_map(|(room, nick, ts)| ServerMessage::Left { room, nick, ts }),
         (any::<String>(), proptest::option::of(any::<u64>())).prop_map(|(message, retry)| {
-            ServerMessage::Error { code: ErrorCode::RateLimited, message, retry_after_ms: retry }
+            ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                message,
+                retry_after_ms: retry,
+                client_id: None,
+            }
         }),
     ]
 }
@@ -69,8 +86,8 @@ proptest! {
     #[test]
     fn decoder_answers_any_text(text in jsonish()) {
         match decode(&text, &Limits::default()) {
-            Ok(Command::Send { text }) => prop_assert!(rules::check_text(&text, MAX_TEXT_CHARS).is_ok()),
-            Ok(Command::Join { room, nick }) => {
+            Ok(Command::Send { text, .. }) => prop_assert!(rules::check_text(&text, MAX_TEXT_CHARS).is_ok()),
+            Ok(Command::Join { room, nick, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
                 if let Some(nick) = nick {
                     prop_assert_eq!(rules::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
@@ -87,14 +104,20 @@ proptest! {
         let json = serde_json::to_string(&message).expect("serializes");
         let decoded = decode(&json, &Limits::default());
         match (message, decoded) {
-            (ClientMessage::Send { text }, Ok(Command::Send { text: got })) => prop_assert_eq!(text, got),
-            (ClientMessage::Send { text }, Err(e)) => {
-                prop_assert_eq!(rules::check_text(&text, MAX_TEXT_CHARS).map_err(|r| r.code), Err(e.code));
+            (ClientMessage::Send { text, client_id }, Ok(Command::Send { text: got, client_id: got_id })) => {
+                prop_assert_eq!(text, got);
+                prop_assert_eq!(client_id, got_id);
             }
-            (ClientMessage::Join { room, .. }, Ok(Command::Join { room: got, .. })) => {
+            (ClientMessage::Send { text, client_id }, Err(e)) => {
+                let id_error = client_id.and_then(|id| rules::check_client_id(&id).err()).map(|r| r.code);
+                let text_error = rules::check_text(&text, MAX_TEXT_CHARS).err().map(|r| r.code);
+                prop_assert_eq!(Some(e.code), id_error.or(text_error));
+            }
+            (ClientMessage::Join { room, since, .. }, Ok(Command::Join { room: got, since: got_since, .. })) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+                prop_assert_eq!(since, got_since);
             }
-            (ClientMessage::Join { room, nick }, Err(e)) => {
+            (ClientMessage::Join { room, nick, .. }, Err(e)) => {
                 let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
                 let nick_error = nick.and_then(|n| rules::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
                 prop_assert_eq!(Some(e.code), room_error.or(nick_error));

@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Running, get, memory_kib};
+use common::{Running, Ws, connect, get, memory_kib, next};
 use protocol::ServerMessage;
 use tungstenite::Message;
 
@@ -43,30 +43,6 @@ fn stalled_client(address: &str, room: &str, nick: &str) -> TcpStream {
     stream
 }
 
-fn connect(
-    address: &str,
-    nick: &str,
-) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
-    let (ws, _) = tungstenite::connect(format!("ws://{address}/ws?room=flood&nick={nick}"))
-        .expect("WebSocket connects");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    }
-    ws
-}
-
-fn next(
-    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
-) -> ServerMessage {
-    loop {
-        match ws.read().expect("a frame in time") {
-            Message::Text(text) => return serde_json::from_str(&text).expect("a server message"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
 /// A room with a normal reader (bob), a sender (alice) and a raw client that never reads.
 struct Flood {
     server: Running,
@@ -75,8 +51,6 @@ struct Flood {
     alice: Ws,
     stalled: TcpStream,
 }
-
-type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
 
 impl Flood {
     fn start(max_queued_frames: &str, max_queued_bytes: &str, stalled_write_timeout: &str) -> Self {
@@ -102,11 +76,11 @@ impl Flood {
             &[],
         );
         let address = server.address();
-        let mut bob = connect(&address, "bob");
+        let mut bob = connect(&address, "room=flood&nick=bob");
         assert!(matches!(next(&mut bob), ServerMessage::Welcome { .. }));
         let stalled = stalled_client(&address, "flood", "stalled");
         assert!(matches!(next(&mut bob), ServerMessage::Joined { nick, .. } if nick == "stalled"));
-        let mut alice = connect(&address, "alice");
+        let mut alice = connect(&address, "room=flood&nick=alice");
         assert!(matches!(next(&mut alice), ServerMessage::Welcome { .. }));
         assert!(matches!(next(&mut bob), ServerMessage::Joined { nick, .. } if nick == "alice"));
         Flood { server, address, bob: Some(bob), alice, stalled }

@@ -9,6 +9,7 @@ use linkify::{LinkFinder, LinkKind};
 use web_sys::Element;
 use yew::prelude::*;
 
+use crate::outbox::Outgoing;
 use crate::state::Entry;
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
@@ -17,6 +18,9 @@ const STICK_THRESHOLD: i32 = 48;
 #[derive(Properties, PartialEq)]
 pub struct MessageListProps {
     pub entries: Rc<VecDeque<Entry>>,
+    /// Own messages not yet acknowledged, shown after the others as "sending".
+    #[prop_or_default]
+    pub pending: Vec<Outgoing>,
     #[prop_or_default]
     pub own: Option<String>,
 }
@@ -42,7 +46,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
     };
     {
         let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
-        use_effect_with(props.entries.clone(), move |entries| {
+        use_effect_with((props.entries.clone(), props.pending.len()), move |(entries, _)| {
             if let Some(list) = list_ref.cast::<Element>() {
                 if *stick.borrow() {
                     list.set_scroll_top(list.scroll_height());
@@ -67,6 +71,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
         <div class="message-pane">
             <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
                 { for props.entries.iter().map(|entry| render(entry, props.own.as_deref())) }
+                { for props.pending.iter().map(render_pending) }
             </ol>
             if *unseen {
                 <button type="button" class="new-messages" onclick={jump}>{ "New messages ↓" }</button>
@@ -98,6 +103,18 @@ fn render(entry: &Entry, own: Option<&str>) -> Html {
                 <span class="text">{ text }</span>
             </li>
         },
+    }
+}
+
+fn render_pending(item: &Outgoing) -> Html {
+    html! {
+        <li key={format!("pending-{}", item.client_id)} class="message own pending"
+            title="Not delivered yet: it is sent as soon as the connection allows.">
+            <time datetime={iso_time(item.ts)}>{ local_time(item.ts) }</time>
+            <span class="from">{ &item.nick }</span>
+            <span class="text">{ linkified(&item.text) }</span>
+            <span class="status">{ "sending…" }</span>
+        </li>
     }
 }
 

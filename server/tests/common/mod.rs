@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use protocol::ServerMessage;
+
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A server process that is killed when the test ends, however it ends.
@@ -19,7 +21,21 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts the binary with messages kept in memory (tests of the store use
+    /// [`Running::start_storing`]), so no test writes into the source tree.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut envs = envs.to_vec();
+        envs.push(("CHAT_EPHEMERAL", "true"));
+        Self::spawn(args, &envs)
+    }
+
+    /// Starts the binary storing messages under `data_dir`.
+    pub fn start_storing(data_dir: &std::path::Path, args: &[&str]) -> Self {
+        let dir = data_dir.to_str().expect("UTF-8 temporary path");
+        Self::spawn(args, &[("CHAT_DATA_DIR", dir)])
+    }
+
+    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
         command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
         for (key, value) in envs {
@@ -85,4 +101,29 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A blocking WebSocket client.
+pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// Connects to `/ws?{query}`; reads time out after [`DEADLINE`].
+pub fn connect(address: &str, query: &str) -> Ws {
+    let (ws, _) = tungstenite::connect(format!("ws://{address}/ws?{query}")).expect("connects");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    }
+    ws
+}
+
+/// The next server message (pings and pongs skipped).
+pub fn next(ws: &mut Ws) -> ServerMessage {
+    loop {
+        match ws.read().expect("a frame in time") {
+            tungstenite::Message::Text(text) => {
+                return serde_json::from_str(&text).expect("a server message");
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
 }

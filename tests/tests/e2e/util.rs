@@ -43,11 +43,21 @@ pub struct ServerProcess {
     child: Option<Child>,
 }
 
+/// Where the server on `port` keeps its database.
+fn data_dir(port: u16) -> PathBuf {
+    screenshot_dir().join(format!("data-{port}"))
+}
+
 impl ServerProcess {
+    /// A server with an empty database.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        let port = free_port();
+        // A port is only reused by a restart (`start_on`), which must find the same data.
+        let _ = std::fs::remove_dir_all(data_dir(port));
+        Self::start_on(port)
     }
 
+    /// A server on `port`, with the database a server on that port had before.
     pub fn start_on(port: u16) -> Self {
         let profile = std::env::current_exe()
             .ok()
@@ -66,6 +76,8 @@ impl ServerProcess {
         let child = Command::new(binary)
             .args(["--port", &port.to_string(), "--ui-dir"])
             .arg(&dist)
+            .arg("--data-dir")
+            .arg(data_dir(port))
             .args([
                 "--heartbeat-interval",
                 "1s",

@@ -75,12 +75,20 @@ async fn history_is_replayed_on_join() {
     let texts: Vec<String> = welcome.history.iter().map(|m| m.text.clone()).collect();
     let expected: Vec<String> = (20..120).map(|i| format!("h{i}")).collect();
     assert_eq!(texts, expected, "the last 100 messages, in order");
+    assert_eq!((welcome.since, welcome.truncated), (None, true), "20 older ones not sent");
 
     bob.abort();
     alice.close().await;
-    // Everyone left: the room closes, but its history is retained for the next visitor.
+    // Everyone left: the room closes, but its history is retained for the next visitor, and
+    // the room stays listed, with nobody in it, after the active rooms.
     let (mut watcher, _) = server.join("elsewhere", "watcher").await;
-    watcher.wait_for_rooms(|rooms| !rooms.iter().any(|r| r.name == "hist")).await;
+    watcher
+        .wait_for_rooms(|rooms| {
+            let names: Vec<(&str, u32)> =
+                rooms.iter().map(|r| (r.name.as_str(), r.members)).collect();
+            names == [("elsewhere", 1), ("hist", 0)]
+        })
+        .await;
     let mut dave = Client::connect(&server.url("room=hist&nick=dave")).await;
     let welcome = dave.welcome().await;
     assert_eq!(welcome.history.len(), 100);

@@ -3,6 +3,7 @@
 //! One test binary (faster to build than one per file); `util` holds the shared helpers.
 
 mod chat;
+mod delivery;
 mod hardening;
 mod lifecycle;
 mod util;

@@ -67,10 +67,12 @@ impl Drop for TestServer {
     }
 }
 
-/// Settings for tests: defaults, but small thread counts, no UI folder, and a rate limit high
+/// Settings for tests: defaults, but small thread counts, no UI folder, messages kept in
+/// memory (the durable store has its own tests, against the binary), and a rate limit high
 /// enough for tests that send hundreds of messages at once (the limit has its own tests).
 pub fn config() -> server::Config {
     server::Config {
+        storage: server::config::Storage { ephemeral: true, ..Default::default() },
         workers: Some(1),
         room_threads: Some(1),
         ui_dir: std::env::temp_dir().join("chat-tests-no-ui"),
@@ -91,6 +93,8 @@ pub struct Welcome {
     pub members: Vec<String>,
     pub history: Vec<ChatMessage>,
     pub rooms: Vec<protocol::RoomInfo>,
+    pub since: Option<protocol::MessageId>,
+    pub truncated: bool,
 }
 
 /// A WebSocket client speaking the chat protocol.
@@ -174,11 +178,26 @@ impl Client {
 
     pub async fn welcome(&mut self) -> Welcome {
         match self.recv().await {
-            ServerMessage::Welcome { room, nick, members, history, rooms } => {
-                Welcome { room, nick, members, history, rooms }
+            ServerMessage::Welcome { room, nick, members, history, rooms, since, truncated } => {
+                Welcome { room, nick, members, history, rooms, since, truncated }
             }
             other => panic!("expected a welcome, got {other:?}"),
         }
+    }
+
+    /// Sends `text` with a client id, for an acknowledgement.
+    pub async fn say_with_id(&mut self, text: &str, client_id: &str) {
+        let frame = serde_json::json!({"type": "send", "text": text, "client_id": client_id});
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// The next acknowledgement's client id and message id (skipping anything else).
+    pub async fn ack(&mut self) -> (String, protocol::MessageId) {
+        self.recv_until(|m| match m {
+            ServerMessage::Ack { client_id, id, .. } => Some((client_id, id)),
+            _ => None,
+        })
+        .await
     }
 
     /// The next chat message (skipping presence notices).

@@ -1,0 +1,440 @@
+//! Durable storage of chat messages in SQLite, off the actors' hot path.
+//!
+//! One thread owns the database. Rooms hand it [`Append`]s and carry on; the thread drains
+//! whatever has queued up, writes it in one transaction (one `fsync` for the whole batch),
+//! and only then tells each room which of its messages are durable ([`Written`]). Rooms relay
+//! and acknowledge a message only after that, so a crash never takes back a message anyone
+//! saw. Loading a room's history goes through the same thread, after every append queued
+//! before it, so a room reopened right after closing sees all of its messages.
+//!
+//! Retention is applied here too: a room keeps its newest `retain_messages` messages (trimmed
+//! in steps, a little over the bound between steps), and messages older than `retain_for` are
+//! deleted once a minute. Each room remembers the highest id it lost to retention, so a client
+//! asking for what it missed can be told when some of it is gone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::metrics::Metrics;
+use crate::outbound::now_millis;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "chat.sqlite3";
+/// Most appends written in one transaction.
+const MAX_BATCH: usize = 4096;
+/// How often messages past their age are deleted.
+const AGE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Rooms the server lists from the database at start.
+const STARTUP_ROOMS: usize = 100;
+
+/// Where and how long messages are kept.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data directory; `None` keeps everything in memory (lost on exit).
+    pub data_dir: Option<PathBuf>,
+    /// Messages each room keeps (at least 1).
+    pub retain_messages: usize,
+    /// How long messages are kept; `None` for no age limit.
+    pub retain_for: Option<Duration>,
+}
+
+impl StoreOptions {
+    /// The oldest timestamp still within the age limit, if there is one.
+    pub fn age_cutoff(&self, now: UnixMillis) -> Option<UnixMillis> {
+        let age = self.retain_for?;
+        Some(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the storage thread has stopped")]
+    Stopped,
+}
+
+/// A message for the store to write.
+pub struct Append {
+    pub message: ChatMessage,
+    pub client_id: Option<ClientId>,
+    /// Told once the batch holding this message is written (or failed).
+    pub notify: Recipient<Written>,
+}
+
+/// The store's answer for a room's appends in one batch.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum Written {
+    /// Every message of this room up to and including `upto` that was handed to the store is
+    /// durable.
+    Durable { upto: MessageId },
+    /// The batch failed: these messages were not stored.
+    Failed { ids: Vec<MessageId> },
+}
+
+/// A stored message with the client id it was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub message: ChatMessage,
+    pub client_id: Option<ClientId>,
+}
+
+/// A room's retained messages, oldest first.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub messages: Vec<Stored>,
+    /// The highest id of this room lost to retention (0 if none).
+    pub trimmed_upto: MessageId,
+}
+
+/// What the database held at start.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Store,
+    /// The highest message id ever stored; new ids continue after it.
+    pub last_id: MessageId,
+    /// Rooms that have messages, most recently active first, with their last activity.
+    pub rooms: Vec<(String, UnixMillis)>,
+}
+
+enum Command {
+    Append(Append),
+    Load { room: String, reply: oneshot::Sender<Result<Loaded, StoreError>> },
+}
+
+/// A handle to the storage thread; cheap to clone. The thread ends once every handle is gone
+/// and what they queued is written.
+#[derive(Debug, Clone)]
+pub struct Store {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Store {
+    /// Opens (or creates) the database, reads where it left off and starts the storage thread.
+    pub fn open(
+        options: StoreOptions,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<Opened, StoreError> {
+        let connection = match &options.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
+                open_file(&dir.join(DATABASE_FILE))?
+            }
+            None => Connection::open_in_memory()?,
+        };
+        create_schema(&connection)?;
+        let last_id = read_last_id(&connection)?;
+        let rooms = read_rooms(&connection, options.age_cutoff(now_millis()))?;
+        let (commands, queue) = mpsc::channel();
+        let writer = Writer { connection, options, metrics, unpruned: HashMap::new() };
+        std::thread::Builder::new()
+            .name("chat-store".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|source| StoreError::DataDir { path: PathBuf::from("<thread>"), source })?;
+        Ok(Opened { store: Store { commands }, last_id, rooms })
+    }
+
+    /// Queues a message to be written; the answer comes to `append.notify` as [`Written`].
+    pub fn append(&self, append: Append) -> Result<(), StoreError> {
+        self.commands.send(Command::Append(append)).map_err(|_| StoreError::Stopped)
+    }
+
+    /// A room's retained messages, read after every append queued before this call.
+    pub async fn load(&self, room: String) -> Result<Loaded, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Load { room, reply }).map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)?;
+    // WAL: readers never block the writer, and a commit is one append to the log. FULL: the
+    // log is synced on every commit, so a committed batch survives a power cut, not only a
+    // crash of the process.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(connection)
+}
+
+fn create_schema(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (
+             id        INTEGER PRIMARY KEY,
+             room      TEXT NOT NULL,
+             sender    TEXT NOT NULL,
+             text      TEXT NOT NULL,
+             ts        INTEGER NOT NULL,
+             client_id TEXT
+         );
+         CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+         CREATE INDEX IF NOT EXISTS messages_by_age ON messages (ts);
+         CREATE TABLE IF NOT EXISTS rooms (
+             name         TEXT PRIMARY KEY,
+             last_ts      INTEGER NOT NULL,
+             trimmed_upto INTEGER NOT NULL DEFAULT 0
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (
+             key   TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )?;
+    Ok(())
+}
+
+fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
+    let recorded: Option<i64> = connection
+        .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| row.get(0))
+        .optional()?;
+    let stored: Option<i64> =
+        connection.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+    Ok(to_id(recorded.unwrap_or(0).max(stored.unwrap_or(0))))
+}
+
+fn read_rooms(
+    connection: &Connection,
+    cutoff: Option<UnixMillis>,
+) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT name, last_ts FROM rooms WHERE last_ts >= ?1 ORDER BY last_ts DESC LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![to_sql(cutoff.unwrap_or(0)), to_sql(STARTUP_ROOMS as u64)], |row| {
+            Ok((row.get::<_, String>(0)?, to_id(row.get(1)?)))
+        })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// SQLite integers are signed; ids and timestamps stay far below `i64::MAX`.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_id(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+struct Writer {
+    connection: Connection,
+    options: StoreOptions,
+    metrics: std::sync::Arc<Metrics>,
+    /// Messages written per room since its last trim.
+    unpruned: HashMap<String, usize>,
+}
+
+impl Writer {
+    fn run(mut self, queue: &mpsc::Receiver<Command>) {
+        let mut batch = Vec::new();
+        let mut swept = Instant::now();
+        while let Ok(first) = queue.recv() {
+            let mut next = Some(first);
+            while let Some(command) = next.take().or_else(|| queue.try_recv().ok()) {
+                match command {
+                    Command::Append(append) => {
+                        batch.push(append);
+                        if batch.len() >= MAX_BATCH {
+                            self.flush(&mut batch);
+                        }
+                    }
+                    Command::Load { room, reply } => {
+                        self.flush(&mut batch);
+                        // The room may have stopped waiting; nothing to do then.
+                        let _ = reply.send(self.load(&room));
+                    }
+                }
+            }
+            self.flush(&mut batch);
+            if swept.elapsed() >= AGE_SWEEP_INTERVAL {
+                swept = Instant::now();
+                if let Err(error) = self.sweep_by_age() {
+                    tracing::error!(%error, "could not delete messages past their age");
+                }
+            }
+        }
+        tracing::debug!("storage thread stopped");
+    }
+
+    /// Writes `batch` in one transaction and tells each room how it went.
+    fn flush(&mut self, batch: &mut Vec<Append>) {
+        if batch.is_empty() {
+            return;
+        }
+        let outcome = self.write(batch);
+        self.metrics.store_batches.inc();
+        // Per room: the notify address and its highest id (or its ids, on failure).
+        let mut rooms: HashMap<&str, (&Recipient<Written>, Vec<MessageId>)> = HashMap::new();
+        for append in batch.iter() {
+            rooms
+                .entry(append.message.room.as_str())
+                .or_insert_with(|| (&append.notify, Vec::new()))
+                .1
+                .push(append.message.id);
+        }
+        match outcome {
+            Ok(()) => {
+                self.metrics.messages_stored.inc_by(batch.len() as u64);
+                for (notify, ids) in rooms.into_values() {
+                    let upto = ids.into_iter().max().unwrap_or(0);
+                    notify.do_send(Written::Durable { upto });
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, messages = batch.len(), "could not store messages");
+                self.metrics.store_failures.inc();
+                for (notify, ids) in rooms.into_values() {
+                    notify.do_send(Written::Failed { ids });
+                }
+            }
+        }
+        let written: Vec<String> = batch.drain(..).map(|append| append.message.room).collect();
+        for room in written {
+            *self.unpruned.entry(room).or_default() += 1;
+        }
+        self.trim_rooms();
+    }
+
+    fn write(&mut self, batch: &[Append]) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        let mut last_id = 0;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO messages (id, room, sender, text, ts, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut touch = transaction.prepare_cached(
+                "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts)",
+            )?;
+            for Append { message, client_id, .. } in batch {
+                insert.execute(params![
+                    to_sql(message.id),
+                    message.room,
+                    message.from,
+                    message.text,
+                    to_sql(message.ts),
+                    client_id,
+                ])?;
+                touch.execute(params![message.room, to_sql(message.ts)])?;
+                last_id = last_id.max(message.id);
+            }
+        }
+        transaction.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            params![to_sql(last_id)],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Trims rooms that have grown an eighth past their bound since their last trim.
+    fn trim_rooms(&mut self) {
+        let retain = self.options.retain_messages.max(1);
+        let step = retain / 8 + 1;
+        let due: Vec<String> = self
+            .unpruned
+            .iter()
+            .filter(|(_, written)| **written >= step)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in due {
+            self.unpruned.remove(&room);
+            if let Err(error) = self.trim_room(&room, retain) {
+                tracing::error!(%error, room, "could not trim a room's history");
+            }
+        }
+    }
+
+    fn trim_room(&mut self, room: &str, retain: usize) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        let cutoff: Option<i64> = transaction
+            .query_row(
+                "SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                params![room, to_sql(retain as u64)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(cutoff) = cutoff {
+            transaction.execute(
+                "DELETE FROM messages WHERE room = ?1 AND id <= ?2",
+                params![room, cutoff],
+            )?;
+            mark_trimmed(&transaction, room, cutoff)?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn sweep_by_age(&mut self) -> Result<(), StoreError> {
+        let Some(cutoff) = self.options.age_cutoff(now_millis()) else { return Ok(()) };
+        let transaction = self.connection.transaction()?;
+        let expired: Vec<(String, i64)> = {
+            let mut statement = transaction
+                .prepare("SELECT room, MAX(id) FROM messages WHERE ts < ?1 GROUP BY room")?;
+            let rows =
+                statement.query_map([to_sql(cutoff)], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (room, upto) in &expired {
+            mark_trimmed(&transaction, room, *upto)?;
+        }
+        transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn load(&self, room: &str) -> Result<Loaded, StoreError> {
+        let retain = self.options.retain_messages.max(1);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, sender, text, ts, client_id FROM messages
+             WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
+            Ok(Stored {
+                message: ChatMessage {
+                    id: to_id(row.get(0)?),
+                    room: room.to_owned(),
+                    from: row.get(1)?,
+                    text: row.get(2)?,
+                    ts: to_id(row.get(3)?),
+                },
+                client_id: row.get(4)?,
+            })
+        })?;
+        let mut messages: Vec<Stored> = rows.collect::<Result<_, _>>()?;
+        let recorded: Option<i64> = self
+            .connection
+            .query_row("SELECT trimmed_upto FROM rooms WHERE name = ?1", [room], |row| row.get(0))
+            .optional()?;
+        let mut trimmed_upto = to_id(recorded.unwrap_or(0));
+        // More than the bound is stored until the next trim: the surplus counts as trimmed.
+        if messages.len() > retain
+            && let Some(surplus) = messages.pop()
+        {
+            trimmed_upto = trimmed_upto.max(surplus.message.id);
+        }
+        messages.reverse();
+        Ok(Loaded { messages, trimmed_upto })
+    }
+}
+
+fn mark_trimmed(transaction: &Transaction<'_>, room: &str, upto: i64) -> Result<(), StoreError> {
+    transaction.execute(
+        "UPDATE rooms SET trimmed_upto = MAX(trimmed_upto, ?2) WHERE name = ?1",
+        params![room, upto],
+    )?;
+    Ok(())
+}

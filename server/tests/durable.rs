@@ -1,0 +1,104 @@
+//! The message store, against the real binary: what was acknowledged survives `kill -9`, ids
+//! continue after a restart, repeats are still recognised, the room list comes back, and
+//! retention applies to what is stored.
+
+mod common;
+
+use common::{Running, Ws, connect, next};
+use protocol::{MessageId, ServerMessage};
+
+fn send(ws: &mut Ws, text: &str, client_id: &str) {
+    let frame = serde_json::json!({"type": "send", "text": text, "client_id": client_id});
+    ws.send(tungstenite::Message::text(frame.to_string())).expect("sent");
+}
+
+/// The id the server acknowledged `client_id` with (skipping anything else).
+fn ack(ws: &mut Ws, client_id: &str) -> MessageId {
+    loop {
+        if let ServerMessage::Ack { client_id: acked, id, .. } = next(ws)
+            && acked == client_id
+        {
+            return id;
+        }
+    }
+}
+
+fn welcome(ws: &mut Ws) -> (Vec<(MessageId, String)>, bool) {
+    match next(ws) {
+        ServerMessage::Welcome { history, truncated, .. } => {
+            (history.into_iter().map(|m| (m.id, m.text)).collect(), truncated)
+        }
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+/// Acknowledged messages survive SIGKILL with their ids; the next id is higher than any
+/// before; a retry of an acknowledged client id is acknowledged again, not stored again; the
+/// rooms are listed again.
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let mut acked = Vec::new();
+    {
+        let server = Running::start_storing(data.path(), &["--port", "0"]);
+        let address = server.address();
+        let mut alice = connect(&address, "room=keep&nick=alice");
+        welcome(&mut alice);
+        for i in 0..5 {
+            let client_id = format!("k{i}");
+            send(&mut alice, &format!("kept {i}"), &client_id);
+            acked.push((ack(&mut alice, &client_id), format!("kept {i}")));
+        }
+        let mut bob = connect(&address, "room=side&nick=bob");
+        welcome(&mut bob);
+        send(&mut bob, "elsewhere", "s0");
+        ack(&mut bob, "s0");
+        // `server` drops here: SIGKILL, no chance to flush anything.
+    }
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let mut carol = connect(&address, "room=keep&nick=carol&since=0");
+    let (history, truncated) = welcome(&mut carol);
+    assert_eq!(history, acked, "every acknowledged message, same ids, in order");
+    assert!(!truncated);
+
+    send(&mut carol, "kept 2", "k2");
+    assert_eq!(ack(&mut carol, "k2"), acked[2].0, "a retry after the restart is recognised");
+    send(&mut carol, "new", "n0");
+    let new = ack(&mut carol, "n0");
+    assert!(new > acked[4].0, "ids continue after the restart: {new}");
+
+    carol.send(tungstenite::Message::text(r#"{"type":"list_rooms"}"#)).expect("sent");
+    let rooms = loop {
+        if let ServerMessage::Rooms { rooms } = next(&mut carol) {
+            break rooms;
+        }
+    };
+    let names: Vec<(&str, u32)> = rooms.iter().map(|r| (r.name.as_str(), r.members)).collect();
+    assert_eq!(names, [("keep", 1), ("side", 0)], "the quiet room is listed again");
+}
+
+/// Retention bounds what is stored: after a restart with a smaller bound, only the newest
+/// messages come back, and the catch-up says older ones are gone.
+#[test]
+fn retention_bounds_the_stored_history() {
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let mut ids = Vec::new();
+    {
+        let server =
+            Running::start_storing(data.path(), &["--port", "0", "--retain-messages", "4"]);
+        let mut alice = connect(&server.address(), "room=small&nick=alice");
+        welcome(&mut alice);
+        for i in 0..12 {
+            let client_id = format!("r{i}");
+            send(&mut alice, &format!("m{i}"), &client_id);
+            ids.push(ack(&mut alice, &client_id));
+        }
+    }
+    let server = Running::start_storing(data.path(), &["--port", "0", "--retain-messages", "4"]);
+    let mut bob = connect(&server.address(), &format!("room=small&nick=bob&since={}", ids[0]));
+    let (history, truncated) = welcome(&mut bob);
+    let got: Vec<MessageId> = history.iter().map(|(id, _)| *id).collect();
+    assert_eq!(got, ids[8..], "the newest four");
+    assert!(truncated, "messages after `since` were deleted");
+}

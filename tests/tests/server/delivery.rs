@@ -1,0 +1,140 @@
+//! Delivery guarantees at the protocol level: acknowledgements, repeated client ids, and
+//! catching up after a reconnect with `since`. (Surviving a crash is tested against the binary,
+//! in `server/tests/durable.rs`, and under chaos in `tests/tests/chaos`.)
+
+use protocol::{ErrorCode, ServerMessage};
+
+use crate::util::{Client, TestServer, config};
+
+/// A message with a client id is acknowledged to its sender, before the room sees it, with the
+/// id the room then relays it under; without a client id there is no acknowledgement.
+#[tokio::test]
+async fn sender_gets_an_ack_before_the_message() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("acks", "alice").await;
+    let (mut bob, _) = server.join("acks", "bob").await;
+    alice.say_with_id("hello", "c-1").await;
+    let first = alice
+        .recv_until(|m| {
+            matches!(m, ServerMessage::Ack { .. } | ServerMessage::Message(_)).then_some(m)
+        })
+        .await;
+    match first {
+        ServerMessage::Ack { client_id, id, room } => {
+            assert_eq!((client_id.as_str(), room.as_str()), ("c-1", "acks"));
+            let relayed = alice.message().await;
+            assert_eq!((relayed.id, relayed.text.as_str()), (id, "hello"));
+            assert_eq!(bob.message().await.id, id, "bob sees the acknowledged id");
+        }
+        other => panic!("expected the ack first, got {other:?}"),
+    }
+    alice.say("no id").await;
+    match alice.recv().await {
+        ServerMessage::Message(message) => assert_eq!(message.text, "no id"),
+        other => panic!("no ack without a client id, got {other:?}"),
+    }
+}
+
+/// A repeated client id is acknowledged again with the original id and never stored or relayed
+/// twice, even from another connection of the same user.
+#[tokio::test]
+async fn repeated_client_ids_are_stored_once() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("dedupe", "alice").await;
+    let (mut bob, _) = server.join("dedupe", "bob").await;
+    alice.say_with_id("once", "same").await;
+    let (_, first) = alice.ack().await;
+    alice.say_with_id("once", "same").await;
+    assert_eq!(alice.ack().await, ("same".to_owned(), first), "acknowledged again, same id");
+
+    // A reconnect retrying it (the ack was lost with the old connection).
+    alice.abort();
+    let (mut again, _) = server.join("dedupe", "alice").await;
+    again.say_with_id("once", "same").await;
+    assert_eq!(again.ack().await.1, first);
+
+    again.say_with_id("next", "other").await;
+    let (_, next) = again.ack().await;
+    assert!(next > first);
+    assert_eq!(bob.message().await.id, first);
+    let after = bob.message().await;
+    assert_eq!((after.id, after.text.as_str()), (next, "next"), "no second copy of `once`");
+    let (_, late) = server.join("dedupe", "carol").await;
+    let texts: Vec<&str> = late.history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["once", "next"]);
+}
+
+/// A client that reconnects with the last id it saw gets exactly what it missed, then live
+/// messages: no gap, no repeat.
+#[tokio::test]
+async fn reconnect_with_since_gets_exactly_the_missed_messages() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("resume", "alice").await;
+    let (mut bob, _) = server.join("resume", "bob").await;
+    alice.say("seen").await;
+    let seen = bob.message().await.id;
+    bob.abort();
+    for text in ["missed 1", "missed 2", "missed 3"] {
+        alice.say(text).await;
+    }
+    for _ in 0..3 {
+        alice.message().await;
+    }
+    let mut bob = Client::connect(&server.url(&format!("room=resume&nick=bob&since={seen}"))).await;
+    let welcome = bob.welcome().await;
+    assert_eq!((welcome.since, welcome.truncated), (Some(seen), false));
+    let texts: Vec<&str> = welcome.history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["missed 1", "missed 2", "missed 3"]);
+    alice.say("live").await;
+    let live = bob.message().await;
+    assert_eq!(live.text, "live");
+    assert!(live.id > welcome.history[2].id);
+
+    // The same through a `join` on an open connection.
+    bob.send_text(&format!(r#"{{"type":"join","room":"resume","since":{}}}"#, live.id)).await;
+    let welcome = bob.welcome().await;
+    assert_eq!((welcome.since, welcome.history.len()), (Some(live.id), 0));
+}
+
+/// Past the retention, the catch-up says that older messages are gone; a `since` the room never
+/// reached (another server's ids) gets the recent messages to replace what the client shows.
+#[tokio::test]
+async fn catchup_beyond_retention_says_so() {
+    let mut settings = config();
+    settings.storage.retain_messages = 5;
+    let server = TestServer::with_config(settings);
+    let (mut alice, _) = server.join("short", "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        alice.say(&format!("m{i}")).await;
+        ids.push(alice.message().await.id);
+    }
+    let query = format!("room=short&nick=bob&since={}", ids[1]);
+    let mut bob = Client::connect(&server.url(&query)).await;
+    let welcome = bob.welcome().await;
+    assert_eq!((welcome.since, welcome.truncated), (Some(ids[1]), true), "m2..m4 are gone");
+    let got: Vec<u64> = welcome.history.iter().map(|m| m.id).collect();
+    assert_eq!(got, ids[5..]);
+
+    let future = ids[9] + 1000;
+    let mut carol =
+        Client::connect(&server.url(&format!("room=short&nick=carol&since={future}"))).await;
+    let welcome = carol.welcome().await;
+    assert_eq!((welcome.since, welcome.history.len()), (None, 5));
+}
+
+/// A refused send names its client id, so the client can drop it from its outbox.
+#[tokio::test]
+async fn refusals_name_the_client_id() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("refuse", "alice").await;
+    alice.send_text(r#"{"type":"send","text":"   ","client_id":"blank-1"}"#).await;
+    match alice.recv().await {
+        ServerMessage::Error { code, client_id, .. } => {
+            assert_eq!((code, client_id.as_deref()), (ErrorCode::EmptyText, Some("blank-1")));
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    alice.send_text(r#"{"type":"send","text":"hi","client_id":"bad id!"}"#).await;
+    assert_eq!(alice.error().await, ErrorCode::InvalidMessage);
+}
