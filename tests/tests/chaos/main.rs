@@ -1,0 +1,453 @@
+//! Chaos: clients in several rooms send messages with client ids while their connections are
+//! cut at random and the server process is killed with SIGKILL and restarted, several times.
+//! Each client behaves like the web client: it keeps every unacknowledged message and sends it
+//! again after each reconnect, and reconnects with the last id it saw.
+//!
+//! At the end every client's view of its room must equal the server's stored history, and
+//! every message sent must be in it exactly once, with strictly increasing ids. The run prints
+//! sent / acknowledged / delivered / lost / duplicated (also to `target/chaos.txt`) and fails
+//! unless lost and duplicated are both zero. `CHAOS_SEED=N` replays a run's random choices
+//! (the timing of the machine still varies).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use protocol::{ChatMessage, ErrorCode, MessageId, ServerMessage};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::Barrier;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+const ROOMS: usize = 3;
+const CLIENTS_PER_ROOM: usize = 4;
+const MESSAGES_PER_CLIENT: usize = 100;
+const KILLS: usize = 4;
+/// Messages a client has sent and not had acknowledged, at most, per connection.
+const WINDOW: usize = 5;
+/// How often an acknowledgement is "lost": the connection is cut as it arrives.
+const ACK_LOSS: f64 = 0.1;
+/// The whole run must finish within this.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// The server binary on a fixed port with one data directory, so it can be killed and started
+/// again at the same address with the same database.
+struct Server {
+    binary: PathBuf,
+    data: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path) -> Self {
+        let exe = std::env::current_exe().expect("test binary path");
+        let binary = exe.ancestors().nth(2).expect("target/<profile>").join("server");
+        assert!(binary.is_file(), "{} is missing: run `cargo test --workspace`", binary.display());
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let log = exe.ancestors().nth(3).expect("target").join("chaos-server.log");
+        let mut server = Server { binary, data: data.to_owned(), port, child: None, log };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log file");
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--ui-dir", "/nonexistent", "--data-dir"])
+            .arg(&self.data)
+            .args(["--heartbeat-interval", "1s", "--client-timeout", "3s"])
+            // Faster than a person types, so that writes are always under way when it dies.
+            .args(["--rate-per-second", "100", "--rate-burst", "200"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("server starts");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let start = std::time::Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "server did not listen again");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL sent");
+            child.wait().expect("server reaped");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What one client saw and did.
+#[derive(Debug, Default)]
+struct ClientRun {
+    room: String,
+    nick: String,
+    /// Its view of the room: every message it received, by id.
+    view: BTreeMap<MessageId, (String, String)>,
+    /// Client id → the id it was acknowledged with.
+    acked: HashMap<String, MessageId>,
+    /// Texts it sent, by client id.
+    sent: Vec<(String, String)>,
+    attempts: usize,
+    connections: usize,
+    cuts: usize,
+    /// Acknowledgements it pretended not to receive (cutting the connection instead).
+    lost_acks: usize,
+    /// Messages received that it already had (a gap-free, repeat-free catch-up has none).
+    repeats: usize,
+    /// Messages received with an id not above the previous one on the same connection.
+    out_of_order: usize,
+    /// A client id acknowledged with two different ids.
+    conflicting_acks: usize,
+    /// Welcomes that did not resume from the `since` asked for.
+    not_resumed: usize,
+}
+
+impl ClientRun {
+    fn record(&mut self, message: ChatMessage, last_on_connection: &mut MessageId) {
+        if message.id <= *last_on_connection {
+            self.out_of_order += 1;
+        }
+        *last_on_connection = message.id;
+        if self.view.insert(message.id, (message.from, message.text)).is_some() {
+            self.repeats += 1;
+        }
+    }
+
+    fn since(&self) -> MessageId {
+        self.view.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(port: u16, room: &str, nick: &str, since: MessageId) -> Option<Ws> {
+    let url =
+        format!("ws://127.0.0.1:{port}/ws?room={room}&nick={nick}&client=t-{nick}&since={since}");
+    match timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url)).await {
+        Ok(Ok((ws, _))) => Some(ws),
+        _ => None,
+    }
+}
+
+async fn send(ws: &mut Ws, client_id: &str, text: &str) -> bool {
+    let frame = serde_json::json!({"type": "send", "text": text, "client_id": client_id});
+    ws.send(Message::text(frame.to_string())).await.is_ok()
+}
+
+/// One client: types its messages at a human pace, keeps the unacknowledged ones, and sends
+/// them again after every reconnect; cuts its own connection now and then.
+async fn client(
+    port: u16,
+    room: String,
+    nick: String,
+    seed: u64,
+    stop: Instant,
+    all_sent: Arc<Barrier>,
+) -> ClientRun {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut run = ClientRun { room: room.clone(), nick: nick.clone(), ..Default::default() };
+    run.sent = (0..MESSAGES_PER_CLIENT)
+        .map(|i| (format!("{nick}-{i}"), format!("{nick} says {i}")))
+        .collect();
+    let mut typed = 0;
+    while run.acked.len() < MESSAGES_PER_CLIENT && Instant::now() < stop {
+        let Some(mut ws) = connect(port, &room, &nick, run.since()).await else {
+            sleep(Duration::from_millis(rng.random_range(20..120))).await;
+            continue;
+        };
+        run.connections += 1;
+        let asked = run.since();
+        let cut_at = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut welcomed = false;
+        let mut last_on_connection = asked;
+        let mut next_tick = Instant::now();
+        loop {
+            tokio::select! {
+                frame = ws.next() => {
+                    let Some(Ok(Message::Text(text))) = frame else {
+                        if matches!(frame, Some(Ok(_))) { continue; }
+                        break;
+                    };
+                    let message: ServerMessage =
+                        serde_json::from_str(&text).expect("the server speaks the protocol");
+                    match message {
+                        ServerMessage::Welcome { history, since, .. } => {
+                            welcomed = true;
+                            if since != Some(asked) {
+                                run.not_resumed += 1;
+                            }
+                            for message in history {
+                                run.record(message, &mut last_on_connection);
+                            }
+                        }
+                        ServerMessage::Message(message) => {
+                            run.record(message, &mut last_on_connection);
+                        }
+                        ServerMessage::Ack { .. } if rng.random_bool(ACK_LOSS) => {
+                            // The connection drops before the acknowledgement arrives: the
+                            // message must be sent again, and must not be stored twice.
+                            run.lost_acks += 1;
+                            run.cuts += 1;
+                            break;
+                        }
+                        ServerMessage::Ack { client_id, id, .. } => {
+                            in_flight.remove(&client_id);
+                            if run.acked.insert(client_id, id).is_some_and(|old| old != id) {
+                                run.conflicting_acks += 1;
+                            }
+                        }
+                        ServerMessage::Error { code: ErrorCode::RateLimited, .. } => {
+                            in_flight.clear();
+                        }
+                        ServerMessage::Error { code, client_id: Some(client_id), .. }
+                            if code.is_transient() =>
+                        {
+                            in_flight.remove(&client_id);
+                        }
+                        ServerMessage::Error { code, message, .. } => {
+                            panic!("{nick}: unexpected error {code:?}: {message}");
+                        }
+                        _ => {}
+                    }
+                    if run.acked.len() == MESSAGES_PER_CLIENT {
+                        break;
+                    }
+                }
+                () = sleep_until(next_tick) => {
+                    next_tick = Instant::now() + Duration::from_millis(rng.random_range(10..60));
+                    if !welcomed {
+                        continue;
+                    }
+                    typed = (typed + 1).min(MESSAGES_PER_CLIENT);
+                    let waiting: Vec<(String, String)> = run.sent[..typed]
+                        .iter()
+                        .filter(|(id, _)| !run.acked.contains_key(id) && !in_flight.contains(id))
+                        .take(WINDOW.saturating_sub(in_flight.len()))
+                        .cloned()
+                        .collect();
+                    for (client_id, text) in waiting {
+                        run.attempts += 1;
+                        in_flight.insert(client_id.clone());
+                        if !send(&mut ws, &client_id, &text).await {
+                            break;
+                        }
+                    }
+                }
+                () = sleep_until(cut_at) => {
+                    run.cuts += 1;
+                    break;
+                }
+            }
+        }
+        // Dropping the stream closes the TCP connection without a close frame.
+        drop(ws);
+    }
+    // Once every client is done, a last catch-up: the view should then hold the whole room.
+    all_sent.wait().await;
+    let stop = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < stop {
+        if let Some(mut ws) = connect(port, &room, &nick, run.since()).await {
+            let mut last = run.since();
+            if let Ok(Some(Ok(Message::Text(text)))) =
+                timeout(Duration::from_secs(2), ws.next()).await
+                && let Ok(ServerMessage::Welcome { history, .. }) = serde_json::from_str(&text)
+            {
+                for message in history {
+                    run.record(message, &mut last);
+                }
+                let _ = ws.close(None).await;
+                break;
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    run
+}
+
+/// The whole stored history of `room`, through a fresh connection asking for everything.
+async fn stored_history(port: u16, room: &str) -> Vec<ChatMessage> {
+    let mut ws = connect(port, room, "auditor", 0).await.expect("auditor connects");
+    loop {
+        let frame = timeout(Duration::from_secs(5), ws.next()).await.expect("welcome in time");
+        if let Some(Ok(Message::Text(text))) = frame
+            && let Ok(ServerMessage::Welcome { history, truncated, .. }) =
+                serde_json::from_str(&text)
+        {
+            assert!(!truncated, "retention must hold the whole run");
+            return history;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let mut server = Server::start(data.path());
+    let stop = Instant::now() + RUN_LIMIT;
+
+    let mut clients = Vec::new();
+    let all_sent = Arc::new(Barrier::new(ROOMS * CLIENTS_PER_ROOM));
+    for room in 0..ROOMS {
+        for member in 0..CLIENTS_PER_ROOM {
+            let (room, nick) = (format!("chaos{room}"), format!("c{room}x{member}"));
+            let run = client(server.port, room, nick, rng.random(), stop, all_sent.clone());
+            clients.push(tokio::spawn(run));
+        }
+    }
+    for _ in 0..KILLS {
+        sleep(Duration::from_millis(rng.random_range(500..1200))).await;
+        server.kill();
+        sleep(Duration::from_millis(rng.random_range(50..500))).await;
+        server.restart();
+    }
+    let mut runs = Vec::new();
+    for client in clients {
+        runs.push(client.await.expect("client task finished"));
+    }
+
+    let mut report = Report { seed, ..Report::default() };
+    for room in 0..ROOMS {
+        let room = format!("chaos{room}");
+        let stored = stored_history(server.port, &room).await;
+        report.check_room(&room, &stored, runs.iter().filter(|run| run.room == room));
+    }
+    report.print(&runs);
+    assert!(
+        runs.iter().all(|run| run.acked.len() == MESSAGES_PER_CLIENT),
+        "every message was acknowledged within {RUN_LIMIT:?}"
+    );
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{}", report.problems.join("\n"));
+    assert!(report.problems.is_empty(), "{}", report.problems.join("\n"));
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    seed: u64,
+    sent: usize,
+    acknowledged: usize,
+    delivered: usize,
+    lost: usize,
+    duplicated: usize,
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn check_room<'a>(
+        &mut self,
+        room: &str,
+        stored: &[ChatMessage],
+        runs: impl Iterator<Item = &'a ClientRun>,
+    ) {
+        if !stored.windows(2).all(|pair| pair[0].id < pair[1].id) {
+            self.problems.push(format!("#{room}: stored ids do not strictly increase"));
+        }
+        let mut copies: HashMap<&str, Vec<MessageId>> = HashMap::new();
+        for message in stored {
+            copies.entry(message.text.as_str()).or_default().push(message.id);
+        }
+        let server_view: BTreeMap<MessageId, (String, String)> =
+            stored.iter().map(|m| (m.id, (m.from.clone(), m.text.clone()))).collect();
+        for run in runs {
+            for (client_id, text) in &run.sent {
+                self.sent += 1;
+                let found = copies.get(text.as_str()).map_or(&[][..], Vec::as_slice);
+                match (found, run.acked.get(client_id)) {
+                    ([], _) => {
+                        self.lost += 1;
+                        self.problems.push(format!("#{room}: {client_id} is not stored"));
+                    }
+                    ([only], Some(acked)) if only != acked => self.problems.push(format!(
+                        "#{room}: {client_id} acknowledged as {acked}, stored as {only}"
+                    )),
+                    ([_], _) => {}
+                    (many, _) => {
+                        self.duplicated += many.len() - 1;
+                        self.problems
+                            .push(format!("#{room}: {client_id} stored {} times", many.len()));
+                    }
+                }
+            }
+            self.acknowledged += run.acked.len();
+            self.delivered += run.view.len();
+            self.duplicated += run.repeats + run.conflicting_acks;
+            if run.view != server_view {
+                let missing = server_view.keys().filter(|id| !run.view.contains_key(id)).count();
+                let extra = run.view.keys().filter(|id| !server_view.contains_key(id)).count();
+                self.lost += missing;
+                self.duplicated += extra;
+                self.problems.push(format!(
+                    "#{room}: {}'s view differs: {missing} missing, {extra} not stored",
+                    run.nick
+                ));
+            }
+            if run.out_of_order > 0 || run.not_resumed > 0 {
+                self.problems.push(format!(
+                    "#{room}: {} saw {} out of order and {} welcomes that did not resume",
+                    run.nick, run.out_of_order, run.not_resumed
+                ));
+            }
+        }
+    }
+
+    fn print(&self, runs: &[ClientRun]) {
+        let attempts: usize = runs.iter().map(|run| run.attempts).sum();
+        let connections: usize = runs.iter().map(|run| run.connections).sum();
+        let cuts: usize = runs.iter().map(|run| run.cuts).sum();
+        let lost_acks: usize = runs.iter().map(|run| run.lost_acks).sum();
+        let table = format!(
+            "chaos (seed {}): {ROOMS} rooms x {CLIENTS_PER_ROOM} clients x {MESSAGES_PER_CLIENT} \
+             messages, {KILLS} SIGKILL restarts, {cuts} connections cut ({lost_acks} as an ack \
+             arrived), {connections} connections\n\
+             {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n\
+             {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n",
+            self.seed,
+            "sent",
+            "attempts",
+            "acknowledged",
+            "delivered",
+            "lost",
+            "duplicated",
+            self.sent,
+            attempts,
+            self.acknowledged,
+            self.delivered,
+            self.lost,
+            self.duplicated,
+        );
+        eprint!("{table}");
+        let exe = std::env::current_exe().expect("test binary path");
+        if let Some(target) = exe.ancestors().nth(3) {
+            let _ = std::fs::write(target.join("chaos.txt"), &table);
+        }
+    }
+}
