@@ -88,28 +88,45 @@ async fn switching_rooms_shows_history_and_members() {
     erin.close().await;
 }
 
-/// The server restarts under an open page: the page says it is reconnecting, comes back online
-/// by itself in the same room under the same nick, and the chat goes on.
+/// The server restarts under open pages: they say they are reconnecting; a message typed
+/// meanwhile shows as pending; both pages come back online by themselves in the same room under
+/// the same nick, the pending message goes out, and everyone sees every message exactly once
+/// (history from before the restart included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_reconnects_after_server_restart() {
     let mut server = ServerProcess::start();
     let port = server.addr.port();
     let driver = Driver::start();
-    let frank = driver.browser(1100, 720).await;
+    let (frank, gina) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
     frank.join_with_link(&server, "ops", "frank").await;
+    gina.join_with_link(&server, "ops", "gina").await;
+    frank.type_into("#composer-input", &format!("before the restart{ENTER}")).await;
+    gina.wait_for_text(".message .text", "before the restart").await;
 
     server.stop();
     frank.find(".badge.reconnecting").await;
-    frank.screenshot("restart-1-reconnecting").await;
+    frank.type_into("#composer-input", &format!("typed while offline{ENTER}")).await;
+    frank.wait_for_text(".message.pending .text", "typed while offline").await;
+    frank.screenshot("restart-1-reconnecting-with-pending").await;
 
     let server = ServerProcess::start_on(port);
     frank.wait_for_online().await;
     frank.wait_for_text(".topbar h1", "#ops").await;
     frank.wait_for_text(".members li", "frank (you)").await;
     frank.type_into("#composer-input", &format!("back after the restart{ENTER}")).await;
-    frank.wait_for_text(".message .text", "back after the restart").await;
+    let expected = ["before the restart", "typed while offline", "back after the restart"];
+    for viewer in [&frank, &gina] {
+        viewer.wait_for_text(".message .text", "back after the restart").await;
+        viewer
+            .wait_for("no pending message", || async {
+                viewer.texts(".message.pending").await.is_empty().then_some(())
+            })
+            .await;
+        assert_eq!(viewer.texts(".message .text").await, expected, "each once, in order");
+    }
     frank.screenshot("restart-2-online-again").await;
     frank.close().await;
+    gina.close().await;
     drop(server);
 }
 
