@@ -120,6 +120,9 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         }
     })
     .workers(workers)
+    // Chat frames are small and must go out at once: without this, Nagle's algorithm holds a
+    // frame back while an earlier one is unacknowledged.
+    .tcp_nodelay(true)
     // A client that stops reading blocks its connection's writes, and actix then stops
     // polling that session altogether; only the kernel can end such a connection. With
     // TCP_USER_TIMEOUT it does once sent data has waited this long, zero window included.
