@@ -5,6 +5,7 @@
 //! Every run is bounded in time and count and only talks to 127.0.0.1.
 
 mod fanout;
+mod idle;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::fanout::{Fanout, Outcome};
+use crate::idle::{Idle, IdleOutcome};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for servers speaking the chat's core wire format")]
@@ -54,6 +56,31 @@ enum Commands {
         #[command(flatten)]
         load: Fanout,
     },
+    /// Open many idle connections to our server and both peers; compare memory per connection.
+    Idle {
+        /// Our server's release binary.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+        server: PathBuf,
+        /// The folder holding the reference peers.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+        peers: PathBuf,
+        #[command(flatten)]
+        load: Idle,
+    },
+    /// One worker process of `idle` (started by it).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        per_room: usize,
+    },
     /// Run the fan-out scenario against our server and both peers, and compare.
     Compare {
         /// Our server's release binary.
@@ -71,7 +98,32 @@ enum Commands {
 async fn main() -> Result<()> {
     // Our server's database for this run, deleted at the end.
     let data = tempfile::tempdir().context("a temporary data directory")?;
+    // Every connection is a file, here and in the servers started from here.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match Cli::parse().command {
+        Commands::Idle { server, peers, load } => {
+            let mut rows = Vec::new();
+            for (name, command) in contenders(&server, &peers, data.path())? {
+                if name == "chat ephemeral" {
+                    continue; // storage plays no part in idle connections
+                }
+                let port = free_port()?;
+                let process = Peer::start(&command, port)?;
+                eprintln!("{name}: opening {} connections", load.connections);
+                let address = SocketAddr::from(([127, 0, 0, 1], port));
+                let outcome = idle::run(address, process.0.id(), &load)
+                    .with_context(|| format!("idle connections to {name}"))?;
+                drop(process);
+                rows.push((name, outcome));
+            }
+            print_idle(&load, &rows);
+        }
+        Commands::IdleWorker { address, source, first, count, per_room } => {
+            if !address.ip().is_loopback() || !source.is_loopback() {
+                bail!("the load generator only uses loopback addresses");
+            }
+            idle::worker(address, source, first, count, per_room).await?;
+        }
         Commands::Fanout { address, load } => {
             if !address.ip().is_loopback() {
                 bail!("the load generator only targets loopback addresses");
@@ -198,6 +250,47 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
+    println!(
+        "idle: {} connections in rooms of {}, from {} processes on 127.0.0.2..; server RSS from /proc",
+        load.connections, load.per_room, load.processes
+    );
+    println!(
+        "{:<16} {:>11} {:>10} {:>10} {:>10} {:>9} {:>14} {:>9} {:>12}",
+        "server",
+        "connections",
+        "connect/s",
+        "RSS0 MiB",
+        "RSS MiB",
+        "KiB/conn",
+        "1M conns GiB",
+        "vs node",
+        "vs rust-min"
+    );
+    let per =
+        |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, o)| o.kib_per_connection());
+    let (node, minimal) = (per("node-ws-chat"), per("rust-minimal"));
+    for (name, outcome) in rows {
+        let each = outcome.kib_per_connection();
+        let ratio =
+            |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", each / b));
+        println!(
+            "{:<16} {:>11} {:>10.0} {:>10.1} {:>10.1} {:>9.2} {:>14.1} {:>9} {:>12}",
+            name,
+            outcome.connections,
+            outcome.connects_per_second(),
+            outcome.rss_before_kib as f64 / 1024.0,
+            outcome.rss_after_kib as f64 / 1024.0,
+            each,
+            // One million connections at this cost, on top of the baseline.
+            (outcome.rss_before_kib as f64 + each * 1e6) / 1024.0 / 1024.0,
+            ratio(node),
+            ratio(minimal),
+        );
     }
 }
 

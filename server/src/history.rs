@@ -53,7 +53,7 @@ impl RoomHistory {
     pub fn new(loaded: Loaded, capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let mut history = RoomHistory {
-            entries: VecDeque::with_capacity(capacity.min(1024)),
+            entries: VecDeque::new(),
             by_client: HashMap::new(),
             trimmed_upto: loaded.trimmed_upto,
             capacity,

@@ -1,0 +1,174 @@
+//! The idle-connections scenario: open N WebSocket connections that then say nothing, and read
+//! what they cost the server in resident memory (`VmRSS` from `/proc/PID/status`, before and
+//! after) and how fast they were accepted.
+//!
+//! One process may hold at most 20,000 open files here, so the connections are spread over
+//! several worker processes (this binary, `bench idle-worker`), each binding its connections to
+//! its own loopback source address (127.0.0.2, 127.0.0.3, ...) so ephemeral ports never run
+//! short. Members are spread over small rooms: every join is announced to the room, and idle
+//! memory, not join fan-out, is what this measures.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+
+/// What to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Idle {
+    /// Connections to open.
+    #[arg(long, default_value_t = 19_000)]
+    pub connections: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    pub per_room: usize,
+    /// Worker processes the connections are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub processes: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct IdleOutcome {
+    pub connections: usize,
+    pub connect_time: Duration,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+}
+
+impl IdleOutcome {
+    pub fn kib_per_connection(&self) -> f64 {
+        self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 / self.connections as f64
+    }
+
+    pub fn connects_per_second(&self) -> f64 {
+        self.connections as f64 / self.connect_time.as_secs_f64()
+    }
+}
+
+/// `VmRSS` of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS line")
+}
+
+/// The resident size once it has stopped moving (two reads 500 ms apart within 1%, or 10 s).
+fn settled_rss_kib(pid: u32) -> Result<u64> {
+    let start = Instant::now();
+    let mut last = rss_kib(pid)?;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rss_kib(pid)?;
+        if now.abs_diff(last) * 100 <= last || start.elapsed() > Duration::from_secs(10) {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Runs the scenario against the server process `pid` listening on `address`.
+pub fn run(address: SocketAddr, pid: u32, load: &Idle) -> Result<IdleOutcome> {
+    let processes = load.processes.clamp(1, 250);
+    let rss_before_kib = settled_rss_kib(pid)?;
+    let exe = std::env::current_exe().context("the bench binary")?;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let mut first = 0;
+    for worker in 0..processes {
+        let count =
+            load.connections / processes + usize::from(worker < load.connections % processes);
+        let source = Ipv4Addr::new(127, 0, 0, u8::try_from(worker + 2).unwrap_or(u8::MAX));
+        let child = Command::new(&exe)
+            .args(["idle-worker", "--address", &address.to_string(), "--source"])
+            .arg(source.to_string())
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--per-room", &load.per_room.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker")?;
+        workers.push(child);
+        first += count;
+    }
+    // Each worker prints one line once all its connections are open.
+    for worker in &mut workers {
+        let stdout = worker.stdout.take().context("worker stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).context("reading a worker")?;
+        if !line.starts_with("connected") {
+            bail!("a worker failed: {line:?}");
+        }
+    }
+    let connect_time = started.elapsed();
+    let rss_after_kib = settled_rss_kib(pid)?;
+    for mut worker in workers {
+        // Closing stdin tells the worker to close its connections and exit.
+        drop(worker.stdin.take());
+        let _ = worker.wait();
+    }
+    Ok(IdleOutcome { connections: load.connections, connect_time, rss_before_kib, rss_after_kib })
+}
+
+/// The worker: opens `count` connections from `source`, answers pings, prints `connected` once
+/// all are open, and holds them until its standard input closes.
+pub async fn worker(
+    address: SocketAddr,
+    source: Ipv4Addr,
+    first: usize,
+    count: usize,
+    per_room: usize,
+) -> Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // Each connection is read from as soon as it is open: reading answers the server's pings
+    // (it drops clients that stay silent) and notices closes.
+    let holders = futures::stream::iter(first..first + count)
+        .map(|n| async move {
+            let ws = open(address, source, n, per_room.max(1)).await?;
+            Ok::<_, anyhow::Error>(tokio::spawn(async move {
+                let (_sink, mut stream) = ws.split();
+                while stream.next().await.is_some() {}
+            }))
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("connected {count}");
+    }
+    // Hold until the parent closes our stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await
+    .context("waiting for stdin")?;
+    for holder in holders {
+        holder.abort();
+    }
+    Ok(())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open(address: SocketAddr, source: Ipv4Addr, n: usize, per_room: usize) -> Result<Ws> {
+    let socket = tokio::net::TcpSocket::new_v4().context("socket")?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).context("binding the source address")?;
+    let stream = socket.connect(address).await.with_context(|| format!("connecting {n}"))?;
+    let url = format!("ws://{address}/ws?room=idle-{}&nick=i{n}", n / per_room);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .with_context(|| format!("handshake {n}"))?;
+    Ok(ws)
+}
