@@ -4,6 +4,7 @@
 //!
 //! Every run is bounded in time and count and only talks to 127.0.0.1.
 
+mod chart;
 mod fanout;
 mod idle;
 
@@ -53,6 +54,9 @@ enum Commands {
         /// A step fails when its p99 latency passes this many milliseconds...
         #[arg(long, default_value_t = 100.0)]
         p99_limit_ms: f64,
+        /// Also draw p99 against offered load for every server into this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
         #[command(flatten)]
         load: Fanout,
     },
@@ -131,18 +135,21 @@ async fn main() -> Result<()> {
             let outcome = fanout::run(&address.to_string(), &load).await?;
             print_table(&load, &[("server", outcome)]);
         }
-        Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, load } => {
+        Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, chart, load } => {
             let mut summary = Vec::new();
+            let mut series = Vec::new();
             for (name, command) in contenders(&server, &peers, data.path())? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
                 let mut best: Option<(u64, f64)> = None;
+                let mut steps = Vec::new();
                 let mut rate = step;
                 while rate <= max_rate {
                     let load = Fanout { rate, ..load.clone() };
                     let outcome = fanout::run(&address, &load).await?;
                     let (got, p99) = (outcome.delivered_per_second(), outcome.percentile_ms(0.99));
+                    steps.push((load.offered(), p99));
                     // ...or when fewer than 95% of the offered deliveries arrive.
                     let kept_up = got >= 0.95 * load.offered() as f64 && outcome.lost() == 0;
                     let passed = kept_up && p99 <= p99_limit_ms;
@@ -160,8 +167,17 @@ async fn main() -> Result<()> {
                 }
                 drop(process);
                 summary.push((name, best));
+                series.push((name, steps));
             }
             print_capacity(&load, p99_limit_ms, &summary);
+            if let Some(path) = chart {
+                let title = format!(
+                    "p99 latency vs offered load: {} room(s) x {} clients, {} senders",
+                    load.rooms, load.clients, load.senders
+                );
+                chart::write(&path, &title, p99_limit_ms, &series)?;
+                eprintln!("chart written to {}", path.display());
+            }
         }
         Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();

@@ -30,13 +30,11 @@ pub enum ConnectionState {
 /// One line of the message list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Message(ChatMessage),
+    /// Shared, so that copying the list on each change (the reducer's copy-on-write) copies
+    /// pointers, not texts.
+    Message(Rc<ChatMessage>),
     /// A presence or status line, numbered locally so the list can key it.
-    Notice {
-        seq: u64,
-        text: String,
-        ts: u64,
-    },
+    Notice { seq: u64, text: String, ts: u64 },
 }
 
 impl Entry {
@@ -145,7 +143,7 @@ impl State {
                         self.notice("Older messages could not be loaded.".into(), now());
                     }
                     for message in history.into_iter().filter(|message| message.id > last) {
-                        self.push(Entry::Message(message));
+                        self.push(Entry::Message(Rc::new(message)));
                     }
                     self.notice("Reconnected.".into(), now());
                 } else {
@@ -154,7 +152,7 @@ impl State {
                         self.notice("Earlier messages are not shown.".into(), now());
                     }
                     for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
-                        self.push(Entry::Message(message));
+                        self.push(Entry::Message(Rc::new(message)));
                     }
                     self.notice(format!("You joined #{room} as {nick}."), now());
                 }
@@ -171,7 +169,7 @@ impl State {
                 let fresh = self.last_message_id().is_none_or(|last| message.id > last);
                 if message.room == self.room && fresh {
                     self.stop_typing(&message.from);
-                    self.push(Entry::Message(message));
+                    self.push(Entry::Message(Rc::new(message)));
                 }
             }
             ServerMessage::Joined { room, nick, ts } if room == self.room => {

@@ -22,13 +22,13 @@ use yew::Callback;
 wasm_bindgen_test_configure!(run_in_browser);
 
 fn message(id: u64, from: &str, text: &str) -> Entry {
-    Entry::Message(ChatMessage {
+    Entry::Message(Rc::new(ChatMessage {
         id,
         room: "r".into(),
         from: from.into(),
         text: text.into(),
         ts: 0,
-    })
+    }))
 }
 
 /// Messages render in order with sender and time; own messages are marked; notices differ.
@@ -234,4 +234,42 @@ async fn new_messages_button_when_scrolled_up() {
     flush().await;
     assert!(bottom(&list) <= 48, "the button scrolls to the newest");
     assert!(select(&root, ".new-messages").is_none(), "and goes away");
+}
+
+/// 10,000 messages arriving one by one through the reducer into the list: the DOM stays at
+/// the reducer's bound and the newest are shown. The time it took is logged (run with
+/// `--nocapture` to see it; BENCHMARKS.md has the figure), not asserted.
+#[wasm_bindgen_test]
+async fn ten_thousand_messages_keep_the_dom_bounded() {
+    use frontend::state::{Action, MAX_ENTRIES, State};
+    use protocol::ServerMessage;
+    use yew::Reducible;
+
+    let root = root();
+    let mut state = Rc::new(State::new("r".into()));
+    let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
+        root.clone(),
+        MessageListProps { entries: state.entries.clone(), pending: Vec::new(), own: None },
+    )
+    .render();
+    let started = js_sys::Date::now();
+    for id in 1..=10_000 {
+        let Entry::Message(chat) = message(id, "alice", &format!("message {id}")) else {
+            unreachable!("message() builds messages")
+        };
+        state = state.reduce(Action::Server(ServerMessage::Message((*chat).clone())));
+        handle.update(MessageListProps {
+            entries: state.entries.clone(),
+            pending: Vec::new(),
+            own: None,
+        });
+        if id % 100 == 0 {
+            flush().await;
+        }
+    }
+    flush().await;
+    let elapsed = js_sys::Date::now() - started;
+    console_log!("rendered 10,000 messages in {elapsed:.0} ms");
+    assert_eq!(select_all(&root, ".message").len(), MAX_ENTRIES);
+    assert_eq!(texts(&root, ".message .text").last().map(String::as_str), Some("message 10000"));
 }
