@@ -51,7 +51,7 @@ pub fn write(path: &Path, title: &str, p99_limit_ms: f64, series: &[Series<'_>])
         .configure_series_labels()
         .border_style(BLACK.mix(0.3))
         .background_style(WHITE.mix(0.9))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .context("legend")?;
     root.present().with_context(|| format!("writing {}", path.display()))?;
