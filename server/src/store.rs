@@ -29,7 +29,8 @@ use crate::outbound::now_millis;
 pub const DATABASE_FILE: &str = "chat.sqlite3";
 /// Most appends written in one transaction.
 const MAX_BATCH: usize = 4096;
-/// How often messages past their age are deleted.
+/// How often messages past their age are deleted, at most (a short `retain_for` sweeps more
+/// often: four times per retention period).
 const AGE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Rooms the server lists from the database at start.
 const STARTUP_ROOMS: usize = 100;
@@ -239,8 +240,17 @@ impl Writer {
     fn run(mut self, queue: &mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut swept = Instant::now();
-        while let Ok(first) = queue.recv() {
-            let mut next = Some(first);
+        let sweep_every = self.options.retain_for.map_or(AGE_SWEEP_INTERVAL, |age| {
+            (age / 4).clamp(Duration::from_millis(100), AGE_SWEEP_INTERVAL)
+        });
+        loop {
+            // Wakes up to sweep even when nothing is written.
+            let first = match queue.recv_timeout(sweep_every) {
+                Ok(command) => Some(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut next = first;
             while let Some(command) = next.take().or_else(|| queue.try_recv().ok()) {
                 match command {
                     Command::Append(append) => {
@@ -257,7 +267,7 @@ impl Writer {
                 }
             }
             self.flush(&mut batch);
-            if swept.elapsed() >= AGE_SWEEP_INTERVAL {
+            if swept.elapsed() >= sweep_every {
                 swept = Instant::now();
                 if let Err(error) = self.sweep_by_age() {
                     tracing::error!(%error, "could not delete messages past their age");

@@ -102,3 +102,31 @@ fn retention_bounds_the_stored_history() {
     assert_eq!(got, ids[8..], "the newest four");
     assert!(truncated, "messages after `since` were deleted");
 }
+
+/// Messages older than `--retain-for` disappear from the catch-up at once and from the database
+/// within a sweep, even while nothing else is written; the room then reports what it lost.
+#[test]
+fn old_messages_expire_by_age() {
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let server = Running::start_storing(data.path(), &["--port", "0", "--retain-for", "1s"]);
+    let address = server.address();
+    let mut alice = connect(&address, "room=brief&nick=alice");
+    welcome(&mut alice);
+    send(&mut alice, "short-lived", "e0");
+    let id = ack(&mut alice, "e0");
+
+    let database = rusqlite::Connection::open(data.path().join("chat.sqlite3")).expect("open");
+    let stored = || -> i64 {
+        database.query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0)).expect("count")
+    };
+    assert_eq!(stored(), 1);
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while stored() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the message was never deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut bob = connect(&address, "room=brief&nick=bob&since=0");
+    let (history, truncated) = welcome(&mut bob);
+    assert!(history.is_empty(), "expired: {history:?}");
+    assert!(truncated, "message {id} was lost to retention");
+}
