@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::rules;
 
-use crate::store::StoreOptions;
+use crate::store::{StoreOptions, SyncMode};
 
 /// How often the server pings each client.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -123,6 +123,12 @@ pub struct Storage {
     /// Delete messages older than this, e.g. `30days` (default: kept until the count limit).
     #[arg(long, env = "CHAT_RETAIN_FOR")]
     pub retain_for: Option<humantime::Duration>,
+
+    /// When a message counts as stored: `full` syncs the disk on every batch (survives power
+    /// cuts); `normal` only writes it (survives a crash of the server, not of the machine;
+    /// lower latency).
+    #[arg(long, env = "CHAT_SYNC", value_enum, default_value_t = SyncMode::Full)]
+    pub sync: SyncMode,
 }
 
 impl Storage {
@@ -131,6 +137,7 @@ impl Storage {
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
             retain_messages: self.retain_messages.max(1),
             retain_for: self.retain_for.map(Into::into),
+            sync: self.sync,
         }
     }
 }
@@ -142,6 +149,7 @@ impl Default for Storage {
             ephemeral: false,
             retain_messages: DEFAULT_RETAIN_MESSAGES,
             retain_for: None,
+            sync: SyncMode::Full,
         }
     }
 }
@@ -285,6 +293,7 @@ mod tests {
         assert_eq!(parsed.storage.ephemeral, default.storage.ephemeral);
         assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
         assert_eq!(parsed.storage.retain_for, default.storage.retain_for);
+        assert_eq!(parsed.storage.sync, default.storage.sync);
         assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);
         assert_eq!(parsed.limits.max_text_chars, default.limits.max_text_chars);
         assert_eq!(parsed.abuse.allowed_origins, default.abuse.allowed_origins);

@@ -44,6 +44,28 @@ pub struct StoreOptions {
     pub retain_messages: usize,
     /// How long messages are kept; `None` for no age limit.
     pub retain_for: Option<Duration>,
+    /// How hard each commit is pushed to the disk.
+    pub sync: SyncMode,
+}
+
+/// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// The log is synced to the disk on every commit: a committed message survives a crash of
+    /// the process and a crash or power cut of the machine.
+    Full,
+    /// The log is written on every commit and synced only at checkpoints: a committed message
+    /// survives a crash of the process (`kill -9`), not a power cut. Cheaper per commit.
+    Normal,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        }
+    }
 }
 
 impl StoreOptions {
@@ -131,7 +153,7 @@ impl Store {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
-                open_file(&dir.join(DATABASE_FILE))?
+                open_file(&dir.join(DATABASE_FILE), options.sync)?
             }
             None => Connection::open_in_memory()?,
         };
@@ -160,13 +182,11 @@ impl Store {
     }
 }
 
-fn open_file(path: &Path) -> Result<Connection, StoreError> {
+fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let connection = Connection::open(path)?;
-    // WAL: readers never block the writer, and a commit is one append to the log. FULL: the
-    // log is synced on every commit, so a committed batch survives a power cut, not only a
-    // crash of the process.
+    // WAL: readers never block the writer, and a commit is one append to the log.
     connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "synchronous", sync.pragma())?;
     Ok(connection)
 }
 

@@ -26,6 +26,7 @@ fn help_documents_every_option() {
         ("--ephemeral", "CHAT_EPHEMERAL"),
         ("--retain-messages", "CHAT_RETAIN_MESSAGES"),
         ("--retain-for", "CHAT_RETAIN_FOR"),
+        ("--sync", "CHAT_SYNC"),
         ("--shutdown-grace", "CHAT_SHUTDOWN_GRACE"),
         ("--max-frame-bytes", "CHAT_MAX_FRAME_BYTES"),
         ("--max-message-bytes", "CHAT_MAX_MESSAGE_BYTES"),

@@ -32,15 +32,21 @@ fn welcome(ws: &mut Ws) -> (Vec<(MessageId, String)>, bool) {
     }
 }
 
-/// Acknowledged messages survive SIGKILL with their ids; the next id is higher than any
+/// Acknowledged messages survive SIGKILL with their ids, in both sync modes; the next id is higher than any
 /// before; a retry of an acknowledged client id is acknowledged again, not stored again; the
 /// rooms are listed again.
 #[test]
 fn acknowledged_messages_survive_kill_9() {
+    for sync in ["full", "normal"] {
+        survives_kill_9(sync);
+    }
+}
+
+fn survives_kill_9(sync: &str) {
     let data = tempfile::tempdir().expect("temporary data directory");
     let mut acked = Vec::new();
     {
-        let server = Running::start_storing(data.path(), &["--port", "0"]);
+        let server = Running::start_storing(data.path(), &["--port", "0", "--sync", sync]);
         let address = server.address();
         let mut alice = connect(&address, "room=keep&nick=alice");
         welcome(&mut alice);
@@ -55,7 +61,7 @@ fn acknowledged_messages_survive_kill_9() {
         ack(&mut bob, "s0");
         // `server` drops here: SIGKILL, no chance to flush anything.
     }
-    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let server = Running::start_storing(data.path(), &["--port", "0", "--sync", sync]);
     let address = server.address();
     let mut carol = connect(&address, "room=keep&nick=carol&since=0");
     let (history, truncated) = welcome(&mut carol);
