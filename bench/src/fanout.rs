@@ -2,11 +2,14 @@
 //! records the latency of every message it receives (the send instant travels in the text),
 //! and what should have arrived but did not is counted as lost.
 
+use std::io::{BufRead, BufReader, Write};
+use std::ops::Range;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::sync::Barrier;
@@ -30,6 +33,9 @@ pub struct Fanout {
     /// How long the senders send.
     #[arg(long, default_value = "5s")]
     pub duration: humantime::Duration,
+    /// Load-generator processes the clients are spread over (1: this process only).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
 }
 
 impl Fanout {
@@ -70,18 +76,89 @@ fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 
-/// Runs the scenario against `ws://ADDRESS/ws`.
+/// Runs the scenario against `ws://ADDRESS/ws`, in this process or spread over
+/// `load.processes` worker processes.
 pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
-    let start = Instant::now();
-    let clients = load.rooms * load.clients;
-    let ready = Arc::new(Barrier::new(clients + 1));
-    let sent = Arc::new(AtomicU64::new(0));
-    let duration = *load.duration;
-    // Readers give up this long after the senders stopped.
-    let drain = Duration::from_secs(3);
-    let mut tasks = Vec::with_capacity(clients);
-    for room in 0..load.rooms {
-        for client in 0..load.clients {
+    if load.processes > 1 {
+        return run_spread(address, load);
+    }
+    let share = Share::connect(address, load, 0..load.rooms * load.clients).await?;
+    let began = Instant::now();
+    let result = share.run().await?;
+    Ok(result.outcome(load, began.elapsed()))
+}
+
+/// What some clients counted.
+#[derive(Debug)]
+pub struct ShareResult {
+    pub sent: u64,
+    pub delivered: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl ShareResult {
+    fn outcome(self, load: &Fanout, elapsed: Duration) -> Outcome {
+        let duration = *load.duration;
+        Outcome {
+            sent: self.sent,
+            delivered: self.delivered,
+            // Each message goes to every client of its room, the sender included.
+            expected: self.sent * load.clients as u64,
+            elapsed: duration.max(elapsed.min(duration)),
+            latency: self.latency,
+        }
+    }
+
+    /// One line of JSON, for a worker to hand its counts to the parent.
+    pub fn to_line(&self) -> String {
+        let buckets: Vec<(u64, u64)> = self
+            .latency
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        serde_json::json!({"sent": self.sent, "delivered": self.delivered, "latency": buckets})
+            .to_string()
+    }
+
+    fn from_line(line: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(line).context("a worker's result")?;
+        let mut latency = histogram()?;
+        let buckets = value["latency"].as_array().context("latency buckets")?;
+        for bucket in buckets {
+            let (Some(micros), Some(count)) = (bucket[0].as_u64(), bucket[1].as_u64()) else {
+                bail!("a malformed bucket: {bucket}");
+            };
+            latency.record_n(micros, count).context("recording a bucket")?;
+        }
+        Ok(ShareResult {
+            sent: value["sent"].as_u64().context("sent")?,
+            delivered: value["delivered"].as_u64().context("delivered")?,
+            latency,
+        })
+    }
+}
+
+/// What one client received: messages, and their latencies.
+type ClientCounts = (u64, Histogram<u64>);
+
+/// Some of the clients (global numbers `n`: room `n / clients`, member `n % clients`),
+/// connected and waiting for the start.
+pub struct Share {
+    tasks: Vec<tokio::task::JoinHandle<Result<ClientCounts>>>,
+    ready: Arc<Barrier>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Share {
+    pub async fn connect(address: &str, load: &Fanout, clients: Range<usize>) -> Result<Self> {
+        let ready = Arc::new(Barrier::new(clients.len() + 1));
+        let sent = Arc::new(AtomicU64::new(0));
+        let duration = *load.duration;
+        // Readers give up this long after the senders stopped.
+        let drain = Duration::from_secs(3);
+        let mut tasks = Vec::with_capacity(clients.len());
+        for n in clients {
+            let (room, client) = (n / load.clients, n % load.clients);
             let url = format!("ws://{address}/ws?room=bench-{room}&nick=c{client}");
             let (ws, _) = tokio_tungstenite::connect_async(&url)
                 .await
@@ -89,29 +166,83 @@ pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
             let sender = client < load.senders;
             let (ready, sent, rate) = (ready.clone(), sent.clone(), load.rate);
             tasks.push(tokio::spawn(async move {
-                client_task(ws, sender, rate, start, duration, drain, ready, sent).await
+                client_task(ws, sender, rate, duration, drain, ready, sent).await
             }));
         }
+        Ok(Share { tasks, ready, sent })
     }
-    ready.wait().await;
+
+    /// Starts every client at once and collects what they counted.
+    pub async fn run(self) -> Result<ShareResult> {
+        self.ready.wait().await;
+        let mut latency = histogram()?;
+        let mut delivered = 0;
+        for task in self.tasks {
+            let (received, histogram) = task.await.context("client task")??;
+            delivered += received;
+            latency.add(&histogram).context("merging histograms")?;
+        }
+        Ok(ShareResult { sent: self.sent.load(Ordering::Relaxed), delivered, latency })
+    }
+}
+
+/// The scenario spread over worker processes (`bench fanout-worker`), so the load generator
+/// is not one process's event loop: each connects its share, says `ready`, starts on `go`,
+/// and prints its counts and latency buckets as one line of JSON.
+fn run_spread(address: &str, load: &Fanout) -> Result<Outcome> {
+    let exe = std::env::current_exe().context("the bench binary")?;
+    let total = load.rooms * load.clients;
+    let processes = load.processes.min(total.max(1));
+    let mut workers = Vec::new();
+    let mut first = 0;
+    for worker in 0..processes {
+        let count = total / processes + usize::from(worker < total % processes);
+        let mut child = Command::new(&exe)
+            .args(["fanout-worker", "--address", address])
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--rooms", &load.rooms.to_string(), "--clients", &load.clients.to_string()])
+            .args(["--senders", &load.senders.to_string(), "--rate", &load.rate.to_string()])
+            .args(["--duration", &load.duration.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
+        workers.push((child, stdout));
+        first += count;
+    }
+    for (_, stdout) in &mut workers {
+        let mut line = String::new();
+        stdout.read_line(&mut line).context("reading a worker")?;
+        if line.trim() != "ready" {
+            bail!("a worker failed to connect: {line:?}");
+        }
+    }
     let began = Instant::now();
-    let mut latency = histogram()?;
-    let mut delivered = 0;
-    for task in tasks {
-        let (received, histogram) = task.await.context("client task")??;
-        delivered += received;
-        latency.add(&histogram).context("merging histograms")?;
+    for (child, _) in &mut workers {
+        let stdin = child.stdin.as_mut().context("worker stdin")?;
+        writeln!(stdin, "go").context("starting a worker")?;
     }
-    let sent = sent.load(Ordering::Relaxed);
-    // Each message goes to every client of its room, the sender included.
-    let expected = sent * load.clients as u64;
-    Ok(Outcome {
-        sent,
-        delivered,
-        expected,
-        elapsed: duration.max(began.elapsed().min(duration)),
-        latency,
-    })
+    let mut merged = ShareResult { sent: 0, delivered: 0, latency: histogram()? };
+    for (mut child, mut stdout) in workers {
+        let mut line = String::new();
+        stdout.read_line(&mut line).context("reading a worker's result")?;
+        let part = ShareResult::from_line(&line)?;
+        merged.sent += part.sent;
+        merged.delivered += part.delivered;
+        merged.latency.add(&part.latency).context("merging histograms")?;
+        let _ = child.wait();
+    }
+    Ok(merged.outcome(load, began.elapsed()))
+}
+
+/// Microseconds since the Unix epoch: the one clock every worker process shares, so a latency
+/// can be measured from a send in one process to a receipt in another.
+fn now_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -121,7 +252,6 @@ async fn client_task(
     >,
     sender: bool,
     rate: u32,
-    start: Instant,
     duration: Duration,
     drain: Duration,
     ready: Arc<Barrier>,
@@ -139,7 +269,7 @@ async fn client_task(
     loop {
         tokio::select! {
             _ = tick.tick(), if sender && Instant::now() < stop_sending => {
-                let micros = start.elapsed().as_micros();
+                let micros = now_micros();
                 let frame = format!(r#"{{"type":"send","text":"t{micros}"}}"#);
                 sink.send(Message::text(frame)).await.context("sending")?;
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +284,7 @@ async fn client_task(
                     .and_then(|rest| rest.split('"').next())
                     .and_then(|m| m.parse::<u128>().ok())
                 {
-                    let now = start.elapsed().as_micros();
+                    let now = now_micros();
                     histogram.saturating_record(u64::try_from(now.saturating_sub(micros)).unwrap_or(u64::MAX));
                     received += 1;
                 }
@@ -191,6 +321,7 @@ mod tests {
             senders: 2,
             rate: 5,
             duration: Duration::from_millis(600).into(),
+            processes: 1,
         };
         let outcome = run(&address, &load).await.expect("the run completes");
         assert!(outcome.sent >= 8, "senders sent: {}", outcome.sent);

@@ -71,6 +71,19 @@ enum Commands {
         #[command(flatten)]
         load: Idle,
     },
+    /// One worker process of a spread fan-out run (started by it): connects its clients,
+    /// prints `ready`, starts on a line from stdin, prints its counts as JSON.
+    #[command(hide = true)]
+    FanoutWorker {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        #[command(flatten)]
+        load: Fanout,
+    },
     /// One worker process of `idle` (started by it).
     #[command(hide = true)]
     IdleWorker {
@@ -127,6 +140,21 @@ async fn main() -> Result<()> {
                 bail!("the load generator only uses loopback addresses");
             }
             idle::worker(address, source, first, count, per_room).await?;
+        }
+        #[allow(clippy::print_stdout)] // the parent reads the worker's stdout
+        Commands::FanoutWorker { address, first, count, load } => {
+            if !address.ip().is_loopback() {
+                bail!("the load generator only targets loopback addresses");
+            }
+            let share =
+                fanout::Share::connect(&address.to_string(), &load, first..first + count).await?;
+            println!("ready");
+            let mut go = String::new();
+            tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut go))
+                .await
+                .context("waiting for the start")??;
+            let result = share.run().await?;
+            println!("{}", result.to_line());
         }
         Commands::Fanout { address, load } => {
             if !address.ip().is_loopback() {
