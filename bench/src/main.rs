@@ -24,6 +24,9 @@ use crate::idle::{Idle, IdleOutcome};
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    /// Run only the servers whose name contains this (e.g. `node`, `ephemeral`).
+    #[arg(long, global = true)]
+    only: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,10 +120,12 @@ async fn main() -> Result<()> {
     let data = tempfile::tempdir().context("a temporary data directory")?;
     // Every connection is a file, here and in the servers started from here.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let only = cli.only.as_deref();
+    match cli.command {
         Commands::Idle { server, peers, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path())? {
+            for (name, command) in contenders(&server, &peers, data.path(), only)? {
                 if name == "chat ephemeral" {
                     continue; // storage plays no part in idle connections
                 }
@@ -166,10 +171,15 @@ async fn main() -> Result<()> {
         Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, chart, load } => {
             let mut summary = Vec::new();
             let mut series = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path())? {
+            for (name, command) in contenders(&server, &peers, data.path(), only)? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
+                // A warm-up at the first step, not counted: Node's JIT makes its first seconds
+                // slow, and a capacity search must not stop on that.
+                let warm_up =
+                    Fanout { rate: step, duration: Duration::from_secs(2).into(), ..load.clone() };
+                fanout::run(&address, &warm_up).await.context("warm-up")?;
                 let mut best: Option<(u64, f64)> = None;
                 let mut steps = Vec::new();
                 let mut rate = step;
@@ -209,7 +219,7 @@ async fn main() -> Result<()> {
         }
         Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path())? {
+            for (name, command) in contenders(&server, &peers, data.path(), only)? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
@@ -231,16 +241,18 @@ fn contenders(
     server: &std::path::Path,
     peers: &std::path::Path,
     data: &std::path::Path,
-) -> Result<[(&'static str, Vec<String>); 4]> {
+    only: Option<&str>,
+) -> Result<Vec<(&'static str, Vec<String>)>> {
     if !server.is_file() {
         bail!("{} is missing: run `cargo build --release -p server`", server.display());
     }
-    Ok([
+    let all = [
         ("chat (ours)", ours(server, Some(data))),
         ("chat ephemeral", ours(server, None)),
         ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
         ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
-    ])
+    ];
+    Ok(all.into_iter().filter(|(name, _)| only.is_none_or(|only| name.contains(only))).collect())
 }
 
 /// Our server, with the per-client protections opened up: the load generator is one address
