@@ -309,6 +309,29 @@ impl Drop for Peer {
     }
 }
 
+/// The reference peers' figures in a table, to print every row as a ratio of them.
+struct Peers {
+    node: Option<f64>,
+    minimal: Option<f64>,
+}
+
+impl Peers {
+    /// The peers' `value` in `rows` (absent if a peer did not run or has no value).
+    fn of<T>(rows: &[(&str, T)], value: impl Fn(&T) -> Option<f64>) -> Self {
+        let find = |peer: &str| {
+            rows.iter().find(|(name, _)| *name == peer).and_then(|(_, row)| value(row))
+        };
+        Peers { node: find("node-ws-chat"), minimal: find("rust-minimal") }
+    }
+
+    /// `value` against Node's and against rust-minimal's, as "1.23x" (or "-").
+    fn ratios(&self, value: f64) -> (String, String) {
+        let ratio =
+            |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", value / b));
+        (ratio(self.node), ratio(self.minimal))
+    }
+}
+
 #[allow(clippy::print_stdout)]
 fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
     println!(
@@ -327,13 +350,10 @@ fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
         "vs node",
         "vs rust-min"
     );
-    let per =
-        |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, o)| o.kib_per_connection());
-    let (node, minimal) = (per("node-ws-chat"), per("rust-minimal"));
+    let peers = Peers::of(rows, |outcome| Some(outcome.kib_per_connection()));
     for (name, outcome) in rows {
         let each = outcome.kib_per_connection();
-        let ratio =
-            |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", each / b));
+        let (vs_node, vs_minimal) = peers.ratios(each);
         println!(
             "{:<16} {:>11} {:>10.0} {:>10.1} {:>10.1} {:>9.2} {:>14.1} {:>9} {:>12}",
             name,
@@ -344,8 +364,8 @@ fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
             each,
             // One million connections at this cost, on top of the baseline.
             (outcome.rss_before_kib as f64 + each * 1e6) / 1024.0 / 1024.0,
-            ratio(node),
-            ratio(minimal),
+            vs_node,
+            vs_minimal,
         );
     }
 }
@@ -361,16 +381,14 @@ fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<(u64, 
         "{:<16} {:>16} {:>14} {:>10} {:>14}",
         "server", "offered/s", "delivered/s", "vs node", "vs rust-min"
     );
-    let best =
-        |name: &str| rows.iter().find(|(n, _)| *n == name).and_then(|(_, b)| b.map(|(_, got)| got));
-    let (node, minimal) = (best("node-ws-chat"), best("rust-minimal"));
+    let peers = Peers::of(rows, |best| best.map(|(_, got)| got));
     for (name, result) in rows {
         let Some((offered, got)) = result else {
             println!("{name:<16} {:>16} {:>14}", "-", "below the first step");
             continue;
         };
-        let ratio = |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}x", got / b));
-        println!("{name:<16} {offered:>16} {got:>14.0} {:>10} {:>14}", ratio(node), ratio(minimal));
+        let (vs_node, vs_minimal) = peers.ratios(*got);
+        println!("{name:<16} {offered:>16} {got:>14.0} {vs_node:>10} {vs_minimal:>14}");
     }
 }
 
@@ -397,13 +415,9 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
         "vs node",
         "vs rust-min"
     );
-    let per_second =
-        |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, o)| o.delivered_per_second());
-    let (node, minimal) = (per_second("node-ws-chat"), per_second("rust-minimal"));
+    let peers = Peers::of(rows, |outcome| Some(outcome.delivered_per_second()));
     for (name, outcome) in rows {
-        let ratio = |base: Option<f64>| {
-            base.map_or("-".to_owned(), |b| format!("{:.2}x", outcome.delivered_per_second() / b))
-        };
+        let (vs_node, vs_minimal) = peers.ratios(outcome.delivered_per_second());
         println!(
             "{:<16} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>14}",
             name,
@@ -413,8 +427,8 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
             outcome.percentile_ms(0.99),
             outcome.percentile_ms(0.999),
             outcome.lost(),
-            ratio(node),
-            ratio(minimal),
+            vs_node,
+            vs_minimal,
         );
     }
 }
