@@ -197,9 +197,9 @@ impl Sending {
         batch
     }
 
-    /// Updates the outbox for a frame from the server; returns a delay after which to try
-    /// sending again, if one is needed.
-    fn on_server(&mut self, message: &ServerMessage) -> Option<u32> {
+    /// Updates the outbox for a frame from the server and says what to send next. Chat
+    /// messages and notices change nothing, so the stored outbox is not read for them.
+    fn on_server(&mut self, message: &ServerMessage) -> Next {
         match message {
             ServerMessage::Welcome { .. } => {
                 self.settled = true;
@@ -212,7 +212,7 @@ impl Sending {
             ServerMessage::Error { code, client_id: Some(client_id), retry_after_ms, .. } => {
                 self.in_flight.retain(|id| id != client_id);
                 if code.is_transient() {
-                    return Some(retry_delay(*retry_after_ms));
+                    return Next::RetryIn(retry_delay(*retry_after_ms));
                 }
                 Outbox::update(|outbox| outbox.remove(client_id));
             }
@@ -221,15 +221,25 @@ impl Sending {
                     // The refused frame is unknown: send everything in flight again later (the
                     // server recognises the ones it already has).
                     self.in_flight.clear();
-                    return Some(retry_delay(*retry_after_ms));
+                    return Next::RetryIn(retry_delay(*retry_after_ms));
                 }
                 // A refused join leaves us where we were.
                 self.settled = true;
             }
-            _ => {}
+            _ => return Next::Nothing,
         }
-        None
+        Next::Send
     }
+}
+
+/// What a frame from the server means for the outbox.
+enum Next {
+    /// Nothing changed.
+    Nothing,
+    /// Room in the window, or a new room: send what may be sent now.
+    Send,
+    /// Send again after this many milliseconds.
+    RetryIn(u32),
 }
 
 fn retry_delay(retry_after_ms: Option<u64>) -> u32 {
@@ -268,15 +278,19 @@ async fn connect_once(
                     Ok(message) => {
                         target.saw(&message);
                         welcomed |= matches!(message, ServerMessage::Welcome { .. });
-                        if let Some(delay) = sending.on_server(&message) {
-                            let retries = retries.clone();
-                            wasm_bindgen_futures::spawn_local(async move {
-                                gloo_timers::future::TimeoutFuture::new(delay).await;
-                                let _ = retries.unbounded_send(());
-                            });
-                        }
+                        let next = sending.on_server(&message);
                         on_action.emit(Action::Server(message));
-                        outgoing = sending.next_batch(target);
+                        match next {
+                            Next::Nothing => {}
+                            Next::Send => outgoing = sending.next_batch(target),
+                            Next::RetryIn(delay) => {
+                                let retries = retries.clone();
+                                wasm_bindgen_futures::spawn_local(async move {
+                                    gloo_timers::future::TimeoutFuture::new(delay).await;
+                                    let _ = retries.unbounded_send(());
+                                });
+                            }
+                        }
                     }
                     Err(error) => gloo_console_warn(&format!("unreadable frame: {error}")),
                 }
