@@ -388,11 +388,7 @@ impl Handler<Post> for Room {
             ts: now_millis(),
         };
         let stored = Stored { message, client_id: msg.client_id };
-        let append = Append {
-            message: stored.message.clone(),
-            client_id: stored.client_id.clone(),
-            notify: ctx.address().recipient(),
-        };
+        let append = Append { stored: stored.clone(), notify: ctx.address().recipient() };
         if let Err(error) = self.store.append(append) {
             tracing::error!(%error, room = %self.name, "cannot store messages");
             let refusal = store_refusal(stored.client_id);

@@ -83,14 +83,15 @@ pub enum StoreError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the storage thread: {0}")]
+    Thread(std::io::Error),
     #[error("the storage thread has stopped")]
     Stopped,
 }
 
 /// A message for the store to write.
 pub struct Append {
-    pub message: ChatMessage,
-    pub client_id: Option<ClientId>,
+    pub stored: Stored,
     /// Told once the batch holding this message is written (or failed).
     pub notify: Recipient<Written>,
 }
@@ -165,7 +166,7 @@ impl Store {
         std::thread::Builder::new()
             .name("chat-store".into())
             .spawn(move || writer.run(&queue))
-            .map_err(|source| StoreError::DataDir { path: PathBuf::from("<thread>"), source })?;
+            .map_err(StoreError::Thread)?;
         Ok(Opened { store: Store { commands }, last_id, rooms })
     }
 
@@ -308,10 +309,10 @@ impl Writer {
         let mut rooms: HashMap<&str, (&Recipient<Written>, Vec<MessageId>)> = HashMap::new();
         for append in batch.iter() {
             rooms
-                .entry(append.message.room.as_str())
+                .entry(append.stored.message.room.as_str())
                 .or_insert_with(|| (&append.notify, Vec::new()))
                 .1
-                .push(append.message.id);
+                .push(append.stored.message.id);
         }
         match outcome {
             Ok(()) => {
@@ -329,9 +330,8 @@ impl Writer {
                 }
             }
         }
-        let written: Vec<String> = batch.drain(..).map(|append| append.message.room).collect();
-        for room in written {
-            *self.unpruned.entry(room).or_default() += 1;
+        for append in batch.drain(..) {
+            *self.unpruned.entry(append.stored.message.room).or_default() += 1;
         }
         self.trim_rooms();
     }
@@ -348,7 +348,7 @@ impl Writer {
                 "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts)",
             )?;
-            for Append { message, client_id, .. } in batch {
+            for Stored { message, client_id } in batch.iter().map(|append| &append.stored) {
                 insert.execute(params![
                     to_sql(message.id),
                     message.room,
