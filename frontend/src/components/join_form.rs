@@ -44,6 +44,17 @@ pub fn join_form(props: &JoinFormProps) -> Html {
         })
     };
     let error = (*local_error).clone().or_else(|| props.error.clone());
+    // The cursor starts in the nickname field. `autofocus` alone is applied only at the
+    // browser's next rendering step, and only to the first form the page ever shows.
+    {
+        let nick_ref = nick_ref.clone();
+        use_effect_with((), move |_| {
+            if let Some(input) = nick_ref.cast::<HtmlInputElement>() {
+                // Focusing fails only for a detached element; then there is nothing to focus.
+                let _ = input.focus();
+            }
+        });
+    }
 
     html! {
         <main class="join">

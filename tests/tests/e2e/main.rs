@@ -220,8 +220,10 @@ async fn keyboard_only_works_end_to_end() {
     let focused_id = || async { focused().await.attr("id").await.expect("id attribute") };
 
     kim.open(&server.url("/")).await;
-    kim.find("#join-nick").await;
-    assert_eq!(focused_id().await.as_deref(), Some("join-nick"), "the nick field has focus");
+    kim.wait_for("the nick field to have focus", || async {
+        (focused_id().await.as_deref() == Some("join-nick")).then_some(())
+    })
+    .await;
     focused().await.send_keys(&format!("kim{TAB}")).await.expect("typed");
     assert_eq!(focused_id().await.as_deref(), Some("join-room"));
     focused().await.send_keys(&format!("{CONTROL}a{RELEASE}keys{ENTER}")).await.expect("typed");
