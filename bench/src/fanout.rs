@@ -54,6 +54,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// CPU time the server used during the run, when the server is a process we started.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -67,6 +69,12 @@ impl Outcome {
 
     pub fn percentile_ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// The server's CPU time per delivered message, in microseconds.
+    pub fn cpu_micros_per_delivery(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.delivered > 0).then(|| cpu.as_secs_f64() * 1e6 / self.delivered as f64)
     }
 }
 
@@ -106,6 +114,7 @@ impl ShareResult {
             expected: self.sent * load.clients as u64,
             elapsed: duration.max(elapsed.min(duration)),
             latency: self.latency,
+            server_cpu: None,
         }
     }
 

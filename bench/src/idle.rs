@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 
+use crate::usage::rss_kib;
+
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Idle {
@@ -47,17 +49,6 @@ impl IdleOutcome {
     pub fn connects_per_second(&self) -> f64 {
         self.connections as f64 / self.connect_time.as_secs_f64()
     }
-}
-
-/// `VmRSS` of `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS line")
 }
 
 /// The resident size once it has stopped moving (two reads 500 ms apart within 1%, or 10 s).

@@ -7,6 +7,7 @@
 mod chart;
 mod fanout;
 mod idle;
+mod usage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -224,9 +225,13 @@ async fn main() -> Result<()> {
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
                 eprintln!("{name}: running the load against {address}");
+                let pid = process.0.id();
+                let cpu_before = usage::cpu_time(pid)?;
                 let outcome = fanout::run(&address, &load).await;
+                let cpu = usage::cpu_time(pid)?.saturating_sub(cpu_before);
                 drop(process);
-                rows.push((name, outcome.with_context(|| format!("load against {name}"))?));
+                let outcome = outcome.with_context(|| format!("load against {name}"))?;
+                rows.push((name, Outcome { server_cpu: Some(cpu), ..outcome }));
             }
             print_table(&load, &rows);
         }
@@ -404,7 +409,7 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
         load.duration
     );
     println!(
-        "{:<16} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>14}",
+        "{:<16} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>10} {:>12} {:>11} {:>11} {:>12}",
         "server",
         "sent",
         "delivered/s",
@@ -413,13 +418,20 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
         "p99.9 ms",
         "lost",
         "vs node",
-        "vs rust-min"
+        "vs rust-min",
+        "CPU us/msg",
+        "CPU vs node",
+        "CPU vs min"
     );
     let peers = Peers::of(rows, |outcome| Some(outcome.delivered_per_second()));
+    let cpu_peers = Peers::of(rows, Outcome::cpu_micros_per_delivery);
     for (name, outcome) in rows {
         let (vs_node, vs_minimal) = peers.ratios(outcome.delivered_per_second());
+        let cpu = outcome.cpu_micros_per_delivery();
+        let (cpu_vs_node, cpu_vs_minimal) =
+            cpu.map_or(("-".into(), "-".into()), |cpu| cpu_peers.ratios(cpu));
         println!(
-            "{:<16} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>14}",
+            "{:<16} {:>8} {:>12.0} {:>8.2} {:>8.2} {:>9.2} {:>8} {:>10} {:>12} {:>11} {:>11} {:>12}",
             name,
             outcome.sent,
             outcome.delivered_per_second(),
@@ -429,6 +441,9 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
             outcome.lost(),
             vs_node,
             vs_minimal,
+            cpu.map_or("-".into(), |cpu| format!("{cpu:.2}")),
+            cpu_vs_node,
+            cpu_vs_minimal,
         );
     }
 }
