@@ -4,6 +4,7 @@
 //!
 //! Every run is bounded in time and count and only talks to 127.0.0.1.
 
+mod capacity;
 mod chart;
 mod fanout;
 mod idle;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use crate::capacity::{Best, Search};
 use crate::fanout::{Fanout, Outcome};
 use crate::idle::{Idle, IdleOutcome};
 
@@ -49,15 +51,8 @@ enum Commands {
         /// The folder holding the reference peers.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
         peers: PathBuf,
-        /// Each step adds this many messages per second per sender.
-        #[arg(long, default_value_t = 100)]
-        step: u32,
-        /// The highest rate per sender tried.
-        #[arg(long, default_value_t = 800)]
-        max_rate: u32,
-        /// A step fails when its p99 latency passes this many milliseconds...
-        #[arg(long, default_value_t = 100.0)]
-        p99_limit_ms: f64,
+        #[command(flatten)]
+        search: Search,
         /// Also draw p99 against offered load for every server into this SVG file.
         #[arg(long)]
         chart: Option<PathBuf>,
@@ -169,52 +164,44 @@ async fn main() -> Result<()> {
             let outcome = fanout::run(&address.to_string(), &load).await?;
             print_table(&load, &[("server", outcome)]);
         }
-        Commands::Capacity { server, peers, step, max_rate, p99_limit_ms, chart, load } => {
+        Commands::Capacity { server, peers, search, chart, load } => {
             let mut summary = Vec::new();
             let mut series = Vec::new();
+            let processes = if search.try_processes.is_empty() {
+                vec![load.processes]
+            } else {
+                search.try_processes.clone()
+            };
             for (name, command) in contenders(&server, &peers, data.path(), only)? {
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 let address = format!("127.0.0.1:{port}");
-                // A warm-up at the first step, not counted: Node's JIT makes its first seconds
-                // slow, and a capacity search must not stop on that.
-                let warm_up =
-                    Fanout { rate: step, duration: Duration::from_secs(2).into(), ..load.clone() };
-                fanout::run(&address, &warm_up).await.context("warm-up")?;
-                let mut best: Option<(u64, f64)> = None;
-                let mut steps = Vec::new();
-                let mut rate = step;
-                while rate <= max_rate {
-                    let load = Fanout { rate, ..load.clone() };
-                    let outcome = fanout::run(&address, &load).await?;
-                    let (got, p99) = (outcome.delivered_per_second(), outcome.percentile_ms(0.99));
-                    steps.push((load.offered(), p99));
-                    // ...or when fewer than 95% of the offered deliveries arrive.
-                    let kept_up = got >= 0.95 * load.offered() as f64 && outcome.lost() == 0;
-                    let passed = kept_up && p99 <= p99_limit_ms;
-                    eprintln!(
-                        "{name}: offered {:>7}/s delivered {got:>9.0}/s p99 {p99:>8.2} ms lost {:>6} {}",
-                        load.offered(),
-                        outcome.lost(),
-                        if passed { "ok" } else { "over the limit" }
-                    );
-                    if !passed {
-                        break;
+                let mut best = capacity::Found::default();
+                for &processes in &processes {
+                    let load = Fanout { processes, ..load.clone() };
+                    let found = capacity::search(name, &address, &load, &search).await?;
+                    // The chart shows the configuration that did best.
+                    let better = match (found.best, best.best) {
+                        (Some(found), Some(best)) => found.delivered > best.delivered,
+                        (Some(_), None) => true,
+                        (None, Some(_)) => false,
+                        (None, None) => best.steps.is_empty(),
+                    };
+                    if better {
+                        best = found;
                     }
-                    best = Some((load.offered(), got));
-                    rate += step;
                 }
                 drop(process);
-                summary.push((name, best));
-                series.push((name, steps));
+                summary.push((name, best.best));
+                series.push((name, best.steps));
             }
-            print_capacity(&load, p99_limit_ms, &summary);
+            print_capacity(&load, search.p99_limit_ms, &summary);
             if let Some(path) = chart {
                 let title = format!(
                     "p99 latency vs offered load: {} room(s) x {} clients, {} senders",
                     load.rooms, load.clients, load.senders
                 );
-                chart::write(&path, &title, p99_limit_ms, &series)?;
+                chart::write(&path, &title, search.p99_limit_ms, &series)?;
                 eprintln!("chart written to {}", path.display());
             }
         }
@@ -376,24 +363,27 @@ fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
 }
 
 #[allow(clippy::print_stdout)]
-fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<(u64, f64)>)]) {
+fn print_capacity(load: &Fanout, p99_limit_ms: f64, rows: &[(&str, Option<Best>)]) {
     println!(
         "capacity: {} room(s) x {} clients, {} senders; highest load with p99 <= {p99_limit_ms} ms, \
          >= 95% delivered and nothing lost, {} per step",
         load.rooms, load.clients, load.senders, load.duration
     );
     println!(
-        "{:<16} {:>16} {:>14} {:>10} {:>14}",
-        "server", "offered/s", "delivered/s", "vs node", "vs rust-min"
+        "{:<16} {:>16} {:>14} {:>10} {:>14} {:>10}",
+        "server", "offered/s", "delivered/s", "vs node", "vs rust-min", "gen procs"
     );
-    let peers = Peers::of(rows, |best| best.map(|(_, got)| got));
-    for (name, result) in rows {
-        let Some((offered, got)) = result else {
+    let peers = Peers::of(rows, |best| best.map(|best| best.delivered));
+    for (name, best) in rows {
+        let Some(best) = best else {
             println!("{name:<16} {:>16} {:>14}", "-", "below the first step");
             continue;
         };
-        let (vs_node, vs_minimal) = peers.ratios(*got);
-        println!("{name:<16} {offered:>16} {got:>14.0} {vs_node:>10} {vs_minimal:>14}");
+        let (vs_node, vs_minimal) = peers.ratios(best.delivered);
+        println!(
+            "{name:<16} {:>16} {:>14.0} {vs_node:>10} {vs_minimal:>14} {:>10}",
+            best.offered, best.delivered, best.processes
+        );
     }
 }
 
