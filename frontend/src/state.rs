@@ -62,8 +62,13 @@ pub struct State {
     pub error: Option<String>,
     /// Who is typing in the room, with when their indication expires (Unix ms).
     pub typing: Vec<(String, u64)>,
-    /// Messages sent (or typed offline) and not yet acknowledged, every room's, oldest first.
+    /// Messages sent (or typed offline) and not shown as delivered yet, every room's, oldest
+    /// first.
     pub pending: Rc<Vec<Outgoing>>,
+    /// Pending messages the server acknowledged, with their ids: each stays shown as pending
+    /// until the message itself arrives (the ack comes first), so it never blinks out of the
+    /// list between the two frames.
+    acknowledged: Vec<(String, u64)>,
     notices: u64,
 }
 
@@ -79,6 +84,7 @@ impl State {
             error: None,
             typing: Vec::new(),
             pending: Rc::default(),
+            acknowledged: Vec::new(),
             notices: 0,
         }
     }
@@ -96,6 +102,29 @@ impl State {
     fn settle(&mut self, client_id: &str) {
         if self.pending.iter().any(|item| item.client_id == client_id) {
             Rc::make_mut(&mut self.pending).retain(|item| item.client_id != client_id);
+        }
+    }
+
+    /// The server stored a pending message as `id`: it goes once the list shows that message.
+    fn acknowledge(&mut self, client_id: String, id: u64, room: &str) {
+        let shown = self.last_message_id().is_some_and(|last| last >= id);
+        if room == self.room && !shown && self.pending.iter().any(|i| i.client_id == client_id) {
+            self.acknowledged.push((client_id, id));
+        } else {
+            self.settle(&client_id);
+        }
+    }
+
+    /// Settles the acknowledged messages the list now shows (`all`: every one, because the
+    /// list was just rebuilt from the server's history).
+    fn settle_shown(&mut self, all: bool) {
+        let last = self.last_message_id().unwrap_or(0);
+        let (shown, waiting) = std::mem::take(&mut self.acknowledged)
+            .into_iter()
+            .partition(|&(_, id)| all || id <= last);
+        self.acknowledged = waiting;
+        for (client_id, _) in shown {
+            self.settle(&client_id);
         }
     }
 
@@ -163,6 +192,7 @@ impl State {
                 self.rooms = rooms;
                 self.error = None;
                 self.typing.clear();
+                self.settle_shown(true);
             }
             ServerMessage::Message(message) => {
                 // Frames from a room we just left, or repeats, are not shown.
@@ -170,6 +200,7 @@ impl State {
                 if message.room == self.room && fresh {
                     self.stop_typing(&message.from);
                     self.push(Entry::Message(Rc::new(message)));
+                    self.settle_shown(false);
                 }
             }
             ServerMessage::Joined { room, nick, ts } if room == self.room => {
@@ -197,7 +228,7 @@ impl State {
             | ServerMessage::Left { .. }
             | ServerMessage::Typing { .. } => {}
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
-            ServerMessage::Ack { client_id, .. } => self.settle(&client_id),
+            ServerMessage::Ack { client_id, id, room } => self.acknowledge(client_id, id, &room),
             ServerMessage::Error { code, message, client_id, .. } => {
                 match client_id {
                     // Will be sent again: nothing for the reader to do.
@@ -391,7 +422,12 @@ mod tests {
         assert_eq!(state.pending_here().len(), 2, "queued once");
         let ack = ServerMessage::Ack { client_id: "x".into(), id: 5, room: "a".into() };
         let state = reduce(state, [Action::Server(ack)]);
+        assert_eq!(state.pending_here(), [item("x"), item("y")], "shown until the message is");
+        let state = reduce(state, [Action::Server(ServerMessage::Message(message(4, "a", "e")))]);
+        assert_eq!(state.pending_here().len(), 2, "an earlier message settles nothing");
+        let state = reduce(state, [Action::Server(ServerMessage::Message(message(5, "a", "x")))]);
         assert_eq!(state.pending_here(), [item("y")]);
+        assert_eq!(texts(&state), ["e", "x"], "the message replaced its pending line");
         let transient = ServerMessage::Error {
             code: protocol::ErrorCode::Unavailable,
             message: "try again".into(),
@@ -409,6 +445,33 @@ mod tests {
         let state = reduce(state, [Action::Server(refused)]);
         assert!(state.pending_here().is_empty());
         assert_eq!(state.error.as_deref(), Some("Too long."));
+    }
+
+    /// An acknowledged message whose frame was lost with the connection goes when the next
+    /// welcome rebuilds the list (its history has it); one acknowledged after the page moved
+    /// to another room goes at once.
+    #[test]
+    fn acknowledged_messages_settle_on_welcome_or_elsewhere() {
+        let item = |id: &str, room: &str| Outgoing {
+            client_id: id.into(),
+            room: room.into(),
+            nick: "bob".into(),
+            text: id.into(),
+            ts: 1,
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), Action::Queued(item("x", "a")), Action::Queued(item("y", "a"))],
+        );
+        let ack = |id: &str, n: u64| {
+            Action::Server(ServerMessage::Ack { client_id: id.into(), id: n, room: "a".into() })
+        };
+        let state = reduce(state, [ack("x", 7)]);
+        assert_eq!(state.pending_here().len(), 2);
+        let state = reduce(state, [welcome("a", vec![message(7, "a", "x")])]);
+        assert_eq!(state.pending_here(), [item("y", "a")]);
+        let state = reduce(state, [welcome("b", vec![]), ack("y", 8)]);
+        assert!(state.pending.is_empty(), "acknowledged for a room no longer shown");
     }
 
     fn reduce(state: Rc<State>, actions: impl IntoIterator<Item = Action>) -> Rc<State> {
