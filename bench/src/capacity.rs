@@ -93,13 +93,14 @@ async fn measure(
     let outcome = fanout::run(address, load).await?;
     let (got, p99) = (outcome.delivered_per_second(), outcome.percentile_ms(0.99));
     found.steps.push((load.offered(), p99));
-    let kept_up = got >= 0.95 * load.offered() as f64 && outcome.lost() == 0;
+    let kept_up = got >= 0.95 * load.offered() as f64 && outcome.lost() == 0 && outcome.closed == 0;
     let passed = kept_up && p99 <= search.p99_limit_ms;
     eprintln!(
-        "{name} ({} generator process(es)): offered {:>7}/s delivered {got:>9.0}/s p99 {p99:>8.2} ms lost {:>6} {}",
+        "{name} ({} generator process(es)): offered {:>7}/s delivered {got:>9.0}/s p99 {p99:>8.2} ms lost {:>6} closed {:>3} {}",
         load.processes,
         load.offered(),
         outcome.lost(),
+        outcome.closed,
         if passed { "ok" } else { "over the limit" }
     );
     if passed && found.best.is_none_or(|best| got > best.delivered) {

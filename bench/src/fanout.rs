@@ -56,6 +56,8 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
     /// CPU time the server used during the run, when the server is a process we started.
     pub server_cpu: Option<Duration>,
+    /// Client connections that ended before the run did (the server closed them or failed).
+    pub closed: u64,
 }
 
 impl Outcome {
@@ -102,6 +104,7 @@ pub struct ShareResult {
     pub sent: u64,
     pub delivered: u64,
     pub latency: Histogram<u64>,
+    pub closed: u64,
 }
 
 impl ShareResult {
@@ -115,6 +118,7 @@ impl ShareResult {
             elapsed: duration.max(elapsed.min(duration)),
             latency: self.latency,
             server_cpu: None,
+            closed: self.closed,
         }
     }
 
@@ -125,8 +129,10 @@ impl ShareResult {
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
-        serde_json::json!({"sent": self.sent, "delivered": self.delivered, "latency": buckets})
-            .to_string()
+        let counts = serde_json::json!({
+            "sent": self.sent, "delivered": self.delivered, "closed": self.closed, "latency": buckets
+        });
+        counts.to_string()
     }
 
     fn from_line(line: &str) -> Result<Self> {
@@ -142,13 +148,15 @@ impl ShareResult {
         Ok(ShareResult {
             sent: value["sent"].as_u64().context("sent")?,
             delivered: value["delivered"].as_u64().context("delivered")?,
+            closed: value["closed"].as_u64().context("closed")?,
             latency,
         })
     }
 }
 
-/// What one client received: messages, and their latencies.
-type ClientCounts = (u64, Histogram<u64>);
+/// What one client received: messages, their latencies, and whether its connection ended
+/// before the run did.
+type ClientCounts = (u64, Histogram<u64>, bool);
 
 /// Some of the clients (global numbers `n`: room `n / clients`, member `n % clients`),
 /// connected and waiting for the start.
@@ -185,13 +193,14 @@ impl Share {
     pub async fn run(self) -> Result<ShareResult> {
         self.ready.wait().await;
         let mut latency = histogram()?;
-        let mut delivered = 0;
+        let (mut delivered, mut closed) = (0, 0);
         for task in self.tasks {
-            let (received, histogram) = task.await.context("client task")??;
+            let (received, histogram, ended) = task.await.context("client task")??;
             delivered += received;
+            closed += u64::from(ended);
             latency.add(&histogram).context("merging histograms")?;
         }
-        Ok(ShareResult { sent: self.sent.load(Ordering::Relaxed), delivered, latency })
+        Ok(ShareResult { sent: self.sent.load(Ordering::Relaxed), delivered, latency, closed })
     }
 }
 
@@ -233,13 +242,14 @@ fn run_spread(address: &str, load: &Fanout) -> Result<Outcome> {
         let stdin = child.stdin.as_mut().context("worker stdin")?;
         writeln!(stdin, "go").context("starting a worker")?;
     }
-    let mut merged = ShareResult { sent: 0, delivered: 0, latency: histogram()? };
+    let mut merged = ShareResult { sent: 0, delivered: 0, latency: histogram()?, closed: 0 };
     for (mut child, mut stdout) in workers {
         let mut line = String::new();
         stdout.read_line(&mut line).context("reading a worker's result")?;
         let part = ShareResult::from_line(&line)?;
         merged.sent += part.sent;
         merged.delivered += part.delivered;
+        merged.closed += part.closed;
         merged.latency.add(&part.latency).context("merging histograms")?;
         let _ = child.wait();
     }
@@ -265,7 +275,7 @@ async fn client_task(
     drain: Duration,
     ready: Arc<Barrier>,
     sent: Arc<AtomicU64>,
-) -> Result<(u64, Histogram<u64>)> {
+) -> Result<ClientCounts> {
     let (mut sink, mut stream) = ws.split();
     let mut histogram = histogram()?;
     ready.wait().await;
@@ -275,18 +285,29 @@ async fn client_task(
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut received = 0;
+    // A connection the server closes (or that fails) ends this client: what it would have
+    // received counts as lost, and the run still ends on time.
+    let mut closed = false;
     loop {
         tokio::select! {
             _ = tick.tick(), if sender && Instant::now() < stop_sending => {
                 let micros = now_micros();
                 let frame = format!(r#"{{"type":"send","text":"t{micros}"}}"#);
-                sink.send(Message::text(frame)).await.context("sending")?;
+                if sink.send(Message::text(frame)).await.is_err() {
+                    closed = true;
+                    break;
+                }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             frame = tokio::time::timeout_at(give_up.into(), stream.next()) => {
-                let Ok(Some(Ok(Message::Text(text)))) = frame else {
-                    if frame.is_err() { break; }
-                    continue;
+                let text = match frame {
+                    Err(_) => break,
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(None | Some(Err(_))) => {
+                        closed = true;
+                        break;
+                    }
                 };
                 // The text is "t<micros>"; other frames (welcome, presence) do not count.
                 if let Some(micros) = text.split("\"text\":\"t").nth(1)
@@ -300,7 +321,7 @@ async fn client_task(
             }
         }
     }
-    Ok((received, histogram))
+    Ok((received, histogram, closed))
 }
 
 #[cfg(test)]
@@ -340,5 +361,43 @@ mod tests {
         // A loopback hop through a server takes more than 10 µs and, unloaded, less than 1 s.
         assert!(outcome.latency.min() >= 10, "min {} µs", outcome.latency.min());
         assert!(outcome.latency.max() < 1_000_000, "max {} µs", outcome.latency.max());
+        assert_eq!(outcome.closed, 0);
+    }
+
+    /// A server that closes every connection right after the handshake: the run still ends on
+    /// time and says the connections were closed. (It once spun forever on the ended streams,
+    /// so the run gets a thread of its own that the test can give up on.)
+    #[test]
+    fn connections_the_server_closes_end_the_run() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            let outcome = runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let address = listener.local_addr()?.to_string();
+                tokio::spawn(async move {
+                    while let Ok((stream, _)) = listener.accept().await {
+                        tokio::spawn(async move {
+                            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                                let _ = ws.close(None).await;
+                            }
+                        });
+                    }
+                });
+                let load = Fanout {
+                    rooms: 1,
+                    clients: 3,
+                    senders: 1,
+                    rate: 50,
+                    duration: Duration::from_millis(300).into(),
+                    processes: 1,
+                };
+                run(&address, &load).await
+            });
+            let _ = done.send(outcome);
+        });
+        let outcome = finished.recv_timeout(Duration::from_secs(20)).expect("the run ends in time");
+        let outcome = outcome.expect("the run completes");
+        assert_eq!((outcome.closed, outcome.delivered), (3, 0));
     }
 }

@@ -436,4 +436,7 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
             cpu_vs_minimal,
         );
     }
+    for (name, outcome) in rows.iter().filter(|(_, outcome)| outcome.closed > 0) {
+        println!("{name}: {} client connections were closed before the run ended", outcome.closed);
+    }
 }
