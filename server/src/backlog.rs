@@ -1,10 +1,27 @@
-//! What waits for one session: frames rooms have queued for it that it has not handled yet.
+//! What waits for one session: the frames rooms have queued for it and it has not written yet,
+//! and the bound on them.
 //!
-//! A session whose client stops reading is not polled by actix at all (its writes are
-//! blocked), and `do_send` ignores mailbox capacity, so rooms check this count before queuing
-//! and drop the member past the limit.
+//! Rooms hand frames to a session through the session's own queue ([`channel`]) rather than one
+//! actix message each: an actix `do_send` allocates an envelope and a queue node per recipient,
+//! which are freed on another thread; at a million deliveries a second that was the largest cost
+//! of ours in the profile (BENCHMARKS.md). The queue is a `VecDeque` behind a mutex that only
+//! the room pushing and the session popping ever touch, so it allocates only when it grows, and
+//! the session is woken once however many frames arrive before it runs. It stays small for idle
+//! connections: no allocation until the first frame, and a burst's capacity is given back once
+//! the queue is empty again.
+//!
+//! A session whose client stops reading is not polled by actix at all (its writes are blocked),
+//! so its queue would grow without bound; rooms check the bound here before queuing and drop
+//! the member past it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytestring::ByteString;
+use futures::Stream;
+use futures::task::AtomicWaker;
 
 /// How much may wait for one session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,66 +30,221 @@ pub struct BacklogLimit {
     pub bytes: usize,
 }
 
-/// Frames and bytes waiting for one session; shared by the session and its rooms.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    frames: AtomicUsize,
-    bytes: AtomicUsize,
+/// Frames kept allocated in an empty queue; past this, the capacity of a burst is given back.
+const KEPT_CAPACITY: usize = 16;
+
+/// A session's frame queue: the sending half goes to the rooms it joins, the receiving half is
+/// a stream the session writes out.
+pub fn channel() -> (FrameSender, FrameReceiver) {
+    let shared = Arc::new(Shared::default());
+    (FrameSender { shared: shared.clone() }, FrameReceiver { shared })
 }
 
-impl Backlog {
-    /// Counts a frame of `len` bytes in, unless that would pass `limit`. A single frame larger
-    /// than the byte limit still goes to a session with nothing waiting, so a reading client is
-    /// never dropped for one big message.
-    pub fn try_push(&self, len: usize, limit: BacklogLimit) -> bool {
-        let frames = self.frames.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.bytes.fetch_add(len, Ordering::Relaxed);
-        if frames >= limit.frames || (bytes > 0 && bytes + len > limit.bytes) {
-            self.pop(len);
-            return false;
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// The session's task, woken when a frame arrives.
+    waker: AtomicWaker,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<ByteString>,
+    /// The bytes in `frames`.
+    bytes: usize,
+    /// The session is gone: frames for it are dropped.
+    closed: bool,
+}
+
+impl Shared {
+    /// The queue, even if a thread panicked while holding it: it is never left half-changed.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Queues frames for one session; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FrameSender {
+    shared: Arc<Shared>,
+}
+
+impl FrameSender {
+    /// Queues `frame` unless that would pass `limit`; `false` means the session is not keeping
+    /// up. A single frame larger than the byte limit still goes to a session with nothing
+    /// waiting, so a reading client is never dropped for one big message. A session that is
+    /// gone counts as keeping up: its room hears of the leave anyway.
+    pub fn try_send(&self, frame: ByteString, limit: BacklogLimit) -> bool {
+        {
+            let mut queue = self.shared.lock();
+            if queue.closed {
+                return true;
+            }
+            let too_many = queue.frames.len() >= limit.frames;
+            let too_big = queue.bytes > 0 && queue.bytes + frame.len() > limit.bytes;
+            if too_many || too_big {
+                return false;
+            }
+            queue.push(frame);
         }
+        self.shared.waker.wake();
         true
     }
 
-    /// Counts a frame in regardless of the limit (the answer to a join).
-    pub fn push(&self, len: usize) {
-        self.frames.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len, Ordering::Relaxed);
+    /// Queues `frame` whatever waits already (the answer to a join).
+    pub fn send(&self, frame: ByteString) {
+        {
+            let mut queue = self.shared.lock();
+            if queue.closed {
+                return;
+            }
+            queue.push(frame);
+        }
+        self.shared.waker.wake();
+    }
+}
+
+impl Queue {
+    fn push(&mut self, frame: ByteString) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
     }
 
-    /// The session handled a frame of `len` bytes.
-    pub fn pop(&self, len: usize) {
-        self.frames.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(len, Ordering::Relaxed);
+    fn pop(&mut self) -> Option<ByteString> {
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        if self.frames.is_empty() && self.frames.capacity() > KEPT_CAPACITY {
+            self.frames.shrink_to(KEPT_CAPACITY);
+        }
+        Some(frame)
+    }
+}
+
+/// The frames queued for one session, in order, as a stream the session registers with its
+/// context. It never ends: a session with no room simply gets nothing.
+#[derive(Debug)]
+pub struct FrameReceiver {
+    shared: Arc<Shared>,
+}
+
+impl Stream for FrameReceiver {
+    type Item = ByteString;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ByteString>> {
+        if let Some(frame) = self.shared.lock().pop() {
+            return Poll::Ready(Some(frame));
+        }
+        // Registered before looking again, so a frame queued in between still wakes us.
+        self.shared.waker.register(cx.waker());
+        match self.shared.lock().pop() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for FrameReceiver {
+    /// Frames already queued, and any a room sends before it hears of the leave, are freed now
+    /// rather than with the last room's sender.
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.closed = true;
+        queue.frames = VecDeque::new();
+        queue.bytes = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     const LIMIT: BacklogLimit = BacklogLimit { frames: 3, bytes: 100 };
 
-    /// The frame count is a limit of its own.
+    fn frame(len: usize) -> ByteString {
+        "x".repeat(len).into()
+    }
+
+    /// The next frame, if one is waiting.
+    fn next(receiver: &mut FrameReceiver) -> Option<String> {
+        let waker = futures::task::noop_waker();
+        match Pin::new(receiver).poll_next(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Some(frame)) => Some(frame.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The frame count is a limit of its own; what was written out no longer counts.
     #[test]
     fn frames_are_bounded() {
-        let backlog = Backlog::default();
-        assert!((0..3).all(|_| backlog.try_push(1, LIMIT)));
-        assert!(!backlog.try_push(1, LIMIT));
-        backlog.pop(1);
-        assert!(backlog.try_push(1, LIMIT), "room again once one was handled");
+        let (sender, mut receiver) = channel();
+        assert!((0..3).all(|_| sender.try_send(frame(1), LIMIT)));
+        assert!(!sender.try_send(frame(1), LIMIT));
+        assert!(next(&mut receiver).is_some());
+        assert!(sender.try_send(frame(1), LIMIT), "room again once one was written out");
     }
 
     /// So is the byte count, except for one big frame when nothing waits.
     #[test]
     fn bytes_are_bounded() {
-        let backlog = Backlog::default();
-        assert!(backlog.try_push(60, LIMIT));
-        assert!(!backlog.try_push(60, LIMIT), "120 bytes would wait");
-        assert!(backlog.try_push(40, LIMIT));
-        backlog.pop(60);
-        backlog.pop(40);
-        assert!(backlog.try_push(500, LIMIT), "one big frame to an idle session");
-        assert!(!backlog.try_push(1, LIMIT));
+        let (sender, mut receiver) = channel();
+        assert!(sender.try_send(frame(60), LIMIT));
+        assert!(!sender.try_send(frame(60), LIMIT), "120 bytes would wait");
+        assert!(sender.try_send(frame(40), LIMIT));
+        while next(&mut receiver).is_some() {}
+        assert!(sender.try_send(frame(500), LIMIT), "one big frame to an idle session");
+        assert!(!sender.try_send(frame(1), LIMIT));
+    }
+
+    /// Frames come out in the order they were queued; the answer to a join gets in even past
+    /// the bound.
+    #[test]
+    fn in_order_and_the_welcome_always_fits() {
+        let (sender, mut receiver) = channel();
+        let limit = BacklogLimit { frames: 2, bytes: 100 };
+        assert!(sender.try_send("a".into(), limit));
+        assert!(sender.try_send("b".into(), limit));
+        assert!(!sender.try_send("c".into(), limit));
+        sender.send("welcome".into());
+        let got: Vec<Option<String>> = (0..4).map(|_| next(&mut receiver)).collect();
+        let want = [Some("a"), Some("b"), Some("welcome"), None];
+        assert_eq!(got, want.map(|frame| frame.map(str::to_owned)));
+    }
+
+    /// A waiting session is woken by the next frame, once, however many follow before it runs.
+    #[test]
+    fn a_frame_wakes_the_session() {
+        let (sender, mut receiver) = channel();
+        let (waker, wakes) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut receiver).poll_next(&mut cx).is_pending());
+        assert!(sender.try_send(frame(1), LIMIT));
+        assert!(sender.try_send(frame(1), LIMIT));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut receiver).poll_next(&mut cx).is_ready());
+    }
+
+    /// Once the session is gone, frames for it are dropped instead of kept.
+    #[test]
+    fn a_closed_queue_keeps_nothing() {
+        let (sender, receiver) = channel();
+        assert!(sender.try_send(frame(10), LIMIT));
+        drop(receiver);
+        assert!(sender.try_send(frame(10), LIMIT), "not counted as a slow reader");
+        let queue = sender.shared.lock();
+        assert_eq!((queue.frames.len(), queue.bytes), (0, 0));
+    }
+
+    /// A waker that counts how often it was woken.
+    fn counting_waker() -> (std::task::Waker, Arc<AtomicUsize>) {
+        struct Counter(Arc<AtomicUsize>);
+        impl futures::task::ArcWake for Counter {
+            fn wake_by_ref(counter: &Arc<Self>) {
+                counter.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(AtomicUsize::new(0));
+        (futures::task::waker(Arc::new(Counter(wakes.clone()))), wakes)
     }
 }

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use protocol::{ErrorCode, MessageId, RoomInfo, UnixMillis};
 
 use crate::ConnId;
-use crate::backlog::{Backlog, BacklogLimit};
+use crate::backlog::{BacklogLimit, FrameSender};
 use crate::config::Config;
 use crate::history::MessageIds;
 use crate::inbound::Rejection;
@@ -150,7 +150,7 @@ pub struct Join {
     pub client: Option<String>,
     pub since: Option<MessageId>,
     pub session: Addr<Session>,
-    pub backlog: Arc<Backlog>,
+    pub frames: FrameSender,
 }
 
 /// Where a session landed.
@@ -178,7 +178,7 @@ impl Handler<Join> for Lobby {
             session: msg.session,
             rooms: self.room_list(Some((conn, &name))),
             since: msg.since,
-            backlog: msg.backlog,
+            frames: msg.frames,
         };
         Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
             Ok(Ok(admitted)) => {

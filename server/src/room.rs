@@ -10,13 +10,13 @@ use bytestring::ByteString;
 use protocol::{ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, rules};
 
 use crate::ConnId;
-use crate::backlog::{Backlog, BacklogLimit};
+use crate::backlog::{BacklogLimit, FrameSender};
 use crate::history::{MessageIds, RoomHistory};
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
-use crate::session::{Deliver, GoingAway, Replaced, Session, TooSlow};
+use crate::session::{GoingAway, Replaced, Session, TooSlow};
 use crate::store::{Append, Store, StoreOptions, Stored, Written};
 
 /// A chat room and its members.
@@ -52,19 +52,8 @@ struct Member {
     key: String,
     client: Option<String>,
     session: Addr<Session>,
-    /// What waits for the session (shared with the session).
-    backlog: Arc<Backlog>,
-}
-
-impl Member {
-    /// Queues `frame` for the session unless its backlog is full (see [`Backlog`]).
-    fn deliver(&self, frame: ByteString, limit: BacklogLimit) -> bool {
-        if !self.backlog.try_push(frame.len(), limit) {
-            return false;
-        }
-        self.session.do_send(Deliver { frame });
-        true
-    }
+    /// The session's frame queue.
+    frames: FrameSender,
 }
 
 /// What a room needs besides its name; the same for every room.
@@ -102,7 +91,7 @@ impl Room {
         let Some(member) = self.members.get(&conn) else { return };
         let frame = encode(message);
         let length = frame.len() as u64;
-        if member.deliver(frame, self.limit) {
+        if member.frames.try_send(frame, self.limit) {
             self.metrics.frames_out.inc();
             self.metrics.bytes_out.inc_by(length);
         } else {
@@ -137,7 +126,7 @@ impl Room {
             if Some(*conn) == skip {
                 continue;
             }
-            if member.deliver(frame.clone(), self.limit) {
+            if member.frames.try_send(frame.clone(), self.limit) {
                 sent += 1;
             } else {
                 stalled.push(*conn);
@@ -233,8 +222,8 @@ pub struct Join {
     pub rooms: Vec<RoomInfo>,
     /// The last message id the client saw in this room.
     pub since: Option<MessageId>,
-    /// What waits for the session.
-    pub backlog: Arc<Backlog>,
+    /// The session's frame queue.
+    pub frames: FrameSender,
 }
 
 /// The outcome of a successful [`Join`].
@@ -290,15 +279,15 @@ impl Handler<Join> for Room {
             ),
             _ => {}
         }
-        let (session, backlog) = (msg.session, msg.backlog);
+        let frames = msg.frames;
         self.members.insert(
             msg.conn,
             Member {
                 nick: nick.clone(),
                 key,
                 client: msg.client,
-                session: session.clone(),
-                backlog: backlog.clone(),
+                session: msg.session,
+                frames: frames.clone(),
             },
         );
 
@@ -319,8 +308,7 @@ impl Handler<Join> for Room {
         let frame = encode(&welcome);
         self.metrics.frames_out.inc();
         self.metrics.bytes_out.inc_by(frame.len() as u64);
-        backlog.push(frame.len());
-        session.do_send(Deliver { frame });
+        frames.send(frame);
         Ok(Admitted { nick, replaced })
     }
 }

@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, MessageId, ServerMessage, close};
 
 use crate::ConnId;
-use crate::backlog::Backlog;
+use crate::backlog::{self, FrameReceiver, FrameSender};
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
 use crate::inbound::{self, Command, Rejection, Target};
@@ -39,9 +39,11 @@ pub struct Session {
     metrics: Arc<Metrics>,
     limiter: DefaultDirectRateLimiter,
     strikes: Strikes,
-    /// What rooms have queued for this session and it has not handled yet; rooms drop the
-    /// session past the configured bound.
-    backlog: Arc<Backlog>,
+    /// The queue rooms send this session's frames through (a copy goes to each room joined);
+    /// rooms drop the session past the configured bound of what waits there.
+    frames: FrameSender,
+    /// Its other end, until the session starts writing from it.
+    queued: Option<FrameReceiver>,
     /// This connection's place under the connection limits, given back on drop.
     _permit: Permit,
 }
@@ -70,11 +72,13 @@ impl Session {
             Strikes::new(crate::config::FLOOD_WINDOW, abuse.flood_limit.max(1), Instant::now());
         metrics.connections.inc();
         metrics.connections_total.inc();
+        let (frames, queued) = backlog::channel();
         Session {
             metrics,
             limiter: RateLimiter::direct(quota),
             strikes,
-            backlog: Arc::default(),
+            frames,
+            queued: Some(queued),
             _permit: permit,
             conn,
             config,
@@ -152,7 +156,7 @@ impl Session {
             client: self.client.clone(),
             since,
             session: ctx.address(),
-            backlog: self.backlog.clone(),
+            frames: self.frames.clone(),
         };
         let joined = self.lobby.send(request).into_actor(self).map(move |answer, session, ctx| {
             session.joining = None;
@@ -258,6 +262,9 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(conn = self.conn, "connected");
         self.heartbeat(ctx);
+        if let Some(queued) = self.queued.take() {
+            ctx.add_stream(queued);
+        }
         match self.initial.take() {
             Some(Ok(Target { room, nick, since })) => self.join(room, nick, since, ctx),
             Some(Err(rejection)) => self.reject(ctx, rejection),
@@ -340,20 +347,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     }
 }
 
-/// A frame from a room, already encoded and shared between all recipients.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub frame: ByteString,
-}
-
-impl Handler<Deliver> for Session {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.backlog.pop(msg.frame.len());
-        ctx.text(msg.frame);
+/// Frames from the rooms, already encoded and shared between all recipients.
+impl StreamHandler<ByteString> for Session {
+    fn handle(&mut self, frame: ByteString, ctx: &mut Self::Context) {
+        ctx.text(frame);
     }
+
+    /// Not reached: the frame queue never ends (the default would stop the session).
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// A newer connection of the same client took this connection's place in its room.
