@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
+use protocol::{ChatMessage, ClientId, MessageId, UnixMillis, rules};
 
 use crate::store::{Loaded, Stored};
 
@@ -43,7 +43,10 @@ pub struct Catchup {
 #[derive(Debug)]
 pub struct RoomHistory {
     entries: VecDeque<Stored>,
-    by_client: HashMap<ClientId, MessageId>,
+    /// Client id → who sent it (as [`rules::nick_key`]) and the id it was stored under. A client
+    /// id only names a message together with its sender: another user's message with the same
+    /// client id is a different message.
+    by_client: HashMap<ClientId, Vec<(String, MessageId)>>,
     /// The highest id lost to retention (0 if none).
     trimmed_upto: MessageId,
     capacity: usize,
@@ -70,7 +73,8 @@ impl RoomHistory {
             self.forget_oldest();
         }
         if let Some(client_id) = &stored.client_id {
-            self.by_client.insert(client_id.clone(), stored.message.id);
+            let sender = rules::nick_key(&stored.message.from);
+            self.by_client.entry(client_id.clone()).or_default().push((sender, stored.message.id));
         }
         self.entries.push_back(stored);
     }
@@ -78,8 +82,13 @@ impl RoomHistory {
     fn forget_oldest(&mut self) {
         if let Some(oldest) = self.entries.pop_front() {
             self.trimmed_upto = self.trimmed_upto.max(oldest.message.id);
-            if let Some(client_id) = oldest.client_id {
-                self.by_client.remove(&client_id);
+            if let Some(client_id) = oldest.client_id
+                && let Some(senders) = self.by_client.get_mut(&client_id)
+            {
+                senders.retain(|(_, id)| *id != oldest.message.id);
+                if senders.is_empty() {
+                    self.by_client.remove(&client_id);
+                }
             }
         }
     }
@@ -91,9 +100,10 @@ impl RoomHistory {
         }
     }
 
-    /// The id a retained message with `client_id` was stored under.
-    pub fn id_for(&self, client_id: &str) -> Option<MessageId> {
-        self.by_client.get(client_id).copied()
+    /// The id under which the sender `nick_key` stored a retained message with `client_id`.
+    pub fn id_for(&self, nick_key: &str, client_id: &str) -> Option<MessageId> {
+        let senders = self.by_client.get(client_id)?;
+        senders.iter().find(|(sender, _)| sender == nick_key).map(|(_, id)| *id)
     }
 
     /// The highest id this room has stored (retained or not).
@@ -171,8 +181,8 @@ mod tests {
         assert_eq!(ids(&all), [5, 7, 9]);
         assert!(all.truncated, "1 and 3 are gone");
         assert_eq!(history.last_id(), 9);
-        assert_eq!(history.id_for("c1"), None, "forgotten with its message");
-        assert_eq!(history.id_for("c7"), Some(7));
+        assert_eq!(history.id_for("a", "c1"), None, "forgotten with its message");
+        assert_eq!(history.id_for("a", "c7"), Some(7));
     }
 
     /// `since` returns exactly what follows it, and says whether anything after it is gone.
@@ -211,6 +221,28 @@ mod tests {
         history.expire(90);
         assert_eq!(ids(&history.catchup(Some(0), 10)), [9]);
         assert!(history.catchup(Some(7), 10).truncated, "8 expired");
+    }
+
+    /// A client id names a message only together with its sender (compared as nick keys): the
+    /// same client id from someone else is another message.
+    #[test]
+    fn client_ids_belong_to_their_sender() {
+        let mut history = history(&[], 2);
+        let mut from = |id: MessageId, nick: &str| {
+            let mut message = stored(id, Some("same"));
+            message.message.from = nick.into();
+            history.push(message);
+        };
+        from(1, "Alice");
+        from(2, "bob");
+        assert_eq!(
+            (history.id_for("alice", "same"), history.id_for("bob", "same")),
+            (Some(1), Some(2))
+        );
+        assert_eq!(history.id_for("carol", "same"), None);
+        history.push(stored(3, None));
+        assert_eq!(history.id_for("alice", "same"), None, "alice's message was trimmed");
+        assert_eq!(history.id_for("bob", "same"), Some(2), "bob's is still there");
     }
 
     /// Ids continue after the stored ones and strictly increase.

@@ -354,14 +354,16 @@ impl Handler<Post> for Room {
             return;
         };
         if let Some(client_id) = &msg.client_id {
-            // A repeat (the client did not see the acknowledgement): acknowledge again, or
-            // once the original is durable; never store it twice.
-            if let Some(id) = self.history.id_for(client_id) {
+            // A repeat from the same sender (the client did not see the acknowledgement):
+            // acknowledge again, or once the original is durable; never store it twice.
+            if let Some(id) = self.history.id_for(&member.key, client_id) {
                 self.metrics.duplicates.inc();
                 return self.acknowledge(msg.conn, client_id, id);
             }
-            let same =
-                |pending: &&mut Pending| pending.stored.client_id.as_ref() == Some(client_id);
+            let same = |pending: &&mut Pending| {
+                pending.stored.client_id.as_ref() == Some(client_id)
+                    && rules::nick_key(&pending.stored.message.from) == member.key
+            };
             if let Some(pending) = self.pending.iter_mut().find(same) {
                 self.metrics.duplicates.inc();
                 pending.senders.push(msg.conn);

@@ -64,6 +64,26 @@ async fn repeated_client_ids_are_stored_once() {
     assert_eq!(texts, ["once", "next"]);
 }
 
+/// A client id names a message together with its sender: another user who happens to use the
+/// same client id (a naive client counting from 1, say) gets a message of its own, not the ack
+/// of someone else's.
+#[tokio::test]
+async fn client_ids_of_different_senders_do_not_collide() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("collide", "alice").await;
+    let (mut bob, _) = server.join("collide", "bob").await;
+    alice.say_with_id("from alice", "1").await;
+    let (_, alices) = alice.ack().await;
+    bob.say_with_id("from bob", "1").await;
+    let (_, bobs) = bob.ack().await;
+    assert_ne!(alices, bobs, "bob's message was stored, not taken for alice's");
+    bob.say_with_id("from bob", "1").await;
+    assert_eq!(bob.ack().await.1, bobs, "bob's own repeat is still recognised");
+    let (_, late) = server.join("collide", "carol").await;
+    let texts: Vec<&str> = late.history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["from alice", "from bob"]);
+}
+
 /// A client that reconnects with the last id it saw gets exactly what it missed, then live
 /// messages: no gap, no repeat.
 #[tokio::test]
