@@ -361,11 +361,13 @@ impl Writer {
                 last_id = last_id.max(message.id);
             }
         }
-        transaction.execute(
-            "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            params![to_sql(last_id)],
-        )?;
+        // Cached like the inserts: parsing it again for every batch cost more than the insert.
+        transaction
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?
+            .execute(params![to_sql(last_id)])?;
         transaction.commit()?;
         Ok(())
     }
