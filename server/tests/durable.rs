@@ -63,20 +63,21 @@ fn survives_kill_9(sync: &str) {
     }
     let server = Running::start_storing(data.path(), &["--port", "0", "--sync", sync]);
     let address = server.address();
-    let mut carol = connect(&address, "room=keep&nick=carol&since=0");
-    let (history, truncated) = welcome(&mut carol);
+    // Alice again, as her client would come back: a retry is recognised per sender.
+    let mut alice_again = connect(&address, "room=keep&nick=alice&since=0");
+    let (history, truncated) = welcome(&mut alice_again);
     assert_eq!(history, acked, "every acknowledged message, same ids, in order");
     assert!(!truncated);
 
-    send(&mut carol, "kept 2", "k2");
-    assert_eq!(ack(&mut carol, "k2"), acked[2].0, "a retry after the restart is recognised");
-    send(&mut carol, "new", "n0");
-    let new = ack(&mut carol, "n0");
+    send(&mut alice_again, "kept 2", "k2");
+    assert_eq!(ack(&mut alice_again, "k2"), acked[2].0, "a retry after the restart is recognised");
+    send(&mut alice_again, "new", "n0");
+    let new = ack(&mut alice_again, "n0");
     assert!(new > acked[4].0, "ids continue after the restart: {new}");
 
-    carol.send(tungstenite::Message::text(r#"{"type":"list_rooms"}"#)).expect("sent");
+    alice_again.send(tungstenite::Message::text(r#"{"type":"list_rooms"}"#)).expect("sent");
     let rooms = loop {
-        if let ServerMessage::Rooms { rooms } = next(&mut carol) {
+        if let ServerMessage::Rooms { rooms } = next(&mut alice_again) {
             break rooms;
         }
     };
