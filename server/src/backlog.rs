@@ -75,32 +75,32 @@ impl FrameSender {
     /// waiting, so a reading client is never dropped for one big message. A session that is
     /// gone counts as keeping up: its room hears of the leave anyway.
     pub fn try_send(&self, frame: ByteString, limit: BacklogLimit) -> bool {
+        self.enqueue(frame, Some(limit))
+    }
+
+    /// Queues `frame` whatever waits already (the answer to a join).
+    pub fn send(&self, frame: ByteString) {
+        self.enqueue(frame, None);
+    }
+
+    /// Queues `frame` within `limit` (if any) and wakes the session; `false` if it did not fit.
+    fn enqueue(&self, frame: ByteString, limit: Option<BacklogLimit>) -> bool {
         {
             let mut queue = self.shared.lock();
             if queue.closed {
                 return true;
             }
-            let too_many = queue.frames.len() >= limit.frames;
-            let too_big = queue.bytes > 0 && queue.bytes + frame.len() > limit.bytes;
-            if too_many || too_big {
-                return false;
+            if let Some(limit) = limit {
+                let too_many = queue.frames.len() >= limit.frames;
+                let too_big = queue.bytes > 0 && queue.bytes + frame.len() > limit.bytes;
+                if too_many || too_big {
+                    return false;
+                }
             }
             queue.push(frame);
         }
         self.shared.waker.wake();
         true
-    }
-
-    /// Queues `frame` whatever waits already (the answer to a join).
-    pub fn send(&self, frame: ByteString) {
-        {
-            let mut queue = self.shared.lock();
-            if queue.closed {
-                return;
-            }
-            queue.push(frame);
-        }
-        self.shared.waker.wake();
     }
 }
 
