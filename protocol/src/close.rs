@@ -6,6 +6,8 @@
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down or restarting; reconnect after a pause.
 pub const GOING_AWAY: u16 = 1001;
+/// A text frame was not valid UTF-8 (RFC 6455's "invalid frame payload data").
+pub const INVALID_PAYLOAD: u16 = 1007;
 /// The client broke a rule badly enough that the server will not continue (e.g. flooding).
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A frame, or a message reassembled from continuation frames, exceeded the size limit.

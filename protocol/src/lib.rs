@@ -58,6 +58,19 @@ pub enum ClientMessage {
     },
     /// Ask for the list of active rooms; the server answers with [`ServerMessage::Rooms`].
     ListRooms,
+    /// Ask for a page of `room`'s stored messages (you must be in the room): the newest ones
+    /// before `before`, or the oldest ones after `after`, or (with neither) the newest ones; at
+    /// most `limit` messages and never more than the server's page size. The server answers
+    /// with [`ServerMessage::History`].
+    History {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// The user is typing. Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while
     /// the user types; the room tells the other members with [`ServerMessage::Typing`].
     Typing,
@@ -96,6 +109,24 @@ pub enum ServerMessage {
         /// has more than the recent ones sent.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+        /// With `since`: the welcome carries one page, and newer stored messages follow it.
+        /// Ask for them with [`ClientMessage::History`] `after` the last id of `history` (or
+        /// after `since` if it is empty) until a page says `more: false`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
+    },
+    /// A page of stored messages, oldest first, in answer to [`ClientMessage::History`]. It
+    /// echoes the request's `before` or `after`; `more` says that further messages exist in
+    /// that direction (older ones for `before` or no bound, newer ones for `after`).
+    History {
+        room: String,
+        messages: Vec<ChatMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// A chat message, sent to every member of its room, the sender included. Messages are
     /// only sent once stored durably.
@@ -226,6 +257,18 @@ mod tests {
             ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()), since: Some(9) },
             ClientMessage::ListRooms,
             ClientMessage::Typing,
+            ClientMessage::History {
+                room: "rust".into(),
+                before: Some(9),
+                after: None,
+                limit: None,
+            },
+            ClientMessage::History {
+                room: "rust".into(),
+                before: None,
+                after: Some(3),
+                limit: Some(5),
+            },
         ];
         for message in all {
             assert_eq!(round_trip(&message), message);
@@ -245,6 +288,7 @@ mod tests {
                 rooms: rooms.clone(),
                 since: None,
                 truncated: false,
+                more: false,
             },
             ServerMessage::Welcome {
                 room: "general".into(),
@@ -254,6 +298,14 @@ mod tests {
                 rooms: vec![],
                 since: Some(6),
                 truncated: true,
+                more: true,
+            },
+            ServerMessage::History {
+                room: "general".into(),
+                messages: vec![sample_message()],
+                before: Some(8),
+                after: None,
+                more: true,
             },
             ServerMessage::Message(sample_message()),
             ServerMessage::Ack { client_id: "c-1".into(), id: 7, room: "general".into() },

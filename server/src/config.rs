@@ -44,6 +44,15 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 /// How long sent data may stay unacknowledged (or unsent behind a zero window) before the
 /// kernel drops the connection (`TCP_USER_TIMEOUT`).
 pub const DEFAULT_STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Least time between two renames of one member of a room.
+pub const DEFAULT_RENAME_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a room waits for its history from the store before refusing joins.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the lobby waits for a room to answer a join (a room answers only after its
+/// history is loaded, so this is longer than [`STORE_TIMEOUT`]).
+pub const ROOM_JOIN_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a session waits for the lobby to answer a join before answering `unavailable`.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Origins besides the server's own that may open WebSockets: `trunk serve`'s.
 pub const DEFAULT_ALLOWED_ORIGINS: &str = "http://127.0.0.1:8081,http://localhost:8081";
 
@@ -91,6 +100,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub storage: Storage,
+
+    /// Serve `/metrics` on this address (e.g. `127.0.0.1:9090`) instead of the public port.
+    #[arg(long, env = "CHAT_METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after telling every client
     /// to go away (close 1001) before exiting anyway.
@@ -186,6 +199,11 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
     pub max_queued_bytes: usize,
 
+    /// Least time between two renames of one member (a rename sooner is refused with
+    /// `rate_limited`), so that nobody floods a room with leave and join notices.
+    #[arg(long, env = "CHAT_RENAME_INTERVAL", default_value_t = DEFAULT_RENAME_INTERVAL.into())]
+    pub rename_interval: humantime::Duration,
+
     /// Drop a connection whose sent data stays unacknowledged this long (TCP_USER_TIMEOUT).
     #[arg(long, env = "CHAT_STALLED_WRITE_TIMEOUT", default_value_t = DEFAULT_STALLED_WRITE_TIMEOUT.into())]
     pub stalled_write_timeout: humantime::Duration,
@@ -194,6 +212,21 @@ pub struct AbuseLimits {
     /// others get 403. `*` allows any (unsafe on the internet).
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = DEFAULT_ALLOWED_ORIGINS)]
     pub allowed_origins: Vec<String>,
+
+    /// Host names (without port) a server bound to a loopback address answers to besides
+    /// `localhost` and loopback addresses (DNS-rebinding protection); e.g. the name a local
+    /// reverse proxy forwards. Ignored when bound to any other address.
+    #[arg(long = "allowed-host", env = "CHAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl AbuseLimits {
+    /// The most bytes of messages one welcome or history page carries: a quarter of what may
+    /// wait for a client, so that a page always fits beside what is already queued for one
+    /// that reads.
+    pub fn page_bytes(&self) -> usize {
+        (self.max_queued_bytes / 4).max(1)
+    }
 }
 
 impl Default for AbuseLimits {
@@ -207,7 +240,9 @@ impl Default for AbuseLimits {
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
+            rename_interval: DEFAULT_RENAME_INTERVAL.into(),
             allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -249,6 +284,7 @@ impl Default for Config {
             history_len: DEFAULT_HISTORY_LEN,
             storage: Storage::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+            metrics_address: None,
             limits: Limits::default(),
             abuse: AbuseLimits::default(),
         }
@@ -299,6 +335,7 @@ mod tests {
         assert_eq!(parsed.abuse.allowed_origins, default.abuse.allowed_origins);
         assert_eq!(parsed.abuse.rate_burst, default.abuse.rate_burst);
         assert_eq!(parsed.abuse.max_queued_frames, default.abuse.max_queued_frames);
+        assert_eq!(*parsed.abuse.rename_interval, *default.abuse.rename_interval);
     }
 
     /// Durations accept human units, so tests and operators can write `200ms`.

@@ -26,6 +26,9 @@ pub enum FragmentError {
 #[derive(Debug, Default)]
 pub struct Reassembly {
     current: Option<(bool, BytesMut)>,
+    /// The message under way was refused (a fragment of it broke the rate limit): its
+    /// remaining fragments are checked for sequence and size, then dropped.
+    dropping: bool,
 }
 
 impl Reassembly {
@@ -50,7 +53,9 @@ impl Reassembly {
             self.current = None;
             return Err(FragmentError::TooBig { limit });
         }
-        buffer.extend_from_slice(&data);
+        if !self.dropping {
+            buffer.extend_from_slice(&data);
+        }
         if !last {
             return Ok(None);
         }
@@ -58,8 +63,22 @@ impl Reassembly {
         let Some((_, buffer)) = self.current.take() else {
             return Err(FragmentError::OutOfSequence);
         };
+        if std::mem::take(&mut self.dropping) {
+            return Ok(None);
+        }
         let data = buffer.freeze();
         Ok(Some(if is_text { Whole::Text(data) } else { Whole::Binary(data) }))
+    }
+}
+
+impl Reassembly {
+    /// Drops the message under way: [`Reassembly::push`] keeps checking its fragments but
+    /// returns nothing for it.
+    pub fn drop_current(&mut self) {
+        if let Some((_, buffer)) = self.current.as_mut() {
+            buffer.clear();
+            self.dropping = true;
+        }
     }
 }
 
@@ -94,6 +113,19 @@ mod tests {
             r.push(Item::Continue(bytes("6789")), 8),
             Err(FragmentError::TooBig { limit: 8 })
         );
+    }
+
+    /// A dropped message yields nothing and keeps nothing, and the next one is whole again.
+    #[test]
+    fn a_dropped_message_is_skipped() {
+        let mut r = Reassembly::default();
+        assert_eq!(r.push(Item::FirstText(bytes("{\"type\":")), 100), Ok(None));
+        r.drop_current();
+        assert_eq!(r.push(Item::Continue(bytes("xxxxxxxx")), 100), Ok(None));
+        assert_eq!(r.current.as_ref().map(|(_, buffer)| buffer.len()), Some(0));
+        assert_eq!(r.push(Item::Last(bytes("}")), 100), Ok(None));
+        assert_eq!(r.push(Item::FirstText(bytes("a")), 100), Ok(None));
+        assert_eq!(r.push(Item::Last(bytes("b")), 100), Ok(Some(Whole::Text(bytes("ab")))));
     }
 
     /// Fragments out of order are a protocol error rather than silently glued together.

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use protocol::{ChatMessage, ClientId, MessageId, UnixMillis, rules};
+use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
 
 use crate::store::{Loaded, Stored};
 
@@ -37,13 +37,40 @@ pub struct Catchup {
     pub since: Option<MessageId>,
     /// Older messages exist that `history` leaves out.
     pub truncated: bool,
+    /// With `since`: newer messages follow `history` (it is one page of them).
+    pub more: bool,
+}
+
+/// How much one page of history (a welcome's, or the answer to a `history` request) may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub messages: usize,
+    /// An upper bound on the page's encoded size; a page holds at least one message even if
+    /// that one alone is larger.
+    pub bytes: usize,
+}
+
+/// A page of messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub messages: Vec<ChatMessage>,
+    /// More messages exist beyond the page in the direction it was taken.
+    pub more: bool,
+}
+
+/// An upper bound on the bytes `message` takes in a JSON frame: every character of the text
+/// and the nick at most doubles when escaped (control characters other than newline and tab,
+/// which would take six, are refused by the protocol's rules), plus the fixed fields.
+pub fn encoded_bound(message: &ChatMessage) -> usize {
+    const FIXED: usize = 128;
+    2 * (message.text.len() + message.from.len()) + message.room.len() + FIXED
 }
 
 /// A room's retained messages, oldest first, with their client ids.
 #[derive(Debug)]
 pub struct RoomHistory {
     entries: VecDeque<Stored>,
-    /// Client id → who sent it (as [`rules::nick_key`]) and the id it was stored under. A client
+    /// Client id → who sent it (as [`crate::names::nick_key`]) and the id it was stored under. A client
     /// id only names a message together with its sender: another user's message with the same
     /// client id is a different message.
     by_client: HashMap<ClientId, Vec<(String, MessageId)>>,
@@ -73,7 +100,7 @@ impl RoomHistory {
             self.forget_oldest();
         }
         if let Some(client_id) = &stored.client_id {
-            let sender = rules::nick_key(&stored.message.from);
+            let sender = crate::names::nick_key(&stored.message.from);
             self.by_client.entry(client_id.clone()).or_default().push((sender, stored.message.id));
         }
         self.entries.push_back(stored);
@@ -111,31 +138,66 @@ impl RoomHistory {
         self.entries.back().map_or(0, |newest| newest.message.id).max(self.trimmed_upto)
     }
 
-    /// What a client joining with `since` gets: everything after `since` if the room ever
-    /// reached that id, otherwise the newest `recent` messages.
-    pub fn catchup(&self, since: Option<MessageId>, recent: usize) -> Catchup {
+    /// What a client joining with `since` gets: the first page of what follows `since` if the
+    /// room ever reached that id (as many as `max_bytes` allow), otherwise the newest `recent`
+    /// messages (within `max_bytes` too).
+    pub fn catchup(&self, since: Option<MessageId>, recent: usize, max_bytes: usize) -> Catchup {
         match since {
             Some(since) if since <= self.last_id() => {
-                let start = self.entries.partition_point(|stored| stored.message.id <= since);
+                let page = self.after(since, PageLimit { messages: usize::MAX, bytes: max_bytes });
                 Catchup {
-                    history: self.messages(start),
+                    history: page.messages,
                     since: Some(since),
                     truncated: self.trimmed_upto > since,
+                    more: page.more,
                 }
             }
             _ => {
-                let start = self.entries.len().saturating_sub(recent);
+                let page = self.before(None, PageLimit { messages: recent, bytes: max_bytes });
                 Catchup {
-                    history: self.messages(start),
+                    history: page.messages,
                     since: None,
-                    truncated: start > 0 || self.trimmed_upto > 0,
+                    truncated: page.more || self.trimmed_upto > 0,
+                    more: false,
                 }
             }
         }
     }
 
-    fn messages(&self, start: usize) -> Vec<ChatMessage> {
-        self.entries.range(start..).map(|stored| stored.message.clone()).collect()
+    /// The oldest messages after `after`, within `limit`.
+    pub fn after(&self, after: MessageId, limit: PageLimit) -> Page {
+        let start = self.entries.partition_point(|stored| stored.message.id <= after);
+        let mut end = start;
+        let mut bytes = 0;
+        while let Some(stored) = self.entries.get(end) {
+            bytes += encoded_bound(&stored.message);
+            if end > start && (end - start == limit.messages || bytes > limit.bytes) {
+                break;
+            }
+            end += 1;
+        }
+        Page { messages: self.messages(start..end), more: end < self.entries.len() }
+    }
+
+    /// The newest messages before `before` (before none: the newest of all), within `limit`.
+    pub fn before(&self, before: Option<MessageId>, limit: PageLimit) -> Page {
+        let end = before.map_or(self.entries.len(), |before| {
+            self.entries.partition_point(|stored| stored.message.id < before)
+        });
+        let mut start = end;
+        let mut bytes = 0;
+        while start > 0 {
+            bytes += encoded_bound(&self.entries[start - 1].message);
+            if start < end && (end - start == limit.messages || bytes > limit.bytes) {
+                break;
+            }
+            start -= 1;
+        }
+        Page { messages: self.messages(start..end), more: start > 0 }
+    }
+
+    fn messages(&self, range: std::ops::Range<usize>) -> Vec<ChatMessage> {
+        self.entries.range(range).map(|stored| stored.message.clone()).collect()
     }
 
     /// The newest message's time, if any.
@@ -173,11 +235,20 @@ mod tests {
         catchup.history.iter().map(|m| m.id).collect()
     }
 
+    /// At most `messages` messages, bytes unbounded.
+    fn most(messages: usize) -> PageLimit {
+        PageLimit { messages, bytes: usize::MAX }
+    }
+
+    fn page_ids(page: &Page) -> Vec<MessageId> {
+        page.messages.iter().map(|m| m.id).collect()
+    }
+
     /// The history keeps only the newest `capacity` messages and remembers what it dropped.
     #[test]
     fn keeps_the_newest_and_remembers_the_trim() {
         let history = history(&[1, 3, 5, 7, 9], 3);
-        let all = history.catchup(Some(0), 100);
+        let all = history.catchup(Some(0), 100, usize::MAX);
         assert_eq!(ids(&all), [5, 7, 9]);
         assert!(all.truncated, "1 and 3 are gone");
         assert_eq!(history.last_id(), 9);
@@ -189,12 +260,61 @@ mod tests {
     #[test]
     fn catchup_after_since() {
         let history = history(&[1, 3, 5, 7, 9], 3);
-        let resumed = history.catchup(Some(5), 1);
+        let resumed = history.catchup(Some(5), 10, usize::MAX);
         assert_eq!((ids(&resumed), resumed.since, resumed.truncated), (vec![7, 9], Some(5), false));
-        let gap = history.catchup(Some(2), 1);
+        assert!(!resumed.more);
+        let gap = history.catchup(Some(2), 10, usize::MAX);
         assert_eq!((ids(&gap), gap.truncated), (vec![5, 7, 9], true), "3 was lost");
-        let current = history.catchup(Some(9), 1);
+        let current = history.catchup(Some(9), 1, usize::MAX);
         assert_eq!((ids(&current), current.since), (vec![], Some(9)));
+    }
+
+    /// A catch-up holds one page: the oldest messages after `since`, and says more follow.
+    #[test]
+    fn catchup_is_one_page() {
+        let history = history(&[1, 2, 3, 4, 5], 10);
+        let two = 2 * encoded_bound(&stored(1, None).message);
+        let first = history.catchup(Some(1), 1, two);
+        assert_eq!((ids(&first), first.since, first.more), (vec![2, 3], Some(1), true));
+        let last = history.catchup(Some(3), 1, two);
+        assert_eq!((ids(&last), last.more), (vec![4, 5], false));
+        let fresh = history.catchup(None, 10, two);
+        assert_eq!((ids(&fresh), fresh.truncated), (vec![4, 5], true), "the newest that fit");
+    }
+
+    /// Pages run backwards with `before` and forwards with `after`, say whether more exist in
+    /// their direction, and stop at the byte bound, though never below one message.
+    #[test]
+    fn pages_in_both_directions_within_bounds() {
+        let history = history(&[1, 2, 3, 4, 5, 6], 10);
+        let newest = history.before(None, most(2));
+        assert_eq!((page_ids(&newest), newest.more), (vec![5, 6], true));
+        let older = history.before(Some(5), most(3));
+        assert_eq!((page_ids(&older), older.more), (vec![2, 3, 4], true));
+        let oldest = history.before(Some(2), most(3));
+        assert_eq!((page_ids(&oldest), oldest.more), (vec![1], false));
+        let after = history.after(4, most(5));
+        assert_eq!((page_ids(&after), after.more), (vec![5, 6], false));
+        assert_eq!(page_ids(&history.after(6, most(5))), Vec::<MessageId>::new());
+
+        let one = encoded_bound(&stored(1, None).message);
+        let two = PageLimit { messages: 100, bytes: 2 * one };
+        assert_eq!(page_ids(&history.after(0, two)), [1, 2], "two fit the bytes");
+        assert_eq!(page_ids(&history.before(None, two)), [5, 6]);
+        let tiny = PageLimit { messages: 100, bytes: 1 };
+        assert_eq!(page_ids(&history.after(0, tiny)), [1], "never less than one message");
+        assert_eq!(page_ids(&history.before(None, tiny)), [6]);
+    }
+
+    /// The size bound holds for the worst text: quotes and backslashes, which JSON doubles.
+    #[test]
+    fn encoded_bound_covers_escaping() {
+        let mut message = stored(1, None).message;
+        message.text = "\"\\\n\t".repeat(500);
+        message.from = "\"".repeat(32);
+        let encoded = serde_json::to_string(&protocol::ServerMessage::Message(message.clone()))
+            .expect("encodes");
+        assert!(encoded.len() <= encoded_bound(&message), "{} bytes", encoded.len());
     }
 
     /// Without `since`, or with one the room never reached (another server's ids), the newest
@@ -202,9 +322,9 @@ mod tests {
     #[test]
     fn catchup_without_usable_since() {
         let history = history(&[1, 2, 3, 4], 10);
-        let fresh = history.catchup(None, 2);
+        let fresh = history.catchup(None, 2, usize::MAX);
         assert_eq!((ids(&fresh), fresh.since, fresh.truncated), (vec![3, 4], None, true));
-        let unknown = history.catchup(Some(99), 10);
+        let unknown = history.catchup(Some(99), 10, usize::MAX);
         assert_eq!(
             (ids(&unknown), unknown.since, unknown.truncated),
             (vec![1, 2, 3, 4], None, false)
@@ -216,11 +336,11 @@ mod tests {
     fn loaded_trim_and_expiry() {
         let loaded = Loaded { messages: vec![stored(8, None), stored(9, None)], trimmed_upto: 6 };
         let mut history = RoomHistory::new(loaded, 10);
-        assert!(history.catchup(Some(5), 10).truncated);
-        assert!(!history.catchup(Some(6), 10).truncated);
+        assert!(history.catchup(Some(5), 10, usize::MAX).truncated);
+        assert!(!history.catchup(Some(6), 10, usize::MAX).truncated);
         history.expire(90);
-        assert_eq!(ids(&history.catchup(Some(0), 10)), [9]);
-        assert!(history.catchup(Some(7), 10).truncated, "8 expired");
+        assert_eq!(ids(&history.catchup(Some(0), 10, usize::MAX)), [9]);
+        assert!(history.catchup(Some(7), 10, usize::MAX).truncated, "8 expired");
     }
 
     /// A client id names a message only together with its sender (compared as nick keys): the

@@ -11,10 +11,23 @@ use crate::config::Limits;
 /// A validated request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Send { text: String, client_id: Option<ClientId> },
-    Join { room: String, nick: Option<String>, since: Option<MessageId> },
+    Send {
+        text: String,
+        client_id: Option<ClientId>,
+    },
+    Join {
+        room: String,
+        nick: Option<String>,
+        since: Option<MessageId>,
+    },
     ListRooms,
     Typing,
+    History {
+        room: String,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
+        limit: Option<u32>,
+    },
 }
 
 /// Why a frame was refused, ready to be sent as an `error` frame.
@@ -41,6 +54,15 @@ impl Rejection {
             message: format!("You are sending too fast; wait {ms} ms."),
             retry_after_ms: Some(ms),
             client_id: None,
+        }
+    }
+
+    /// A rename sooner than the room allows after the last one; possible again after `wait`.
+    pub fn rename_too_soon(wait: std::time::Duration) -> Self {
+        let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        Rejection {
+            message: format!("You renamed a moment ago; you can rename again in {ms} ms."),
+            ..Rejection::rate_limited(wait)
         }
     }
 
@@ -80,9 +102,18 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
         }
         ClientMessage::Join { room, nick, since } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
-            let nick =
-                nick.map(|nick| rules::check_nick(&nick, limits.max_nick_chars)).transpose()?;
+            let nick = nick
+                .map(|nick| crate::names::check_nick(&nick, limits.max_nick_chars))
+                .transpose()?;
             Ok(Command::Join { room, nick, since })
+        }
+        ClientMessage::History { room, before, after, limit } => {
+            let room = rules::check_room(&room, limits.max_room_chars)?;
+            if before.is_some() && after.is_some() {
+                let message = "A history request takes `before` or `after`, not both.";
+                return Err(Rejection::new(ErrorCode::InvalidMessage, message));
+            }
+            Ok(Command::History { room, before, after, limit })
         }
         ClientMessage::ListRooms => Ok(Command::ListRooms),
         ClientMessage::Typing => Ok(Command::Typing),
@@ -109,7 +140,7 @@ pub fn connect_target(
     let room = rules::check_room(room.unwrap_or(protocol::DEFAULT_ROOM), limits.max_room_chars)?;
     let nick = match nick {
         Some(nick) if !nick.trim().is_empty() => {
-            Some(rules::check_nick(nick, limits.max_nick_chars)?)
+            Some(crate::names::check_nick(nick, limits.max_nick_chars)?)
         }
         _ => None,
     };
@@ -126,7 +157,9 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
         .ok()
         .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)));
     match kind {
-        Some(kind) if !["send", "join", "list_rooms", "typing"].contains(&kind.as_str()) => {
+        Some(kind)
+            if !["send", "join", "list_rooms", "typing", "history"].contains(&kind.as_str()) =>
+        {
             Rejection::new(ErrorCode::UnknownType, format!("Unknown message type {kind:?}."))
         }
         _ => Rejection::new(ErrorCode::InvalidMessage, format!("Invalid message: {error}.")),

@@ -5,29 +5,33 @@
 //! - [`config`]: every tunable and its default.
 //! - [`session`]: `Session`, one actor per WebSocket connection (frames in and out, heartbeat).
 //! - [`room`]: `Room`, one actor per room (members, history, broadcast).
+//! - [`directory`]: the room list, kept sorted as rooms fill and empty (pure).
 //! - [`lobby`]: `Lobby`, room name → `Room`, room lifetimes and the room list.
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
 //! - [`outbound`]: encoding of server frames.
 //! - [`history`]: a room's retained messages in memory, and message ids.
 //! - [`store`]: the SQLite database and the thread that writes it in batches.
 //! - [`backlog`]: what waits for each session, and its bound.
+//! - [`names`]: when two nicks are the same nick (look-alikes), and what a nick may hold.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
 
 pub mod backlog;
 pub mod config;
+pub mod directory;
 pub mod fragments;
 pub mod history;
 pub mod inbound;
 pub mod lobby;
 pub mod metrics;
+pub mod names;
 pub mod outbound;
 pub mod policy;
 pub mod room;
 pub mod session;
 pub mod store;
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,6 +57,10 @@ struct AppState {
     next_conn: AtomicU64,
     metrics: Arc<Metrics>,
     limits: Arc<ConnectionLimits>,
+    /// The address the server listens on (see [`policy::host_allowed`]).
+    bound: IpAddr,
+    /// Whether `/metrics` is served on the main address (no `--metrics-address`).
+    public_metrics: bool,
 }
 
 /// The query string of `GET /ws`.
@@ -81,6 +89,7 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
+    let address = listener.local_addr()?;
     let abuse = &config.abuse;
     let state = web::Data::new(AppState {
         config: config.clone(),
@@ -88,7 +97,13 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         next_conn: AtomicU64::new(1),
         metrics,
         limits: ConnectionLimits::new(abuse.max_connections, abuse.max_connections_per_address),
+        bound: address.ip(),
+        public_metrics: config.metrics_address.is_none(),
     });
+    if let Some(metrics_address) = &config.metrics_address {
+        let metrics_server = metrics_server(metrics_address, state.clone())?;
+        actix_rt::spawn(metrics_server);
+    }
     let stalled_write_timeout = *abuse.stalled_write_timeout;
     let ui_dir = config.ui_dir.clone();
     let has_ui = ui_dir.join("index.html").is_file();
@@ -100,13 +115,12 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
             "no index.html in the UI folder: build it with `trunk build --release` or pass --ui-dir"
         );
     }
-    let address = listener.local_addr()?;
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(state.clone())
             .route(protocol::WS_PATH, web::get().to(websocket))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
-            .route("/metrics", web::get().to(metrics_page));
+            .route("/metrics", web::get().to(public_metrics_page));
         if has_ui {
             app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(
@@ -185,6 +199,11 @@ async fn websocket(
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
     let origin = header(actix_web::http::header::ORIGIN);
     let host = header(actix_web::http::header::HOST);
+    if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
+        tracing::info!(origin, host, "refused a WebSocket naming a host this server is not");
+        state.metrics.refused("host");
+        return Ok(HttpResponse::Forbidden().body("This host name is not served here.\n"));
+    }
     if !policy::origin_allowed(origin, host, &state.config.abuse.allowed_origins) {
         tracing::info!(origin, host, "refused a WebSocket from another site's page");
         state.metrics.refused("origin");
@@ -196,7 +215,7 @@ async fn websocket(
         refused => {
             let reason = match refused {
                 Some(Err(reason)) => reason,
-                _ => Refusal::ServerFull,
+                _ => Refusal::NoPeerAddress,
             };
             tracing::warn!(
                 ?address,
@@ -211,6 +230,8 @@ async fn websocket(
                     .body("The chat is full; try again shortly.\n"),
                 Refusal::TooManyFromAddress => HttpResponse::TooManyRequests()
                     .body("Too many connections from your address.\n"),
+                Refusal::NoPeerAddress => HttpResponse::BadRequest()
+                    .body("The server cannot tell where this connection comes from.\n"),
             });
         }
     };
@@ -234,6 +255,32 @@ async fn websocket(
         client,
     );
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
+}
+
+/// `/metrics` on the main address: only without `--metrics-address`, and only under a host name
+/// this server serves.
+async fn public_metrics_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+    if !state.public_metrics
+        || !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts)
+    {
+        return HttpResponse::NotFound().finish();
+    }
+    metrics_page(state).await
+}
+
+/// Serves `/metrics` alone on `address` (`--metrics-address`), off the public port.
+fn metrics_server(address: &str, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new().app_data(state.clone()).route("/metrics", web::get().to(metrics_page))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(address)?;
+    for bound in server.addrs() {
+        tracing::info!("serving metrics on http://{bound}/metrics");
+    }
+    Ok(server.run())
 }
 
 async fn metrics_page(state: web::Data<AppState>) -> HttpResponse {

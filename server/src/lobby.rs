@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures::FutureExt;
 use protocol::{ErrorCode, MessageId, RoomInfo, UnixMillis};
 
 use crate::ConnId;
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::history::MessageIds;
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
-use crate::room::{self, Room, RoomContext};
+use crate::room::{self, PreviousClosed, Room, RoomContext, RoomInstance};
 use crate::session::Session;
 use crate::store::Opened;
 
@@ -34,11 +35,17 @@ pub struct Lobby {
     /// Threads the rooms run on, so rooms spread over every core.
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
+    /// The instance number the next room opened gets.
+    next_instance: RoomInstance,
+    /// Rooms told to close that may still be handling their last messages; a new instance of
+    /// the same name loads its history only after the old one is done.
+    closing: HashMap<String, (RoomInstance, PreviousClosed)>,
     metrics: Arc<Metrics>,
 }
 
 struct ActiveRoom {
     addr: Addr<Room>,
+    instance: RoomInstance,
     members: HashSet<ConnId>,
 }
 
@@ -52,12 +59,14 @@ impl Lobby {
                 store: opened.store,
                 retention: config.storage.options(),
                 recent: config.history_len,
+                page_bytes: config.abuse.page_bytes(),
                 lobby: ctx.address(),
                 metrics: metrics.clone(),
                 limit: BacklogLimit {
                     frames: config.abuse.max_queued_frames,
                     bytes: config.abuse.max_queued_bytes,
                 },
+                rename_interval: *config.abuse.rename_interval,
             };
             Lobby {
                 rooms: HashMap::new(),
@@ -65,6 +74,8 @@ impl Lobby {
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
                 next_arbiter: 0,
+                next_instance: 1,
+                closing: HashMap::new(),
                 metrics,
             }
         })
@@ -107,25 +118,38 @@ impl Lobby {
 
     fn open(&mut self, name: &str) -> &mut ActiveRoom {
         if !self.rooms.contains_key(name) {
-            let room = Room::new(name.to_owned(), self.context.clone());
+            let instance = self.next_instance;
+            self.next_instance += 1;
+            let previous = self.closing.get(name).map(|(_, closed)| closed.clone());
+            let room = Room::new(name.to_owned(), instance, previous, self.context.clone());
             self.metrics.rooms.inc();
             let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
             let addr = Room::start_in_arbiter(&arbiter.handle(), |_| room);
-            self.rooms.insert(name.to_owned(), ActiveRoom { addr, members: HashSet::new() });
+            let active = ActiveRoom { addr, instance, members: HashSet::new() };
+            self.rooms.insert(name.to_owned(), active);
         }
         self.rooms.get_mut(name).expect("room was just inserted")
     }
 
     /// Removes `conn` from `name`'s members, closing the room if that emptied it.
-    fn release(&mut self, name: &str, conn: ConnId) {
+    fn release(&mut self, name: &str, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(room) = self.rooms.get_mut(name) else { return };
         room.members.remove(&conn);
         if room.members.is_empty()
             && let Some(room) = self.rooms.remove(name)
         {
-            room.addr.do_send(room::Close);
             self.metrics.rooms.dec();
+            // Answered once the room has handled everything sent to it before, so every
+            // message it accepted is queued in the store by then.
+            let closed = room.addr.send(room::Close).map(|_| ()).boxed().shared();
+            self.closing.insert(name.to_owned(), (room.instance, closed.clone()));
+            let name = name.to_owned();
+            ctx.spawn(closed.into_actor(self).map(move |(), lobby, _| {
+                if lobby.closing.get(&name).is_some_and(|(closing, _)| *closing == room.instance) {
+                    lobby.closing.remove(&name);
+                }
+            }));
         }
     }
 }
@@ -158,6 +182,7 @@ pub struct Join {
 pub struct Joined {
     pub room: Addr<Room>,
     pub nick: String,
+    pub instance: RoomInstance,
 }
 
 impl Handler<Join> for Lobby {
@@ -167,10 +192,11 @@ impl Handler<Join> for Lobby {
         let name = msg.room;
         let conn = msg.conn;
         // Count the member before the room answers, so a leave processed meanwhile cannot
-        // close the room under the joiner.
+        // close the room under the joiner. A member renaming itself is counted already; a
+        // refusal then must not release the seat it keeps.
         let room = self.open(&name);
-        room.members.insert(conn);
-        let addr = room.addr.clone();
+        let newcomer = room.members.insert(conn);
+        let (addr, instance) = (room.addr.clone(), room.instance);
         let request = room::Join {
             conn,
             nick: msg.nick,
@@ -180,20 +206,27 @@ impl Handler<Join> for Lobby {
             since: msg.since,
             frames: msg.frames,
         };
-        Box::pin(addr.send(request).into_actor(self).map(move |answer, lobby, _| match answer {
+        let answer = addr.send(request).timeout(crate::config::ROOM_JOIN_TIMEOUT);
+        Box::pin(answer.into_actor(self).map(move |answer, lobby, ctx| match answer {
             Ok(Ok(admitted)) => {
                 if let Some(old) = admitted.replaced {
-                    lobby.release(&name, old);
+                    lobby.release(&name, old, ctx);
                 }
-                Ok(Joined { room: addr, nick: admitted.nick })
+                Ok(Joined { room: addr, nick: admitted.nick, instance: admitted.instance })
             }
             Ok(Err(rejection)) => {
-                lobby.release(&name, conn);
+                if newcomer {
+                    lobby.release(&name, conn, ctx);
+                }
                 Err(rejection)
             }
             Err(error) => {
-                tracing::warn!(%error, room = %name, "room did not answer a join");
-                lobby.release(&name, conn);
+                tracing::warn!(%error, room = %name, instance, "room did not answer a join");
+                if newcomer {
+                    // Should the room admit it after all, it leaves right after.
+                    addr.do_send(room::Leave { conn });
+                    lobby.release(&name, conn, ctx);
+                }
                 Err(Rejection::new(
                     ErrorCode::Unavailable,
                     "That room is not available; try again.",
@@ -214,12 +247,12 @@ pub struct Leave {
 impl Handler<Leave> for Lobby {
     type Result = ();
 
-    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
         tracing::debug!(conn = msg.conn, room = %msg.room, "leave");
         if let Some(room) = self.rooms.get(&msg.room) {
             room.addr.do_send(room::Leave { conn: msg.conn });
         }
-        self.release(&msg.room, msg.conn);
+        self.release(&msg.room, msg.conn, ctx);
     }
 }
 
@@ -229,13 +262,16 @@ impl Handler<Leave> for Lobby {
 pub struct Evicted {
     pub room: String,
     pub conn: ConnId,
+    pub instance: RoomInstance,
 }
 
 impl Handler<Evicted> for Lobby {
     type Result = ();
 
-    fn handle(&mut self, msg: Evicted, _: &mut Self::Context) {
-        self.release(&msg.room, msg.conn);
+    fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
+        if self.rooms.get(&msg.room).is_some_and(|room| room.instance == msg.instance) {
+            self.release(&msg.room, msg.conn, ctx);
+        }
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Sends recognised as repeats of a stored or pending client id.
     pub duplicates: Counter,
+    /// `typing` notices not relayed because the member sent one less than 2 s before.
+    pub typing_dropped: Counter,
 }
 
 impl Metrics {
@@ -93,6 +95,11 @@ impl Metrics {
             "duplicate_sends",
             "Sends recognised as repeats of a client id",
             self.duplicates.clone(),
+        );
+        registry.register(
+            "typing_dropped",
+            "Typing notices not relayed: sent again within 2 s",
+            self.typing_dropped.clone(),
         );
         registry.register(
             "flood_disconnects",

@@ -1,9 +1,9 @@
-//! Admission policy as plain functions and small types: which origins may open a WebSocket,
-//! how many connections one address and the whole server may hold, and when a client that
-//! keeps hitting the rate limit is flooding.
+//! Admission policy as plain functions and small types: which origins and host names may open
+//! a WebSocket, how many connections one address and the whole server may hold, and when a
+//! client that keeps hitting the rate limit is flooding.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,40 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
+/// Whether a request naming `host` (its `Host` header) may be served by a server bound to
+/// `bound`. A server bound to a loopback address serves only loopback names (`localhost`,
+/// `127.x.x.x`, `[::1]`) and the names in `allowed`: otherwise a page on any site could point
+/// its own name at 127.0.0.1 (DNS rebinding) and then pass the origin check, since its
+/// `Origin` would name the very host it asked for. A server bound elsewhere is reached through
+/// names nobody can list in advance; the origin check guards it.
+pub fn host_allowed(host: Option<&str>, bound: IpAddr, allowed: &[String]) -> bool {
+    if !bound.is_loopback() {
+        return true;
+    }
+    let Some(host) = host else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback || allowed.iter().any(|entry| entry.eq_ignore_ascii_case(name))
+}
+
+/// The address connection limits count under: an IPv4 address, or an IPv6 address's /64
+/// network, since one host or subscriber commonly holds a whole /64 and could otherwise open
+/// connections from as many addresses as it likes. IPv4 addresses mapped into IPv6 count as
+/// IPv4.
+pub fn limit_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// Why an upgrade was refused before it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -28,6 +62,9 @@ pub enum Refusal {
     ServerFull,
     /// This address holds its maximum number of connections (HTTP 429).
     TooManyFromAddress,
+    /// The connection has no peer address to count it under (HTTP 400); the server listens on
+    /// TCP only, so this should not happen.
+    NoPeerAddress,
 }
 
 impl Refusal {
@@ -35,6 +72,7 @@ impl Refusal {
         match self {
             Refusal::ServerFull => "server_full",
             Refusal::TooManyFromAddress => "per_address_limit",
+            Refusal::NoPeerAddress => "no_peer_address",
         }
     }
 }
@@ -58,9 +96,10 @@ impl ConnectionLimits {
         })
     }
 
-    /// Takes a place for a connection from `address`; the place is given back when the
-    /// returned [`Permit`] is dropped.
+    /// Takes a place for a connection from `address` (counted under its [`limit_key`]); the
+    /// place is given back when the returned [`Permit`] is dropped.
     pub fn acquire(self: &Arc<Self>, address: IpAddr) -> Result<Permit, Refusal> {
+        let address = limit_key(address);
         let mut per_address = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(Refusal::ServerFull);
@@ -161,6 +200,44 @@ mod tests {
         drop(first);
         assert_eq!(limits.open(), 2);
         assert!(limits.acquire(a).is_ok(), "a place came back");
+    }
+
+    /// IPv6 addresses count per /64; IPv4 (mapped or not) per address.
+    #[test]
+    fn ipv6_counts_per_64() {
+        let limits = ConnectionLimits::new(10, 2);
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let _a = limits.acquire(ip("2001:db8:1:2::1")).expect("first of the /64");
+        let _b = limits.acquire(ip("2001:db8:1:2:ffff::9")).expect("second of the /64");
+        assert_eq!(
+            limits.acquire(ip("2001:db8:1:2:abcd::1")).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        assert!(limits.acquire(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        let _c = limits.acquire(ip("10.0.0.1")).expect("v4");
+        let _d = limits.acquire(ip("::ffff:10.0.0.1")).expect("the same v4, mapped");
+        assert_eq!(limits.acquire(ip("10.0.0.1")).err(), Some(Refusal::TooManyFromAddress));
+        assert_eq!(limit_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    /// Bound to loopback, only loopback host names (and listed ones) are served; bound
+    /// elsewhere, any.
+    #[test]
+    fn hosts_of_a_loopback_server() {
+        let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+        let listed = vec!["chat.internal".to_owned()];
+        for host in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.2"] {
+            assert!(host_allowed(Some(host), loopback, &[]), "{host}");
+        }
+        for host in
+            ["evil.example:8080", "evil.example", "127.0.0.1.evil.example", "[2001:db8::1]:80"]
+        {
+            assert!(!host_allowed(Some(host), loopback, &[]), "{host}");
+        }
+        assert!(!host_allowed(None, loopback, &[]), "no Host at all");
+        assert!(host_allowed(Some("chat.internal:8080"), loopback, &listed));
+        let public: IpAddr = "0.0.0.0".parse().expect("ip");
+        assert!(host_allowed(Some("chat.example.com"), public, &[]));
     }
 
     /// Refusals inside one window add up to flooding; a new window starts afresh.

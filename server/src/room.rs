@@ -4,24 +4,44 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use protocol::{ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, rules};
 
 use crate::ConnId;
 use crate::backlog::{BacklogLimit, FrameSender};
-use crate::history::{MessageIds, RoomHistory};
+use crate::history::{MessageIds, PageLimit, RoomHistory};
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
 use crate::session::{GoingAway, Replaced, Session, TooSlow};
-use crate::store::{Append, Store, StoreOptions, Stored, Written};
+use crate::store::{Append, Store, StoreError, StoreOptions, Stored, Written};
+
+/// Tells apart the successive instances of a room (a room closes when its last member leaves
+/// and opens again on the next join): unique for the life of the process. Everything a room
+/// tells sessions, the lobby and the store carries it, so that news from an instance that has
+/// since closed (or that a session has since left) is recognised as stale.
+pub type RoomInstance = u64;
+
+/// Resolves once an earlier instance of the same room has handled its last message.
+pub type PreviousClosed = Shared<BoxFuture<'static, ()>>;
 
 /// A chat room and its members.
 pub struct Room {
     name: String,
+    instance: RoomInstance,
+    /// The earlier instance of this room, still closing when this one was opened: the history
+    /// is loaded only after it stopped, so that its last messages are in the store by then.
+    previous: Option<PreviousClosed>,
+    /// Whether the history was loaded; until then (and for good if loading failed) joins are
+    /// refused with `unavailable`, since an empty history would tell resuming clients that
+    /// nothing was said and forget which client ids were stored.
+    loaded: bool,
     members: HashMap<ConnId, Member>,
     /// The durable messages (empty until the store has answered the load).
     history: RoomHistory,
@@ -32,10 +52,14 @@ pub struct Room {
     retention: StoreOptions,
     /// Messages a newcomer without `since` gets.
     recent: usize,
+    /// The most bytes of messages one welcome or history page carries.
+    page_bytes: usize,
     lobby: Addr<Lobby>,
     metrics: Arc<Metrics>,
     /// What may wait for one member before it is dropped as not reading.
     limit: BacklogLimit,
+    /// Least time between two renames of one member.
+    rename_interval: Duration,
 }
 
 /// A message waiting to become durable.
@@ -48,12 +72,15 @@ struct Pending {
 
 struct Member {
     nick: String,
-    /// `nick` as compared for uniqueness (see [`rules::nick_key`]).
+    /// `nick` as compared for uniqueness (see [`crate::names::nick_key`]).
     key: String,
     client: Option<String>,
     session: Addr<Session>,
     /// The session's frame queue.
     frames: FrameSender,
+    /// When the room last relayed this member's `typing`, and when it last renamed.
+    typed: Option<Instant>,
+    renamed: Option<Instant>,
 }
 
 /// What a room needs besides its name; the same for every room.
@@ -63,16 +90,37 @@ pub struct RoomContext {
     pub store: Store,
     pub retention: StoreOptions,
     pub recent: usize,
+    pub page_bytes: usize,
     pub lobby: Addr<Lobby>,
     pub metrics: Arc<Metrics>,
     pub limit: BacklogLimit,
+    pub rename_interval: Duration,
 }
 
 impl Room {
-    pub fn new(name: String, context: RoomContext) -> Self {
-        let RoomContext { ids, store, retention, recent, lobby, metrics, limit } = context;
+    pub fn new(
+        name: String,
+        instance: RoomInstance,
+        previous: Option<PreviousClosed>,
+        context: RoomContext,
+    ) -> Self {
+        let RoomContext {
+            ids,
+            store,
+            retention,
+            recent,
+            page_bytes,
+            lobby,
+            metrics,
+            limit,
+            rename_interval,
+        } = context;
         Room {
             name,
+            instance,
+            previous,
+            loaded: false,
+            rename_interval,
             members: HashMap::new(),
             history: RoomHistory::new(Default::default(), retention.retain_messages),
             pending: VecDeque::new(),
@@ -80,6 +128,7 @@ impl Room {
             store,
             retention,
             recent,
+            page_bytes,
             lobby,
             metrics,
             limit,
@@ -149,8 +198,12 @@ impl Room {
         let Some(member) = self.members.remove(&conn) else { return };
         tracing::warn!(conn, room = %self.name, nick = %member.nick, "dropping a client that is not reading");
         self.metrics.slow_reader_disconnects.inc();
-        member.session.do_send(TooSlow);
-        self.lobby.do_send(lobby::Evicted { room: self.name.clone(), conn });
+        member.session.do_send(TooSlow { instance: self.instance });
+        self.lobby.do_send(lobby::Evicted {
+            room: self.name.clone(),
+            conn,
+            instance: self.instance,
+        });
         let ts = now_millis();
         self.announce(ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts }, None);
     }
@@ -165,7 +218,7 @@ impl Room {
         let base = format!("guest-{conn}");
         let mut nick = base.clone();
         let mut suffix = 1;
-        while self.member_with_key(&rules::nick_key(&nick)).is_some() {
+        while self.member_with_key(&crate::names::nick_key(&nick)).is_some() {
             suffix += 1;
             nick = format!("{base}-{suffix}");
         }
@@ -185,16 +238,26 @@ impl Actor for Room {
     /// Loads the room's history before handling anything else (`ctx.wait` holds the mailbox),
     /// so the first welcome already carries it.
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::debug!(room = %self.name, "room opened");
-        let (store, name) = (self.store.clone(), self.name.clone());
-        let load = async move { store.load(name).await }.into_actor(self).map(|loaded, room, _| {
-            match loaded {
-                Ok(loaded) => {
-                    room.history = RoomHistory::new(loaded, room.retention.retain_messages);
-                }
-                Err(error) => {
-                    tracing::error!(%error, room = %room.name, "could not load the room's history");
-                }
+        tracing::debug!(room = %self.name, instance = self.instance, "room opened");
+        let (store, name, previous) = (self.store.clone(), self.name.clone(), self.previous.take());
+        let load = async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            store.load(name).await
+        };
+        // Bounded: joins wait behind the load, and a stuck one must end in refusals.
+        let load = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, load)
+            .map(|loaded| loaded.unwrap_or(Err(StoreError::TimedOut)));
+        let load = load.into_actor(self).map(|loaded, room, _| match loaded {
+            Ok(loaded) => {
+                room.history = RoomHistory::new(loaded, room.retention.retain_messages);
+                room.loaded = true;
+            }
+            Err(error) => {
+                // Joins are refused until the room closes (its last joiner is refused, so it
+                // empties at once) and a later join opens it again, loading afresh.
+                tracing::error!(%error, room = %room.name, "could not load the room's history");
             }
         });
         ctx.wait(load);
@@ -232,19 +295,41 @@ pub struct Admitted {
     pub nick: String,
     /// An older connection of the same client that this join replaced.
     pub replaced: Option<ConnId>,
+    /// The room instance that admitted the session.
+    pub instance: RoomInstance,
 }
 
 impl Handler<Join> for Room {
     type Result = Result<Admitted, Rejection>;
 
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
-        let previous = self.members.get(&msg.conn).map(|member| member.nick.clone());
+        if !self.loaded {
+            return Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("The history of #{} could not be loaded; try again shortly.", self.name),
+            ));
+        }
+        let now = Instant::now();
+        let current = self.members.get(&msg.conn);
+        let previous = current.map(|member| member.nick.clone());
         let nick = match (msg.nick, &previous) {
             (Some(nick), _) => nick,
             (None, Some(current)) => current.clone(),
             (None, None) => self.generated_nick(msg.conn),
         };
-        let key = rules::nick_key(&nick);
+        let key = crate::names::nick_key(&nick);
+        let renaming = current.is_some_and(|member| member.nick != nick);
+        let (mut typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
+        if renaming {
+            let wait = renamed.map_or(Duration::ZERO, |at| {
+                (at + self.rename_interval).saturating_duration_since(now)
+            });
+            if !wait.is_zero() {
+                return Err(Rejection::rename_too_soon(wait));
+            }
+            renamed = Some(now);
+            typed = None;
+        }
 
         let mut replaced = None;
         if let Some((holder, member)) = self.member_with_key(&key) {
@@ -258,7 +343,7 @@ impl Handler<Join> for Room {
             if holder != msg.conn {
                 // The same browser tab reconnected before we noticed its old connection die:
                 // hand the seat to the new connection without announcing a leave and a join.
-                member.session.do_send(Replaced);
+                member.session.do_send(Replaced { instance: self.instance });
                 self.members.remove(&holder);
                 replaced = Some(holder);
             }
@@ -288,13 +373,15 @@ impl Handler<Join> for Room {
                 client: msg.client,
                 session: msg.session,
                 frames: frames.clone(),
+                typed,
+                renamed,
             },
         );
 
         if let Some(cutoff) = self.retention.age_cutoff(now_millis()) {
             self.history.expire(cutoff);
         }
-        let catchup = self.history.catchup(msg.since, self.recent);
+        let catchup = self.history.catchup(msg.since, self.recent, self.page_bytes);
         let welcome = ServerMessage::Welcome {
             room: self.name.clone(),
             nick: nick.clone(),
@@ -303,13 +390,12 @@ impl Handler<Join> for Room {
             rooms: msg.rooms,
             since: catchup.since,
             truncated: catchup.truncated,
+            more: catchup.more,
         };
-        // The welcome goes out even to a session at its limit: it is the answer to its join.
-        let frame = encode(&welcome);
-        self.metrics.frames_out.inc();
-        self.metrics.bytes_out.inc_by(frame.len() as u64);
-        frames.send(frame);
-        Ok(Admitted { nick, replaced })
+        // The welcome counts against the session's bound like any frame: a session with too
+        // much waiting already is dropped as not reading.
+        self.send_to(msg.conn, &welcome);
+        Ok(Admitted { nick, replaced, instance: self.instance })
     }
 }
 
@@ -362,7 +448,7 @@ impl Handler<Post> for Room {
             }
             let same = |pending: &&mut Pending| {
                 pending.stored.client_id.as_ref() == Some(client_id)
-                    && rules::nick_key(&pending.stored.message.from) == member.key
+                    && crate::names::nick_key(&pending.stored.message.from) == member.key
             };
             if let Some(pending) = self.pending.iter_mut().find(same) {
                 self.metrics.duplicates.inc();
@@ -378,7 +464,11 @@ impl Handler<Post> for Room {
             ts: now_millis(),
         };
         let stored = Stored { message, client_id: msg.client_id };
-        let append = Append { stored: stored.clone(), notify: ctx.address().recipient() };
+        let append = Append {
+            stored: stored.clone(),
+            instance: self.instance,
+            notify: ctx.address().recipient(),
+        };
         if let Err(error) = self.store.append(append) {
             tracing::error!(%error, room = %self.name, "cannot store messages");
             let refusal = store_refusal(stored.client_id);
@@ -427,6 +517,47 @@ impl Handler<Written> for Room {
     }
 }
 
+/// A member asks for a page of the room's history.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct History {
+    pub conn: ConnId,
+    pub before: Option<MessageId>,
+    pub after: Option<MessageId>,
+    /// At most this many messages (the room's page size if larger or absent).
+    pub limit: Option<u32>,
+}
+
+impl Handler<History> for Room {
+    type Result = ();
+
+    /// Answers with one page, queued like every frame within the member's bound: a client
+    /// that asks for pages and does not read them is dropped as not reading.
+    fn handle(&mut self, msg: History, _: &mut Self::Context) {
+        if !self.members.contains_key(&msg.conn) {
+            return;
+        }
+        let most = self.retention.retain_messages.max(1);
+        let messages = msg.limit.map_or(self.recent, |limit| limit as usize).clamp(1, most);
+        let limit = PageLimit { messages, bytes: self.page_bytes };
+        let page = match msg.after {
+            Some(after) => self.history.after(after, limit),
+            None => self.history.before(msg.before, limit),
+        };
+        let answer = ServerMessage::History {
+            room: self.name.clone(),
+            messages: page.messages,
+            before: msg.before,
+            after: msg.after,
+            more: page.more,
+        };
+        self.send_to(msg.conn, &answer);
+    }
+}
+
+/// Least time between two `typing` notices of one member that the room relays.
+pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
+
 /// A member is typing; the others are told (nothing is stored).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -437,12 +568,18 @@ pub struct Typing {
 impl Handler<Typing> for Room {
     type Result = ();
 
+    /// Relays at most one notice per member per [`TYPING_INTERVAL`]: the web client sends no
+    /// more, and a client that does would only push messages off everyone's screen.
     fn handle(&mut self, msg: Typing, _: &mut Self::Context) {
-        if let Some(member) = self.members.get(&msg.conn) {
-            let notice =
-                ServerMessage::Typing { room: self.name.clone(), nick: member.nick.clone() };
-            self.announce(notice, Some(msg.conn));
+        let now = Instant::now();
+        let Some(member) = self.members.get_mut(&msg.conn) else { return };
+        if member.typed.is_some_and(|at| now.duration_since(at) < TYPING_INTERVAL) {
+            self.metrics.typing_dropped.inc();
+            return;
         }
+        member.typed = Some(now);
+        let notice = ServerMessage::Typing { room: self.name.clone(), nick: member.nick.clone() };
+        self.announce(notice, Some(msg.conn));
     }
 }
 

@@ -21,7 +21,7 @@ use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::encode;
 use crate::policy::{Permit, Strikes};
-use crate::room::{self, Room};
+use crate::room::{self, Room, RoomInstance};
 
 pub struct Session {
     conn: ConnId,
@@ -52,6 +52,8 @@ struct Membership {
     name: String,
     nick: String,
     room: Addr<Room>,
+    /// The room instance that admitted this session: news from any other is stale.
+    instance: RoomInstance,
 }
 
 impl Session {
@@ -158,19 +160,32 @@ impl Session {
             session: ctx.address(),
             frames: self.frames.clone(),
         };
-        let joined = self.lobby.send(request).into_actor(self).map(move |answer, session, ctx| {
+        // Bounded, so a stuck lobby or room costs a refusal, not a frozen session (its
+        // heartbeat included: `ctx.wait` holds everything else).
+        let request = self.lobby.send(request).timeout(crate::config::JOIN_TIMEOUT);
+        let joined = request.into_actor(self).map(move |answer, session, ctx| {
             session.joining = None;
             let joined = match answer {
                 Ok(Ok(joined)) => joined,
                 Ok(Err(rejection)) => return session.reject(ctx, rejection),
                 Err(error) => {
-                    tracing::error!(conn = session.conn, %error, "lobby did not answer");
+                    tracing::error!(conn = session.conn, %error, room = %room, "join unanswered");
+                    // The join may still complete after we stopped waiting: undo it then,
+                    // unless it was a rename in the room this session is in.
+                    if session.membership.as_ref().is_none_or(|current| current.name != room) {
+                        session.lobby.do_send(lobby::Leave { room, conn: session.conn });
+                    }
                     let message = "The server is not accepting joins right now; try again.";
                     return session.reject(ctx, Rejection::new(ErrorCode::Unavailable, message));
                 }
             };
             tracing::info!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
-            let now = Membership { name: room.clone(), nick: joined.nick, room: joined.room };
+            let now = Membership {
+                name: room.clone(),
+                nick: joined.nick,
+                room: joined.room,
+                instance: joined.instance,
+            };
             let previous = session.membership.replace(now);
             if let Some(previous) = previous
                 && previous.name != room
@@ -198,10 +213,8 @@ impl Session {
         room
     }
 
+    /// Acts on one whole text message (already admitted by the rate limit).
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        if !self.admit(ctx) {
-            return;
-        }
         self.metrics.bytes_in.inc_by(text.len() as u64);
         match inbound::decode(text, &self.config.limits) {
             Err(rejection) => self.reject(ctx, rejection),
@@ -217,6 +230,19 @@ impl Session {
                 }
             }
             Ok(Command::Join { room, nick, since }) => self.join(room, nick, since, ctx),
+            Ok(Command::History { room, before, after, limit }) => {
+                let current = self.membership.as_ref().filter(|m| m.name == room);
+                match current {
+                    Some(membership) => {
+                        let request = room::History { conn: self.conn, before, after, limit };
+                        membership.room.do_send(request);
+                    }
+                    None => {
+                        let message = format!("Join #{room} before asking for its history.");
+                        self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
+                    }
+                }
+            }
             Ok(Command::ListRooms) => {
                 let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(
                     |answer, session, ctx| match answer {
@@ -237,17 +263,12 @@ impl Session {
                 Ok(text) => self.on_text(text, ctx),
                 Err(_) => self.close(ctx, INVALID_PAYLOAD, "text message is not valid UTF-8"),
             },
-            Whole::Binary(_) => {
-                if self.admit(ctx) {
-                    self.reject(ctx, binary_unsupported());
-                }
-            }
+            Whole::Binary(_) => self.reject(ctx, binary_unsupported()),
         }
     }
 }
 
-/// RFC 6455 close code for data that does not match its frame type (text that is not UTF-8).
-const INVALID_PAYLOAD: u16 = 1007;
+use protocol::close::INVALID_PAYLOAD;
 
 fn binary_unsupported() -> Rejection {
     Rejection::new(
@@ -310,13 +331,22 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
         };
         self.heard = Instant::now();
+        // Every frame counts against the rate limit, whatever its kind: fragments and pongs
+        // cost the server as much to read as whole messages.
+        if !matches!(message, ws::Message::Close(_)) && !self.admit(ctx) {
+            if let ws::Message::Continuation(item) = message {
+                // The message this fragment belongs to is lost; skip the rest of it.
+                let limit = self.config.limits.max_message_bytes;
+                if let Err(error) = self.fragments.push(item, limit) {
+                    return self.close(ctx, close::POLICY_VIOLATION, &error.to_string());
+                }
+                self.fragments.drop_current();
+            }
+            return;
+        }
         match message {
             ws::Message::Text(text) => self.on_text(&text, ctx),
-            ws::Message::Binary(_) => {
-                if self.admit(ctx) {
-                    self.reject(ctx, binary_unsupported());
-                }
-            }
+            ws::Message::Binary(_) => self.reject(ctx, binary_unsupported()),
             ws::Message::Continuation(item) => {
                 match self.fragments.push(item, self.config.limits.max_message_bytes) {
                     Ok(Some(whole)) => self.on_whole(whole, ctx),
@@ -327,11 +357,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                     Err(error) => self.close(ctx, close::POLICY_VIOLATION, &error.to_string()),
                 }
             }
-            ws::Message::Ping(payload) => {
-                if self.admit(ctx) {
-                    ctx.pong(&payload);
-                }
-            }
+            ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 tracing::debug!(conn = self.conn, ?reason, "client closed");
@@ -357,17 +383,36 @@ impl StreamHandler<ByteString> for Session {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
+impl Session {
+    /// Whether news from `instance` is about the room this session is in now. A room's
+    /// message can cross the session's move to another room; acting on it then would drop
+    /// the new membership and leave a member there that no connection backs.
+    fn is_current(&self, instance: RoomInstance) -> bool {
+        let current = self.membership.as_ref().is_some_and(|m| m.instance == instance);
+        if !current {
+            tracing::debug!(conn = self.conn, instance, "stale news from a room this session left");
+        }
+        current
+    }
+}
+
 /// A newer connection of the same client took this connection's place in its room.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Replaced;
+pub struct Replaced {
+    /// The room instance whose seat was taken.
+    pub instance: RoomInstance,
+}
 
 impl Handler<Replaced> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: Replaced, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Replaced, ctx: &mut Self::Context) {
+        if !self.is_current(msg.instance) {
+            return;
+        }
         // The room and the lobby have already dropped this connection; forgetting the
-        // membership keeps `stopping` from announcing a departure nobody made.
+        // membership keeps `Drop` from announcing a departure nobody made.
         self.membership = None;
         self.close(ctx, close::REPLACED, "replaced by a newer connection of the same client");
     }
@@ -391,12 +436,18 @@ impl Handler<GoingAway> for Session {
 /// timeout ends the connection.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TooSlow;
+pub struct TooSlow {
+    /// The room instance that dropped the session.
+    pub instance: RoomInstance,
+}
 
 impl Handler<TooSlow> for Session {
     type Result = ();
 
-    fn handle(&mut self, _: TooSlow, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: TooSlow, ctx: &mut Self::Context) {
+        if !self.is_current(msg.instance) {
+            return;
+        }
         self.membership = None;
         self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
     }

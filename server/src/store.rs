@@ -4,8 +4,9 @@
 //! whatever has queued up, writes it in one transaction (one `fsync` for the whole batch),
 //! and only then tells each room which of its messages are durable ([`Written`]). Rooms relay
 //! and acknowledge a message only after that, so a crash never takes back a message anyone
-//! saw. Loading a room's history goes through the same thread, after every append queued
-//! before it, so a room reopened right after closing sees all of its messages.
+//! saw. Loading a room's history goes through the same thread and is answered after every
+//! append queued before it is written (without cutting a batch short), so a room reopened
+//! right after closing sees all of its messages.
 //!
 //! Retention is applied here too: a room keeps its newest `retain_messages` messages (trimmed
 //! in steps, a little over the bound between steps), and messages older than `retain_for` are
@@ -87,11 +88,15 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error("the storage thread has stopped")]
     Stopped,
+    #[error("the store did not answer in time")]
+    TimedOut,
 }
 
 /// A message for the store to write.
 pub struct Append {
     pub stored: Stored,
+    /// The room instance that sent it: the answer goes to that instance alone.
+    pub instance: crate::room::RoomInstance,
     /// Told once the batch holding this message is written (or failed).
     pub notify: Recipient<Written>,
 }
@@ -272,6 +277,7 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut next = first;
+            let mut loads = Vec::new();
             while let Some(command) = next.take().or_else(|| queue.try_recv().ok()) {
                 match command {
                     Command::Append(append) => {
@@ -280,14 +286,15 @@ impl Writer {
                             self.flush(&mut batch);
                         }
                     }
-                    Command::Load { room, reply } => {
-                        self.flush(&mut batch);
-                        // The room may have stopped waiting; nothing to do then.
-                        let _ = reply.send(self.load(&room));
-                    }
+                    // Answered once the batch holding every earlier append is written.
+                    Command::Load { room, reply } => loads.push((room, reply)),
                 }
             }
             self.flush(&mut batch);
+            for (room, reply) in loads {
+                // The room may have stopped waiting; nothing to do then.
+                let _ = reply.send(self.load(&room));
+            }
             if swept.elapsed() >= sweep_every {
                 swept = Instant::now();
                 if let Err(error) = self.sweep_by_age() {
@@ -305,11 +312,12 @@ impl Writer {
         }
         let outcome = self.write(batch);
         self.metrics.store_batches.inc();
-        // Per room: the notify address and its highest id (or its ids, on failure).
-        let mut rooms: HashMap<&str, (&Recipient<Written>, Vec<MessageId>)> = HashMap::new();
+        // Per room instance: the notify address and its highest id (or its ids, on failure).
+        let mut rooms: HashMap<crate::room::RoomInstance, (&Recipient<Written>, Vec<MessageId>)> =
+            HashMap::new();
         for append in batch.iter() {
             rooms
-                .entry(append.stored.message.room.as_str())
+                .entry(append.instance)
                 .or_insert_with(|| (&append.notify, Vec::new()))
                 .1
                 .push(append.stored.message.id);

@@ -6,13 +6,14 @@ use protocol::rules::{self, MAX_NICK_CHARS, MAX_ROOM_CHARS, MAX_TEXT_CHARS};
 use protocol::{ChatMessage, ClientMessage, ErrorCode, RoomInfo, ServerMessage};
 use server::config::Limits;
 use server::inbound::{Command, decode};
+use server::names;
 
 /// Strings that look like our JSON more often than random text does.
 fn jsonish() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
-        ("(send|join|list_rooms|typing|x)", any::<String>(), any::<String>())
+        ("(send|join|list_rooms|typing|history|x)", any::<String>(), any::<String>())
             .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
     ]
 }
@@ -29,6 +30,18 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(room, nick, since)| ClientMessage::Join { room, nick, since }),
         Just(ClientMessage::ListRooms),
         Just(ClientMessage::Typing),
+        (
+            any::<String>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(room, before, after, limit)| ClientMessage::History {
+                room,
+                before,
+                after,
+                limit
+            }),
     ]
 }
 
@@ -49,7 +62,17 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 history,
                 since: None,
                 truncated: false,
+                more: false,
             }),
+        (any::<String>(), proptest::collection::vec(chat_message(), 0..3), any::<bool>()).prop_map(
+            |(room, messages, more)| ServerMessage::History {
+                room,
+                messages,
+                before: Some(3),
+                after: None,
+                more,
+            }
+        ),
         (any::<String>(), any::<u64>()).prop_map(|(client_id, id)| ServerMessage::Ack {
             client_id,
             id,
@@ -90,8 +113,12 @@ proptest! {
             Ok(Command::Join { room, nick, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
                 if let Some(nick) = nick {
-                    prop_assert_eq!(rules::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
+                    prop_assert_eq!(names::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
                 }
+            }
+            Ok(Command::History { room, before, after, .. }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                prop_assert!(before.is_none() || after.is_none());
             }
             Ok(Command::ListRooms | Command::Typing) => {}
             Err(rejection) => prop_assert!(!rejection.message.is_empty()),
@@ -119,8 +146,17 @@ proptest! {
             }
             (ClientMessage::Join { room, nick, .. }, Err(e)) => {
                 let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
-                let nick_error = nick.and_then(|n| rules::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
+                let nick_error = nick.and_then(|n| names::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
                 prop_assert_eq!(Some(e.code), room_error.or(nick_error));
+            }
+            (ClientMessage::History { room, before, after, limit }, Ok(Command::History { room: got, before: b, after: a, limit: l })) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+                prop_assert_eq!((before, after, limit), (b, a, l));
+            }
+            (ClientMessage::History { room, before, after, .. }, Err(e)) => {
+                let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
+                let both = (before.is_some() && after.is_some()).then_some(ErrorCode::InvalidMessage);
+                prop_assert_eq!(Some(e.code), room_error.or(both));
             }
             (ClientMessage::ListRooms, Ok(Command::ListRooms)) | (ClientMessage::Typing, Ok(Command::Typing)) => {}
             (sent, got) => prop_assert!(false, "{:?} decoded as {:?}", sent, got),
@@ -138,10 +174,11 @@ proptest! {
     /// The naming rules accept only what they promise: trimmed, bounded, clean names.
     #[test]
     fn naming_rules_hold_their_promises(input in any::<String>()) {
-        if let Ok(nick) = rules::check_nick(&input, MAX_NICK_CHARS) {
+        if let Ok(nick) = names::check_nick(&input, MAX_NICK_CHARS) {
             prop_assert_eq!(nick.trim(), nick.as_str());
             prop_assert!(!nick.is_empty() && nick.chars().count() <= MAX_NICK_CHARS);
             prop_assert!(!nick.chars().any(char::is_control));
+            prop_assert!(!names::nick_key(&nick).trim().is_empty(), "something visible");
         }
         if let Ok(room) = rules::check_room(&input, MAX_ROOM_CHARS) {
             prop_assert!(!room.is_empty() && room.len() <= MAX_ROOM_CHARS);
@@ -149,7 +186,10 @@ proptest! {
         }
         match rules::check_text(&input, MAX_TEXT_CHARS) {
             Ok(()) => prop_assert!(!input.trim().is_empty()),
-            Err(e) => prop_assert!(matches!(e.code, ErrorCode::EmptyText | ErrorCode::TextTooLong)),
+            Err(e) => prop_assert!(matches!(
+                e.code,
+                ErrorCode::EmptyText | ErrorCode::TextTooLong | ErrorCode::InvalidMessage
+            )),
         }
     }
 }

@@ -140,6 +140,31 @@ async fn nick_collision_is_refused() {
     assert_eq!(elsewhere.nick, "alice", "nicks are unique per room only");
 }
 
+/// Look-alikes of a nick in the room are the same nick: full width, a Cyrillic letter and a
+/// styled letter get `nick_taken`; invisible and direction-changing characters get
+/// `invalid_nick`, in the connect URL and in a `join` alike.
+#[tokio::test]
+async fn look_alike_nicks_are_refused() {
+    let server = TestServer::start();
+    let (_alice, _) = server.join("spoof", "alice").await;
+    let join = |nick: &str| {
+        let frame = serde_json::json!({"type": "join", "room": "spoof", "nick": nick});
+        frame.to_string()
+    };
+    let mut spoofer = Client::connect(&server.url("room=lobby&nick=mallory")).await;
+    spoofer.welcome().await;
+    for taken in ["ａｌｉｃｅ", "\u{430}lice", "ali\u{1D41C}e"] {
+        spoofer.send_text(&join(taken)).await;
+        assert_eq!(spoofer.error().await, ErrorCode::NickTaken, "{taken:?}");
+    }
+    for invalid in ["alice\u{200B}", "\u{202E}ecila", "\u{3164}"] {
+        spoofer.send_text(&join(invalid)).await;
+        assert_eq!(spoofer.error().await, ErrorCode::InvalidNick, "{invalid:?}");
+    }
+    let mut direct = Client::connect(&server.url("room=spoof&nick=%D0%B0lice")).await;
+    assert_eq!(direct.error().await, ErrorCode::NickTaken, "Cyrillic а in the connect URL");
+}
+
 /// A client that gives no nick gets a generated one, unique in the room.
 #[tokio::test]
 async fn missing_nick_is_generated() {

@@ -102,7 +102,7 @@ async fn reconnect_with_since_gets_exactly_the_missed_messages() {
     }
     let mut bob = Client::connect(&server.url(&format!("room=resume&nick=bob&since={seen}"))).await;
     let welcome = bob.welcome().await;
-    assert_eq!((welcome.since, welcome.truncated), (Some(seen), false));
+    assert_eq!((welcome.since, welcome.truncated, welcome.more), (Some(seen), false, false));
     let texts: Vec<&str> = welcome.history.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["missed 1", "missed 2", "missed 3"]);
     alice.say("live").await;
@@ -157,4 +157,77 @@ async fn refusals_name_the_client_id() {
     }
     alice.send_text(r#"{"type":"send","text":"hi","client_id":"bad id!"}"#).await;
     assert_eq!(alice.error().await, ErrorCode::InvalidMessage);
+}
+
+/// The welcome is bounded like every frame: a client resuming far behind gets one page no
+/// larger than a quarter of `--max-queued-bytes`, told that more follow, and pages through
+/// the rest with `history` `after`: every message once, in order, every page within the bound.
+/// Older pages come with `before`, down to the beginning of the room.
+#[tokio::test]
+async fn catchup_comes_in_bounded_pages() {
+    const QUEUED: usize = 64 * 1024;
+    let mut settings = config();
+    settings.abuse.max_queued_bytes = QUEUED;
+    let server = TestServer::with_config(settings);
+    let (mut alice, _) = server.join("pages", "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        alice.say(&format!("{i:04} {}", "x".repeat(3_000))).await;
+        ids.push(alice.message().await.id);
+    }
+
+    let mut bob =
+        Client::connect(&server.url(&format!("room=pages&nick=bob&since={}", ids[0]))).await;
+    let frame = bob.recv_text().await;
+    assert!(frame.len() <= QUEUED / 4, "a welcome of {} bytes", frame.len());
+    let ServerMessage::Welcome { mut history, more, since, .. } =
+        serde_json::from_str(&frame).expect("a welcome")
+    else {
+        panic!("expected a welcome, got {frame}")
+    };
+    assert!(more && !history.is_empty(), "one page of {} and more to come", history.len());
+    assert_eq!(since, Some(ids[0]));
+    let mut pages = 0;
+    loop {
+        let after = history.last().map_or(ids[0], |m| m.id);
+        bob.send_text(&format!(r#"{{"type":"history","room":"pages","after":{after}}}"#)).await;
+        let frame = bob.recv_text().await;
+        assert!(frame.len() <= QUEUED / 4, "a page of {} bytes", frame.len());
+        let ServerMessage::History { messages, more, after: echoed, .. } =
+            serde_json::from_str(&frame).expect("a history page")
+        else {
+            panic!("expected a history page, got {frame}")
+        };
+        assert_eq!(echoed, Some(after));
+        history.extend(messages);
+        pages += 1;
+        if !more {
+            break;
+        }
+    }
+    let got: Vec<u64> = history.iter().map(|m| m.id).collect();
+    assert_eq!(got, ids[1..], "every missed message once, in order ({pages} more pages)");
+
+    // Backwards from the newest: the same messages, then the beginning of the room.
+    let mut older: Vec<u64> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let bound = before.map_or(String::new(), |id| format!(r#","before":{id}"#));
+        bob.send_text(&format!(r#"{{"type":"history","room":"pages","limit":7{bound}}}"#)).await;
+        let ServerMessage::History { messages, more, .. } = bob.recv().await else {
+            panic!("expected a history page")
+        };
+        assert!(messages.len() <= 7, "the limit is honoured");
+        before = messages.first().map(|m| m.id);
+        older.splice(0..0, messages.iter().map(|m| m.id));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(older, ids, "back to the first message");
+
+    bob.send_text(r#"{"type":"history","room":"elsewhere"}"#).await;
+    assert_eq!(bob.error().await, ErrorCode::NotJoined);
+    bob.send_text(r#"{"type":"history","room":"pages","before":5,"after":3}"#).await;
+    assert_eq!(bob.error().await, ErrorCode::InvalidMessage);
 }

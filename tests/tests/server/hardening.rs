@@ -3,7 +3,7 @@
 
 use protocol::{ErrorCode, ServerMessage, close};
 
-use crate::util::{Client, TestServer, config, http_get};
+use crate::util::{Client, TestServer, config, http_get, http_get_host};
 
 /// Default limits (10 frames/s, burst 20), for the tests of the limits themselves.
 fn limited() -> server::Config {
@@ -24,10 +24,10 @@ async fn rate_limit_refuses_excess_with_a_retry_hint() {
     for i in 0..40 {
         eager.say(&format!("m{i}")).await;
     }
-    let (mut accepted, mut refused) = (0, 0);
-    while accepted + refused < 40 {
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    while accepted.len() + refused < 40 {
         match eager.recv().await {
-            ServerMessage::Message(_) => accepted += 1,
+            ServerMessage::Message(message) => accepted.push(message.text),
             ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
                 let wait = retry_after_ms.expect("a retry hint");
                 assert!((1..=100).contains(&wait), "about one token's time: {wait} ms");
@@ -36,15 +36,21 @@ async fn rate_limit_refuses_excess_with_a_retry_hint() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(accepted >= 20 && refused >= 1, "accepted {accepted}, refused {refused}");
-    let mut seen = Vec::new();
-    for _ in 0..accepted {
-        seen.push(observer.message().await.text);
-    }
-    assert_eq!(seen.first().map(String::as_str), Some("m0"), "the burst arrives first, in order");
-    assert_eq!(seen.len(), accepted, "the others see exactly the accepted messages");
+    assert!(accepted.len() >= 20 && refused >= 1, "accepted {accepted:?}, refused {refused}");
+    let burst: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(accepted[..20], burst, "the burst passes whole, in order");
+    // The others see exactly the accepted messages, in the same order, and nothing else:
+    // their own next message comes right after.
     observer.say("unaffected").await;
-    assert_eq!(observer.message().await.text, "unaffected");
+    let mut seen = Vec::new();
+    loop {
+        let text = observer.message().await.text;
+        if text == "unaffected" {
+            break;
+        }
+        seen.push(text);
+    }
+    assert_eq!(seen, accepted, "the others see exactly the accepted messages");
 }
 
 /// A client that keeps going after being refused is closed with 1008; the room carries on.
@@ -71,6 +77,34 @@ async fn flooding_closes_with_1008() {
     }
 }
 
+/// Every frame counts against the rate limit, whatever its kind: a flood of pongs, or of
+/// fragments of a message that never ends, is cut off with 1008 like a flood of messages.
+#[tokio::test]
+async fn pongs_and_fragments_count_against_the_rate_limit() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::with_config(limited());
+    let (mut ponger, _) = server.join("frames", "ponger").await;
+    for _ in 0..200 {
+        if !ponger.try_send_raw(Message::Pong(Vec::new().into())).await {
+            break;
+        }
+    }
+    assert_eq!(ponger.close_code().await, close::POLICY_VIOLATION, "pongs");
+
+    let (mut fragments, _) = server.join("frames", "fragments").await;
+    let first = Frame::message(b"{".to_vec(), OpCode::Data(Data::Text), false);
+    fragments.send_raw(Message::Frame(first)).await;
+    for _ in 0..200 {
+        let more = Frame::message(b" ".to_vec(), OpCode::Data(Data::Continue), false);
+        if !fragments.try_send_raw(Message::Frame(more)).await {
+            break;
+        }
+    }
+    assert_eq!(fragments.close_code().await, close::POLICY_VIOLATION, "fragments");
+}
+
 /// Pages from other sites cannot open a WebSocket (403); the server's own origin, the
 /// configured development origin and non-browser clients can. Refusals are counted.
 #[tokio::test]
@@ -86,6 +120,26 @@ async fn foreign_origins_are_refused() {
     assert!(Client::try_connect(&url, None).await.is_ok(), "no Origin: not a browser");
     let metrics = http_get(&server, "/metrics").await;
     assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="origin"} 1"#), "{metrics}");
+}
+
+/// A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) names its own host
+/// in both `Host` and `Origin`, so the origin check alone lets it in: a server bound to
+/// loopback refuses host names that are not loopback (403), and hides `/metrics` from them.
+#[tokio::test]
+async fn rebound_host_names_are_refused() {
+    let server = TestServer::start();
+    let url = server.url("room=rebind&nick=a");
+    let port = server.addr.port();
+    let evil_host = format!("rebind.example:{port}");
+    let evil_origin = format!("http://rebind.example:{port}");
+    let attempt = [("Host", evil_host.as_str()), ("Origin", evil_origin.as_str())];
+    assert_eq!(Client::try_connect_with(&url, &attempt).await.err(), Some(403));
+    let own = [("Host", "localhost"), ("Origin", "http://localhost")];
+    assert!(Client::try_connect_with(&url, &own).await.is_ok(), "localhost is loopback");
+    let metrics = http_get_host(&server, "/metrics", &evil_host).await;
+    assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="host"} 1"#), "{metrics}");
 }
 
 /// Connections are capped per address (429) and in total (503); a closed connection frees

@@ -6,5 +6,6 @@ mod chat;
 mod delivery;
 mod hardening;
 mod lifecycle;
+mod races;
 mod util;
 mod validation;

@@ -95,6 +95,7 @@ pub struct Welcome {
     pub rooms: Vec<protocol::RoomInfo>,
     pub since: Option<protocol::MessageId>,
     pub truncated: bool,
+    pub more: bool,
 }
 
 /// A WebSocket client speaking the chat protocol.
@@ -105,10 +106,20 @@ pub struct Client {
 impl Client {
     /// Connects with an `Origin` header (or none); `Err` holds the HTTP status of a refusal.
     pub async fn try_connect(url: &str, origin: Option<&str>) -> Result<Self, u16> {
+        let headers: Vec<(&str, &str)> =
+            origin.map(|origin| ("Origin", origin)).into_iter().collect();
+        Self::try_connect_with(url, &headers).await
+    }
+
+    /// Connects with these request headers (e.g. `Origin`, or a `Host` other than the URL's);
+    /// `Err` holds the HTTP status of a refusal.
+    pub async fn try_connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderName;
         let mut request = url.into_client_request().expect("valid URL");
-        if let Some(origin) = origin {
-            request.headers_mut().insert("Origin", origin.parse().expect("header value"));
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            request.headers_mut().insert(name, value.parse().expect("header value"));
         }
         let attempt = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
             .await
@@ -134,6 +145,11 @@ impl Client {
         self.ws.send(message).await.expect("frame sent");
     }
 
+    /// Sends a frame if the connection still takes it (the server may be closing it).
+    pub async fn try_send_raw(&mut self, message: Message) -> bool {
+        self.ws.send(message).await.is_ok()
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.send_raw(Message::text(text)).await;
     }
@@ -146,6 +162,13 @@ impl Client {
 
     /// The next server message; fails on anything that is not one, or after the deadline.
     pub async fn recv(&mut self) -> ServerMessage {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("server sent {text:?}, not a message: {e}"))
+    }
+
+    /// The next text frame as sent (pings and pongs skipped), e.g. to measure its size.
+    pub async fn recv_text(&mut self) -> String {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let frame = timeout_at(deadline, self.ws.next())
@@ -154,10 +177,7 @@ impl Client {
                 .expect("connection still open")
                 .expect("valid frame");
             match frame {
-                Message::Text(text) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("server sent {text:?}, not a message: {e}"));
-                }
+                Message::Text(text) => return text.as_str().to_owned(),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -178,9 +198,16 @@ impl Client {
 
     pub async fn welcome(&mut self) -> Welcome {
         match self.recv().await {
-            ServerMessage::Welcome { room, nick, members, history, rooms, since, truncated } => {
-                Welcome { room, nick, members, history, rooms, since, truncated }
-            }
+            ServerMessage::Welcome {
+                room,
+                nick,
+                members,
+                history,
+                rooms,
+                since,
+                truncated,
+                more,
+            } => Welcome { room, nick, members, history, rooms, since, truncated, more },
             other => panic!("expected a welcome, got {other:?}"),
         }
     }
@@ -284,9 +311,14 @@ impl Client {
 
 /// A plain `GET` over HTTP/1.1; returns the whole response (status line, headers, body).
 pub async fn http_get(server: &TestServer, path: &str) -> String {
+    http_get_host(server, path, "localhost").await
+}
+
+/// A plain `GET` naming `host` in its `Host` header.
+pub async fn http_get_host(server: &TestServer, path: &str, host: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("request sent");
     let mut response = Vec::new();
     tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))

@@ -1,0 +1,94 @@
+//! When two nicks are the same nick: the server's uniqueness rule, stricter than the
+//! protocol's syntax rules (plain functions, no actors).
+//!
+//! People read nicks, so nicks that look alike must count as one: `alice`, `ALICE`,
+//! full-width `ａｌｉｃｅ`, `аlice` with a Cyrillic `а`, or `alice` with an invisible character
+//! inside. Nicks are compared on a key built the way Unicode TR39 detects confusable strings:
+//! compatibility normalisation (NFKC: widths, ligatures, styled letters), lower case, then the
+//! TR39 *skeleton* (default-ignorable characters removed, each character mapped to its
+//! confusable prototype). `unicode-normalization` and `unicode-security` (both unicode-rs, the
+//! tables of the Unicode Consortium) do the work; nothing here is a hand-made table.
+//!
+//! Format characters (general category Cf: zero-width spaces, bidirectional overrides and
+//! isolates, tags) are refused outright: they are invisible, and the bidi controls reorder what
+//! follows them on screen. The zero-width joiner alone is allowed, since emoji sequences need
+//! it. A nick whose key is empty (made only of invisible characters) is refused too.
+
+use protocol::ErrorCode;
+use protocol::rules::{self, RuleError};
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+/// The zero-width joiner, which emoji sequences need.
+const ZERO_WIDTH_JOINER: char = '\u{200D}';
+
+/// The key under which nicks are compared for uniqueness: equal for nicks that differ only by
+/// case, width or compatibility forms, invisible characters, or confusable letters.
+pub fn nick_key(nick: &str) -> String {
+    let folded: String = nick.nfkc().flat_map(char::to_lowercase).collect();
+    unicode_security::skeleton(&folded).flat_map(char::to_lowercase).collect()
+}
+
+/// A nick as the server accepts it: the protocol's rules ([`rules::check_nick`]), no format
+/// characters but the zero-width joiner, and something visible. Returns the trimmed nick.
+pub fn check_nick(nick: &str, max_chars: usize) -> Result<String, RuleError> {
+    let nick = rules::check_nick(nick, max_chars)?;
+    let invalid =
+        |message: &str| RuleError { code: ErrorCode::InvalidNick, message: message.into() };
+    if nick
+        .chars()
+        .any(|c| c != ZERO_WIDTH_JOINER && c.general_category() == GeneralCategory::Format)
+    {
+        return Err(invalid(
+            "A nickname cannot contain invisible formatting or text-direction characters.",
+        ));
+    }
+    if nick_key(&nick).chars().all(char::is_whitespace) {
+        return Err(invalid("A nickname needs at least one visible character."));
+    }
+    Ok(nick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(nick: &str) -> Option<ErrorCode> {
+        check_nick(nick, 32).err().map(|error| error.code)
+    }
+
+    /// Look-alikes of `alice` share its key: case, full width, a Cyrillic а, a combining
+    /// grapheme joiner, styled mathematical letters.
+    #[test]
+    fn look_alikes_share_a_key() {
+        let alice = nick_key("alice");
+        for spoof in ["Alice", "ALICE", "ａｌｉｃｅ", "\u{430}lice", "al\u{34F}ice", "𝐚𝐥𝐢𝐜𝐞"]
+        {
+            assert_eq!(nick_key(spoof), alice, "{spoof:?}");
+        }
+        for other in ["alicia", "bob", "alice2", "élice"] {
+            assert_ne!(nick_key(other), alice, "{other:?}");
+        }
+    }
+
+    /// Zero-width and direction-changing characters are refused, the joiner of emoji
+    /// sequences is not.
+    #[test]
+    fn format_characters_are_refused() {
+        for bad in ["alice\u{200B}", "\u{202E}ecila", "a\u{2066}b\u{2069}", "\u{FEFF}x", "x\u{AD}y"]
+        {
+            assert_eq!(code(bad), Some(ErrorCode::InvalidNick), "{bad:?}");
+        }
+        assert_eq!(check_nick("dev 👩\u{200D}💻", 32), Ok("dev 👩\u{200D}💻".to_owned()));
+        assert_eq!(check_nick("Zoë", 32), Ok("Zoë".to_owned()));
+    }
+
+    /// A nick made only of invisible characters is refused; the protocol's rules still apply.
+    #[test]
+    fn invisible_nicks_are_refused() {
+        assert_eq!(code("\u{3164}"), Some(ErrorCode::InvalidNick), "Hangul filler");
+        assert_eq!(code("\u{34F}\u{34F}"), Some(ErrorCode::InvalidNick));
+        assert_eq!(code("a\u{7}"), Some(ErrorCode::InvalidNick), "control character");
+        assert_eq!(code(&"x".repeat(33)), Some(ErrorCode::InvalidNick));
+    }
+}

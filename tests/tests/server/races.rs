@@ -1,0 +1,61 @@
+//! Membership under unlucky timing: refusals, takeovers racing moves, rooms closing and
+//! reopening. Each test names the promise of docs/PROTOCOL.md that the race used to break.
+
+use protocol::ErrorCode;
+
+use crate::util::{Client, TestServer};
+
+/// A rename refused with `nick_taken` leaves the member where it was ("you stay where you
+/// were"): once everyone else has left, the room is still open and the member's messages are
+/// acknowledged and relayed.
+#[tokio::test]
+async fn refused_rename_keeps_the_seat() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("seat", "alice").await;
+    let (bob, _) = server.join("seat", "bob").await;
+    alice.recv().await; // bob joined
+    alice.send_text(r#"{"type":"join","room":"seat","nick":"Bob"}"#).await;
+    assert_eq!(alice.error().await, ErrorCode::NickTaken);
+    bob.close().await;
+    assert_eq!(alice.left().await, "bob");
+    alice.say_with_id("still here", "k1").await;
+    let (_, id) = alice.ack().await;
+    let message = alice.message().await;
+    assert_eq!((message.id, message.text.as_str()), (id, "still here"));
+}
+
+/// A takeover by a newer connection of the same tab, racing the old connection's move to
+/// another room, never leaves a member that no connection backs: once every connection is
+/// closed, no room has members left (and so every nick is free again). Raced many times, in
+/// both orders.
+#[tokio::test]
+async fn takeovers_racing_moves_leave_no_ghosts() {
+    let server = TestServer::start();
+    let (mut observer, _) = server.join("watch", "observer").await;
+    let mut clients = Vec::new();
+    for round in 0..60 {
+        let seat = format!("room=from-{round}&nick=n{round}&client=tab{round}");
+        let mut old = Client::connect(&server.url(&seat)).await;
+        old.welcome().await;
+        let move_away = format!(r#"{{"type":"join","room":"to-{round}"}}"#);
+        let url = server.url(&seat);
+        let new = if round % 2 == 0 {
+            let (new, ()) = tokio::join!(Client::connect(&url), old.send_text(&move_away));
+            new
+        } else {
+            let (new, ()) = tokio::join!(Client::connect(&url), async {
+                tokio::task::yield_now().await;
+                old.send_text(&move_away).await;
+            });
+            new
+        };
+        clients.push(old);
+        clients.push(new);
+    }
+    for client in clients {
+        client.abort();
+    }
+    observer
+        .wait_for_rooms(|rooms| rooms.iter().all(|room| room.name == "watch" || room.members == 0))
+        .await;
+}
