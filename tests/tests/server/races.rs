@@ -1,7 +1,7 @@
 //! Membership under unlucky timing: refusals, takeovers racing moves, rooms closing and
 //! reopening. Each test names the promise of docs/PROTOCOL.md that the race used to break.
 
-use protocol::ErrorCode;
+use protocol::{ErrorCode, ServerMessage};
 
 use crate::util::{Client, TestServer};
 
@@ -58,4 +58,52 @@ async fn takeovers_racing_moves_leave_no_ghosts() {
     observer
         .wait_for_rooms(|rooms| rooms.iter().all(|room| room.name == "watch" || room.members == 0))
         .await;
+}
+
+/// Floods of presence noise stay off everyone's screen: a member's `typing` is relayed at most
+/// once per 2 s however often it is sent, and renames within `--rename-interval` are refused
+/// with `rate_limited` and a retry hint (the member keeps its nick).
+#[tokio::test]
+async fn typing_and_rename_floods_are_throttled() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("noise", "alice").await;
+    let (mut bob, _) = server.join("noise", "bob").await;
+    alice.recv().await; // bob joined
+    for _ in 0..20 {
+        bob.send_text(r#"{"type":"typing"}"#).await;
+    }
+    bob.send_text(r#"{"type":"join","room":"noise","nick":"bob2"}"#).await;
+    // Bob sees the room's notice of his old nick leaving, then his welcome.
+    let nick = bob
+        .recv_until(|m| match m {
+            ServerMessage::Welcome { nick, .. } => Some(nick),
+            _ => None,
+        })
+        .await;
+    assert_eq!(nick, "bob2");
+    for i in 3..13 {
+        bob.send_text(&format!(r#"{{"type":"join","room":"noise","nick":"bob{i}"}}"#)).await;
+        match bob.recv().await {
+            ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
+                assert!(retry_after_ms.is_some_and(|ms| ms <= 2_000), "{retry_after_ms:?}");
+            }
+            other => panic!("expected a refused rename, got {other:?}"),
+        }
+    }
+    bob.say("the end").await;
+    let mut noise = Vec::new();
+    loop {
+        match alice.recv().await {
+            ServerMessage::Message(message) if message.text == "the end" => {
+                assert_eq!(message.from, "bob2", "still named as after the one rename");
+                break;
+            }
+            other => noise.push(other),
+        }
+    }
+    let typing = noise.iter().filter(|m| matches!(m, ServerMessage::Typing { .. })).count();
+    let presence = noise
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Left { .. }));
+    assert_eq!((typing, presence.count()), (1, 2), "one typing, one rename: {noise:?}");
 }
