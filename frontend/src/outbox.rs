@@ -46,11 +46,13 @@ pub struct Full;
 
 impl Outbox {
     /// The outbox from a stored JSON list (unreadable storage counts as empty), without entries
-    /// older than a week.
+    /// older than a week, and at most [`MAX_ITEMS`] of them (the oldest, as [`Outbox::add`]
+    /// would have kept): storage is the user's to edit, and whatever it holds is sent.
     pub fn parse(json: Option<&str>, now: u64) -> Self {
         let mut items: Vec<Outgoing> =
             json.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default();
         items.retain(|item| now.saturating_sub(item.ts) < MAX_AGE_MS);
+        items.truncate(MAX_ITEMS);
         Outbox { items }
     }
 
@@ -145,6 +147,19 @@ mod tests {
         assert_eq!(ids, ["b", "c"], "a is over a week old");
         assert_eq!(Outbox::parse(Some("{oops"), 0), Outbox::default());
         assert_eq!(Outbox::parse(None, 0), Outbox::default());
+    }
+
+    /// A stored list longer than the cap (edited, or written by another version) is read back
+    /// cut to the cap, oldest first.
+    #[test]
+    fn reading_applies_the_cap() {
+        let items: Vec<Outgoing> =
+            (0..MAX_ITEMS + 50).map(|n| item(&n.to_string(), "r", "ann", 1)).collect();
+        let json = serde_json::to_string(&items).expect("serialisable");
+        let read = Outbox::parse(Some(&json), 2);
+        assert_eq!(read.items().len(), MAX_ITEMS);
+        assert_eq!(read.items()[0].client_id, "0");
+        assert_eq!(read.items()[MAX_ITEMS - 1].client_id, (MAX_ITEMS - 1).to_string());
     }
 
     /// Adding twice keeps one entry, removing says whether it removed, and the bound holds.
