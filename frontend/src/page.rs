@@ -58,10 +58,22 @@ pub fn client_token() -> String {
     token
 }
 
-/// 104 random bits as 26 hex digits: tab tokens and message client ids.
+/// 104 random bits as 26 hex digits: tab tokens and message client ids. The bits come from the
+/// browser's cryptographic generator (`crypto.getRandomValues`): a token another page could
+/// predict would let it take over this tab's nick, and `Math.random` is predictable.
 pub fn random_token() -> String {
-    let random = || (js_sys::Math::random() * 2f64.powi(52)) as u64;
-    format!("{:013x}{:013x}", random(), random())
+    let mut bytes = [0u8; 13];
+    let filled = web_sys::window()
+        .and_then(|window| window.crypto().ok())
+        .is_some_and(|crypto| crypto.get_random_values_with_u8_array(&mut bytes).is_ok());
+    // Every browser that runs WebAssembly has `crypto.getRandomValues`; without it there is no
+    // safe token to make, and a guessable one must not be made in its place.
+    assert!(filled, "crypto.getRandomValues is not available");
+    hex(&bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Puts `?room=R&nick=N` in the address bar without reloading, so the URL can be shared or
@@ -78,5 +90,20 @@ pub fn show_in_address_bar(room: &str, nick: &str) {
             "",
             Some(&format!("?{query}")),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each byte becomes two lowercase hex digits, leading zeros kept: 13 bytes make a valid
+    /// 26-character client token.
+    #[test]
+    fn hex_keeps_every_digit() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        let token = hex(&[7; 13]);
+        assert_eq!(token.len(), 26);
+        assert_eq!(protocol::rules::check_client_token(&token), Some(token.clone()));
     }
 }
