@@ -137,3 +137,46 @@ fn old_messages_expire_by_age() {
     assert!(history.is_empty(), "expired: {history:?}");
     assert!(truncated, "message {id} was lost to retention");
 }
+
+/// A room whose history cannot be loaded refuses joins with `unavailable` instead of opening
+/// empty (which would tell a resuming client that nothing was said, and forget which client
+/// ids were stored); once the store works again, the next join loads everything, and repeats
+/// are still recognised.
+#[test]
+fn a_failed_history_load_refuses_joins_until_it_works() {
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let mut alice = connect(&address, "room=vault&nick=alice");
+    welcome(&mut alice);
+    let mut acked = Vec::new();
+    for i in 0..3 {
+        send(&mut alice, &format!("m{i}"), &format!("v{i}"));
+        acked.push((ack(&mut alice, &format!("v{i}")), format!("m{i}")));
+    }
+    alice.close(None).expect("close sent");
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    while !common::get(&address, "/metrics").contains("\nchat_rooms 0\n") {
+        assert!(std::time::Instant::now() < deadline, "the room never closed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The store breaks: its messages table is gone (as after a corrupted or unreadable file).
+    let database = rusqlite::Connection::open(data.path().join("chat.sqlite3")).expect("open");
+    database.execute_batch("ALTER TABLE messages RENAME TO hidden").expect("hide the table");
+    let mut bob = connect(&address, "room=vault&nick=bob&since=0");
+    match next(&mut bob) {
+        ServerMessage::Error { code, .. } => assert_eq!(code, protocol::ErrorCode::Unavailable),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+
+    database.execute_batch("ALTER TABLE hidden RENAME TO messages").expect("restore the table");
+    bob.send(tungstenite::Message::text(r#"{"type":"join","room":"vault","since":0}"#))
+        .expect("sent");
+    let (history, _) = welcome(&mut bob);
+    assert_eq!(history, acked, "everything, once the store works again");
+    let mut alice = connect(&address, "room=vault&nick=alice");
+    welcome(&mut alice);
+    send(&mut alice, "m1", "v1");
+    assert_eq!(ack(&mut alice, "v1"), acked[1].0, "repeats are still recognised");
+}
