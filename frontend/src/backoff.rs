@@ -7,6 +7,16 @@ use std::time::Duration;
 pub const BASE: Duration = Duration::from_millis(500);
 /// No retry waits longer than this.
 pub const MAX: Duration = Duration::from_secs(15);
+/// A connection that stayed online this long after its welcome (ms) was healthy: the next
+/// failure starts the backoff over. A server that accepts and then closes at once is retried
+/// ever more slowly instead of every half second.
+pub const HEALTHY_MS: f64 = 10_000.0;
+
+/// The attempt number after a connection ended: back to the first after a healthy connection,
+/// else one more than `previous`.
+pub fn next_attempt(previous: u32, healthy: bool) -> u32 {
+    if healthy { 1 } else { previous.saturating_add(1) }
+}
 
 /// The delay before attempt number `attempt` (1-based). `random` is uniform in `[0, 1)`; the
 /// delay is drawn from the upper half of the exponential step ("equal jitter"), so it always
@@ -34,5 +44,18 @@ mod tests {
             let d = delay(attempt, 0.37);
             assert!(d >= delay(attempt, 0.0) && d <= delay(attempt, 1.0));
         }
+    }
+
+    /// Connections that are welcomed and then closed at once keep backing off; only one that
+    /// stayed healthy starts the backoff over.
+    #[test]
+    fn only_a_healthy_connection_resets_the_backoff() {
+        let mut attempt = 0;
+        for _ in 0..6 {
+            attempt = next_attempt(attempt, false);
+        }
+        assert_eq!(attempt, 6);
+        assert!(delay(attempt, 0.0) >= Duration::from_secs(7), "no longer every half second");
+        assert_eq!(next_attempt(attempt, true), 1);
     }
 }

@@ -1,12 +1,24 @@
 //! The connection to the server: opens the WebSocket, forwards what arrives to the reducer as
 //! [`Action`]s, sends what the page asks, and reconnects with backoff and jitter when the
 //! connection drops, rejoining the room (and nick) it was last welcomed to with the last
-//! message id it saw there, so the server sends exactly what was missed.
+//! message id it saw there, so the server sends exactly what was missed. When that is more
+//! than one page, it asks for the rest (`history` after the last id it has) page by page.
+//!
+//! Close codes decide what follows (docs/PROTOCOL.md): a refusal of what this page sent
+//! (1007, 1008, 1009) or a takeover by another tab (4001) ends the connection for good; every
+//! other close reconnects, and the backoff only starts over after a connection that stayed
+//! healthy for a while, so a server that accepts and closes at once is not hammered.
 //!
 //! Chat messages go through the [`outbox`](crate::outbox): each is sent with its client id
 //! once the connection is welcomed in its room, a few at a time, and again after every
 //! reconnect until the server acknowledges it. Other requests made while disconnected wait in
-//! the queue and go out once the new connection has heard from the server.
+//! the queue and go out once the new connection has heard from the server. A join (or page)
+//! refused for now (`rate_limited`, `unavailable`) is sent again after the wait the server
+//! names; a join refused for good (the nick was taken meanwhile) leaves the socket without a
+//! room, and the page asks the user.
+//!
+//! [`Link`] holds these rules as plain logic, one frame at a time; the loop here only moves
+//! frames and timers.
 
 use futures::channel::mpsc;
 use futures::future::{self, Either};
@@ -14,12 +26,12 @@ use futures::stream::{self, LocalBoxStream};
 use futures::{SinkExt, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, WebSocketError};
-use protocol::{ClientMessage, MessageId, ServerMessage, close};
+use protocol::{ClientMessage, ErrorCode, MessageId, ServerMessage, close};
 use yew::Callback;
 
 use crate::backoff;
 use crate::outbox::{self, Outbox, Outgoing};
-use crate::state::Action;
+use crate::state::{Action, refuses_join};
 
 /// Messages sent and not yet acknowledged, at most, per connection; the rest wait their turn
 /// (the server's rate limit allows bursts of 20 frames).
@@ -34,23 +46,18 @@ pub struct Target {
     pub nick: String,
     /// This tab's token, so a reconnect can take over its own nick at once.
     pub client: String,
-    /// The last message id seen in `room`.
+    /// The last message id up to which `room` was seen without a gap: where a reconnect
+    /// resumes.
     pub since: Option<MessageId>,
 }
 
 impl Target {
-    /// Remembers the newest message seen in the target room.
-    fn saw(&mut self, message: &ServerMessage) {
-        match message {
-            ServerMessage::Welcome { room, nick, history, since, .. } => {
-                self.room.clone_from(room);
-                self.nick.clone_from(nick);
-                self.since = history.last().map(|newest| newest.id).or(*since);
-            }
-            ServerMessage::Message(message) if message.room == self.room => {
-                self.since = Some(self.since.map_or(message.id, |seen| seen.max(message.id)));
-            }
-            _ => {}
+    /// The `join` that the connect URL stands for, as a frame.
+    fn join(&self) -> ClientMessage {
+        ClientMessage::Join {
+            room: self.room.clone(),
+            nick: Some(self.nick.clone()),
+            since: self.since,
         }
     }
 }
@@ -125,17 +132,61 @@ impl Connection {
 
 /// How one connection attempt ended.
 enum Ended {
-    /// The socket closed or failed; `welcomed` says whether it had joined a room.
-    Closed { welcomed: bool },
+    /// The socket closed with `code` (`None`: it failed or never opened); `healthy` says
+    /// whether it had stayed online long enough for the backoff to start over.
+    Closed { healthy: bool },
     /// Another connection with this tab's token took the seat: do not reconnect.
     Replaced,
+    /// The server closed for a reason that reconnecting cannot fix: do not reconnect.
+    Refused { code: u16, reason: String },
     /// Every handle was dropped: the page no longer wants a connection.
     Abandoned,
+}
+
+/// What a close code asks of the client (docs/PROTOCOL.md, "close codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseAdvice {
+    /// Reconnect with the usual backoff (server restart, heartbeat timeout, network failure).
+    Reconnect,
+    /// Reconnect, but never as if the connection had been healthy: the server removed us
+    /// for not reading (4003), and coming straight back would repeat it.
+    ReconnectSlowly,
+    /// Another tab or device with this tab's token has the seat now (4001).
+    Replaced,
+    /// The server refused what this page sent (1007, 1008, 1009): the same page would be
+    /// refused again, so say so instead of reconnecting.
+    Stop,
+}
+
+/// The advice for a close `code`.
+pub fn close_advice(code: u16) -> CloseAdvice {
+    match code {
+        close::REPLACED => CloseAdvice::Replaced,
+        close::INVALID_PAYLOAD | close::POLICY_VIOLATION | close::MESSAGE_TOO_BIG => {
+            CloseAdvice::Stop
+        }
+        close::SLOW_READER => CloseAdvice::ReconnectSlowly,
+        _ => CloseAdvice::Reconnect,
+    }
+}
+
+/// The words shown when the server closed the connection for good with `code`.
+pub fn refusal_text(code: u16, reason: &str) -> String {
+    let why = match (reason.trim(), code) {
+        ("", close::INVALID_PAYLOAD) => "it could not read what this page sent",
+        ("", close::POLICY_VIOLATION) => "this page sent too much, too fast",
+        ("", close::MESSAGE_TOO_BIG) => "this page sent a frame that was too large",
+        ("", _) => "it refused this page",
+        (reason, _) => reason,
+    };
+    format!("The server closed the connection ({why}). Reload the page to connect again.")
 }
 
 /// What the connection loop reacts to besides the socket.
 enum Input {
     Request(Request),
+    /// A wait asked for by the server is over: send again what it refused.
+    Retry,
     /// Every handle is gone.
     Abandoned,
 }
@@ -146,21 +197,22 @@ async fn run(
     queue: mpsc::UnboundedReceiver<Request>,
     on_action: Callback<Action>,
 ) {
-    // Delayed retries of the outbox come back through their own channel, merged with the
-    // page's requests; the page's end of the queue still tells when every handle is gone.
+    // Delayed retries come back through their own channel, merged with the page's requests;
+    // the page's end of the queue still tells when every handle is gone.
     let (retries, retry_queue) = mpsc::unbounded::<()>();
     let requests = queue.map(Input::Request).chain(stream::once(future::ready(Input::Abandoned)));
     let mut inputs: LocalBoxStream<'static, Input> =
-        stream::select(requests, retry_queue.map(|()| Input::Request(Request::Flush)))
-            .boxed_local();
+        stream::select(requests, retry_queue.map(|()| Input::Retry)).boxed_local();
     let mut attempt: u32 = 0;
     loop {
         on_action.emit(Action::Connecting);
         match connect_once(&base, &mut target, &mut inputs, &retries, &on_action).await {
             Ended::Replaced => return on_action.emit(Action::Replaced),
+            Ended::Refused { code, reason } => {
+                return on_action.emit(Action::Closed { message: refusal_text(code, &reason) });
+            }
             Ended::Abandoned => return,
-            Ended::Closed { welcomed: true } => attempt = 1,
-            Ended::Closed { welcomed: false } => attempt = attempt.saturating_add(1),
+            Ended::Closed { healthy } => attempt = backoff::next_attempt(attempt, healthy),
         }
         let delay = backoff::delay(attempt, js_sys::Math::random());
         let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
@@ -169,21 +221,63 @@ async fn run(
     }
 }
 
-/// One socket's view of the outbox: what has been sent on it and awaits an acknowledgement.
-#[derive(Default)]
-struct Sending {
-    /// Welcomed in `target.room` and not in the middle of a join: sends go where they belong.
-    settled: bool,
+/// One socket's protocol state: whether it has a seat, the join it awaits, how far it has
+/// caught up with what it missed, and which outbox messages it sent that await their
+/// acknowledgement. Plain logic, driven one frame at a time, so the host tests can check it.
+#[derive(Debug)]
+pub struct Link {
+    /// Welcomed at least once on this socket: a refused join leaves it where it was.
+    seated: bool,
+    /// The join sent (or, first, the one the URL stands for) and not answered yet.
+    joining: Option<ClientMessage>,
+    /// The `after` of the history page asked for and not received yet, while catching up.
+    paging: Option<MessageId>,
+    /// The newest message of the room that arrived live while catching up.
+    live: Option<MessageId>,
     in_flight: Vec<String>,
 }
 
-impl Sending {
+/// What a frame from the server asks the connection to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reaction {
+    /// Frames to send now (the next history page).
+    pub send: Vec<ClientMessage>,
+    /// The window or the seat changed: send what the outbox may send now.
+    pub flush: bool,
+    /// Send again what was refused for now, after this many milliseconds.
+    pub retry_in: Option<u32>,
+}
+
+impl Link {
+    /// A new socket, opened to join as `target` says.
+    pub fn new(target: &Target) -> Self {
+        Link {
+            seated: false,
+            joining: Some(target.join()),
+            paging: None,
+            live: None,
+            in_flight: Vec::new(),
+        }
+    }
+
+    /// In the target room and not in the middle of a join: sends go where they belong.
+    fn settled(&self) -> bool {
+        self.seated && self.joining.is_none()
+    }
+
+    /// Notes a request the page sends on this socket.
+    pub fn on_request(&mut self, request: &ClientMessage) {
+        if matches!(request, ClientMessage::Join { .. }) {
+            // Until the welcome, a send would land in whichever room the server has us in.
+            self.joining = Some(request.clone());
+        }
+    }
+
     /// The next outbox messages for the current seat that are not in flight, up to the window.
-    fn next_batch(&mut self, target: &Target) -> Vec<ClientMessage> {
-        if !self.settled {
+    pub fn next_batch(&mut self, target: &Target, outbox: &Outbox) -> Vec<ClientMessage> {
+        if !self.settled() {
             return Vec::new();
         }
-        let outbox = Outbox::load();
         let mut batch = Vec::new();
         for item in outbox.for_seat(&target.room, &target.nick) {
             if self.in_flight.len() >= SEND_WINDOW {
@@ -197,49 +291,85 @@ impl Sending {
         batch
     }
 
-    /// Updates the outbox for a frame from the server and says what to send next. Chat
-    /// messages and notices change nothing, so the stored outbox is not read for them.
-    fn on_server(&mut self, message: &ServerMessage) -> Next {
+    /// What to send again once a wait the server asked for is over: the join it refused for
+    /// now, and the history page being caught up on (the outbox is flushed as well).
+    pub fn retry(&self, target: &Target) -> Vec<ClientMessage> {
+        let page = self.paging.map(|after| page_after(&target.room, after));
+        self.joining.clone().into_iter().chain(page).collect()
+    }
+
+    /// Updates `target` and the stored outbox for a frame from the server, and says what to
+    /// do next.
+    pub fn on_server(&mut self, target: &mut Target, message: &ServerMessage) -> Reaction {
+        let mut reaction = Reaction::default();
         match message {
-            ServerMessage::Welcome { .. } => {
-                self.settled = true;
+            ServerMessage::Welcome { room, nick, history, since, more, .. } => {
+                self.seated = true;
+                self.joining = None;
                 self.in_flight.clear();
+                target.room.clone_from(room);
+                target.nick.clone_from(nick);
+                target.since = history.last().map(|newest| newest.id).or(*since);
+                self.live = None;
+                self.paging = target.since.filter(|_| *more);
+                reaction.send.extend(self.paging.map(|after| page_after(room, after)));
+                reaction.flush = true;
+            }
+            ServerMessage::Message(message) if message.room == target.room => {
+                if self.paging.is_some() {
+                    // Older stored messages may still be missing: resume from the pages.
+                    self.live = self.live.max(Some(message.id));
+                } else {
+                    target.since = target.since.max(Some(message.id));
+                }
+            }
+            ServerMessage::History { room, messages, after: Some(after), more, .. }
+                if *room == target.room && self.paging == Some(*after) =>
+            {
+                target.since = messages.last().map(|newest| newest.id).or(Some(*after));
+                if *more && !messages.is_empty() {
+                    self.paging = target.since;
+                    reaction.send.extend(target.since.map(|after| page_after(room, after)));
+                } else {
+                    // Caught up: what arrived live meanwhile follows without a gap.
+                    self.paging = None;
+                    target.since = target.since.max(self.live.take());
+                }
             }
             ServerMessage::Ack { client_id, .. } => {
                 Outbox::update(|outbox| outbox.remove(client_id));
                 self.in_flight.retain(|id| id != client_id);
+                reaction.flush = true;
             }
             ServerMessage::Error { code, client_id: Some(client_id), retry_after_ms, .. } => {
                 self.in_flight.retain(|id| id != client_id);
                 if code.is_transient() {
-                    return Next::RetryIn(retry_delay(*retry_after_ms));
+                    reaction.retry_in = Some(retry_delay(*retry_after_ms));
+                } else {
+                    Outbox::update(|outbox| outbox.remove(client_id));
+                    reaction.flush = true;
                 }
-                Outbox::update(|outbox| outbox.remove(client_id));
             }
             ServerMessage::Error { code, client_id: None, retry_after_ms, .. } => {
-                if *code == protocol::ErrorCode::RateLimited {
+                if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
                     // The refused frame is unknown: send everything in flight again later (the
-                    // server recognises the ones it already has).
+                    // server recognises the ones it already has), and the join or page too.
                     self.in_flight.clear();
-                    return Next::RetryIn(retry_delay(*retry_after_ms));
+                    reaction.retry_in = Some(retry_delay(*retry_after_ms));
+                } else if self.joining.is_some() && refuses_join(*code) {
+                    // A refused join leaves us where we were: in the old room, or in none.
+                    self.joining = None;
+                    reaction.flush = true;
                 }
-                // A refused join leaves us where we were.
-                self.settled = true;
             }
-            _ => return Next::Nothing,
+            _ => {}
         }
-        Next::Send
+        reaction
     }
 }
 
-/// What a frame from the server means for the outbox.
-enum Next {
-    /// Nothing changed.
-    Nothing,
-    /// Room in the window, or a new room: send what may be sent now.
-    Send,
-    /// Send again after this many milliseconds.
-    RetryIn(u32),
+fn page_after(room: &str, after: MessageId) -> ClientMessage {
+    ClientMessage::History { room: room.to_owned(), before: None, after: Some(after), limit: None }
 }
 
 fn retry_delay(retry_after_ms: Option<u64>) -> u32 {
@@ -254,10 +384,14 @@ async fn connect_once(
     on_action: &Callback<Action>,
 ) -> Ended {
     let Ok(mut socket) = WebSocket::open(&ws_url(base, target)) else {
-        return Ended::Closed { welcomed: false };
+        return Ended::Closed { healthy: false };
     };
-    let mut welcomed = false;
-    let mut sending = Sending::default();
+    // When the first welcome arrived (ms since the epoch), to judge the connection's health.
+    let mut welcomed_at: Option<f64> = None;
+    let healthy = |welcomed_at: Option<f64>| {
+        welcomed_at.is_some_and(|at| js_sys::Date::now() - at >= backoff::HEALTHY_MS)
+    };
+    let mut link = Link::new(target);
     // The server speaks first (a welcome or an error) as soon as the socket is open; only then
     // is it safe to send, so queued requests wait until a frame has arrived.
     let mut heard = false;
@@ -276,49 +410,56 @@ async fn connect_once(
                 heard = true;
                 match serde_json::from_str::<ServerMessage>(&text) {
                     Ok(message) => {
-                        target.saw(&message);
-                        welcomed |= matches!(message, ServerMessage::Welcome { .. });
-                        let next = sending.on_server(&message);
+                        if matches!(message, ServerMessage::Welcome { .. }) {
+                            welcomed_at.get_or_insert_with(js_sys::Date::now);
+                        }
+                        let reaction = link.on_server(target, &message);
                         on_action.emit(Action::Server(message));
-                        match next {
-                            Next::Nothing => {}
-                            Next::Send => outgoing = sending.next_batch(target),
-                            Next::RetryIn(delay) => {
-                                let retries = retries.clone();
-                                wasm_bindgen_futures::spawn_local(async move {
-                                    gloo_timers::future::TimeoutFuture::new(delay).await;
-                                    let _ = retries.unbounded_send(());
-                                });
-                            }
+                        outgoing = reaction.send;
+                        if reaction.flush {
+                            outgoing.extend(link.next_batch(target, &Outbox::load()));
+                        }
+                        if let Some(delay) = reaction.retry_in {
+                            let retries = retries.clone();
+                            wasm_bindgen_futures::spawn_local(async move {
+                                gloo_timers::future::TimeoutFuture::new(delay).await;
+                                // Fails only once the connection loop has ended.
+                                let _ = retries.unbounded_send(());
+                            });
                         }
                     }
                     Err(error) => gloo_console_warn(&format!("unreadable frame: {error}")),
                 }
             }
             Either::Left(Some(Ok(Message::Bytes(_)))) => heard = true,
-            Either::Left(Some(Err(WebSocketError::ConnectionClose(event))))
-                if event.code == close::REPLACED =>
-            {
-                return Ended::Replaced;
+            Either::Left(Some(Err(WebSocketError::ConnectionClose(event)))) => {
+                return match close_advice(event.code) {
+                    CloseAdvice::Replaced => Ended::Replaced,
+                    CloseAdvice::Stop => Ended::Refused { code: event.code, reason: event.reason },
+                    CloseAdvice::ReconnectSlowly => Ended::Closed { healthy: false },
+                    CloseAdvice::Reconnect => Ended::Closed { healthy: healthy(welcomed_at) },
+                };
             }
-            Either::Left(Some(Err(_)) | None) => return Ended::Closed { welcomed },
+            Either::Left(Some(Err(_)) | None) => {
+                return Ended::Closed { healthy: healthy(welcomed_at) };
+            }
             Either::Right(Some(Input::Request(Request::Send(request)))) => {
-                if matches!(request, ClientMessage::Join { .. }) {
-                    // Until the welcome, a send would land in whichever room the server has
-                    // us in by then.
-                    sending.settled = false;
-                }
+                link.on_request(&request);
                 outgoing.push(request);
             }
             Either::Right(Some(Input::Request(Request::Flush))) => {
-                outgoing = sending.next_batch(target);
+                outgoing = link.next_batch(target, &Outbox::load());
+            }
+            Either::Right(Some(Input::Retry)) => {
+                outgoing = link.retry(target);
+                outgoing.extend(link.next_batch(target, &Outbox::load()));
             }
             Either::Right(Some(Input::Abandoned) | None) => return Ended::Abandoned,
         }
         for request in outgoing {
             let Ok(json) = serde_json::to_string(&request) else { continue };
             if socket.send(Message::Text(json)).await.is_err() {
-                return Ended::Closed { welcomed };
+                return Ended::Closed { healthy: healthy(welcomed_at) };
             }
         }
     }
@@ -330,47 +471,222 @@ fn gloo_console_warn(text: &str) {
 
 #[cfg(test)]
 mod tests {
+    use protocol::ChatMessage;
+
     use super::*;
 
+    fn chat(id: MessageId, room: &str) -> ChatMessage {
+        ChatMessage { id, room: room.into(), from: "a".into(), text: "t".into(), ts: 0 }
+    }
+
     fn message(id: MessageId, room: &str) -> ServerMessage {
-        ServerMessage::Message(protocol::ChatMessage {
-            id,
+        ServerMessage::Message(chat(id, room))
+    }
+
+    fn target(room: &str) -> Target {
+        Target { room: room.into(), nick: "n".into(), client: "c".into(), since: None }
+    }
+
+    fn welcome(
+        room: &str,
+        history: &[MessageId],
+        since: Option<MessageId>,
+        more: bool,
+    ) -> ServerMessage {
+        ServerMessage::Welcome {
             room: room.into(),
-            from: "a".into(),
-            text: "t".into(),
+            nick: "n2".into(),
+            members: vec![],
+            history: history.iter().map(|&id| chat(id, room)).collect(),
+            rooms: vec![],
+            since,
+            truncated: false,
+            more,
+        }
+    }
+
+    fn page(room: &str, after: MessageId, ids: &[MessageId], more: bool) -> ServerMessage {
+        ServerMessage::History {
+            room: room.into(),
+            messages: ids.iter().map(|&id| chat(id, room)).collect(),
+            before: None,
+            after: Some(after),
+            more,
+        }
+    }
+
+    fn error(code: ErrorCode, retry_after_ms: Option<u64>) -> ServerMessage {
+        ServerMessage::Error { code, message: "no".into(), retry_after_ms, client_id: None }
+    }
+
+    fn outbox(room: &str, nick: &str) -> Outbox {
+        let mut outbox = Outbox::default();
+        let item = Outgoing {
+            client_id: "x1".into(),
+            room: room.into(),
+            nick: nick.into(),
+            text: "hello".into(),
             ts: 0,
-        })
+        };
+        outbox.add(item).expect("room");
+        outbox
     }
 
     /// The last seen id follows the welcome and the target room's messages only.
     #[test]
     fn target_tracks_the_last_seen_id() {
-        let mut target =
-            Target { room: "a".into(), nick: "n".into(), client: "c".into(), since: None };
-        let welcome = |history: Vec<MessageId>, since| ServerMessage::Welcome {
-            room: "a".into(),
-            nick: "n2".into(),
-            members: vec![],
-            history: history
-                .into_iter()
-                .map(|id| match message(id, "a") {
-                    ServerMessage::Message(m) => m,
-                    _ => unreachable!("message() builds messages"),
-                })
-                .collect(),
-            rooms: vec![],
-            since,
-            truncated: false,
-        };
-        target.saw(&welcome(vec![3, 5], None));
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[3, 5], None, false));
         assert_eq!((target.since, target.nick.as_str()), (Some(5), "n2"));
-        target.saw(&message(9, "other"));
-        target.saw(&message(7, "a"));
+        link.on_server(&mut target, &message(9, "other"));
+        link.on_server(&mut target, &message(7, "a"));
         assert_eq!(target.since, Some(7));
-        target.saw(&welcome(vec![], Some(7)));
+        link.on_server(&mut target, &welcome("a", &[], Some(7), false));
         assert_eq!(target.since, Some(7), "a resumed welcome with nothing new keeps it");
-        target.saw(&welcome(vec![], None));
+        link.on_server(&mut target, &welcome("a", &[], None, false));
         assert_eq!(target.since, None, "a fresh, empty room starts over");
+    }
+
+    /// A welcome that says more messages follow is continued page by page with `history
+    /// after`, until a page says there are no more. Messages arriving live meanwhile do not move
+    /// the resume point past the pages (a reconnect then would skip what they have not
+    /// brought yet); once caught up, it is the newest of both.
+    #[test]
+    fn catches_up_page_by_page() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        let reaction = link.on_server(&mut target, &welcome("a", &[41, 42], Some(40), true));
+        assert_eq!(reaction.send, [page_after("a", 42)]);
+        assert_eq!(target.since, Some(42));
+
+        link.on_server(&mut target, &message(100, "a"));
+        assert_eq!(target.since, Some(42), "older messages are still missing");
+
+        let reaction = link.on_server(&mut target, &page("a", 42, &[43, 44], true));
+        assert_eq!(reaction.send, [page_after("a", 44)]);
+        assert_eq!(target.since, Some(44));
+        assert_eq!(link.retry(&target), [page_after("a", 44)], "a refused page is asked again");
+
+        let reaction = link.on_server(&mut target, &page("a", 44, &[45, 100], false));
+        assert!(reaction.send.is_empty(), "caught up");
+        assert_eq!(target.since, Some(100));
+        link.on_server(&mut target, &message(101, "a"));
+        assert_eq!(target.since, Some(101), "live messages count again");
+        assert!(link.retry(&target).is_empty());
+    }
+
+    /// A page that does not answer the request in flight (another room, another position, or
+    /// after moving to another room) changes nothing and asks for nothing.
+    #[test]
+    fn stale_pages_are_ignored() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[11], Some(10), true));
+        assert_eq!(link.on_server(&mut target, &page("b", 11, &[12], true)), Reaction::default());
+        assert_eq!(link.on_server(&mut target, &page("a", 5, &[6], true)), Reaction::default());
+        assert_eq!(target.since, Some(11));
+
+        link.on_server(&mut target, &welcome("b", &[20], None, false));
+        assert_eq!(link.on_server(&mut target, &page("a", 11, &[12], true)), Reaction::default());
+        assert_eq!((target.room.as_str(), target.since), ("b", Some(20)));
+        link.on_server(&mut target, &message(21, "b"));
+        assert_eq!(target.since, Some(21), "not catching up in the new room");
+    }
+
+    /// A page that says "more" but brings nothing ends the catch-up instead of asking for the
+    /// same page forever.
+    #[test]
+    fn an_empty_page_ends_the_catch_up() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[], Some(10), true));
+        assert_eq!(link.retry(&target), [page_after("a", 10)]);
+        let reaction = link.on_server(&mut target, &page("a", 10, &[], true));
+        assert!(reaction.send.is_empty());
+        assert!(link.retry(&target).is_empty());
+    }
+
+    /// A reconnect refused because the nick was taken meanwhile leaves the socket without a
+    /// room: nothing from the outbox is sent (it would only come back as `not_joined`, again
+    /// and again), and nothing is retried.
+    #[test]
+    fn a_refused_rejoin_sends_nothing() {
+        let mut target = target("a");
+        target.nick = "n".into();
+        let outbox = outbox("a", "n");
+        let mut link = Link::new(&target);
+        let reaction = link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
+        assert_eq!(reaction.retry_in, None);
+        assert!(link.next_batch(&target, &outbox).is_empty());
+        assert!(link.retry(&target).is_empty());
+
+        // A join from the form on the same socket seats it.
+        let join = ClientMessage::Join { room: "a".into(), nick: Some("n".into()), since: None };
+        link.on_request(&join);
+        let mut welcome = welcome("a", &[], None, false);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        assert!(link.on_server(&mut target, &welcome).flush);
+        assert_eq!(link.next_batch(&target, &outbox), [outbox.items()[0].request()]);
+    }
+
+    /// A refused rename leaves the seat where it was: sending goes on.
+    #[test]
+    fn a_refused_rename_keeps_the_seat() {
+        let mut target = target("a");
+        let outbox = outbox("a", "n");
+        let mut link = Link::new(&target);
+        let mut welcome = welcome("a", &[], None, false);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        link.on_server(&mut target, &welcome);
+        link.on_request(&ClientMessage::Join {
+            room: "a".into(),
+            nick: Some("taken".into()),
+            since: None,
+        });
+        assert!(link.next_batch(&target, &outbox).is_empty(), "not while the join is pending");
+        link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
+        assert_eq!(link.next_batch(&target, &outbox).len(), 1);
+    }
+
+    /// A join answered with `rate_limited` (or `unavailable`) is sent again after the wait the
+    /// server named, whether it was a frame or the connect URL's; once welcomed, nothing is.
+    #[test]
+    fn a_join_refused_for_now_is_retried() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        let reaction = link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
+        assert_eq!(reaction.retry_in, Some(RETRY_MS));
+        assert_eq!(link.retry(&target), [target.join()], "the connect URL's join, as a frame");
+
+        link.on_server(&mut target, &welcome("a", &[], None, false));
+        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None };
+        link.on_request(&join);
+        let reaction = link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(87)));
+        assert_eq!(reaction.retry_in, Some(87));
+        assert_eq!(link.retry(&target), [join]);
+        link.on_server(&mut target, &welcome("b", &[], None, false));
+        assert!(link.retry(&target).is_empty());
+    }
+
+    /// Close codes as docs/PROTOCOL.md lists them: the server's refusals and a takeover stop
+    /// reconnecting, a removed slow reader backs off, the rest reconnect.
+    #[test]
+    fn close_codes_decide_whether_to_reconnect() {
+        for code in [close::INVALID_PAYLOAD, close::POLICY_VIOLATION, close::MESSAGE_TOO_BIG] {
+            assert_eq!(close_advice(code), CloseAdvice::Stop, "{code}");
+        }
+        assert_eq!(close_advice(close::REPLACED), CloseAdvice::Replaced);
+        assert_eq!(close_advice(close::SLOW_READER), CloseAdvice::ReconnectSlowly);
+        for code in [close::NORMAL, close::GOING_AWAY, close::HEARTBEAT_TIMEOUT, 1006] {
+            assert_eq!(close_advice(code), CloseAdvice::Reconnect, "{code}");
+        }
+        assert!(refusal_text(1008, "").contains("too much, too fast"));
+        assert!(refusal_text(1009, "frame too large").contains("(frame too large)"));
     }
 
     /// The URL carries room, nick and token, escaped so any nick survives the trip.

@@ -116,7 +116,8 @@ pub fn app(props: &AppProps) -> Html {
     let Some(nick) = state.nick.clone() else {
         return html! {
             <>
-                <JoinForm nick={requested.nick.clone().unwrap_or_default()} room={state.room.clone()}
+                <JoinForm nick={state.former_nick.clone().or_else(|| requested.nick.clone()).unwrap_or_default()}
+                    room={state.room.clone()}
                     error={state.error.clone()} on_join={join} />
                 if state.connection != ConnectionState::Idle {
                     <p class="join-status"><ConnectionBadge state={state.connection} /></p>
@@ -172,7 +173,7 @@ pub fn app(props: &AppProps) -> Html {
         })
     };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
-    let usable = state.connection != ConnectionState::Replaced;
+    let usable = !matches!(state.connection, ConnectionState::Replaced | ConnectionState::Closed);
 
     html! {
         <div class="chat">

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use protocol::{ChatMessage, RoomInfo, ServerMessage};
+use protocol::{ChatMessage, ErrorCode, MessageId, RoomInfo, ServerMessage};
 use yew::Reducible;
 
 use crate::outbox::Outgoing;
@@ -25,6 +25,9 @@ pub enum ConnectionState {
     Reconnecting { attempt: u32, delay_ms: u32 },
     /// Another tab with the same identity took over; this one stays disconnected.
     Replaced,
+    /// The server closed the connection for a reason reconnecting cannot fix; this page stays
+    /// disconnected (the reason is in the list and the error line).
+    Closed,
 }
 
 /// One line of the message list.
@@ -45,6 +48,11 @@ impl Entry {
             Entry::Notice { seq, .. } => -i128::from(*seq) - 1,
         }
     }
+}
+
+/// Whether an error with this code answers a `join`: the room or nick was refused.
+pub fn refuses_join(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::NickTaken | ErrorCode::InvalidNick | ErrorCode::InvalidRoom)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +77,10 @@ pub struct State {
     /// until the message itself arrives (the ack comes first), so it never blinks out of the
     /// list between the two frames.
     acknowledged: Vec<(String, u64)>,
+    /// Pages of missed messages are still coming (the welcome said more follow).
+    catching_up: bool,
+    /// The nick held before the server refused it on a rejoin, to offer it again in the form.
+    pub former_nick: Option<String>,
     notices: u64,
 }
 
@@ -85,6 +97,8 @@ impl State {
             typing: Vec::new(),
             pending: Rc::default(),
             acknowledged: Vec::new(),
+            catching_up: false,
+            former_nick: None,
             notices: 0,
         }
     }
@@ -107,7 +121,7 @@ impl State {
 
     /// The server stored a pending message as `id`: it goes once the list shows that message.
     fn acknowledge(&mut self, client_id: String, id: u64, room: &str) {
-        let shown = self.last_message_id().is_some_and(|last| last >= id);
+        let shown = self.is_shown(id);
         if room == self.room && !shown && self.pending.iter().any(|i| i.client_id == client_id) {
             self.acknowledged.push((client_id, id));
         } else {
@@ -118,10 +132,9 @@ impl State {
     /// Settles the acknowledged messages the list now shows (`all`: every one, because the
     /// list was just rebuilt from the server's history).
     fn settle_shown(&mut self, all: bool) {
-        let last = self.last_message_id().unwrap_or(0);
         let (shown, waiting) = std::mem::take(&mut self.acknowledged)
             .into_iter()
-            .partition(|&(_, id)| all || id <= last);
+            .partition(|&(_, id)| all || self.is_shown(id));
         self.acknowledged = waiting;
         for (client_id, _) in shown {
             self.settle(&client_id);
@@ -139,6 +152,13 @@ impl State {
 
     fn stop_typing(&mut self, nick: &str) {
         self.typing.retain(|(typist, _)| typist != nick);
+    }
+
+    /// Whether message `id` is in the list, or never will be (older than the newest shown,
+    /// and no pages of missed messages are coming).
+    fn is_shown(&self, id: MessageId) -> bool {
+        let last = self.last_message_id().is_some_and(|last| last >= id);
+        last && (!self.catching_up || self.position(id).is_ok())
     }
 
     fn notice(&mut self, text: String, ts: u64) {
@@ -161,18 +181,59 @@ impl State {
         })
     }
 
+    /// Where message `id` is in the list (`Ok`), or the index just after the newest message
+    /// older than it, where it belongs (`Err`).
+    fn position(&self, id: MessageId) -> Result<usize, usize> {
+        for (at, entry) in self.entries.iter().enumerate().rev() {
+            if let Entry::Message(shown) = entry {
+                if shown.id == id {
+                    return Ok(at);
+                }
+                if shown.id < id {
+                    return Err(at + 1);
+                }
+            }
+        }
+        Err(0)
+    }
+
+    /// Adds a message of this room where its id belongs, unless it is shown already: newer
+    /// than everything at the end, an older one (a page of missed messages arriving after
+    /// live ones) among the messages around it. Returns whether it was added.
+    fn merge(&mut self, message: ChatMessage) -> bool {
+        if self.last_message_id().is_none_or(|last| message.id > last) {
+            self.push(Entry::Message(Rc::new(message)));
+            return true;
+        }
+        let Err(at) = self.position(message.id) else { return false };
+        let entries = Rc::make_mut(&mut self.entries);
+        entries.insert(at, Entry::Message(Rc::new(message)));
+        if entries.len() > MAX_ENTRIES {
+            entries.pop_front();
+        }
+        true
+    }
+
     fn on_server(&mut self, message: ServerMessage) {
         match message {
-            ServerMessage::Welcome { room, nick, members, history, rooms, since, truncated } => {
+            ServerMessage::Welcome {
+                room,
+                nick,
+                members,
+                history,
+                rooms,
+                since,
+                truncated,
+                more,
+            } => {
                 let resumed = since.is_some() && room == self.room && self.is_joined();
                 if resumed {
                     // What was missed while away, after what is shown.
-                    let last = self.last_message_id().unwrap_or(0);
                     if truncated {
                         self.notice("Older messages could not be loaded.".into(), now());
                     }
-                    for message in history.into_iter().filter(|message| message.id > last) {
-                        self.push(Entry::Message(Rc::new(message)));
+                    for message in history {
+                        self.merge(message);
                     }
                     self.notice("Reconnected.".into(), now());
                 } else {
@@ -186,8 +247,10 @@ impl State {
                     self.notice(format!("You joined #{room} as {nick}."), now());
                 }
                 self.connection = ConnectionState::Online;
+                self.catching_up = more;
                 self.room = room;
                 self.nick = Some(nick);
+                self.former_nick = None;
                 self.members = members;
                 self.rooms = rooms;
                 self.error = None;
@@ -196,10 +259,23 @@ impl State {
             }
             ServerMessage::Message(message) => {
                 // Frames from a room we just left, or repeats, are not shown.
-                let fresh = self.last_message_id().is_none_or(|last| message.id > last);
-                if message.room == self.room && fresh {
-                    self.stop_typing(&message.from);
-                    self.push(Entry::Message(Rc::new(message)));
+                if message.room == self.room && self.is_joined() {
+                    let from = message.from.clone();
+                    if self.merge(message) {
+                        self.stop_typing(&from);
+                        self.settle_shown(false);
+                    }
+                }
+            }
+            ServerMessage::History { room, messages, after, more, .. } => {
+                // Pages for a room the page has left are of no use any more.
+                if room == self.room && self.is_joined() {
+                    for message in messages {
+                        self.merge(message);
+                    }
+                    if after.is_some() && !more {
+                        self.catching_up = false;
+                    }
                     self.settle_shown(false);
                 }
             }
@@ -234,6 +310,13 @@ impl State {
                     // Will be sent again: nothing for the reader to do.
                     Some(_) if code.is_transient() => return,
                     Some(client_id) => self.settle(&client_id),
+                    // Rejoining after an outage, the nick (or room) was refused: the socket
+                    // has no room now, so ask the user instead of showing a dead chat.
+                    None if refuses_join(code) && self.connection != ConnectionState::Online => {
+                        if let Some(nick) = self.nick.take() {
+                            self.former_nick = Some(nick);
+                        }
+                    }
                     None => {}
                 }
                 self.error = Some(message);
@@ -272,6 +355,10 @@ pub enum Action {
         delay_ms: u32,
     },
     Replaced,
+    /// The server closed the connection for good; `message` says why, for people.
+    Closed {
+        message: String,
+    },
     /// The user asked to move to another room; the welcome confirms it.
     SwitchRoom {
         room: String,
@@ -313,6 +400,11 @@ impl Reducible for State {
                     "This chat was opened in another tab; this one is paused.".into(),
                     now(),
                 );
+            }
+            Action::Closed { message } => {
+                state.connection = ConnectionState::Closed;
+                state.notice(message.clone(), now());
+                state.error = Some(message);
             }
             Action::SwitchRoom { room } => {
                 state.error = None;
@@ -368,6 +460,7 @@ mod tests {
             rooms: vec![RoomInfo { name: room.into(), members: 2 }],
             since,
             truncated,
+            more: false,
         })
     }
 
@@ -590,5 +683,126 @@ mod tests {
         assert_eq!(state.error.as_deref(), Some("Too long."));
         let state = reduce(state, [Action::DismissError]);
         assert_eq!(state.error, None);
+    }
+
+    fn page(room: &str, after: u64, history: Vec<ChatMessage>, more: bool) -> Action {
+        Action::Server(ServerMessage::History {
+            room: room.into(),
+            messages: history,
+            before: None,
+            after: Some(after),
+            more,
+        })
+    }
+
+    fn live(id: u64, room: &str) -> Action {
+        Action::Server(ServerMessage::Message(message(id, room, &id.to_string())))
+    }
+
+    fn ids(state: &State) -> Vec<u64> {
+        state
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some(m.id),
+                Entry::Notice { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Pages of missed messages join the list in id order around messages that arrived live
+    /// meanwhile, with nothing twice; the missed ones come before the "Reconnected." line.
+    #[test]
+    fn pages_merge_in_id_order() {
+        let state =
+            reduce(Rc::new(State::new("a".into())), [welcome("a", vec![message(1, "a", "1")])]);
+        let mut more =
+            resumed("a", vec![message(2, "a", "2"), message(3, "a", "3")], Some(1), false);
+        if let Action::Server(ServerMessage::Welcome { more, .. }) = &mut more {
+            *more = true;
+        }
+        let state = reduce(state, [more, live(10, "a"), live(10, "a")]);
+        assert_eq!(ids(&state), [1, 2, 3, 10]);
+        let state = reduce(
+            state,
+            [
+                page("a", 3, vec![message(3, "a", "3"), message(4, "a", "4")], true),
+                live(11, "a"),
+                page(
+                    "a",
+                    4,
+                    vec![message(5, "a", "5"), message(10, "a", "10"), message(11, "a", "11")],
+                    false,
+                ),
+            ],
+        );
+        assert_eq!(ids(&state), [1, 2, 3, 4, 5, 10, 11]);
+        let reconnected = state
+            .entries
+            .iter()
+            .position(|e| matches!(e, Entry::Notice { text, .. } if text == "Reconnected."));
+        let five = state.entries.iter().position(|e| e.key() == 5);
+        assert!(five < reconnected, "missed messages come before the line saying we are back");
+        let state = reduce(state, [page("b", 11, vec![message(12, "b", "other room")], false)]);
+        assert_eq!(ids(&state), [1, 2, 3, 4, 5, 10, 11], "a page for another room is ignored");
+    }
+
+    /// While pages are still coming, an acknowledged message older than the newest live one
+    /// stays pending until its page brings it.
+    #[test]
+    fn acknowledged_messages_wait_for_their_page() {
+        let item = Outgoing {
+            client_id: "x".into(),
+            room: "a".into(),
+            nick: "bob".into(),
+            text: "x".into(),
+            ts: 1,
+        };
+        let state =
+            reduce(Rc::new(State::new("a".into())), [welcome("a", vec![message(1, "a", "1")])]);
+        let mut more = resumed("a", vec![], Some(1), false);
+        if let Action::Server(ServerMessage::Welcome { more, .. }) = &mut more {
+            *more = true;
+        }
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 5, room: "a".into() };
+        let state = reduce(state, [Action::Queued(item), more, live(9, "a"), Action::Server(ack)]);
+        assert_eq!(state.pending_here().len(), 1, "5 is not shown yet");
+        let state = reduce(state, [page("a", 1, vec![message(5, "a", "x")], false)]);
+        assert!(state.pending_here().is_empty());
+    }
+
+    /// A rejoin after an outage refused because the nick was taken meanwhile shows the join
+    /// form with the reason (and the old nick to edit); a refused rename while online stays
+    /// where it was.
+    #[test]
+    fn a_refused_rejoin_asks_for_another_nick() {
+        let taken = || {
+            Action::Server(ServerMessage::error(protocol::ErrorCode::NickTaken, "bob is taken."))
+        };
+        let online = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
+        let state = reduce(online.clone(), [taken()]);
+        assert_eq!(state.nick.as_deref(), Some("bob"), "a refused rename keeps the seat");
+
+        let state = reduce(
+            online,
+            [Action::Disconnected { attempt: 1, delay_ms: 300 }, Action::Connecting, taken()],
+        );
+        assert!(!state.is_joined(), "the join form shows");
+        assert_eq!(state.former_nick.as_deref(), Some("bob"));
+        assert_eq!(state.error.as_deref(), Some("bob is taken."));
+        let state = reduce(state, [welcome("a", vec![])]);
+        assert_eq!((state.is_joined(), state.former_nick.clone()), (true, None));
+    }
+
+    /// A close that reconnecting cannot fix leaves the page disconnected, saying why.
+    #[test]
+    fn closed_by_the_server_says_why() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), Action::Closed { message: "Too fast.".into() }],
+        );
+        assert_eq!(state.connection, ConnectionState::Closed);
+        assert_eq!(state.error.as_deref(), Some("Too fast."));
+        assert_eq!(notices(&state).last().map(String::as_str), Some("Too fast."));
     }
 }

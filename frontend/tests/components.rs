@@ -103,6 +103,7 @@ async fn connection_badge_shows_each_state() {
             "Reconnecting (attempt 3, in 2.5 s)…",
         ),
         (ConnectionState::Replaced, "replaced", "Opened in another tab"),
+        (ConnectionState::Closed, "closed", "Disconnected"),
     ];
     for (state, key, label) in cases {
         let root = root();

@@ -1,4 +1,5 @@
-//! The connection indicator: connecting, online, reconnecting (with the next attempt), paused.
+//! The connection indicator: connecting, online, reconnecting (with the next attempt), paused,
+//! closed by the server.
 
 use yew::prelude::*;
 
@@ -20,6 +21,7 @@ pub fn connection_badge(props: &ConnectionBadgeProps) -> Html {
             format!("Reconnecting (attempt {attempt}, in {:.1} s)…", f64::from(delay_ms) / 1000.0),
         ),
         ConnectionState::Replaced => ("replaced", "Opened in another tab".to_owned()),
+        ConnectionState::Closed => ("closed", "Disconnected".to_owned()),
     };
     html! {
         <span class={classes!("badge", class)} role="status" data-state={class}>{ label }</span>
