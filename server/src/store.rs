@@ -479,3 +479,96 @@ fn mark_trimmed(transaction: &Transaction<'_>, room: &str, upto: i64) -> Result<
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what the store tells one room instance.
+    struct Instance(Arc<Mutex<Vec<Written>>>);
+
+    impl Actor for Instance {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Written> for Instance {
+        type Result = ();
+
+        fn handle(&mut self, written: Written, _: &mut Self::Context) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(written);
+        }
+    }
+
+    fn writer() -> Writer {
+        let options = StoreOptions {
+            data_dir: None,
+            retain_messages: 100,
+            retain_for: None,
+            sync: SyncMode::Full,
+        };
+        let connection = Connection::open_in_memory().expect("in-memory database");
+        create_schema(&connection).expect("schema");
+        Writer { connection, options, metrics: Default::default(), unpruned: HashMap::new() }
+    }
+
+    fn append(
+        id: MessageId,
+        instance: crate::room::RoomInstance,
+        notify: &Addr<Instance>,
+    ) -> Append {
+        let message =
+            ChatMessage { id, room: "r".into(), from: "a".into(), text: "t".into(), ts: id };
+        Append {
+            stored: Stored { message, client_id: None },
+            instance,
+            notify: notify.clone().recipient(),
+        }
+    }
+
+    /// Two instances of one room (the closing one and its successor) in one batch: each is
+    /// told about its own messages, none is left waiting.
+    #[test]
+    fn each_room_instance_hears_of_its_own_appends() {
+        actix_rt::System::new().block_on(async {
+            let (old, new) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+            let old_room = Instance(old.clone()).start();
+            let new_room = Instance(new.clone()).start();
+            let mut writer = writer();
+            let mut batch =
+                vec![append(1, 1, &old_room), append(2, 2, &new_room), append(3, 1, &old_room)];
+            writer.flush(&mut batch);
+            let told = |seen: &Arc<Mutex<Vec<Written>>>| {
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while told(&old) + told(&new) < 2 {
+                assert!(std::time::Instant::now() < deadline, "a room instance was not told");
+                actix_rt::task::yield_now().await;
+            }
+            let only = |seen: &Arc<Mutex<Vec<Written>>>| {
+                let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match seen.as_slice() {
+                    [Written::Durable { upto }] => *upto,
+                    other => panic!("expected one durable notice, got {other:?}"),
+                }
+            };
+            assert_eq!((only(&old), only(&new)), (3, 2));
+        });
+    }
+
+    /// A load sees every message appended before it, and appends after it are written too.
+    #[test]
+    fn loads_see_earlier_appends() {
+        let mut writer = writer();
+        actix_rt::System::new().block_on(async {
+            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
+            let mut batch = vec![append(1, 1, &room), append(2, 1, &room)];
+            writer.flush(&mut batch);
+        });
+        let loaded = writer.load("r").expect("loads");
+        let ids: Vec<MessageId> = loaded.messages.iter().map(|s| s.message.id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+}
