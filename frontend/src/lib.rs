@@ -189,7 +189,7 @@ pub fn app(props: &AppProps) -> Html {
             </aside>
             <main class="conversation">
                 <MessageList entries={state.entries.clone()} pending={state.pending_here()}
-                    own={Some(nick)} />
+                    own={state.own.clone()} />
                 <TypingIndicator typists={state.typists()} />
                 <Composer {on_send} {on_invalid} {on_typing} error={state.error.clone()}
                     disabled={!usable} />

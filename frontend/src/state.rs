@@ -1,7 +1,7 @@
 //! The page's state and the only place it changes: a reducer over [`Action`]s that come from
 //! the connection and from the user.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use protocol::{ChatMessage, ErrorCode, MessageId, RoomInfo, ServerMessage};
@@ -77,6 +77,9 @@ pub struct State {
     /// until the message itself arrives (the ack comes first), so it never blinks out of the
     /// list between the two frames.
     acknowledged: Vec<(String, u64)>,
+    /// The ids of the messages this page sent, from their acknowledgements: these are "your
+    /// own" (a nick says nothing of who sent a message: someone may have held it before).
+    pub own: Rc<BTreeSet<MessageId>>,
     /// Pages of missed messages are still coming (the welcome said more follow).
     catching_up: bool,
     /// The nick held before the server refused it on a rejoin, to offer it again in the form.
@@ -97,6 +100,7 @@ impl State {
             typing: Vec::new(),
             pending: Rc::default(),
             acknowledged: Vec::new(),
+            own: Rc::default(),
             catching_up: false,
             former_nick: None,
             notices: 0,
@@ -121,6 +125,7 @@ impl State {
 
     /// The server stored a pending message as `id`: it goes once the list shows that message.
     fn acknowledge(&mut self, client_id: String, id: u64, room: &str) {
+        Rc::make_mut(&mut self.own).insert(id);
         let shown = self.is_shown(id);
         if room == self.room && !shown && self.pending.iter().any(|i| i.client_id == client_id) {
             self.acknowledged.push((client_id, id));
@@ -237,6 +242,9 @@ impl State {
                     }
                     self.notice("Reconnected.".into(), now());
                 } else {
+                    let sent: BTreeSet<MessageId> =
+                        history.iter().map(|m| m.id).filter(|id| self.own.contains(id)).collect();
+                    self.own = Rc::new(sent);
                     self.entries = Rc::default();
                     if truncated {
                         self.notice("Earlier messages are not shown.".into(), now());
@@ -769,6 +777,35 @@ mod tests {
         assert_eq!(state.pending_here().len(), 1, "5 is not shown yet");
         let state = reduce(state, [page("a", 1, vec![message(5, "a", "x")], false)]);
         assert!(state.pending_here().is_empty());
+        assert!(state.own.contains(&5));
+    }
+
+    /// "Your own" messages are the ones this page sent (their acks name them), not whichever
+    /// carry the page's nick: someone else may have used it before.
+    #[test]
+    fn own_messages_are_the_acknowledged_ones() {
+        let from = |id: u64, nick: &str| {
+            let mut m = message(id, "a", "t");
+            m.from = nick.into();
+            Action::Server(ServerMessage::Message(m))
+        };
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 7, room: "a".into() };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![]),
+                from(6, "bob"),
+                Action::Server(ack),
+                from(7, "bob"),
+                from(8, "alice"),
+            ],
+        );
+        assert_eq!(state.nick.as_deref(), Some("bob"));
+        assert_eq!(state.own.iter().copied().collect::<Vec<_>>(), [7]);
+        let state = reduce(state, [welcome("a", vec![message(7, "a", "t")])]);
+        assert!(state.own.contains(&7), "still ours in a rebuilt list");
+        let state = reduce(state, [welcome("b", vec![])]);
+        assert!(state.own.is_empty(), "forgotten with the list");
     }
 
     /// A rejoin after an outage refused because the nick was taken meanwhile shows the join

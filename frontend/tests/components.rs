@@ -5,7 +5,7 @@
 mod common;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use common::{flush, input, press, root, select, select_all, texts};
@@ -31,7 +31,8 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
     }))
 }
 
-/// Messages render in order with sender and time; own messages are marked; notices differ.
+/// Messages render in order with sender and time; own messages (by id) are marked; notices
+/// differ.
 #[wasm_bindgen_test]
 async fn message_list_renders_messages_and_notices() {
     let root = root();
@@ -39,6 +40,7 @@ async fn message_list_renders_messages_and_notices() {
         message(1, "alice", "hello"),
         Entry::Notice { seq: 1, text: "bob joined.".into(), ts: 0 },
         message(2, "bob", "hi alice"),
+        message(3, "bob", "another bob, earlier"),
     ]
     .into();
     let pending = vec![frontend::outbox::Outgoing {
@@ -48,16 +50,24 @@ async fn message_list_renders_messages_and_notices() {
         text: "still sending".into(),
         ts: 0,
     }];
-    let props = MessageListProps { entries: Rc::new(entries), pending, own: Some("bob".into()) };
+    let own = Rc::new(BTreeSet::from([2]));
+    let props = MessageListProps { entries: Rc::new(entries), pending, own };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
-    assert_eq!(texts(&root, ".message .from"), ["alice", "bob", "bob"]);
-    assert_eq!(texts(&root, ".message .text"), ["hello", "hi alice", "still sending"]);
+    assert_eq!(texts(&root, ".message .from"), ["alice", "bob", "bob", "bob"]);
+    assert_eq!(
+        texts(&root, ".message .text"),
+        ["hello", "hi alice", "another bob, earlier", "still sending"]
+    );
     assert_eq!(texts(&root, ".notice .text"), ["bob joined."]);
-    assert_eq!(texts(&root, ".message.own .text"), ["hi alice", "still sending"]);
+    assert_eq!(
+        texts(&root, ".message.own .text"),
+        ["hi alice", "still sending"],
+        "own by the ids this page sent, not by nick"
+    );
     assert_eq!(texts(&root, ".message.pending .status"), ["sending…"], "pending, last");
-    assert_eq!(select_all(&root, "time").len(), 4, "every line has a time");
+    assert_eq!(select_all(&root, "time").len(), 5, "every line has a time");
     let list = select(&root, "ol.messages").expect("list");
     assert_eq!(list.get_attribute("aria-live").as_deref(), Some("polite"));
 }
@@ -68,7 +78,8 @@ async fn message_list_does_not_interpret_markup() {
     let root = root();
     let hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>**bold**";
     let entries: VecDeque<Entry> = [message(1, "<b>mallory</b>", hostile)].into();
-    let props = MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: None };
+    let props =
+        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -172,7 +183,8 @@ async fn links_are_clickable_and_safe() {
     let root = root();
     let text = "see https://example.org/a?b=1 and javascript://alert(1) or www.x.org";
     let entries: VecDeque<Entry> = [message(1, "alice", text)].into();
-    let props = MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: None };
+    let props =
+        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -211,14 +223,14 @@ async fn new_messages_button_when_scrolled_up() {
     };
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
         root.clone(),
-        MessageListProps { entries: many(60), pending: Vec::new(), own: None },
+        MessageListProps { entries: many(60), pending: Vec::new(), own: Rc::default() },
     )
     .render();
     flush().await;
     let list = select(&root, "ol.messages").expect("list");
     list.set_attribute("style", "overflow-y: auto; height: 150px").expect("style");
     list.set_scroll_top(list.scroll_height());
-    handle.update(MessageListProps { entries: many(61), pending: Vec::new(), own: None });
+    handle.update(MessageListProps { entries: many(61), pending: Vec::new(), own: Rc::default() });
     flush().await;
     let bottom =
         |list: &web_sys::Element| list.scroll_height() - list.scroll_top() - list.client_height();
@@ -227,7 +239,7 @@ async fn new_messages_button_when_scrolled_up() {
 
     list.set_scroll_top(0);
     list.dispatch_event(&web_sys::Event::new("scroll").expect("event")).expect("scroll");
-    handle.update(MessageListProps { entries: many(62), pending: Vec::new(), own: None });
+    handle.update(MessageListProps { entries: many(62), pending: Vec::new(), own: Rc::default() });
     flush().await;
     assert_eq!(list.scroll_top(), 0, "a reader who scrolled up is not moved");
     let button = select(&root, ".new-messages").expect("new messages button");
@@ -250,7 +262,11 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
     let mut state = Rc::new(State::new("r".into()));
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
         root.clone(),
-        MessageListProps { entries: state.entries.clone(), pending: Vec::new(), own: None },
+        MessageListProps {
+            entries: state.entries.clone(),
+            pending: Vec::new(),
+            own: Rc::default(),
+        },
     )
     .render();
     let started = js_sys::Date::now();
@@ -262,7 +278,7 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
         handle.update(MessageListProps {
             entries: state.entries.clone(),
             pending: Vec::new(),
-            own: None,
+            own: Rc::default(),
         });
         if id % 100 == 0 {
             flush().await;

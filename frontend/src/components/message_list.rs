@@ -2,7 +2,7 @@
 //! at the bottom; a reader who scrolled up stays put and gets a "new messages" button instead.
 //! Text is rendered as text: only http(s) links become clickable, nothing else is interpreted.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use linkify::{LinkFinder, LinkKind};
@@ -11,6 +11,7 @@ use yew::prelude::*;
 
 use crate::outbox::Outgoing;
 use crate::state::Entry;
+use protocol::MessageId;
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
 const STICK_THRESHOLD: i32 = 48;
@@ -21,8 +22,9 @@ pub struct MessageListProps {
     /// Own messages not yet acknowledged, shown after the others as "sending".
     #[prop_or_default]
     pub pending: Vec<Outgoing>,
+    /// The ids of the messages this page sent, shown as "your own".
     #[prop_or_default]
-    pub own: Option<String>,
+    pub own: Rc<BTreeSet<MessageId>>,
 }
 
 #[function_component(MessageList)]
@@ -70,7 +72,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
     html! {
         <div class="message-pane">
             <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
-                { for props.entries.iter().map(|entry| render(entry, props.own.as_deref())) }
+                { for props.entries.iter().map(|entry| render(entry, &props.own)) }
                 { for props.pending.iter().map(render_pending) }
             </ol>
             if *unseen {
@@ -84,10 +86,10 @@ fn is_at_bottom(list: &Element) -> bool {
     list.scroll_height() - list.scroll_top() - list.client_height() <= STICK_THRESHOLD
 }
 
-fn render(entry: &Entry, own: Option<&str>) -> Html {
+fn render(entry: &Entry, own: &BTreeSet<MessageId>) -> Html {
     match entry {
         Entry::Message(message) => {
-            let mine = own == Some(message.from.as_str());
+            let mine = own.contains(&message.id);
             html! {
                 <li key={entry.key().to_string()} class={classes!("message", mine.then_some("own"))}
                     data-id={message.id.to_string()}>
