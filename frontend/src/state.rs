@@ -11,6 +11,8 @@ use crate::outbox::Outgoing;
 
 /// Most entries the message list holds; older ones are dropped so the DOM stays bounded.
 pub const MAX_ENTRIES: usize = 500;
+/// Most nicks a presence line names in each of its lists; the rest are counted.
+pub const MAX_NAMED: usize = 5;
 
 /// Where the connection to the server stands, as the page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +38,12 @@ pub enum Entry {
     /// Shared, so that copying the list on each change (the reducer's copy-on-write) copies
     /// pointers, not texts.
     Message(Rc<ChatMessage>),
-    /// A presence or status line, numbered locally so the list can key it.
+    /// A status line, numbered locally so the list can key it.
     Notice { seq: u64, text: String, ts: u64 },
+    /// Consecutive joins and leaves, as one line: who came (and stayed) and who went, so a
+    /// burst of them, or someone renaming over and over, takes one line instead of pushing the
+    /// messages off the screen. `ts` is the latest one's.
+    Presence { seq: u64, joined: Vec<String>, left: Vec<String>, ts: u64 },
 }
 
 impl Entry {
@@ -45,7 +51,7 @@ impl Entry {
     pub fn key(&self) -> i128 {
         match self {
             Entry::Message(message) => i128::from(message.id),
-            Entry::Notice { seq, .. } => -i128::from(*seq) - 1,
+            Entry::Notice { seq, .. } | Entry::Presence { seq, .. } => -i128::from(*seq) - 1,
         }
     }
 }
@@ -53,6 +59,25 @@ impl Entry {
 /// Whether an error with this code answers a `join`: the room or nick was refused.
 pub fn refuses_join(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::NickTaken | ErrorCode::InvalidNick | ErrorCode::InvalidRoom)
+}
+
+/// A presence line in words: "alice, bob joined; carol left." Past [`MAX_NAMED`] nicks a list
+/// is cut short with a count ("… and 12 others joined").
+pub fn describe_presence(joined: &[String], left: &[String]) -> String {
+    let list = |nicks: &[String], verb: &str| {
+        let named = nicks.iter().take(MAX_NAMED).cloned().collect::<Vec<_>>().join(", ");
+        match nicks.len().saturating_sub(MAX_NAMED) {
+            0 => format!("{named} {verb}"),
+            1 => format!("{named} and 1 other {verb}"),
+            others => format!("{named} and {others} others {verb}"),
+        }
+    };
+    let parts: Vec<String> = [(joined, "joined"), (left, "left")]
+        .into_iter()
+        .filter(|(nicks, _)| !nicks.is_empty())
+        .map(|(nicks, verb)| list(nicks, verb))
+        .collect();
+    format!("{}.", parts.join("; "))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +196,33 @@ impl State {
         self.push(Entry::Notice { seq: self.notices, text, ts });
     }
 
+    /// Adds a join (`joined`) or leave of `nick` to the presence line the list ends with, or
+    /// starts one. Coming and going within one burst cancel out.
+    fn presence(&mut self, nick: String, joined: bool, ts: u64) {
+        let entries = Rc::make_mut(&mut self.entries);
+        if let Some(Entry::Presence { joined: came, left: went, ts: last_ts, .. }) =
+            entries.back_mut()
+        {
+            let (add, undo) =
+                if joined { (&mut *came, &mut *went) } else { (&mut *went, &mut *came) };
+            match undo.iter().position(|other| *other == nick) {
+                Some(at) => {
+                    undo.remove(at);
+                }
+                None if !add.contains(&nick) => add.push(nick),
+                None => {}
+            }
+            *last_ts = ts;
+            if came.is_empty() && went.is_empty() {
+                entries.pop_back();
+            }
+            return;
+        }
+        self.notices += 1;
+        let (came, went) = if joined { (vec![nick], vec![]) } else { (vec![], vec![nick]) };
+        self.push(Entry::Presence { seq: self.notices, joined: came, left: went, ts });
+    }
+
     fn push(&mut self, entry: Entry) {
         let entries = Rc::make_mut(&mut self.entries);
         if entries.len() == MAX_ENTRIES {
@@ -182,7 +234,7 @@ impl State {
     fn last_message_id(&self) -> Option<u64> {
         self.entries.iter().rev().find_map(|entry| match entry {
             Entry::Message(message) => Some(message.id),
-            Entry::Notice { .. } => None,
+            Entry::Notice { .. } | Entry::Presence { .. } => None,
         })
     }
 
@@ -288,14 +340,14 @@ impl State {
                 }
             }
             ServerMessage::Joined { room, nick, ts } if room == self.room => {
-                self.notice(format!("{nick} joined."), ts);
+                self.presence(nick.clone(), true, ts);
                 if !self.members.contains(&nick) {
                     self.members.push(nick);
                     self.members.sort_by_key(|nick| nick.to_lowercase());
                 }
             }
             ServerMessage::Left { room, nick, ts } if room == self.room => {
-                self.notice(format!("{nick} left."), ts);
+                self.presence(nick.clone(), false, ts);
                 self.stop_typing(&nick);
                 self.members.retain(|member| *member != nick);
             }
@@ -478,6 +530,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Entry::Notice { text, .. } => Some(text.clone()),
+                Entry::Presence { joined, left, .. } => Some(describe_presence(joined, left)),
                 Entry::Message(_) => None,
             })
             .collect()
@@ -585,7 +638,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Entry::Message(m) => Some(m.text.clone()),
-                Entry::Notice { .. } => None,
+                Entry::Notice { .. } | Entry::Presence { .. } => None,
             })
             .collect()
     }
@@ -644,8 +697,7 @@ mod tests {
         );
         assert_eq!(state.members, ["bob", "Carol"]);
         assert_eq!(state.rooms, [RoomInfo { name: "a".into(), members: 2 }], "count kept live");
-        let notices = state.entries.iter().filter(|e| matches!(e, Entry::Notice { .. })).count();
-        assert_eq!(notices, 3, "welcome, Carol joined, alice left");
+        assert_eq!(notices(&state)[1..], ["Carol joined; alice left."], "one line for the burst");
     }
 
     /// The list never grows past `MAX_ENTRIES`; the oldest go first.
@@ -713,7 +765,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Entry::Message(m) => Some(m.id),
-                Entry::Notice { .. } => None,
+                Entry::Notice { .. } | Entry::Presence { .. } => None,
             })
             .collect()
     }
@@ -829,6 +881,44 @@ mod tests {
         assert_eq!(state.error.as_deref(), Some("bob is taken."));
         let state = reduce(state, [welcome("a", vec![])]);
         assert_eq!((state.is_joined(), state.former_nick.clone()), (true, None));
+    }
+
+    /// A burst of joins and leaves is one line; someone renaming over and over shows as where
+    /// they started and where they ended; a message starts a new line.
+    #[test]
+    fn presence_bursts_collapse_into_one_line() {
+        let joined = |nick: &str| {
+            Action::Server(ServerMessage::Joined { room: "a".into(), nick: nick.into(), ts: 2 })
+        };
+        let left = |nick: &str| {
+            Action::Server(ServerMessage::Left { room: "a".into(), nick: nick.into(), ts: 3 })
+        };
+        let mut actions = vec![welcome("a", vec![]), left("x")];
+        for n in 0..100 {
+            actions.push(joined(&format!("x{n}")));
+            actions.push(left(&format!("x{n}")));
+        }
+        actions.push(joined("x100"));
+        let state = reduce(Rc::new(State::new("a".into())), actions);
+        assert_eq!(notices(&state)[1..], ["x100 joined; x left."]);
+        assert_eq!(state.entries.len(), 2, "the welcome line and one presence line");
+
+        let state = reduce(state, [live(5, "a"), joined("carol"), joined("dave"), left("x100")]);
+        assert_eq!(notices(&state)[2..], ["carol, dave joined; x100 left."]);
+        let state = reduce(state, [joined("x100"), left("carol"), left("dave")]);
+        assert_eq!(notices(&state).len(), 2, "a burst that changed nothing leaves no line");
+    }
+
+    /// Long lists name a few and count the rest.
+    #[test]
+    fn presence_lines_name_a_few() {
+        let nicks = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        assert_eq!(describe_presence(&nicks(1), &[]), "n0 joined.");
+        assert_eq!(describe_presence(&[], &nicks(2)), "n0, n1 left.");
+        assert_eq!(
+            describe_presence(&nicks(6), &nicks(8)),
+            "n0, n1, n2, n3, n4 and 1 other joined; n0, n1, n2, n3, n4 and 3 others left."
+        );
     }
 
     /// A close that reconnecting cannot fix leaves the page disconnected, saying why.

@@ -32,7 +32,7 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
 }
 
 /// Messages render in order with sender and time; own messages (by id) are marked; notices
-/// differ.
+/// and presence lines differ.
 #[wasm_bindgen_test]
 async fn message_list_renders_messages_and_notices() {
     let root = root();
@@ -41,6 +41,12 @@ async fn message_list_renders_messages_and_notices() {
         Entry::Notice { seq: 1, text: "bob joined.".into(), ts: 0 },
         message(2, "bob", "hi alice"),
         message(3, "bob", "another bob, earlier"),
+        Entry::Presence {
+            seq: 2,
+            joined: vec!["carol".into(), "dave".into()],
+            left: vec!["erin".into()],
+            ts: 0,
+        },
     ]
     .into();
     let pending = vec![frontend::outbox::Outgoing {
@@ -60,14 +66,14 @@ async fn message_list_renders_messages_and_notices() {
         texts(&root, ".message .text"),
         ["hello", "hi alice", "another bob, earlier", "still sending"]
     );
-    assert_eq!(texts(&root, ".notice .text"), ["bob joined."]);
+    assert_eq!(texts(&root, ".notice .text"), ["bob joined.", "carol, dave joined; erin left."]);
     assert_eq!(
         texts(&root, ".message.own .text"),
         ["hi alice", "still sending"],
         "own by the ids this page sent, not by nick"
     );
     assert_eq!(texts(&root, ".message.pending .status"), ["sending…"], "pending, last");
-    assert_eq!(select_all(&root, "time").len(), 5, "every line has a time");
+    assert_eq!(select_all(&root, "time").len(), 6, "every line has a time");
     let list = select(&root, "ol.messages").expect("list");
     assert_eq!(list.get_attribute("aria-live").as_deref(), Some("polite"));
 }

@@ -10,7 +10,7 @@ use web_sys::Element;
 use yew::prelude::*;
 
 use crate::outbox::Outgoing;
-use crate::state::Entry;
+use crate::state::{self, Entry};
 use protocol::MessageId;
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
@@ -103,6 +103,12 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>) -> Html {
             <li key={entry.key().to_string()} class="notice">
                 <time datetime={iso_time(*ts)}>{ local_time(*ts) }</time>
                 <span class="text">{ text }</span>
+            </li>
+        },
+        Entry::Presence { joined, left, ts, .. } => html! {
+            <li key={entry.key().to_string()} class="notice presence">
+                <time datetime={iso_time(*ts)}>{ local_time(*ts) }</time>
+                <span class="text">{ state::describe_presence(joined, left) }</span>
             </li>
         },
     }
