@@ -200,6 +200,8 @@ pub enum ErrorCode {
     NotJoined,
     /// The server could not do what was asked; trying again later may work.
     Unavailable,
+    /// The server has as many rooms open as it allows: join a room that is open, or try later.
+    TooManyRooms,
     /// Too many frames too fast; `retry_after_ms` says when the next one will be accepted.
     /// A client that keeps going is closed with [`close::POLICY_VIOLATION`].
     RateLimited,

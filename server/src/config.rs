@@ -19,6 +19,14 @@ pub const DEFAULT_HISTORY_LEN: usize = 100;
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Messages each room keeps (in the database, and in memory while the room is active).
 pub const DEFAULT_RETAIN_MESSAGES: usize = 1000;
+/// Bytes of messages (text and nick) each room keeps, in the database and in memory.
+pub const DEFAULT_RETAIN_BYTES: usize = 1024 * 1024;
+/// Rooms open at once (with members); past it, joining a new room is refused.
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// Rooms one connection may open per minute (joining a room nobody is in opens it).
+pub const DEFAULT_ROOM_OPENS_PER_MINUTE: u32 = 20;
+/// Rooms one address (an IPv6 /64) may open per minute.
+pub const DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS: u32 = 200;
 /// Largest single WebSocket frame accepted; a larger one closes the connection with 1009.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest message reassembled from continuation frames; past it the connection closes with 1009.
@@ -133,6 +141,11 @@ pub struct Storage {
     #[arg(long, env = "CHAT_RETAIN_MESSAGES", default_value_t = DEFAULT_RETAIN_MESSAGES)]
     pub retain_messages: usize,
 
+    /// Bytes of messages (text and nick, UTF-8) each room keeps at most; older ones are
+    /// deleted. Bounds a room's memory while it is open and its share of the database.
+    #[arg(long, env = "CHAT_RETAIN_BYTES", default_value_t = DEFAULT_RETAIN_BYTES)]
+    pub retain_bytes: usize,
+
     /// Delete messages older than this, e.g. `30days` (default: kept until the count limit).
     #[arg(long, env = "CHAT_RETAIN_FOR")]
     pub retain_for: Option<humantime::Duration>,
@@ -149,6 +162,7 @@ impl Storage {
         StoreOptions {
             data_dir: (!self.ephemeral).then(|| self.data_dir.clone()),
             retain_messages: self.retain_messages.max(1),
+            retain_bytes: self.retain_bytes,
             retain_for: self.retain_for.map(Into::into),
             sync: self.sync,
         }
@@ -161,6 +175,7 @@ impl Default for Storage {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             ephemeral: false,
             retain_messages: DEFAULT_RETAIN_MESSAGES,
+            retain_bytes: DEFAULT_RETAIN_BYTES,
             retain_for: None,
             sync: SyncMode::Full,
         }
@@ -198,6 +213,20 @@ pub struct AbuseLimits {
     /// Bytes of frames that may wait for one client (same consequence as the frame count).
     #[arg(long, env = "CHAT_MAX_QUEUED_BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES)]
     pub max_queued_bytes: usize,
+
+    /// Rooms open at once; joining a room that is not open is refused past it
+    /// (`too_many_rooms`).
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
+    pub max_rooms: usize,
+
+    /// Rooms one connection may open per minute (in bursts of as many); past it, joining a
+    /// room that is not open is refused with `rate_limited`.
+    #[arg(long, env = "CHAT_ROOM_OPENS_PER_MINUTE", default_value_t = DEFAULT_ROOM_OPENS_PER_MINUTE)]
+    pub room_opens_per_minute: u32,
+
+    /// Rooms one address (an IPv6 /64) may open per minute, all its connections together.
+    #[arg(long, env = "CHAT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS", default_value_t = DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS)]
+    pub room_opens_per_minute_per_address: u32,
 
     /// Least time between two renames of one member (a rename sooner is refused with
     /// `rate_limited`), so that nobody floods a room with leave and join notices.
@@ -241,6 +270,9 @@ impl Default for AbuseLimits {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
             rename_interval: DEFAULT_RENAME_INTERVAL.into(),
+            max_rooms: DEFAULT_MAX_ROOMS,
+            room_opens_per_minute: DEFAULT_ROOM_OPENS_PER_MINUTE,
+            room_opens_per_minute_per_address: DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS,
             allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
             allowed_hosts: Vec::new(),
         }
@@ -328,6 +360,13 @@ mod tests {
         assert_eq!(parsed.storage.data_dir, default.storage.data_dir);
         assert_eq!(parsed.storage.ephemeral, default.storage.ephemeral);
         assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
+        assert_eq!(parsed.storage.retain_bytes, default.storage.retain_bytes);
+        assert_eq!(parsed.abuse.max_rooms, default.abuse.max_rooms);
+        assert_eq!(parsed.abuse.room_opens_per_minute, default.abuse.room_opens_per_minute);
+        assert_eq!(
+            parsed.abuse.room_opens_per_minute_per_address,
+            default.abuse.room_opens_per_minute_per_address
+        );
         assert_eq!(parsed.storage.retain_for, default.storage.retain_for);
         assert_eq!(parsed.storage.sync, default.storage.sync);
         assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);

@@ -77,16 +77,31 @@ pub struct RoomHistory {
     /// The highest id lost to retention (0 if none).
     trimmed_upto: MessageId,
     capacity: usize,
+    /// The most bytes of text and nicks kept (see [`stored_size`]); the newest message is kept
+    /// whatever its size.
+    capacity_bytes: usize,
+    /// The bytes of text and nicks in `entries`.
+    bytes: usize,
+}
+
+/// What a message weighs against a room's byte retention: its text and its sender's nick, in
+/// bytes of UTF-8. The store trims by the same measure.
+pub fn stored_size(message: &ChatMessage) -> usize {
+    message.text.len() + message.from.len()
 }
 
 impl RoomHistory {
-    pub fn new(loaded: Loaded, capacity: usize) -> Self {
+    /// A history of the `loaded` messages that keeps at most `capacity` messages and about
+    /// `capacity_bytes` bytes of them.
+    pub fn new(loaded: Loaded, capacity: usize, capacity_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         let mut history = RoomHistory {
             entries: VecDeque::new(),
             by_client: HashMap::new(),
             trimmed_upto: loaded.trimmed_upto,
             capacity,
+            capacity_bytes,
+            bytes: 0,
         };
         for stored in loaded.messages {
             history.push(stored);
@@ -94,7 +109,7 @@ impl RoomHistory {
         history
     }
 
-    /// Adds a durable message, forgetting the oldest past the capacity.
+    /// Adds a durable message, forgetting the oldest past the capacity in messages or bytes.
     pub fn push(&mut self, stored: Stored) {
         if self.entries.len() == self.capacity {
             self.forget_oldest();
@@ -103,11 +118,16 @@ impl RoomHistory {
             let sender = crate::names::nick_key(&stored.message.from);
             self.by_client.entry(client_id.clone()).or_default().push((sender, stored.message.id));
         }
+        self.bytes += stored_size(&stored.message);
         self.entries.push_back(stored);
+        while self.bytes > self.capacity_bytes && self.entries.len() > 1 {
+            self.forget_oldest();
+        }
     }
 
     fn forget_oldest(&mut self) {
         if let Some(oldest) = self.entries.pop_front() {
+            self.bytes -= stored_size(&oldest.message);
             self.trimmed_upto = self.trimmed_upto.max(oldest.message.id);
             if let Some(client_id) = oldest.client_id
                 && let Some(senders) = self.by_client.get_mut(&client_id)
@@ -224,7 +244,7 @@ mod tests {
     }
 
     fn history(ids: &[MessageId], capacity: usize) -> RoomHistory {
-        let mut history = RoomHistory::new(Loaded::default(), capacity);
+        let mut history = RoomHistory::new(Loaded::default(), capacity, usize::MAX);
         for &id in ids {
             history.push(stored(id, Some(&format!("c{id}"))));
         }
@@ -254,6 +274,25 @@ mod tests {
         assert_eq!(history.last_id(), 9);
         assert_eq!(history.id_for("a", "c1"), None, "forgotten with its message");
         assert_eq!(history.id_for("a", "c7"), Some(7));
+    }
+
+    /// The byte bound forgets the oldest messages too, but never the newest one.
+    #[test]
+    fn keeps_a_bounded_number_of_bytes() {
+        let mut history = RoomHistory::new(Loaded::default(), 100, 25);
+        let sized = |id: MessageId, len: usize| {
+            let mut stored = stored(id, None);
+            stored.message.text = "x".repeat(len);
+            stored
+        };
+        history.push(sized(1, 9)); // 10 bytes with the nick
+        history.push(sized(2, 9));
+        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX)), [1, 2]);
+        history.push(sized(3, 9));
+        let kept = history.catchup(Some(0), 100, usize::MAX);
+        assert_eq!((ids(&kept), kept.truncated), (vec![2, 3], true), "30 bytes > 25");
+        history.push(sized(4, 99));
+        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX)), [4], "the newest stays");
     }
 
     /// `since` returns exactly what follows it, and says whether anything after it is gone.
@@ -335,7 +374,7 @@ mod tests {
     #[test]
     fn loaded_trim_and_expiry() {
         let loaded = Loaded { messages: vec![stored(8, None), stored(9, None)], trimmed_upto: 6 };
-        let mut history = RoomHistory::new(loaded, 10);
+        let mut history = RoomHistory::new(loaded, 10, usize::MAX);
         assert!(history.catchup(Some(5), 10, usize::MAX).truncated);
         assert!(!history.catchup(Some(6), 10, usize::MAX).truncated);
         history.expire(90);

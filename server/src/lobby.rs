@@ -6,15 +6,21 @@
 //! when a room is empty; chat messages go straight from sessions to rooms.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, MessageId, RoomInfo, UnixMillis};
 
 use crate::ConnId;
 use crate::backlog::{BacklogLimit, FrameSender};
 use crate::config::Config;
+use crate::directory::RoomList;
 use crate::history::MessageIds;
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
@@ -22,14 +28,20 @@ use crate::room::{self, PreviousClosed, Room, RoomContext, RoomInstance};
 use crate::session::Session;
 use crate::store::Opened;
 
-/// How many rooms a room list names at most (the busiest first).
-pub const MAX_LISTED_ROOMS: usize = 100;
+pub use crate::directory::MAX_LISTED_ROOMS;
+
+/// How often the room-opening limiters forget connections and addresses that are quiet.
+const FORGET_OPENERS_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Lobby {
     rooms: HashMap<String, ActiveRoom>,
-    /// Rooms with messages and no members, by their last message's time (at most
-    /// `2 * MAX_LISTED_ROOMS`, the most recent).
-    quiet: HashMap<String, UnixMillis>,
+    /// Active rooms by size and quiet rooms by recency, for room lists.
+    list: RoomList,
+    /// Rooms open at once, at most.
+    max_rooms: usize,
+    /// How fast one connection, and one address, may open rooms.
+    opens_by_conn: DefaultKeyedRateLimiter<ConnId>,
+    opens_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// What every room is started with.
     context: RoomContext,
     /// Threads the rooms run on, so rooms spread over every core.
@@ -68,9 +80,21 @@ impl Lobby {
                 },
                 rename_interval: *config.abuse.rename_interval,
             };
+            let per_minute =
+                |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+            let abuse = &config.abuse;
+            ctx.run_interval(FORGET_OPENERS_EVERY, |lobby: &mut Lobby, _| {
+                lobby.opens_by_conn.retain_recent();
+                lobby.opens_by_address.retain_recent();
+            });
             Lobby {
                 rooms: HashMap::new(),
-                quiet: opened.rooms.into_iter().collect(),
+                list: RoomList::new(opened.rooms),
+                max_rooms: abuse.max_rooms,
+                opens_by_conn: RateLimiter::keyed(per_minute(abuse.room_opens_per_minute)),
+                opens_by_address: RateLimiter::keyed(per_minute(
+                    abuse.room_opens_per_minute_per_address,
+                )),
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
                 next_arbiter: 0,
@@ -81,39 +105,33 @@ impl Lobby {
         })
     }
 
-    /// The active rooms, busiest first, then quiet rooms, most recently used first. `moving` is
-    /// a connection that is joining `to`: it is counted there only, since it leaves its current
-    /// room once the join succeeds.
-    fn room_list(&self, moving: Option<(ConnId, &str)>) -> Vec<RoomInfo> {
-        let mut rooms: Vec<RoomInfo> = self
-            .rooms
-            .iter()
-            .filter_map(|(name, room)| {
-                let mut members = room.members.len();
-                if let Some((conn, to)) = moving
-                    && name != to
-                    && room.members.contains(&conn)
-                {
-                    members -= 1;
-                }
-                let members = u32::try_from(members).unwrap_or(u32::MAX);
-                (members > 0).then(|| RoomInfo { name: name.clone(), members })
-            })
-            .collect();
-        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
-        if rooms.len() < MAX_LISTED_ROOMS {
-            let active = |name: &String| rooms.iter().any(|room| room.name == *name);
-            let mut quiet: Vec<(&String, &UnixMillis)> =
-                self.quiet.iter().filter(|(name, _)| !active(name)).collect();
-            quiet.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            let quiet: Vec<RoomInfo> = quiet
-                .into_iter()
-                .map(|(name, _)| RoomInfo { name: name.clone(), members: 0 })
-                .collect();
-            rooms.extend(quiet);
+    /// Whether `conn` from `address` may open a room that is not open: the server has room
+    /// for one more, and neither the connection nor its address is opening rooms too fast.
+    fn may_open(&self, conn: ConnId, address: IpAddr) -> Result<(), Rejection> {
+        if self.rooms.len() >= self.max_rooms {
+            self.metrics.refused_rooms.inc();
+            return Err(Rejection::new(
+                ErrorCode::TooManyRooms,
+                "The server has as many rooms open as it allows; join an open room or try later.",
+            ));
         }
-        rooms.truncate(MAX_LISTED_ROOMS);
-        rooms
+        let address = crate::policy::limit_key(address);
+        let checked = self
+            .opens_by_conn
+            .check_key(&conn)
+            .and_then(|()| self.opens_by_address.check_key(&address));
+        if let Err(not_until) = checked {
+            self.metrics.refused_rooms.inc();
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            return Err(Rejection {
+                message: format!(
+                    "You are opening rooms too fast; wait {ms} ms or join an open one."
+                ),
+                ..Rejection::rate_limited(wait)
+            });
+        }
+        Ok(())
     }
 
     fn open(&mut self, name: &str) -> &mut ActiveRoom {
@@ -132,10 +150,20 @@ impl Lobby {
         self.rooms.get_mut(name).expect("room was just inserted")
     }
 
+    /// Counts `conn` among `name`'s members; `false` if it was counted already.
+    fn seat(&mut self, name: &str, conn: ConnId) -> bool {
+        let room = self.open(name);
+        let newcomer = room.members.insert(conn);
+        let members = room.members.len();
+        self.list.set_members(name, members);
+        newcomer
+    }
+
     /// Removes `conn` from `name`'s members, closing the room if that emptied it.
     fn release(&mut self, name: &str, conn: ConnId, ctx: &mut Context<Self>) {
         let Some(room) = self.rooms.get_mut(name) else { return };
         room.members.remove(&conn);
+        self.list.set_members(name, room.members.len());
         if room.members.is_empty()
             && let Some(room) = self.rooms.remove(name)
         {
@@ -175,6 +203,10 @@ pub struct Join {
     pub since: Option<MessageId>,
     pub session: Addr<Session>,
     pub frames: FrameSender,
+    /// Where the connection comes from, for the limits on opening rooms.
+    pub address: IpAddr,
+    /// The room the session is in now (it leaves it once this join succeeds).
+    pub leaving: Option<String>,
 }
 
 /// Where a session landed.
@@ -191,18 +223,24 @@ impl Handler<Join> for Lobby {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
+        if !self.rooms.contains_key(&name)
+            && let Err(rejection) = self.may_open(conn, msg.address)
+        {
+            return Box::pin(fut::ready(Err(rejection)));
+        }
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner. A member renaming itself is counted already; a
         // refusal then must not release the seat it keeps.
-        let room = self.open(&name);
-        let newcomer = room.members.insert(conn);
+        let newcomer = self.seat(&name, conn);
+        let room = &self.rooms[&name];
         let (addr, instance) = (room.addr.clone(), room.instance);
+        let leaving = msg.leaving.filter(|leaving| *leaving != name);
         let request = room::Join {
             conn,
             nick: msg.nick,
             client: msg.client,
             session: msg.session,
-            rooms: self.room_list(Some((conn, &name))),
+            rooms: self.list.list(leaving.as_deref()),
             since: msg.since,
             frames: msg.frames,
         };
@@ -287,14 +325,7 @@ impl Handler<Closed> for Lobby {
     type Result = ();
 
     fn handle(&mut self, msg: Closed, _: &mut Self::Context) {
-        self.quiet.insert(msg.room, msg.last_ts);
-        if self.quiet.len() > 2 * MAX_LISTED_ROOMS {
-            let mut by_age: Vec<(UnixMillis, String)> =
-                self.quiet.drain().map(|(name, ts)| (ts, name)).collect();
-            by_age.sort_unstable_by(|a, b| b.cmp(a));
-            by_age.truncate(MAX_LISTED_ROOMS);
-            self.quiet = by_age.into_iter().map(|(ts, name)| (name, ts)).collect();
-        }
+        self.list.closed(msg.room, msg.last_ts);
     }
 }
 
@@ -307,7 +338,7 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.room_list(None))
+        MessageResult(self.list.list(None))
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub store_failures: Counter,
     /// Sends recognised as repeats of a stored or pending client id.
     pub duplicates: Counter,
+    /// Joins refused because the room could not be opened (room cap or opening rate).
+    pub refused_rooms: Counter,
     /// `typing` notices not relayed because the member sent one less than 2 s before.
     pub typing_dropped: Counter,
 }
@@ -95,6 +97,11 @@ impl Metrics {
             "duplicate_sends",
             "Sends recognised as repeats of a client id",
             self.duplicates.clone(),
+        );
+        registry.register(
+            "refused_room_opens",
+            "Joins refused: too many rooms open, or rooms opened too fast",
+            self.refused_rooms.clone(),
         );
         registry.register(
             "typing_dropped",

@@ -125,6 +125,13 @@ pub struct Permit {
     address: IpAddr,
 }
 
+impl Permit {
+    /// The address this connection counts under (see [`limit_key`]).
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut per_address = self.limits.per_address.lock().unwrap_or_else(|p| p.into_inner());

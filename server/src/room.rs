@@ -122,7 +122,11 @@ impl Room {
             loaded: false,
             rename_interval,
             members: HashMap::new(),
-            history: RoomHistory::new(Default::default(), retention.retain_messages),
+            history: RoomHistory::new(
+                Default::default(),
+                retention.retain_messages,
+                retention.retain_bytes,
+            ),
             pending: VecDeque::new(),
             ids,
             store,
@@ -251,7 +255,9 @@ impl Actor for Room {
             .map(|loaded| loaded.unwrap_or(Err(StoreError::TimedOut)));
         let load = load.into_actor(self).map(|loaded, room, _| match loaded {
             Ok(loaded) => {
-                room.history = RoomHistory::new(loaded, room.retention.retain_messages);
+                let retention = &room.retention;
+                room.history =
+                    RoomHistory::new(loaded, retention.retain_messages, retention.retain_bytes);
                 room.loaded = true;
             }
             Err(error) => {

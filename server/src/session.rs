@@ -25,6 +25,8 @@ use crate::room::{self, Room, RoomInstance};
 
 pub struct Session {
     conn: ConnId,
+    /// Where the connection comes from (an IPv6 address's /64).
+    address: std::net::IpAddr,
     config: Arc<Config>,
     lobby: Addr<Lobby>,
     /// When the client was last heard from (any frame counts).
@@ -81,6 +83,7 @@ impl Session {
             strikes,
             frames,
             queued: Some(queued),
+            address: permit.address(),
             _permit: permit,
             conn,
             config,
@@ -159,6 +162,8 @@ impl Session {
             since,
             session: ctx.address(),
             frames: self.frames.clone(),
+            address: self.address,
+            leaving: self.membership.as_ref().map(|m| m.name.clone()),
         };
         // Bounded, so a stuck lobby or room costs a refusal, not a frozen session (its
         // heartbeat included: `ctx.wait` holds everything else).

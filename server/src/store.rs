@@ -43,6 +43,9 @@ pub struct StoreOptions {
     pub data_dir: Option<PathBuf>,
     /// Messages each room keeps (at least 1).
     pub retain_messages: usize,
+    /// Bytes of messages each room keeps (see [`crate::history::stored_size`]); the newest
+    /// message is kept whatever its size.
+    pub retain_bytes: usize,
     /// How long messages are kept; `None` for no age limit.
     pub retain_for: Option<Duration>,
     /// How hard each commit is pushed to the disk.
@@ -258,8 +261,8 @@ struct Writer {
     connection: Connection,
     options: StoreOptions,
     metrics: std::sync::Arc<Metrics>,
-    /// Messages written per room since its last trim.
-    unpruned: HashMap<String, usize>,
+    /// Messages and bytes written per room since its last trim.
+    unpruned: HashMap<String, (usize, usize)>,
 }
 
 impl Writer {
@@ -339,7 +342,9 @@ impl Writer {
             }
         }
         for append in batch.drain(..) {
-            *self.unpruned.entry(append.stored.message.room).or_default() += 1;
+            let size = crate::history::stored_size(&append.stored.message);
+            let unpruned = self.unpruned.entry(append.stored.message.room).or_default();
+            *unpruned = (unpruned.0 + 1, unpruned.1 + size);
         }
         self.trim_rooms();
     }
@@ -381,14 +386,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Trims rooms that have grown an eighth past their bound since their last trim.
+    /// Trims rooms that have grown an eighth past one of their bounds since their last trim.
     fn trim_rooms(&mut self) {
         let retain = self.options.retain_messages.max(1);
         let step = retain / 8 + 1;
+        let byte_step = self.options.retain_bytes / 8 + 1;
         let due: Vec<String> = self
             .unpruned
             .iter()
-            .filter(|(_, written)| **written >= step)
+            .filter(|(_, (messages, bytes))| *messages >= step || *bytes >= byte_step)
             .map(|(room, _)| room.clone())
             .collect();
         for room in due {
@@ -401,13 +407,31 @@ impl Writer {
 
     fn trim_room(&mut self, room: &str, retain: usize) -> Result<(), StoreError> {
         let transaction = self.connection.transaction()?;
-        let cutoff: Option<i64> = transaction
+        let by_count: Option<i64> = transaction
             .query_row(
                 "SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
                 params![room, to_sql(retain as u64)],
                 |row| row.get(0),
             )
             .optional()?;
+        // The newest message whose running total (newest first) passes the byte bound; the
+        // newest message of all stays whatever its size. Sizes as `history::stored_size`.
+        let by_bytes: Option<i64> = transaction
+            .query_row(
+                "SELECT id FROM (
+                     SELECT id,
+                            ROW_NUMBER() OVER newest_first AS place,
+                            SUM(length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB)))
+                                OVER newest_first AS total
+                     FROM messages WHERE room = ?1
+                     WINDOW newest_first AS (ORDER BY id DESC)
+                 )
+                 WHERE total > ?2 AND place > 1 ORDER BY id DESC LIMIT 1",
+                params![room, to_sql(self.options.retain_bytes as u64)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let cutoff = by_count.max(by_bytes);
         if let Some(cutoff) = cutoff {
             transaction.execute(
                 "DELETE FROM messages WHERE room = ?1 AND id <= ?2",
@@ -461,12 +485,20 @@ impl Writer {
             .query_row("SELECT trimmed_upto FROM rooms WHERE name = ?1", [room], |row| row.get(0))
             .optional()?;
         let mut trimmed_upto = to_id(recorded.unwrap_or(0));
-        // More than the bound is stored until the next trim: the surplus counts as trimmed.
-        if messages.len() > retain
-            && let Some(surplus) = messages.pop()
-        {
+        // More than the bounds is stored until the next trim: the surplus counts as trimmed.
+        let mut bytes = 0;
+        let kept = messages
+            .iter()
+            .position(|stored| {
+                bytes += crate::history::stored_size(&stored.message);
+                bytes > self.options.retain_bytes
+            })
+            .map_or(retain, |past| past.max(1))
+            .min(retain);
+        if let Some(surplus) = messages.get(kept) {
             trimmed_upto = trimmed_upto.max(surplus.message.id);
         }
+        messages.truncate(kept);
         messages.reverse();
         Ok(Loaded { messages, trimmed_upto })
     }
@@ -505,6 +537,7 @@ mod tests {
         let options = StoreOptions {
             data_dir: None,
             retain_messages: 100,
+            retain_bytes: usize::MAX,
             retain_for: None,
             sync: SyncMode::Full,
         };
@@ -556,6 +589,38 @@ mod tests {
             };
             assert_eq!((only(&old), only(&new)), (3, 2));
         });
+    }
+
+    /// The byte bound trims the database like the room's memory: the newest messages that fit,
+    /// never fewer than one, and a load honours it even before the next trim.
+    #[test]
+    fn rooms_are_trimmed_to_their_bytes() {
+        let mut writer = writer();
+        writer.options.retain_bytes = 25;
+        actix_rt::System::new().block_on(async {
+            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
+            // Each message weighs 10 bytes: a 9-byte text and a 1-byte nick.
+            let mut batch: Vec<Append> = (1..=5)
+                .map(|id| {
+                    let mut append = append(id, 1, &room);
+                    append.stored.message.text = "x".repeat(9);
+                    append
+                })
+                .collect();
+            writer.flush(&mut batch);
+        });
+        let loaded = writer.load("r").expect("loads");
+        let ids: Vec<MessageId> = loaded.messages.iter().map(|s| s.message.id).collect();
+        assert_eq!((ids, loaded.trimmed_upto), (vec![4, 5], 3));
+        writer.trim_room("r", 100).expect("trims");
+        let stored: i64 = writer
+            .connection
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(stored, 2, "the database holds what the room keeps");
+        writer.options.retain_bytes = 1;
+        writer.trim_room("r", 100).expect("trims");
+        assert_eq!(writer.load("r").expect("loads").messages.len(), 1, "the newest stays");
     }
 
     /// A load sees every message appended before it, and appends after it are written too.

@@ -2,6 +2,7 @@
 //!
 //! One test binary (faster to build than one per file); `util` holds the shared helpers.
 
+mod bounds;
 mod chat;
 mod delivery;
 mod hardening;
