@@ -319,7 +319,7 @@ impl State {
             }
             ServerMessage::Message(message) => {
                 // Frames from a room we just left, or repeats, are not shown.
-                if message.room == self.room && self.is_joined() {
+                if message.room == self.room {
                     let from = message.from.clone();
                     if self.merge(message) {
                         self.stop_typing(&from);
