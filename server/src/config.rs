@@ -21,6 +21,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_RETAIN_MESSAGES: usize = 1000;
 /// Bytes of messages (text and nick) each room keeps, in the database and in memory.
 pub const DEFAULT_RETAIN_BYTES: usize = 1024 * 1024;
+/// Messages that may wait for the disk before sends are refused with `unavailable`.
+pub const DEFAULT_MAX_PENDING_WRITES: usize = 10_000;
 /// Rooms open at once (with members); past it, joining a new room is refused.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Rooms one connection may open per minute (joining a room nobody is in opens it).
@@ -155,6 +157,11 @@ pub struct Storage {
     /// lower latency).
     #[arg(long, env = "CHAT_SYNC", value_enum, default_value_t = SyncMode::Full)]
     pub sync: SyncMode,
+
+    /// Messages that may wait for the disk; past it (a disk slower than the traffic), sends are
+    /// refused with `unavailable` instead of piling up in memory.
+    #[arg(long, env = "CHAT_MAX_PENDING_WRITES", default_value_t = DEFAULT_MAX_PENDING_WRITES)]
+    pub max_pending_writes: usize,
 }
 
 impl Storage {
@@ -165,6 +172,7 @@ impl Storage {
             retain_bytes: self.retain_bytes,
             retain_for: self.retain_for.map(Into::into),
             sync: self.sync,
+            max_pending_writes: self.max_pending_writes,
         }
     }
 }
@@ -178,6 +186,7 @@ impl Default for Storage {
             retain_bytes: DEFAULT_RETAIN_BYTES,
             retain_for: None,
             sync: SyncMode::Full,
+            max_pending_writes: DEFAULT_MAX_PENDING_WRITES,
         }
     }
 }
@@ -361,6 +370,7 @@ mod tests {
         assert_eq!(parsed.storage.ephemeral, default.storage.ephemeral);
         assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
         assert_eq!(parsed.storage.retain_bytes, default.storage.retain_bytes);
+        assert_eq!(parsed.storage.max_pending_writes, default.storage.max_pending_writes);
         assert_eq!(parsed.abuse.max_rooms, default.abuse.max_rooms);
         assert_eq!(parsed.abuse.room_opens_per_minute, default.abuse.room_opens_per_minute);
         assert_eq!(

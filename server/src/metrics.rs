@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Transactions the store committed (or tried to).
     pub store_batches: Counter,
     pub store_failures: Counter,
+    /// Sends refused because too many writes were waiting for the disk.
+    pub store_busy: Counter,
     /// Sends recognised as repeats of a stored or pending client id.
     pub duplicates: Counter,
     /// Joins refused because the room could not be opened (room cap or opening rate).
@@ -92,6 +94,11 @@ impl Metrics {
             "store_failures",
             "Store transactions that failed",
             self.store_failures.clone(),
+        );
+        registry.register(
+            "store_busy",
+            "Sends refused: too many writes waiting for the disk",
+            self.store_busy.clone(),
         );
         registry.register(
             "duplicate_sends",

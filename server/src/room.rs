@@ -476,6 +476,9 @@ impl Handler<Post> for Room {
             notify: ctx.address().recipient(),
         };
         if let Err(error) = self.store.append(append) {
+            if matches!(error, StoreError::Busy) {
+                self.metrics.store_busy.inc();
+            }
             tracing::error!(%error, room = %self.name, "cannot store messages");
             let refusal = store_refusal(stored.client_id);
             return self.send_to(msg.conn, &refusal);

@@ -50,6 +50,9 @@ pub struct StoreOptions {
     pub retain_for: Option<Duration>,
     /// How hard each commit is pushed to the disk.
     pub sync: SyncMode,
+    /// Messages (and history loads) that may wait for the storage thread; past it, sends are
+    /// refused with `unavailable`.
+    pub max_pending_writes: usize,
 }
 
 /// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
@@ -93,6 +96,8 @@ pub enum StoreError {
     Stopped,
     #[error("the store did not answer in time")]
     TimedOut,
+    #[error("too many writes are waiting for the disk")]
+    Busy,
 }
 
 /// A message for the store to write.
@@ -149,7 +154,7 @@ enum Command {
 /// and what they queued is written.
 #[derive(Debug, Clone)]
 pub struct Store {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::SyncSender<Command>,
 }
 
 impl Store {
@@ -169,7 +174,9 @@ impl Store {
         create_schema(&connection)?;
         let last_id = read_last_id(&connection)?;
         let rooms = read_rooms(&connection, options.age_cutoff(now_millis()))?;
-        let (commands, queue) = mpsc::channel();
+        // Bounded: writes the disk cannot keep up with are refused (`unavailable`) rather
+        // than piled up in memory.
+        let (commands, queue) = mpsc::sync_channel(options.max_pending_writes.max(1));
         let writer = Writer { connection, options, metrics, unpruned: HashMap::new() };
         std::thread::Builder::new()
             .name("chat-store".into())
@@ -179,14 +186,22 @@ impl Store {
     }
 
     /// Queues a message to be written; the answer comes to `append.notify` as [`Written`].
+    /// Refused at once if the queue is full.
     pub fn append(&self, append: Append) -> Result<(), StoreError> {
-        self.commands.send(Command::Append(append)).map_err(|_| StoreError::Stopped)
+        self.queue(Command::Append(append))
+    }
+
+    fn queue(&self, command: Command) -> Result<(), StoreError> {
+        self.commands.try_send(command).map_err(|error| match error {
+            mpsc::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::TrySendError::Disconnected(_) => StoreError::Stopped,
+        })
     }
 
     /// A room's retained messages, read after every append queued before this call.
     pub async fn load(&self, room: String) -> Result<Loaded, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Load { room, reply }).map_err(|_| StoreError::Stopped)?;
+        self.queue(Command::Load { room, reply })?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 }
@@ -538,6 +553,7 @@ mod tests {
             data_dir: None,
             retain_messages: 100,
             retain_bytes: usize::MAX,
+            max_pending_writes: 16,
             retain_for: None,
             sync: SyncMode::Full,
         };
@@ -621,6 +637,20 @@ mod tests {
         writer.options.retain_bytes = 1;
         writer.trim_room("r", 100).expect("trims");
         assert_eq!(writer.load("r").expect("loads").messages.len(), 1, "the newest stays");
+    }
+
+    /// Past `max_pending_writes` waiting commands, appends are refused at once (`Busy`), so a
+    /// disk slower than the traffic costs refusals, not memory.
+    #[test]
+    fn a_full_queue_refuses_appends() {
+        actix_rt::System::new().block_on(async {
+            let (commands, _queue) = mpsc::sync_channel(2);
+            let store = Store { commands };
+            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
+            assert!(store.append(append(1, 1, &room)).is_ok());
+            assert!(store.append(append(2, 1, &room)).is_ok());
+            assert!(matches!(store.append(append(3, 1, &room)), Err(StoreError::Busy)));
+        });
     }
 
     /// A load sees every message appended before it, and appends after it are written too.

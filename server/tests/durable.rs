@@ -180,3 +180,77 @@ fn a_failed_history_load_refuses_joins_until_it_works() {
     send(&mut alice, "m1", "v1");
     assert_eq!(ack(&mut alice, "v1"), acked[1].0, "repeats are still recognised");
 }
+
+/// The answer to the `send` with `client_id`: its id once stored, or the error code it was
+/// refused with (skipping everything else).
+fn answer(ws: &mut Ws, client_id: &str) -> Result<MessageId, protocol::ErrorCode> {
+    loop {
+        match next(ws) {
+            ServerMessage::Ack { client_id: acked, id, .. } if acked == client_id => return Ok(id),
+            ServerMessage::Error { code, client_id: Some(refused), .. } if refused == client_id => {
+                return Err(code);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A full disk refuses sends with `unavailable` (nothing is acknowledged that is not stored),
+/// keeps serving what is stored (catch-up, the room list), and recovers by itself once space
+/// returns: the refused message, sent again with its client id, is stored once.
+#[test]
+fn a_full_disk_refuses_sends_serves_reads_and_recovers() {
+    let data = tempfile::tempdir().expect("temporary data directory");
+    let server = Running::start_with_small_disk(data.path(), &["--port", "0"], 512);
+    let address = server.address();
+    let mut alice = connect(&address, "room=disk&nick=alice");
+    welcome(&mut alice);
+    let text = "x".repeat(4_000);
+    let mut stored = Vec::new();
+    let (refused, code) = (0..1_000)
+        .find_map(|i| {
+            let client_id = format!("d{i}");
+            send(&mut alice, &format!("{i} {text}"), &client_id);
+            match answer(&mut alice, &client_id) {
+                Ok(id) => {
+                    stored.push(id);
+                    None
+                }
+                Err(code) => Some((i, code)),
+            }
+        })
+        .expect("the disk filled up");
+    assert_eq!(code, protocol::ErrorCode::Unavailable);
+    assert!(!stored.is_empty(), "something was stored before the disk filled");
+
+    let mut carol = connect(&address, &format!("room=disk&nick=carol&since={}", stored[0]));
+    let (history, _) = welcome(&mut carol);
+    let ids: Vec<MessageId> = history.iter().map(|(id, _)| *id).collect();
+    assert!(!ids.is_empty() && stored[1..].starts_with(&ids), "reads go on: {ids:?}");
+    carol.send(tungstenite::Message::text(r#"{"type":"list_rooms"}"#)).expect("sent");
+    while !matches!(next(&mut carol), ServerMessage::Rooms { .. }) {}
+
+    let lifted = std::process::Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
+        .status()
+        .expect("prlimit runs");
+    assert!(lifted.success(), "the file size limit was lifted");
+    let client_id = format!("d{refused}");
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    let id = loop {
+        send(&mut alice, &format!("{refused} {text}"), &client_id);
+        match answer(&mut alice, &client_id) {
+            Ok(id) => break id,
+            Err(code) => assert_eq!(code, protocol::ErrorCode::Unavailable),
+        }
+        assert!(std::time::Instant::now() < deadline, "the store never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(id > *stored.last().expect("stored"), "stored after the others");
+    let relayed = loop {
+        if let ServerMessage::Message(message) = next(&mut carol) {
+            break message;
+        }
+    };
+    assert_eq!((relayed.id, relayed.text), (id, format!("{refused} {text}")), "once, to the room");
+}

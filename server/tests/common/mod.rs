@@ -35,9 +35,29 @@ impl Running {
         Self::spawn(args, &[("CHAT_DATA_DIR", dir)])
     }
 
+    /// Starts the binary storing messages under `data_dir`, allowed to write files of at most
+    /// `max_file_kib` KiB (a soft `ulimit -f`, with SIGXFSZ ignored, so a write past it fails the
+    /// way a write to a full disk does). `prlimit --pid` lifts the limit later.
+    pub fn start_with_small_disk(
+        data_dir: &std::path::Path,
+        args: &[&str],
+        max_file_kib: u32,
+    ) -> Self {
+        let dir = data_dir.to_str().expect("UTF-8 temporary path");
+        let script = format!("trap '' XFSZ; ulimit -S -f {max_file_kib}; exec \"$0\" \"$@\"");
+        let mut command = Command::new("bash");
+        command.arg("-c").arg(script).arg(env!("CARGO_BIN_EXE_server")).args(args);
+        Self::spawn_command(command, &[("CHAT_DATA_DIR", dir)])
+    }
+
     fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
-        command.args(args).env("RUST_LOG", "info").env("NO_COLOR", "1");
+        command.args(args);
+        Self::spawn_command(command, envs)
+    }
+
+    fn spawn_command(mut command: Command, envs: &[(&str, &str)]) -> Self {
+        command.env("RUST_LOG", "info").env("NO_COLOR", "1");
         for (key, value) in envs {
             command.env(key, value);
         }
