@@ -325,7 +325,7 @@ impl Handler<Join> for Room {
         };
         let key = crate::names::nick_key(&nick);
         let renaming = current.is_some_and(|member| member.nick != nick);
-        let (mut typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
+        let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if renaming {
             let wait = renamed.map_or(Duration::ZERO, |at| {
                 (at + self.rename_interval).saturating_duration_since(now)
@@ -334,7 +334,6 @@ impl Handler<Join> for Room {
                 return Err(Rejection::rename_too_soon(wait));
             }
             renamed = Some(now);
-            typed = None;
         }
 
         let mut replaced = None;

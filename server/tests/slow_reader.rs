@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Running, Ws, connect, get, memory_kib, next};
+use common::{Running, Ws, connect, get, memory_kib, next, stalled_client};
 use protocol::ServerMessage;
 use tungstenite::Message;
 
@@ -16,32 +16,6 @@ const TEXT_CHARS: usize = 2_000;
 /// The sender waits for its own echo every this many messages, as a well-behaved client does,
 /// so healthy readers never fall far behind.
 const WINDOW: usize = 100;
-
-/// A raw TCP client that completes the WebSocket handshake and then never reads. Its receive
-/// buffer is kept small so the stall shows quickly.
-fn stalled_client(address: &str, room: &str, nick: &str) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(8 * 1024).expect("small receive buffer");
-    let target: SocketAddr = address.parse().expect("server address");
-    socket.connect(&target.into()).expect("connect");
-    let mut stream: TcpStream = socket.into();
-    write!(
-        stream,
-        "GET /ws?room={room}&nick={nick} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .expect("handshake sent");
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("handshake answer");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    stream
-}
 
 /// A room with a normal reader (bob), a sender (alice) and a raw client that never reads.
 struct Flood {
@@ -78,7 +52,7 @@ impl Flood {
         let address = server.address();
         let mut bob = connect(&address, "room=flood&nick=bob");
         assert!(matches!(next(&mut bob), ServerMessage::Welcome { .. }));
-        let stalled = stalled_client(&address, "flood", "stalled");
+        let stalled = stalled_client(&address, "room=flood&nick=stalled");
         assert!(matches!(next(&mut bob), ServerMessage::Joined { nick, .. } if nick == "stalled"));
         let mut alice = connect(&address, "room=flood&nick=alice");
         assert!(matches!(next(&mut alice), ServerMessage::Welcome { .. }));

@@ -147,3 +147,29 @@ pub fn next(ws: &mut Ws) -> ServerMessage {
         }
     }
 }
+
+/// A raw TCP client that completes the WebSocket handshake and then never reads. Its receive
+/// buffer is kept small so the stall shows quickly.
+pub fn stalled_client(address: &str, query: &str) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(8 * 1024).expect("small receive buffer");
+    let target: std::net::SocketAddr = address.parse().expect("server address");
+    socket.connect(&target.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    write!(
+        stream,
+        "GET /ws?{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("handshake sent");
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream
+}

@@ -1,0 +1,155 @@
+//! An attack run against the real binary, with the defaults that matter left as operators get
+//! them: clients that join a full room and never read, room churn, rename and typing floods,
+//! look-alike nicks. It prints the server's memory and what an ordinary member still received,
+//! and fails if a bound documented in docs/PROTOCOL.md does not hold. (A full disk is tried in
+//! `durable.rs`, which can limit the server's file size.)
+
+mod common;
+
+use std::io::Write;
+use std::time::Instant;
+
+use common::{Running, Ws, connect, memory_kib, next, stalled_client};
+use protocol::{ErrorCode, ServerMessage};
+use tungstenite::Message;
+
+/// Stalled readers joining the full room: more than the per-address cap of the old attack
+/// (one address may open 200 connections), enough to show any per-connection cost.
+const STALLED: usize = 60;
+/// Messages posted to fill the room: far more than its byte retention keeps.
+const FILL: usize = 1_000;
+const TEXT_CHARS: usize = 4_000;
+
+fn send(ws: &mut Ws, frame: serde_json::Value) {
+    ws.send(Message::text(frame.to_string())).expect("sent");
+}
+
+/// Fills `room` with `FILL` long messages, in windows of 100 acknowledged sends.
+fn fill(ws: &mut Ws) {
+    let padding = "x".repeat(TEXT_CHARS);
+    for window in 0..FILL / 100 {
+        for i in window * 100..(window + 1) * 100 {
+            let frame = serde_json::json!({"type": "send", "text": format!("{i} {padding}"), "client_id": format!("f{i}")});
+            ws.write(Message::text(frame.to_string())).expect("queued");
+        }
+        ws.flush().expect("sent");
+        let last = format!("f{}", (window + 1) * 100 - 1);
+        while !matches!(next(ws), ServerMessage::Ack { client_id, .. } if client_id == last) {}
+    }
+}
+
+/// Reads until the message `text` arrives; returns the frames of each kind seen before it.
+fn until_message(ws: &mut Ws, text: &str) -> (usize, usize, usize) {
+    let (mut messages, mut typing, mut presence) = (0, 0, 0);
+    loop {
+        match next(ws) {
+            ServerMessage::Message(message) if message.text == text => {
+                return (messages, typing, presence);
+            }
+            ServerMessage::Message(_) => messages += 1,
+            ServerMessage::Typing { .. } => typing += 1,
+            ServerMessage::Joined { .. } | ServerMessage::Left { .. } => presence += 1,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn attacks_stay_within_their_bounds() {
+    // The rate limit is raised so that the attackers are held by the limits under test, not by
+    // the frame rate; every other limit is the default.
+    let server = Running::start(
+        &["--port", "0", "--rate-per-second", "100000", "--rate-burst", "100000"],
+        &[],
+    );
+    let address = server.address();
+    let pid = server.pid();
+    let started = Instant::now();
+
+    // 1. A room full of long messages; clients join it asking for everything and never read.
+    let mut alice = connect(&address, "room=full&nick=alice");
+    next(&mut alice);
+    fill(&mut alice);
+    let mut bob = connect(&address, "room=full&nick=bob");
+    let ServerMessage::Welcome { history, .. } = next(&mut bob) else { panic!("a welcome") };
+    let kept: usize = history.iter().map(|m| m.text.len()).sum();
+    let before = memory_kib(pid, "VmRSS");
+    let stalled: Vec<_> = (0..STALLED)
+        .map(|i| stalled_client(&address, &format!("room=full&nick=s{i}&since=0")))
+        .collect();
+    // Every stalled reader is in the room once bob has seen it join.
+    let mut joined = 0;
+    while joined < STALLED {
+        if matches!(next(&mut bob), ServerMessage::Joined { .. }) {
+            joined += 1;
+        }
+    }
+    let after = memory_kib(pid, "VmRSS");
+    let per_reader = after.saturating_sub(before) as f64 / STALLED as f64;
+    send(&mut alice, serde_json::json!({"type": "send", "text": "still here"}));
+    let (_, _, _) = until_message(&mut bob, "still here");
+    eprintln!(
+        "attack: {FILL} messages of {TEXT_CHARS} chars posted to #full (a newcomer gets the \
+         newest {}, {kept} bytes of text); {STALLED} stalled readers joined it with since=0: \
+         server RSS {before} -> {after} KiB, {per_reader:.0} KiB per stalled reader (what the \
+         kernel buffers for their sockets is not in RSS); bob still received",
+        history.len()
+    );
+    assert!(per_reader < 4.0 * 1024.0, "{per_reader:.0} KiB per stalled reader, over 4 MiB");
+
+    // 2. Room churn: one connection opening new rooms as fast as it can.
+    let mut churner = connect(&address, "room=churn-start&nick=churner");
+    next(&mut churner);
+    let (mut opened, mut refused) = (0, 0);
+    for i in 0..100 {
+        send(&mut churner, serde_json::json!({"type": "join", "room": format!("churn-{i}")}));
+        loop {
+            match next(&mut churner) {
+                ServerMessage::Welcome { .. } => opened += 1,
+                ServerMessage::Error { code: ErrorCode::RateLimited, .. } => refused += 1,
+                _ => continue,
+            }
+            break;
+        }
+    }
+    eprintln!("attack: room churn: 100 new rooms asked for, {opened} opened, {refused} refused");
+    assert!(refused > 0 && opened <= 20, "opened {opened} rooms in a burst");
+
+    // 3. Rename and typing floods in a room with an ordinary member.
+    let mut flooder = connect(&address, "room=calm&nick=flooder");
+    next(&mut flooder);
+    let mut carol = connect(&address, "room=calm&nick=carol");
+    next(&mut carol);
+    for i in 0..200 {
+        send(&mut flooder, serde_json::json!({"type": "typing"}));
+        let rename = serde_json::json!({"type": "join", "room": "calm", "nick": format!("f{i}")});
+        send(&mut flooder, rename);
+    }
+    send(&mut flooder, serde_json::json!({"type": "send", "text": "flood over"}));
+    send(&mut carol, serde_json::json!({"type": "send", "text": "carol speaks"}));
+    let (_, typing, presence) = until_message(&mut carol, "flood over");
+    eprintln!(
+        "attack: 200 typing notices and 200 renames sent: carol saw {typing} typing notices \
+         and {presence} join/leave notices"
+    );
+    assert!(typing <= 1 && presence <= 2, "typing {typing}, presence {presence}");
+
+    // 4. Look-alikes of carol's nick in her room.
+    for spoof in ["\u{441}arol", "ｃａｒｏｌ", "carol\u{200B}", "CAROL"] {
+        let mut spoofer = connect(&address, &format!("room=calm&nick={}", encode(spoof)));
+        match next(&mut spoofer) {
+            ServerMessage::Error { code, .. } => {
+                assert!(matches!(code, ErrorCode::NickTaken | ErrorCode::InvalidNick), "{spoof:?}");
+            }
+            other => panic!("{spoof:?} was let in: {other:?}"),
+        }
+    }
+    eprintln!("attack: 4 look-alikes of 'carol' refused; run took {:.1?}", started.elapsed());
+    drop(stalled);
+    assert!(!server.log_lines().iter().any(|line| line.contains("panicked")), "a panic was logged");
+}
+
+/// Percent-encodes a nick for the connect URL.
+fn encode(nick: &str) -> String {
+    nick.bytes().map(|b| format!("%{b:02X}")).collect()
+}
