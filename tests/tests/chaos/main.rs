@@ -196,7 +196,10 @@ async fn client(
                     let message: ServerMessage =
                         serde_json::from_str(&text).expect("the server speaks the protocol");
                     match message {
-                        ServerMessage::Welcome { history, since, .. } => {
+                        ServerMessage::Welcome { history, since, more, .. } => {
+                            // The run's messages are short: every catch-up fits the one page
+                            // a welcome carries (paging has its own test in tests/server).
+                            assert!(!more, "{nick}: a catch-up larger than one page");
                             welcomed = true;
                             if since != Some(asked) {
                                 run.not_resumed += 1;
