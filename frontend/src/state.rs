@@ -56,9 +56,16 @@ impl Entry {
     }
 }
 
-/// Whether an error with this code answers a `join`: the room or nick was refused.
+/// Whether an error with this code answers a `join`: the room or nick was refused, or the
+/// server has no room for another open room.
 pub fn refuses_join(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::NickTaken | ErrorCode::InvalidNick | ErrorCode::InvalidRoom)
+    matches!(
+        code,
+        ErrorCode::NickTaken
+            | ErrorCode::InvalidNick
+            | ErrorCode::InvalidRoom
+            | ErrorCode::TooManyRooms
+    )
 }
 
 /// A presence line in words: "alice, bob joined; carol left." Past [`MAX_NAMED`] nicks a list

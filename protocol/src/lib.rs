@@ -205,6 +205,10 @@ pub enum ErrorCode {
     /// Too many frames too fast; `retry_after_ms` says when the next one will be accepted.
     /// A client that keeps going is closed with [`close::POLICY_VIOLATION`].
     RateLimited,
+    /// A code this build does not know (sent by a newer server): treat it as a refusal of the
+    /// request, and show the `message`. The server never sends it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -275,6 +279,14 @@ mod tests {
         for message in all {
             assert_eq!(round_trip(&message), message);
         }
+    }
+
+    /// An error code from a newer server parses as `Unknown` instead of failing the frame.
+    #[test]
+    fn unknown_error_codes_still_parse() {
+        let frame = r#"{"type":"error","code":"from_the_future","message":"new"}"#;
+        let parsed: ServerMessage = serde_json::from_str(frame).expect("parses");
+        assert_eq!(parsed, ServerMessage::error(ErrorCode::Unknown, "new"));
     }
 
     /// Every server message survives serialization unchanged.

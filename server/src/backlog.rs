@@ -75,36 +75,37 @@ impl FrameSender {
     /// waiting, so a reading client is never dropped for one big message. A session that is
     /// gone counts as keeping up: its room hears of the leave anyway.
     pub fn try_send(&self, frame: ByteString, limit: BacklogLimit) -> bool {
-        self.enqueue(frame, Some(limit))
-    }
-
-    /// Queues `frame` whatever waits already (the answer to a join).
-    pub fn send(&self, frame: ByteString) {
-        self.enqueue(frame, None);
-    }
-
-    /// Queues `frame` within `limit` (if any) and wakes the session; `false` if it did not fit.
-    fn enqueue(&self, frame: ByteString, limit: Option<BacklogLimit>) -> bool {
         {
             let mut queue = self.shared.lock();
             if queue.closed {
                 return true;
             }
-            if let Some(limit) = limit {
-                let too_many = queue.frames.len() >= limit.frames;
-                let too_big = queue.bytes > 0 && queue.bytes + frame.len() > limit.bytes;
-                if too_many || too_big {
-                    return false;
-                }
+            let too_many = queue.frames.len() >= limit.frames;
+            let too_big = queue.bytes > 0 && queue.bytes + frame.len() > limit.bytes;
+            if too_many || too_big {
+                return false;
             }
             queue.push(frame);
         }
         self.shared.waker.wake();
         true
     }
+
+    /// Frees what waits and drops whatever comes later: the session was dropped as not
+    /// reading, and its frames would otherwise stay allocated until the kernel ends its
+    /// connection.
+    pub fn close(&self) {
+        self.shared.lock().close();
+    }
 }
 
 impl Queue {
+    fn close(&mut self) {
+        self.closed = true;
+        self.frames = VecDeque::new();
+        self.bytes = 0;
+    }
+
     fn push(&mut self, frame: ByteString) {
         self.bytes += frame.len();
         self.frames.push_back(frame);
@@ -147,10 +148,7 @@ impl Drop for FrameReceiver {
     /// Frames already queued, and any a room sends before it hears of the leave, are freed now
     /// rather than with the last room's sender.
     fn drop(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.closed = true;
-        queue.frames = VecDeque::new();
-        queue.bytes = 0;
+        self.shared.lock().close();
     }
 }
 
@@ -197,19 +195,30 @@ mod tests {
         assert!(!sender.try_send(frame(1), LIMIT));
     }
 
-    /// Frames come out in the order they were queued; the answer to a join gets in even past
-    /// the bound.
+    /// Frames come out in the order they were queued.
     #[test]
-    fn in_order_and_the_welcome_always_fits() {
+    fn in_order() {
         let (sender, mut receiver) = channel();
-        let limit = BacklogLimit { frames: 2, bytes: 100 };
-        assert!(sender.try_send("a".into(), limit));
-        assert!(sender.try_send("b".into(), limit));
-        assert!(!sender.try_send("c".into(), limit));
-        sender.send("welcome".into());
+        let limit = BacklogLimit { frames: 3, bytes: 100 };
+        for frame in ["a", "b", "c"] {
+            assert!(sender.try_send(frame.into(), limit));
+        }
         let got: Vec<Option<String>> = (0..4).map(|_| next(&mut receiver)).collect();
-        let want = [Some("a"), Some("b"), Some("welcome"), None];
+        let want = [Some("a"), Some("b"), Some("c"), None];
         assert_eq!(got, want.map(|frame| frame.map(str::to_owned)));
+    }
+
+    /// A queue closed by its room (the session was dropped as not reading) frees what waited
+    /// and keeps nothing sent later.
+    #[test]
+    fn a_queue_closed_by_its_room_frees_its_frames() {
+        let (sender, mut receiver) = channel();
+        assert!(sender.try_send(frame(50), LIMIT));
+        sender.close();
+        assert!(sender.try_send(frame(10), LIMIT), "not counted as a slow reader again");
+        assert_eq!(next(&mut receiver), None);
+        let queue = sender.shared.lock();
+        assert_eq!((queue.frames.len(), queue.bytes), (0, 0));
     }
 
     /// A waiting session is woken by the next frame, once, however many follow before it runs.

@@ -27,8 +27,9 @@ pub const DEFAULT_MAX_PENDING_WRITES: usize = 10_000;
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Rooms one connection may open per minute (joining a room nobody is in opens it).
 pub const DEFAULT_ROOM_OPENS_PER_MINUTE: u32 = 20;
-/// Rooms one address (an IPv6 /64) may open per minute.
-pub const DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS: u32 = 200;
+/// Rooms one address (an IPv6 /64) may open per minute: many people behind one NAT reopening
+/// their rooms after a restart must fit.
+pub const DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS: u32 = 1_000;
 /// Largest single WebSocket frame accepted; a larger one closes the connection with 1009.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest message reassembled from continuation frames; past it the connection closes with 1009.
@@ -57,12 +58,14 @@ pub const DEFAULT_STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least time between two renames of one member of a room.
 pub const DEFAULT_RENAME_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a room waits for its history from the store before refusing joins.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long the lobby waits for a room to answer a join (a room answers only after its
-/// history is loaded, so this is longer than [`STORE_TIMEOUT`]).
-pub const ROOM_JOIN_TIMEOUT: Duration = Duration::from_secs(8);
-/// How long a session waits for the lobby to answer a join before answering `unavailable`.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// history is loaded, so this is longer than [`STORE_TIMEOUT`]). A room refuses a join it
+/// reaches later than this, so a join the lobby gave up on is never admitted.
+pub const ROOM_JOIN_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long a session waits for the lobby to answer a join before answering `unavailable`
+/// (it reads nothing meanwhile, so this stays well under the default client timeout).
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(8);
 /// Origins besides the server's own that may open WebSockets: `trunk serve`'s.
 pub const DEFAULT_ALLOWED_ORIGINS: &str = "http://127.0.0.1:8081,http://localhost:8081";
 

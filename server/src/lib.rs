@@ -155,6 +155,13 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     .listen(listener)?
     .run();
     actix_rt::spawn(shut_down_on_signal(server.handle(), lobby));
+    if address.ip().is_loopback() {
+        tracing::info!(
+            allowed_hosts = ?config.abuse.allowed_hosts,
+            "listening on a loopback address: only loopback host names (localhost, 127.x, [::1]) \
+             and --allowed-host names are served"
+        );
+    }
     tracing::info!("listening on http://{address}");
     Ok(server)
 }
@@ -200,7 +207,12 @@ async fn websocket(
     let origin = header(actix_web::http::header::ORIGIN);
     let host = header(actix_web::http::header::HOST);
     if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
-        tracing::info!(origin, host, "refused a WebSocket naming a host this server is not");
+        tracing::warn!(
+            origin,
+            host,
+            "refused a WebSocket under a host name a loopback server does not serve \
+             (behind a reverse proxy, list it with --allowed-host)"
+        );
         state.metrics.refused("host");
         return Ok(HttpResponse::Forbidden().body("This host name is not served here.\n"));
     }
@@ -261,10 +273,13 @@ async fn websocket(
 /// this server serves.
 async fn public_metrics_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
-    if !state.public_metrics
-        || !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts)
-    {
-        return HttpResponse::NotFound().finish();
+    if !state.public_metrics {
+        return HttpResponse::NotFound().body("Metrics are served on --metrics-address.\n");
+    }
+    if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
+        tracing::warn!(host, "refused /metrics under a host name a loopback server does not serve");
+        state.metrics.refused("host");
+        return HttpResponse::Forbidden().body("This host name is not served here.\n");
     }
     metrics_page(state).await
 }

@@ -109,7 +109,7 @@ impl Lobby {
     /// for one more, and neither the connection nor its address is opening rooms too fast.
     fn may_open(&self, conn: ConnId, address: IpAddr) -> Result<(), Rejection> {
         if self.rooms.len() >= self.max_rooms {
-            self.metrics.refused_rooms.inc();
+            self.metrics.refused_room_open("max_rooms");
             return Err(Rejection::new(
                 ErrorCode::TooManyRooms,
                 "The server has as many rooms open as it allows; join an open room or try later.",
@@ -119,9 +119,12 @@ impl Lobby {
         let checked = self
             .opens_by_conn
             .check_key(&conn)
-            .and_then(|()| self.opens_by_address.check_key(&address));
-        if let Err(not_until) = checked {
-            self.metrics.refused_rooms.inc();
+            .map_err(|not_until| ("connection_rate", not_until))
+            .and_then(|()| {
+                self.opens_by_address.check_key(&address).map_err(|n| ("address_rate", n))
+            });
+        if let Err((reason, not_until)) = checked {
+            self.metrics.refused_room_open(reason);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
             return Err(Rejection {
@@ -243,6 +246,10 @@ impl Handler<Join> for Lobby {
             rooms: self.list.list(leaving.as_deref()),
             since: msg.since,
             frames: msg.frames,
+            // A little before the lobby gives up, so that a join the room admits is always
+            // one the lobby still answers.
+            deadline: std::time::Instant::now() + crate::config::ROOM_JOIN_TIMEOUT
+                - Duration::from_millis(500),
         };
         let answer = addr.send(request).timeout(crate::config::ROOM_JOIN_TIMEOUT);
         Box::pin(answer.into_actor(self).map(move |answer, lobby, ctx| match answer {

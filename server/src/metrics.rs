@@ -45,8 +45,11 @@ pub struct Metrics {
     pub store_busy: Counter,
     /// Sends recognised as repeats of a stored or pending client id.
     pub duplicates: Counter,
-    /// Joins refused because the room could not be opened (room cap or opening rate).
-    pub refused_rooms: Counter,
+    /// Joins refused because the room could not be opened, by reason (`max_rooms`,
+    /// `connection_rate`, `address_rate`).
+    pub refused_room_opens: Family<ReasonLabel, Counter>,
+    /// Rooms whose history could not be loaded (their joins were refused).
+    pub history_load_failures: Counter,
     /// `typing` notices not relayed because the member sent one less than 2 s before.
     pub typing_dropped: Counter,
 }
@@ -58,6 +61,10 @@ impl Metrics {
             .and_then(|value| value.as_str().map(str::to_owned))
             .unwrap_or_else(|| format!("{code:?}"));
         self.errors.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn refused_room_open(&self, reason: &str) {
+        self.refused_room_opens.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
     }
 
     pub fn refused(&self, reason: &str) {
@@ -107,8 +114,13 @@ impl Metrics {
         );
         registry.register(
             "refused_room_opens",
-            "Joins refused: too many rooms open, or rooms opened too fast",
-            self.refused_rooms.clone(),
+            "Joins refused: too many rooms open, or rooms opened too fast, by reason",
+            self.refused_room_opens.clone(),
+        );
+        registry.register(
+            "history_load_failures",
+            "Rooms whose history could not be loaded (store failing, busy or too slow)",
+            self.history_load_failures.clone(),
         );
         registry.register(
             "typing_dropped",

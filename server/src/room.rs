@@ -202,6 +202,7 @@ impl Room {
         let Some(member) = self.members.remove(&conn) else { return };
         tracing::warn!(conn, room = %self.name, nick = %member.nick, "dropping a client that is not reading");
         self.metrics.slow_reader_disconnects.inc();
+        member.frames.close();
         member.session.do_send(TooSlow { instance: self.instance });
         self.lobby.do_send(lobby::Evicted {
             room: self.name.clone(),
@@ -263,6 +264,7 @@ impl Actor for Room {
             Err(error) => {
                 // Joins are refused until the room closes (its last joiner is refused, so it
                 // empties at once) and a later join opens it again, loading afresh.
+                room.metrics.history_load_failures.inc();
                 tracing::error!(%error, room = %room.name, "could not load the room's history");
             }
         });
@@ -293,6 +295,9 @@ pub struct Join {
     pub since: Option<MessageId>,
     /// The session's frame queue.
     pub frames: FrameSender,
+    /// When the lobby stops waiting for the answer: a join reached later is refused, since
+    /// the session has been told it failed.
+    pub deadline: Instant,
 }
 
 /// The outcome of a successful [`Join`].
@@ -309,6 +314,9 @@ impl Handler<Join> for Room {
     type Result = Result<Admitted, Rejection>;
 
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
+        if Instant::now() >= msg.deadline {
+            return Err(Rejection::new(ErrorCode::Unavailable, "The room answered too late."));
+        }
         if !self.loaded {
             return Err(Rejection::new(
                 ErrorCode::Unavailable,
@@ -476,9 +484,11 @@ impl Handler<Post> for Room {
         };
         if let Err(error) = self.store.append(append) {
             if matches!(error, StoreError::Busy) {
+                // Counted, not logged per message: under overload that would flood the log.
                 self.metrics.store_busy.inc();
+            } else {
+                tracing::error!(%error, room = %self.name, "cannot store messages");
             }
-            tracing::error!(%error, room = %self.name, "cannot store messages");
             let refusal = store_refusal(stored.client_id);
             return self.send_to(msg.conn, &refusal);
         }

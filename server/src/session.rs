@@ -170,6 +170,9 @@ impl Session {
         let request = self.lobby.send(request).timeout(crate::config::JOIN_TIMEOUT);
         let joined = request.into_actor(self).map(move |answer, session, ctx| {
             session.joining = None;
+            // While the join was under way the session read nothing, pongs included: the wait
+            // is the server's, not a silence of the client's.
+            session.heard = Instant::now();
             let joined = match answer {
                 Ok(Ok(joined)) => joined,
                 Ok(Err(rejection)) => return session.reject(ctx, rejection),
@@ -416,9 +419,9 @@ impl Handler<Replaced> for Session {
         if !self.is_current(msg.instance) {
             return;
         }
-        // The room and the lobby have already dropped this connection; forgetting the
-        // membership keeps `Drop` from announcing a departure nobody made.
-        self.membership = None;
+        // The membership is kept: `Drop` still leaves the room, which is harmless if the room
+        // has already dropped this connection, and removes it if a join of this connection
+        // crossed the notice and was admitted again.
         self.close(ctx, close::REPLACED, "replaced by a newer connection of the same client");
     }
 }
@@ -449,11 +452,12 @@ pub struct TooSlow {
 impl Handler<TooSlow> for Session {
     type Result = ();
 
+    /// Closes the connection even if the notice is stale (the session has moved to another
+    /// room since): the room closed the session's one frame queue, which every room shares, so
+    /// the session could not be told anything anywhere. The membership is kept for `Drop`, as
+    /// for `Replaced`.
     fn handle(&mut self, msg: TooSlow, ctx: &mut Self::Context) {
-        if !self.is_current(msg.instance) {
-            return;
-        }
-        self.membership = None;
+        tracing::info!(conn = self.conn, instance = msg.instance, "dropped as not reading");
         self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
     }
 }

@@ -296,7 +296,13 @@ impl Writer {
             };
             let mut next = first;
             let mut loads = Vec::new();
-            while let Some(command) = next.take().or_else(|| queue.try_recv().ok()) {
+            // At most one batch's worth of commands per round, so loads (and the rooms waiting
+            // for `Written`) are answered within a batch even while appends keep coming.
+            let mut taken = 0;
+            while taken < MAX_BATCH
+                && let Some(command) = next.take().or_else(|| queue.try_recv().ok())
+            {
+                taken += 1;
                 match command {
                     Command::Append(append) => {
                         batch.push(append);
@@ -310,8 +316,10 @@ impl Writer {
             }
             self.flush(&mut batch);
             for (room, reply) in loads {
-                // The room may have stopped waiting; nothing to do then.
-                let _ = reply.send(self.load(&room));
+                // A room that stopped waiting (it timed out) needs no answer.
+                if !reply.is_canceled() {
+                    let _ = reply.send(self.load(&room));
+                }
             }
             if swept.elapsed() >= sweep_every {
                 swept = Instant::now();
@@ -356,12 +364,17 @@ impl Writer {
                 }
             }
         }
+        let mut written = Vec::new();
         for append in batch.drain(..) {
             let size = crate::history::stored_size(&append.stored.message);
-            let unpruned = self.unpruned.entry(append.stored.message.room).or_default();
+            let room = append.stored.message.room;
+            let unpruned = self.unpruned.entry(room.clone()).or_default();
             *unpruned = (unpruned.0 + 1, unpruned.1 + size);
+            written.push(room);
         }
-        self.trim_rooms();
+        written.sort_unstable();
+        written.dedup();
+        self.trim_rooms(&written);
     }
 
     fn write(&mut self, batch: &[Append]) -> Result<(), StoreError> {
@@ -401,16 +414,21 @@ impl Writer {
         Ok(())
     }
 
-    /// Trims rooms that have grown an eighth past one of their bounds since their last trim.
-    fn trim_rooms(&mut self) {
+    /// Trims the rooms of `written` that have grown an eighth past one of their bounds since
+    /// their last trim. (Only rooms just written to can have grown, so the check costs per
+    /// batch what the batch holds, not per room ever written.)
+    fn trim_rooms(&mut self, written: &[String]) {
         let retain = self.options.retain_messages.max(1);
         let step = retain / 8 + 1;
         let byte_step = self.options.retain_bytes / 8 + 1;
-        let due: Vec<String> = self
-            .unpruned
+        let due: Vec<String> = written
             .iter()
-            .filter(|(_, (messages, bytes))| *messages >= step || *bytes >= byte_step)
-            .map(|(room, _)| room.clone())
+            .filter(|room| {
+                self.unpruned
+                    .get(room.as_str())
+                    .is_some_and(|(messages, bytes)| *messages >= step || *bytes >= byte_step)
+            })
+            .cloned()
             .collect();
         for room in due {
             self.unpruned.remove(&room);

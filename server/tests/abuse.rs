@@ -99,7 +99,16 @@ fn round(address: &str, round: usize) {
 #[test]
 fn server_survives_abuse_and_returns_to_baseline() {
     let server = Running::start(
-        &["--port", "0", "--max-connections-per-address", "5000", "--workers", "2"],
+        &[
+            "--port",
+            "0",
+            "--max-connections-per-address",
+            "5000",
+            "--room-opens-per-minute-per-address",
+            "100000",
+            "--workers",
+            "2",
+        ],
         &[],
     );
     let address = server.address();

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Instant;
 
 use common::{Running, Ws, connect, memory_kib, next, stalled_client};
@@ -152,4 +151,69 @@ fn attacks_stay_within_their_bounds() {
 /// Percent-encodes a nick for the connect URL.
 fn encode(nick: &str) -> String {
     nick.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// A member that asks for history faster than the server can write it out is dropped from its
+/// room; a `join` it sent right behind those requests, which the room admits after dropping it,
+/// must not leave a member that no connection backs once the connection is gone: the room ends
+/// up with its one real member.
+#[test]
+fn an_evicted_member_that_rejoins_leaves_no_ghost() {
+    let server = Running::start(
+        &[
+            "--port",
+            "0",
+            "--rate-per-second",
+            "100000",
+            "--rate-burst",
+            "100000",
+            "--max-queued-frames",
+            "16",
+        ],
+        &[],
+    );
+    let address = server.address();
+    let mut observer = connect(&address, "room=haunt&nick=observer");
+    next(&mut observer);
+    send(&mut observer, serde_json::json!({"type": "send", "text": "something to page"}));
+    while !matches!(next(&mut observer), ServerMessage::Message(_)) {}
+    let mut evicted = 0;
+    for round in 0..10 {
+        let mut greedy = connect(&address, &format!("room=haunt&nick=greedy{round}"));
+        next(&mut greedy);
+        for _ in 0..400 {
+            let request = r#"{"type":"history","room":"haunt","limit":1}"#;
+            greedy.write(Message::text(request)).expect("queued");
+        }
+        greedy.write(Message::text(r#"{"type":"join","room":"haunt"}"#)).expect("queued");
+        greedy.flush().expect("sent");
+        // It reads on, as a client does, until the server closes it.
+        loop {
+            match greedy.read() {
+                Ok(Message::Close(frame)) => {
+                    evicted += usize::from(frame.is_some_and(|f| u16::from(f.code) == 4003));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(evicted > 0, "no greedy member was dropped: the test tried nothing");
+    // The room's own member list (a newcomer's welcome), not only the lobby's count.
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let mut witness = connect(&address, "room=haunt&nick=witness");
+        let ServerMessage::Welcome { members, .. } = next(&mut witness) else {
+            panic!("a welcome")
+        };
+        if members == ["observer", "witness"] {
+            eprintln!("attack: {evicted} of 10 greedy members dropped (4003), none left behind");
+            break;
+        }
+        assert!(Instant::now() < deadline, "members left behind in #haunt: {members:?}");
+        witness.close(None).ok();
+        while witness.read().is_ok() {}
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

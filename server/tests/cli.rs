@@ -33,6 +33,14 @@ fn help_documents_every_option() {
         ("--max-text-chars", "CHAT_MAX_TEXT_CHARS"),
         ("--max-nick-chars", "CHAT_MAX_NICK_CHARS"),
         ("--max-room-chars", "CHAT_MAX_ROOM_CHARS"),
+        ("--retain-bytes", "CHAT_RETAIN_BYTES"),
+        ("--max-pending-writes", "CHAT_MAX_PENDING_WRITES"),
+        ("--max-rooms", "CHAT_MAX_ROOMS"),
+        ("--room-opens-per-minute", "CHAT_ROOM_OPENS_PER_MINUTE"),
+        ("--room-opens-per-minute-per-address", "CHAT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS"),
+        ("--rename-interval", "CHAT_RENAME_INTERVAL"),
+        ("--allowed-host", "CHAT_ALLOWED_HOSTS"),
+        ("--metrics-address", "CHAT_METRICS_ADDRESS"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
     }
@@ -105,4 +113,20 @@ fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     };
     assert!(exit.success(), "exit status {exit}");
     assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");
+}
+
+/// `--metrics-address` serves `/metrics` on its own address and takes it off the public port.
+#[test]
+fn metrics_can_move_off_the_public_port() {
+    let server = Running::start(&["--port", "0", "--metrics-address", "127.0.0.1:0"], &[]);
+    let metrics_address = server.wait_for_log("serving metrics on http://");
+    let metrics_address = metrics_address.trim_end_matches("/metrics").to_owned();
+    let address = server.address();
+    let public = get(&address, "/metrics");
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    let private = get(&metrics_address, "/metrics");
+    assert!(
+        private.starts_with("HTTP/1.1 200") && private.contains("chat_connections"),
+        "{private}"
+    );
 }

@@ -76,10 +76,15 @@ impl Running {
 
     /// Waits for the log line that says where the server listens; returns `host:port`.
     pub fn address(&self) -> String {
+        self.wait_for_log("listening on http://")
+    }
+
+    /// Waits for a log line holding `marker`; returns the word that follows it.
+    pub fn wait_for_log(&self, marker: &str) -> String {
         loop {
-            let line = self.lines.recv_timeout(DEADLINE).expect("server logged its address");
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                return rest.split_whitespace().next().expect("address after the marker").into();
+            let line = self.lines.recv_timeout(DEADLINE).expect("server logged the line");
+            if let Some((_, rest)) = line.split_once(marker) {
+                return rest.split_whitespace().next().expect("a word after the marker").into();
             }
         }
     }

@@ -33,7 +33,7 @@ async fn open_rooms_are_capped() {
         assert!(tokio::time::Instant::now() < deadline, "r3 never closed");
     }
     let metrics = http_get(&server, "/metrics").await;
-    assert!(!metrics.contains("chat_refused_room_opens_total 0\n"), "{metrics}");
+    assert!(metrics.contains(r#"chat_refused_room_opens_total{reason="max_rooms"}"#), "{metrics}");
 }
 
 /// One connection opening rooms one after another (each new room a fresh actor and a history

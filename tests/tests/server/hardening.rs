@@ -124,7 +124,7 @@ async fn foreign_origins_are_refused() {
 
 /// A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) names its own host
 /// in both `Host` and `Origin`, so the origin check alone lets it in: a server bound to
-/// loopback refuses host names that are not loopback (403), and hides `/metrics` from them.
+/// loopback refuses host names that are not loopback (403), for `/metrics` too.
 #[tokio::test]
 async fn rebound_host_names_are_refused() {
     let server = TestServer::start();
@@ -137,9 +137,9 @@ async fn rebound_host_names_are_refused() {
     let own = [("Host", "localhost"), ("Origin", "http://localhost")];
     assert!(Client::try_connect_with(&url, &own).await.is_ok(), "localhost is loopback");
     let metrics = http_get_host(&server, "/metrics", &evil_host).await;
-    assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
+    assert!(metrics.starts_with("HTTP/1.1 403"), "{metrics}");
     let metrics = http_get(&server, "/metrics").await;
-    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="host"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="host"} 2"#), "{metrics}");
 }
 
 /// Connections are capped per address (429) and in total (503); a closed connection frees
