@@ -38,6 +38,11 @@ use crate::state::{Action, refuses_join};
 pub const SEND_WINDOW: usize = 8;
 /// How long to wait before sending again after a refusal that names no wait.
 const RETRY_MS: u32 = 1_000;
+/// Outbox messages sent in any one second, at most: under the server's default rate limit (10
+/// frames a second, bursts of 20), with room for typing notices, history pages and pongs, so
+/// that replaying a full outbox after an outage never runs into the limit, whose refusals add
+/// up to a 1008 close.
+pub const SENDS_PER_SECOND: usize = 6;
 
 /// Who to be and where to go on (re)connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +204,10 @@ async fn run(
 ) {
     // Delayed retries come back through their own channel, merged with the page's requests;
     // the page's end of the queue still tells when every handle is gone.
-    let (retries, retry_queue) = mpsc::unbounded::<()>();
+    let (retries, retry_queue) = mpsc::unbounded::<Input>();
     let requests = queue.map(Input::Request).chain(stream::once(future::ready(Input::Abandoned)));
     let mut inputs: LocalBoxStream<'static, Input> =
-        stream::select(requests, retry_queue.map(|()| Input::Retry)).boxed_local();
+        stream::select(requests, retry_queue).boxed_local();
     let mut attempt: u32 = 0;
     loop {
         on_action.emit(Action::Connecting);
@@ -235,6 +240,12 @@ pub struct Link {
     /// The newest message of the room that arrived live while catching up.
     live: Option<MessageId>,
     in_flight: Vec<String>,
+    /// When the last outbox messages were sent (ms), for [`SENDS_PER_SECOND`].
+    sent_at: std::collections::VecDeque<f64>,
+    /// The server refused a frame as too fast: nothing from the outbox until the retry.
+    paused: bool,
+    /// How long until the outbox may send again, when pacing held something back.
+    wait: Option<u32>,
 }
 
 /// What a frame from the server asks the connection to do.
@@ -257,6 +268,9 @@ impl Link {
             paging: None,
             live: None,
             in_flight: Vec::new(),
+            sent_at: std::collections::VecDeque::new(),
+            paused: false,
+            wait: None,
         }
     }
 
@@ -273,27 +287,46 @@ impl Link {
         }
     }
 
-    /// The next outbox messages for the current seat that are not in flight, up to the window.
-    pub fn next_batch(&mut self, target: &Target, outbox: &Outbox) -> Vec<ClientMessage> {
-        if !self.settled() {
+    /// The next outbox messages for the current seat that are not in flight, up to the window
+    /// and to [`SENDS_PER_SECOND`] at `now` (ms). If pacing held one back, [`Link::take_wait`]
+    /// says when to try again.
+    pub fn next_batch(&mut self, target: &Target, outbox: &Outbox, now: f64) -> Vec<ClientMessage> {
+        if !self.settled() || self.paused {
             return Vec::new();
+        }
+        while self.sent_at.front().is_some_and(|at| now - at >= 1_000.0) {
+            self.sent_at.pop_front();
         }
         let mut batch = Vec::new();
         for item in outbox.for_seat(&target.room, &target.nick) {
             if self.in_flight.len() >= SEND_WINDOW {
                 break;
             }
-            if !self.in_flight.contains(&item.client_id) {
-                self.in_flight.push(item.client_id.clone());
-                batch.push(item.request());
+            if self.in_flight.contains(&item.client_id) {
+                continue;
             }
+            if self.sent_at.len() >= SENDS_PER_SECOND {
+                let oldest = self.sent_at.front().copied().unwrap_or(now);
+                // Rounded up, plus one, so the retry finds the second over.
+                self.wait = Some((oldest + 1_000.0 - now).max(0.0) as u32 + 1);
+                break;
+            }
+            self.sent_at.push_back(now);
+            self.in_flight.push(item.client_id.clone());
+            batch.push(item.request());
         }
         batch
     }
 
+    /// How long to wait before flushing again, if pacing held messages back (once).
+    pub fn take_wait(&mut self) -> Option<u32> {
+        self.wait.take()
+    }
+
     /// What to send again once a wait the server asked for is over: the join it refused for
     /// now, and the history page being caught up on (the outbox is flushed as well).
-    pub fn retry(&self, target: &Target) -> Vec<ClientMessage> {
+    pub fn retry(&mut self, target: &Target) -> Vec<ClientMessage> {
+        self.paused = false;
         let page = self.paging.map(|after| page_after(&target.room, after));
         self.joining.clone().into_iter().chain(page).collect()
     }
@@ -353,8 +386,10 @@ impl Link {
             ServerMessage::Error { code, client_id: None, retry_after_ms, .. } => {
                 if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
                     // The refused frame is unknown: send everything in flight again later (the
-                    // server recognises the ones it already has), and the join or page too.
+                    // server recognises the ones it already has), and the join or page too;
+                    // nothing meanwhile, or each acknowledgement would send more into the limit.
                     self.in_flight.clear();
+                    self.paused = *code == ErrorCode::RateLimited;
                     reaction.retry_in = Some(retry_delay(*retry_after_ms));
                 } else if self.joining.is_some() && refuses_join(*code) {
                     // A refused join leaves us where we were: in the old room, or in none.
@@ -380,7 +415,7 @@ async fn connect_once(
     base: &str,
     target: &mut Target,
     inputs: &mut LocalBoxStream<'static, Input>,
-    retries: &mpsc::UnboundedSender<()>,
+    retries: &mpsc::UnboundedSender<Input>,
     on_action: &Callback<Action>,
 ) -> Ended {
     let Ok(mut socket) = WebSocket::open(&ws_url(base, target)) else {
@@ -417,14 +452,14 @@ async fn connect_once(
                         on_action.emit(Action::Server(message));
                         outgoing = reaction.send;
                         if reaction.flush {
-                            outgoing.extend(link.next_batch(target, &Outbox::load()));
+                            outgoing.extend(link.next_batch(target, &Outbox::load(), now()));
                         }
                         if let Some(delay) = reaction.retry_in {
                             let retries = retries.clone();
                             wasm_bindgen_futures::spawn_local(async move {
                                 gloo_timers::future::TimeoutFuture::new(delay).await;
                                 // Fails only once the connection loop has ended.
-                                let _ = retries.unbounded_send(());
+                                let _ = retries.unbounded_send(Input::Retry);
                             });
                         }
                     }
@@ -448,13 +483,21 @@ async fn connect_once(
                 outgoing.push(request);
             }
             Either::Right(Some(Input::Request(Request::Flush))) => {
-                outgoing = link.next_batch(target, &Outbox::load());
+                outgoing = link.next_batch(target, &Outbox::load(), now());
             }
             Either::Right(Some(Input::Retry)) => {
                 outgoing = link.retry(target);
-                outgoing.extend(link.next_batch(target, &Outbox::load()));
+                outgoing.extend(link.next_batch(target, &Outbox::load(), now()));
             }
             Either::Right(Some(Input::Abandoned) | None) => return Ended::Abandoned,
+        }
+        if let Some(delay) = link.take_wait() {
+            // Pacing held messages back: flush again once the second is over.
+            let retries = retries.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                gloo_timers::future::TimeoutFuture::new(delay).await;
+                let _ = retries.unbounded_send(Input::Request(Request::Flush));
+            });
         }
         for request in outgoing {
             let Ok(json) = serde_json::to_string(&request) else { continue };
@@ -463,6 +506,11 @@ async fn connect_once(
             }
         }
     }
+}
+
+/// The page's clock in milliseconds.
+fn now() -> f64 {
+    js_sys::Date::now()
 }
 
 fn gloo_console_warn(text: &str) {
@@ -618,7 +666,7 @@ mod tests {
         let mut link = Link::new(&target);
         let reaction = link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
         assert_eq!(reaction.retry_in, None);
-        assert!(link.next_batch(&target, &outbox).is_empty());
+        assert!(link.next_batch(&target, &outbox, 0.0).is_empty());
         assert!(link.retry(&target).is_empty());
 
         // A join from the form on the same socket seats it.
@@ -629,7 +677,54 @@ mod tests {
             *nick = "n".into();
         }
         assert!(link.on_server(&mut target, &welcome).flush);
-        assert_eq!(link.next_batch(&target, &outbox), [outbox.items()[0].request()]);
+        assert_eq!(link.next_batch(&target, &outbox, 0.0), [outbox.items()[0].request()]);
+    }
+
+    /// Replaying a full outbox stays under the server's rate limit: at most
+    /// [`SENDS_PER_SECOND`] in any second (however fast acknowledgements come back), a wait
+    /// that ends when the second is over, and nothing at all after a `rate_limited` until the
+    /// retry it asked for.
+    #[test]
+    fn a_full_outbox_is_paced() {
+        let mut target = target("a");
+        let mut outbox = Outbox::default();
+        for i in 0..30 {
+            let item = Outgoing {
+                client_id: format!("x{i}"),
+                room: "a".into(),
+                nick: "n".into(),
+                text: "hello".into(),
+                ts: 0,
+            };
+            outbox.add(item).expect("room");
+        }
+        let mut link = Link::new(&target);
+        let mut welcome = welcome("a", &[], None, false);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        link.on_server(&mut target, &welcome);
+        let mut sent = 0;
+        for step in 0..10 {
+            // Every sent message is acknowledged at once, 50 ms apart.
+            let batch = link.next_batch(&target, &outbox, f64::from(step) * 50.0);
+            for request in &batch {
+                let ClientMessage::Send { client_id: Some(id), .. } = request else { continue };
+                let ack = ServerMessage::Ack { client_id: id.clone(), id: 1, room: "a".into() };
+                link.on_server(&mut target, &ack);
+                outbox.remove(id);
+            }
+            sent += batch.len();
+        }
+        assert_eq!(sent, SENDS_PER_SECOND, "within the first half second");
+        let wait = link.take_wait().expect("told when to go on");
+        assert!((500..=1_001).contains(&wait), "{wait} ms");
+        assert_eq!(link.next_batch(&target, &outbox, 1_000.0).len(), SENDS_PER_SECOND);
+
+        link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(100)));
+        assert!(link.next_batch(&target, &outbox, 5_000.0).is_empty(), "paused until the retry");
+        link.retry(&target);
+        assert_eq!(link.next_batch(&target, &outbox, 5_000.0).len(), SENDS_PER_SECOND);
     }
 
     /// A refused rename leaves the seat where it was: sending goes on.
@@ -648,9 +743,9 @@ mod tests {
             nick: Some("taken".into()),
             since: None,
         });
-        assert!(link.next_batch(&target, &outbox).is_empty(), "not while the join is pending");
+        assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "not while the join is pending");
         link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
-        assert_eq!(link.next_batch(&target, &outbox).len(), 1);
+        assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1);
     }
 
     /// A join answered with `rate_limited` (or `unavailable`) is sent again after the wait the
