@@ -22,11 +22,42 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// The zero-width joiner, which emoji sequences need.
 const ZERO_WIDTH_JOINER: char = '\u{200D}';
 
-/// The key under which nicks are compared for uniqueness: equal for nicks that differ only by
-/// case, width or compatibility forms, invisible characters, or confusable letters.
+/// The key that stands for a nick: equal for nicks that differ only by case, width or
+/// compatibility forms, invisible characters, or confusable letters. Messages remember their
+/// sender by it.
 pub fn nick_key(nick: &str) -> String {
     let folded: String = nick.nfkc().flat_map(char::to_lowercase).collect();
     unicode_security::skeleton(&folded).flat_map(char::to_lowercase).collect()
+}
+
+/// How a nick looks, for uniqueness: its [`nick_key`], and the skeleton taken before lower
+/// case. TR39 maps capital `I` to `l` (they are drawn alike in many fonts) but lower case
+/// turns `I` into `i` first, so `AIice` passes as `Alice` on the key alone; the second form
+/// catches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Likeness {
+    key: String,
+    cased: String,
+}
+
+impl Likeness {
+    pub fn of(nick: &str) -> Self {
+        let normal: String = nick.nfkc().collect();
+        let cased = unicode_security::skeleton(&normal).flat_map(char::to_lowercase).collect();
+        Likeness { key: nick_key(nick), cased }
+    }
+
+    /// Whether two nicks look alike under either form.
+    pub fn looks_like(&self, other: &Likeness) -> bool {
+        let mine = [&self.key, &self.cased];
+        let theirs = [&other.key, &other.cased];
+        mine.iter().any(|form| theirs.contains(form))
+    }
+
+    /// The nick's [`nick_key`].
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// A nick as the server accepts it: the protocol's rules ([`rules::check_nick`]), no format
@@ -68,6 +99,18 @@ mod tests {
         }
         for other in ["alicia", "bob", "alice2", "élice"] {
             assert_ne!(nick_key(other), alice, "{other:?}");
+        }
+    }
+
+    /// A capital I passes for a small l, as TR39 says, whatever the case around it.
+    #[test]
+    fn capital_i_looks_like_small_l() {
+        let alice = Likeness::of("Alice");
+        for spoof in ["AIice", "alice", "ALICE", "\u{430}Iice"] {
+            assert!(Likeness::of(spoof).looks_like(&alice), "{spoof:?}");
+        }
+        for other in ["Alina", "Aiko", "bob"] {
+            assert!(!Likeness::of(other).looks_like(&alice), "{other:?}");
         }
     }
 

@@ -18,6 +18,7 @@ use crate::history::{MessageIds, PageLimit, RoomHistory};
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
+use crate::names::Likeness;
 use crate::outbound::{encode, now_millis};
 use crate::session::{GoingAway, Replaced, Session, TooSlow};
 use crate::store::{Append, Store, StoreError, StoreOptions, Stored, Written};
@@ -72,8 +73,8 @@ struct Pending {
 
 struct Member {
     nick: String,
-    /// `nick` as compared for uniqueness (see [`crate::names::nick_key`]).
-    key: String,
+    /// How `nick` looks, for uniqueness (see [`Likeness`]).
+    likeness: Likeness,
     client: Option<String>,
     session: Addr<Session>,
     /// The session's frame queue.
@@ -213,8 +214,9 @@ impl Room {
         self.announce(ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts }, None);
     }
 
-    fn member_with_key(&self, key: &str) -> Option<(ConnId, &Member)> {
-        self.members.iter().find(|(_, member)| member.key == key).map(|(conn, m)| (*conn, m))
+    fn member_like(&self, likeness: &Likeness) -> Option<(ConnId, &Member)> {
+        let alike = |(_, member): &(&ConnId, &Member)| member.likeness.looks_like(likeness);
+        self.members.iter().find(alike).map(|(conn, member)| (*conn, member))
     }
 
     /// The nick a member without one gets: `guest-<connection id>`, made unique if someone
@@ -223,11 +225,18 @@ impl Room {
         let base = format!("guest-{conn}");
         let mut nick = base.clone();
         let mut suffix = 1;
-        while self.member_with_key(&crate::names::nick_key(&nick)).is_some() {
+        while self.member_like(&Likeness::of(&nick)).is_some() {
             suffix += 1;
             nick = format!("{base}-{suffix}");
         }
         nick
+    }
+
+    /// Forgets messages past `--retain-for`, as the store deletes them, before serving history.
+    fn expire_by_age(&mut self) {
+        if let Some(cutoff) = self.retention.age_cutoff(now_millis()) {
+            self.history.expire(cutoff);
+        }
     }
 
     fn member_nicks(&self) -> Vec<String> {
@@ -331,7 +340,7 @@ impl Handler<Join> for Room {
             (None, Some(current)) => current.clone(),
             (None, None) => self.generated_nick(msg.conn),
         };
-        let key = crate::names::nick_key(&nick);
+        let likeness = Likeness::of(&nick);
         let renaming = current.is_some_and(|member| member.nick != nick);
         let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if renaming {
@@ -345,7 +354,7 @@ impl Handler<Join> for Room {
         }
 
         let mut replaced = None;
-        if let Some((holder, member)) = self.member_with_key(&key) {
+        if let Some((holder, member)) = self.member_like(&likeness) {
             let same_client = msg.client.is_some() && member.client == msg.client;
             if holder != msg.conn && !same_client {
                 return Err(Rejection::new(
@@ -382,7 +391,7 @@ impl Handler<Join> for Room {
             msg.conn,
             Member {
                 nick: nick.clone(),
-                key,
+                likeness,
                 client: msg.client,
                 session: msg.session,
                 frames: frames.clone(),
@@ -391,9 +400,7 @@ impl Handler<Join> for Room {
             },
         );
 
-        if let Some(cutoff) = self.retention.age_cutoff(now_millis()) {
-            self.history.expire(cutoff);
-        }
+        self.expire_by_age();
         let catchup = self.history.catchup(msg.since, self.recent, self.page_bytes);
         let welcome = ServerMessage::Welcome {
             room: self.name.clone(),
@@ -455,13 +462,13 @@ impl Handler<Post> for Room {
         if let Some(client_id) = &msg.client_id {
             // A repeat from the same sender (the client did not see the acknowledgement):
             // acknowledge again, or once the original is durable; never store it twice.
-            if let Some(id) = self.history.id_for(&member.key, client_id) {
+            if let Some(id) = self.history.id_for(member.likeness.key(), client_id) {
                 self.metrics.duplicates.inc();
                 return self.acknowledge(msg.conn, client_id, id);
             }
             let same = |pending: &&mut Pending| {
                 pending.stored.client_id.as_ref() == Some(client_id)
-                    && crate::names::nick_key(&pending.stored.message.from) == member.key
+                    && crate::names::nick_key(&pending.stored.message.from) == member.likeness.key()
             };
             if let Some(pending) = self.pending.iter_mut().find(same) {
                 self.metrics.duplicates.inc();
@@ -555,6 +562,7 @@ impl Handler<History> for Room {
         if !self.members.contains_key(&msg.conn) {
             return;
         }
+        self.expire_by_age();
         let most = self.retention.retain_messages.max(1);
         let messages = msg.limit.map_or(self.recent, |limit| limit as usize).clamp(1, most);
         let limit = PageLimit { messages, bytes: self.page_bytes };

@@ -40,6 +40,10 @@ pub struct Session {
     fragments: Reassembly,
     metrics: Arc<Metrics>,
     limiter: DefaultDirectRateLimiter,
+    /// Joins (room switches and renames): bursts of [`JOIN_BURST`], then one per
+    /// `--rename-interval`, so hopping between rooms cannot flood them with presence notices
+    /// the way renames in place are kept from it.
+    joins: DefaultDirectRateLimiter,
     strikes: Strikes,
     /// The queue rooms send this session's frames through (a copy goes to each room joined);
     /// rooms drop the session past the configured bound of what waits there.
@@ -80,6 +84,11 @@ impl Session {
         Session {
             metrics,
             limiter: RateLimiter::direct(quota),
+            joins: RateLimiter::direct(
+                Quota::with_period(*config.abuse.rename_interval)
+                    .unwrap_or(Quota::per_second(NonZeroU32::MAX))
+                    .allow_burst(JOIN_BURST),
+            ),
             strikes,
             frames,
             queued: Some(queued),
@@ -237,7 +246,15 @@ impl Session {
                     room.do_send(room::Typing { conn: self.conn });
                 }
             }
-            Ok(Command::Join { room, nick, since }) => self.join(room, nick, since, ctx),
+            Ok(Command::Join { room, nick, since }) => match self.joins.check() {
+                Ok(()) => self.join(room, nick, since, ctx),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(self.joins.clock().now());
+                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+                    let message = format!("You are switching rooms too fast; wait {ms} ms.");
+                    self.reject(ctx, Rejection { message, ..Rejection::rate_limited(wait) });
+                }
+            },
             Ok(Command::History { room, before, after, limit }) => {
                 let current = self.membership.as_ref().filter(|m| m.name == room);
                 match current {
@@ -277,6 +294,9 @@ impl Session {
 }
 
 use protocol::close::INVALID_PAYLOAD;
+
+/// Joins one connection may make at once before they are spaced by `--rename-interval`.
+const JOIN_BURST: NonZeroU32 = NonZeroU32::new(10).expect("ten is not zero");
 
 fn binary_unsupported() -> Rejection {
     Rejection::new(

@@ -153,7 +153,7 @@ async fn look_alike_nicks_are_refused() {
     };
     let mut spoofer = Client::connect(&server.url("room=lobby&nick=mallory")).await;
     spoofer.welcome().await;
-    for taken in ["ａｌｉｃｅ", "\u{430}lice", "ali\u{1D41C}e"] {
+    for taken in ["ａｌｉｃｅ", "\u{430}lice", "ali\u{1D41C}e", "AIice"] {
         spoofer.send_text(&join(taken)).await;
         assert_eq!(spoofer.error().await, ErrorCode::NickTaken, "{taken:?}");
     }

@@ -107,3 +107,29 @@ async fn typing_and_rename_floods_are_throttled() {
         .filter(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Left { .. }));
     assert_eq!((typing, presence.count()), (1, 2), "one typing, one rename: {noise:?}");
 }
+
+/// Hopping between rooms (a new member in each, so no rename to throttle) is limited per
+/// connection: a burst of 10 joins, then one per `--rename-interval`, refused with
+/// `rate_limited` and a retry hint.
+#[tokio::test]
+async fn room_hopping_is_throttled() {
+    let server = TestServer::start();
+    let (mut hopper, _) = server.join("hop-a", "hopper").await; // the connect URL's join is free
+    let (mut welcomed, mut refused) = (0, 0);
+    for i in 0..20 {
+        let room = if i % 2 == 0 { "hop-b" } else { "hop-a" };
+        hopper.send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#)).await;
+        loop {
+            match hopper.recv().await {
+                ServerMessage::Welcome { .. } => welcomed += 1,
+                ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
+                    assert!(retry_after_ms.is_some_and(|ms| ms <= 2_000), "{retry_after_ms:?}");
+                    refused += 1;
+                }
+                _ => continue,
+            }
+            break;
+        }
+    }
+    assert_eq!((welcomed, refused), (10, 10));
+}
