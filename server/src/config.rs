@@ -23,6 +23,8 @@ pub const DEFAULT_RETAIN_MESSAGES: usize = 1000;
 pub const DEFAULT_RETAIN_BYTES: usize = 1024 * 1024;
 /// Messages that may wait for the disk before sends are refused with `unavailable`.
 pub const DEFAULT_MAX_PENDING_WRITES: usize = 10_000;
+/// Rooms with stored messages the database holds at most.
+pub const DEFAULT_MAX_STORED_ROOMS: usize = 10_000;
 /// Rooms open at once (with members); past it, joining a new room is refused.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Rooms one connection may open per minute (joining a room nobody is in opens it).
@@ -165,6 +167,12 @@ pub struct Storage {
     /// refused with `unavailable` instead of piling up in memory.
     #[arg(long, env = "CHAT_MAX_PENDING_WRITES", default_value_t = DEFAULT_MAX_PENDING_WRITES)]
     pub max_pending_writes: usize,
+
+    /// Rooms with stored messages the database holds at most; past it, the first message of
+    /// a room without messages is refused (`too_many_rooms`). With `--retain-bytes`, this
+    /// bounds the database.
+    #[arg(long, env = "CHAT_MAX_STORED_ROOMS", default_value_t = DEFAULT_MAX_STORED_ROOMS)]
+    pub max_stored_rooms: usize,
 }
 
 impl Storage {
@@ -176,6 +184,7 @@ impl Storage {
             retain_for: self.retain_for.map(Into::into),
             sync: self.sync,
             max_pending_writes: self.max_pending_writes,
+            max_stored_rooms: self.max_stored_rooms,
         }
     }
 }
@@ -190,6 +199,7 @@ impl Default for Storage {
             retain_for: None,
             sync: SyncMode::Full,
             max_pending_writes: DEFAULT_MAX_PENDING_WRITES,
+            max_stored_rooms: DEFAULT_MAX_STORED_ROOMS,
         }
     }
 }
@@ -374,6 +384,7 @@ mod tests {
         assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
         assert_eq!(parsed.storage.retain_bytes, default.storage.retain_bytes);
         assert_eq!(parsed.storage.max_pending_writes, default.storage.max_pending_writes);
+        assert_eq!(parsed.storage.max_stored_rooms, default.storage.max_stored_rooms);
         assert_eq!(parsed.abuse.max_rooms, default.abuse.max_rooms);
         assert_eq!(parsed.abuse.room_opens_per_minute, default.abuse.room_opens_per_minute);
         assert_eq!(

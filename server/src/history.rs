@@ -153,6 +153,11 @@ impl RoomHistory {
         senders.iter().find(|(sender, _)| sender == nick_key).map(|(_, id)| *id)
     }
 
+    /// Whether the room keeps no message (it never had one, or all of them expired).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The highest id this room has stored (retained or not).
     pub fn last_id(&self) -> MessageId {
         self.entries.back().map_or(0, |newest| newest.message.id).max(self.trimmed_upto)

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Transactions the store committed (or tried to).
     pub store_batches: Counter,
     pub store_failures: Counter,
+    /// Rooms with stored messages (see `--max-stored-rooms`).
+    pub stored_rooms: Gauge,
     /// Sends refused because too many writes were waiting for the disk.
     pub store_busy: Counter,
     /// Sends recognised as repeats of a stored or pending client id.
@@ -102,6 +104,7 @@ impl Metrics {
             "Store transactions that failed",
             self.store_failures.clone(),
         );
+        registry.register("stored_rooms", "Rooms with stored messages", self.stored_rooms.clone());
         registry.register(
             "store_busy",
             "Sends refused: too many writes waiting for the disk",

@@ -476,6 +476,18 @@ impl Handler<Post> for Room {
                 return;
             }
         }
+        if self.history.is_empty() && self.pending.is_empty() && self.store.rooms.full() {
+            let refusal = ServerMessage::Error {
+                code: ErrorCode::TooManyRooms,
+                message: "This server keeps as many rooms as it allows: write in a room that \
+                          already has messages."
+                    .into(),
+                retry_after_ms: None,
+                client_id: msg.client_id,
+            };
+            self.metrics.error(ErrorCode::TooManyRooms);
+            return self.send_to(msg.conn, &refusal);
+        }
         let message = ChatMessage {
             id: self.ids.next(),
             room: self.name.clone(),

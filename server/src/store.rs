@@ -13,8 +13,10 @@
 //! deleted once a minute. Each room remembers the highest id it lost to retention, so a client
 //! asking for what it missed can be told when some of it is gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +55,29 @@ pub struct StoreOptions {
     /// Messages (and history loads) that may wait for the storage thread; past it, sends are
     /// refused with `unavailable`.
     pub max_pending_writes: usize,
+    /// Rooms with stored messages, at most: a message in a room with none is refused past it.
+    pub max_stored_rooms: usize,
+}
+
+/// How many rooms have stored messages, against the most the database may hold: with
+/// `--retain-bytes` per room this bounds the database. The storage thread keeps the count;
+/// rooms read it before storing the first message of a room.
+#[derive(Debug)]
+pub struct StoredRooms {
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl StoredRooms {
+    /// Whether a room without messages may not store one: the database holds its maximum of
+    /// rooms. (Rooms that check at the same moment may each store one: a few over at most.)
+    pub fn full(&self) -> bool {
+        self.count.load(Ordering::Relaxed) >= self.max
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
 }
 
 /// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
@@ -155,6 +180,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct Store {
     commands: mpsc::SyncSender<Command>,
+    /// Rooms with stored messages, kept by the storage thread.
+    pub rooms: Arc<StoredRooms>,
 }
 
 impl Store {
@@ -177,12 +204,25 @@ impl Store {
         // Bounded: writes the disk cannot keep up with are refused (`unavailable`) rather
         // than piled up in memory.
         let (commands, queue) = mpsc::sync_channel(options.max_pending_writes.max(1));
-        let writer = Writer { connection, options, metrics, unpruned: HashMap::new() };
+        let with_messages = read_rooms_with_messages(&connection)?;
+        let stored = Arc::new(StoredRooms {
+            count: AtomicUsize::new(with_messages.len()),
+            max: options.max_stored_rooms,
+        });
+        metrics.stored_rooms.set(i64::try_from(with_messages.len()).unwrap_or(i64::MAX));
+        let writer = Writer {
+            connection,
+            options,
+            metrics,
+            unpruned: HashMap::new(),
+            with_messages,
+            stored: stored.clone(),
+        };
         std::thread::Builder::new()
             .name("chat-store".into())
             .spawn(move || writer.run(&queue))
             .map_err(StoreError::Thread)?;
-        Ok(Opened { store: Store { commands }, last_id, rooms })
+        Ok(Opened { store: Store { commands, rooms: stored }, last_id, rooms })
     }
 
     /// Queues a message to be written; the answer comes to `append.notify` as [`Written`].
@@ -249,6 +289,12 @@ fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
     Ok(to_id(recorded.unwrap_or(0).max(stored.unwrap_or(0))))
 }
 
+fn read_rooms_with_messages(connection: &Connection) -> Result<HashSet<String>, StoreError> {
+    let mut statement = connection.prepare("SELECT DISTINCT room FROM messages")?;
+    let rooms = statement.query_map([], |row| row.get::<_, String>(0))?;
+    Ok(rooms.collect::<Result<_, _>>()?)
+}
+
 fn read_rooms(
     connection: &Connection,
     cutoff: Option<UnixMillis>,
@@ -278,6 +324,9 @@ struct Writer {
     metrics: std::sync::Arc<Metrics>,
     /// Messages and bytes written per room since its last trim.
     unpruned: HashMap<String, (usize, usize)>,
+    /// The rooms with stored messages, and their count as rooms read it.
+    with_messages: HashSet<String>,
+    stored: Arc<StoredRooms>,
 }
 
 impl Writer {
@@ -351,6 +400,15 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.metrics.messages_stored.inc_by(batch.len() as u64);
+                let mut grew = false;
+                for append in batch.iter() {
+                    if !self.with_messages.contains(&append.stored.message.room) {
+                        grew |= self.with_messages.insert(append.stored.message.room.clone());
+                    }
+                }
+                if grew {
+                    self.count_rooms();
+                }
                 for (notify, ids) in rooms.into_values() {
                     let upto = ids.into_iter().max().unwrap_or(0);
                     notify.do_send(Written::Durable { upto });
@@ -491,7 +549,18 @@ impl Writer {
         }
         transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
         transaction.commit()?;
+        if !expired.is_empty() {
+            // Rooms whose every message expired no longer count against the maximum.
+            self.with_messages = read_rooms_with_messages(&self.connection)?;
+            self.count_rooms();
+        }
         Ok(())
+    }
+
+    fn count_rooms(&self) {
+        let count = self.with_messages.len();
+        self.stored.count.store(count, Ordering::Relaxed);
+        self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     fn load(&self, room: &str) -> Result<Loaded, StoreError> {
@@ -572,12 +641,21 @@ mod tests {
             retain_messages: 100,
             retain_bytes: usize::MAX,
             max_pending_writes: 16,
+            max_stored_rooms: 10,
             retain_for: None,
             sync: SyncMode::Full,
         };
         let connection = Connection::open_in_memory().expect("in-memory database");
         create_schema(&connection).expect("schema");
-        Writer { connection, options, metrics: Default::default(), unpruned: HashMap::new() }
+        let stored = Arc::new(StoredRooms { count: AtomicUsize::new(0), max: 10 });
+        Writer {
+            connection,
+            options,
+            metrics: Default::default(),
+            unpruned: HashMap::new(),
+            with_messages: HashSet::new(),
+            stored,
+        }
     }
 
     fn append(
@@ -663,7 +741,8 @@ mod tests {
     fn a_full_queue_refuses_appends() {
         actix_rt::System::new().block_on(async {
             let (commands, _queue) = mpsc::sync_channel(2);
-            let store = Store { commands };
+            let rooms = Arc::new(StoredRooms { count: AtomicUsize::new(0), max: 10 });
+            let store = Store { commands, rooms };
             let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
             assert!(store.append(append(1, 1, &room)).is_ok());
             assert!(store.append(append(2, 1, &room)).is_ok());

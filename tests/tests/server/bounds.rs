@@ -85,3 +85,31 @@ async fn a_room_keeps_a_bounded_number_of_bytes() {
     assert!(welcome.truncated);
     assert_eq!(welcome.history.last().map(|m| &m.text[..2]), Some("19"), "the newest");
 }
+
+/// The database holds messages of at most `--max-stored-rooms` rooms (with `--retain-bytes`
+/// each, that bounds it): the first message of one more room is refused with
+/// `too_many_rooms`, naming its client id; rooms that have messages go on.
+#[tokio::test]
+async fn stored_rooms_are_capped() {
+    let mut settings = config();
+    settings.storage.max_stored_rooms = 2;
+    let server = TestServer::with_config(settings);
+    for room in ["kept-1", "kept-2"] {
+        let (mut writer, _) = server.join(room, "writer").await;
+        writer.say_with_id("first", "k1").await;
+        writer.ack().await;
+    }
+    let (mut late, _) = server.join("kept-3", "late").await;
+    late.say_with_id("one room too many", "k3").await;
+    match late.recv().await {
+        ServerMessage::Error { code, client_id, .. } => {
+            assert_eq!((code, client_id.as_deref()), (ErrorCode::TooManyRooms, Some("k3")));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let (mut again, _) = server.join("kept-1", "again").await;
+    again.say_with_id("second", "k2").await;
+    again.ack().await;
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(metrics.contains("\nchat_stored_rooms 2\n"), "{metrics}");
+}
