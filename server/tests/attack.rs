@@ -85,15 +85,24 @@ fn attacks_stay_within_their_bounds() {
     }
     let after = memory_kib(pid, "VmRSS");
     let per_reader = after.saturating_sub(before) as f64 / STALLED as f64;
+    // The room goes on: 50 more messages, each to every member, the stalled ones included
+    // until they are dropped as not reading.
+    for i in 0..50 {
+        send(&mut alice, serde_json::json!({"type": "send", "text": format!("after {i}")}));
+    }
     send(&mut alice, serde_json::json!({"type": "send", "text": "still here"}));
-    let (_, _, _) = until_message(&mut bob, "still here");
+    let (received, _, _) = until_message(&mut bob, "still here");
+    let after_traffic = memory_kib(pid, "VmRSS");
     eprintln!(
         "attack: {FILL} messages of {TEXT_CHARS} chars posted to #full (a newcomer gets the \
          newest {}, {kept} bytes of text); {STALLED} stalled readers joined it with since=0: \
          server RSS {before} -> {after} KiB, {per_reader:.0} KiB per stalled reader (what the \
-         kernel buffers for their sockets is not in RSS); bob still received",
-        history.len()
+         kernel buffers for their sockets is not in RSS), {after_traffic} KiB after 51 more \
+         messages; bob received {} of 51",
+        history.len(),
+        received + 1
     );
+    assert_eq!(received, 50, "bob received every message");
     assert!(per_reader < 4.0 * 1024.0, "{per_reader:.0} KiB per stalled reader, over 4 MiB");
 
     // 2. Room churn: one connection opening new rooms as fast as it can.
@@ -125,11 +134,12 @@ fn attacks_stay_within_their_bounds() {
         send(&mut flooder, rename);
     }
     send(&mut flooder, serde_json::json!({"type": "send", "text": "flood over"}));
-    send(&mut carol, serde_json::json!({"type": "send", "text": "carol speaks"}));
     let (_, typing, presence) = until_message(&mut carol, "flood over");
+    send(&mut carol, serde_json::json!({"type": "send", "text": "carol speaks"}));
+    until_message(&mut carol, "carol speaks");
     eprintln!(
         "attack: 200 typing notices and 200 renames sent: carol saw {typing} typing notices \
-         and {presence} join/leave notices"
+         and {presence} join/leave notices, and still chats"
     );
     assert!(typing <= 1 && presence <= 2, "typing {typing}, presence {presence}");
 
