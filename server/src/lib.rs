@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`config`]: every tunable and its default.
 //! - [`session`]: `Session`, one actor per WebSocket connection (frames in and out, heartbeat).
-//! - [`room`]: `Room`, one actor per room (members, history, broadcast).
+//! - [`room`]: `Room`, one actor per room: a thin adapter that applies [`room_state`]'s effects.
+//! - [`room_state`]: `RoomState`, a room's rules as plain data: members, nicks, takeover,
+//!   de-duplication, messages waiting for the store, presence, history pages (pure).
 //! - [`directory`]: the room list, kept sorted as rooms fill and empty (pure).
 //! - [`lobby`]: `Lobby`, room name → `Room`, room lifetimes and the room list.
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
@@ -28,6 +30,7 @@ pub mod names;
 pub mod outbound;
 pub mod policy;
 pub mod room;
+pub mod room_state;
 pub mod session;
 pub mod store;
 

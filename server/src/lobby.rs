@@ -15,7 +15,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use protocol::{ErrorCode, MessageId, RoomInfo, UnixMillis};
+use protocol::{ErrorCode, MessageId, RoomInfo};
 
 use crate::ConnId;
 use crate::backlog::{BacklogLimit, FrameSender};
@@ -24,8 +24,8 @@ use crate::directory::RoomList;
 use crate::history::MessageIds;
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
-use crate::room::{self, PreviousClosed, Room, RoomContext, RoomInstance};
-use crate::session::Session;
+use crate::room::{self, PreviousClosed, Room, RoomContext, RoomEvent, RoomInstance, SessionEvent};
+use crate::room_state::RoomRules;
 use crate::store::Opened;
 
 pub use crate::directory::MAX_LISTED_ROOMS;
@@ -69,16 +69,18 @@ impl Lobby {
             let context = RoomContext {
                 ids: Arc::new(MessageIds::starting_after(opened.last_id)),
                 store: opened.store,
-                retention: config.storage.options(),
-                recent: config.history_len,
-                page_bytes: config.abuse.page_bytes(),
-                lobby: ctx.address(),
+                rules: RoomRules {
+                    recent: config.history_len,
+                    page_bytes: config.abuse.page_bytes(),
+                    rename_interval: *config.abuse.rename_interval,
+                    retention: config.storage.options(),
+                },
+                lobby: ctx.address().recipient(),
                 metrics: metrics.clone(),
                 limit: BacklogLimit {
                     frames: config.abuse.max_queued_frames,
                     bytes: config.abuse.max_queued_bytes,
                 },
-                rename_interval: *config.abuse.rename_interval,
             };
             let per_minute =
                 |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
@@ -204,7 +206,7 @@ pub struct Join {
     pub nick: Option<String>,
     pub client: Option<String>,
     pub since: Option<MessageId>,
-    pub session: Addr<Session>,
+    pub session: Recipient<SessionEvent>,
     pub frames: FrameSender,
     /// Where the connection comes from, for the limits on opening rooms.
     pub address: IpAddr,
@@ -301,38 +303,18 @@ impl Handler<Leave> for Lobby {
     }
 }
 
-/// A room dropped a member that was not reading (it already left the room itself).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Evicted {
-    pub room: String,
-    pub conn: ConnId,
-    pub instance: RoomInstance,
-}
-
-impl Handler<Evicted> for Lobby {
+impl Handler<RoomEvent> for Lobby {
     type Result = ();
 
-    fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
-        if self.rooms.get(&msg.room).is_some_and(|room| room.instance == msg.instance) {
-            self.release(&msg.room, msg.conn, ctx);
+    fn handle(&mut self, event: RoomEvent, ctx: &mut Self::Context) {
+        match event {
+            RoomEvent::Evicted { room, conn, instance } => {
+                if self.rooms.get(&room).is_some_and(|active| active.instance == instance) {
+                    self.release(&room, conn, ctx);
+                }
+            }
+            RoomEvent::Closed { room, last_ts } => self.list.closed(room, last_ts),
         }
-    }
-}
-
-/// A room with messages closed (its last member left): list it among the quiet rooms.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Closed {
-    pub room: String,
-    pub last_ts: UnixMillis,
-}
-
-impl Handler<Closed> for Lobby {
-    type Result = ();
-
-    fn handle(&mut self, msg: Closed, _: &mut Self::Context) {
-        self.list.closed(msg.room, msg.last_ts);
     }
 }
 

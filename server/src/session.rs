@@ -21,7 +21,7 @@ use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::encode;
 use crate::policy::{Permit, Strikes};
-use crate::room::{self, Room, RoomInstance};
+use crate::room::{self, Room, RoomInstance, SessionEvent};
 
 pub struct Session {
     conn: ConnId,
@@ -169,7 +169,7 @@ impl Session {
             nick,
             client: self.client.clone(),
             since,
-            session: ctx.address(),
+            session: ctx.address().recipient(),
             frames: self.frames.clone(),
             address: self.address,
             leaving: self.membership.as_ref().map(|m| m.name.clone()),
@@ -424,60 +424,35 @@ impl Session {
     }
 }
 
-/// A newer connection of the same client took this connection's place in its room.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Replaced {
-    /// The room instance whose seat was taken.
-    pub instance: RoomInstance,
-}
-
-impl Handler<Replaced> for Session {
+/// What the rooms tell this session.
+impl Handler<SessionEvent> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Replaced, ctx: &mut Self::Context) {
-        if !self.is_current(msg.instance) {
-            return;
+    fn handle(&mut self, event: SessionEvent, ctx: &mut Self::Context) {
+        match event {
+            SessionEvent::Replaced { instance } => {
+                if !self.is_current(instance) {
+                    return;
+                }
+                // The membership is kept: `Drop` still leaves the room, which is harmless if
+                // the room has already dropped this connection, and removes it if a join of
+                // this connection crossed the notice and was admitted again.
+                let reason = "replaced by a newer connection of the same client";
+                self.close(ctx, close::REPLACED, reason);
+            }
+            // Closes the connection even if the notice is stale (the session has moved to
+            // another room since): the room closed the session's one frame queue, which every
+            // room shares, so the session could not be told anything anywhere. The membership
+            // is kept for `Drop`, as for `Replaced`.
+            SessionEvent::TooSlow { instance } => {
+                tracing::info!(conn = self.conn, instance, "dropped as not reading");
+                let reason = "too many messages were waiting: not reading";
+                self.close(ctx, close::SLOW_READER, reason);
+            }
+            SessionEvent::GoingAway => {
+                let reason = "the server is restarting; reconnect shortly";
+                self.close(ctx, close::GOING_AWAY, reason);
+            }
         }
-        // The membership is kept: `Drop` still leaves the room, which is harmless if the room
-        // has already dropped this connection, and removes it if a join of this connection
-        // crossed the notice and was admitted again.
-        self.close(ctx, close::REPLACED, "replaced by a newer connection of the same client");
-    }
-}
-
-/// The server is shutting down.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GoingAway;
-
-impl Handler<GoingAway> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: GoingAway, ctx: &mut Self::Context) {
-        self.close(ctx, close::GOING_AWAY, "the server is restarting; reconnect shortly");
-    }
-}
-
-/// The room dropped this session because too many frames were waiting for it: the client is
-/// not reading. Handled only if the client reads again; otherwise the kernel's stalled-write
-/// timeout ends the connection.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct TooSlow {
-    /// The room instance that dropped the session.
-    pub instance: RoomInstance,
-}
-
-impl Handler<TooSlow> for Session {
-    type Result = ();
-
-    /// Closes the connection even if the notice is stale (the session has moved to another
-    /// room since): the room closed the session's one frame queue, which every room shares, so
-    /// the session could not be told anything anywhere. The membership is kept for `Drop`, as
-    /// for `Replaced`.
-    fn handle(&mut self, msg: TooSlow, ctx: &mut Self::Context) {
-        tracing::info!(conn = self.conn, instance = msg.instance, "dropped as not reading");
-        self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
     }
 }

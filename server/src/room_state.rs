@@ -1,0 +1,445 @@
+//! `RoomState`: the rules of one chat room as plain data. Its methods take an event (a join, a
+//! post, the store's answer...) and return [`Effect`]s: frames for members, messages for the
+//! store, notices for a replaced session. No actors, no sockets, no clock of its own: the
+//! `Room` actor (room.rs) feeds it events and carries its effects out, and the tests below
+//! drive it directly.
+//!
+//! The rules are those of docs/PROTOCOL.md: unique nicks compared on how they look, takeover
+//! by a newer connection of the same client, renames at most every `rename_interval`, typing
+//! relayed at most every 2 s, messages acknowledged and relayed only once durable, repeated
+//! client ids recognised per sender, and history served in bounded pages.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use protocol::{
+    ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, UnixMillis, rules,
+};
+
+use crate::ConnId;
+use crate::history::{MessageIds, PageLimit, RoomHistory};
+use crate::inbound::Rejection;
+use crate::names::{Likeness, nick_key};
+use crate::store::{Loaded, StoreOptions, Stored};
+
+/// Least time between two `typing` notices of one member that the room relays.
+pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
+
+/// What every room of a server is run with.
+#[derive(Debug, Clone)]
+pub struct RoomRules {
+    /// Messages a newcomer without `since` gets.
+    pub recent: usize,
+    /// The most bytes of messages one welcome or history page carries.
+    pub page_bytes: usize,
+    /// Least time between two renames of one member.
+    pub rename_interval: Duration,
+    pub retention: StoreOptions,
+}
+
+/// Something the room's owner must do for the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Queue `message` for one member.
+    Send { to: ConnId, message: ServerMessage },
+    /// Queue `message` for every member but `except`.
+    Broadcast { message: ServerMessage, except: Option<ConnId> },
+    /// Hand a message to the store; the answer comes back as [`RoomState::durable`] or
+    /// [`RoomState::not_stored`].
+    Store(Stored),
+    /// A newer connection of the same client took this member's seat: tell its session.
+    Replaced { conn: ConnId },
+    /// Something worth counting happened.
+    Count(Counted),
+}
+
+/// What the room counts for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// A send repeated a stored or pending client id.
+    Duplicate,
+    /// A `typing` notice came within [`TYPING_INTERVAL`] of the last one relayed.
+    TypingDropped,
+    /// A room without messages could not store its first: the database holds its maximum.
+    StoredRoomsFull,
+}
+
+/// A connection asking to enter the room (or to be renamed in it).
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub conn: ConnId,
+    /// The nick asked for; `None` keeps the current one, or generates one for a newcomer.
+    pub nick: Option<String>,
+    /// The client's token: a newer connection with the same token may take over its nick.
+    pub client: Option<String>,
+    /// The last message id the client saw in this room.
+    pub since: Option<MessageId>,
+    /// The active rooms, for the welcome.
+    pub rooms: Vec<RoomInfo>,
+}
+
+/// A join the room accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub nick: String,
+    /// An older connection of the same client that this join replaced.
+    pub replaced: Option<ConnId>,
+}
+
+/// One chat room's members, history and messages waiting to be durable.
+#[derive(Debug)]
+pub struct RoomState {
+    name: String,
+    members: HashMap<ConnId, Member>,
+    /// The durable messages (empty until loaded).
+    history: RoomHistory,
+    /// Messages handed to the store and not yet durable, in id order.
+    pending: VecDeque<Pending>,
+    /// Whether the history was loaded; until then joins are refused.
+    loaded: bool,
+    rules: RoomRules,
+}
+
+#[derive(Debug)]
+struct Member {
+    nick: String,
+    /// How `nick` looks, for uniqueness.
+    likeness: Likeness,
+    client: Option<String>,
+    /// When the room last relayed this member's `typing`, and when it last renamed.
+    typed: Option<Instant>,
+    renamed: Option<Instant>,
+}
+
+/// A message waiting to become durable.
+#[derive(Debug)]
+struct Pending {
+    stored: Stored,
+    /// Connections to acknowledge (or tell of a failure): the sender, and any that repeated
+    /// its client id meanwhile.
+    senders: Vec<ConnId>,
+}
+
+impl RoomState {
+    /// An empty room that refuses joins until [`RoomState::load`].
+    pub fn new(name: String, rules: RoomRules) -> Self {
+        let retention = &rules.retention;
+        let history =
+            RoomHistory::new(Loaded::default(), retention.retain_messages, retention.retain_bytes);
+        RoomState {
+            name,
+            members: HashMap::new(),
+            history,
+            pending: VecDeque::new(),
+            loaded: false,
+            rules,
+        }
+    }
+
+    /// The store's answer to the load: the room opens.
+    pub fn load(&mut self, loaded: Loaded) {
+        let retention = &self.rules.retention;
+        self.history = RoomHistory::new(loaded, retention.retain_messages, retention.retain_bytes);
+        self.loaded = true;
+    }
+
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        self.members.contains_key(&conn)
+    }
+
+    /// The members' connections.
+    pub fn members(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// The newest stored message's time, if any.
+    pub fn last_ts(&self) -> Option<UnixMillis> {
+        self.history.last_ts()
+    }
+
+    /// Admits `request.conn` (or renames it, or hands it the seat of an older connection of the
+    /// same client) and welcomes it, or says why not. `now` and `ts` are the time.
+    pub fn join(
+        &mut self,
+        request: JoinRequest,
+        now: Instant,
+        ts: UnixMillis,
+    ) -> (Result<Joined, Rejection>, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let joined = self.admit(request, now, ts, &mut effects);
+        (joined, effects)
+    }
+
+    fn admit(
+        &mut self,
+        request: JoinRequest,
+        now: Instant,
+        ts: UnixMillis,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Joined, Rejection> {
+        if !self.loaded {
+            return Err(Rejection::new(
+                ErrorCode::Unavailable,
+                format!("The history of #{} could not be loaded; try again shortly.", self.name),
+            ));
+        }
+        let current = self.members.get(&request.conn);
+        let previous = current.map(|member| member.nick.clone());
+        let nick = match (request.nick, &previous) {
+            (Some(nick), _) => nick,
+            (None, Some(current)) => current.clone(),
+            (None, None) => self.generated_nick(request.conn),
+        };
+        let likeness = Likeness::of(&nick);
+        let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
+        if previous.as_ref().is_some_and(|old| *old != nick) {
+            let wait = renamed.map_or(Duration::ZERO, |at| {
+                (at + self.rules.rename_interval).saturating_duration_since(now)
+            });
+            if !wait.is_zero() {
+                return Err(Rejection::rename_too_soon(wait));
+            }
+            renamed = Some(now);
+        }
+
+        let mut replaced = None;
+        if let Some((holder, member)) = self.member_like(&likeness) {
+            let same_client = request.client.is_some() && member.client == request.client;
+            if holder != request.conn && !same_client {
+                return Err(Rejection::new(
+                    ErrorCode::NickTaken,
+                    format!("Someone in #{} is already called {nick}.", self.name),
+                ));
+            }
+            if holder != request.conn {
+                // The same browser tab reconnected before we noticed its old connection die:
+                // hand the seat to the new connection without announcing a leave and a join.
+                self.members.remove(&holder);
+                effects.push(Effect::Replaced { conn: holder });
+                replaced = Some(holder);
+            }
+        }
+
+        let room = self.name.clone();
+        match previous {
+            Some(old) if old != nick => {
+                let left = ServerMessage::Left { room: room.clone(), nick: old, ts };
+                effects.push(Effect::Broadcast { message: left, except: None });
+                let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
+                effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
+            }
+            None if replaced.is_none() => {
+                let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
+                effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
+            }
+            _ => {}
+        }
+        let member =
+            Member { nick: nick.clone(), likeness, client: request.client, typed, renamed };
+        self.members.insert(request.conn, member);
+
+        self.expire_by_age(ts);
+        let catchup = self.history.catchup(request.since, self.rules.recent, self.rules.page_bytes);
+        let welcome = ServerMessage::Welcome {
+            room,
+            nick: nick.clone(),
+            members: self.member_nicks(),
+            history: catchup.history,
+            rooms: request.rooms,
+            since: catchup.since,
+            truncated: catchup.truncated,
+            more: catchup.more,
+        };
+        effects.push(Effect::Send { to: request.conn, message: welcome });
+        Ok(Joined { nick, replaced })
+    }
+
+    /// `conn` is gone (it left, closed, or was dropped as not reading): the others are told.
+    /// Returns whether it was a member.
+    pub fn leave(&mut self, conn: ConnId, ts: UnixMillis) -> (bool, Vec<Effect>) {
+        let Some(member) = self.members.remove(&conn) else { return (false, Vec::new()) };
+        let left = ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts };
+        (true, vec![Effect::Broadcast { message: left, except: None }])
+    }
+
+    /// `conn` says `text`. A repeat of a client id the sender stored (or is storing) is
+    /// acknowledged again, or once the original is durable, and never stored twice. Otherwise
+    /// the message gets the next id and goes to the store; it is acknowledged and relayed once
+    /// durable. `stored_rooms_full` says the database holds its maximum of rooms, so a room
+    /// without messages may not store its first.
+    pub fn post(
+        &mut self,
+        conn: ConnId,
+        text: String,
+        client_id: Option<ClientId>,
+        ids: &MessageIds,
+        ts: UnixMillis,
+        stored_rooms_full: bool,
+    ) -> Vec<Effect> {
+        // A post from a non-member was meant for a room the session has left since.
+        let Some(member) = self.members.get(&conn) else { return Vec::new() };
+        if let Some(client_id) = &client_id {
+            if let Some(id) = self.history.id_for(member.likeness.key(), client_id) {
+                let ack = self.ack(client_id, id);
+                return vec![
+                    Effect::Count(Counted::Duplicate),
+                    Effect::Send { to: conn, message: ack },
+                ];
+            }
+            let same = |pending: &&mut Pending| {
+                pending.stored.client_id.as_ref() == Some(client_id)
+                    && nick_key(&pending.stored.message.from) == member.likeness.key()
+            };
+            if let Some(pending) = self.pending.iter_mut().find(same) {
+                pending.senders.push(conn);
+                return vec![Effect::Count(Counted::Duplicate)];
+            }
+        }
+        if self.history.is_empty() && self.pending.is_empty() && stored_rooms_full {
+            let refusal = ServerMessage::Error {
+                code: ErrorCode::TooManyRooms,
+                message: "This server keeps as many rooms as it allows: write in a room that \
+                          already has messages."
+                    .into(),
+                retry_after_ms: None,
+                client_id,
+            };
+            return vec![
+                Effect::Count(Counted::StoredRoomsFull),
+                Effect::Send { to: conn, message: refusal },
+            ];
+        }
+        let message = ChatMessage {
+            id: ids.next(),
+            room: self.name.clone(),
+            from: member.nick.clone(),
+            text,
+            ts,
+        };
+        let stored = Stored { message, client_id };
+        self.pending.push_back(Pending { stored: stored.clone(), senders: vec![conn] });
+        vec![Effect::Store(stored)]
+    }
+
+    /// The store made every message of this room up to `upto` durable: acknowledge each to
+    /// its senders, then relay it, in id order.
+    pub fn durable(&mut self, upto: MessageId) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        while self.pending.front().is_some_and(|p| p.stored.message.id <= upto) {
+            let Some(Pending { stored, senders }) = self.pending.pop_front() else { break };
+            if let Some(client_id) = &stored.client_id {
+                for conn in senders {
+                    let ack = self.ack(client_id, stored.message.id);
+                    effects.push(Effect::Send { to: conn, message: ack });
+                }
+            }
+            let message = ServerMessage::Message(stored.message.clone());
+            self.history.push(stored);
+            effects.push(Effect::Broadcast { message, except: None });
+        }
+        effects
+    }
+
+    /// The store could not write these messages: their senders are told to send them again.
+    pub fn not_stored(&mut self, ids: &[MessageId]) -> Vec<Effect> {
+        let (failed, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| ids.contains(&p.stored.message.id));
+        self.pending = kept.into();
+        let mut effects = Vec::new();
+        for pending in failed {
+            for conn in pending.senders {
+                let refusal = store_refusal(pending.stored.client_id.clone());
+                effects.push(Effect::Send { to: conn, message: refusal });
+            }
+        }
+        effects
+    }
+
+    /// `conn` is typing: the others are told, at most once per [`TYPING_INTERVAL`].
+    pub fn typing(&mut self, conn: ConnId, now: Instant) -> Vec<Effect> {
+        let Some(member) = self.members.get_mut(&conn) else { return Vec::new() };
+        if member.typed.is_some_and(|at| now.duration_since(at) < TYPING_INTERVAL) {
+            return vec![Effect::Count(Counted::TypingDropped)];
+        }
+        member.typed = Some(now);
+        let notice = ServerMessage::Typing { room: self.name.clone(), nick: member.nick.clone() };
+        vec![Effect::Broadcast { message: notice, except: Some(conn) }]
+    }
+
+    /// `conn` asks for a page of history: before `before`, after `after`, or the newest, at
+    /// most `limit` messages (the room's page size if larger or absent) and `page_bytes`.
+    pub fn history_page(
+        &mut self,
+        conn: ConnId,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
+        limit: Option<u32>,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        if !self.members.contains_key(&conn) {
+            return Vec::new();
+        }
+        self.expire_by_age(ts);
+        let most = self.rules.retention.retain_messages.max(1);
+        let messages = limit.map_or(self.rules.recent, |limit| limit as usize).clamp(1, most);
+        let limit = PageLimit { messages, bytes: self.rules.page_bytes };
+        let page = match after {
+            Some(after) => self.history.after(after, limit),
+            None => self.history.before(before, limit),
+        };
+        let answer = ServerMessage::History {
+            room: self.name.clone(),
+            messages: page.messages,
+            before,
+            after,
+            more: page.more,
+        };
+        vec![Effect::Send { to: conn, message: answer }]
+    }
+
+    fn ack(&self, client_id: &ClientId, id: MessageId) -> ServerMessage {
+        ServerMessage::Ack { client_id: client_id.clone(), id, room: self.name.clone() }
+    }
+
+    fn member_like(&self, likeness: &Likeness) -> Option<(ConnId, &Member)> {
+        let alike = |(_, member): &(&ConnId, &Member)| member.likeness.looks_like(likeness);
+        self.members.iter().find(alike).map(|(conn, member)| (*conn, member))
+    }
+
+    /// The nick a member without one gets: `guest-<connection id>`, made unique if someone
+    /// already chose it.
+    fn generated_nick(&self, conn: ConnId) -> String {
+        let base = format!("guest-{conn}");
+        let mut nick = base.clone();
+        let mut suffix = 1;
+        while self.member_like(&Likeness::of(&nick)).is_some() {
+            suffix += 1;
+            nick = format!("{base}-{suffix}");
+        }
+        nick
+    }
+
+    /// Forgets messages past `--retain-for`, as the store deletes them, before serving history.
+    fn expire_by_age(&mut self, ts: UnixMillis) {
+        if let Some(cutoff) = self.rules.retention.age_cutoff(ts) {
+            self.history.expire(cutoff);
+        }
+    }
+
+    fn member_nicks(&self) -> Vec<String> {
+        let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        nicks.sort_by_key(|nick| rules::nick_key(nick));
+        nicks
+    }
+}
+
+/// The error a sender gets when its message could not be stored.
+pub fn store_refusal(client_id: Option<ClientId>) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::Unavailable,
+        message: "Your message could not be stored; send it again.".into(),
+        retry_after_ms: None,
+        client_id,
+    }
+}
