@@ -443,3 +443,312 @@ pub fn store_refusal(client_id: Option<ClientId>) -> ServerMessage {
         client_id,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SyncMode;
+
+    const T: UnixMillis = 1_700_000_000_000;
+
+    fn rules() -> RoomRules {
+        RoomRules {
+            recent: 100,
+            page_bytes: 1 << 20,
+            rename_interval: Duration::from_secs(2),
+            retention: StoreOptions {
+                data_dir: None,
+                retain_messages: 1000,
+                retain_bytes: 1 << 20,
+                retain_for: None,
+                sync: SyncMode::Full,
+                max_pending_writes: 100,
+                max_stored_rooms: 100,
+            },
+        }
+    }
+
+    fn room() -> RoomState {
+        let mut room = RoomState::new("r".into(), rules());
+        room.load(Loaded::default());
+        room
+    }
+
+    fn request(conn: ConnId, nick: Option<&str>, client: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            conn,
+            nick: nick.map(str::to_owned),
+            client: client.map(str::to_owned),
+            since: None,
+            rooms: Vec::new(),
+        }
+    }
+
+    /// Joins `conn` as `nick`, expecting success; returns the effects.
+    fn enter(room: &mut RoomState, conn: ConnId, nick: &str, now: Instant) -> Vec<Effect> {
+        let (joined, effects) = room.join(request(conn, Some(nick), None), now, T);
+        assert_eq!(joined.map(|j| j.nick), Ok(nick.to_owned()));
+        effects
+    }
+
+    fn code(result: Result<Joined, Rejection>) -> Option<ErrorCode> {
+        result.err().map(|rejection| rejection.code)
+    }
+
+    /// The frames sent to one connection (not broadcasts), by kind.
+    fn sent_to(effects: &[Effect], conn: ConnId) -> Vec<&ServerMessage> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { to, message } if *to == conn => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn broadcasts(effects: &[Effect]) -> Vec<(&ServerMessage, Option<ConnId>)> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Broadcast { message, except } => Some((message, *except)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A newcomer is welcomed with the members, itself included, sorted case-insensitively;
+    /// the others are told it joined, it is not.
+    #[test]
+    fn a_join_welcomes_and_announces() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "bob", now);
+        let effects = enter(&mut room, 2, "Alice", now);
+        match sent_to(&effects, 2).as_slice() {
+            [ServerMessage::Welcome { nick, members, .. }] => {
+                assert_eq!(nick, "Alice");
+                assert_eq!(members, &["Alice", "bob"]);
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+        assert!(matches!(
+            broadcasts(&effects).as_slice(),
+            [(ServerMessage::Joined { nick, .. }, Some(2))] if nick == "Alice"
+        ));
+    }
+
+    /// A nick that looks like a member's is taken; another client's token does not help; a
+    /// newcomer without a nick gets a generated one.
+    #[test]
+    fn nicks_are_unique_by_looks() {
+        let mut room = room();
+        let now = Instant::now();
+        room.join(request(1, Some("alice"), Some("tab-1")), now, T).0.expect("first");
+        for (conn, nick) in [(2, "ALICE"), (3, "\u{430}lice"), (4, "AIice")] {
+            let (joined, effects) = room.join(request(conn, Some(nick), Some("tab-2")), now, T);
+            assert_eq!(code(joined), Some(ErrorCode::NickTaken), "{nick}");
+            assert!(effects.is_empty(), "a refused join changes nothing");
+        }
+        let (joined, _) = room.join(request(5, None, None), now, T);
+        assert_eq!(joined.map(|j| j.nick), Ok("guest-5".to_owned()));
+    }
+
+    /// A newer connection with the same client token takes the seat at once: the old one is
+    /// told it was replaced, and nobody sees a leave or a join.
+    #[test]
+    fn the_same_client_takes_over_its_seat() {
+        let mut room = room();
+        let now = Instant::now();
+        room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
+        let (joined, effects) = room.join(request(2, Some("Kim"), Some("tab")), now, T);
+        assert_eq!(joined, Ok(Joined { nick: "Kim".into(), replaced: Some(1) }));
+        assert!(effects.contains(&Effect::Replaced { conn: 1 }));
+        assert!(broadcasts(&effects).is_empty(), "no leave, no join");
+        assert!(!room.is_member(1) && room.is_member(2));
+    }
+
+    /// A rename is announced as a leave and a join; a second one within the interval is
+    /// refused with a retry hint and changes nothing; after the interval it works.
+    #[test]
+    fn renames_are_announced_and_spaced() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        let effects = enter(&mut room, 1, "anna", now);
+        let kinds: Vec<_> = broadcasts(&effects)
+            .into_iter()
+            .map(|(message, except)| match message {
+                ServerMessage::Left { nick, .. } => ("left", nick.clone(), except),
+                ServerMessage::Joined { nick, .. } => ("joined", nick.clone(), except),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, [("left", "ann".into(), None), ("joined", "anna".into(), Some(1))]);
+        let soon = now + Duration::from_millis(500);
+        let (refused, effects) = room.join(request(1, Some("annie"), None), soon, T);
+        let refused = refused.expect_err("too soon");
+        assert_eq!((refused.code, refused.retry_after_ms), (ErrorCode::RateLimited, Some(1_500)));
+        assert!(effects.is_empty());
+        enter(&mut room, 1, "annie", now + Duration::from_secs(2));
+    }
+
+    /// A refused rename keeps the member as it was: its nick, its seat.
+    #[test]
+    fn a_refused_rename_keeps_the_member() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        enter(&mut room, 2, "bob", now);
+        let (refused, _) = room.join(request(1, Some("BOB"), None), now, T);
+        assert_eq!(code(refused), Some(ErrorCode::NickTaken));
+        assert!(room.is_member(1));
+        let (left, effects) = room.leave(2, T);
+        assert!(left);
+        let ids = MessageIds::starting_after(0);
+        let effects2 = room.post(1, "still here".into(), None, &ids, T, false);
+        assert!(
+            matches!(effects2.as_slice(), [Effect::Store(stored)] if stored.message.from == "ann")
+        );
+        assert!(matches!(
+            broadcasts(&effects).as_slice(),
+            [(ServerMessage::Left { nick, .. }, None)] if nick == "bob"
+        ));
+    }
+
+    /// Until its history is loaded a room refuses joins with `unavailable`.
+    #[test]
+    fn an_unloaded_room_refuses_joins() {
+        let mut room = RoomState::new("r".into(), rules());
+        let (joined, effects) = room.join(request(1, Some("a"), None), Instant::now(), T);
+        assert_eq!(code(joined), Some(ErrorCode::Unavailable));
+        assert!(effects.is_empty());
+    }
+
+    /// A message goes to the store first; once durable, its sender is acknowledged and then
+    /// the room gets it, in id order. A repeat of its client id while it waits is
+    /// acknowledged with it, once stored is acknowledged again, and never stored twice.
+    #[test]
+    fn delivery_acknowledges_then_relays_once_durable() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        let ids = MessageIds::starting_after(40);
+        let effects = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        let [Effect::Store(stored)] = effects.as_slice() else { panic!("{effects:?}") };
+        assert_eq!(stored.message.id, 41);
+        let repeat = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        assert_eq!(repeat, [Effect::Count(Counted::Duplicate)], "waits with the original");
+
+        let effects = room.durable(41);
+        let ack = ServerMessage::Ack { client_id: "c1".into(), id: 41, room: "r".into() };
+        assert_eq!(sent_to(&effects, 1), [&ack, &ack], "both sends are acknowledged");
+        let relayed: Vec<_> = broadcasts(&effects);
+        assert!(matches!(relayed.as_slice(), [(ServerMessage::Message(m), None)] if m.id == 41));
+        assert!(matches!(effects.last(), Some(Effect::Broadcast { .. })), "ack before relay");
+
+        let again = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        assert_eq!(sent_to(&again, 1), [&ack]);
+        assert_eq!(ids.next(), 42, "no id spent on repeats");
+    }
+
+    /// A client id names a message together with its sender: the same id from someone else
+    /// is another message.
+    #[test]
+    fn client_ids_belong_to_their_sender() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        enter(&mut room, 2, "bob", now);
+        let ids = MessageIds::starting_after(0);
+        room.post(1, "from ann".into(), Some("same".into()), &ids, T, false);
+        let effects = room.post(2, "from bob".into(), Some("same".into()), &ids, T, false);
+        assert!(matches!(effects.as_slice(), [Effect::Store(stored)] if stored.message.id == 2));
+    }
+
+    /// A message the store could not write is refused to its sender, naming its client id,
+    /// and is not relayed when later ones become durable.
+    #[test]
+    fn messages_not_stored_are_refused() {
+        let mut room = room();
+        enter(&mut room, 1, "ann", Instant::now());
+        let ids = MessageIds::starting_after(0);
+        room.post(1, "lost".into(), Some("c1".into()), &ids, T, false);
+        room.post(1, "kept".into(), Some("c2".into()), &ids, T, false);
+        let effects = room.not_stored(&[1]);
+        assert!(matches!(
+            sent_to(&effects, 1).as_slice(),
+            [ServerMessage::Error { code: ErrorCode::Unavailable, client_id: Some(id), .. }] if id == "c1"
+        ));
+        let relayed = room.durable(2);
+        assert!(matches!(
+            broadcasts(&relayed).as_slice(),
+            [(ServerMessage::Message(m), None)] if m.text == "kept"
+        ));
+    }
+
+    /// With the database full of rooms, a room without messages refuses its first one;
+    /// a room with messages goes on.
+    #[test]
+    fn a_full_database_refuses_new_rooms_only() {
+        let mut room = room();
+        enter(&mut room, 1, "ann", Instant::now());
+        let ids = MessageIds::starting_after(0);
+        let refused = room.post(1, "first".into(), Some("c1".into()), &ids, T, true);
+        assert!(matches!(
+            sent_to(&refused, 1).as_slice(),
+            [ServerMessage::Error { code: ErrorCode::TooManyRooms, .. }]
+        ));
+        room.post(1, "first".into(), None, &ids, T, false);
+        room.durable(1);
+        let effects = room.post(1, "second".into(), None, &ids, T, true);
+        assert!(matches!(effects.as_slice(), [Effect::Store(_)]));
+    }
+
+    /// Typing reaches the others at most once per interval, never the typist.
+    #[test]
+    fn typing_is_relayed_once_per_interval() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        assert!(matches!(
+            room.typing(1, now).as_slice(),
+            [Effect::Broadcast { message: ServerMessage::Typing { .. }, except: Some(1) }]
+        ));
+        assert_eq!(
+            room.typing(1, now + Duration::from_secs(1)),
+            [Effect::Count(Counted::TypingDropped)]
+        );
+        assert_eq!(room.typing(1, now + TYPING_INTERVAL).len(), 1);
+        assert!(room.typing(9, now).is_empty(), "not a member");
+    }
+
+    /// A catch-up resumes after `since` with what was stored, and a history page answers
+    /// members only.
+    #[test]
+    fn catch_up_and_pages() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        let ids = MessageIds::starting_after(0);
+        for i in 0..5 {
+            room.post(1, format!("m{i}"), None, &ids, T, false);
+        }
+        room.durable(5);
+        let mut back = request(2, Some("bob"), None);
+        back.since = Some(3);
+        let (_, effects) = room.join(back, now, T);
+        match sent_to(&effects, 2).as_slice() {
+            [ServerMessage::Welcome { history, since, more, .. }] => {
+                let got: Vec<MessageId> = history.iter().map(|m| m.id).collect();
+                assert_eq!((got, *since, *more), (vec![4, 5], Some(3), false));
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+        let page = room.history_page(2, Some(3), None, Some(1), T);
+        assert!(matches!(
+            sent_to(&page, 2).as_slice(),
+            [ServerMessage::History { messages, more: true, .. }] if messages[0].id == 2
+        ));
+        assert!(room.history_page(9, None, None, None, T).is_empty(), "not a member");
+    }
+}
