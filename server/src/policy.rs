@@ -1,9 +1,14 @@
 //! Admission policy as plain functions and small types: which origins and host names may open
-//! a WebSocket, how many connections one address and the whole server may hold, and when a
-//! client that keeps hitting the rate limit is flooding.
+//! a WebSocket, how many connections one address and the whole server may hold, how fast one
+//! connection may send frames and switch rooms, and when a client that keeps hitting the rate
+//! limit is flooding. The session asks; the rules live here.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,6 +150,65 @@ impl Drop for Permit {
     }
 }
 
+/// What becomes of one frame under [`FrameRate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Pass,
+    /// Refused: the next frame is accepted after this long.
+    TooFast(Duration),
+    /// Refused, and the client has collected enough refusals to be closed (1008).
+    Flooding,
+}
+
+/// How fast one connection may send frames: a token bucket of `per_second` with bursts of
+/// `burst` (governor), and the [`Strikes`] that turn a client that keeps going into a flood.
+#[derive(Debug)]
+pub struct FrameRate {
+    limiter: DefaultDirectRateLimiter,
+    strikes: Strikes,
+}
+
+impl FrameRate {
+    pub fn new(per_second: u32, burst: u32, flood_limit: u32, now: Instant) -> Self {
+        let at_least_one = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(at_least_one(per_second)).allow_burst(at_least_one(burst));
+        FrameRate {
+            limiter: RateLimiter::direct(quota),
+            strikes: Strikes::new(crate::config::FLOOD_WINDOW, flood_limit.max(1), now),
+        }
+    }
+
+    /// Takes one frame's token, if there is one.
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        let Err(not_until) = self.limiter.check() else { return Admission::Pass };
+        if self.strikes.strike(now) {
+            return Admission::Flooding;
+        }
+        Admission::TooFast(not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
+/// How fast one connection may join rooms: bursts of `burst`, then one per `interval`, so that
+/// hopping between rooms cannot flood them with presence notices.
+#[derive(Debug)]
+pub struct JoinRate {
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl JoinRate {
+    pub fn new(interval: Duration, burst: NonZeroU32) -> Self {
+        let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(NonZeroU32::MAX));
+        JoinRate { limiter: RateLimiter::direct(quota.allow_burst(burst)) }
+    }
+
+    /// Takes one join's token; `Err` says how long until the next.
+    pub fn admit(&self) -> Result<(), Duration> {
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
 /// Counts frames refused by the rate limit within a window. A client that is a little too
 /// fast is told to slow down; one that collects `limit` refusals within `window` is flooding.
 #[derive(Debug)]
@@ -245,6 +309,31 @@ mod tests {
         assert!(host_allowed(Some("chat.internal:8080"), loopback, &listed));
         let public: IpAddr = "0.0.0.0".parse().expect("ip");
         assert!(host_allowed(Some("chat.example.com"), public, &[]));
+    }
+
+    /// Past the burst, frames are refused with a wait of about one token; enough refusals
+    /// within the window make a flood.
+    #[test]
+    fn frames_past_the_burst_are_refused_then_flooding() {
+        let start = Instant::now();
+        let mut rate = FrameRate::new(10, 3, 2, start);
+        for _ in 0..3 {
+            assert_eq!(rate.admit(start), Admission::Pass);
+        }
+        match rate.admit(start) {
+            Admission::TooFast(wait) => assert!(wait <= Duration::from_millis(100), "{wait:?}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(rate.admit(start), Admission::Flooding, "the second refusal in the window");
+    }
+
+    /// Joins pass in a burst, then one per interval.
+    #[test]
+    fn joins_come_in_bursts_then_spaced() {
+        let rate = JoinRate::new(Duration::from_secs(2), NonZeroU32::new(2).expect("two"));
+        assert!(rate.admit().is_ok() && rate.admit().is_ok());
+        let wait = rate.admit().expect_err("third at once");
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2), "{wait:?}");
     }
 
     /// Refusals inside one window add up to flooding; a new window starts afresh.

@@ -8,19 +8,17 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, MessageId, ServerMessage, close};
 
 use crate::ConnId;
-use crate::backlog::{self, FrameReceiver, FrameSender};
+use crate::backlog::{self, BacklogLimit, FrameReceiver, FrameSender};
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
 use crate::inbound::{self, Command, Rejection, Target};
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::encode;
-use crate::policy::{Permit, Strikes};
+use crate::policy::{Admission, FrameRate, JoinRate, Permit};
 use crate::room::{self, Room, RoomInstance, SessionEvent};
 
 pub struct Session {
@@ -39,12 +37,14 @@ pub struct Session {
     joining: Option<String>,
     fragments: Reassembly,
     metrics: Arc<Metrics>,
-    limiter: DefaultDirectRateLimiter,
+    /// How fast the client may send frames, and when it is flooding.
+    rate: FrameRate,
     /// Joins (room switches and renames): bursts of [`JOIN_BURST`], then one per
     /// `--rename-interval`, so hopping between rooms cannot flood them with presence notices
     /// the way renames in place are kept from it.
-    joins: DefaultDirectRateLimiter,
-    strikes: Strikes,
+    joins: JoinRate,
+    /// What may wait for this client in `frames`.
+    limit: BacklogLimit,
     /// The queue rooms send this session's frames through (a copy goes to each room joined);
     /// rooms drop the session past the configured bound of what waits there.
     frames: FrameSender,
@@ -73,23 +73,21 @@ impl Session {
         client: Option<String>,
     ) -> Self {
         let abuse = &config.abuse;
-        let quota =
-            Quota::per_second(NonZeroU32::new(abuse.rate_per_second).unwrap_or(NonZeroU32::MIN))
-                .allow_burst(NonZeroU32::new(abuse.rate_burst).unwrap_or(NonZeroU32::MIN));
-        let strikes =
-            Strikes::new(crate::config::FLOOD_WINDOW, abuse.flood_limit.max(1), Instant::now());
+        let rate = FrameRate::new(
+            abuse.rate_per_second,
+            abuse.rate_burst,
+            abuse.flood_limit,
+            Instant::now(),
+        );
+        let limit = BacklogLimit { frames: abuse.max_queued_frames, bytes: abuse.max_queued_bytes };
         metrics.connections.inc();
         metrics.connections_total.inc();
         let (frames, queued) = backlog::channel();
         Session {
             metrics,
-            limiter: RateLimiter::direct(quota),
-            joins: RateLimiter::direct(
-                Quota::with_period(*config.abuse.rename_interval)
-                    .unwrap_or(Quota::per_second(NonZeroU32::MAX))
-                    .allow_burst(JOIN_BURST),
-            ),
-            strikes,
+            rate,
+            joins: JoinRate::new(*abuse.rename_interval, JOIN_BURST),
+            limit,
             frames,
             queued: Some(queued),
             address: permit.address(),
@@ -106,8 +104,19 @@ impl Session {
         }
     }
 
+    /// Queues a frame of the session's own (an error, the room list) in the same queue as the
+    /// rooms' frames, so that everything the client gets comes in one defined order and under
+    /// one bound. A client with too much waiting is closed as not reading.
     fn send(&self, ctx: &mut ws::WebsocketContext<Self>, message: &ServerMessage) {
-        ctx.text(encode(message));
+        let frame = encode(message);
+        let length = frame.len() as u64;
+        if self.frames.try_send(frame, self.limit) {
+            self.metrics.frames_out.inc();
+            self.metrics.bytes_out.inc_by(length);
+        } else {
+            self.metrics.slow_reader_disconnects.inc();
+            self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
+        }
     }
 
     fn reject(&self, ctx: &mut ws::WebsocketContext<Self>, rejection: Rejection) {
@@ -119,15 +128,18 @@ impl Session {
     /// Whether the rate limit lets this frame through. A refused frame is answered with
     /// `rate_limited`; a client that keeps flooding is closed with 1008.
     fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
-        let Err(not_until) = self.limiter.check() else { return true };
+        let wait = match self.rate.admit(Instant::now()) {
+            Admission::Pass => return true,
+            Admission::TooFast(wait) => wait,
+            Admission::Flooding => {
+                self.metrics.rate_limited.inc();
+                self.metrics.flood_disconnects.inc();
+                self.close(ctx, close::POLICY_VIOLATION, "flooding: too many frames too fast");
+                return false;
+            }
+        };
         self.metrics.rate_limited.inc();
-        if self.strikes.strike(Instant::now()) {
-            self.metrics.flood_disconnects.inc();
-            self.close(ctx, close::POLICY_VIOLATION, "flooding: too many frames too fast");
-        } else {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            self.reject(ctx, Rejection::rate_limited(wait));
-        }
+        self.reject(ctx, Rejection::rate_limited(wait));
         false
     }
 
@@ -246,10 +258,9 @@ impl Session {
                     room.do_send(room::Typing { conn: self.conn });
                 }
             }
-            Ok(Command::Join { room, nick, since }) => match self.joins.check() {
+            Ok(Command::Join { room, nick, since }) => match self.joins.admit() {
                 Ok(()) => self.join(room, nick, since, ctx),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.joins.clock().now());
+                Err(wait) => {
                     let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
                     let message = format!("You are switching rooms too fast; wait {ms} ms.");
                     self.reject(ctx, Rejection { message, ..Rejection::rate_limited(wait) });
