@@ -200,6 +200,6 @@ async fn metrics_count_what_happens() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    // Welcomes (2), bob's join notice to alice (1), the message to both (2).
-    assert!(text.contains("chat_frames_out_total 5"), "{text}");
+    // Welcomes (2), bob's join notice to alice (1), the message to both (2), the error (1).
+    assert!(text.contains("chat_frames_out_total 6"), "{text}");
 }
