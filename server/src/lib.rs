@@ -64,6 +64,23 @@ struct AppState {
     bound: IpAddr,
     /// Whether `/metrics` is served on the main address (no `--metrics-address`).
     public_metrics: bool,
+    /// When a refused host name was last logged (ms since start), so that anyone sending
+    /// requests under foreign names cannot flood the log: at most one line per 10 s.
+    host_logged: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl AppState {
+    /// Whether a refusal under a foreign host name should be logged now.
+    fn log_host_refusal(&self) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.host_logged.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 10_000)
+            && self
+                .host_logged
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
 /// The query string of `GET /ws`.
@@ -102,6 +119,8 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         limits: ConnectionLimits::new(abuse.max_connections, abuse.max_connections_per_address),
         bound: address.ip(),
         public_metrics: config.metrics_address.is_none(),
+        host_logged: AtomicU64::new(0),
+        started: std::time::Instant::now(),
     });
     if let Some(metrics_address) = &config.metrics_address {
         let metrics_server = metrics_server(metrics_address, state.clone())?;
@@ -210,12 +229,15 @@ async fn websocket(
     let origin = header(actix_web::http::header::ORIGIN);
     let host = header(actix_web::http::header::HOST);
     if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
-        tracing::warn!(
-            origin,
-            host,
-            "refused a WebSocket under a host name a loopback server does not serve \
-             (behind a reverse proxy, list it with --allowed-host)"
-        );
+        if state.log_host_refusal() {
+            tracing::warn!(
+                origin,
+                host,
+                "refused a WebSocket under a host name a loopback server does not serve \
+                 (behind a reverse proxy, list it with --allowed-host); more are counted in \
+                 chat_refused_upgrades_total{{reason=\"host\"}}, logged at most every 10 s"
+            );
+        }
         state.metrics.refused("host");
         return Ok(HttpResponse::Forbidden().body("This host name is not served here.\n"));
     }
@@ -280,8 +302,13 @@ async fn public_metrics_page(req: HttpRequest, state: web::Data<AppState>) -> Ht
         return HttpResponse::NotFound().body("Metrics are served on --metrics-address.\n");
     }
     if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
-        tracing::warn!(host, "refused /metrics under a host name a loopback server does not serve");
-        state.metrics.refused("host");
+        if state.log_host_refusal() {
+            tracing::warn!(
+                host,
+                "refused /metrics under a host name a loopback server does not serve"
+            );
+        }
+        state.metrics.refused_metrics.inc();
         return HttpResponse::Forbidden().body("This host name is not served here.\n");
     }
     metrics_page(state).await

@@ -212,6 +212,8 @@ pub struct Join {
     pub address: IpAddr,
     /// The room the session is in now (it leaves it once this join succeeds).
     pub leaving: Option<String>,
+    /// When the session stops waiting for the answer.
+    pub deadline: std::time::Instant,
 }
 
 /// Where a session landed.
@@ -248,9 +250,10 @@ impl Handler<Join> for Lobby {
             rooms: self.list.list(leaving.as_deref()),
             since: msg.since,
             frames: msg.frames,
-            // A little before the lobby gives up, so that a join the room admits is always
-            // one the lobby still answers.
-            deadline: std::time::Instant::now() + crate::config::ROOM_JOIN_TIMEOUT
+            // A little before the lobby or the session gives up, whichever is first, so that
+            // a join the room admits is always one they still answer.
+            deadline: (std::time::Instant::now() + crate::config::ROOM_JOIN_TIMEOUT)
+                .min(msg.deadline)
                 - Duration::from_millis(500),
         };
         let answer = addr.send(request).timeout(crate::config::ROOM_JOIN_TIMEOUT);

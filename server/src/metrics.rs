@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Transactions the store committed (or tried to).
     pub store_batches: Counter,
     pub store_failures: Counter,
+    /// `/metrics` requests refused under a host name a loopback server does not serve.
+    pub refused_metrics: Counter,
     /// Rooms with stored messages (see `--max-stored-rooms`).
     pub stored_rooms: Gauge,
     /// Sends refused because too many writes were waiting for the disk.
@@ -105,6 +107,11 @@ impl Metrics {
             self.store_failures.clone(),
         );
         registry.register("stored_rooms", "Rooms with stored messages", self.stored_rooms.clone());
+        registry.register(
+            "refused_metrics_requests",
+            "Requests for /metrics refused under a foreign host name",
+            self.refused_metrics.clone(),
+        );
         registry.register(
             "store_busy",
             "Sends refused: too many writes waiting for the disk",

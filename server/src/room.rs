@@ -323,9 +323,10 @@ impl Handler<Post> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Post, ctx: &mut Self::Context) {
-        let full = self.store.rooms.full();
+        let rooms = &self.store.rooms;
+        let claim = || rooms.claim();
         let effects =
-            self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), full);
+            self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), claim);
         self.apply(effects, ctx);
     }
 }

@@ -202,22 +202,28 @@ impl RoomState {
             renamed = Some(now);
         }
 
+        // Every member the nick looks like must be this connection or an older connection of
+        // the same client: a nick can look like two members at once (`AIice` like both `aiice`
+        // and `Alice`), and matching only the first found would let it pass as the other.
         let mut replaced = None;
-        if let Some((holder, member)) = self.member_like(&likeness) {
+        for (holder, member) in self.members.iter() {
+            if !member.likeness.looks_like(&likeness) || *holder == request.conn {
+                continue;
+            }
             let same_client = request.client.is_some() && member.client == request.client;
-            if holder != request.conn && !same_client {
+            if !same_client {
                 return Err(Rejection::new(
                     ErrorCode::NickTaken,
                     format!("Someone in #{} is already called {nick}.", self.name),
                 ));
             }
-            if holder != request.conn {
-                // The same browser tab reconnected before we noticed its old connection die:
-                // hand the seat to the new connection without announcing a leave and a join.
-                self.members.remove(&holder);
-                effects.push(Effect::Replaced { conn: holder });
-                replaced = Some(holder);
-            }
+            replaced = Some(*holder);
+        }
+        if let Some(holder) = replaced {
+            // The same browser tab reconnected before we noticed its old connection die:
+            // hand the seat to the new connection without announcing a leave and a join.
+            self.members.remove(&holder);
+            effects.push(Effect::Replaced { conn: holder });
         }
 
         let room = self.name.clone();
@@ -265,8 +271,8 @@ impl RoomState {
     /// `conn` says `text`. A repeat of a client id the sender stored (or is storing) is
     /// acknowledged again, or once the original is durable, and never stored twice. Otherwise
     /// the message gets the next id and goes to the store; it is acknowledged and relayed once
-    /// durable. `stored_rooms_full` says the database holds its maximum of rooms, so a room
-    /// without messages may not store its first.
+    /// durable. A room without messages stores its first only if `claim_stored_room` gives it
+    /// a place in the database (which holds a bounded number of rooms).
     pub fn post(
         &mut self,
         conn: ConnId,
@@ -274,7 +280,7 @@ impl RoomState {
         client_id: Option<ClientId>,
         ids: &MessageIds,
         ts: UnixMillis,
-        stored_rooms_full: bool,
+        claim_stored_room: impl FnOnce() -> bool,
     ) -> Vec<Effect> {
         // A post from a non-member was meant for a room the session has left since.
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
@@ -295,7 +301,7 @@ impl RoomState {
                 return vec![Effect::Count(Counted::Duplicate)];
             }
         }
-        if self.history.is_empty() && self.pending.is_empty() && stored_rooms_full {
+        if self.history.is_empty() && self.pending.is_empty() && !claim_stored_room() {
             let refusal = ServerMessage::Error {
                 code: ErrorCode::TooManyRooms,
                 message: "This server keeps as many rooms as it allows: write in a room that \
@@ -553,6 +559,18 @@ mod tests {
         assert_eq!(joined.map(|j| j.nick), Ok("guest-5".to_owned()));
     }
 
+    /// A nick that looks like two members at once is refused even when one of them is the
+    /// joiner itself: `aiice` cannot rename to `AIice`, which passes for `Alice`.
+    #[test]
+    fn a_rename_may_not_look_like_anyone_else() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "Alice", now);
+        enter(&mut room, 2, "aiice", now);
+        let (refused, _) = room.join(request(2, Some("AIice"), None), now, T);
+        assert_eq!(code(refused), Some(ErrorCode::NickTaken));
+    }
+
     /// A newer connection with the same client token takes the seat at once: the old one is
     /// told it was replaced, and nobody sees a leave or a join.
     #[test]
@@ -605,7 +623,7 @@ mod tests {
         let (left, effects) = room.leave(2, T);
         assert!(left);
         let ids = MessageIds::starting_after(0);
-        let effects2 = room.post(1, "still here".into(), None, &ids, T, false);
+        let effects2 = room.post(1, "still here".into(), None, &ids, T, || true);
         assert!(
             matches!(effects2.as_slice(), [Effect::Store(stored)] if stored.message.from == "ann")
         );
@@ -633,10 +651,10 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "ann", now);
         let ids = MessageIds::starting_after(40);
-        let effects = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        let effects = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
         let [Effect::Store(stored)] = effects.as_slice() else { panic!("{effects:?}") };
         assert_eq!(stored.message.id, 41);
-        let repeat = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        let repeat = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
         assert_eq!(repeat, [Effect::Count(Counted::Duplicate)], "waits with the original");
 
         let effects = room.durable(41);
@@ -646,7 +664,7 @@ mod tests {
         assert!(matches!(relayed.as_slice(), [(ServerMessage::Message(m), None)] if m.id == 41));
         assert!(matches!(effects.last(), Some(Effect::Broadcast { .. })), "ack before relay");
 
-        let again = room.post(1, "hi".into(), Some("c1".into()), &ids, T, false);
+        let again = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
         assert_eq!(sent_to(&again, 1), [&ack]);
         assert_eq!(ids.next(), 42, "no id spent on repeats");
     }
@@ -660,8 +678,8 @@ mod tests {
         enter(&mut room, 1, "ann", now);
         enter(&mut room, 2, "bob", now);
         let ids = MessageIds::starting_after(0);
-        room.post(1, "from ann".into(), Some("same".into()), &ids, T, false);
-        let effects = room.post(2, "from bob".into(), Some("same".into()), &ids, T, false);
+        room.post(1, "from ann".into(), Some("same".into()), &ids, T, || true);
+        let effects = room.post(2, "from bob".into(), Some("same".into()), &ids, T, || true);
         assert!(matches!(effects.as_slice(), [Effect::Store(stored)] if stored.message.id == 2));
     }
 
@@ -672,8 +690,8 @@ mod tests {
         let mut room = room();
         enter(&mut room, 1, "ann", Instant::now());
         let ids = MessageIds::starting_after(0);
-        room.post(1, "lost".into(), Some("c1".into()), &ids, T, false);
-        room.post(1, "kept".into(), Some("c2".into()), &ids, T, false);
+        room.post(1, "lost".into(), Some("c1".into()), &ids, T, || true);
+        room.post(1, "kept".into(), Some("c2".into()), &ids, T, || true);
         let effects = room.not_stored(&[1]);
         assert!(matches!(
             sent_to(&effects, 1).as_slice(),
@@ -693,14 +711,14 @@ mod tests {
         let mut room = room();
         enter(&mut room, 1, "ann", Instant::now());
         let ids = MessageIds::starting_after(0);
-        let refused = room.post(1, "first".into(), Some("c1".into()), &ids, T, true);
+        let refused = room.post(1, "first".into(), Some("c1".into()), &ids, T, || false);
         assert!(matches!(
             sent_to(&refused, 1).as_slice(),
             [ServerMessage::Error { code: ErrorCode::TooManyRooms, .. }]
         ));
-        room.post(1, "first".into(), None, &ids, T, false);
+        room.post(1, "first".into(), None, &ids, T, || true);
         room.durable(1);
-        let effects = room.post(1, "second".into(), None, &ids, T, true);
+        let effects = room.post(1, "second".into(), None, &ids, T, || false);
         assert!(matches!(effects.as_slice(), [Effect::Store(_)]));
     }
 
@@ -731,7 +749,7 @@ mod tests {
         enter(&mut room, 1, "ann", now);
         let ids = MessageIds::starting_after(0);
         for i in 0..5 {
-            room.post(1, format!("m{i}"), None, &ids, T, false);
+            room.post(1, format!("m{i}"), None, &ids, T, || true);
         }
         room.durable(5);
         let mut back = request(2, Some("bob"), None);

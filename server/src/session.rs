@@ -185,6 +185,7 @@ impl Session {
             frames: self.frames.clone(),
             address: self.address,
             leaving: self.membership.as_ref().map(|m| m.name.clone()),
+            deadline: Instant::now() + crate::config::JOIN_TIMEOUT,
         };
         // Bounded, so a stuck lobby or room costs a refusal, not a frozen session (its
         // heartbeat included: `ctx.wait` holds everything else).

@@ -69,14 +69,15 @@ pub struct StoredRooms {
 }
 
 impl StoredRooms {
-    /// Whether a room without messages may not store one: the database holds its maximum of
-    /// rooms. (Rooms that check at the same moment may each store one: a few over at most.)
-    pub fn full(&self) -> bool {
-        self.count.load(Ordering::Relaxed) >= self.max
-    }
-
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+    /// Takes a place for a room that is about to store its first message; `false` if the
+    /// database holds its maximum of rooms. A place taken by a message that then fails to
+    /// be stored is given back at the next age sweep or restart.
+    pub fn claim(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                (count < self.max).then_some(count + 1)
+            })
+            .is_ok()
     }
 }
 
@@ -289,8 +290,12 @@ fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
     Ok(to_id(recorded.unwrap_or(0).max(stored.unwrap_or(0))))
 }
 
+/// Rooms that have messages: one index lookup per known room rather than a scan of every
+/// message.
 fn read_rooms_with_messages(connection: &Connection) -> Result<HashSet<String>, StoreError> {
-    let mut statement = connection.prepare("SELECT DISTINCT room FROM messages")?;
+    let mut statement = connection.prepare(
+        "SELECT name FROM rooms WHERE EXISTS (SELECT 1 FROM messages WHERE room = rooms.name)",
+    )?;
     let rooms = statement.query_map([], |row| row.get::<_, String>(0))?;
     Ok(rooms.collect::<Result<_, _>>()?)
 }
@@ -400,15 +405,15 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.metrics.messages_stored.inc_by(batch.len() as u64);
-                let mut grew = false;
+                // Rooms claimed their place before storing their first message; this only
+                // remembers which rooms have messages, for the sweep.
                 for append in batch.iter() {
                     if !self.with_messages.contains(&append.stored.message.room) {
-                        grew |= self.with_messages.insert(append.stored.message.room.clone());
+                        self.with_messages.insert(append.stored.message.room.clone());
                     }
                 }
-                if grew {
-                    self.count_rooms();
-                }
+                let count = self.stored.count.load(Ordering::Relaxed);
+                self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
                 for (notify, ids) in rooms.into_values() {
                     let upto = ids.into_iter().max().unwrap_or(0);
                     notify.do_send(Written::Durable { upto });
@@ -550,17 +555,21 @@ impl Writer {
         transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
         transaction.commit()?;
         if !expired.is_empty() {
-            // Rooms whose every message expired no longer count against the maximum.
-            self.with_messages = read_rooms_with_messages(&self.connection)?;
-            self.count_rooms();
+            // Rooms whose every message expired no longer count against the maximum; the
+            // count starts again from what is stored (places claimed and never used return).
+            let mut still = self
+                .connection
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE room = ?1)")?;
+            for (room, _) in &expired {
+                if !still.query_row([room], |row| row.get::<_, bool>(0))? {
+                    self.with_messages.remove(room);
+                }
+            }
+            let count = self.with_messages.len();
+            self.stored.count.store(count, Ordering::Relaxed);
+            self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         Ok(())
-    }
-
-    fn count_rooms(&self) {
-        let count = self.with_messages.len();
-        self.stored.count.store(count, Ordering::Relaxed);
-        self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     fn load(&self, room: &str) -> Result<Loaded, StoreError> {

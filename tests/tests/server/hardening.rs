@@ -139,7 +139,8 @@ async fn rebound_host_names_are_refused() {
     let metrics = http_get_host(&server, "/metrics", &evil_host).await;
     assert!(metrics.starts_with("HTTP/1.1 403"), "{metrics}");
     let metrics = http_get(&server, "/metrics").await;
-    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="host"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"chat_refused_upgrades_total{reason="host"} 1"#), "{metrics}");
+    assert!(metrics.contains("chat_refused_metrics_requests_total 1"), "{metrics}");
 }
 
 /// Connections are capped per address (429) and in total (503); a closed connection frees
