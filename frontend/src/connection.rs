@@ -246,6 +246,10 @@ pub struct Link {
     paused: bool,
     /// How long until the outbox may send again, when pacing held something back.
     wait: Option<u32>,
+    /// A refusal that names no frame came: the pending join or history page may have been
+    /// the refused one, so the retry sends it again. Only then: sending a join twice would
+    /// bring a second welcome.
+    resend: bool,
 }
 
 /// What a frame from the server asks the connection to do.
@@ -255,8 +259,11 @@ pub struct Reaction {
     pub send: Vec<ClientMessage>,
     /// The window or the seat changed: send what the outbox may send now.
     pub flush: bool,
-    /// Send again what was refused for now, after this many milliseconds.
+    /// Send again what was refused for now (the join or the history page, and the outbox),
+    /// after this many milliseconds.
     pub retry_in: Option<u32>,
+    /// Send the outbox again after this many milliseconds: a message was refused for now.
+    pub flush_in: Option<u32>,
 }
 
 impl Link {
@@ -271,6 +278,7 @@ impl Link {
             sent_at: std::collections::VecDeque::new(),
             paused: false,
             wait: None,
+            resend: false,
         }
     }
 
@@ -327,6 +335,9 @@ impl Link {
     /// now, and the history page being caught up on (the outbox is flushed as well).
     pub fn retry(&mut self, target: &Target) -> Vec<ClientMessage> {
         self.paused = false;
+        if !std::mem::take(&mut self.resend) {
+            return Vec::new();
+        }
         let page = self.paging.map(|after| page_after(&target.room, after));
         self.joining.clone().into_iter().chain(page).collect()
     }
@@ -377,7 +388,7 @@ impl Link {
             ServerMessage::Error { code, client_id: Some(client_id), retry_after_ms, .. } => {
                 self.in_flight.retain(|id| id != client_id);
                 if code.is_transient() {
-                    reaction.retry_in = Some(retry_delay(*retry_after_ms));
+                    reaction.flush_in = Some(retry_delay(*retry_after_ms));
                 } else {
                     Outbox::update(|outbox| outbox.remove(client_id));
                     reaction.flush = true;
@@ -390,6 +401,7 @@ impl Link {
                     // nothing meanwhile, or each acknowledgement would send more into the limit.
                     self.in_flight.clear();
                     self.paused = *code == ErrorCode::RateLimited;
+                    self.resend = true;
                     reaction.retry_in = Some(retry_delay(*retry_after_ms));
                 } else if self.joining.is_some() && refuses_join(*code) {
                     // A refused join leaves us where we were: in the old room, or in none.
@@ -454,12 +466,16 @@ async fn connect_once(
                         if reaction.flush {
                             outgoing.extend(link.next_batch(target, &Outbox::load(), now()));
                         }
-                        if let Some(delay) = reaction.retry_in {
+                        let later = [
+                            reaction.retry_in.map(|delay| (delay, Input::Retry)),
+                            reaction.flush_in.map(|delay| (delay, Input::Request(Request::Flush))),
+                        ];
+                        for (delay, input) in later.into_iter().flatten() {
                             let retries = retries.clone();
                             wasm_bindgen_futures::spawn_local(async move {
                                 gloo_timers::future::TimeoutFuture::new(delay).await;
                                 // Fails only once the connection loop has ended.
-                                let _ = retries.unbounded_send(Input::Retry);
+                                let _ = retries.unbounded_send(input);
                             });
                         }
                     }
@@ -508,9 +524,12 @@ async fn connect_once(
     }
 }
 
-/// The page's clock in milliseconds.
+/// A monotonic clock in milliseconds (`performance.now()`), for pacing: the wall clock can
+/// step back and would then hold the outbox for as long.
 fn now() -> f64 {
-    js_sys::Date::now()
+    web_sys::window()
+        .and_then(|window| window.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
 fn gloo_console_warn(text: &str) {
@@ -614,6 +633,7 @@ mod tests {
         let reaction = link.on_server(&mut target, &page("a", 42, &[43, 44], true));
         assert_eq!(reaction.send, [page_after("a", 44)]);
         assert_eq!(target.since, Some(44));
+        link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(50)));
         assert_eq!(link.retry(&target), [page_after("a", 44)], "a refused page is asked again");
 
         let reaction = link.on_server(&mut target, &page("a", 44, &[45, 100], false));
@@ -649,9 +669,11 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[], Some(10), true));
+        link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
         assert_eq!(link.retry(&target), [page_after("a", 10)]);
         let reaction = link.on_server(&mut target, &page("a", 10, &[], true));
         assert!(reaction.send.is_empty());
+        link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
         assert!(link.retry(&target).is_empty());
     }
 
@@ -766,6 +788,26 @@ mod tests {
         assert_eq!(link.retry(&target), [join]);
         link.on_server(&mut target, &welcome("b", &[], None, false));
         assert!(link.retry(&target).is_empty());
+    }
+
+    /// A message refused for now only brings the outbox back later: a join pending meanwhile
+    /// is not sent again (it would bring a second welcome), and neither is it by a retry that
+    /// no refusal of its own asked for.
+    #[test]
+    fn a_refused_message_does_not_send_the_join_again() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[], None, false));
+        link.on_request(&ClientMessage::Join { room: "b".into(), nick: None, since: None });
+        let refused = ServerMessage::Error {
+            code: ErrorCode::Unavailable,
+            message: "busy".into(),
+            retry_after_ms: None,
+            client_id: Some("x1".into()),
+        };
+        let reaction = link.on_server(&mut target, &refused);
+        assert_eq!((reaction.retry_in, reaction.flush_in), (None, Some(RETRY_MS)));
+        assert!(link.retry(&target).is_empty(), "the join is still on its way");
     }
 
     /// Close codes as docs/PROTOCOL.md lists them: the server's refusals and a takeover stop

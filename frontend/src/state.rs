@@ -56,8 +56,9 @@ impl Entry {
     }
 }
 
-/// Whether an error with this code answers a `join`: the room or nick was refused, or the
-/// server has no room for another open room.
+/// Whether an error with this code answers a `join`: the room or nick was refused, the server
+/// has no room for another open room, or a newer server refused it for a reason this build
+/// does not know (better shown than waited on forever).
 pub fn refuses_join(code: ErrorCode) -> bool {
     matches!(
         code,
@@ -65,6 +66,7 @@ pub fn refuses_join(code: ErrorCode) -> bool {
             | ErrorCode::InvalidNick
             | ErrorCode::InvalidRoom
             | ErrorCode::TooManyRooms
+            | ErrorCode::Unknown
     )
 }
 
