@@ -94,7 +94,7 @@ impl Outbox {
     /// The stored outbox (empty off the browser or without storage).
     pub fn load() -> Self {
         let stored = storage().and_then(|storage| storage.get_item(STORAGE_KEY).ok().flatten());
-        Outbox::parse(stored.as_deref(), crate::state::now())
+        Outbox::parse(stored.as_deref(), crate::page::now())
     }
 
     /// Changes the stored outbox and writes it back; returns what `change` returned.

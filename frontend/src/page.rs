@@ -107,3 +107,13 @@ mod tests {
         assert_eq!(protocol::rules::check_client_token(&token), Some(token.clone()));
     }
 }
+
+/// The current time in Unix milliseconds (0 off the browser, where only tests run).
+pub fn now() -> u64 {
+    if cfg!(target_arch = "wasm32") {
+        // Milliseconds since the epoch fit easily in a u64; the float is integral.
+        js_sys::Date::now() as u64
+    } else {
+        0
+    }
+}

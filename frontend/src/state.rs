@@ -493,15 +493,7 @@ impl Reducible for State {
     }
 }
 
-/// The current time in Unix milliseconds (0 off the browser, where only tests run).
-pub fn now() -> u64 {
-    if cfg!(target_arch = "wasm32") {
-        // Milliseconds since the epoch fit easily in a u64; the float is integral.
-        js_sys::Date::now() as u64
-    } else {
-        0
-    }
-}
+pub use crate::page::now;
 
 #[cfg(test)]
 mod tests {

@@ -357,6 +357,11 @@ impl Default for Limits {
     }
 }
 
+/// One per core, the default for worker and room threads.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// `dist/` at the root of the source tree this binary was built from, so `cargo run -p server`
 /// finds the UI from any working directory. Installed elsewhere, pass `--ui-dir`.
 pub const DEFAULT_UI_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist");

@@ -6,27 +6,22 @@
 //! without touching the database. Plain data, no actors, no I/O.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
 
-use crate::store::{Loaded, Stored};
+/// A stored message with the client id it was sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub message: ChatMessage,
+    pub client_id: Option<ClientId>,
+}
 
-/// Hands out message ids. One counter serves every room, so a room's ids strictly increase even
-/// after the room was closed and opened again; it starts after the highest id ever stored, so
-/// ids never repeat across restarts either.
+/// A room's retained messages, oldest first.
 #[derive(Debug, Default)]
-pub struct MessageIds(AtomicU64);
-
-impl MessageIds {
-    /// Ids continue after `last`.
-    pub fn starting_after(last: MessageId) -> Self {
-        MessageIds(AtomicU64::new(last))
-    }
-
-    pub fn next(&self) -> MessageId {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
-    }
+pub struct Loaded {
+    pub messages: Vec<Stored>,
+    /// The highest id of this room lost to retention (0 if none).
+    pub trimmed_upto: MessageId,
 }
 
 /// What a joining client is sent.
@@ -407,12 +402,5 @@ mod tests {
         history.push(stored(3, None));
         assert_eq!(history.id_for("alice", "same"), None, "alice's message was trimmed");
         assert_eq!(history.id_for("bob", "same"), Some(2), "bob's is still there");
-    }
-
-    /// Ids continue after the stored ones and strictly increase.
-    #[test]
-    fn ids_continue_after_the_last_stored() {
-        let ids = MessageIds::starting_after(41);
-        assert_eq!((ids.next(), ids.next(), ids.next()), (42, 43, 44));
     }
 }

@@ -11,7 +11,8 @@
 //! - [`lobby`]: `Lobby`, room name → `Room`, room lifetimes and the room list.
 //! - [`inbound`] and [`fragments`]: decoding, validation and reassembly of client frames (pure).
 //! - [`outbound`]: encoding of server frames.
-//! - [`history`]: a room's retained messages in memory, and message ids.
+//! - [`history`]: a room's retained messages in memory, and pages of them (pure).
+//! - [`ids`]: connection, room instance and message ids.
 //! - [`store`]: the SQLite database and the thread that writes it in batches.
 //! - [`backlog`]: what waits for each session, and its bound.
 //! - [`names`]: when two nicks are the same nick (look-alikes), and what a nick may hold.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod directory;
 pub mod fragments;
 pub mod history;
+pub mod ids;
 pub mod inbound;
 pub mod lobby;
 pub mod metrics;
@@ -50,8 +52,7 @@ use metrics::Metrics;
 use policy::{ConnectionLimits, Refusal};
 use session::Session;
 
-/// Identifies one WebSocket connection for the lifetime of the process (and in logs).
-pub type ConnId = u64;
+pub use ids::ConnId;
 
 /// What every HTTP worker shares.
 struct AppState {
@@ -97,7 +98,7 @@ struct ConnectParams {
 /// handle stops it. Fails if the listener or the message database cannot be used.
 pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     let config = Arc::new(config);
-    let workers = config.workers.unwrap_or_else(default_parallelism).max(1);
+    let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
     let options = config.storage.options();
     match &options.data_dir {
@@ -341,9 +342,4 @@ async fn missing_ui() -> HttpResponse {
          server), or start the server with <code>--ui-dir</code> pointing at a built \
          <code>dist/</code> folder. The WebSocket endpoint <code>/ws</code> works regardless.</p>",
     )
-}
-
-/// One per core, the default for worker and room threads.
-pub fn default_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -17,14 +17,13 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, MessageId, RoomInfo};
 
-use crate::ConnId;
 use crate::backlog::{BacklogLimit, FrameSender};
 use crate::config::Config;
 use crate::directory::RoomList;
-use crate::history::MessageIds;
+use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
-use crate::room::{self, PreviousClosed, Room, RoomContext, RoomEvent, RoomInstance, SessionEvent};
+use crate::room::{self, PreviousClosed, Room, RoomContext, RoomEvent, SessionEvent};
 use crate::room_state::RoomRules;
 use crate::store::Opened;
 
@@ -64,7 +63,7 @@ struct ActiveRoom {
 impl Lobby {
     /// A lobby over the store in `opened`; ids continue after its last one.
     pub fn start(config: Arc<Config>, metrics: Arc<Metrics>, opened: Opened) -> Addr<Lobby> {
-        let threads = config.room_threads.unwrap_or_else(crate::default_parallelism).max(1);
+        let threads = config.room_threads.unwrap_or_else(crate::config::default_parallelism).max(1);
         Lobby::create(move |ctx| {
             let context = RoomContext {
                 ids: Arc::new(MessageIds::starting_after(opened.last_id)),

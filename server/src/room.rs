@@ -15,20 +15,13 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use protocol::{ClientId, ErrorCode, MessageId, RoomInfo, UnixMillis};
 
-use crate::ConnId;
 use crate::backlog::{BacklogLimit, FrameSender};
-use crate::history::MessageIds;
+use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
 use crate::room_state::{Counted, Effect, JoinRequest, RoomRules, RoomState};
 use crate::store::{Append, Store, StoreError, Written};
-
-/// Tells apart the successive instances of a room (a room closes when its last member leaves
-/// and opens again on the next join): unique for the life of the process. Everything a room
-/// tells sessions, the lobby and the store carries it, so that news from an instance that has
-/// since closed (or that a session has since left) is recognised as stale.
-pub type RoomInstance = u64;
 
 /// Resolves once an earlier instance of the same room has handled its last message.
 pub type PreviousClosed = Shared<BoxFuture<'static, ()>>;

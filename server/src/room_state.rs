@@ -16,11 +16,11 @@ use protocol::{
     ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, UnixMillis, rules,
 };
 
-use crate::ConnId;
-use crate::history::{MessageIds, PageLimit, RoomHistory};
+use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
+use crate::ids::{ConnId, MessageIds};
 use crate::inbound::Rejection;
 use crate::names::{Likeness, nick_key};
-use crate::store::{Loaded, StoreOptions, Stored};
+use crate::store::StoreOptions;
 
 /// Least time between two `typing` notices of one member that the room relays.
 pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);

@@ -10,16 +10,16 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
 use protocol::{ErrorCode, MessageId, ServerMessage, close};
 
-use crate::ConnId;
 use crate::backlog::{self, BacklogLimit, FrameReceiver, FrameSender};
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
+use crate::ids::{ConnId, RoomInstance};
 use crate::inbound::{self, Command, Rejection, Target};
 use crate::lobby::{self, Lobby};
 use crate::metrics::Metrics;
 use crate::outbound::encode;
 use crate::policy::{Admission, FrameRate, JoinRate, Permit};
-use crate::room::{self, Room, RoomInstance, SessionEvent};
+use crate::room::{self, Room, SessionEvent};
 
 pub struct Session {
     conn: ConnId,

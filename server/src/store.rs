@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
-use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
+use protocol::{ChatMessage, MessageId, UnixMillis};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::history::{Loaded, Stored, stored_size};
+use crate::ids::RoomInstance;
 use crate::metrics::Metrics;
 use crate::outbound::now_millis;
 
@@ -45,7 +47,7 @@ pub struct StoreOptions {
     pub data_dir: Option<PathBuf>,
     /// Messages each room keeps (at least 1).
     pub retain_messages: usize,
-    /// Bytes of messages each room keeps (see [`crate::history::stored_size`]); the newest
+    /// Bytes of messages each room keeps (see [`stored_size`]); the newest
     /// message is kept whatever its size.
     pub retain_bytes: usize,
     /// How long messages are kept; `None` for no age limit.
@@ -130,7 +132,7 @@ pub enum StoreError {
 pub struct Append {
     pub stored: Stored,
     /// The room instance that sent it: the answer goes to that instance alone.
-    pub instance: crate::room::RoomInstance,
+    pub instance: RoomInstance,
     /// Told once the batch holding this message is written (or failed).
     pub notify: Recipient<Written>,
 }
@@ -144,21 +146,6 @@ pub enum Written {
     Durable { upto: MessageId },
     /// The batch failed: these messages were not stored.
     Failed { ids: Vec<MessageId> },
-}
-
-/// A stored message with the client id it was sent with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub message: ChatMessage,
-    pub client_id: Option<ClientId>,
-}
-
-/// A room's retained messages, oldest first.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub messages: Vec<Stored>,
-    /// The highest id of this room lost to retention (0 if none).
-    pub trimmed_upto: MessageId,
 }
 
 /// What the database held at start.
@@ -393,7 +380,7 @@ impl Writer {
         let outcome = self.write(batch);
         self.metrics.store_batches.inc();
         // Per room instance: the notify address and its highest id (or its ids, on failure).
-        let mut rooms: HashMap<crate::room::RoomInstance, (&Recipient<Written>, Vec<MessageId>)> =
+        let mut rooms: HashMap<RoomInstance, (&Recipient<Written>, Vec<MessageId>)> =
             HashMap::new();
         for append in batch.iter() {
             rooms
@@ -429,7 +416,7 @@ impl Writer {
         }
         let mut written = Vec::new();
         for append in batch.drain(..) {
-            let size = crate::history::stored_size(&append.stored.message);
+            let size = stored_size(&append.stored.message);
             let room = append.stored.message.room;
             let unpruned = self.unpruned.entry(room.clone()).or_default();
             *unpruned = (unpruned.0 + 1, unpruned.1 + size);
@@ -601,7 +588,7 @@ impl Writer {
         let kept = messages
             .iter()
             .position(|stored| {
-                bytes += crate::history::stored_size(&stored.message);
+                bytes += stored_size(&stored.message);
                 bytes > self.options.retain_bytes
             })
             .map_or(retain, |past| past.max(1))
@@ -667,11 +654,7 @@ mod tests {
         }
     }
 
-    fn append(
-        id: MessageId,
-        instance: crate::room::RoomInstance,
-        notify: &Addr<Instance>,
-    ) -> Append {
+    fn append(id: MessageId, instance: RoomInstance, notify: &Addr<Instance>) -> Append {
         let message =
             ChatMessage { id, room: "r".into(), from: "a".into(), text: "t".into(), ts: id };
         Append {
