@@ -93,6 +93,16 @@ pub fn show_in_address_bar(room: &str, nick: &str) {
     }
 }
 
+/// The current time in Unix milliseconds (0 off the browser, where only tests run).
+pub fn now() -> u64 {
+    if cfg!(target_arch = "wasm32") {
+        // Milliseconds since the epoch fit easily in a u64; the float is integral.
+        js_sys::Date::now() as u64
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,15 +115,5 @@ mod tests {
         let token = hex(&[7; 13]);
         assert_eq!(token.len(), 26);
         assert_eq!(protocol::rules::check_client_token(&token), Some(token.clone()));
-    }
-}
-
-/// The current time in Unix milliseconds (0 off the browser, where only tests run).
-pub fn now() -> u64 {
-    if cfg!(target_arch = "wasm32") {
-        // Milliseconds since the epoch fit easily in a u64; the float is integral.
-        js_sys::Date::now() as u64
-    } else {
-        0
     }
 }
