@@ -73,7 +73,7 @@ pub const DEFAULT_ALLOWED_ORIGINS: &str = "http://127.0.0.1:8081,http://localhos
 
 /// The server's configuration. `Config::default()` equals running with no flags and no
 /// environment.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(
     name = "server",
     version,
@@ -133,7 +133,7 @@ pub struct Config {
 }
 
 /// Where messages are stored and for how long.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Storage {
     /// Folder for the message database (`chat.sqlite3`), created if missing.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -205,7 +205,7 @@ impl Default for Storage {
 }
 
 /// Limits that keep one client from hurting the others.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct AbuseLimits {
     /// Frames per second one connection may send on average (token bucket).
     #[arg(long, env = "CHAT_RATE_PER_SECOND", default_value_t = DEFAULT_RATE_PER_SECOND)]
@@ -302,7 +302,7 @@ impl Default for AbuseLimits {
 }
 
 /// Size and naming limits applied to what clients send.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Limits {
     /// Largest WebSocket frame in bytes; larger closes the connection with code 1009.
     #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
@@ -374,36 +374,12 @@ fn default_ui_dir() -> PathBuf {
 mod tests {
     use super::*;
 
-    /// The flags' defaults and `Config::default()` agree, so tests see what operators get.
+    /// The flags' defaults and `Config::default()` agree, field for field, so tests see what
+    /// operators get.
     #[test]
     fn flag_defaults_match_default() {
         let parsed = Config::try_parse_from(["server"]).expect("no flags parse");
-        let default = Config::default();
-        assert_eq!(parsed.port, default.port);
-        assert_eq!(parsed.host, default.host);
-        assert_eq!(*parsed.heartbeat_interval, *default.heartbeat_interval);
-        assert_eq!(*parsed.client_timeout, *default.client_timeout);
-        assert_eq!(parsed.history_len, default.history_len);
-        assert_eq!(parsed.storage.data_dir, default.storage.data_dir);
-        assert_eq!(parsed.storage.ephemeral, default.storage.ephemeral);
-        assert_eq!(parsed.storage.retain_messages, default.storage.retain_messages);
-        assert_eq!(parsed.storage.retain_bytes, default.storage.retain_bytes);
-        assert_eq!(parsed.storage.max_pending_writes, default.storage.max_pending_writes);
-        assert_eq!(parsed.storage.max_stored_rooms, default.storage.max_stored_rooms);
-        assert_eq!(parsed.abuse.max_rooms, default.abuse.max_rooms);
-        assert_eq!(parsed.abuse.room_opens_per_minute, default.abuse.room_opens_per_minute);
-        assert_eq!(
-            parsed.abuse.room_opens_per_minute_per_address,
-            default.abuse.room_opens_per_minute_per_address
-        );
-        assert_eq!(parsed.storage.retain_for, default.storage.retain_for);
-        assert_eq!(parsed.storage.sync, default.storage.sync);
-        assert_eq!(parsed.limits.max_frame_bytes, default.limits.max_frame_bytes);
-        assert_eq!(parsed.limits.max_text_chars, default.limits.max_text_chars);
-        assert_eq!(parsed.abuse.allowed_origins, default.abuse.allowed_origins);
-        assert_eq!(parsed.abuse.rate_burst, default.abuse.rate_burst);
-        assert_eq!(parsed.abuse.max_queued_frames, default.abuse.max_queued_frames);
-        assert_eq!(*parsed.abuse.rename_interval, *default.abuse.rename_interval);
+        assert_eq!(parsed, Config::default());
     }
 
     /// Durations accept human units, so tests and operators can write `200ms`.
