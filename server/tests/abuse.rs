@@ -92,10 +92,10 @@ fn round(address: &str, round: usize) {
     }
 }
 
-/// Six rounds of abuse. The first three warm the allocator up (RSS settles: +3.8, +1.7,
-/// +1.0 MB per round in our runs, then a few hundred KB); over the next three the server's
-/// memory may not grow by more than 10%, so per-connection state that outlives its
-/// connection would show. Afterwards two clients chat normally and nothing panicked.
+/// Six rounds of abuse. The first three warm the allocator up (how RSS settles is in
+/// BENCHMARKS.md); over the next three the server's memory may not grow by more than 10%, so
+/// per-connection state that outlives its connection would show. Afterwards two clients chat
+/// normally and nothing panicked.
 #[test]
 fn server_survives_abuse_and_returns_to_baseline() {
     let server = Running::start(
