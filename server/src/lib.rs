@@ -13,7 +13,8 @@
 //! - [`outbound`]: encoding of server frames.
 //! - [`history`]: a room's retained messages in memory, and pages of them (pure).
 //! - [`ids`]: connection, room instance and message ids.
-//! - [`store`]: the SQLite database and the thread that writes it in batches.
+//! - [`db`]: the SQLite database: schema, statements, retention (plain, unit-tested).
+//! - [`store`]: the thread that writes the database in batches, trims and sweeps it.
 //! - [`backlog`]: what waits for each session, and its bound.
 //! - [`names`]: when two nicks are the same nick (look-alikes), and what a nick may hold.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
@@ -21,6 +22,7 @@
 
 pub mod backlog;
 pub mod config;
+pub mod db;
 pub mod directory;
 pub mod fragments;
 pub mod history;

@@ -8,13 +8,11 @@
 //! append queued before it is written (without cutting a batch short), so a room reopened
 //! right after closing sees all of its messages.
 //!
-//! Retention is applied here too: a room keeps its newest `retain_messages` messages (trimmed
-//! in steps, a little over the bound between steps), and messages older than `retain_for` are
-//! deleted once a minute. Each room remembers the highest id it lost to retention, so a client
-//! asking for what it missed can be told when some of it is gone.
+//! The thread decides when to trim a room (once it has grown an eighth past a bound) and when
+//! to sweep messages past their age (once a minute at most); the database itself, its schema
+//! and its SQL are [`Db`]'s (db.rs).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -22,45 +20,20 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
-use protocol::{ChatMessage, MessageId, UnixMillis};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use protocol::{MessageId, UnixMillis};
 
+use crate::db::Db;
+pub use crate::db::{DATABASE_FILE, StoreError, StoreOptions, SyncMode};
 use crate::history::{Loaded, Stored, stored_size};
 use crate::ids::RoomInstance;
 use crate::metrics::Metrics;
 use crate::outbound::now_millis;
 
-/// The database file inside the data directory.
-pub const DATABASE_FILE: &str = "chat.sqlite3";
 /// Most appends written in one transaction.
 const MAX_BATCH: usize = 4096;
 /// How often messages past their age are deleted, at most (a short `retain_for` sweeps more
 /// often: four times per retention period).
 const AGE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// Rooms the server lists from the database at start.
-const STARTUP_ROOMS: usize = 100;
-
-/// Where and how long messages are kept.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// The data directory; `None` keeps everything in memory (lost on exit).
-    pub data_dir: Option<PathBuf>,
-    /// Messages each room keeps (at least 1).
-    pub retain_messages: usize,
-    /// Bytes of messages each room keeps (see [`stored_size`]); the newest
-    /// message is kept whatever its size.
-    pub retain_bytes: usize,
-    /// How long messages are kept; `None` for no age limit.
-    pub retain_for: Option<Duration>,
-    /// How hard each commit is pushed to the disk.
-    pub sync: SyncMode,
-    /// Messages (and history loads) that may wait for the storage thread; past it, sends are
-    /// refused with `unavailable`.
-    pub max_pending_writes: usize,
-    /// Rooms with stored messages, at most: a message in a room with none is refused past it.
-    pub max_stored_rooms: usize,
-}
-
 /// How many rooms have stored messages, against the most the database may hold: with
 /// `--retain-bytes` per room this bounds the database. The storage thread keeps the count;
 /// rooms read it before storing the first message of a room.
@@ -81,51 +54,6 @@ impl StoredRooms {
             })
             .is_ok()
     }
-}
-
-/// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SyncMode {
-    /// The log is synced to the disk on every commit: a committed message survives a crash of
-    /// the process and a crash or power cut of the machine.
-    Full,
-    /// The log is written on every commit and synced only at checkpoints: a committed message
-    /// survives a crash of the process (`kill -9`), not a power cut. Cheaper per commit.
-    Normal,
-}
-
-impl SyncMode {
-    fn pragma(self) -> &'static str {
-        match self {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
-        }
-    }
-}
-
-impl StoreOptions {
-    /// The oldest timestamp still within the age limit, if there is one.
-    pub fn age_cutoff(&self, now: UnixMillis) -> Option<UnixMillis> {
-        let age = self.retain_for?;
-        Some(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
-    }
-}
-
-/// Why the store could not do something.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot start the storage thread: {0}")]
-    Thread(std::io::Error),
-    #[error("the storage thread has stopped")]
-    Stopped,
-    #[error("the store did not answer in time")]
-    TimedOut,
-    #[error("too many writes are waiting for the disk")]
-    Busy,
 }
 
 /// A message for the store to write.
@@ -178,39 +106,30 @@ impl Store {
         options: StoreOptions,
         metrics: std::sync::Arc<Metrics>,
     ) -> Result<Opened, StoreError> {
-        let connection = match &options.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
-                open_file(&dir.join(DATABASE_FILE), options.sync)?
-            }
-            None => Connection::open_in_memory()?,
-        };
-        create_schema(&connection)?;
-        let last_id = read_last_id(&connection)?;
-        let rooms = read_rooms(&connection, options.age_cutoff(now_millis()))?;
+        let max_pending = options.max_pending_writes.max(1);
+        let max_stored_rooms = options.max_stored_rooms;
+        let (db, start) = Db::open(options, now_millis())?;
         // Bounded: writes the disk cannot keep up with are refused (`unavailable`) rather
         // than piled up in memory.
-        let (commands, queue) = mpsc::sync_channel(options.max_pending_writes.max(1));
-        let with_messages = read_rooms_with_messages(&connection)?;
+        let (commands, queue) = mpsc::sync_channel(max_pending);
         let stored = Arc::new(StoredRooms {
-            count: AtomicUsize::new(with_messages.len()),
-            max: options.max_stored_rooms,
+            count: AtomicUsize::new(start.with_messages.len()),
+            max: max_stored_rooms,
         });
-        metrics.stored_rooms.set(i64::try_from(with_messages.len()).unwrap_or(i64::MAX));
+        metrics.stored_rooms.set(i64::try_from(start.with_messages.len()).unwrap_or(i64::MAX));
         let writer = Writer {
-            connection,
-            options,
+            db,
             metrics,
             unpruned: HashMap::new(),
-            with_messages,
+            with_messages: start.with_messages,
             stored: stored.clone(),
         };
         std::thread::Builder::new()
             .name("chat-store".into())
             .spawn(move || writer.run(&queue))
             .map_err(StoreError::Thread)?;
-        Ok(Opened { store: Store { commands, rooms: stored }, last_id, rooms })
+        let store = Store { commands, rooms: stored };
+        Ok(Opened { store, last_id: start.last_id, rooms: start.recent_rooms })
     }
 
     /// Queues a message to be written; the answer comes to `append.notify` as [`Written`].
@@ -234,85 +153,8 @@ impl Store {
     }
 }
 
-fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
-    let connection = Connection::open(path)?;
-    // WAL: readers never block the writer, and a commit is one append to the log.
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", sync.pragma())?;
-    Ok(connection)
-}
-
-fn create_schema(connection: &Connection) -> Result<(), StoreError> {
-    connection.execute_batch(
-        "CREATE TABLE IF NOT EXISTS messages (
-             id        INTEGER PRIMARY KEY,
-             room      TEXT NOT NULL,
-             sender    TEXT NOT NULL,
-             text      TEXT NOT NULL,
-             ts        INTEGER NOT NULL,
-             client_id TEXT
-         );
-         CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
-         CREATE INDEX IF NOT EXISTS messages_by_age ON messages (ts);
-         CREATE TABLE IF NOT EXISTS rooms (
-             name         TEXT PRIMARY KEY,
-             last_ts      INTEGER NOT NULL,
-             trimmed_upto INTEGER NOT NULL DEFAULT 0
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS meta (
-             key   TEXT PRIMARY KEY,
-             value INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         PRAGMA user_version = 1;",
-    )?;
-    Ok(())
-}
-
-fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
-    let recorded: Option<i64> = connection
-        .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| row.get(0))
-        .optional()?;
-    let stored: Option<i64> =
-        connection.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
-    Ok(to_id(recorded.unwrap_or(0).max(stored.unwrap_or(0))))
-}
-
-/// Rooms that have messages: one index lookup per known room rather than a scan of every
-/// message.
-fn read_rooms_with_messages(connection: &Connection) -> Result<HashSet<String>, StoreError> {
-    let mut statement = connection.prepare(
-        "SELECT name FROM rooms WHERE EXISTS (SELECT 1 FROM messages WHERE room = rooms.name)",
-    )?;
-    let rooms = statement.query_map([], |row| row.get::<_, String>(0))?;
-    Ok(rooms.collect::<Result<_, _>>()?)
-}
-
-fn read_rooms(
-    connection: &Connection,
-    cutoff: Option<UnixMillis>,
-) -> Result<Vec<(String, UnixMillis)>, StoreError> {
-    let mut statement = connection.prepare(
-        "SELECT name, last_ts FROM rooms WHERE last_ts >= ?1 ORDER BY last_ts DESC LIMIT ?2",
-    )?;
-    let rows = statement
-        .query_map(params![to_sql(cutoff.unwrap_or(0)), to_sql(STARTUP_ROOMS as u64)], |row| {
-            Ok((row.get::<_, String>(0)?, to_id(row.get(1)?)))
-        })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// SQLite integers are signed; ids and timestamps stay far below `i64::MAX`.
-fn to_sql(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn to_id(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
 struct Writer {
-    connection: Connection,
-    options: StoreOptions,
+    db: Db,
     metrics: std::sync::Arc<Metrics>,
     /// Messages and bytes written per room since its last trim.
     unpruned: HashMap<String, (usize, usize)>,
@@ -325,7 +167,7 @@ impl Writer {
     fn run(mut self, queue: &mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         let mut swept = Instant::now();
-        let sweep_every = self.options.retain_for.map_or(AGE_SWEEP_INTERVAL, |age| {
+        let sweep_every = self.db.options().retain_for.map_or(AGE_SWEEP_INTERVAL, |age| {
             (age / 4).clamp(Duration::from_millis(100), AGE_SWEEP_INTERVAL)
         });
         loop {
@@ -359,14 +201,12 @@ impl Writer {
             for (room, reply) in loads {
                 // A room that stopped waiting (it timed out) needs no answer.
                 if !reply.is_canceled() {
-                    let _ = reply.send(self.load(&room));
+                    let _ = reply.send(self.db.load(&room));
                 }
             }
             if swept.elapsed() >= sweep_every {
                 swept = Instant::now();
-                if let Err(error) = self.sweep_by_age() {
-                    tracing::error!(%error, "could not delete messages past their age");
-                }
+                self.sweep();
             }
         }
         tracing::debug!("storage thread stopped");
@@ -377,7 +217,7 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let outcome = self.write(batch);
+        let outcome = self.db.write(batch.iter().map(|append| &append.stored));
         self.metrics.store_batches.inc();
         // Per room instance: the notify address and its highest id (or its ids, on failure).
         let mut rooms: HashMap<RoomInstance, (&Recipient<Written>, Vec<MessageId>)> =
@@ -427,50 +267,12 @@ impl Writer {
         self.trim_rooms(&written);
     }
 
-    fn write(&mut self, batch: &[Append]) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction()?;
-        let mut last_id = 0;
-        {
-            let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (id, room, sender, text, ts, client_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut touch = transaction.prepare_cached(
-                "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts)",
-            )?;
-            for Stored { message, client_id } in batch.iter().map(|append| &append.stored) {
-                insert.execute(params![
-                    to_sql(message.id),
-                    message.room,
-                    message.from,
-                    message.text,
-                    to_sql(message.ts),
-                    client_id,
-                ])?;
-                touch.execute(params![message.room, to_sql(message.ts)])?;
-                last_id = last_id.max(message.id);
-            }
-        }
-        // Cached like the inserts: at low load a batch holds one or two messages, and parsing
-        // this anew for each showed in the profile (BENCHMARKS.md, "CPU per delivery").
-        transaction
-            .prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-            )?
-            .execute(params![to_sql(last_id)])?;
-        transaction.commit()?;
-        Ok(())
-    }
-
     /// Trims the rooms of `written` that have grown an eighth past one of their bounds since
     /// their last trim. (Only rooms just written to can have grown, so the check costs per
     /// batch what the batch holds, not per room ever written.)
     fn trim_rooms(&mut self, written: &[String]) {
-        let retain = self.options.retain_messages.max(1);
-        let step = retain / 8 + 1;
-        let byte_step = self.options.retain_bytes / 8 + 1;
+        let step = self.db.options().retain_messages.max(1) / 8 + 1;
+        let byte_step = self.db.options().retain_bytes / 8 + 1;
         let due: Vec<String> = written
             .iter()
             .filter(|room| {
@@ -482,137 +284,34 @@ impl Writer {
             .collect();
         for room in due {
             self.unpruned.remove(&room);
-            if let Err(error) = self.trim_room(&room, retain) {
+            if let Err(error) = self.db.trim_room(&room) {
                 tracing::error!(%error, room, "could not trim a room's history");
             }
         }
     }
 
-    fn trim_room(&mut self, room: &str, retain: usize) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction()?;
-        let by_count: Option<i64> = transaction
-            .query_row(
-                "SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-                params![room, to_sql(retain as u64)],
-                |row| row.get(0),
-            )
-            .optional()?;
-        // The newest message whose running total (newest first) passes the byte bound; the
-        // newest message of all stays whatever its size. Sizes as `history::stored_size`.
-        let by_bytes: Option<i64> = transaction
-            .query_row(
-                "SELECT id FROM (
-                     SELECT id,
-                            ROW_NUMBER() OVER newest_first AS place,
-                            SUM(length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB)))
-                                OVER newest_first AS total
-                     FROM messages WHERE room = ?1
-                     WINDOW newest_first AS (ORDER BY id DESC)
-                 )
-                 WHERE total > ?2 AND place > 1 ORDER BY id DESC LIMIT 1",
-                params![room, to_sql(self.options.retain_bytes as u64)],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let cutoff = by_count.max(by_bytes);
-        if let Some(cutoff) = cutoff {
-            transaction.execute(
-                "DELETE FROM messages WHERE room = ?1 AND id <= ?2",
-                params![room, cutoff],
-            )?;
-            mark_trimmed(&transaction, room, cutoff)?;
-        }
-        transaction.commit()?;
-        Ok(())
-    }
-
-    fn sweep_by_age(&mut self) -> Result<(), StoreError> {
-        let Some(cutoff) = self.options.age_cutoff(now_millis()) else { return Ok(()) };
-        let transaction = self.connection.transaction()?;
-        let expired: Vec<(String, i64)> = {
-            let mut statement = transaction
-                .prepare("SELECT room, MAX(id) FROM messages WHERE ts < ?1 GROUP BY room")?;
-            let rows =
-                statement.query_map([to_sql(cutoff)], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for (room, upto) in &expired {
-            mark_trimmed(&transaction, room, *upto)?;
-        }
-        transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
-        transaction.commit()?;
-        if !expired.is_empty() {
-            // Rooms whose every message expired no longer count against the maximum; the
-            // count starts again from what is stored (places claimed and never used return).
-            let mut still = self
-                .connection
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE room = ?1)")?;
-            for (room, _) in &expired {
-                if !still.query_row([room], |row| row.get::<_, bool>(0))? {
+    /// Deletes messages past their age; rooms left without any no longer count against the
+    /// maximum (the count starts again from what is stored: places claimed and never used
+    /// return).
+    fn sweep(&mut self) {
+        match self.db.sweep_by_age(now_millis()) {
+            Ok(emptied) if !emptied.is_empty() => {
+                for room in &emptied {
                     self.with_messages.remove(room);
                 }
+                let count = self.with_messages.len();
+                self.stored.count.store(count, Ordering::Relaxed);
+                self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
             }
-            let count = self.with_messages.len();
-            self.stored.count.store(count, Ordering::Relaxed);
-            self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "could not delete messages past their age"),
         }
-        Ok(())
     }
-
-    fn load(&self, room: &str) -> Result<Loaded, StoreError> {
-        let retain = self.options.retain_messages.max(1);
-        let mut statement = self.connection.prepare_cached(
-            "SELECT id, sender, text, ts, client_id FROM messages
-             WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
-            Ok(Stored {
-                message: ChatMessage {
-                    id: to_id(row.get(0)?),
-                    room: room.to_owned(),
-                    from: row.get(1)?,
-                    text: row.get(2)?,
-                    ts: to_id(row.get(3)?),
-                },
-                client_id: row.get(4)?,
-            })
-        })?;
-        let mut messages: Vec<Stored> = rows.collect::<Result<_, _>>()?;
-        let recorded: Option<i64> = self
-            .connection
-            .query_row("SELECT trimmed_upto FROM rooms WHERE name = ?1", [room], |row| row.get(0))
-            .optional()?;
-        let mut trimmed_upto = to_id(recorded.unwrap_or(0));
-        // More than the bounds is stored until the next trim: the surplus counts as trimmed.
-        let mut bytes = 0;
-        let kept = messages
-            .iter()
-            .position(|stored| {
-                bytes += stored_size(&stored.message);
-                bytes > self.options.retain_bytes
-            })
-            .map_or(retain, |past| past.max(1))
-            .min(retain);
-        if let Some(surplus) = messages.get(kept) {
-            trimmed_upto = trimmed_upto.max(surplus.message.id);
-        }
-        messages.truncate(kept);
-        messages.reverse();
-        Ok(Loaded { messages, trimmed_upto })
-    }
-}
-
-fn mark_trimmed(transaction: &Transaction<'_>, room: &str, upto: i64) -> Result<(), StoreError> {
-    transaction.execute(
-        "UPDATE rooms SET trimmed_upto = MAX(trimmed_upto, ?2) WHERE name = ?1",
-        params![room, upto],
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -641,12 +340,10 @@ mod tests {
             retain_for: None,
             sync: SyncMode::Full,
         };
-        let connection = Connection::open_in_memory().expect("in-memory database");
-        create_schema(&connection).expect("schema");
+        let (db, _) = Db::open(options, 0).expect("in-memory database");
         let stored = Arc::new(StoredRooms { count: AtomicUsize::new(0), max: 10 });
         Writer {
-            connection,
-            options,
+            db,
             metrics: Default::default(),
             unpruned: HashMap::new(),
             with_messages: HashSet::new(),
@@ -655,8 +352,13 @@ mod tests {
     }
 
     fn append(id: MessageId, instance: RoomInstance, notify: &Addr<Instance>) -> Append {
-        let message =
-            ChatMessage { id, room: "r".into(), from: "a".into(), text: "t".into(), ts: id };
+        let message = protocol::ChatMessage {
+            id,
+            room: "r".into(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: id,
+        };
         Append {
             stored: Stored { message, client_id: None },
             instance,
@@ -695,38 +397,6 @@ mod tests {
         });
     }
 
-    /// The byte bound trims the database like the room's memory: the newest messages that fit,
-    /// never fewer than one, and a load honours it even before the next trim.
-    #[test]
-    fn rooms_are_trimmed_to_their_bytes() {
-        let mut writer = writer();
-        writer.options.retain_bytes = 25;
-        actix_rt::System::new().block_on(async {
-            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
-            // Each message weighs 10 bytes: a 9-byte text and a 1-byte nick.
-            let mut batch: Vec<Append> = (1..=5)
-                .map(|id| {
-                    let mut append = append(id, 1, &room);
-                    append.stored.message.text = "x".repeat(9);
-                    append
-                })
-                .collect();
-            writer.flush(&mut batch);
-        });
-        let loaded = writer.load("r").expect("loads");
-        let ids: Vec<MessageId> = loaded.messages.iter().map(|s| s.message.id).collect();
-        assert_eq!((ids, loaded.trimmed_upto), (vec![4, 5], 3));
-        writer.trim_room("r", 100).expect("trims");
-        let stored: i64 = writer
-            .connection
-            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(stored, 2, "the database holds what the room keeps");
-        writer.options.retain_bytes = 1;
-        writer.trim_room("r", 100).expect("trims");
-        assert_eq!(writer.load("r").expect("loads").messages.len(), 1, "the newest stays");
-    }
-
     /// Past `max_pending_writes` waiting commands, appends are refused at once (`Busy`), so a
     /// disk slower than the traffic costs refusals, not memory.
     #[test]
@@ -751,7 +421,7 @@ mod tests {
             let mut batch = vec![append(1, 1, &room), append(2, 1, &room)];
             writer.flush(&mut batch);
         });
-        let loaded = writer.load("r").expect("loads");
+        let loaded = writer.db.load("r").expect("loads");
         let ids: Vec<MessageId> = loaded.messages.iter().map(|s| s.message.id).collect();
         assert_eq!(ids, [1, 2]);
     }

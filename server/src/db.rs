@@ -1,0 +1,467 @@
+//! `Db`: the chat database, its schema and every SQL statement, as a plain synchronous type.
+//! The storage thread (store.rs) owns one and decides when to write, trim and sweep; the
+//! tests below run it on an in-memory database.
+//!
+//! Retention: a room keeps its newest `retain_messages` messages within `retain_bytes` of text
+//! and nicks (the newest always), and none older than `retain_for`. Each room remembers the
+//! highest id it lost to retention, so a client asking for what it missed can be told when
+//! some of it is gone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use protocol::{ChatMessage, MessageId, UnixMillis};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::history::{Loaded, Stored, stored_size};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "chat.sqlite3";
+/// Rooms the server lists from the database at start.
+const STARTUP_ROOMS: usize = 100;
+
+/// Where and how long messages are kept.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The data directory; `None` keeps everything in memory (lost on exit).
+    pub data_dir: Option<PathBuf>,
+    /// Messages each room keeps (at least 1).
+    pub retain_messages: usize,
+    /// Bytes of messages each room keeps (see [`stored_size`]); the newest
+    /// message is kept whatever its size.
+    pub retain_bytes: usize,
+    /// How long messages are kept; `None` for no age limit.
+    pub retain_for: Option<Duration>,
+    /// How hard each commit is pushed to the disk.
+    pub sync: SyncMode,
+    /// Messages (and history loads) that may wait for the storage thread; past it, sends are
+    /// refused with `unavailable`.
+    pub max_pending_writes: usize,
+    /// Rooms with stored messages, at most: a message in a room with none is refused past it.
+    pub max_stored_rooms: usize,
+}
+
+/// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// The log is synced to the disk on every commit: a committed message survives a crash of
+    /// the process and a crash or power cut of the machine.
+    Full,
+    /// The log is written on every commit and synced only at checkpoints: a committed message
+    /// survives a crash of the process (`kill -9`), not a power cut. Cheaper per commit.
+    Normal,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The oldest timestamp still within the age limit, if there is one.
+    pub fn age_cutoff(&self, now: UnixMillis) -> Option<UnixMillis> {
+        let age = self.retain_for?;
+        Some(now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Why the store could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the storage thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the storage thread has stopped")]
+    Stopped,
+    #[error("the store did not answer in time")]
+    TimedOut,
+    #[error("too many writes are waiting for the disk")]
+    Busy,
+}
+
+/// What the database held at start.
+#[derive(Debug)]
+pub struct Start {
+    /// The highest message id ever stored; new ids continue after it.
+    pub last_id: MessageId,
+    /// Rooms that have messages, most recently active first, with their last activity.
+    pub recent_rooms: Vec<(String, UnixMillis)>,
+    /// Every room with at least one message.
+    pub with_messages: HashSet<String>,
+}
+
+/// The open database and the retention it applies.
+pub struct Db {
+    connection: Connection,
+    options: StoreOptions,
+}
+
+impl Db {
+    /// Opens (or creates) the database `options` name, and reads where it left off as of `now`.
+    pub fn open(options: StoreOptions, now: UnixMillis) -> Result<(Db, Start), StoreError> {
+        let connection = match &options.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
+                open_file(&dir.join(DATABASE_FILE), options.sync)?
+            }
+            None => Connection::open_in_memory()?,
+        };
+        create_schema(&connection)?;
+        let start = Start {
+            last_id: read_last_id(&connection)?,
+            recent_rooms: read_rooms(&connection, options.age_cutoff(now))?,
+            with_messages: read_rooms_with_messages(&connection)?,
+        };
+        Ok((Db { connection, options }, start))
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// Writes `messages` in one transaction (one sync in `--sync full`), and the highest id.
+    pub fn write<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a Stored>,
+    ) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        let mut last_id = 0;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO messages (id, room, sender, text, ts, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut touch = transaction.prepare_cached(
+                "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts)",
+            )?;
+            for Stored { message, client_id } in messages {
+                insert.execute(params![
+                    to_sql(message.id),
+                    message.room,
+                    message.from,
+                    message.text,
+                    to_sql(message.ts),
+                    client_id,
+                ])?;
+                touch.execute(params![message.room, to_sql(message.ts)])?;
+                last_id = last_id.max(message.id);
+            }
+        }
+        // Cached like the inserts: at low load a batch holds one or two messages, and parsing
+        // this anew for each showed in the profile (BENCHMARKS.md, "CPU per delivery").
+        transaction
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_id', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+            )?
+            .execute(params![to_sql(last_id)])?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Deletes `room`'s messages past its bounds in count and bytes (the newest one stays) and
+    /// remembers the highest id deleted.
+    pub fn trim_room(&mut self, room: &str) -> Result<(), StoreError> {
+        let retain = self.options.retain_messages.max(1);
+        let transaction = self.connection.transaction()?;
+        let by_count: Option<i64> = transaction
+            .query_row(
+                "SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                params![room, to_sql(retain as u64)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        // The newest message whose running total (newest first) passes the byte bound; the
+        // newest message of all stays whatever its size. Sizes as `history::stored_size`.
+        let by_bytes: Option<i64> = transaction
+            .query_row(
+                "SELECT id FROM (
+                     SELECT id,
+                            ROW_NUMBER() OVER newest_first AS place,
+                            SUM(length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB)))
+                                OVER newest_first AS total
+                     FROM messages WHERE room = ?1
+                     WINDOW newest_first AS (ORDER BY id DESC)
+                 )
+                 WHERE total > ?2 AND place > 1 ORDER BY id DESC LIMIT 1",
+                params![room, to_sql(self.options.retain_bytes as u64)],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let cutoff = by_count.max(by_bytes);
+        if let Some(cutoff) = cutoff {
+            transaction.execute(
+                "DELETE FROM messages WHERE room = ?1 AND id <= ?2",
+                params![room, cutoff],
+            )?;
+            mark_trimmed(&transaction, room, cutoff)?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the messages older than `--retain-for` as of `now` and remembers, per room, the
+    /// highest id deleted. Returns the rooms left without any message.
+    pub fn sweep_by_age(&mut self, now: UnixMillis) -> Result<Vec<String>, StoreError> {
+        let Some(cutoff) = self.options.age_cutoff(now) else { return Ok(Vec::new()) };
+        let transaction = self.connection.transaction()?;
+        let expired: Vec<(String, i64)> = {
+            let mut statement = transaction
+                .prepare("SELECT room, MAX(id) FROM messages WHERE ts < ?1 GROUP BY room")?;
+            let rows =
+                statement.query_map([to_sql(cutoff)], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (room, upto) in &expired {
+            mark_trimmed(&transaction, room, *upto)?;
+        }
+        transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
+        transaction.commit()?;
+        // The rooms that kept no message at all.
+        let mut still = self
+            .connection
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE room = ?1)")?;
+        let mut emptied = Vec::new();
+        for (room, _) in expired {
+            if !still.query_row([&room], |row| row.get::<_, bool>(0))? {
+                emptied.push(room);
+            }
+        }
+        Ok(emptied)
+    }
+
+    /// A room's retained messages, oldest first, within its bounds (more may be stored until
+    /// the next trim: they count as trimmed), and the highest id it lost to retention.
+    pub fn load(&self, room: &str) -> Result<Loaded, StoreError> {
+        let retain = self.options.retain_messages.max(1);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, sender, text, ts, client_id FROM messages
+             WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
+            Ok(Stored {
+                message: ChatMessage {
+                    id: to_id(row.get(0)?),
+                    room: room.to_owned(),
+                    from: row.get(1)?,
+                    text: row.get(2)?,
+                    ts: to_id(row.get(3)?),
+                },
+                client_id: row.get(4)?,
+            })
+        })?;
+        let mut messages: Vec<Stored> = rows.collect::<Result<_, _>>()?;
+        let recorded: Option<i64> = self
+            .connection
+            .query_row("SELECT trimmed_upto FROM rooms WHERE name = ?1", [room], |row| row.get(0))
+            .optional()?;
+        let mut trimmed_upto = to_id(recorded.unwrap_or(0));
+        // More than the bounds is stored until the next trim: the surplus counts as trimmed.
+        let mut bytes = 0;
+        let kept = messages
+            .iter()
+            .position(|stored| {
+                bytes += stored_size(&stored.message);
+                bytes > self.options.retain_bytes
+            })
+            .map_or(retain, |past| past.max(1))
+            .min(retain);
+        if let Some(surplus) = messages.get(kept) {
+            trimmed_upto = trimmed_upto.max(surplus.message.id);
+        }
+        messages.truncate(kept);
+        messages.reverse();
+        Ok(Loaded { messages, trimmed_upto })
+    }
+}
+
+fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path)?;
+    // WAL: readers never block the writer, and a commit is one append to the log.
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", sync.pragma())?;
+    Ok(connection)
+}
+
+fn create_schema(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (
+             id        INTEGER PRIMARY KEY,
+             room      TEXT NOT NULL,
+             sender    TEXT NOT NULL,
+             text      TEXT NOT NULL,
+             ts        INTEGER NOT NULL,
+             client_id TEXT
+         );
+         CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+         CREATE INDEX IF NOT EXISTS messages_by_age ON messages (ts);
+         CREATE TABLE IF NOT EXISTS rooms (
+             name         TEXT PRIMARY KEY,
+             last_ts      INTEGER NOT NULL,
+             trimmed_upto INTEGER NOT NULL DEFAULT 0
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS meta (
+             key   TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )?;
+    Ok(())
+}
+
+fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
+    let recorded: Option<i64> = connection
+        .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| row.get(0))
+        .optional()?;
+    let stored: Option<i64> =
+        connection.query_row("SELECT MAX(id) FROM messages", [], |row| row.get(0))?;
+    Ok(to_id(recorded.unwrap_or(0).max(stored.unwrap_or(0))))
+}
+
+/// Rooms that have messages: one index lookup per known room rather than a scan of every
+/// message.
+fn read_rooms_with_messages(connection: &Connection) -> Result<HashSet<String>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT name FROM rooms WHERE EXISTS (SELECT 1 FROM messages WHERE room = rooms.name)",
+    )?;
+    let rooms = statement.query_map([], |row| row.get::<_, String>(0))?;
+    Ok(rooms.collect::<Result<_, _>>()?)
+}
+
+fn read_rooms(
+    connection: &Connection,
+    cutoff: Option<UnixMillis>,
+) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+    let mut statement = connection.prepare(
+        "SELECT name, last_ts FROM rooms WHERE last_ts >= ?1 ORDER BY last_ts DESC LIMIT ?2",
+    )?;
+    let rows = statement
+        .query_map(params![to_sql(cutoff.unwrap_or(0)), to_sql(STARTUP_ROOMS as u64)], |row| {
+            Ok((row.get::<_, String>(0)?, to_id(row.get(1)?)))
+        })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// SQLite integers are signed; ids and timestamps stay far below `i64::MAX`.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_id(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn mark_trimmed(transaction: &Transaction<'_>, room: &str, upto: i64) -> Result<(), StoreError> {
+    transaction.execute(
+        "UPDATE rooms SET trimmed_upto = MAX(trimmed_upto, ?2) WHERE name = ?1",
+        params![room, upto],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> StoreOptions {
+        StoreOptions {
+            data_dir: None,
+            retain_messages: 100,
+            retain_bytes: usize::MAX,
+            retain_for: None,
+            sync: SyncMode::Full,
+            max_pending_writes: 16,
+            max_stored_rooms: 10,
+        }
+    }
+
+    /// A message of `room` weighing 10 bytes (a 9-byte text, a 1-byte nick), at `ts`.
+    fn stored(id: MessageId, room: &str, ts: UnixMillis, client_id: Option<&str>) -> Stored {
+        let message =
+            ChatMessage { id, room: room.into(), from: "a".into(), text: "x".repeat(9), ts };
+        Stored { message, client_id: client_id.map(str::to_owned) }
+    }
+
+    fn ids(loaded: &Loaded) -> Vec<MessageId> {
+        loaded.messages.iter().map(|stored| stored.message.id).collect()
+    }
+
+    /// What is written loads back per room, oldest first, with its client ids.
+    #[test]
+    fn written_messages_load_back() {
+        let (mut db, start) = Db::open(options(), 0).expect("opens");
+        assert_eq!((start.last_id, start.recent_rooms.len()), (0, 0));
+        let batch =
+            [stored(1, "a", 10, Some("k1")), stored(2, "b", 11, None), stored(3, "a", 12, None)];
+        db.write(&batch).expect("writes");
+        let loaded = db.load("a").expect("loads");
+        assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![1, 3], 0));
+        assert_eq!(loaded.messages[0], batch[0]);
+        assert!(db.load("nowhere").expect("loads").messages.is_empty());
+    }
+
+    /// A room is trimmed to its bounds in count and bytes, keeping the newest (never fewer
+    /// than one), and remembers what it lost; a load honours the bounds even before a trim.
+    #[test]
+    fn rooms_are_trimmed_to_their_bounds() {
+        let mut db = Db::open(StoreOptions { retain_bytes: 25, ..options() }, 0).expect("opens").0;
+        let batch: Vec<Stored> = (1..=5).map(|id| stored(id, "r", id, None)).collect();
+        db.write(&batch).expect("writes");
+        let loaded = db.load("r").expect("loads");
+        assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![4, 5], 3), "before the trim");
+        db.trim_room("r").expect("trims");
+        let stored: i64 = db
+            .connection
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(stored, 2, "the database holds what the room keeps");
+        db.options.retain_bytes = usize::MAX;
+        db.options.retain_messages = 1;
+        db.trim_room("r").expect("trims");
+        let loaded = db.load("r").expect("loads");
+        assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![5], 4), "by count too");
+    }
+
+    /// Messages past their age are deleted; rooms left without any are named, and remember
+    /// what they lost.
+    #[test]
+    fn the_age_sweep_names_emptied_rooms() {
+        let options = StoreOptions { retain_for: Some(Duration::from_millis(100)), ..options() };
+        let mut db = Db::open(options, 0).expect("opens").0;
+        db.write(&[stored(1, "old", 1_000, None), stored(2, "mixed", 1_000, None)])
+            .expect("writes");
+        db.write(&[stored(3, "mixed", 1_950, None)]).expect("writes");
+        let emptied = db.sweep_by_age(2_000).expect("sweeps");
+        assert_eq!(emptied, ["old"]);
+        let mixed = db.load("mixed").expect("loads");
+        assert_eq!((ids(&mixed), mixed.trimmed_upto), (vec![3], 2));
+        assert_eq!(db.load("old").expect("loads").trimmed_upto, 1);
+    }
+
+    /// Reopened, the database says where it left off: the last id (also past deleted
+    /// messages), the rooms by recency, and which rooms have messages.
+    #[test]
+    fn a_reopened_database_starts_where_it_left_off() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        {
+            let mut db = Db::open(options.clone(), 0).expect("opens").0;
+            db.write(&[stored(7, "a", 10, None), stored(9, "b", 20, None)]).expect("writes");
+            db.connection.execute("DELETE FROM messages WHERE id = 9", []).expect("deletes");
+        }
+        let (_, start) = Db::open(options, 0).expect("reopens");
+        assert_eq!(start.last_id, 9, "ids never go back");
+        assert_eq!(start.recent_rooms, [("b".to_owned(), 20), ("a".to_owned(), 10)]);
+        assert_eq!(start.with_messages, HashSet::from(["a".to_owned()]));
+    }
+}
