@@ -342,7 +342,8 @@ mod tests {
         };
         std::thread::spawn(move || {
             actix_rt::System::new().block_on(async {
-                server::run(listener, config).expect("server starts").await.expect("runs");
+                let server = server::run(listener, config, std::future::pending());
+                server.expect("server starts").await.expect("runs");
             });
         });
         let load = Fanout {

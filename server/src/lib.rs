@@ -96,9 +96,16 @@ struct ConnectParams {
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
-/// or `actix_rt::System::new().block_on`); the returned [`Server`] runs until stopped, and its
-/// handle stops it. Fails if the listener or the message database cannot be used.
-pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
+/// or `actix_rt::System::new().block_on`); the returned [`Server`] runs until `shutdown`
+/// resolves (then every client is told to go away, close 1001, and connections get the
+/// shutdown grace period to end) or until its handle stops it. `main` passes
+/// [`shutdown_signal`]; tests pass a channel. Fails if the listener or the message database
+/// cannot be used.
+pub fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + 'static,
+) -> std::io::Result<Server> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
@@ -173,13 +180,13 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
             tracing::warn!(%error, "could not set TCP_USER_TIMEOUT");
         }
     })
-    // Signals are ours (see `shut_down_on_signal`): actix would stop accepting and then wait,
+    // Signals are ours (see `shut_down_when`): actix would stop accepting and then wait,
     // while WebSocket clients kept talking to a server that is going away.
     .disable_signals()
     .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .listen(listener)?
     .run();
-    actix_rt::spawn(shut_down_on_signal(server.handle(), lobby));
+    actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby));
     if address.ip().is_loopback() {
         tracing::info!(
             allowed_hosts = ?config.abuse.allowed_hosts,
@@ -191,16 +198,29 @@ pub fn run(listener: TcpListener, config: Config) -> std::io::Result<Server> {
     Ok(server)
 }
 
-/// On SIGINT or SIGTERM: tell every client in a room to go away (close 1001, so the page
+/// Once `shutdown` resolves: tell every client in a room to go away (close 1001, so the page
 /// shows that it is reconnecting), then stop accepting and let connections finish, for at
 /// most the shutdown grace period.
-async fn shut_down_on_signal(server: actix_web::dev::ServerHandle, lobby: Addr<Lobby>) {
-    let Some(signal) = wait_for_signal().await else { return };
-    tracing::info!(signal, "shutting down: telling clients to go away");
+async fn shut_down_when(
+    shutdown: impl std::future::Future<Output = ()>,
+    server: actix_web::dev::ServerHandle,
+    lobby: Addr<Lobby>,
+) {
+    shutdown.await;
+    tracing::info!("shutting down: telling clients to go away");
     if let Err(error) = lobby.send(lobby::Shutdown).await {
         tracing::warn!(%error, "could not reach the lobby to close connections");
     }
     server.stop(true).await;
+}
+
+/// Resolves on SIGINT or SIGTERM (never, if signals cannot be watched): what `main` shuts
+/// the server down on.
+pub async fn shutdown_signal() {
+    match wait_for_signal().await {
+        Some(signal) => tracing::info!(signal, "signal received"),
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for SIGINT or SIGTERM; `None` if signals cannot be watched.

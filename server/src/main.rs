@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let address = (config.host.as_str(), config.port);
     let listener = TcpListener::bind(address)
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-    server::run(listener, config)?.await.context("server failed")?;
+    server::run(listener, config, server::shutdown_signal())?.await.context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

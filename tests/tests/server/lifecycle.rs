@@ -74,3 +74,19 @@ async fn serves_health_and_ui() {
     let mut client = Client::connect(&without_ui.url("room=r&nick=n")).await;
     assert_eq!(client.welcome().await.nick, "n", "the WebSocket works without a UI");
 }
+
+/// A shutdown (what SIGTERM does) tells every client to go away with 1001 and then stops the
+/// server within the grace period: in-process, through the shutdown future `run` takes.
+#[tokio::test]
+async fn shutdown_tells_clients_to_go_away_then_stops() {
+    let mut settings = config();
+    settings.shutdown_grace = std::time::Duration::from_secs(1).into();
+    let mut server = TestServer::with_config(settings);
+    let (mut alice, _) = server.join("bye", "alice").await;
+    let (mut bob, _) = server.join("elsewhere", "bob").await;
+    let stopping = server.shut_down();
+    let (code_a, code_b, ()) = tokio::join!(alice.close_code(), bob.close_code(), stopping);
+    assert_eq!((code_a, code_b), (close::GOING_AWAY, close::GOING_AWAY));
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert!(refused.is_err(), "a stopped server accepts no connection");
+}

@@ -19,6 +19,10 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 pub struct TestServer {
     pub addr: SocketAddr,
     system: actix_rt::System,
+    /// Resolves the shutdown future the server was started with.
+    shutdown: Option<futures::channel::oneshot::Sender<()>>,
+    /// Told when the server's run future has ended.
+    stopped: std::sync::mpsc::Receiver<()>,
 }
 
 impl TestServer {
@@ -36,17 +40,38 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
         let addr = listener.local_addr().expect("bound address");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (shutdown, shutdown_signal) = futures::channel::oneshot::channel::<()>();
+        let (stopped_tx, stopped) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let system = actix_rt::System::new();
             let running = system.block_on(async {
-                let server = server::run(listener, config).expect("server starts");
+                let on_shutdown = async move {
+                    // A dropped sender (the test ended) is no shutdown: the system stops instead.
+                    if shutdown_signal.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let server = server::run(listener, config, on_shutdown).expect("server starts");
                 tx.send(actix_rt::System::current()).expect("test is waiting");
                 server.await
             });
             running.expect("server ran");
+            let _ = stopped_tx.send(());
         });
         let system = rx.recv_timeout(DEADLINE).expect("server started in time");
-        TestServer { addr, system }
+        TestServer { addr, system, shutdown: Some(shutdown), stopped }
+    }
+
+    /// Shuts the server down as a signal would, and waits until it has stopped.
+    pub async fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while self.stopped.try_recv().is_err() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     pub fn url(&self, query: &str) -> String {
