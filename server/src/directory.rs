@@ -1,17 +1,142 @@
-//! The room list as the lobby keeps it: active rooms ordered by member count and quiet rooms
-//! (messages, nobody in them) by last activity, each kept sorted as it changes. Answering a
-//! join or a `list_rooms` then reads at most the first [`MAX_LISTED_ROOMS`] entries instead of
-//! sorting every room. Plain data, no actors.
+//! `Directory`: which rooms are open and who sits in each, as plain data that the lobby owns.
+//! Every join and leave passes through it, so it alone knows when a room is empty: it opens a
+//! room (a new instance) on the first seat and closes it when the last seat is released. It
+//! also keeps the room list: active rooms ordered by member count and quiet rooms (messages,
+//! nobody in them) by last activity, each kept sorted as it changes, so answering a join or a
+//! `list_rooms` reads at most the first [`MAX_LISTED_ROOMS`] entries instead of sorting every
+//! room. No actors: the lobby hands in how to start a room and carries out closes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use protocol::{RoomInfo, UnixMillis};
+
+use crate::ids::{ConnId, RoomInstance};
 
 /// How many rooms a room list names at most (the busiest first).
 pub const MAX_LISTED_ROOMS: usize = 100;
 /// How many quiet rooms are remembered (the most recently active).
 const KEPT_QUIET_ROOMS: usize = 2 * MAX_LISTED_ROOMS;
+
+/// The open rooms, each with a handle of type `T` (the lobby's: the room actor's address), and
+/// the room list.
+#[derive(Debug)]
+pub struct Directory<T> {
+    rooms: HashMap<String, Open<T>>,
+    list: RoomList,
+    /// The instance number the next room opened gets.
+    next_instance: RoomInstance,
+}
+
+#[derive(Debug)]
+struct Open<T> {
+    handle: T,
+    instance: RoomInstance,
+    members: HashSet<ConnId>,
+}
+
+/// Where a connection was seated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seated<T> {
+    pub handle: T,
+    pub instance: RoomInstance,
+    /// It was not seated there already (a member renaming itself is).
+    pub newcomer: bool,
+}
+
+/// A room whose last member left: its owner closes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emptied<T> {
+    pub handle: T,
+    pub instance: RoomInstance,
+}
+
+impl<T: Clone> Directory<T> {
+    /// No room open; the quiet rooms the store knows.
+    pub fn new(quiet: impl IntoIterator<Item = (String, UnixMillis)>) -> Self {
+        Directory { rooms: HashMap::new(), list: RoomList::new(quiet), next_instance: 1 }
+    }
+
+    pub fn is_open(&self, name: &str) -> bool {
+        self.rooms.contains_key(name)
+    }
+
+    /// How many rooms are open.
+    pub fn open_rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The handle of `name`'s open instance.
+    pub fn handle(&self, name: &str) -> Option<&T> {
+        self.rooms.get(name).map(|open| &open.handle)
+    }
+
+    /// Every open room's handle.
+    pub fn handles(&self) -> impl Iterator<Item = &T> {
+        self.rooms.values().map(|open| &open.handle)
+    }
+
+    /// Counts `conn` among `name`'s members, opening the room first (with `start`, given the
+    /// new instance's number) if it is not open.
+    pub fn seat(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        start: impl FnOnce(RoomInstance) -> T,
+    ) -> Seated<T> {
+        if !self.rooms.contains_key(name) {
+            let instance = self.next_instance;
+            self.next_instance += 1;
+            let open = Open { handle: start(instance), instance, members: HashSet::new() };
+            self.rooms.insert(name.to_owned(), open);
+        }
+        let Some(open) = self.rooms.get_mut(name) else { unreachable!("opened above") };
+        let newcomer = open.members.insert(conn);
+        let seated = Seated { handle: open.handle.clone(), instance: open.instance, newcomer };
+        let members = open.members.len();
+        self.list.set_members(name, members);
+        seated
+    }
+
+    /// Takes `conn`'s seat in `name` away; if that emptied the room it is no longer open, and
+    /// its handle comes back to be closed. Releasing a seat that is not there changes nothing.
+    pub fn release(&mut self, name: &str, conn: ConnId) -> Option<Emptied<T>> {
+        let open = self.rooms.get_mut(name)?;
+        open.members.remove(&conn);
+        let members = open.members.len();
+        self.list.set_members(name, members);
+        if members > 0 {
+            return None;
+        }
+        let open = self.rooms.remove(name)?;
+        Some(Emptied { handle: open.handle, instance: open.instance })
+    }
+
+    /// As [`Directory::release`], but only if `name`'s open instance is `instance`: news from
+    /// an instance that has closed since is stale.
+    pub fn release_from(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        instance: RoomInstance,
+    ) -> Option<Emptied<T>> {
+        if self.rooms.get(name).is_some_and(|open| open.instance == instance) {
+            self.release(name, conn)
+        } else {
+            None
+        }
+    }
+
+    /// A room with messages closed: list it among the quiet rooms.
+    pub fn closed(&mut self, name: String, last_ts: UnixMillis) {
+        self.list.closed(name, last_ts);
+    }
+
+    /// The room list (see [`RoomList::list`]).
+    pub fn list(&self, leaving: Option<&str>) -> Vec<RoomInfo> {
+        self.list.list(leaving)
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct RoomList {
@@ -95,6 +220,48 @@ impl RoomList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first seat opens a room (a new instance each time), the last release closes it;
+    /// a seat taken twice (a rename) is not a newcomer, and releasing it once empties the room.
+    #[test]
+    fn seats_open_and_close_rooms() {
+        let mut directory: Directory<RoomInstance> = Directory::new([]);
+        let first = directory.seat("r", 1, |instance| instance);
+        assert_eq!(first, Seated { handle: 1, instance: 1, newcomer: true });
+        assert!(directory.seat("r", 2, |_| unreachable!("open already")).newcomer);
+        assert!(!directory.seat("r", 1, |_| unreachable!("open already")).newcomer, "a rename");
+        assert_eq!(directory.release("r", 1), None);
+        assert_eq!(directory.release("r", 9), None, "not seated: nothing changes");
+        assert_eq!(directory.release("r", 2), Some(Emptied { handle: 1, instance: 1 }));
+        assert!(!directory.is_open("r"));
+        assert_eq!(directory.seat("r", 3, |instance| instance).instance, 2, "a new instance");
+    }
+
+    /// A release from an instance that has closed since (a stale eviction) changes nothing.
+    #[test]
+    fn stale_releases_are_ignored() {
+        let mut directory: Directory<()> = Directory::new([]);
+        directory.seat("r", 1, |_| ());
+        directory.release("r", 1);
+        directory.seat("r", 1, |_| ());
+        assert_eq!(directory.release_from("r", 1, 1), None, "instance 1 is gone");
+        assert!(directory.is_open("r"));
+        assert!(directory.release_from("r", 1, 2).is_some());
+    }
+
+    /// The room list follows the seats.
+    #[test]
+    fn the_list_follows_the_seats() {
+        let mut directory: Directory<()> = Directory::new([("quiet".to_owned(), 5)]);
+        directory.seat("a", 1, |_| ());
+        directory.seat("a", 2, |_| ());
+        directory.seat("b", 3, |_| ());
+        assert_eq!(names(&directory.list(None)), [("a", 2), ("b", 1), ("quiet", 0)]);
+        assert_eq!(names(&directory.list(Some("b"))), [("a", 2), ("quiet", 0)]);
+        directory.release("a", 1);
+        assert_eq!(directory.open_rooms(), 2);
+        assert_eq!(names(&directory.list(None)), [("a", 1), ("b", 1), ("quiet", 0)]);
+    }
 
     fn names(rooms: &[RoomInfo]) -> Vec<(&str, u32)> {
         rooms.iter().map(|room| (room.name.as_str(), room.members)).collect()

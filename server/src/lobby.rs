@@ -5,7 +5,7 @@
 //! Every join and leave passes through the lobby, so its member sets are the single truth about
 //! when a room is empty; chat messages go straight from sessions to rooms.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use protocol::{ErrorCode, MessageId, RoomInfo};
 
 use crate::backlog::{BacklogLimit, FrameSender};
 use crate::config::Config;
-use crate::directory::RoomList;
+use crate::directory::{Directory, Emptied, Seated};
 use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
@@ -33,9 +33,8 @@ pub use crate::directory::MAX_LISTED_ROOMS;
 const FORGET_OPENERS_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Lobby {
-    rooms: HashMap<String, ActiveRoom>,
-    /// Active rooms by size and quiet rooms by recency, for room lists.
-    list: RoomList,
+    /// The open rooms, who sits in each, and the room list.
+    rooms: Directory<Addr<Room>>,
     /// Rooms open at once, at most.
     max_rooms: usize,
     /// How fast one connection, and one address, may open rooms.
@@ -46,18 +45,10 @@ pub struct Lobby {
     /// Threads the rooms run on, so rooms spread over every core.
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
-    /// The instance number the next room opened gets.
-    next_instance: RoomInstance,
     /// Rooms told to close that may still be handling their last messages; a new instance of
     /// the same name loads its history only after the old one is done.
     closing: HashMap<String, (RoomInstance, PreviousClosed)>,
     metrics: Arc<Metrics>,
-}
-
-struct ActiveRoom {
-    addr: Addr<Room>,
-    instance: RoomInstance,
-    members: HashSet<ConnId>,
 }
 
 impl Lobby {
@@ -89,8 +80,7 @@ impl Lobby {
                 lobby.opens_by_address.retain_recent();
             });
             Lobby {
-                rooms: HashMap::new(),
-                list: RoomList::new(opened.rooms),
+                rooms: Directory::new(opened.rooms),
                 max_rooms: abuse.max_rooms,
                 opens_by_conn: RateLimiter::keyed(per_minute(abuse.room_opens_per_minute)),
                 opens_by_address: RateLimiter::keyed(per_minute(
@@ -99,7 +89,6 @@ impl Lobby {
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
                 next_arbiter: 0,
-                next_instance: 1,
                 closing: HashMap::new(),
                 metrics,
             }
@@ -109,7 +98,7 @@ impl Lobby {
     /// Whether `conn` from `address` may open a room that is not open: the server has room
     /// for one more, and neither the connection nor its address is opening rooms too fast.
     fn may_open(&self, conn: ConnId, address: IpAddr) -> Result<(), Rejection> {
-        if self.rooms.len() >= self.max_rooms {
+        if self.rooms.open_rooms() >= self.max_rooms {
             self.metrics.refused_room_open("max_rooms");
             return Err(Rejection::new(
                 ErrorCode::TooManyRooms,
@@ -138,51 +127,46 @@ impl Lobby {
         Ok(())
     }
 
-    fn open(&mut self, name: &str) -> &mut ActiveRoom {
-        if !self.rooms.contains_key(name) {
-            let instance = self.next_instance;
-            self.next_instance += 1;
-            let previous = self.closing.get(name).map(|(_, closed)| closed.clone());
-            let room = Room::new(name.to_owned(), instance, previous, self.context.clone());
-            self.metrics.rooms.inc();
-            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+    /// Counts `conn` among `name`'s members, starting the room first if it is not open.
+    fn seat(&mut self, name: &str, conn: ConnId) -> Seated<Addr<Room>> {
+        let (context, closing) = (&self.context, &self.closing);
+        let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
+        let metrics = &self.metrics;
+        let mut started = false;
+        let seated = self.rooms.seat(name, conn, |instance| {
+            started = true;
+            metrics.rooms.inc();
+            let previous = closing.get(name).map(|(_, closed)| closed.clone());
+            let room = Room::new(name.to_owned(), instance, previous, context.clone());
+            Room::start_in_arbiter(&arbiter, |_| room)
+        });
+        if started {
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
-            let addr = Room::start_in_arbiter(&arbiter.handle(), |_| room);
-            let active = ActiveRoom { addr, instance, members: HashSet::new() };
-            self.rooms.insert(name.to_owned(), active);
         }
-        self.rooms.get_mut(name).expect("room was just inserted")
-    }
-
-    /// Counts `conn` among `name`'s members; `false` if it was counted already.
-    fn seat(&mut self, name: &str, conn: ConnId) -> bool {
-        let room = self.open(name);
-        let newcomer = room.members.insert(conn);
-        let members = room.members.len();
-        self.list.set_members(name, members);
-        newcomer
+        seated
     }
 
     /// Removes `conn` from `name`'s members, closing the room if that emptied it.
     fn release(&mut self, name: &str, conn: ConnId, ctx: &mut Context<Self>) {
-        let Some(room) = self.rooms.get_mut(name) else { return };
-        room.members.remove(&conn);
-        self.list.set_members(name, room.members.len());
-        if room.members.is_empty()
-            && let Some(room) = self.rooms.remove(name)
-        {
-            self.metrics.rooms.dec();
-            // Answered once the room has handled everything sent to it before, so every
-            // message it accepted is queued in the store by then.
-            let closed = room.addr.send(room::Close).map(|_| ()).boxed().shared();
-            self.closing.insert(name.to_owned(), (room.instance, closed.clone()));
-            let name = name.to_owned();
-            ctx.spawn(closed.into_actor(self).map(move |(), lobby, _| {
-                if lobby.closing.get(&name).is_some_and(|(closing, _)| *closing == room.instance) {
-                    lobby.closing.remove(&name);
-                }
-            }));
+        if let Some(emptied) = self.rooms.release(name, conn) {
+            self.close(name, emptied, ctx);
         }
+    }
+
+    /// Closes a room that emptied. The close is answered once the room has handled everything
+    /// sent to it before, so every message it accepted is queued in the store by then; until
+    /// that answer a new instance of the room waits to load its history.
+    fn close(&mut self, name: &str, emptied: Emptied<Addr<Room>>, ctx: &mut Context<Self>) {
+        self.metrics.rooms.dec();
+        let Emptied { handle, instance } = emptied;
+        let closed = handle.send(room::Close).map(|_| ()).boxed().shared();
+        self.closing.insert(name.to_owned(), (instance, closed.clone()));
+        let name = name.to_owned();
+        ctx.spawn(closed.into_actor(self).map(move |(), lobby, _| {
+            if lobby.closing.get(&name).is_some_and(|(closing, _)| *closing == instance) {
+                lobby.closing.remove(&name);
+            }
+        }));
     }
 }
 
@@ -229,7 +213,7 @@ impl Handler<Join> for Lobby {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
-        if !self.rooms.contains_key(&name)
+        if !self.rooms.is_open(&name)
             && let Err(rejection) = self.may_open(conn, msg.address)
         {
             return Box::pin(fut::ready(Err(rejection)));
@@ -237,16 +221,14 @@ impl Handler<Join> for Lobby {
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner. A member renaming itself is counted already; a
         // refusal then must not release the seat it keeps.
-        let newcomer = self.seat(&name, conn);
-        let room = &self.rooms[&name];
-        let (addr, instance) = (room.addr.clone(), room.instance);
+        let Seated { handle: addr, instance, newcomer } = self.seat(&name, conn);
         let leaving = msg.leaving.filter(|leaving| *leaving != name);
         let request = room::Join {
             conn,
             nick: msg.nick,
             client: msg.client,
             session: msg.session,
-            rooms: self.list.list(leaving.as_deref()),
+            rooms: self.rooms.list(leaving.as_deref()),
             since: msg.since,
             frames: msg.frames,
             // A little before the lobby or the session gives up, whichever is first, so that
@@ -298,8 +280,8 @@ impl Handler<Leave> for Lobby {
 
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
         tracing::debug!(conn = msg.conn, room = %msg.room, "leave");
-        if let Some(room) = self.rooms.get(&msg.room) {
-            room.addr.do_send(room::Leave { conn: msg.conn });
+        if let Some(room) = self.rooms.handle(&msg.room) {
+            room.do_send(room::Leave { conn: msg.conn });
         }
         self.release(&msg.room, msg.conn, ctx);
     }
@@ -311,11 +293,11 @@ impl Handler<RoomEvent> for Lobby {
     fn handle(&mut self, event: RoomEvent, ctx: &mut Self::Context) {
         match event {
             RoomEvent::Evicted { room, conn, instance } => {
-                if self.rooms.get(&room).is_some_and(|active| active.instance == instance) {
-                    self.release(&room, conn, ctx);
+                if let Some(emptied) = self.rooms.release_from(&room, conn, instance) {
+                    self.close(&room, emptied, ctx);
                 }
             }
-            RoomEvent::Closed { room, last_ts } => self.list.closed(room, last_ts),
+            RoomEvent::Closed { room, last_ts } => self.rooms.closed(room, last_ts),
         }
     }
 }
@@ -329,7 +311,7 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.list.list(None))
+        MessageResult(self.rooms.list(None))
     }
 }
 
@@ -343,7 +325,7 @@ impl Handler<Shutdown> for Lobby {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
-        let told: Vec<_> = self.rooms.values().map(|room| room.addr.send(room::Shutdown)).collect();
+        let told: Vec<_> = self.rooms.handles().map(|room| room.send(room::Shutdown)).collect();
         Box::pin(async move {
             for result in futures::future::join_all(told).await {
                 if let Err(error) = result {
