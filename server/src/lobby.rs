@@ -240,7 +240,7 @@ impl Handler<Join> for Lobby {
         let answer = addr.send(request).timeout(crate::config::ROOM_JOIN_TIMEOUT);
         Box::pin(answer.into_actor(self).map(move |answer, lobby, ctx| match answer {
             Ok(Ok(admitted)) => {
-                if let Some(old) = admitted.replaced {
+                for old in admitted.replaced {
                     lobby.release(&name, old, ctx);
                 }
                 Ok(Joined { room: addr, nick: admitted.nick, instance: admitted.instance })

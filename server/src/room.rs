@@ -172,6 +172,7 @@ impl Room {
                 Effect::Count(Counted::TypingDropped) => {
                     self.metrics.typing_dropped.inc();
                 }
+                Effect::ReleaseStoredRoom => self.store.rooms.release(),
                 Effect::Count(Counted::StoredRoomsFull) => {
                     self.metrics.error(ErrorCode::TooManyRooms);
                 }
@@ -256,8 +257,8 @@ pub struct Join {
 #[derive(Debug)]
 pub struct Admitted {
     pub nick: String,
-    /// An older connection of the same client that this join replaced.
-    pub replaced: Option<ConnId>,
+    /// Older connections of the same client whose seats this join took.
+    pub replaced: Vec<ConnId>,
     /// The room instance that admitted the session.
     pub instance: RoomInstance,
 }

@@ -16,11 +16,11 @@ use protocol::{
     ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, UnixMillis, rules,
 };
 
+use crate::db::StoreOptions;
 use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
 use crate::ids::{ConnId, MessageIds};
 use crate::inbound::Rejection;
 use crate::names::{Likeness, nick_key};
-use crate::store::StoreOptions;
 
 /// Least time between two `typing` notices of one member that the room relays.
 pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
@@ -51,6 +51,9 @@ pub enum Effect {
     Replaced { conn: ConnId },
     /// Something worth counting happened.
     Count(Counted),
+    /// The room's first message was not stored after all: give back the place it claimed
+    /// among the rooms the database holds.
+    ReleaseStoredRoom,
 }
 
 /// What the room counts for the metrics.
@@ -82,8 +85,8 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     pub nick: String,
-    /// An older connection of the same client that this join replaced.
-    pub replaced: Option<ConnId>,
+    /// Older connections of the same client whose seats this join took (usually none or one).
+    pub replaced: Vec<ConnId>,
 }
 
 /// One chat room's members, history and messages waiting to be durable.
@@ -97,6 +100,9 @@ pub struct RoomState {
     pending: VecDeque<Pending>,
     /// Whether the history was loaded; until then joins are refused.
     loaded: bool,
+    /// This room holds a place among the rooms the database keeps, claimed for its first
+    /// message: not claimed again, and given back if that message is not stored.
+    claimed: bool,
     rules: RoomRules,
 }
 
@@ -132,6 +138,7 @@ impl RoomState {
             history,
             pending: VecDeque::new(),
             loaded: false,
+            claimed: false,
             rules,
         }
     }
@@ -205,7 +212,7 @@ impl RoomState {
         // Every member the nick looks like must be this connection or an older connection of
         // the same client: a nick can look like two members at once (`AIice` like both `aiice`
         // and `Alice`), and matching only the first found would let it pass as the other.
-        let mut replaced = None;
+        let mut replaced = Vec::new();
         for (holder, member) in self.members.iter() {
             if !member.likeness.looks_like(&likeness) || *holder == request.conn {
                 continue;
@@ -217,13 +224,13 @@ impl RoomState {
                     format!("Someone in #{} is already called {nick}.", self.name),
                 ));
             }
-            replaced = Some(*holder);
+            replaced.push(*holder);
         }
-        if let Some(holder) = replaced {
+        for holder in &replaced {
             // The same browser tab reconnected before we noticed its old connection die:
             // hand the seat to the new connection without announcing a leave and a join.
-            self.members.remove(&holder);
-            effects.push(Effect::Replaced { conn: holder });
+            self.members.remove(holder);
+            effects.push(Effect::Replaced { conn: *holder });
         }
 
         let room = self.name.clone();
@@ -234,7 +241,7 @@ impl RoomState {
                 let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
                 effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
             }
-            None if replaced.is_none() => {
+            None if replaced.is_empty() => {
                 let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
                 effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
             }
@@ -301,7 +308,8 @@ impl RoomState {
                 return vec![Effect::Count(Counted::Duplicate)];
             }
         }
-        if self.history.is_empty() && self.pending.is_empty() && !claim_stored_room() {
+        let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
+        if first && !claim_stored_room() {
             let refusal = ServerMessage::Error {
                 code: ErrorCode::TooManyRooms,
                 message: "This server keeps as many rooms as it allows: write in a room that \
@@ -315,6 +323,7 @@ impl RoomState {
                 Effect::Send { to: conn, message: refusal },
             ];
         }
+        self.claimed |= first;
         let message = ChatMessage {
             id: ids.next(),
             room: self.name.clone(),
@@ -358,6 +367,10 @@ impl RoomState {
                 let refusal = store_refusal(pending.stored.client_id.clone());
                 effects.push(Effect::Send { to: conn, message: refusal });
             }
+        }
+        if self.claimed && self.history.is_empty() && self.pending.is_empty() {
+            self.claimed = false;
+            effects.push(Effect::ReleaseStoredRoom);
         }
         effects
     }
@@ -579,7 +592,7 @@ mod tests {
         let now = Instant::now();
         room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
         let (joined, effects) = room.join(request(2, Some("Kim"), Some("tab")), now, T);
-        assert_eq!(joined, Ok(Joined { nick: "Kim".into(), replaced: Some(1) }));
+        assert_eq!(joined, Ok(Joined { nick: "Kim".into(), replaced: vec![1] }));
         assert!(effects.contains(&Effect::Replaced { conn: 1 }));
         assert!(broadcasts(&effects).is_empty(), "no leave, no join");
         assert!(!room.is_member(1) && room.is_member(2));
@@ -702,6 +715,46 @@ mod tests {
             broadcasts(&relayed).as_slice(),
             [(ServerMessage::Message(m), None)] if m.text == "kept"
         ));
+    }
+
+    /// A room's first message claims a place among the rooms the database holds once, and
+    /// gives it back if it is not stored, so failed writes do not use the places up.
+    #[test]
+    fn a_first_message_not_stored_gives_its_place_back() {
+        let mut room = room();
+        enter(&mut room, 1, "ann", Instant::now());
+        let ids = MessageIds::starting_after(0);
+        let claims = std::cell::Cell::new(0);
+        let claim = || {
+            claims.set(claims.get() + 1);
+            true
+        };
+        room.post(1, "first".into(), Some("c1".into()), &ids, T, claim);
+        room.post(1, "again".into(), Some("c2".into()), &ids, T, claim);
+        assert_eq!(claims.get(), 1, "claimed once");
+        let effects = room.not_stored(&[1]);
+        assert!(!effects.contains(&Effect::ReleaseStoredRoom), "message 2 still waits");
+        let effects = room.not_stored(&[2]);
+        assert!(effects.contains(&Effect::ReleaseStoredRoom));
+        room.post(1, "retry".into(), Some("c1".into()), &ids, T, claim);
+        assert_eq!(claims.get(), 2, "claimed again for the retry");
+    }
+
+    /// One client's connections holding two look-alike seats are all replaced by a newer
+    /// connection of that client, not one of them.
+    #[test]
+    fn a_takeover_replaces_every_seat_of_the_client() {
+        let mut room = room();
+        let now = Instant::now();
+        room.join(request(1, Some("Alice"), Some("tab")), now, T).0.expect("first");
+        room.join(request(2, Some("aiice"), Some("tab")), now, T).0.expect("second");
+        let (joined, effects) = room.join(request(3, Some("AIice"), Some("tab")), now, T);
+        let mut replaced = joined.expect("takes over").replaced;
+        replaced.sort_unstable();
+        assert_eq!(replaced, [1, 2]);
+        assert!(effects.contains(&Effect::Replaced { conn: 1 }));
+        assert!(effects.contains(&Effect::Replaced { conn: 2 }));
+        assert!(!room.is_member(1) && !room.is_member(2) && room.is_member(3));
     }
 
     /// With the database full of rooms, a room without messages refuses its first one;

@@ -115,6 +115,9 @@ impl Session {
             self.metrics.bytes_out.inc_by(length);
         } else {
             self.metrics.slow_reader_disconnects.inc();
+            // Freed now; rooms then drop what they send until they hear of the leave, rather
+            // than each dropping this session again.
+            self.frames.close();
             self.close(ctx, close::SLOW_READER, "too many messages were waiting: not reading");
         }
     }

@@ -45,14 +45,21 @@ pub struct StoredRooms {
 
 impl StoredRooms {
     /// Takes a place for a room that is about to store its first message; `false` if the
-    /// database holds its maximum of rooms. A place taken by a message that then fails to
-    /// be stored is given back at the next age sweep or restart.
+    /// database holds its maximum of rooms. A room whose first message is not stored gives its
+    /// place back ([`StoredRooms::release`]).
     pub fn claim(&self) -> bool {
         self.count
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
                 (count < self.max).then_some(count + 1)
             })
             .is_ok()
+    }
+
+    /// Gives back a place claimed for a first message that was not stored.
+    pub fn release(&self) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| count.checked_sub(1));
     }
 }
 

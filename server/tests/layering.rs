@@ -20,11 +20,24 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         let mut names = BTreeSet::new();
         for (at, _) in text.match_indices("crate::") {
             let rest = &text[at + "crate::".len()..];
-            let module: String =
-                rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-            // `crate::ConnId` and other items of lib.rs are not modules.
-            if !module.is_empty() && src.join(format!("{module}.rs")).is_file() && module != name {
-                names.insert(module);
+            // `crate::{a, b::c}` names several modules at once.
+            let named: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group.split('}').next().unwrap_or_default().split(',').collect(),
+                None => vec![rest],
+            };
+            for path in named {
+                let module: String = path
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                // `crate::ConnId` and other items of lib.rs are not modules.
+                if !module.is_empty()
+                    && src.join(format!("{module}.rs")).is_file()
+                    && module != name
+                {
+                    names.insert(module);
+                }
             }
         }
         graph.insert(name.to_owned(), names);
