@@ -7,7 +7,7 @@
 //! highest id it lost to retention, so a client asking for what it missed can be told when
 //! some of it is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -102,6 +102,10 @@ pub struct Start {
 pub struct Db {
     connection: Connection,
     options: StoreOptions,
+    /// The bytes of text and nicks stored per room, for the rooms trimmed since start (read
+    /// once at a room's first trim, then kept up to date), so that a trim looks at every
+    /// message's size only when the room is over its byte bound.
+    sizes: HashMap<String, usize>,
 }
 
 impl Db {
@@ -121,7 +125,7 @@ impl Db {
             recent_rooms: read_rooms(&connection, options.age_cutoff(now))?,
             with_messages: read_rooms_with_messages(&connection)?,
         };
-        Ok((Db { connection, options }, start))
+        Ok((Db { connection, options, sizes: HashMap::new() }, start))
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -145,6 +149,9 @@ impl Db {
                  ON CONFLICT (name) DO UPDATE SET last_ts = MAX(last_ts, excluded.last_ts)",
             )?;
             for Stored { message, client_id } in messages {
+                if let Some(size) = self.sizes.get_mut(&message.room) {
+                    *size += stored_size(message);
+                }
                 insert.execute(params![
                     to_sql(message.id),
                     message.room,
@@ -173,7 +180,20 @@ impl Db {
     /// remembers the highest id deleted.
     pub fn trim_room(&mut self, room: &str) -> Result<(), StoreError> {
         let retain = self.options.retain_messages.max(1);
-        let transaction = self.connection.transaction()?;
+        let Db { connection, options, sizes } = self;
+        let transaction = connection.transaction()?;
+        let size = match sizes.get(room) {
+            Some(size) => *size,
+            None => {
+                let size: Option<i64> = transaction.query_row(
+                    "SELECT SUM(length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB)))
+                     FROM messages WHERE room = ?1",
+                    [room],
+                    |row| row.get(0),
+                )?;
+                to_size(size)
+            }
+        };
         let by_count: Option<i64> = transaction
             .query_row(
                 "SELECT id FROM messages WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
@@ -183,9 +203,12 @@ impl Db {
             .optional()?;
         // The newest message whose running total (newest first) passes the byte bound; the
         // newest message of all stays whatever its size. Sizes as `history::stored_size`.
-        let by_bytes: Option<i64> = transaction
-            .query_row(
-                "SELECT id FROM (
+        // Only looked for when the room is over the bound: it reads every message's size.
+        let over = size > options.retain_bytes;
+        let by_bytes: Option<i64> = over
+            .then(|| {
+                transaction.query_row(
+                    "SELECT id FROM (
                      SELECT id,
                             ROW_NUMBER() OVER newest_first AS place,
                             SUM(length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB)))
@@ -194,19 +217,29 @@ impl Db {
                      WINDOW newest_first AS (ORDER BY id DESC)
                  )
                  WHERE total > ?2 AND place > 1 ORDER BY id DESC LIMIT 1",
-                params![room, to_sql(self.options.retain_bytes as u64)],
-                |row| row.get(0),
-            )
-            .optional()?;
+                    params![room, to_sql(options.retain_bytes as u64)],
+                    |row| row.get(0),
+                )
+            })
+            .transpose()
+            .optional()?
+            .flatten();
         let cutoff = by_count.max(by_bytes);
+        let mut deleted = 0;
         if let Some(cutoff) = cutoff {
-            transaction.execute(
-                "DELETE FROM messages WHERE room = ?1 AND id <= ?2",
-                params![room, cutoff],
+            let mut delete = transaction.prepare_cached(
+                "DELETE FROM messages WHERE room = ?1 AND id <= ?2
+                 RETURNING length(CAST(text AS BLOB)) + length(CAST(sender AS BLOB))",
             )?;
+            let sizes = delete.query_map(params![room, cutoff], |row| row.get::<_, i64>(0))?;
+            for size in sizes {
+                deleted += to_size(Some(size?));
+            }
+            drop(delete);
             mark_trimmed(&transaction, room, cutoff)?;
         }
         transaction.commit()?;
+        sizes.insert(room.to_owned(), size.saturating_sub(deleted));
         Ok(())
     }
 
@@ -226,6 +259,10 @@ impl Db {
             mark_trimmed(&transaction, room, *upto)?;
         }
         transaction.execute("DELETE FROM messages WHERE ts < ?1", [to_sql(cutoff)])?;
+        // Their sizes are read again at their next trim.
+        for (room, _) in &expired {
+            self.sizes.remove(room);
+        }
         transaction.commit()?;
         // The rooms that kept no message at all.
         let mut still = self
@@ -357,6 +394,10 @@ fn to_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+fn to_size(value: Option<i64>) -> usize {
+    usize::try_from(value.unwrap_or(0)).unwrap_or(0)
+}
+
 fn to_id(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
@@ -420,16 +461,20 @@ mod tests {
         let loaded = db.load("r").expect("loads");
         assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![4, 5], 3), "before the trim");
         db.trim_room("r").expect("trims");
-        let stored: i64 = db
+        let count: i64 = db
             .connection
             .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
             .expect("count");
-        assert_eq!(stored, 2, "the database holds what the room keeps");
+        assert_eq!(count, 2, "the database holds what the room keeps");
+        assert_eq!(db.sizes.get("r"), Some(&20), "the room's size is kept up to date");
+        db.write(&[stored(6, "r", 6, None)]).expect("writes");
+        assert_eq!(db.sizes.get("r"), Some(&30), "and grows with what is written");
         db.options.retain_bytes = usize::MAX;
         db.options.retain_messages = 1;
         db.trim_room("r").expect("trims");
         let loaded = db.load("r").expect("loads");
-        assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![5], 4), "by count too");
+        assert_eq!((ids(&loaded), loaded.trimmed_upto), (vec![6], 5), "by count too");
+        assert_eq!(db.sizes.get("r"), Some(&10));
     }
 
     /// Messages past their age are deleted; rooms left without any are named, and remember
