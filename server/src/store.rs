@@ -160,6 +160,15 @@ impl Store {
     }
 }
 
+/// One room instance's appends in a batch.
+struct Group<'a> {
+    room: &'a str,
+    notify: &'a Recipient<Written>,
+    ids: Vec<MessageId>,
+    /// Their size, as `history::stored_size`.
+    bytes: usize,
+}
+
 struct Writer {
     db: Db,
     metrics: std::sync::Arc<Metrics>,
@@ -226,51 +235,53 @@ impl Writer {
         }
         let outcome = self.db.write(batch.iter().map(|append| &append.stored));
         self.metrics.store_batches.inc();
-        // Per room instance: the notify address and its highest id (or its ids, on failure).
-        let mut rooms: HashMap<RoomInstance, (&Recipient<Written>, Vec<MessageId>)> =
-            HashMap::new();
+        // Per room instance: its room, the notify address, its ids, and the bytes written.
+        let mut rooms: HashMap<RoomInstance, Group<'_>> = HashMap::new();
         for append in batch.iter() {
-            rooms
-                .entry(append.instance)
-                .or_insert_with(|| (&append.notify, Vec::new()))
-                .1
-                .push(append.stored.message.id);
+            let group = rooms.entry(append.instance).or_insert_with(|| Group {
+                room: &append.stored.message.room,
+                notify: &append.notify,
+                ids: Vec::new(),
+                bytes: 0,
+            });
+            group.ids.push(append.stored.message.id);
+            group.bytes += stored_size(&append.stored.message);
         }
+        let stored = outcome.is_ok();
         match outcome {
             Ok(()) => {
                 self.metrics.messages_stored.inc_by(batch.len() as u64);
-                // Rooms claimed their place before storing their first message; this only
-                // remembers which rooms have messages, for the sweep.
-                for append in batch.iter() {
-                    if !self.with_messages.contains(&append.stored.message.room) {
-                        self.with_messages.insert(append.stored.message.room.clone());
-                    }
-                }
                 let count = self.stored.count.load(Ordering::Relaxed);
                 self.metrics.stored_rooms.set(i64::try_from(count).unwrap_or(i64::MAX));
-                for (notify, ids) in rooms.into_values() {
-                    let upto = ids.into_iter().max().unwrap_or(0);
-                    notify.do_send(Written::Durable { upto });
-                }
             }
             Err(error) => {
                 tracing::error!(%error, messages = batch.len(), "could not store messages");
                 self.metrics.store_failures.inc();
-                for (notify, ids) in rooms.into_values() {
-                    notify.do_send(Written::Failed { ids });
-                }
             }
         }
-        let mut written = Vec::new();
-        for append in batch.drain(..) {
-            let size = stored_size(&append.stored.message);
-            let room = append.stored.message.room;
-            let unpruned = self.unpruned.entry(room.clone()).or_default();
-            *unpruned = (unpruned.0 + 1, unpruned.1 + size);
-            written.push(room);
+        let mut written: Vec<String> = Vec::new();
+        for group in rooms.into_values() {
+            if !stored {
+                group.notify.do_send(Written::Failed { ids: group.ids });
+                continue;
+            }
+            let upto = group.ids.iter().copied().max().unwrap_or(0);
+            group.notify.do_send(Written::Durable { upto });
+            // Rooms claimed their place before storing their first message; this only
+            // remembers which rooms have messages, for the sweep.
+            if !self.with_messages.contains(group.room) {
+                self.with_messages.insert(group.room.to_owned());
+            }
+            let unpruned = match self.unpruned.get_mut(group.room) {
+                Some(unpruned) => unpruned,
+                None => self.unpruned.entry(group.room.to_owned()).or_default(),
+            };
+            *unpruned = (unpruned.0 + group.ids.len(), unpruned.1 + group.bytes);
+            if !written.iter().any(|room| room == group.room) {
+                written.push(group.room.to_owned());
+            }
         }
-        written.sort_unstable();
-        written.dedup();
+        batch.clear();
         self.trim_rooms(&written);
     }
 
