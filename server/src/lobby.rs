@@ -24,7 +24,7 @@ use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::room::{self, PreviousClosed, Room, RoomContext, RoomEvent, SessionEvent};
-use crate::room_state::RoomRules;
+use crate::room_state::{JoinRequest, RoomRules};
 use crate::store::Opened;
 
 pub use crate::directory::MAX_LISTED_ROOMS;
@@ -224,12 +224,14 @@ impl Handler<Join> for Lobby {
         let Seated { handle: addr, instance, newcomer } = self.seat(&name, conn);
         let leaving = msg.leaving.filter(|leaving| *leaving != name);
         let request = room::Join {
-            conn,
-            nick: msg.nick,
-            client: msg.client,
+            request: JoinRequest {
+                conn,
+                nick: msg.nick,
+                client: msg.client,
+                since: msg.since,
+                rooms: self.rooms.list(leaving.as_deref()),
+            },
             session: msg.session,
-            rooms: self.rooms.list(leaving.as_deref()),
-            since: msg.since,
             frames: msg.frames,
             // A little before the lobby or the session gives up, whichever is first, so that
             // a join the room admits is always one they still answer.

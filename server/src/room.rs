@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use protocol::{ClientId, ErrorCode, MessageId, RoomInfo, UnixMillis};
+use protocol::{ClientId, ErrorCode, MessageId, UnixMillis};
 
 use crate::backlog::{BacklogLimit, FrameSender};
 use crate::ids::{ConnId, MessageIds, RoomInstance};
@@ -236,16 +236,9 @@ impl Actor for Room {
 #[derive(Message)]
 #[rtype(result = "Result<Admitted, Rejection>")]
 pub struct Join {
-    pub conn: ConnId,
-    /// The nick asked for; `None` keeps the current one, or generates one for a newcomer.
-    pub nick: Option<String>,
-    /// The client's token: a newer connection with the same token may take over its nick.
-    pub client: Option<String>,
+    /// Who asks, under which nick, and what it saw last.
+    pub request: JoinRequest,
     pub session: Recipient<SessionEvent>,
-    /// The active rooms, for the welcome.
-    pub rooms: Vec<RoomInfo>,
-    /// The last message id the client saw in this room.
-    pub since: Option<MessageId>,
     /// The session's frame queue.
     pub frames: FrameSender,
     /// When the lobby stops waiting for the answer: a join reached later is refused, since
@@ -271,17 +264,11 @@ impl Handler<Join> for Room {
         if now >= msg.deadline {
             return Err(Rejection::new(ErrorCode::Unavailable, "The room answered too late."));
         }
-        let request = JoinRequest {
-            conn: msg.conn,
-            nick: msg.nick,
-            client: msg.client,
-            since: msg.since,
-            rooms: msg.rooms,
-        };
-        let (joined, effects) = self.state.join(request, now, now_millis());
+        let conn = msg.request.conn;
+        let (joined, effects) = self.state.join(msg.request, now, now_millis());
         let joined = joined?;
         // The link first: the welcome among the effects goes through it.
-        self.links.insert(msg.conn, Link { session: msg.session, frames: msg.frames });
+        self.links.insert(conn, Link { session: msg.session, frames: msg.frames });
         self.apply(effects, ctx);
         Ok(Admitted { nick: joined.nick, replaced: joined.replaced, instance: self.instance })
     }
