@@ -255,7 +255,13 @@ fn ours(server: &std::path::Path, data: Option<&std::path::Path>) -> Vec<String>
         Some(dir) => command.extend(["--data-dir".to_owned(), dir.display().to_string()]),
         None => command.push("--ephemeral".to_owned()),
     }
-    for flag in ["--rate-per-second", "--rate-burst", "--max-connections-per-address"] {
+    for flag in [
+        "--rate-per-second",
+        "--rate-burst",
+        "--max-connections-per-address",
+        "--joins-per-minute-per-address",
+        "--room-opens-per-minute-per-address",
+    ] {
         command.extend([flag.to_owned(), "100000000".to_owned()]);
     }
     command.extend(["--ui-dir".to_owned(), "/nonexistent".to_owned(), "--port".to_owned()]);

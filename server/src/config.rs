@@ -25,6 +25,9 @@ pub const DEFAULT_RETAIN_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_WRITES: usize = 10_000;
 /// Rooms with stored messages the database holds at most.
 pub const DEFAULT_MAX_STORED_ROOMS: usize = 10_000;
+/// Joins (the connect URL's included) all connections of one address may make per minute,
+/// in bursts of as many: a whole office behind one address reconnecting at once fits.
+pub const DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS: u32 = 600;
 /// Rooms open at once (with members); past it, joining a new room is refused.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Rooms one connection may open per minute (joining a room nobody is in opens it).
@@ -250,6 +253,12 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS", default_value_t = DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS)]
     pub room_opens_per_minute_per_address: u32,
 
+    /// Joins all connections of one address (an IPv6 /64) may make per minute, the connect
+    /// URL's included; past it `rate_limited`. Fresh connections cannot then hop rooms past
+    /// the per-connection join limit.
+    #[arg(long, env = "CHAT_JOINS_PER_MINUTE_PER_ADDRESS", default_value_t = DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS)]
+    pub joins_per_minute_per_address: u32,
+
     /// Least time between two renames of one member (a rename sooner is refused with
     /// `rate_limited`), so that nobody floods a room with leave and join notices.
     #[arg(long, env = "CHAT_RENAME_INTERVAL", default_value_t = DEFAULT_RENAME_INTERVAL.into())]
@@ -295,6 +304,7 @@ impl Default for AbuseLimits {
             max_rooms: DEFAULT_MAX_ROOMS,
             room_opens_per_minute: DEFAULT_ROOM_OPENS_PER_MINUTE,
             room_opens_per_minute_per_address: DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS,
+            joins_per_minute_per_address: DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS,
             allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
             allowed_hosts: Vec::new(),
         }

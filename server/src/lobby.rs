@@ -40,6 +40,8 @@ pub struct Lobby {
     /// How fast one connection, and one address, may open rooms.
     opens_by_conn: DefaultKeyedRateLimiter<ConnId>,
     opens_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    /// How fast the connections of one address may join rooms, all together.
+    joins_by_address: DefaultKeyedRateLimiter<IpAddr>,
     /// What every room is started with.
     context: RoomContext,
     /// Threads the rooms run on, so rooms spread over every core.
@@ -78,6 +80,7 @@ impl Lobby {
             ctx.run_interval(FORGET_OPENERS_EVERY, |lobby: &mut Lobby, _| {
                 lobby.opens_by_conn.retain_recent();
                 lobby.opens_by_address.retain_recent();
+                lobby.joins_by_address.retain_recent();
             });
             Lobby {
                 rooms: Directory::new(opened.rooms),
@@ -85,6 +88,9 @@ impl Lobby {
                 opens_by_conn: RateLimiter::keyed(per_minute(abuse.room_opens_per_minute)),
                 opens_by_address: RateLimiter::keyed(per_minute(
                     abuse.room_opens_per_minute_per_address,
+                )),
+                joins_by_address: RateLimiter::keyed(per_minute(
+                    abuse.joins_per_minute_per_address,
                 )),
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
@@ -213,6 +219,17 @@ impl Handler<Join> for Lobby {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
+        let address = crate::policy::limit_key(msg.address);
+        if let Err(not_until) = self.joins_by_address.check_key(&address) {
+            self.metrics.refused_room_open("address_joins");
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            let message = format!("Too many joins from your address; wait {ms} ms.");
+            return Box::pin(fut::ready(Err(Rejection {
+                message,
+                ..Rejection::rate_limited(wait)
+            })));
+        }
         if !self.rooms.is_open(&name)
             && let Err(rejection) = self.may_open(conn, msg.address)
         {

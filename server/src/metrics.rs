@@ -50,7 +50,8 @@ pub struct Metrics {
     /// Sends recognised as repeats of a stored or pending client id.
     pub duplicates: Counter,
     /// Joins refused because the room could not be opened, by reason (`max_rooms`,
-    /// `connection_rate`, `address_rate`).
+    /// `connection_rate`, `address_rate`), or because the address joins too often
+    /// (`address_joins`).
     pub refused_room_opens: Family<ReasonLabel, Counter>,
     /// Rooms whose history could not be loaded (their joins were refused).
     pub history_load_failures: Counter,

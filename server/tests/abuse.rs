@@ -106,6 +106,8 @@ fn server_survives_abuse_and_returns_to_baseline() {
             "5000",
             "--room-opens-per-minute-per-address",
             "100000",
+            "--joins-per-minute-per-address",
+            "100000",
             "--workers",
             "2",
         ],

@@ -40,7 +40,17 @@ fn settled_rss(pid: u32) -> u64 {
 
 #[test]
 fn idle_connections_cost_little_resident_memory() {
-    let server = Running::start(&["--port", "0", "--max-connections-per-address", "100000"], &[]);
+    let server = Running::start(
+        &[
+            "--port",
+            "0",
+            "--max-connections-per-address",
+            "100000",
+            "--joins-per-minute-per-address",
+            "100000",
+        ],
+        &[],
+    );
     let address = server.address();
     // Warm up: the worker threads, the room arbiters and the allocator's first arenas.
     let warm: Vec<Ws> =

@@ -113,3 +113,29 @@ async fn stored_rooms_are_capped() {
     let metrics = http_get(&server, "/metrics").await;
     assert!(metrics.contains("\nchat_stored_rooms 2\n"), "{metrics}");
 }
+
+/// Joins are limited per address too, the connect URL's included: fresh connections cannot
+/// hop rooms past the per-connection limit. Past `--joins-per-minute-per-address` a join is
+/// refused with `rate_limited` and a retry hint.
+#[tokio::test]
+async fn joins_are_limited_per_address() {
+    let mut settings = config();
+    settings.abuse.joins_per_minute_per_address = 5;
+    let server = TestServer::with_config(settings);
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(server.join("hop", &format!("n{i}")).await.0);
+    }
+    let mut sixth = Client::connect(&server.url("room=hop&nick=n5")).await;
+    match sixth.recv().await {
+        ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => {
+            assert!(retry_after_ms.is_some_and(|ms| ms > 1_000), "{retry_after_ms:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains(r#"chat_refused_room_opens_total{reason="address_joins"} 1"#),
+        "{metrics}"
+    );
+}
