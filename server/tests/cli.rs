@@ -39,6 +39,8 @@ fn help_documents_every_option() {
         ("--room-opens-per-minute", "CHAT_ROOM_OPENS_PER_MINUTE"),
         ("--room-opens-per-minute-per-address", "CHAT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS"),
         ("--rename-interval", "CHAT_RENAME_INTERVAL"),
+        ("--joins-per-minute-per-address", "CHAT_JOINS_PER_MINUTE_PER_ADDRESS"),
+        ("--max-stored-rooms", "CHAT_MAX_STORED_ROOMS"),
         ("--allowed-host", "CHAT_ALLOWED_HOSTS"),
         ("--metrics-address", "CHAT_METRICS_ADDRESS"),
     ] {
