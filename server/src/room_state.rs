@@ -252,11 +252,18 @@ impl RoomState {
         self.members.insert(request.conn, member);
 
         self.expire_by_age(ts);
-        let catchup = self.history.catchup(request.since, self.rules.recent, self.rules.page_bytes);
+        // The member and room lists travel in the welcome too: the page of history gets what
+        // is left of the budget, so the whole frame stays within it (a JSON string takes at
+        // most twice its bytes and its quotes; a room entry a few more for its count).
+        let members = self.member_nicks();
+        let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
+            + request.rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
+        let budget = self.rules.page_bytes.saturating_sub(lists);
+        let catchup = self.history.catchup(request.since, self.rules.recent, budget);
         let welcome = ServerMessage::Welcome {
             room,
             nick: nick.clone(),
-            members: self.member_nicks(),
+            members,
             history: catchup.history,
             rooms: request.rooms,
             since: catchup.since,
@@ -791,6 +798,34 @@ mod tests {
         );
         assert_eq!(room.typing(1, now + TYPING_INTERVAL).len(), 1);
         assert!(room.typing(9, now).is_empty(), "not a member");
+    }
+
+    /// The welcome's member and room lists count against its page: with many members, fewer
+    /// messages come in the welcome (and `more` says the rest follow), so the frame stays
+    /// within the page size.
+    #[test]
+    fn the_welcome_stays_within_its_page() {
+        let mut rules = rules();
+        rules.page_bytes = 2_000;
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let ids = MessageIds::starting_after(0);
+        enter(&mut room, 1, "writer", now);
+        for i in 0..20 {
+            room.post(1, format!("message {i:02} {}", "x".repeat(40)), None, &ids, T, || true);
+        }
+        room.durable(20);
+        for conn in 2..40 {
+            enter(&mut room, conn, &format!("member-with-a-long-nick-{conn:02}"), now);
+        }
+        let mut back = request(99, Some("late"), None);
+        back.since = Some(0);
+        let (_, effects) = room.join(back, now, T);
+        let [welcome] = sent_to(&effects, 99)[..] else { panic!("one welcome") };
+        let frame = serde_json::to_string(welcome).expect("encodes");
+        assert!(frame.len() <= 2_000, "a welcome of {} bytes", frame.len());
+        assert!(matches!(welcome, ServerMessage::Welcome { more: true, .. }), "the rest follow");
     }
 
     /// A catch-up resumes after `since` with what was stored, and a history page answers
