@@ -30,7 +30,7 @@ use protocol::{ClientMessage, ErrorCode, MessageId, ServerMessage, close};
 use yew::Callback;
 
 use crate::backoff;
-use crate::outbox::{self, Outbox, Outgoing};
+use crate::outbox::Outbox;
 use crate::state::{Action, refuses_join};
 
 /// Messages sent and not yet acknowledged, at most, per connection; the rest wait their turn
@@ -119,11 +119,10 @@ impl Connection {
         self.request(Request::Send(message));
     }
 
-    /// Puts a chat message in the outbox; it is sent (and resent) until acknowledged.
-    pub fn post(&self, item: Outgoing) -> Result<(), outbox::Full> {
-        Outbox::update(|outbox| outbox.add(item))?;
+    /// Sends what the stored outbox holds for the current seat and may be sent now (the page
+    /// calls this once it has stored a new message).
+    pub fn flush(&self) {
         self.request(Request::Flush);
-        Ok(())
     }
 
     fn request(&self, request: Request) {
@@ -246,6 +245,9 @@ pub struct Link {
     paused: bool,
     /// How long until the outbox may send again, when pacing held something back.
     wait: Option<u32>,
+    /// Messages acknowledged or refused for good on this socket: skipped even while the stored
+    /// outbox still lists them.
+    done: std::collections::HashSet<String>,
     /// A refusal that names no frame came: the pending join or history page may have been
     /// the refused one, so the retry sends it again. Only then: sending a join twice would
     /// bring a second welcome.
@@ -279,6 +281,7 @@ impl Link {
             paused: false,
             wait: None,
             resend: false,
+            done: std::collections::HashSet::new(),
         }
     }
 
@@ -310,7 +313,7 @@ impl Link {
             if self.in_flight.len() >= SEND_WINDOW {
                 break;
             }
-            if self.in_flight.contains(&item.client_id) {
+            if self.in_flight.contains(&item.client_id) || self.done.contains(&item.client_id) {
                 continue;
             }
             if self.sent_at.len() >= SENDS_PER_SECOND {
@@ -381,7 +384,9 @@ impl Link {
                 }
             }
             ServerMessage::Ack { client_id, .. } => {
-                Outbox::update(|outbox| outbox.remove(client_id));
+                // The page's state takes it out of the stored outbox; until that is written,
+                // this connection knows not to send it again.
+                self.done.insert(client_id.clone());
                 self.in_flight.retain(|id| id != client_id);
                 reaction.flush = true;
             }
@@ -390,7 +395,7 @@ impl Link {
                 if code.is_transient() {
                     reaction.flush_in = Some(retry_delay(*retry_after_ms));
                 } else {
-                    Outbox::update(|outbox| outbox.remove(client_id));
+                    self.done.insert(client_id.clone());
                     reaction.flush = true;
                 }
             }
@@ -541,6 +546,7 @@ mod tests {
     use protocol::ChatMessage;
 
     use super::*;
+    use crate::outbox::Outgoing;
 
     fn chat(id: MessageId, room: &str) -> ChatMessage {
         ChatMessage { id, room: room.into(), from: "a".into(), text: "t".into(), ts: 0 }
@@ -747,6 +753,25 @@ mod tests {
         assert!(link.next_batch(&target, &outbox, 5_000.0).is_empty(), "paused until the retry");
         link.retry(&target);
         assert_eq!(link.next_batch(&target, &outbox, 5_000.0).len(), SENDS_PER_SECOND);
+    }
+
+    /// A message acknowledged (or refused for good) on this socket is not sent again while
+    /// the stored outbox still lists it: the page's state removes it from storage a moment
+    /// later, after the reducer has seen the frame.
+    #[test]
+    fn settled_messages_are_not_sent_again() {
+        let mut target = target("a");
+        let outbox = outbox("a", "n");
+        let mut link = Link::new(&target);
+        let mut welcome = welcome("a", &[], None, false);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        link.on_server(&mut target, &welcome);
+        assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1);
+        let ack = ServerMessage::Ack { client_id: "x1".into(), id: 7, room: "a".into() };
+        assert!(link.on_server(&mut target, &ack).flush);
+        assert!(link.next_batch(&target, &outbox, 2_000.0).is_empty(), "still stored, not resent");
     }
 
     /// A refused rename leaves the seat where it was: sending goes on.

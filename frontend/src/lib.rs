@@ -81,6 +81,20 @@ pub fn app(props: &AppProps) -> Html {
             }
         });
     }
+    // The stored outbox follows the state's (`State::outbox`): what the reducer adds is
+    // written, what it settles (acknowledged, refused for good) is removed, and other tabs'
+    // entries stay. Something new to send is flushed once it is stored.
+    {
+        let synced = use_mut_ref(Vec::<Outgoing>::new);
+        let connection = connection.clone();
+        use_effect_with(state.outbox(), move |outbox| {
+            let added = outbox::sync(&synced.borrow(), outbox);
+            synced.borrow_mut().clone_from(outbox);
+            if added && let Some(connection) = connection.as_ref() {
+                connection.flush();
+            }
+        });
+    }
     // Refresh the room list while online.
     {
         let online = state.connection == ConnectionState::Online;
@@ -138,7 +152,9 @@ pub fn app(props: &AppProps) -> Html {
         let (connection, state, throttle) = (connection.clone(), state.clone(), throttle.clone());
         let nick = nick.clone();
         Callback::from(move |text: String| {
-            let Some(connection) = connection.as_ref() else { return };
+            if connection.is_none() {
+                return;
+            }
             state.dispatch(Action::DismissError);
             throttle.borrow_mut().reset();
             let item = Outgoing {
@@ -148,13 +164,7 @@ pub fn app(props: &AppProps) -> Html {
                 text,
                 ts: state::now(),
             };
-            match connection.post(item.clone()) {
-                Ok(()) => state.dispatch(Action::Queued(item)),
-                Err(outbox::Full) => state.dispatch(Action::LocalError(format!(
-                    "{} messages are still waiting to be sent; wait until they are.",
-                    outbox::MAX_ITEMS
-                ))),
-            }
+            state.dispatch(Action::Post(item));
         })
     };
     let on_typing = {

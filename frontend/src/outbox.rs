@@ -109,6 +109,40 @@ impl Outbox {
     }
 }
 
+/// Brings the stored outbox from `previous` to `current` (this page's view of it, before and
+/// now): what left the list is removed, what came is added, and entries of other tabs stay as
+/// they are. Returns whether anything was added (then there is something to send).
+pub fn sync(previous: &[Outgoing], current: &[Outgoing]) -> bool {
+    let (removed, added) = changes(previous, current);
+    if removed.is_empty() && added.is_empty() {
+        return false;
+    }
+    Outbox::update(|outbox| {
+        for item in &removed {
+            outbox.remove(&item.client_id);
+        }
+        for item in &added {
+            // Past the cap the stored list keeps what it has; the page said so already.
+            let _ = outbox.add((*item).clone());
+        }
+    });
+    !added.is_empty()
+}
+
+/// What went from `previous` to `current` (by client id): the entries removed, and the ones
+/// added.
+fn changes<'a>(
+    previous: &'a [Outgoing],
+    current: &'a [Outgoing],
+) -> (Vec<&'a Outgoing>, Vec<&'a Outgoing>) {
+    let within = |list: &[Outgoing], item: &Outgoing| {
+        list.iter().any(|other| other.client_id == item.client_id)
+    };
+    let removed = previous.iter().filter(|item| !within(current, item)).collect();
+    let added = current.iter().filter(|item| !within(previous, item)).collect();
+    (removed, added)
+}
+
 fn storage() -> Option<web_sys::Storage> {
     if !cfg!(target_arch = "wasm32") {
         return None;
@@ -124,6 +158,24 @@ pub fn new_client_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page's view of the outbox, before and after a change, says what to write: the
+    /// entries that left and the ones that came, nothing about the rest.
+    #[test]
+    fn changes_between_two_views() {
+        let item = |id: &str| Outgoing {
+            client_id: id.into(),
+            room: "r".into(),
+            nick: "n".into(),
+            text: "t".into(),
+            ts: 0,
+        };
+        let (before, after) = ([item("a"), item("b")], [item("b"), item("c")]);
+        let (removed, added) = changes(&before, &after);
+        assert_eq!((removed, added), (vec![&before[0]], vec![&after[1]]));
+        let (removed, added) = changes(&after, &after);
+        assert!(removed.is_empty() && added.is_empty());
+    }
 
     fn item(id: &str, room: &str, nick: &str, ts: u64) -> Outgoing {
         Outgoing {

@@ -141,6 +141,18 @@ impl State {
         }
     }
 
+    /// What the stored outbox holds as far as this page knows: the pending messages not
+    /// acknowledged yet (an acknowledged one stays shown until the message itself arrives, but
+    /// must not be sent again). The page keeps `localStorage` in step with this list (lib.rs),
+    /// and the connection sends from it: acknowledgements and refusals are the reducer's to
+    /// apply, once, here.
+    pub fn outbox(&self) -> Vec<Outgoing> {
+        let acknowledged = |item: &&Outgoing| {
+            self.acknowledged.iter().any(|(client_id, _)| *client_id == item.client_id)
+        };
+        self.pending.iter().filter(|item| !acknowledged(item)).cloned().collect()
+    }
+
     /// The pending messages to show: this room's, typed under the current nick.
     pub fn pending_here(&self) -> Vec<Outgoing> {
         let nick = self.nick.as_deref().unwrap_or_default();
@@ -440,8 +452,11 @@ pub enum Action {
     Tick {
         now: u64,
     },
-    /// A message is in the outbox, waiting for its acknowledgement.
+    /// A message found waiting in the stored outbox (another visit's, or another tab's).
     Queued(Outgoing),
+    /// The user sent a message: it waits in the outbox for its acknowledgement (refused if
+    /// too many wait already).
+    Post(Outgoing),
 }
 
 impl Reducible for State {
@@ -485,6 +500,16 @@ impl Reducible for State {
             Action::Tick { now } => state.typing.retain(|(_, expires)| *expires > now),
             Action::Queued(item) => {
                 if !state.pending.iter().any(|queued| queued.client_id == item.client_id) {
+                    Rc::make_mut(&mut state.pending).push(item);
+                }
+            }
+            Action::Post(item) => {
+                if state.outbox().len() >= crate::outbox::MAX_ITEMS {
+                    state.error = Some(format!(
+                        "{} messages are still waiting to be sent; wait until they are.",
+                        crate::outbox::MAX_ITEMS
+                    ));
+                } else if !state.pending.iter().any(|queued| queued.client_id == item.client_id) {
                     Rc::make_mut(&mut state.pending).push(item);
                 }
             }
@@ -559,6 +584,44 @@ mod tests {
     }
 
     /// Pending messages show until acknowledged or refused for good; a transient refusal keeps
+    /// The state owns the outbox: a posted message is in it until acknowledged (then it stays
+    /// shown as pending but leaves the outbox, so it is not sent again) or refused for good;
+    /// past the cap a post is refused with an explanation.
+    #[test]
+    fn the_outbox_is_a_projection_of_the_state() {
+        let item = |id: &str| Outgoing {
+            client_id: id.into(),
+            room: "a".into(),
+            nick: "bob".into(),
+            text: id.into(),
+            ts: 1,
+        };
+        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
+        let state = reduce(state, [Action::Post(item("x")), Action::Post(item("y"))]);
+        let ids = |state: &State| -> Vec<String> {
+            state.outbox().into_iter().map(|item| item.client_id).collect()
+        };
+        assert_eq!(ids(&state), ["x", "y"]);
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 5, room: "a".into() };
+        let state = reduce(state, [Action::Server(ack)]);
+        assert_eq!(ids(&state), ["y"], "acknowledged: not to be sent again");
+        assert_eq!(state.pending_here().len(), 2, "but shown until the message arrives");
+        let refused = ServerMessage::Error {
+            code: protocol::ErrorCode::TextTooLong,
+            message: "Too long.".into(),
+            retry_after_ms: None,
+            client_id: Some("y".into()),
+        };
+        let state = reduce(state, [Action::Server(refused)]);
+        assert!(ids(&state).is_empty());
+
+        let posts = (0..crate::outbox::MAX_ITEMS).map(|i| Action::Post(item(&format!("m{i}"))));
+        let full = reduce(Rc::new(State::new("a".into())), posts);
+        let full = reduce(full, [Action::Post(item("one-too-many"))]);
+        assert_eq!(full.outbox().len(), crate::outbox::MAX_ITEMS);
+        assert!(full.error.as_deref().is_some_and(|e| e.contains("still waiting")));
+    }
+
     /// them (they are sent again) and is not shown as an error.
     #[test]
     fn pending_until_acknowledged() {
