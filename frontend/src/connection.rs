@@ -469,7 +469,7 @@ async fn connect_once(
                         on_action.emit(Action::Server(message));
                         outgoing = reaction.send;
                         if reaction.flush {
-                            outgoing.extend(link.next_batch(target, &Outbox::load(), now()));
+                            outgoing.extend(send_outbox(&mut link, target, on_action));
                         }
                         let later = [
                             reaction.retry_in.map(|delay| (delay, Input::Retry)),
@@ -504,11 +504,11 @@ async fn connect_once(
                 outgoing.push(request);
             }
             Either::Right(Some(Input::Request(Request::Flush))) => {
-                outgoing = link.next_batch(target, &Outbox::load(), now());
+                outgoing = send_outbox(&mut link, target, on_action);
             }
             Either::Right(Some(Input::Retry)) => {
                 outgoing = link.retry(target);
-                outgoing.extend(link.next_batch(target, &Outbox::load(), now()));
+                outgoing.extend(send_outbox(&mut link, target, on_action));
             }
             Either::Right(Some(Input::Abandoned) | None) => return Ended::Abandoned,
         }
@@ -527,6 +527,27 @@ async fn connect_once(
             }
         }
     }
+}
+
+/// What the stored outbox may send now. Each message sent is also reported to the page's state
+/// (`Action::Queued`, ignored if known): the state settles it when its ack or refusal comes, and
+/// storage follows the state, so a message another visit or tab stored leaves storage too once
+/// this page delivers it.
+fn send_outbox(
+    link: &mut Link,
+    target: &Target,
+    on_action: &Callback<Action>,
+) -> Vec<ClientMessage> {
+    let stored = Outbox::load();
+    let batch = link.next_batch(target, &stored, now());
+    for request in &batch {
+        if let ClientMessage::Send { client_id: Some(id), .. } = request
+            && let Some(item) = stored.items().iter().find(|item| item.client_id == *id)
+        {
+            on_action.emit(Action::Queued(item.clone()));
+        }
+    }
+    batch
 }
 
 /// A monotonic clock in milliseconds (`performance.now()`), for pacing: the wall clock can

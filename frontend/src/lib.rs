@@ -87,8 +87,10 @@ pub fn app(props: &AppProps) -> Html {
     {
         let synced = use_mut_ref(Vec::<Outgoing>::new);
         let connection = connection.clone();
+        let posted = state.posted.clone();
         use_effect_with(state.outbox(), move |outbox| {
-            let added = outbox::sync(&synced.borrow(), outbox);
+            let ours = |item: &Outgoing| posted.contains(&item.client_id);
+            let added = outbox::sync(&synced.borrow(), outbox, ours);
             synced.borrow_mut().clone_from(outbox);
             if added && let Some(connection) = connection.as_ref() {
                 connection.flush();
@@ -153,6 +155,14 @@ pub fn app(props: &AppProps) -> Html {
         let nick = nick.clone();
         Callback::from(move |text: String| {
             if connection.is_none() {
+                return;
+            }
+            // The cap counts every tab's messages, as they are stored.
+            if outbox::Outbox::load().items().len() >= outbox::MAX_ITEMS {
+                state.dispatch(Action::LocalError(format!(
+                    "{} messages are still waiting to be sent; wait until they are.",
+                    outbox::MAX_ITEMS
+                )));
                 return;
             }
             state.dispatch(Action::DismissError);

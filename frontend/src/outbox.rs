@@ -110,10 +110,12 @@ impl Outbox {
 }
 
 /// Brings the stored outbox from `previous` to `current` (this page's view of it, before and
-/// now): what left the list is removed, what came is added, and entries of other tabs stay as
-/// they are. Returns whether anything was added (then there is something to send).
-pub fn sync(previous: &[Outgoing], current: &[Outgoing]) -> bool {
-    let (removed, added) = changes(previous, current);
+/// now): what left the list is removed, and what came is added if `ours` says this page typed
+/// it (an entry found in storage is never written back: another tab may have delivered and
+/// removed it meanwhile). Entries of other tabs stay as they are. Returns whether anything
+/// was added (then there is something to send).
+pub fn sync(previous: &[Outgoing], current: &[Outgoing], ours: impl Fn(&Outgoing) -> bool) -> bool {
+    let (removed, added) = writes(previous, current, ours);
     if removed.is_empty() && added.is_empty() {
         return false;
     }
@@ -127,6 +129,17 @@ pub fn sync(previous: &[Outgoing], current: &[Outgoing]) -> bool {
         }
     });
     !added.is_empty()
+}
+
+/// What [`sync`] writes: the entries that left, and those that came and this page typed.
+fn writes<'a>(
+    previous: &'a [Outgoing],
+    current: &'a [Outgoing],
+    ours: impl Fn(&Outgoing) -> bool,
+) -> (Vec<&'a Outgoing>, Vec<&'a Outgoing>) {
+    let (removed, mut added) = changes(previous, current);
+    added.retain(|item| ours(item));
+    (removed, added)
 }
 
 /// What went from `previous` to `current` (by client id): the entries removed, and the ones
@@ -175,6 +188,10 @@ mod tests {
         assert_eq!((removed, added), (vec![&before[0]], vec![&after[1]]));
         let (removed, added) = changes(&after, &after);
         assert!(removed.is_empty() && added.is_empty());
+        // Found in storage, not typed here: never written back (another tab may have
+        // delivered it and taken it out meanwhile); leaving is written whoever typed it.
+        let (removed, added) = writes(&before, &after, |item| item.client_id != "c");
+        assert_eq!((removed, added), (vec![&before[0]], Vec::<&Outgoing>::new()));
     }
 
     fn item(id: &str, room: &str, nick: &str, ts: u64) -> Outgoing {

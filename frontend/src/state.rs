@@ -111,6 +111,9 @@ pub struct State {
     /// until the message itself arrives (the ack comes first), so it never blinks out of the
     /// list between the two frames.
     acknowledged: Vec<(String, u64)>,
+    /// The client ids of the messages typed on this page (not those found in storage): only
+    /// these are ever written to storage by this page.
+    pub posted: Rc<BTreeSet<String>>,
     /// The ids of the messages this page sent, from their acknowledgements: these are "your
     /// own" (a nick says nothing of who sent a message: someone may have held it before).
     pub own: Rc<BTreeSet<MessageId>>,
@@ -132,6 +135,7 @@ impl State {
             rooms: Vec::new(),
             error: None,
             typing: Vec::new(),
+            posted: Rc::default(),
             pending: Rc::default(),
             acknowledged: Vec::new(),
             own: Rc::default(),
@@ -504,6 +508,7 @@ impl Reducible for State {
                 }
             }
             Action::Post(item) => {
+                Rc::make_mut(&mut state.posted).insert(item.client_id.clone());
                 if state.outbox().len() >= crate::outbox::MAX_ITEMS {
                     state.error = Some(format!(
                         "{} messages are still waiting to be sent; wait until they are.",

@@ -86,6 +86,10 @@ async fn connection_chats_through_the_server() {
 
     let item = outgoing(&room, "alice", "hello from wasm");
     post(&alice, &item);
+    wait_for("the sent message reported to the page's state", || {
+        alice.actions.borrow().contains(&Action::Queued(item.clone())).then_some(())
+    })
+    .await;
     let acked = alice
         .server_message("the ack", |m| match m {
             ServerMessage::Ack { client_id, id, .. } if *client_id == item.client_id => Some(*id),
