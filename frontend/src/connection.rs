@@ -613,6 +613,18 @@ mod tests {
         ServerMessage::Error { code, message: "no".into(), retry_after_ms, client_id: None }
     }
 
+    /// A link welcomed in `room` under the nick `n`.
+    fn seated_as_n(room: &str) -> (Target, Link) {
+        let mut target = target(room);
+        let mut link = Link::new(&target);
+        let mut welcome = welcome(room, &[], None, false);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        link.on_server(&mut target, &welcome);
+        (target, link)
+    }
+
     fn outbox(room: &str, nick: &str) -> Outbox {
         let mut outbox = Outbox::default();
         let item = Outgoing {
@@ -735,7 +747,7 @@ mod tests {
     /// retry it asked for.
     #[test]
     fn a_full_outbox_is_paced() {
-        let mut target = target("a");
+        let (mut target, mut link) = seated_as_n("a");
         let mut outbox = Outbox::default();
         for i in 0..30 {
             let item = Outgoing {
@@ -747,12 +759,6 @@ mod tests {
             };
             outbox.add(item).expect("room");
         }
-        let mut link = Link::new(&target);
-        let mut welcome = welcome("a", &[], None, false);
-        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
-            *nick = "n".into();
-        }
-        link.on_server(&mut target, &welcome);
         let mut sent = 0;
         for step in 0..10 {
             // Every sent message is acknowledged at once, 50 ms apart.
@@ -781,14 +787,8 @@ mod tests {
     /// later, after the reducer has seen the frame.
     #[test]
     fn settled_messages_are_not_sent_again() {
-        let mut target = target("a");
+        let (mut target, mut link) = seated_as_n("a");
         let outbox = outbox("a", "n");
-        let mut link = Link::new(&target);
-        let mut welcome = welcome("a", &[], None, false);
-        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
-            *nick = "n".into();
-        }
-        link.on_server(&mut target, &welcome);
         assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1);
         let ack = ServerMessage::Ack { client_id: "x1".into(), id: 7, room: "a".into() };
         assert!(link.on_server(&mut target, &ack).flush);
@@ -798,14 +798,8 @@ mod tests {
     /// A refused rename leaves the seat where it was: sending goes on.
     #[test]
     fn a_refused_rename_keeps_the_seat() {
-        let mut target = target("a");
+        let (mut target, mut link) = seated_as_n("a");
         let outbox = outbox("a", "n");
-        let mut link = Link::new(&target);
-        let mut welcome = welcome("a", &[], None, false);
-        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
-            *nick = "n".into();
-        }
-        link.on_server(&mut target, &welcome);
         link.on_request(&ClientMessage::Join {
             room: "a".into(),
             nick: Some("taken".into()),
