@@ -47,11 +47,17 @@ impl Rejection {
 
     /// Too fast: the next frame is accepted after `wait`.
     pub fn rate_limited(wait: std::time::Duration) -> Self {
+        Rejection::too_fast(wait, |ms| format!("You are sending too fast; wait {ms} ms."))
+    }
+
+    /// Refused as `rate_limited`, possible again after `wait`; `explain` words the refusal
+    /// given the wait in whole milliseconds, the same number as `retry_after_ms`.
+    pub fn too_fast(wait: std::time::Duration, explain: impl FnOnce(u64) -> String) -> Self {
         // Rounded up, so waiting the hinted time is always enough.
         let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         Rejection {
             code: ErrorCode::RateLimited,
-            message: format!("You are sending too fast; wait {ms} ms."),
+            message: explain(ms),
             retry_after_ms: Some(ms),
             client_id: None,
         }
@@ -59,11 +65,9 @@ impl Rejection {
 
     /// A rename sooner than the room allows after the last one; possible again after `wait`.
     pub fn rename_too_soon(wait: std::time::Duration) -> Self {
-        let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
-        Rejection {
-            message: format!("You renamed a moment ago; you can rename again in {ms} ms."),
-            ..Rejection::rate_limited(wait)
-        }
+        Rejection::too_fast(wait, |ms| {
+            format!("You renamed a moment ago; you can rename again in {ms} ms.")
+        })
     }
 
     /// The same refusal, naming the `send` it refuses.

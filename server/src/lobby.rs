@@ -7,14 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures::FutureExt;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::{ErrorCode, MessageId, RoomInfo};
 
 use crate::backlog::{BacklogLimit, FrameSender};
@@ -23,6 +20,7 @@ use crate::directory::{Directory, Emptied, Seated};
 use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
+use crate::policy::KeyedRate;
 use crate::room::{self, PreviousClosed, Room, RoomContext, RoomEvent, SessionEvent};
 use crate::room_state::{JoinRequest, RoomRules};
 use crate::store::Opened;
@@ -38,10 +36,10 @@ pub struct Lobby {
     /// Rooms open at once, at most.
     max_rooms: usize,
     /// How fast one connection, and one address, may open rooms.
-    opens_by_conn: DefaultKeyedRateLimiter<ConnId>,
-    opens_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    opens_by_conn: KeyedRate<ConnId>,
+    opens_by_address: KeyedRate<IpAddr>,
     /// How fast the connections of one address may join rooms, all together.
-    joins_by_address: DefaultKeyedRateLimiter<IpAddr>,
+    joins_by_address: KeyedRate<IpAddr>,
     /// What every room is started with.
     context: RoomContext,
     /// Threads the rooms run on, so rooms spread over every core.
@@ -74,24 +72,18 @@ impl Lobby {
                     bytes: config.abuse.max_queued_bytes,
                 },
             };
-            let per_minute =
-                |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
             let abuse = &config.abuse;
             ctx.run_interval(FORGET_OPENERS_EVERY, |lobby: &mut Lobby, _| {
-                lobby.opens_by_conn.retain_recent();
-                lobby.opens_by_address.retain_recent();
-                lobby.joins_by_address.retain_recent();
+                lobby.opens_by_conn.forget_quiet();
+                lobby.opens_by_address.forget_quiet();
+                lobby.joins_by_address.forget_quiet();
             });
             Lobby {
                 rooms: Directory::new(opened.rooms),
                 max_rooms: abuse.max_rooms,
-                opens_by_conn: RateLimiter::keyed(per_minute(abuse.room_opens_per_minute)),
-                opens_by_address: RateLimiter::keyed(per_minute(
-                    abuse.room_opens_per_minute_per_address,
-                )),
-                joins_by_address: RateLimiter::keyed(per_minute(
-                    abuse.joins_per_minute_per_address,
-                )),
+                opens_by_conn: KeyedRate::per_minute(abuse.room_opens_per_minute),
+                opens_by_address: KeyedRate::per_minute(abuse.room_opens_per_minute_per_address),
+                joins_by_address: KeyedRate::per_minute(abuse.joins_per_minute_per_address),
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
                 next_arbiter: 0,
@@ -111,24 +103,15 @@ impl Lobby {
                 "The server has as many rooms open as it allows; join an open room or try later.",
             ));
         }
-        let address = crate::policy::limit_key(address);
-        let checked = self
-            .opens_by_conn
-            .check_key(&conn)
-            .map_err(|not_until| ("connection_rate", not_until))
-            .and_then(|()| {
-                self.opens_by_address.check_key(&address).map_err(|n| ("address_rate", n))
-            });
-        if let Err((reason, not_until)) = checked {
+        let checked =
+            self.opens_by_conn.admit(&conn).map_err(|wait| ("connection_rate", wait)).and_then(
+                |()| self.opens_by_address.admit(&address).map_err(|w| ("address_rate", w)),
+            );
+        if let Err((reason, wait)) = checked {
             self.metrics.refused_room_open(reason);
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-            return Err(Rejection {
-                message: format!(
-                    "You are opening rooms too fast; wait {ms} ms or join an open one."
-                ),
-                ..Rejection::rate_limited(wait)
-            });
+            return Err(Rejection::too_fast(wait, |ms| {
+                format!("You are opening rooms too fast; wait {ms} ms or join an open one.")
+            }));
         }
         Ok(())
     }
@@ -197,7 +180,8 @@ pub struct Join {
     pub since: Option<MessageId>,
     pub session: Recipient<SessionEvent>,
     pub frames: FrameSender,
-    /// Where the connection comes from, for the limits on opening rooms.
+    /// Where the connection comes from, for the limits on opening rooms and joining: already
+    /// the key the limits count under (an IPv6 address's /64, see `policy::limit_key`).
     pub address: IpAddr,
     /// The room the session is in now (it leaves it once this join succeeds).
     pub leaving: Option<String>,
@@ -219,16 +203,12 @@ impl Handler<Join> for Lobby {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
-        let address = crate::policy::limit_key(msg.address);
-        if let Err(not_until) = self.joins_by_address.check_key(&address) {
+        if let Err(wait) = self.joins_by_address.admit(&msg.address) {
             self.metrics.refused_room_open("address_joins");
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-            let message = format!("Too many joins from your address; wait {ms} ms.");
-            return Box::pin(fut::ready(Err(Rejection {
-                message,
-                ..Rejection::rate_limited(wait)
-            })));
+            let refusal = Rejection::too_fast(wait, |ms| {
+                format!("Too many joins from your address; wait {ms} ms.")
+            });
+            return Box::pin(fut::ready(Err(refusal)));
         }
         if !self.rooms.is_open(&name)
             && let Err(rejection) = self.may_open(conn, msg.address)

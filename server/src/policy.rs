@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 
 use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -209,6 +209,33 @@ impl JoinRate {
     }
 }
 
+/// How often each key (a connection, an address) may do something: `per_minute` times a
+/// minute, in bursts of as many. Keys that have been quiet long enough are forgotten by
+/// [`KeyedRate::forget_quiet`], so the table does not grow with every key ever seen.
+#[derive(Debug)]
+pub struct KeyedRate<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedRate<K> {
+    pub fn per_minute(per_minute: u32) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        KeyedRate { limiter: RateLimiter::keyed(quota) }
+    }
+
+    /// Takes one token of `key`'s; `Err` says how long until the next.
+    pub fn admit(&self, key: &K) -> Result<(), Duration> {
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+
+    /// Forgets the keys whose bucket has refilled.
+    pub fn forget_quiet(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
 /// Counts frames refused by the rate limit within a window. A client that is a little too
 /// fast is told to slow down; one that collects `limit` refusals within `window` is flooding.
 #[derive(Debug)]
@@ -335,6 +362,16 @@ mod tests {
         assert!(rate.admit().is_ok() && rate.admit().is_ok());
         let wait = rate.admit().expect_err("third at once");
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(2), "{wait:?}");
+    }
+
+    /// Each key has a bucket of its own.
+    #[test]
+    fn keyed_rates_are_per_key() {
+        let rate = KeyedRate::per_minute(2);
+        assert!(rate.admit(&1).is_ok() && rate.admit(&1).is_ok());
+        let wait = rate.admit(&1).expect_err("a third at once");
+        assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(rate.admit(&2).is_ok(), "another key");
     }
 
     /// Refusals inside one window add up to flooding; a new window starts afresh.

@@ -264,11 +264,12 @@ impl Session {
             }
             Ok(Command::Join { room, nick, since }) => match self.joins.admit() {
                 Ok(()) => self.join(room, nick, since, ctx),
-                Err(wait) => {
-                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-                    let message = format!("You are switching rooms too fast; wait {ms} ms.");
-                    self.reject(ctx, Rejection { message, ..Rejection::rate_limited(wait) });
-                }
+                Err(wait) => self.reject(
+                    ctx,
+                    Rejection::too_fast(wait, |ms| {
+                        format!("You are switching rooms too fast; wait {ms} ms.")
+                    }),
+                ),
             },
             Ok(Command::History { room, before, after, limit }) => {
                 let current = self.membership.as_ref().filter(|m| m.name == room);
