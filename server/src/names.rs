@@ -26,7 +26,12 @@ const ZERO_WIDTH_JOINER: char = '\u{200D}';
 /// compatibility forms, invisible characters, or confusable letters. Messages remember their
 /// sender by it.
 pub fn nick_key(nick: &str) -> String {
-    let folded: String = nick.nfkc().flat_map(char::to_lowercase).collect();
+    key_of_normal(&nick.nfkc().collect::<String>())
+}
+
+/// [`nick_key`] of a nick already in NFKC.
+fn key_of_normal(normal: &str) -> String {
+    let folded: String = normal.chars().flat_map(char::to_lowercase).collect();
     unicode_security::skeleton(&folded).flat_map(char::to_lowercase).collect()
 }
 
@@ -44,7 +49,7 @@ impl Likeness {
     pub fn of(nick: &str) -> Self {
         let normal: String = nick.nfkc().collect();
         let cased = unicode_security::skeleton(&normal).flat_map(char::to_lowercase).collect();
-        Likeness { key: nick_key(nick), cased }
+        Likeness { key: key_of_normal(&normal), cased }
     }
 
     /// Whether two nicks look alike under either form.

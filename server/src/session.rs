@@ -302,14 +302,14 @@ impl Session {
         match whole {
             Whole::Text(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.close(ctx, INVALID_PAYLOAD, "text message is not valid UTF-8"),
+                Err(_) => {
+                    self.close(ctx, close::INVALID_PAYLOAD, "text message is not valid UTF-8")
+                }
             },
             Whole::Binary(_) => self.reject(ctx, binary_unsupported()),
         }
     }
 }
-
-use protocol::close::INVALID_PAYLOAD;
 
 /// Joins one connection may make at once before they are spaced by `--rename-interval`.
 const JOIN_BURST: NonZeroU32 = NonZeroU32::new(10).expect("ten is not zero");
@@ -367,7 +367,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 // actix-web-actors reports text frames that are not UTF-8 this way; a broken
                 // connection also lands here, where the close frame simply goes nowhere.
                 tracing::debug!(conn = self.conn, %error, "stream error");
-                return self.close(ctx, INVALID_PAYLOAD, "invalid frame data or broken stream");
+                return self.close(
+                    ctx,
+                    close::INVALID_PAYLOAD,
+                    "invalid frame data or broken stream",
+                );
             }
             Err(error) => {
                 tracing::debug!(conn = self.conn, %error, "protocol error");
@@ -377,30 +381,24 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         self.heard = Instant::now();
         // Every frame counts against the rate limit, whatever its kind: fragments and pongs
         // cost the server as much to read as whole messages.
-        if !matches!(message, ws::Message::Close(_)) && !self.admit(ctx) {
-            if let ws::Message::Continuation(item) = message {
-                // The message this fragment belongs to is lost; skip the rest of it.
-                let limit = self.config.limits.max_message_bytes;
-                if let Err(error) = self.fragments.push(item, limit) {
-                    return self.close(ctx, close::POLICY_VIOLATION, &error.to_string());
-                }
-                self.fragments.drop_current();
-            }
-            return;
-        }
+        let admitted = matches!(message, ws::Message::Close(_)) || self.admit(ctx);
         match message {
-            ws::Message::Text(text) => self.on_text(&text, ctx),
-            ws::Message::Binary(_) => self.reject(ctx, binary_unsupported()),
+            // A refused fragment still counts for its message's sequence and size, and the
+            // message it belongs to is dropped.
             ws::Message::Continuation(item) => {
                 match self.fragments.push(item, self.config.limits.max_message_bytes) {
-                    Ok(Some(whole)) => self.on_whole(whole, ctx),
-                    Ok(None) => {}
+                    Ok(Some(whole)) if admitted => self.on_whole(whole, ctx),
+                    Ok(_) if !admitted => self.fragments.drop_current(),
+                    Ok(_) => {}
                     Err(error @ crate::fragments::FragmentError::TooBig { .. }) => {
                         self.close(ctx, close::MESSAGE_TOO_BIG, &error.to_string());
                     }
                     Err(error) => self.close(ctx, close::POLICY_VIOLATION, &error.to_string()),
                 }
             }
+            _ if !admitted => {}
+            ws::Message::Text(text) => self.on_text(&text, ctx),
+            ws::Message::Binary(_) => self.reject(ctx, binary_unsupported()),
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
