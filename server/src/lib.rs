@@ -74,6 +74,26 @@ struct AppState {
 }
 
 impl AppState {
+    /// The refusal (403) of a request whose `Host` a server bound to loopback does not serve
+    /// (see [`policy::host_allowed`]), or `None` if it serves it. `what` names the request in
+    /// the log, which says so at most every 10 s; the caller counts the refusal.
+    fn refuse_foreign_host(&self, req: &HttpRequest, what: &str) -> Option<HttpResponse> {
+        let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+        if policy::host_allowed(host, self.bound, &self.config.abuse.allowed_hosts) {
+            return None;
+        }
+        if self.log_host_refusal() {
+            tracing::warn!(
+                host,
+                what,
+                "refused a request under a host name a loopback server does not serve (behind \
+                 a reverse proxy, list it with --allowed-host); more are counted in /metrics, \
+                 logged at most every 10 s"
+            );
+        }
+        Some(HttpResponse::Forbidden().body("This host name is not served here.\n"))
+    }
+
     /// Whether a refusal under a foreign host name should be logged now.
     fn log_host_refusal(&self) -> bool {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -251,18 +271,9 @@ async fn websocket(
     let header = |name| req.headers().get(name).and_then(|value| value.to_str().ok());
     let origin = header(actix_web::http::header::ORIGIN);
     let host = header(actix_web::http::header::HOST);
-    if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
-        if state.log_host_refusal() {
-            tracing::warn!(
-                origin,
-                host,
-                "refused a WebSocket under a host name a loopback server does not serve \
-                 (behind a reverse proxy, list it with --allowed-host); more are counted in \
-                 chat_refused_upgrades_total{{reason=\"host\"}}, logged at most every 10 s"
-            );
-        }
+    if let Some(refusal) = state.refuse_foreign_host(&req, "WebSocket") {
         state.metrics.refused("host");
-        return Ok(HttpResponse::Forbidden().body("This host name is not served here.\n"));
+        return Ok(refusal);
     }
     if !policy::origin_allowed(origin, host, &state.config.abuse.allowed_origins) {
         tracing::info!(origin, host, "refused a WebSocket from another site's page");
@@ -320,19 +331,12 @@ async fn websocket(
 /// `/metrics` on the main address: only without `--metrics-address`, and only under a host name
 /// this server serves.
 async fn public_metrics_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let host = req.headers().get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
     if !state.public_metrics {
         return HttpResponse::NotFound().body("Metrics are served on --metrics-address.\n");
     }
-    if !policy::host_allowed(host, state.bound, &state.config.abuse.allowed_hosts) {
-        if state.log_host_refusal() {
-            tracing::warn!(
-                host,
-                "refused /metrics under a host name a loopback server does not serve"
-            );
-        }
+    if let Some(refusal) = state.refuse_foreign_host(&req, "/metrics") {
         state.metrics.refused_metrics.inc();
-        return HttpResponse::Forbidden().body("This host name is not served here.\n");
+        return refusal;
     }
     metrics_page(state).await
 }
