@@ -345,8 +345,8 @@ impl Link {
         self.joining.clone().into_iter().chain(page).collect()
     }
 
-    /// Updates `target` and the stored outbox for a frame from the server, and says what to
-    /// do next.
+    /// Updates `target` and what this socket has in flight for a frame from the server, and
+    /// says what to do next. (The stored outbox is the page state's to change.)
     pub fn on_server(&mut self, target: &mut Target, message: &ServerMessage) -> Reaction {
         let mut reaction = Reaction::default();
         match message {
