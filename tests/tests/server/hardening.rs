@@ -204,3 +204,27 @@ async fn metrics_count_what_happens() {
     // Welcomes (2), bob's join notice to alice (1), the message to both (2), the error (1).
     assert!(text.contains("chat_frames_out_total 6"), "{text}");
 }
+
+/// A fragmented message that passes `--max-message-bytes` closes with 1009 as documented,
+/// even when the fragment that passes it is also one too many for the rate limit.
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009_even_when_rate_limited() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let mut settings = limited();
+    settings.limits.max_message_bytes = 100;
+    let server = TestServer::with_config(settings);
+    let (mut client, _) = server.join("big", "fragments").await;
+    // The burst of 20 frames: the first fragment and 19 more, 80 bytes in all.
+    let first = Frame::message(b"{\"t".to_vec(), OpCode::Data(Data::Text), false);
+    client.send_raw(Message::Frame(first)).await;
+    for _ in 0..19 {
+        let more = Frame::message(b"xxxx".to_vec(), OpCode::Data(Data::Continue), false);
+        client.send_raw(Message::Frame(more)).await;
+    }
+    // The 21st frame is refused by the rate limit and takes the message past 100 bytes.
+    let last = Frame::message(vec![b'x'; 40], OpCode::Data(Data::Continue), false);
+    client.try_send_raw(Message::Frame(last)).await;
+    assert_eq!(client.close_code().await, close::MESSAGE_TOO_BIG);
+}
