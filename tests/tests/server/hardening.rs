@@ -143,18 +143,10 @@ async fn rebound_host_names_are_refused() {
     assert!(metrics.contains("chat_refused_metrics_requests_total 1"), "{metrics}");
 }
 
-/// Connections are capped per address (429) and in total (503); a closed connection frees
-/// its place.
+/// Connections beyond `--max-connections-per-address` from one address are refused with 429,
+/// and the place comes back once a connection has ended.
 #[tokio::test]
-async fn connection_caps_refuse_with_clear_statuses() {
-    let caps = |total, per_address| server::Config {
-        abuse: server::config::AbuseLimits {
-            max_connections: total,
-            max_connections_per_address: per_address,
-            ..config().abuse
-        },
-        ..config()
-    };
+async fn connections_per_address_are_capped_with_429() {
     let server = TestServer::with_config(caps(100, 2));
     let url = server.url("room=caps");
     let first = Client::try_connect(&url, None).await.expect("first");
@@ -167,7 +159,11 @@ async fn connection_caps_refuse_with_clear_statuses() {
         assert!(tokio::time::Instant::now() < deadline, "the place never came back");
         tokio::task::yield_now().await;
     }
+}
 
+/// Connections beyond `--max-connections` are refused with 503 and counted in `/metrics`.
+#[tokio::test]
+async fn connections_beyond_the_server_cap_are_refused_with_503() {
     let server = TestServer::with_config(caps(1, 10));
     let url = server.url("room=caps");
     let _only = Client::try_connect(&url, None).await.expect("first");
@@ -177,6 +173,18 @@ async fn connection_caps_refuse_with_clear_statuses() {
         metrics.contains(r#"chat_refused_upgrades_total{reason="server_full"} 1"#),
         "{metrics}"
     );
+}
+
+/// Test settings with these connection caps.
+fn caps(total: usize, per_address: usize) -> server::Config {
+    server::Config {
+        abuse: server::config::AbuseLimits {
+            max_connections: total,
+            max_connections_per_address: per_address,
+            ..config().abuse
+        },
+        ..config()
+    }
 }
 
 /// `/metrics` reports connections, rooms, messages, bytes and errors by code.

@@ -60,11 +60,9 @@ async fn takeovers_racing_moves_leave_no_ghosts() {
         .await;
 }
 
-/// Floods of presence noise stay off everyone's screen: a member's `typing` is relayed at most
-/// once per 2 s however often it is sent, and renames within `--rename-interval` are refused
-/// with `rate_limited` and a retry hint (the member keeps its nick).
+/// A member's `typing` is relayed at most once per 2 s however often it is sent.
 #[tokio::test]
-async fn typing_and_rename_floods_are_throttled() {
+async fn typing_floods_are_throttled() {
     let server = TestServer::start();
     let (mut alice, _) = server.join("noise", "alice").await;
     let (mut bob, _) = server.join("noise", "bob").await;
@@ -72,6 +70,46 @@ async fn typing_and_rename_floods_are_throttled() {
     for _ in 0..20 {
         bob.send_text(r#"{"type":"typing"}"#).await;
     }
+    bob.say("the end").await;
+    let noise = until_the_end(&mut alice, "bob").await;
+    let typing = noise.iter().filter(|m| matches!(m, ServerMessage::Typing { .. })).count();
+    assert_eq!(typing, 1, "{noise:?}");
+}
+
+/// A rename is announced to the others as the old nick leaving and the new one joining, the
+/// renamed member gets a welcome with its new nick, and its later messages carry that nick.
+#[tokio::test]
+async fn a_rename_is_announced_and_later_messages_carry_the_new_nick() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("rename", "alice").await;
+    let (mut bob, _) = server.join("rename", "bob").await;
+    alice.recv().await; // bob joined
+    bob.send_text(r#"{"type":"join","room":"rename","nick":"robert"}"#).await;
+    let welcome = bob
+        .recv_until(|m| match m {
+            ServerMessage::Welcome { nick, members, .. } => Some((nick, members)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(welcome.0, "robert");
+    assert!(welcome.1.contains(&"robert".to_owned()) && !welcome.1.contains(&"bob".to_owned()));
+    assert_eq!(alice.left().await, "bob");
+    match alice.recv().await {
+        ServerMessage::Joined { nick, .. } => assert_eq!(nick, "robert"),
+        other => panic!("expected robert to join, got {other:?}"),
+    }
+    bob.say("renamed").await;
+    assert_eq!(alice.message().await.from, "robert");
+}
+
+/// Renames within `--rename-interval` are refused with `rate_limited` and a retry hint, and
+/// the member keeps the nick of its one accepted rename.
+#[tokio::test]
+async fn renames_within_the_interval_are_refused() {
+    let server = TestServer::start();
+    let (mut alice, _) = server.join("noise", "alice").await;
+    let (mut bob, _) = server.join("noise", "bob").await;
+    alice.recv().await; // bob joined
     bob.send_text(r#"{"type":"join","room":"noise","nick":"bob2"}"#).await;
     // Bob sees the room's notice of his old nick leaving, then his welcome.
     let nick = bob
@@ -91,21 +129,26 @@ async fn typing_and_rename_floods_are_throttled() {
         }
     }
     bob.say("the end").await;
+    // Still named as after the one rename.
+    let noise = until_the_end(&mut alice, "bob2").await;
+    let presence = noise
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Left { .. }));
+    assert_eq!(presence.count(), 2, "one rename, announced as a leave and a join: {noise:?}");
+}
+
+/// Everything `client` receives before the message "the end", which must come from `from`.
+async fn until_the_end(client: &mut Client, from: &str) -> Vec<ServerMessage> {
     let mut noise = Vec::new();
     loop {
-        match alice.recv().await {
+        match client.recv().await {
             ServerMessage::Message(message) if message.text == "the end" => {
-                assert_eq!(message.from, "bob2", "still named as after the one rename");
-                break;
+                assert_eq!(message.from, from);
+                return noise;
             }
             other => noise.push(other),
         }
     }
-    let typing = noise.iter().filter(|m| matches!(m, ServerMessage::Typing { .. })).count();
-    let presence = noise
-        .iter()
-        .filter(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Left { .. }));
-    assert_eq!((typing, presence.count()), (1, 2), "one typing, one rename: {noise:?}");
 }
 
 /// Hopping between rooms (a new member in each, so no rename to throttle) is limited per
