@@ -336,4 +336,26 @@ impl Client {
     pub fn abort(self) {
         drop(self.ws);
     }
+
+    /// Queues `frames` and sends them with one flush, as a client writing a burst does.
+    pub async fn send_burst(&mut self, frames: impl IntoIterator<Item = Message>) {
+        let mut frames = futures::stream::iter(frames.into_iter().map(Ok));
+        self.ws.send_all(&mut frames).await.expect("burst sent");
+    }
+
+    /// Sends a burst as [`Client::send_burst`] does, as far as the connection still takes it
+    /// (the server may be closing it); `false` if it stopped taking frames.
+    pub async fn try_send_burst(&mut self, frames: impl IntoIterator<Item = Message>) -> bool {
+        let mut frames = futures::stream::iter(frames.into_iter().map(Ok));
+        self.ws.send_all(&mut frames).await.is_ok()
+    }
+
+    /// Sends one final text frame carrying `payload` as it is, UTF-8 or not (which no valid
+    /// client sends), if the connection still takes it.
+    pub async fn try_send_text_bytes(&mut self, payload: Vec<u8>) -> bool {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+        self.try_send_raw(Message::Frame(frame)).await
+    }
 }

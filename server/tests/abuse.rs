@@ -6,79 +6,69 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, Ws, connect, get, memory_kib};
-use tungstenite::Message;
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
+use common::{Running, get, memory_kib};
+use protocol::ServerMessage;
+use testclient::{Client, Message, url};
 
 const DROPPED_CONNECTIONS: usize = 1_000;
 
 /// Reads until the server closes; returns its close code (None if it just hung up).
-fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
+async fn close_code(client: &mut Client) -> Option<u16> {
+    client.closed().await.map(|frame| u16::from(frame.code))
 }
 
 /// Reads until `n` error frames arrived, skipping presence notices; fails on anything else.
-fn expect_errors(ws: &mut Ws, n: usize) {
+async fn expect_errors(client: &mut Client, n: usize) {
     let mut seen = 0;
     while seen < n {
-        match ws.read().expect("an answer in time") {
-            Message::Text(text) if text.contains(r#""type":"error""#) => seen += 1,
-            Message::Text(text)
-                if text.contains(r#""type":"joined""#) || text.contains(r#""type":"left""#) => {}
-            Message::Ping(_) | Message::Pong(_) => {}
+        match client.recv().await {
+            ServerMessage::Error { .. } => seen += 1,
+            ServerMessage::Joined { .. } | ServerMessage::Left { .. } => {}
             other => panic!("expected an error frame, got {other:?}"),
         }
     }
 }
 
-fn round(address: &str, round: usize) {
+async fn round(address: &str, round: usize) {
     // Malformed, unknown and binary frames: each answered with an error, connection kept.
     for i in 0..10 {
-        let mut ws = connect(address, &format!("room=abuse&nick=bad{round}-{i}"));
-        ws.read().expect("welcome");
+        let (mut client, _) =
+            Client::join(&url(address, &format!("room=abuse&nick=bad{round}-{i}"))).await;
         for frame in ["{nope", "[]", r#"{"type":"dance"}"#, r#"{"type":"send","text":""}"#] {
-            ws.send(Message::text(frame)).expect("sent");
+            client.send_text(frame).await;
         }
-        ws.send(Message::binary(vec![0u8; 64])).expect("sent");
-        expect_errors(&mut ws, 5);
-        ws.close(None).ok();
+        client.send_raw(Message::binary(vec![0u8; 64])).await;
+        expect_errors(&mut client, 5).await;
+        client.try_send_raw(Message::Close(None)).await;
     }
     // Frames over the limit, and text that is not UTF-8: documented close codes.
     for i in 0..10 {
-        let mut ws = connect(address, &format!("room=abuse&nick=big{round}-{i}"));
-        ws.send(Message::binary(vec![b'x'; 200 * 1024])).ok();
-        assert_eq!(close_code(&mut ws), Some(1009));
-        let mut ws = connect(address, &format!("room=abuse&nick=utf{round}-{i}"));
-        let invalid = Frame::message(vec![0xff, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
-        ws.send(Message::Frame(invalid)).ok();
-        assert_eq!(close_code(&mut ws), Some(1007));
+        let mut client =
+            Client::connect(&url(address, &format!("room=abuse&nick=big{round}-{i}"))).await;
+        client.try_send_raw(Message::binary(vec![b'x'; 200 * 1024])).await;
+        assert_eq!(close_code(&mut client).await, Some(1009));
+        let mut client =
+            Client::connect(&url(address, &format!("room=abuse&nick=utf{round}-{i}"))).await;
+        client.try_send_text_bytes(vec![0xff, 0xfe, 0xfd]).await;
+        assert_eq!(close_code(&mut client).await, Some(1007));
     }
     // Floods: cut off with 1008.
     for i in 0..5 {
-        let mut ws = connect(address, &format!("room=abuse&nick=flood{round}-{i}"));
-        for n in 0..300 {
-            if ws.write(Message::text(format!(r#"{{"type":"send","text":"{n}"}}"#))).is_err() {
-                break;
-            }
-        }
-        ws.flush().ok();
-        assert_eq!(close_code(&mut ws), Some(1008));
+        let mut client =
+            Client::connect(&url(address, &format!("room=abuse&nick=flood{round}-{i}"))).await;
+        let flood = (0..300).map(|n| Message::text(format!(r#"{{"type":"send","text":"{n}"}}"#)));
+        client.try_send_burst(flood).await;
+        assert_eq!(close_code(&mut client).await, Some(1008));
     }
     // A thousand connections, all open at once, then dropped without a close frame.
-    let open: Vec<Ws> = (0..DROPPED_CONNECTIONS)
-        .map(|i| connect(address, &format!("room=crowd-{}&nick=n{i}", i % 20)))
-        .collect();
-    for ws in open {
-        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {
-            stream.shutdown(std::net::Shutdown::Both).ok();
-        }
+    let mut open = Vec::with_capacity(DROPPED_CONNECTIONS);
+    for i in 0..DROPPED_CONNECTIONS {
+        open.push(
+            Client::connect(&url(address, &format!("room=crowd-{}&nick=n{i}", i % 20))).await,
+        );
+    }
+    for client in open {
+        client.abort();
     }
     // Everything is cleaned up: no connection or room left behind.
     let start = Instant::now();
@@ -88,7 +78,7 @@ fn round(address: &str, round: usize) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "not cleaned up:\n{metrics}");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -96,8 +86,8 @@ fn round(address: &str, round: usize) {
 /// BENCHMARKS.md); over the next three the server's memory may not grow by more than 10%, so
 /// per-connection state that outlives its connection would show. Afterwards two clients chat
 /// normally and nothing panicked.
-#[test]
-fn server_survives_abuse_and_returns_to_baseline() {
+#[tokio::test(flavor = "multi_thread")]
+async fn server_survives_abuse_and_returns_to_baseline() {
     let server = Running::start(
         &[
             "--port",
@@ -118,7 +108,7 @@ fn server_survives_abuse_and_returns_to_baseline() {
     let started = Instant::now();
     let mut after = Vec::new();
     for r in 1..=6 {
-        round(&address, r);
+        round(&address, r).await;
         after.push(memory_kib(server.pid(), "VmRSS"));
     }
     let (warm, last) = (after[2], after[5]);
@@ -133,15 +123,17 @@ fn server_survives_abuse_and_returns_to_baseline() {
         "memory grew from {warm} KiB to {last} KiB over three rounds"
     );
 
-    let mut alice = connect(&address, "room=after&nick=alice");
-    let mut bob = connect(&address, "room=after&nick=bob");
-    alice.read().expect("welcome");
-    bob.read().expect("welcome");
-    alice.send(Message::text(r#"{"type":"send","text":"all good"}"#)).expect("sent");
-    let delivered = (0..3).any(|_| match bob.read() {
-        Ok(Message::Text(text)) => text.contains(r#""text":"all good""#),
-        _ => false,
-    });
+    let (mut alice, _) = Client::join(&url(&address, "room=after&nick=alice")).await;
+    let (mut bob, _) = Client::join(&url(&address, "room=after&nick=bob")).await;
+    alice.say("all good").await;
+    let mut delivered = false;
+    for _ in 0..3 {
+        if matches!(bob.recv().await, ServerMessage::Message(message) if message.text == "all good")
+        {
+            delivered = true;
+            break;
+        }
+    }
     assert!(delivered, "the server still relays messages");
     let log = server.log_lines();
     assert!(!log.iter().any(|line| line.contains("panicked")), "a panic was logged");

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Running, Ws, connect, memory_kib, next, stalled_client};
+use common::{Running, memory_kib, stalled_client};
 use protocol::{ErrorCode, ServerMessage};
-use tungstenite::Message;
+use testclient::{Client, Message, url};
 
 /// Stalled readers joining the full room: more than the per-address cap of the old attack
 /// (one address may open 200 connections), enough to show any per-connection cost.
@@ -19,29 +19,31 @@ const STALLED: usize = 60;
 const FILL: usize = 1_000;
 const TEXT_CHARS: usize = 4_000;
 
-fn send(ws: &mut Ws, frame: serde_json::Value) {
-    ws.send(Message::text(frame.to_string())).expect("sent");
+async fn send(client: &mut Client, frame: serde_json::Value) {
+    client.send_text(&frame.to_string()).await;
 }
 
-/// Fills `room` with `FILL` long messages, in windows of 100 acknowledged sends.
-fn fill(ws: &mut Ws) {
+/// Fills the client's room with `FILL` long messages, in windows of 100 acknowledged sends.
+async fn fill(client: &mut Client) {
     let padding = "x".repeat(TEXT_CHARS);
     for window in 0..FILL / 100 {
-        for i in window * 100..(window + 1) * 100 {
+        let frames = (window * 100..(window + 1) * 100).map(|i| {
             let frame = serde_json::json!({"type": "send", "text": format!("{i} {padding}"), "client_id": format!("f{i}")});
-            ws.write(Message::text(frame.to_string())).expect("queued");
-        }
-        ws.flush().expect("sent");
+            Message::text(frame.to_string())
+        });
+        client.send_burst(frames).await;
         let last = format!("f{}", (window + 1) * 100 - 1);
-        while !matches!(next(ws), ServerMessage::Ack { client_id, .. } if client_id == last) {}
+        while !matches!(client.recv().await, ServerMessage::Ack { client_id, .. } if client_id == last)
+        {
+        }
     }
 }
 
 /// Reads until the message `text` arrives; returns the frames of each kind seen before it.
-fn until_message(ws: &mut Ws, text: &str) -> (usize, usize, usize) {
+async fn until_message(client: &mut Client, text: &str) -> (usize, usize, usize) {
     let (mut messages, mut typing, mut presence) = (0, 0, 0);
     loop {
-        match next(ws) {
+        match client.recv().await {
             ServerMessage::Message(message) if message.text == text => {
                 return (messages, typing, presence);
             }
@@ -53,8 +55,8 @@ fn until_message(ws: &mut Ws, text: &str) -> (usize, usize, usize) {
     }
 }
 
-#[test]
-fn attacks_stay_within_their_bounds() {
+#[tokio::test(flavor = "multi_thread")]
+async fn attacks_stay_within_their_bounds() {
     // The rate limit is raised so that the attackers are held by the limits under test, not by
     // the frame rate; every other limit is the default.
     let server = Running::start(
@@ -66,11 +68,10 @@ fn attacks_stay_within_their_bounds() {
     let started = Instant::now();
 
     // 1. A room full of long messages; clients join it asking for everything and never read.
-    let mut alice = connect(&address, "room=full&nick=alice");
-    next(&mut alice);
-    fill(&mut alice);
-    let mut bob = connect(&address, "room=full&nick=bob");
-    let ServerMessage::Welcome { history, .. } = next(&mut bob) else { panic!("a welcome") };
+    let (mut alice, _) = Client::join(&url(&address, "room=full&nick=alice")).await;
+    fill(&mut alice).await;
+    let (mut bob, welcome) = Client::join(&url(&address, "room=full&nick=bob")).await;
+    let history = welcome.history;
     let kept: usize = history.iter().map(|m| m.text.len()).sum();
     let before = memory_kib(pid, "VmRSS");
     let stalled: Vec<_> = (0..STALLED)
@@ -79,7 +80,7 @@ fn attacks_stay_within_their_bounds() {
     // Every stalled reader is in the room once bob has seen it join.
     let mut joined = 0;
     while joined < STALLED {
-        if matches!(next(&mut bob), ServerMessage::Joined { .. }) {
+        if matches!(bob.recv().await, ServerMessage::Joined { .. }) {
             joined += 1;
         }
     }
@@ -88,10 +89,10 @@ fn attacks_stay_within_their_bounds() {
     // The room goes on: 50 more messages, each to every member, the stalled ones included
     // until they are dropped as not reading.
     for i in 0..50 {
-        send(&mut alice, serde_json::json!({"type": "send", "text": format!("after {i}")}));
+        send(&mut alice, serde_json::json!({"type": "send", "text": format!("after {i}")})).await;
     }
-    send(&mut alice, serde_json::json!({"type": "send", "text": "still here"}));
-    let (received, _, _) = until_message(&mut bob, "still here");
+    send(&mut alice, serde_json::json!({"type": "send", "text": "still here"})).await;
+    let (received, _, _) = until_message(&mut bob, "still here").await;
     let after_traffic = memory_kib(pid, "VmRSS");
     eprintln!(
         "attack: {FILL} messages of {TEXT_CHARS} chars posted to #full (a newcomer gets the \
@@ -106,13 +107,12 @@ fn attacks_stay_within_their_bounds() {
     assert!(per_reader < 4.0 * 1024.0, "{per_reader:.0} KiB per stalled reader, over 4 MiB");
 
     // 2. Room churn: one connection opening new rooms as fast as it can.
-    let mut churner = connect(&address, "room=churn-start&nick=churner");
-    next(&mut churner);
+    let (mut churner, _) = Client::join(&url(&address, "room=churn-start&nick=churner")).await;
     let (mut opened, mut refused) = (0, 0);
     for i in 0..100 {
-        send(&mut churner, serde_json::json!({"type": "join", "room": format!("churn-{i}")}));
+        send(&mut churner, serde_json::json!({"type": "join", "room": format!("churn-{i}")})).await;
         loop {
-            match next(&mut churner) {
+            match churner.recv().await {
                 ServerMessage::Welcome { .. } => opened += 1,
                 ServerMessage::Error { code: ErrorCode::RateLimited, .. } => refused += 1,
                 _ => continue,
@@ -124,19 +124,17 @@ fn attacks_stay_within_their_bounds() {
     assert!(refused > 0 && opened <= 20, "opened {opened} rooms in a burst");
 
     // 3. Rename and typing floods in a room with an ordinary member.
-    let mut flooder = connect(&address, "room=calm&nick=flooder");
-    next(&mut flooder);
-    let mut carol = connect(&address, "room=calm&nick=carol");
-    next(&mut carol);
+    let (mut flooder, _) = Client::join(&url(&address, "room=calm&nick=flooder")).await;
+    let (mut carol, _) = Client::join(&url(&address, "room=calm&nick=carol")).await;
     for i in 0..200 {
-        send(&mut flooder, serde_json::json!({"type": "typing"}));
+        send(&mut flooder, serde_json::json!({"type": "typing"})).await;
         let rename = serde_json::json!({"type": "join", "room": "calm", "nick": format!("f{i}")});
-        send(&mut flooder, rename);
+        send(&mut flooder, rename).await;
     }
-    send(&mut flooder, serde_json::json!({"type": "send", "text": "flood over"}));
-    let (_, typing, presence) = until_message(&mut carol, "flood over");
-    send(&mut carol, serde_json::json!({"type": "send", "text": "carol speaks"}));
-    until_message(&mut carol, "carol speaks");
+    send(&mut flooder, serde_json::json!({"type": "send", "text": "flood over"})).await;
+    let (_, typing, presence) = until_message(&mut carol, "flood over").await;
+    send(&mut carol, serde_json::json!({"type": "send", "text": "carol speaks"})).await;
+    until_message(&mut carol, "carol speaks").await;
     eprintln!(
         "attack: 200 typing notices and 200 renames sent: carol saw {typing} typing notices \
          and {presence} join/leave notices, and still chats"
@@ -145,8 +143,9 @@ fn attacks_stay_within_their_bounds() {
 
     // 4. Look-alikes of carol's nick in her room.
     for spoof in ["\u{441}arol", "ｃａｒｏｌ", "carol\u{200B}", "CAROL"] {
-        let mut spoofer = connect(&address, &format!("room=calm&nick={}", encode(spoof)));
-        match next(&mut spoofer) {
+        let mut spoofer =
+            Client::connect(&url(&address, &format!("room=calm&nick={}", encode(spoof)))).await;
+        match spoofer.recv().await {
             ServerMessage::Error { code, .. } => {
                 assert!(matches!(code, ErrorCode::NickTaken | ErrorCode::InvalidNick), "{spoof:?}");
             }
@@ -167,8 +166,8 @@ fn encode(nick: &str) -> String {
 /// room; a `join` it sent right behind those requests, which the room admits after dropping it,
 /// must not leave a member that no connection backs once the connection is gone: the room ends
 /// up with its one real member.
-#[test]
-fn an_evicted_member_that_rejoins_leaves_no_ghost() {
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evicted_member_that_rejoins_leaves_no_ghost() {
     let server = Running::start(
         &[
             "--port",
@@ -183,29 +182,28 @@ fn an_evicted_member_that_rejoins_leaves_no_ghost() {
         &[],
     );
     let address = server.address();
-    let mut observer = connect(&address, "room=haunt&nick=observer");
-    next(&mut observer);
-    send(&mut observer, serde_json::json!({"type": "send", "text": "something to page"}));
-    while !matches!(next(&mut observer), ServerMessage::Message(_)) {}
+    let (mut observer, _) = Client::join(&url(&address, "room=haunt&nick=observer")).await;
+    send(&mut observer, serde_json::json!({"type": "send", "text": "something to page"})).await;
+    while !matches!(observer.recv().await, ServerMessage::Message(_)) {}
     let mut evicted = 0;
     for round in 0..10 {
-        let mut greedy = connect(&address, &format!("room=haunt&nick=greedy{round}"));
-        next(&mut greedy);
-        for _ in 0..400 {
-            let request = r#"{"type":"history","room":"haunt","limit":1}"#;
-            greedy.write(Message::text(request)).expect("queued");
-        }
-        greedy.write(Message::text(r#"{"type":"join","room":"haunt"}"#)).expect("queued");
-        greedy.flush().expect("sent");
-        // It reads on, as a client does, until the server closes it.
+        let (mut greedy, _) =
+            Client::join(&url(&address, &format!("room=haunt&nick=greedy{round}"))).await;
+        let request = r#"{"type":"history","room":"haunt","limit":1}"#;
+        let requests = std::iter::repeat_n(Message::text(request), 400);
+        greedy
+            .send_burst(requests.chain([Message::text(r#"{"type":"join","room":"haunt"}"#)]))
+            .await;
+        // It reads on, as a client does, until the server closes it (or falls silent for
+        // `common::DEADLINE`, as a member that was never dropped does).
         loop {
-            match greedy.read() {
-                Ok(Message::Close(frame)) => {
+            match tokio::time::timeout(common::DEADLINE, greedy.next_frame()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
                     evicted += usize::from(frame.is_some_and(|f| u16::from(f.code) == 4003));
                     break;
                 }
-                Ok(_) => {}
-                Err(_) => break,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) | Err(_) => break,
             }
         }
     }
@@ -213,17 +211,14 @@ fn an_evicted_member_that_rejoins_leaves_no_ghost() {
     // The room's own member list (a newcomer's welcome), not only the lobby's count.
     let deadline = Instant::now() + common::DEADLINE;
     loop {
-        let mut witness = connect(&address, "room=haunt&nick=witness");
-        let ServerMessage::Welcome { members, .. } = next(&mut witness) else {
-            panic!("a welcome")
-        };
+        let (witness, welcome) = Client::join(&url(&address, "room=haunt&nick=witness")).await;
+        let members = welcome.members;
         if members == ["observer", "witness"] {
             eprintln!("attack: {evicted} of 10 greedy members dropped (4003), none left behind");
             break;
         }
         assert!(Instant::now() < deadline, "members left behind in #haunt: {members:?}");
-        witness.close(None).ok();
-        while witness.read().is_ok() {}
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        witness.close().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

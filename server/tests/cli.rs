@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{DEADLINE, Running, get};
+use testclient::{Client, url};
 
 /// `--help` documents every option with its environment variable.
 #[test]
@@ -81,17 +82,11 @@ fn taken_port_is_a_clear_error() {
 
 /// SIGTERM tells connected clients the server is going away (close 1001) and the process
 /// exits 0 well within the grace period instead of lingering with open connections.
-#[test]
-fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     let mut server = Running::start(&["--port", "0", "--shutdown-grace", "5s"], &[]);
     let address = server.address();
-    let (mut client, _) = tungstenite::connect(format!("ws://{address}/ws?room=bye&nick=ann"))
-        .expect("WebSocket connects");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = client.get_ref() {
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    }
-    let welcome = client.read().expect("welcome frame");
-    assert!(welcome.to_text().expect("text").contains(r#""type":"welcome""#));
+    let (mut client, _) = Client::join(&url(&address, "room=bye&nick=ann")).await;
 
     let started = std::time::Instant::now();
     let status = Command::new("kill")
@@ -99,19 +94,14 @@ fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let code = loop {
-        match client.read().expect("a close frame before the connection ends") {
-            tungstenite::Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
-            _ => continue,
-        }
-    };
+    let code = client.closed().await.map(|frame| u16::from(frame.code));
     assert_eq!(code, Some(protocol::close::GOING_AWAY));
     let exit = loop {
         if let Some(exit) = server.child.try_wait().expect("wait") {
             break exit;
         }
         assert!(started.elapsed() < DEADLINE, "server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "exit status {exit}");
     assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Running, Ws, connect, get, memory_kib};
+use common::{Running, get, memory_kib};
+use testclient::{Client, url};
 
 const CONNECTIONS: usize = 2_000;
 /// The product's target. Measured here (debug build, messages in memory): 4.4 KiB with the
@@ -15,21 +16,21 @@ const CONNECTIONS: usize = 2_000;
 const MAX_KIB_PER_CONNECTION: f64 = 10.0;
 
 /// Waits until the server reports `count` open connections.
-fn wait_for_connections(address: &str, count: usize) {
+async fn wait_for_connections(address: &str, count: usize) {
     let start = Instant::now();
     let line = format!("\nchat_connections {count}\n");
     while !get(address, "/metrics").contains(&line) {
         assert!(start.elapsed() < Duration::from_secs(30), "never reached {count} connections");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Resident memory once it has stopped moving (two readings 200 ms apart within 1%).
-fn settled_rss(pid: u32) -> u64 {
+async fn settled_rss(pid: u32) -> u64 {
     let start = Instant::now();
     let mut last = memory_kib(pid, "VmRSS");
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let now = memory_kib(pid, "VmRSS");
         if now.abs_diff(last) * 100 <= last || start.elapsed() > Duration::from_secs(10) {
             return now;
@@ -38,8 +39,8 @@ fn settled_rss(pid: u32) -> u64 {
     }
 }
 
-#[test]
-fn idle_connections_cost_little_resident_memory() {
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_cost_little_resident_memory() {
     let server = Running::start(
         &[
             "--port",
@@ -53,19 +54,22 @@ fn idle_connections_cost_little_resident_memory() {
     );
     let address = server.address();
     // Warm up: the worker threads, the room arbiters and the allocator's first arenas.
-    let warm: Vec<Ws> =
-        (0..20).map(|i| connect(&address, &format!("room=warm-{}&nick=w{i}", i % 2))).collect();
-    wait_for_connections(&address, warm.len());
-    let before = settled_rss(server.pid());
-
-    let mut idle: Vec<Ws> = Vec::with_capacity(CONNECTIONS);
-    for i in 0..CONNECTIONS {
-        let mut ws = connect(&address, &format!("room=idle-{}&nick=n{i}", i / 10));
-        ws.read().expect("welcome");
-        idle.push(ws);
+    let mut warm = Vec::new();
+    for i in 0..20 {
+        warm.push(Client::connect(&url(&address, &format!("room=warm-{}&nick=w{i}", i % 2))).await);
     }
-    wait_for_connections(&address, CONNECTIONS + warm.len());
-    let after = settled_rss(server.pid());
+    wait_for_connections(&address, warm.len()).await;
+    let before = settled_rss(server.pid()).await;
+
+    // Opened one after another, each kept open (and never read again) until the test ends.
+    let mut idle = Vec::with_capacity(CONNECTIONS);
+    for i in 0..CONNECTIONS {
+        let query = format!("room=idle-{}&nick=n{i}", i / 10);
+        let (client, _) = Client::join(&url(&address, &query)).await;
+        idle.push(client);
+    }
+    wait_for_connections(&address, CONNECTIONS + warm.len()).await;
+    let after = settled_rss(server.pid()).await;
 
     let per_connection = after.saturating_sub(before) as f64 / CONNECTIONS as f64;
     eprintln!(

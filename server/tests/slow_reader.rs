@@ -7,9 +7,9 @@ use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Running, Ws, connect, get, memory_kib, next, stalled_client};
+use common::{Running, get, memory_kib, stalled_client};
 use protocol::ServerMessage;
-use tungstenite::Message;
+use testclient::{Client, Message, url};
 
 const MESSAGES: usize = 30_000;
 const TEXT_CHARS: usize = 2_000;
@@ -21,13 +21,17 @@ const WINDOW: usize = 100;
 struct Flood {
     server: Running,
     address: String,
-    bob: Option<Ws>,
-    alice: Ws,
+    bob: Option<Client>,
+    alice: Client,
     stalled: TcpStream,
 }
 
 impl Flood {
-    fn start(max_queued_frames: &str, max_queued_bytes: &str, stalled_write_timeout: &str) -> Self {
+    async fn start(
+        max_queued_frames: &str,
+        max_queued_bytes: &str,
+        stalled_write_timeout: &str,
+    ) -> Self {
         let server = Running::start(
             &[
                 "--port",
@@ -50,24 +54,24 @@ impl Flood {
             &[],
         );
         let address = server.address();
-        let mut bob = connect(&address, "room=flood&nick=bob");
-        assert!(matches!(next(&mut bob), ServerMessage::Welcome { .. }));
+        let (mut bob, _) = Client::join(&url(&address, "room=flood&nick=bob")).await;
         let stalled = stalled_client(&address, "room=flood&nick=stalled");
-        assert!(matches!(next(&mut bob), ServerMessage::Joined { nick, .. } if nick == "stalled"));
-        let mut alice = connect(&address, "room=flood&nick=alice");
-        assert!(matches!(next(&mut alice), ServerMessage::Welcome { .. }));
-        assert!(matches!(next(&mut bob), ServerMessage::Joined { nick, .. } if nick == "alice"));
+        assert!(
+            matches!(bob.recv().await, ServerMessage::Joined { nick, .. } if nick == "stalled")
+        );
+        let (alice, _) = Client::join(&url(&address, "room=flood&nick=alice")).await;
+        assert!(matches!(bob.recv().await, ServerMessage::Joined { nick, .. } if nick == "alice"));
         Flood { server, address, bob: Some(bob), alice, stalled }
     }
 
     /// Alice sends `messages` texts of 2,000 characters, in windows; bob reads them all.
     /// Returns whether bob saw the stalled client leave.
-    fn broadcast(&mut self, messages: usize) -> bool {
+    async fn broadcast(&mut self, messages: usize) -> bool {
         let mut bob = self.bob.take().expect("one broadcast per flood");
-        let reader = std::thread::spawn(move || {
+        let reader = tokio::spawn(async move {
             let (mut received, mut last_id, mut saw_left) = (0, 0, false);
             while received < messages {
-                match next(&mut bob) {
+                match bob.recv().await {
                     ServerMessage::Message(message) => {
                         let index = message.text.split(':').next().and_then(|i| i.parse().ok());
                         assert_eq!(index, Some(received), "in order, none missing");
@@ -83,17 +87,17 @@ impl Flood {
         });
         let padding = "x".repeat(TEXT_CHARS);
         for window in 0..messages / WINDOW {
-            for i in window * WINDOW..(window + 1) * WINDOW {
+            let frames = (window * WINDOW..(window + 1) * WINDOW).map(|i| {
                 let frame = serde_json::json!({"type": "send", "text": format!("{i}:{padding}")});
-                self.alice.write(Message::text(frame.to_string())).expect("queued");
-            }
-            self.alice.flush().expect("sent");
+                Message::text(frame.to_string())
+            });
+            self.alice.send_burst(frames).await;
             let last = format!("{}:", (window + 1) * WINDOW - 1);
-            while !matches!(next(&mut self.alice), ServerMessage::Message(m) if m.text.starts_with(&last))
+            while !matches!(self.alice.recv().await, ServerMessage::Message(m) if m.text.starts_with(&last))
             {
             }
         }
-        reader.join().expect("bob received every message in order")
+        reader.await.expect("bob received every message in order")
     }
 }
 
@@ -102,12 +106,12 @@ impl Flood {
 /// stalled client is dropped from the room once 1,024 frames wait for it, and the server's
 /// peak memory stays within 48 MiB of where it started. The stalled-write timeout is set far
 /// beyond the run, so only the queue bound can keep the memory down.
-#[test]
-fn stalled_reader_is_dropped_and_memory_stays_bounded() {
-    let mut flood = Flood::start("1024", "100000000", "120s");
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_reader_is_dropped_and_memory_stays_bounded() {
+    let mut flood = Flood::start("1024", "100000000", "120s").await;
     let baseline = memory_kib(flood.server.pid(), "VmRSS");
     let started = Instant::now();
-    let saw_left = flood.broadcast(MESSAGES);
+    let saw_left = flood.broadcast(MESSAGES).await;
     let peak = memory_kib(flood.server.pid(), "VmHWM");
     let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
     eprintln!(
@@ -124,10 +128,10 @@ fn stalled_reader_is_dropped_and_memory_stays_bounded() {
 
 /// Once its sent data has waited past the stalled-write timeout (1 s here), the kernel ends the
 /// stalled client's connection: writing to it from the client side then fails.
-#[test]
-fn stalled_connection_is_cut_off() {
-    let mut flood = Flood::start("1024", "100000000", "1s");
-    assert!(flood.broadcast(3_000), "the stalled client was dropped from the room");
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_connection_is_cut_off() {
+    let mut flood = Flood::start("1024", "100000000", "1s").await;
+    assert!(flood.broadcast(3_000).await, "the stalled client was dropped from the room");
     let ended = Instant::now();
     flood.stalled.set_write_timeout(Some(Duration::from_secs(1))).expect("timeout");
     let masked_ping = [0x89, 0x80, 0, 0, 0, 0];
@@ -139,17 +143,17 @@ fn stalled_connection_is_cut_off() {
             _ => {}
         }
         assert!(ended.elapsed() < Duration::from_secs(30), "the stalled connection is still open");
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("slow reader: connection found cut off {:.1?} after the broadcast", ended.elapsed());
 }
 
 /// The backlog is bounded in bytes too: with the frame count out of reach, a stalled client is
 /// dropped once 512 KiB wait for it.
-#[test]
-fn stalled_reader_is_dropped_by_bytes() {
-    let mut flood = Flood::start("100000000", "524288", "120s");
-    assert!(flood.broadcast(5_000), "the stalled client was dropped from the room");
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_reader_is_dropped_by_bytes() {
+    let mut flood = Flood::start("100000000", "524288", "120s").await;
+    assert!(flood.broadcast(5_000).await, "the stalled client was dropped from the room");
     let metrics = get(&flood.address, "/metrics");
     assert!(metrics.contains("chat_slow_reader_disconnects_total 1"), "{metrics}");
 }

@@ -1,5 +1,6 @@
 //! Helpers for tests of the server binary: start it as operators do, find its address in its
-//! log, read its memory use, and speak HTTP to it.
+//! log, read its memory use, and speak HTTP to it. Tests speak WebSocket to it through the
+//! shared [`testclient::Client`].
 
 // Each test binary uses only some of these.
 #![allow(dead_code)]
@@ -9,8 +10,6 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-use protocol::ServerMessage;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -126,31 +125,6 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-/// A blocking WebSocket client.
-pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
-
-/// Connects to `/ws?{query}`; reads time out after [`DEADLINE`].
-pub fn connect(address: &str, query: &str) -> Ws {
-    let (ws, _) = tungstenite::connect(format!("ws://{address}/ws?{query}")).expect("connects");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    }
-    ws
-}
-
-/// The next server message (pings and pongs skipped).
-pub fn next(ws: &mut Ws) -> ServerMessage {
-    loop {
-        match ws.read().expect("a frame in time") {
-            tungstenite::Message::Text(text) => {
-                return serde_json::from_str(&text).expect("a server message");
-            }
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
 }
 
 /// A raw TCP client that completes the WebSocket handshake and then never reads. Its receive
