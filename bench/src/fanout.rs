@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use testclient::{Client, Message};
 use tokio::sync::Barrier;
-use tokio_tungstenite::tungstenite::Message;
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -176,10 +176,8 @@ impl Share {
         let mut tasks = Vec::with_capacity(clients.len());
         for n in clients {
             let (room, client) = (n / load.clients, n % load.clients);
-            let url = format!("ws://{address}/ws?room=bench-{room}&nick=c{client}");
-            let (ws, _) = tokio_tungstenite::connect_async(&url)
-                .await
-                .with_context(|| format!("connecting to {url}"))?;
+            let url = testclient::url(address, &format!("room=bench-{room}&nick=c{client}"));
+            let ws = Client::open(&url).await.with_context(|| format!("connecting to {url}"))?;
             let sender = client < load.senders;
             let (ready, sent, rate) = (ready.clone(), sent.clone(), load.rate);
             tasks.push(tokio::spawn(async move {
@@ -266,9 +264,7 @@ fn now_micros() -> u128 {
 
 #[allow(clippy::too_many_arguments)]
 async fn client_task(
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: Client,
     sender: bool,
     rate: u32,
     duration: Duration,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use testclient::Client;
 
 use crate::usage::rss_kib;
 
@@ -151,15 +152,9 @@ pub async fn worker(
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn open(address: SocketAddr, source: Ipv4Addr, n: usize, per_room: usize) -> Result<Ws> {
-    let socket = tokio::net::TcpSocket::new_v4().context("socket")?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).context("binding the source address")?;
-    let stream = socket.connect(address).await.with_context(|| format!("connecting {n}"))?;
-    let url = format!("ws://{address}/ws?room=idle-{}&nick=i{n}", n / per_room);
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+async fn open(address: SocketAddr, source: Ipv4Addr, n: usize, per_room: usize) -> Result<Client> {
+    let query = format!("room=idle-{}&nick=i{n}", n / per_room);
+    Client::open_from(address, IpAddr::V4(source), &query)
         .await
-        .with_context(|| format!("handshake {n}"))?;
-    Ok(ws)
+        .with_context(|| format!("connecting {n} from {source}"))
 }

@@ -16,13 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use protocol::{ChatMessage, ErrorCode, MessageId, ServerMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use testclient::{Client, Message};
 use tokio::sync::Barrier;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
-use tokio_tungstenite::tungstenite::Message;
 
 const ROOMS: usize = 3;
 const CLIENTS_PER_ROOM: usize = 4;
@@ -141,21 +140,19 @@ impl ClientRun {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(port: u16, room: &str, nick: &str, since: MessageId) -> Option<Ws> {
+async fn connect(port: u16, room: &str, nick: &str, since: MessageId) -> Option<Client> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
     let url =
-        format!("ws://127.0.0.1:{port}/ws?room={room}&nick={nick}&client=t-{nick}&since={since}");
-    match timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(url)).await {
-        Ok(Ok((ws, _))) => Some(ws),
+        testclient::url(address, &format!("room={room}&nick={nick}&client=t-{nick}&since={since}"));
+    match timeout(Duration::from_secs(2), Client::open(&url)).await {
+        Ok(Ok(ws)) => Some(ws),
         _ => None,
     }
 }
 
-async fn send(ws: &mut Ws, client_id: &str, text: &str) -> bool {
+async fn send(ws: &mut Client, client_id: &str, text: &str) -> bool {
     let frame = serde_json::json!({"type": "send", "text": text, "client_id": client_id});
-    ws.send(Message::text(frame.to_string())).await.is_ok()
+    ws.send_frame(Message::text(frame.to_string())).await.is_ok()
 }
 
 /// One client: types its messages at a human pace, keeps the unacknowledged ones, and sends
@@ -188,7 +185,7 @@ async fn client(
         let mut next_tick = Instant::now();
         loop {
             tokio::select! {
-                frame = ws.next() => {
+                frame = ws.next_frame() => {
                     let Some(Ok(Message::Text(text))) = frame else {
                         if matches!(frame, Some(Ok(_))) { continue; }
                         break;
@@ -267,7 +264,7 @@ async fn client(
                 }
             }
         }
-        // Dropping the stream closes the TCP connection without a close frame.
+        // Dropping the client closes the TCP connection without a close frame.
         drop(ws);
     }
     // Once every client is done, a last catch-up: the view should then hold the whole room.
@@ -277,13 +274,13 @@ async fn client(
         if let Some(mut ws) = connect(port, &room, &nick, run.since()).await {
             let mut last = run.since();
             if let Ok(Some(Ok(Message::Text(text)))) =
-                timeout(Duration::from_secs(2), ws.next()).await
+                timeout(Duration::from_secs(2), ws.next_frame()).await
                 && let Ok(ServerMessage::Welcome { history, .. }) = serde_json::from_str(&text)
             {
                 for message in history {
                     run.record(message, &mut last);
                 }
-                let _ = ws.close(None).await;
+                let _ = ws.send_frame(Message::Close(None)).await;
                 break;
             }
         }
@@ -296,7 +293,8 @@ async fn client(
 async fn stored_history(port: u16, room: &str) -> Vec<ChatMessage> {
     let mut ws = connect(port, room, "auditor", 0).await.expect("auditor connects");
     loop {
-        let frame = timeout(Duration::from_secs(5), ws.next()).await.expect("welcome in time");
+        let frame =
+            timeout(Duration::from_secs(5), ws.next_frame()).await.expect("welcome in time");
         if let Some(Ok(Message::Text(text))) = frame
             && let Ok(ServerMessage::Welcome { history, truncated, .. }) =
                 serde_json::from_str(&text)
