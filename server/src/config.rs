@@ -133,13 +133,30 @@ pub struct Config {
 
     #[command(flatten)]
     pub abuse: AbuseLimits,
+
+    /// Something to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands besides serving.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum Command {
+    /// Copy the message database to FILE, also while a server runs on it: one consistent
+    /// moment, in a single file. To restore, stop the server, replace the data folder's
+    /// `chat.sqlite3` with the copy (and delete `chat.sqlite3-wal` and `chat.sqlite3-shm` if
+    /// present), and start it again.
+    Backup {
+        /// Where to write the copy; an existing file there is replaced once the copy is whole.
+        file: PathBuf,
+    },
 }
 
 /// Where messages are stored and for how long.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Storage {
     /// Folder for the message database (`chat.sqlite3`), created if missing.
-    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     pub data_dir: PathBuf,
 
     /// Keep messages in memory only: nothing is written to disk, and history is lost when the
@@ -351,6 +368,7 @@ impl Default for Config {
             metrics_address: None,
             limits: Limits::default(),
             abuse: AbuseLimits::default(),
+            command: None,
         }
     }
 }

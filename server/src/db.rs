@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use protocol::{ChatMessage, MessageId, UnixMillis};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 use crate::history::{Loaded, Stored, stored_size};
 
@@ -77,6 +79,21 @@ pub enum StoreError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the database has schema version {found}, newer than this server knows ({known}): it was \
+         written by a newer release; run that release, or restore a backup taken before the upgrade"
+    )]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("no database at {0}: is --data-dir (CHAT_DATA_DIR) the server's?")]
+    NoDatabase(PathBuf),
+    #[error("cannot write the backup {path}: {source}")]
+    BackupFile { path: PathBuf, source: std::io::Error },
+    #[error("the backup would replace the database it copies")]
+    BackupOverSource,
+    #[error("the database stayed locked for {0:?}: try again")]
+    BackupBusy(Duration),
+    #[error("cannot upgrade the database schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
     #[error("cannot start the storage thread: {0}")]
     Thread(std::io::Error),
     #[error("the storage thread has stopped")]
@@ -111,7 +128,7 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the database `options` name, and reads where it left off as of `now`.
     pub fn open(options: StoreOptions, now: UnixMillis) -> Result<(Db, Start), StoreError> {
-        let connection = match &options.data_dir {
+        let mut connection = match &options.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|source| StoreError::DataDir { path: dir.clone(), source })?;
@@ -119,7 +136,10 @@ impl Db {
             }
             None => Connection::open_in_memory()?,
         };
-        create_schema(&connection)?;
+        let found = migrate(&mut connection, MIGRATIONS)?;
+        if found != SCHEMA_VERSION {
+            tracing::info!(from = found, to = SCHEMA_VERSION, "database schema upgraded");
+        }
         let start = Start {
             last_id: read_last_id(&connection)?,
             recent_rooms: read_rooms(&connection, options.age_cutoff(now))?,
@@ -322,6 +342,74 @@ impl Db {
     }
 }
 
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub messages: u64,
+    pub rooms: u64,
+    /// The highest message id given so far: a server started on the copy continues after it.
+    pub last_id: MessageId,
+}
+
+/// How long a backup waits for a database that a writer holds locked.
+const BACKUP_BUSY_LIMIT: Duration = Duration::from_secs(10);
+
+/// Copies the database in `data_dir` to `file`, also while a server is writing to it: SQLite's
+/// online backup, in one step, so the copy is one consistent moment of the database (in WAL
+/// mode the writer is not held up meanwhile). The copy is written beside `file` and renamed over
+/// it once complete and synced, so `file` is always a whole database; it is a single file (no
+/// write-ahead log), ready to be put in a data folder as `chat.sqlite3`.
+pub fn backup(data_dir: &Path, file: &Path) -> Result<BackupSummary, StoreError> {
+    let source_path = data_dir.join(DATABASE_FILE);
+    if !source_path.is_file() {
+        return Err(StoreError::NoDatabase(source_path));
+    }
+    let file_error = |source| StoreError::BackupFile { path: file.to_owned(), source };
+    if let (Ok(source), Ok(target)) = (source_path.canonicalize(), file.canonicalize())
+        && source == target
+    {
+        return Err(StoreError::BackupOverSource);
+    }
+    let name = file.file_name().ok_or_else(|| {
+        file_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))
+    })?;
+    let partial = file.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let _ = std::fs::remove_file(&partial);
+    // Read-write (a WAL reader takes locks), never create: the database must exist.
+    let source = Connection::open_with_flags(
+        &source_path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let summary = {
+        let mut target = Connection::open(&partial)?;
+        {
+            let backup = Backup::new(&source, &mut target)?;
+            let deadline = std::time::Instant::now() + BACKUP_BUSY_LIMIT;
+            // -1: every page in one step, under one read transaction.
+            while backup.step(-1)? != StepResult::Done {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::BackupBusy(BACKUP_BUSY_LIMIT));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        target.pragma_update(None, "journal_mode", "DELETE")?;
+        let (messages, rooms): (i64, i64) = target.query_row(
+            "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM rooms)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        BackupSummary {
+            messages: to_id(messages),
+            rooms: to_id(rooms),
+            last_id: read_last_id(&target)?,
+        }
+    };
+    std::fs::File::open(&partial).and_then(|copy| copy.sync_all()).map_err(file_error)?;
+    std::fs::rename(&partial, file).map_err(file_error)?;
+    Ok(summary)
+}
+
 fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let connection = Connection::open(path)?;
     // WAL: readers never block the writer, and a commit is one append to the log.
@@ -330,30 +418,48 @@ fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-fn create_schema(connection: &Connection) -> Result<(), StoreError> {
-    connection.execute_batch(
-        "CREATE TABLE IF NOT EXISTS messages (
-             id        INTEGER PRIMARY KEY,
-             room      TEXT NOT NULL,
-             sender    TEXT NOT NULL,
-             text      TEXT NOT NULL,
-             ts        INTEGER NOT NULL,
-             client_id TEXT
-         );
-         CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
-         CREATE INDEX IF NOT EXISTS messages_by_age ON messages (ts);
-         CREATE TABLE IF NOT EXISTS rooms (
-             name         TEXT PRIMARY KEY,
-             last_ts      INTEGER NOT NULL,
-             trimmed_upto INTEGER NOT NULL DEFAULT 0
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS meta (
-             key   TEXT PRIMARY KEY,
-             value INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         PRAGMA user_version = 1;",
-    )?;
-    Ok(())
+/// The schema, as the migrations that build it: migration `n` takes a database from version
+/// `n - 1` to `n`, and SQLite's `user_version` says which version a file is at. Append only:
+/// a migration that has shipped is never edited, since data folders out there ran it.
+const MIGRATIONS: &[&str] = &[
+    // 1: messages, rooms and the highest id ever given (the schema of the first durable
+    // release, which set `user_version = 1` itself).
+    "CREATE TABLE IF NOT EXISTS messages (
+         id        INTEGER PRIMARY KEY,
+         room      TEXT NOT NULL,
+         sender    TEXT NOT NULL,
+         text      TEXT NOT NULL,
+         ts        INTEGER NOT NULL,
+         client_id TEXT
+     );
+     CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+     CREATE INDEX IF NOT EXISTS messages_by_age ON messages (ts);
+     CREATE TABLE IF NOT EXISTS rooms (
+         name         TEXT PRIMARY KEY,
+         last_ts      INTEGER NOT NULL,
+         trimmed_upto INTEGER NOT NULL DEFAULT 0
+     ) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS meta (
+         key   TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+];
+
+/// The schema version this server writes: the number of migrations it knows.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Brings the database up to the last of `migrations`, every missing one in one transaction
+/// (a failure leaves the file as it was); refuses a database from a newer release. Returns the
+/// version the file was at.
+fn migrate(connection: &mut Connection, migrations: &[&'static str]) -> Result<usize, StoreError> {
+    let known = migrations.len();
+    let migrations = Migrations::new(migrations.iter().map(|sql| M::up(sql)).collect());
+    let found = migrations.current_version(connection)?;
+    if let SchemaVersion::Outside(found) = found {
+        return Err(StoreError::SchemaTooNew { found: found.get(), known });
+    }
+    migrations.to_latest(connection)?;
+    Ok(usize::from(found))
 }
 
 fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
@@ -508,5 +614,132 @@ mod tests {
         assert_eq!(start.last_id, 9, "ids never go back");
         assert_eq!(start.recent_rooms, [("b".to_owned(), 20), ("a".to_owned(), 10)]);
         assert_eq!(start.with_messages, HashSet::from(["a".to_owned()]));
+    }
+
+    fn user_version(connection: &Connection) -> usize {
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("a version");
+        usize::try_from(version).expect("a small version")
+    }
+
+    /// A new database is built by the migrations and says the version it is at.
+    #[test]
+    fn a_new_database_is_at_the_latest_version() {
+        let (db, _) = Db::open(options(), 0).expect("opens");
+        let version = user_version(&db.connection);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// A file written by a newer release is refused with a message that says so, and is left
+    /// as it was.
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let newer = SCHEMA_VERSION + 1;
+        {
+            let (db, _) = Db::open(options.clone(), 0).expect("opens");
+            let newer_sql = i64::try_from(newer).expect("a small version");
+            db.connection.pragma_update(None, "user_version", newer_sql).expect("sets the version");
+        }
+        let error = Db::open(options, 0).err().expect("refused");
+        assert!(
+            matches!(error, StoreError::SchemaTooNew { found, known }
+            if found == newer && known == SCHEMA_VERSION),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("newer release"), "{error}");
+        let connection = Connection::open(dir.path().join(DATABASE_FILE)).expect("opens");
+        let version = user_version(&connection);
+        assert_eq!(version, newer);
+    }
+
+    /// A database one version behind is upgraded in place, its rows kept.
+    #[test]
+    fn an_older_database_is_upgraded_in_place() {
+        let mut db = Db::open(options(), 0).expect("opens").0;
+        db.write(&[stored(1, "a", 10, Some("c1"))]).expect("writes");
+        let next =
+            [MIGRATIONS, &["ALTER TABLE messages ADD COLUMN extra INTEGER NOT NULL DEFAULT 7"]]
+                .concat();
+        assert_eq!(migrate(&mut db.connection, &next).expect("upgrades"), SCHEMA_VERSION);
+        let row: (String, i64) = db
+            .connection
+            .query_row("SELECT client_id, extra FROM messages WHERE id = 1", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .expect("the message is still there");
+        assert_eq!(row, ("c1".to_owned(), 7));
+        assert_eq!(ids(&db.load("a").expect("loads")), [1]);
+    }
+
+    /// Every missing migration runs in one transaction: when a later one fails, the earlier
+    /// ones are undone too and the file stays at its version.
+    #[test]
+    fn a_failed_upgrade_leaves_the_database_as_it_was() {
+        let mut db = Db::open(options(), 0).expect("opens").0;
+        db.write(&[stored(1, "a", 10, None)]).expect("writes");
+        let next = [
+            MIGRATIONS,
+            &["ALTER TABLE messages ADD COLUMN extra INTEGER", "CREATE TABLE broken (oops"],
+        ]
+        .concat();
+        assert!(matches!(migrate(&mut db.connection, &next), Err(StoreError::Migration(_))));
+        let version = user_version(&db.connection);
+        assert_eq!(version, SCHEMA_VERSION);
+        let columns: i64 = db
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'extra'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("table info");
+        assert_eq!(columns, 0, "the first new migration was undone");
+        assert_eq!(ids(&db.load("a").expect("loads")), [1]);
+    }
+
+    /// The migrations are well formed (rusqlite_migration checks them on an empty database).
+    #[test]
+    fn the_migrations_are_valid() {
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations.validate().expect("valid migrations");
+    }
+
+    /// A backup taken while the database is open and its latest writes are still in the
+    /// write-ahead log holds them, in one file; a server opened on it continues the ids.
+    #[test]
+    fn a_backup_of_an_open_database_holds_its_latest_writes() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let mut live = Db::open(options.clone(), 0).expect("opens").0;
+        live.write(&[stored(1, "a", 10, Some("c1")), stored(2, "b", 20, None)]).expect("writes");
+        let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+        assert!(std::fs::metadata(&wal).expect("a log").len() > 0, "the writes are in the log");
+        let copy_dir = tempfile::tempdir().expect("temporary directory");
+        let copy = copy_dir.path().join(DATABASE_FILE);
+        let summary = backup(dir.path(), &copy).expect("backs up");
+        assert_eq!(summary, BackupSummary { messages: 2, rooms: 2, last_id: 2 });
+        assert_eq!(std::fs::read_dir(copy_dir.path()).expect("lists").count(), 1, "one file");
+        live.write(&[stored(3, "a", 30, None)]).expect("the live database still takes writes");
+        let restored = StoreOptions { data_dir: Some(copy_dir.path().to_owned()), ..options };
+        let (db, start) = Db::open(restored, 0).expect("the copy opens");
+        assert_eq!(start.last_id, 2);
+        let loaded = db.load("a").expect("loads");
+        assert_eq!(ids(&loaded), [1]);
+        assert_eq!(loaded.messages[0].client_id.as_deref(), Some("c1"));
+    }
+
+    /// A backup needs a database to copy and will not write over it.
+    #[test]
+    fn a_backup_refuses_a_missing_source_and_its_own_source() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let elsewhere = dir.path().join("copy.sqlite3");
+        assert!(matches!(backup(dir.path(), &elsewhere), Err(StoreError::NoDatabase(_))));
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        drop(Db::open(options, 0).expect("opens"));
+        let itself = dir.path().join(DATABASE_FILE);
+        assert!(matches!(backup(dir.path(), &itself), Err(StoreError::BackupOverSource)));
     }
 }

@@ -41,6 +41,7 @@ pub mod store;
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
@@ -116,16 +117,16 @@ struct ConnectParams {
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
-/// or `actix_rt::System::new().block_on`); the returned [`Server`] runs until `shutdown`
+/// or `actix_rt::System::new().block_on`); the returned future runs the server until `shutdown`
 /// resolves (then every client is told to go away, close 1001, and connections get the
-/// shutdown grace period to end) or until its handle stops it. `main` passes
-/// [`shutdown_signal`]; tests pass a channel. Fails if the listener or the message database
-/// cannot be used.
+/// shutdown grace period to end); it ends once the message store has written what was queued
+/// and closed the database. `main` passes [`shutdown_signal`]; tests pass a channel. Fails if
+/// the listener or the message database cannot be used.
 pub fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + 'static,
-) -> std::io::Result<Server> {
+) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
@@ -138,6 +139,7 @@ pub fn run(
     }
     let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
+    let store = opened.store.clone();
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
@@ -215,8 +217,15 @@ pub fn run(
         );
     }
     tracing::info!("listening on http://{address}");
-    Ok(server)
+    Ok(async move {
+        let stopped = server.await;
+        store.close(STORE_CLOSE_LIMIT).await;
+        stopped
+    })
 }
+
+/// How long a stopping server waits for the message store to write what is queued and close.
+const STORE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Once `shutdown` resolves: tell every client in a room to go away (close 1001, so the page
 /// shows that it is reconnecting), then stop accepting and let connections finish, for at

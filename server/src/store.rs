@@ -95,7 +95,14 @@ pub struct Opened {
 
 enum Command {
     Append(Append),
-    Load { room: String, reply: oneshot::Sender<Result<Loaded, StoreError>> },
+    Load {
+        room: String,
+        reply: oneshot::Sender<Result<Loaded, StoreError>>,
+    },
+    /// Write what came before, close the database, then say so.
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A handle to the storage thread; cheap to clone. The thread ends once every handle is gone
@@ -152,6 +159,26 @@ impl Store {
         })
     }
 
+    /// Writes everything queued before this call, then closes the database (which moves its
+    /// write-ahead log into the database file, so that the file alone holds every message),
+    /// waiting at most `limit`. Appends after this are refused with [`StoreError::Stopped`].
+    pub async fn close(&self, limit: Duration) {
+        let (done, closed) = oneshot::channel();
+        let commands = self.commands.clone();
+        // Waits for room in the queue, off the async threads.
+        let queued =
+            actix_rt::task::spawn_blocking(move || commands.send(Command::Close { done }).is_ok());
+        let closing = async {
+            queued.await.ok()?.then_some(())?;
+            closed.await.ok()
+        };
+        match actix_rt::time::timeout(limit, closing).await {
+            Ok(Some(())) => tracing::info!("message store closed"),
+            Ok(None) => tracing::warn!("the message store had already stopped"),
+            Err(_) => tracing::warn!(?limit, "the message store did not close in time"),
+        }
+    }
+
     /// A room's retained messages, read after every append queued before this call.
     pub async fn load(&self, room: String) -> Result<Loaded, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -198,6 +225,7 @@ impl Writer {
             // At most one batch's worth of commands per round, so loads (and the rooms waiting
             // for `Written`) are answered within a batch even while appends keep coming.
             let mut taken = 0;
+            let mut closing = None;
             while taken < MAX_BATCH
                 && let Some(command) = next.take().or_else(|| queue.try_recv().ok())
             {
@@ -211,6 +239,10 @@ impl Writer {
                     }
                     // Answered once the batch holding every earlier append is written.
                     Command::Load { room, reply } => loads.push((room, reply)),
+                    Command::Close { done } => {
+                        closing = Some(done);
+                        break;
+                    }
                 }
             }
             self.flush(&mut batch);
@@ -219,6 +251,11 @@ impl Writer {
                 if !reply.is_canceled() {
                     let _ = reply.send(self.db.load(&room));
                 }
+            }
+            if let Some(done) = closing {
+                drop(self);
+                let _ = done.send(());
+                return;
             }
             if swept.elapsed() >= sweep_every {
                 swept = Instant::now();
