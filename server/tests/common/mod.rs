@@ -107,6 +107,28 @@ pub fn get(address: &str, path: &str) -> String {
 }
 
 impl Running {
+    /// Sends SIGTERM and waits (at most [`DEADLINE`]) for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM sent");
+        self.exit_status()
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the process to exit by itself.
+    pub fn exit_status(&mut self) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                return exit;
+            }
+            assert!(started.elapsed() < DEADLINE, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
