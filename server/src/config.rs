@@ -91,9 +91,10 @@ pub struct Config {
     #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Folder holding the built web UI (`trunk build --release` writes it to `dist/`).
-    #[arg(long, env = "CHAT_UI_DIR", default_value = DEFAULT_UI_DIR)]
-    pub ui_dir: PathBuf,
+    /// Serve the web UI from this folder instead of the one built into the binary (e.g. the
+    /// checkout's `dist/` while working on the UI).
+    #[arg(long, env = "CHAT_UI_DIR")]
+    pub ui_dir: Option<PathBuf>,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CHAT_WORKERS")]
@@ -357,7 +358,7 @@ impl Default for Config {
         Config {
             host: "127.0.0.1".into(),
             port: 8080,
-            ui_dir: default_ui_dir(),
+            ui_dir: None,
             workers: None,
             room_threads: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL.into(),
@@ -388,14 +389,6 @@ impl Default for Limits {
 /// One per core, the default for worker and room threads.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// `dist/` at the root of the source tree this binary was built from, so `cargo run -p server`
-/// finds the UI from any working directory. Installed elsewhere, pass `--ui-dir`.
-pub const DEFAULT_UI_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist");
-
-fn default_ui_dir() -> PathBuf {
-    PathBuf::from(DEFAULT_UI_DIR)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! - [`names`]: when two nicks are the same nick (look-alikes), and what a nick may hold.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
+//! - [`ui`]: the web UI built into the binary, or a folder given with `--ui-dir`.
 
 pub mod backlog;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod room;
 pub mod room_state;
 pub mod session;
 pub mod store;
+pub mod ui;
 
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
@@ -159,15 +161,15 @@ pub fn run(
         actix_rt::spawn(metrics_server);
     }
     let stalled_write_timeout = *abuse.stalled_write_timeout;
-    let ui_dir = config.ui_dir.clone();
-    let has_ui = ui_dir.join("index.html").is_file();
-    if has_ui {
-        tracing::info!(ui_dir = %ui_dir.display(), "serving the web UI");
-    } else {
-        tracing::warn!(
-            ui_dir = %ui_dir.display(),
-            "no index.html in the UI folder: build it with `trunk build --release` or pass --ui-dir"
-        );
+    let ui = ui::Source::choose(config.ui_dir.as_deref());
+    match &ui {
+        ui::Source::Folder(dir) => tracing::info!(ui_dir = %dir.display(), "serving the web UI"),
+        ui::Source::Embedded => tracing::info!("serving the web UI built into the binary"),
+        ui::Source::Missing => tracing::warn!(
+            ui_dir = ?config.ui_dir,
+            "no web UI: this binary was built without one and --ui-dir names no folder with an \
+             index.html (build it with `trunk build --release`)"
+        ),
     }
     let server = HttpServer::new(move || {
         let app = App::new()
@@ -175,16 +177,20 @@ pub fn run(
             .route(protocol::WS_PATH, web::get().to(websocket))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
             .route("/metrics", web::get().to(public_metrics_page));
-        if has_ui {
-            app.service(
+        match &ui {
+            ui::Source::Folder(dir) => app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(
-                    actix_files::Files::new("/", &ui_dir)
+                    actix_files::Files::new("/", dir)
                         .index_file("index.html")
                         .use_last_modified(true),
                 ),
-            )
-        } else {
-            app.default_service(web::to(missing_ui))
+            ),
+            ui::Source::Embedded => app.service(
+                web::scope("")
+                    .wrap(middleware::Compress::default())
+                    .default_service(web::to(ui::embedded)),
+            ),
+            ui::Source::Missing => app.default_service(web::to(missing_ui)),
         }
     })
     .workers(workers)
@@ -373,8 +379,9 @@ async fn metrics_page(state: web::Data<AppState>) -> HttpResponse {
 async fn missing_ui() -> HttpResponse {
     HttpResponse::ServiceUnavailable().content_type("text/html; charset=utf-8").body(
         "<!doctype html><title>Chat</title><h1>The web UI is not built</h1>\
-         <p>Run <code>scripts/run</code> from the repository (it builds the UI and starts the \
-         server), or start the server with <code>--ui-dir</code> pointing at a built \
-         <code>dist/</code> folder. The WebSocket endpoint <code>/ws</code> works regardless.</p>",
+         <p>This binary was built before the UI was. Run <code>scripts/run</code> from the \
+         repository (it builds the UI, then the server with the UI inside), or start the server \
+         with <code>--ui-dir</code> pointing at a built <code>dist/</code> folder. The WebSocket \
+         endpoint <code>/ws</code> works regardless.</p>",
     )
 }

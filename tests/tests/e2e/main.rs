@@ -1,11 +1,34 @@
 //! End-to-end tests: real people's paths through the real page, in Debian's Chromium, against
-//! the real server binary serving the release UI (`dist/`, built by scripts/build-ui).
+//! the real server binary, copied alone into an empty folder and serving the release UI built
+//! into it (`dist/`, built by scripts/build-ui before the binary).
 //!
 //! Screenshots of each step go to `target/e2e-screenshots/`.
 
 mod util;
 
 use util::{Browser, Driver, ENTER, ServerProcess};
+
+/// The binary alone in its folder serves the UI that was built before it (its page loads
+/// the wasm that `dist/index.html` names), and the page comes up ready to join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_alone_serves_the_built_ui() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let browser = driver.browser(1100, 720).await;
+    let built = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/index.html"))
+        .expect("dist/index.html");
+    let wasm = built
+        .split(|c: char| c == '"' || c == '\'' || c.is_whitespace())
+        .find(|part| part.ends_with("_bg.wasm"))
+        .map(|part| part.trim_start_matches('/').to_owned())
+        .expect("dist/index.html names its wasm");
+    browser.open(&server.url("/")).await;
+    let served = browser.client.source().await.expect("page source");
+    assert!(served.contains(&wasm), "the served page loads {wasm}: {served}");
+    browser.find("#join-nick").await;
+    browser.screenshot("one-file-join-form").await;
+    browser.close().await;
+}
 
 /// Two people join one room (one through the form, one through a shared link), see each other
 /// in the member list and the notices, chat both ways with Enter and with the button, see each

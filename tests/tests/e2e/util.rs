@@ -36,8 +36,10 @@ fn wait_for_port(addr: SocketAddr, what: &str) {
     }
 }
 
-/// The server binary (`target/<profile>/server`, built by `cargo test --workspace`) serving
-/// the release UI from `dist/` on a fixed port, so it can be restarted at the same address.
+/// The server binary (`target/<profile>/server`, built by `cargo test --workspace` after
+/// scripts/build-ui) copied alone into an empty folder and started there with no `--ui-dir`, as
+/// an operator deploys it: the release UI it serves is the one built into it. On a fixed port,
+/// so it can be restarted at the same address.
 pub struct ServerProcess {
     pub addr: SocketAddr,
     child: Option<Child>,
@@ -59,23 +61,12 @@ impl ServerProcess {
 
     /// A server on `port`, with the database a server on that port had before.
     pub fn start_on(port: u16) -> Self {
-        let profile = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.ancestors().nth(2).map(|p| p.to_path_buf()))
-            .expect("profile directory");
-        let binary = profile.join("server");
-        assert!(binary.is_file(), "{} is missing: run `cargo test --workspace`", binary.display());
-        let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
-        assert!(
-            dist.join("index.html").is_file(),
-            "no release UI in {}: run scripts/build-ui (scripts/test does)",
-            dist.display()
-        );
+        let binary = lone_binary();
         let log = std::fs::File::create(screenshot_dir().join(format!("server-{port}.log")))
             .expect("server log file");
         let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--ui-dir"])
-            .arg(&dist)
+            .current_dir(binary.parent().expect("the binary's folder"))
+            .args(["--port", &port.to_string()])
             .arg("--data-dir")
             .arg(data_dir(port))
             .args([
@@ -114,6 +105,32 @@ impl ServerProcess {
         }
         let _ = child.wait();
     }
+}
+
+/// The server binary copied alone into a folder of its own (once per test run), after checking
+/// that the release UI it should carry has been built.
+fn lone_binary() -> &'static PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let profile = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.ancestors().nth(2).map(|p| p.to_path_buf()))
+            .expect("profile directory");
+        let built = profile.join("server");
+        assert!(built.is_file(), "{} is missing: run `cargo test --workspace`", built.display());
+        let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist");
+        assert!(
+            dist.join("index.html").is_file(),
+            "no release UI in {}: run scripts/build-ui before building the server (scripts/test does)",
+            dist.display()
+        );
+        let folder = screenshot_dir().join("one-file");
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).expect("a folder for the binary");
+        let binary = folder.join("server");
+        std::fs::copy(&built, &binary).expect("binary copied");
+        binary
+    })
 }
 
 impl Drop for ServerProcess {

@@ -60,7 +60,7 @@ async fn serves_health_and_ui() {
     std::fs::create_dir_all(&ui).expect("temp dir");
     std::fs::write(ui.join("index.html"), "<!doctype html><title>chat-ui-marker</title>")
         .expect("write index");
-    let server = TestServer::with_config(server::Config { ui_dir: ui.clone(), ..config() });
+    let server = TestServer::with_config(server::Config { ui_dir: Some(ui.clone()), ..config() });
 
     let health = http_get(&server, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");

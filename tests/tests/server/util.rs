@@ -92,7 +92,7 @@ pub fn config() -> server::Config {
         storage: server::config::Storage { ephemeral: true, ..Default::default() },
         workers: Some(1),
         room_threads: Some(1),
-        ui_dir: std::env::temp_dir().join("chat-tests-no-ui"),
+        ui_dir: Some(std::env::temp_dir().join("chat-tests-no-ui")),
         abuse: server::config::AbuseLimits {
             rate_per_second: 1_000_000,
             rate_burst: 1_000_000,
