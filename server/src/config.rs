@@ -120,6 +120,15 @@ pub struct Config {
     #[command(flatten)]
     pub storage: Storage,
 
+    /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain, leaf
+    /// first; needs --tls-key. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve `/metrics` on this address (e.g. `127.0.0.1:9090`) instead of the public port.
     #[arg(long, env = "CHAT_METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
@@ -367,6 +376,8 @@ impl Default for Config {
             storage: Storage::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             metrics_address: None,
+            tls_cert: None,
+            tls_key: None,
             limits: Limits::default(),
             abuse: AbuseLimits::default(),
             command: None,

@@ -19,6 +19,7 @@
 //! - [`names`]: when two nicks are the same nick (look-alikes), and what a nick may hold.
 //! - [`policy`]: origin allow-list, connection limits, flood detection (pure).
 //! - [`metrics`]: the Prometheus metrics behind `GET /metrics`.
+//! - [`tls`]: HTTPS and WSS with certificates reloaded on SIGHUP or file change.
 //! - [`ui`]: the web UI built into the binary, or a folder given with `--ui-dir`.
 
 pub mod backlog;
@@ -38,6 +39,7 @@ pub mod room;
 pub mod room_state;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod ui;
 
 use std::net::{IpAddr, TcpListener};
@@ -139,6 +141,12 @@ pub fn run(
         }
         None => tracing::warn!("--ephemeral: messages are kept in memory only"),
     }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(tls::Certificates::load(cert, key).map_err(std::io::Error::other)?)
+        }
+        _ => None,
+    };
     let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
     let store = opened.store.clone();
@@ -211,9 +219,14 @@ pub fn run(
     // Signals are ours (see `shut_down_when`): actix would stop accepting and then wait,
     // while WebSocket clients kept talking to a server that is going away.
     .disable_signals()
-    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
-    .listen(listener)?
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    let server = match &tls {
+        Some(certificates) => server.listen_rustls_0_23(listener, certificates.server_config())?,
+        None => server.listen(listener)?,
+    }
     .run();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    actix_rt::spawn(tls::watch(tls, tls::hangup_signal()));
     actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby));
     if address.ip().is_loopback() {
         tracing::info!(
@@ -222,7 +235,7 @@ pub fn run(
              and --allowed-host names are served"
         );
     }
-    tracing::info!("listening on http://{address}");
+    tracing::info!("listening on {scheme}://{address}");
     Ok(async move {
         let stopped = server.await;
         store.close(STORE_CLOSE_LIMIT).await;

@@ -24,6 +24,8 @@ fn help_documents_every_option() {
         ("--client-timeout", "CHAT_CLIENT_TIMEOUT"),
         ("--history-len", "CHAT_HISTORY_LEN"),
         ("--data-dir", "CHAT_DATA_DIR"),
+        ("--tls-cert", "CHAT_TLS_CERT"),
+        ("--tls-key", "CHAT_TLS_KEY"),
         ("--ephemeral", "CHAT_EPHEMERAL"),
         ("--retain-messages", "CHAT_RETAIN_MESSAGES"),
         ("--retain-for", "CHAT_RETAIN_FOR"),
@@ -105,6 +107,20 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     };
     assert!(exit.success(), "exit status {exit}");
     assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");
+}
+
+/// SIGHUP (which operators send to make servers reload) does not stop a server without TLS:
+/// it says there is nothing to reload and keeps serving.
+#[test]
+fn sighup_does_not_stop_the_server() {
+    let mut server = Running::start(&["--port", "0"], &[]);
+    let address = server.address();
+    let status =
+        Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    server.wait_for_log("nothing to reload");
+    assert!(server.child.try_wait().expect("wait").is_none(), "still running");
+    assert!(get(&address, "/healthz").ends_with("ok\n"));
 }
 
 /// `--metrics-address` serves `/metrics` on its own address and takes it off the public port.

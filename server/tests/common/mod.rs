@@ -78,6 +78,11 @@ impl Running {
         self.wait_for_log("listening on http://")
     }
 
+    /// Waits for the log line that says where the server listens with TLS; returns `host:port`.
+    pub fn tls_address(&self) -> String {
+        self.wait_for_log("listening on https://")
+    }
+
     /// Waits for a log line holding `marker`; returns the word that follows it.
     pub fn wait_for_log(&self, marker: &str) -> String {
         loop {

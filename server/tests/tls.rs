@@ -1,0 +1,203 @@
+//! TLS against the binary: with `--tls-cert` and `--tls-key` the one port serves `https://` and
+//! `wss://` to clients that verify the certificate, and a new certificate is presented after
+//! SIGHUP and after its files change, while a broken one is refused and the old one kept.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Running;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use testclient::{Client, url};
+
+/// A certificate authority the test makes up: its certificate (PEM), and leaf certificates
+/// for 127.0.0.1 signed by it.
+struct Authority {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        Authority { pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// Writes a certificate for 127.0.0.1 and its key to `cert` and `key`.
+    fn issue(&self, cert: &Path, key: &Path) {
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
+        let leaf = params.signed_by(&leaf_key, &self.issuer).expect("leaf certificate");
+        // The key first: a server checking for changes between the two writes sees a pair
+        // that does not match and keeps the old one until the certificate follows.
+        std::fs::write(key, leaf_key.serialize_pem()).expect("key written");
+        std::fs::write(cert, leaf.pem()).expect("certificate written");
+    }
+}
+
+/// The body of `GET path` over HTTPS, verifying the server with `ca_pem`; `Err` if the TLS
+/// handshake fails.
+fn https_get(address: &str, path: &str, ca_pem: &str) -> Result<String, rustls::Error> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.expect("CA PEM")).expect("CA added");
+    }
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let host = address.split(':').next().expect("host").to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("connection");
+    let socket = std::net::TcpStream::connect(address).expect("connect");
+    socket.set_read_timeout(Some(common::DEADLINE)).expect("timeout");
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    if let Err(error) = tls.write_all(request.as_bytes()) {
+        return Err(tls_error(error));
+    }
+    let mut response = String::new();
+    match tls.read_to_string(&mut response) {
+        Ok(_) => Ok(response),
+        Err(error) => Err(tls_error(error)),
+    }
+}
+
+/// The TLS error inside an I/O error (a failed handshake surfaces as one).
+fn tls_error(error: std::io::Error) -> rustls::Error {
+    match error.into_inner().map(|inner| inner.downcast::<rustls::Error>()) {
+        Some(Ok(tls)) => *tls,
+        other => panic!("not a TLS failure: {other:?}"),
+    }
+}
+
+/// Polls until `https_get` with `ca_pem` succeeds, within `limit`.
+fn wait_until_trusted(address: &str, ca_pem: &str, limit: Duration) {
+    let start = Instant::now();
+    while https_get(address, "/healthz", ca_pem).is_err() {
+        assert!(start.elapsed() < limit, "the new certificate was not presented within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets the modification time of `target` to that of `reference` (`touch -r`).
+fn touch_like(reference: &Path, target: &Path) {
+    let status = Command::new("touch").arg("-r").arg(reference).arg(target).status();
+    assert!(status.expect("touch runs").success());
+}
+
+fn start(cert: &Path, key: &Path) -> (Running, String) {
+    let server = Running::start(
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+        &[],
+    );
+    let address = server.tls_address();
+    (server, address)
+}
+
+/// HTTPS and WSS on one port: a client that verifies the certificate gets `/healthz` and chats
+/// over `wss://`; a client that trusts another authority is refused at the handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_and_wss_share_the_port_and_verify() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let authority = Authority::new("first");
+    authority.issue(&cert, &key);
+    let (_server, address) = start(&cert, &key);
+
+    let health = https_get(&address, "/healthz", &authority.pem).expect("a verified handshake");
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    let stranger = Authority::new("stranger");
+    assert!(https_get(&address, "/healthz", &stranger.pem).is_err(), "verification is real");
+
+    let wss = |query: &str| url(&address, query).replacen("ws://", "wss://", 1);
+    let mut alice =
+        Client::open_tls(&wss("room=tls&nick=alice"), &authority.pem).await.expect("wss handshake");
+    alice.welcome().await;
+    let mut bob =
+        Client::open_tls(&wss("room=tls&nick=bob"), &authority.pem).await.expect("wss handshake");
+    bob.welcome().await;
+    alice.say("over tls").await;
+    assert_eq!(bob.message().await.text, "over tls");
+    assert!(Client::open_tls(&wss("room=tls&nick=eve"), &stranger.pem).await.is_err());
+    assert!(Client::open(&url(&address, "room=tls&nick=plain")).await.is_err(), "no plain ws");
+}
+
+/// SIGHUP presents a new certificate from the next handshake on; a later change of the files
+/// is picked up without a signal; a broken pair is refused, the previous one kept, and the
+/// server says so in its log.
+#[test]
+fn certificates_reload_on_sighup_and_on_change() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let first = Authority::new("first");
+    first.issue(&cert, &key);
+    let (server, address) = start(&cert, &key);
+    https_get(&address, "/healthz", &first.pem).expect("first certificate");
+
+    // New files with the old modification times, so that only the signal can make them count.
+    let (cert_stamp, key_stamp) = (dir.path().join("cert.stamp"), dir.path().join("key.stamp"));
+    for (file, stamp) in [(&cert, &cert_stamp), (&key, &key_stamp)] {
+        std::fs::write(stamp, "").expect("written");
+        touch_like(file, stamp);
+    }
+    let second = Authority::new("second");
+    second.issue(&cert, &key);
+    touch_like(&cert_stamp, &cert);
+    touch_like(&key_stamp, &key);
+    server.log_lines();
+    let status =
+        Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    assert_eq!(server.wait_for_log("TLS certificate reloaded"), "trigger=\"SIGHUP\"");
+    wait_until_trusted(&address, &second.pem, common::DEADLINE);
+    assert!(https_get(&address, "/healthz", &first.pem).is_err(), "the old one is gone");
+
+    // No signal: the change of the files is enough (checked every 2 s).
+    let third = Authority::new("third");
+    third.issue(&cert, &key);
+    wait_until_trusted(&address, &third.pem, common::DEADLINE);
+
+    // A key that does not belong to the certificate: refused, the third one stays.
+    server.log_lines();
+    std::fs::write(&key, KeyPair::generate().expect("key").serialize_pem()).expect("key written");
+    server.wait_for_log("TLS certificate not reloaded");
+    https_get(&address, "/healthz", &third.pem).expect("the previous certificate is kept");
+}
+
+/// A certificate that cannot be used stops the server at start with a message naming the file.
+#[test]
+fn an_unusable_certificate_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, "not a certificate").expect("written");
+    std::fs::write(&key, KeyPair::generate().expect("key").serialize_pem()).expect("written");
+    let mut server = Running::start(
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+        &[],
+    );
+    assert!(!server.exit_status().success());
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("holds no certificate") && log.contains("cert.pem"), "{log}");
+}
