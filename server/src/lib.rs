@@ -134,6 +134,7 @@ pub fn run(
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
+    metrics.max_connections.set(i64::try_from(config.abuse.max_connections).unwrap_or(i64::MAX));
     let options = config.storage.options();
     match &options.data_dir {
         Some(dir) => {

@@ -23,6 +23,8 @@ pub struct ReasonLabel {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections: Gauge,
+    /// `--max-connections`, so that dashboards and alerts can compare against it.
+    pub max_connections: Gauge,
     pub connections_total: Counter,
     pub rooms: Gauge,
     /// Chat messages accepted from clients.
@@ -80,6 +82,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("chat");
         registry.register("connections", "Open WebSocket connections", self.connections.clone());
+        registry.register(
+            "max_connections",
+            "Open connections allowed (--max-connections)",
+            self.max_connections.clone(),
+        );
         registry.register(
             "connections_accepted",
             "WebSocket connections accepted since start",
