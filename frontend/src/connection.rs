@@ -570,7 +570,7 @@ mod tests {
     use crate::outbox::Outgoing;
 
     fn chat(id: MessageId, room: &str) -> ChatMessage {
-        ChatMessage { id, room: room.into(), from: "a".into(), text: "t".into(), ts: 0 }
+        ChatMessage { id, room: room.into(), from: "a".into(), text: "t".into(), ts: 0, bot: false }
     }
 
     fn message(id: MessageId, room: &str) -> ServerMessage {

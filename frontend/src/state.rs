@@ -530,7 +530,14 @@ mod tests {
     use super::*;
 
     fn message(id: u64, room: &str, text: &str) -> ChatMessage {
-        ChatMessage { id, room: room.into(), from: "alice".into(), text: text.into(), ts: 1 }
+        ChatMessage {
+            id,
+            room: room.into(),
+            from: "alice".into(),
+            text: text.into(),
+            ts: 1,
+            bot: false,
+        }
     }
 
     fn welcome(room: &str, history: Vec<ChatMessage>) -> Action {

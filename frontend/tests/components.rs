@@ -28,6 +28,7 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
         from: from.into(),
         text: text.into(),
         ts: 0,
+        bot: false,
     }))
 }
 

@@ -164,6 +164,14 @@ pub struct ChatMessage {
     pub from: String,
     pub text: String,
     pub ts: UnixMillis,
+    /// Posted by another system through the HTTP API (as a named bot), not by a person in the
+    /// room. Sent only when true; absent means false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bot: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A room and how many people are in it.
@@ -250,6 +258,7 @@ mod tests {
             from: "alice".into(),
             text: "hi <b>there</b> \u{1f44b}".into(),
             ts: 1_700_000_000_123,
+            bot: false,
         }
     }
 

@@ -90,6 +90,8 @@ pub enum StoreError {
     BackupFile { path: PathBuf, source: std::io::Error },
     #[error("the backup would replace the database it copies")]
     BackupOverSource,
+    #[error("an API key named {0:?} exists already (revoked keys keep their names)")]
+    KeyExists(String),
     #[error("the database stayed locked for {0:?}: try again")]
     BackupBusy(Duration),
     #[error("cannot upgrade the database schema: {0}")]
@@ -137,8 +139,16 @@ impl Db {
             None => Connection::open_in_memory()?,
         };
         let found = migrate(&mut connection, MIGRATIONS)?;
-        if found != SCHEMA_VERSION {
-            tracing::info!(from = found, to = SCHEMA_VERSION, "database schema upgraded");
+        match (&options.data_dir, found) {
+            (Some(dir), 0) => tracing::warn!(
+                path = %dir.join(DATABASE_FILE).display(),
+                "created a new, empty database (if messages were expected, check --data-dir)"
+            ),
+            (_, 0) => {}
+            (_, found) if found != SCHEMA_VERSION => {
+                tracing::info!(from = found, to = SCHEMA_VERSION, "database schema upgraded");
+            }
+            _ => {}
         }
         let start = Start {
             last_id: read_last_id(&connection)?,
@@ -161,8 +171,8 @@ impl Db {
         let mut last_id = 0;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (id, room, sender, text, ts, client_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (id, room, sender, text, ts, client_id, bot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut touch = transaction.prepare_cached(
                 "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
@@ -179,6 +189,7 @@ impl Db {
                     message.text,
                     to_sql(message.ts),
                     client_id,
+                    message.bot,
                 ])?;
                 touch.execute(params![message.room, to_sql(message.ts)])?;
                 last_id = last_id.max(message.id);
@@ -302,7 +313,7 @@ impl Db {
     pub fn load(&self, room: &str) -> Result<Loaded, StoreError> {
         let retain = self.options.retain_messages.max(1);
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, sender, text, ts, client_id FROM messages
+            "SELECT id, sender, text, ts, client_id, bot FROM messages
              WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
@@ -313,6 +324,7 @@ impl Db {
                     from: row.get(1)?,
                     text: row.get(2)?,
                     ts: to_id(row.get(3)?),
+                    bot: row.get(5)?,
                 },
                 client_id: row.get(4)?,
             })
@@ -342,6 +354,63 @@ impl Db {
     }
 }
 
+/// An API key as `server admin list-keys` shows it (the key itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub name: String,
+    pub created: UnixMillis,
+    pub revoked: Option<UnixMillis>,
+}
+
+impl Db {
+    /// Records a key under `name` by its hash; fails if the name is taken (even by a revoked
+    /// key: names identify keys in the log and in `list-keys`).
+    pub fn create_key(&self, name: &str, hash: &str, now: UnixMillis) -> Result<(), StoreError> {
+        let inserted = self.connection.execute(
+            "INSERT INTO api_keys (name, hash, created) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, hash, to_sql(now)],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::KeyExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Revokes the key `name`; `false` if there is no such key or it was revoked already.
+    pub fn revoke_key(&self, name: &str, now: UnixMillis) -> Result<bool, StoreError> {
+        let changed = self.connection.execute(
+            "UPDATE api_keys SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+            params![name, to_sql(now)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Every key, oldest first.
+    pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, created, revoked FROM api_keys ORDER BY created, name")?;
+        let keys = statement.query_map([], |row| {
+            Ok(ApiKeyInfo {
+                name: row.get(0)?,
+                created: to_id(row.get(1)?),
+                revoked: row.get::<_, Option<i64>>(2)?.map(to_id),
+            })
+        })?;
+        Ok(keys.collect::<Result<_, _>>()?)
+    }
+
+    /// The name of the key with this hash, if it exists and is not revoked.
+    pub fn key_name(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT name FROM api_keys WHERE hash = ?1 AND revoked IS NULL")?
+            .query_row([hash], |row| row.get(0))
+            .optional()?)
+    }
+}
+
 /// What a backup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupSummary {
@@ -361,8 +430,13 @@ const BACKUP_BUSY_LIMIT: Duration = Duration::from_secs(10);
 /// write-ahead log), ready to be put in a data folder as `chat.sqlite3`.
 pub fn backup(data_dir: &Path, file: &Path) -> Result<BackupSummary, StoreError> {
     let source_path = data_dir.join(DATABASE_FILE);
-    if !source_path.is_file() {
-        return Err(StoreError::NoDatabase(source_path));
+    match std::fs::metadata(&source_path) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) => return Err(StoreError::NoDatabase(source_path)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::NoDatabase(source_path));
+        }
+        Err(source) => return Err(StoreError::DataDir { path: source_path, source }),
     }
     let file_error = |source| StoreError::BackupFile { path: file.to_owned(), source };
     if let (Ok(source), Ok(target)) = (source_path.canonicalize(), file.canonicalize())
@@ -375,39 +449,68 @@ pub fn backup(data_dir: &Path, file: &Path) -> Result<BackupSummary, StoreError>
     })?;
     let partial = file.with_file_name(format!(".{}.partial", name.to_string_lossy()));
     let _ = std::fs::remove_file(&partial);
+    // Created here, readable by its owner only: it holds every message.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(file_error)?;
+    }
+    let copied = copy_database(&source_path, &partial);
+    let copied = copied.and_then(|summary| {
+        std::fs::File::open(&partial).and_then(|copy| copy.sync_all()).map_err(file_error)?;
+        std::fs::rename(&partial, file).map_err(file_error)?;
+        // The rename itself is durable once the folder is synced.
+        if let Some(folder) = file.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+            std::fs::File::open(folder).and_then(|folder| folder.sync_all()).map_err(file_error)?;
+        }
+        Ok(summary)
+    });
+    if copied.is_err() {
+        // A half-written copy must not fill the disk it may have filled.
+        let _ = std::fs::remove_file(&partial);
+    }
+    copied
+}
+
+/// Copies the database at `source_path` into the (empty) file `target_path`; the copy is named
+/// in errors about it.
+fn copy_database(source_path: &Path, target_path: &Path) -> Result<BackupSummary, StoreError> {
+    let target_error = |error: rusqlite::Error| StoreError::BackupFile {
+        path: target_path.to_owned(),
+        source: std::io::Error::other(error),
+    };
     // Read-write (a WAL reader takes locks), never create: the database must exist.
     let source = Connection::open_with_flags(
-        &source_path,
+        source_path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    let summary = {
-        let mut target = Connection::open(&partial)?;
-        {
-            let backup = Backup::new(&source, &mut target)?;
-            let deadline = std::time::Instant::now() + BACKUP_BUSY_LIMIT;
-            // -1: every page in one step, under one read transaction.
-            while backup.step(-1)? != StepResult::Done {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::BackupBusy(BACKUP_BUSY_LIMIT));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+    let mut target = Connection::open(target_path).map_err(target_error)?;
+    {
+        let backup = Backup::new(&source, &mut target)?;
+        let deadline = std::time::Instant::now() + BACKUP_BUSY_LIMIT;
+        // -1: every page in one step, under one read transaction.
+        while backup.step(-1)? != StepResult::Done {
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::BackupBusy(BACKUP_BUSY_LIMIT));
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        target.pragma_update(None, "journal_mode", "DELETE")?;
-        let (messages, rooms): (i64, i64) = target.query_row(
-            "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM rooms)",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        BackupSummary {
-            messages: to_id(messages),
-            rooms: to_id(rooms),
-            last_id: read_last_id(&target)?,
-        }
-    };
-    std::fs::File::open(&partial).and_then(|copy| copy.sync_all()).map_err(file_error)?;
-    std::fs::rename(&partial, file).map_err(file_error)?;
-    Ok(summary)
+    }
+    target.pragma_update(None, "journal_mode", "DELETE").map_err(target_error)?;
+    let (messages, rooms): (i64, i64) = target.query_row(
+        "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM rooms)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok(BackupSummary {
+        messages: to_id(messages),
+        rooms: to_id(rooms),
+        last_id: read_last_id(&target)?,
+    })
 }
 
 fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
@@ -442,6 +545,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS meta (
          key   TEXT PRIMARY KEY,
          value INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+    // 2: messages posted through the HTTP API are marked as a bot's; the API's keys, stored
+    // as SHA-256 hashes, revocable.
+    "ALTER TABLE messages ADD COLUMN bot INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE api_keys (
+         name    TEXT PRIMARY KEY,
+         hash    TEXT NOT NULL UNIQUE,
+         created INTEGER NOT NULL,
+         revoked INTEGER
      ) WITHOUT ROWID;",
 ];
 
@@ -534,8 +646,14 @@ mod tests {
 
     /// A message of `room` weighing 10 bytes (a 9-byte text, a 1-byte nick), at `ts`.
     fn stored(id: MessageId, room: &str, ts: UnixMillis, client_id: Option<&str>) -> Stored {
-        let message =
-            ChatMessage { id, room: room.into(), from: "a".into(), text: "x".repeat(9), ts };
+        let message = ChatMessage {
+            id,
+            room: room.into(),
+            from: "a".into(),
+            text: "x".repeat(9),
+            ts,
+            bot: false,
+        };
         Stored { message, client_id: client_id.map(str::to_owned) }
     }
 
@@ -741,5 +859,56 @@ mod tests {
         drop(Db::open(options, 0).expect("opens"));
         let itself = dir.path().join(DATABASE_FILE);
         assert!(matches!(backup(dir.path(), &itself), Err(StoreError::BackupOverSource)));
+    }
+
+    /// Keys are found by their hash until revoked; names are unique, revoked ones included.
+    #[test]
+    fn api_keys_are_found_by_hash_until_revoked() {
+        let db = Db::open(options(), 0).expect("opens").0;
+        db.create_key("feed", "h1", 5).expect("created");
+        assert!(matches!(db.create_key("feed", "h2", 6), Err(StoreError::KeyExists(_))));
+        assert_eq!(db.key_name("h1").expect("reads"), Some("feed".to_owned()));
+        assert_eq!(db.key_name("h2").expect("reads"), None);
+        assert!(db.revoke_key("feed", 7).expect("revokes"));
+        assert!(!db.revoke_key("feed", 8).expect("revokes"), "once");
+        assert_eq!(db.key_name("h1").expect("reads"), None);
+        let listed = db.list_keys().expect("lists");
+        assert_eq!(listed, [ApiKeyInfo { name: "feed".into(), created: 5, revoked: Some(7) }]);
+    }
+
+    /// A bot's message keeps its mark through the database.
+    #[test]
+    fn the_bot_mark_is_stored() {
+        let mut db = Db::open(options(), 0).expect("opens").0;
+        let mut bot = stored(1, "a", 10, None);
+        bot.message.bot = true;
+        db.write(&[bot, stored(2, "a", 20, None)]).expect("writes");
+        let loaded = db.load("a").expect("loads");
+        let marks: Vec<bool> = loaded.messages.iter().map(|s| s.message.bot).collect();
+        assert_eq!(marks, [true, false]);
+    }
+
+    /// The copy is readable by its owner only; a copy that cannot be written names the place
+    /// it was going and leaves nothing behind.
+    #[test]
+    fn a_backup_is_private_and_a_failed_one_names_its_target() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        drop(Db::open(options, 0).expect("opens"));
+        let copy = dir.path().join("copy.sqlite3");
+        backup(dir.path(), &copy).expect("backs up");
+        let mode = std::fs::metadata(&copy).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let nowhere = dir.path().join("missing-folder").join("copy.sqlite3");
+        let error = backup(dir.path(), &nowhere).expect_err("fails");
+        assert!(error.to_string().contains("missing-folder"), "{error}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("lists")
+            .map(|entry| entry.expect("entry").file_name())
+            .filter(|name| name.to_string_lossy().contains("partial"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -110,7 +110,7 @@ impl RoomHistory {
             self.forget_oldest();
         }
         if let Some(client_id) = &stored.client_id {
-            let sender = crate::names::nick_key(&stored.message.from);
+            let sender = crate::names::sender_key(&stored.message);
             self.by_client.entry(client_id.clone()).or_default().push((sender, stored.message.id));
         }
         self.bytes += stored_size(&stored.message);
@@ -142,10 +142,17 @@ impl RoomHistory {
         }
     }
 
-    /// The id under which the sender `nick_key` stored a retained message with `client_id`.
+    /// The id under which the sender `nick_key` ([`crate::names::sender_key`]) stored a
+    /// retained message with `client_id`.
     pub fn id_for(&self, nick_key: &str, client_id: &str) -> Option<MessageId> {
         let senders = self.by_client.get(client_id)?;
         senders.iter().find(|(sender, _)| sender == nick_key).map(|(_, id)| *id)
+    }
+
+    /// The retained message with `id`.
+    pub fn message(&self, id: MessageId) -> Option<&ChatMessage> {
+        let at = self.entries.binary_search_by_key(&id, |stored| stored.message.id).ok()?;
+        self.entries.get(at).map(|stored| &stored.message)
     }
 
     /// Whether the room keeps no message (it never had one, or all of them expired).
@@ -238,6 +245,7 @@ mod tests {
                 from: "a".into(),
                 text: id.to_string(),
                 ts: id * 10,
+                bot: false,
             },
             client_id: client_id.map(str::to_owned),
         }

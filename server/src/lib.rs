@@ -142,6 +142,8 @@ pub fn run(
         }
         None => tracing::warn!("--ephemeral: messages are kept in memory only"),
     }
+    // Caught from here on: a reload during a slow start (migrations) must not end the process.
+    let hangup = tls::hangup_signal();
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             Some(tls::Certificates::load(cert, key).map_err(std::io::Error::other)?)
@@ -173,12 +175,21 @@ pub fn run(
     let ui = ui::Source::choose(config.ui_dir.as_deref());
     match &ui {
         ui::Source::Folder(dir) => tracing::info!(ui_dir = %dir.display(), "serving the web UI"),
-        ui::Source::Embedded => tracing::info!("serving the web UI built into the binary"),
-        ui::Source::Missing => tracing::warn!(
-            ui_dir = ?config.ui_dir,
-            "no web UI: this binary was built without one and --ui-dir names no folder with an \
-             index.html (build it with `trunk build --release`)"
+        ui::Source::Embedded => tracing::info!(
+            index = ui::Source::embedded_version().unwrap_or_default(),
+            "serving the web UI built into the binary"
         ),
+        ui::Source::Missing => match &config.ui_dir {
+            Some(dir) => tracing::warn!(
+                ui_dir = %dir.display(),
+                "no index.html in --ui-dir: serving a page that says so (leave --ui-dir out to \
+                 serve the UI built into the binary)"
+            ),
+            None => tracing::warn!(
+                "no web UI: this binary was built before the UI (run scripts/build-ui, then \
+                 build the server)"
+            ),
+        },
     }
     let server = HttpServer::new(move || {
         let app = App::new()
@@ -194,11 +205,8 @@ pub fn run(
                         .use_last_modified(true),
                 ),
             ),
-            ui::Source::Embedded => app.service(
-                web::scope("")
-                    .wrap(middleware::Compress::default())
-                    .default_service(web::to(ui::embedded)),
-            ),
+            // Compressed once per file, not per request (see `ui::embedded`).
+            ui::Source::Embedded => app.default_service(web::to(ui::embedded)),
             ui::Source::Missing => app.default_service(web::to(missing_ui)),
         }
     })
@@ -210,9 +218,17 @@ pub fn run(
     // polling that session altogether; only the kernel can end such a connection. With
     // TCP_USER_TIMEOUT it does once sent data has waited this long, zero window included.
     .on_connect(move |connection, _| {
-        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
-            && let Err(error) =
-                socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(stalled_write_timeout))
+        type Tcp = actix_web::rt::net::TcpStream;
+        type Tls = actix_tls::accept::rustls_0_23::TlsStream<Tcp>;
+        let tcp = connection
+            .downcast_ref::<Tcp>()
+            .or_else(|| connection.downcast_ref::<Tls>().map(|tls| tls.get_ref().0));
+        let Some(tcp) = tcp else {
+            tracing::warn!("a connection of an unknown kind: TCP_USER_TIMEOUT not set");
+            return;
+        };
+        if let Err(error) =
+            socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(stalled_write_timeout))
         {
             tracing::warn!(%error, "could not set TCP_USER_TIMEOUT");
         }
@@ -220,14 +236,19 @@ pub fn run(
     // Signals are ours (see `shut_down_when`): actix would stop accepting and then wait,
     // while WebSocket clients kept talking to a server that is going away.
     .disable_signals()
-    .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    // TLS handshakes in progress per worker: past this a worker stops accepting, so a client
+    // that opens connections and never says hello must not reach it before the connection
+    // caps (checked at the upgrade, after the handshake) would; unfinished ones end after 3 s.
+    .max_connection_rate(config.abuse.max_connections.max(256))
+    .tls_handshake_timeout(Duration::from_secs(3));
     let server = match &tls {
         Some(certificates) => server.listen_rustls_0_23(listener, certificates.server_config())?,
         None => server.listen(listener)?,
     }
     .run();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    actix_rt::spawn(tls::watch(tls, tls::hangup_signal()));
+    actix_rt::spawn(tls::watch(tls, hangup));
     actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby));
     if address.ip().is_loopback() {
         tracing::info!(
@@ -393,9 +414,10 @@ async fn metrics_page(state: web::Data<AppState>) -> HttpResponse {
 async fn missing_ui() -> HttpResponse {
     HttpResponse::ServiceUnavailable().content_type("text/html; charset=utf-8").body(
         "<!doctype html><title>Chat</title><h1>The web UI is not built</h1>\
-         <p>This binary was built before the UI was. Run <code>scripts/run</code> from the \
-         repository (it builds the UI, then the server with the UI inside), or start the server \
-         with <code>--ui-dir</code> pointing at a built <code>dist/</code> folder. The WebSocket \
-         endpoint <code>/ws</code> works regardless.</p>",
+         <p>Either the server was started with <code>--ui-dir</code> naming a folder without an \
+         <code>index.html</code>, or this binary was built before the UI was. Run \
+         <code>scripts/run</code> from the repository (it builds the UI, then the server with \
+         the UI inside), or point <code>--ui-dir</code> at a built <code>dist/</code> folder. \
+         The WebSocket endpoint <code>/ws</code> works regardless.</p>",
     )
 }

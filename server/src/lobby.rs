@@ -148,7 +148,18 @@ impl Lobby {
     fn close(&mut self, name: &str, emptied: Emptied<Addr<Room>>, ctx: &mut Context<Self>) {
         self.metrics.rooms.dec();
         let Emptied { handle, instance } = emptied;
-        let closed = handle.send(room::Close).map(|_| ()).boxed().shared();
+        // An earlier instance may still be closing too (this one then never loaded, or loaded
+        // behind it): the next instance must wait for both, so the answer chains them.
+        let earlier = self.closing.get(name).map(|(_, closed)| closed.clone());
+        let sent = handle.send(room::Close);
+        let closed = async move {
+            if let Some(earlier) = earlier {
+                earlier.await;
+            }
+            let _ = sent.await;
+        }
+        .boxed()
+        .shared();
         self.closing.insert(name.to_owned(), (instance, closed.clone()));
         let name = name.to_owned();
         ctx.spawn(closed.into_actor(self).map(move |(), lobby, _| {
@@ -263,6 +274,29 @@ impl Handler<Join> for Lobby {
                 ))
             }
         }))
+    }
+}
+
+/// Holds a seat in `room` for a call of the HTTP API, opening the room if it is closed (within
+/// the limits on opening rooms), so that the room stays open until the caller's [`Leave`].
+#[derive(Message)]
+#[rtype(result = "Result<Addr<Room>, Rejection>")]
+pub struct Visit {
+    pub room: String,
+    /// A connection id of its own, which the caller's `Leave` names.
+    pub conn: ConnId,
+    /// The caller's address (its limit key), for the limits on opening rooms.
+    pub address: IpAddr,
+}
+
+impl Handler<Visit> for Lobby {
+    type Result = Result<Addr<Room>, Rejection>;
+
+    fn handle(&mut self, msg: Visit, _: &mut Self::Context) -> Self::Result {
+        if !self.rooms.is_open(&msg.room) {
+            self.may_open(msg.conn, msg.address)?;
+        }
+        Ok(self.seat(&msg.room, msg.conn).handle)
     }
 }
 

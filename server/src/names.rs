@@ -22,6 +22,14 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// The zero-width joiner, which emoji sequences need.
 const ZERO_WIDTH_JOINER: char = '\u{200D}';
 
+/// Who sent `message`, for client-id de-duplication: its sender's [`nick_key`], kept apart for
+/// bots (API posts), so that a bot and a person of the same name never share client ids.
+pub fn sender_key(message: &protocol::ChatMessage) -> String {
+    let key = nick_key(&message.from);
+    // A nick never holds a control character: no person's key can look like this.
+    if message.bot { format!("\u{1}bot {key}") } else { key }
+}
+
 /// The key that stands for a nick: equal for nicks that differ only by case, width or
 /// compatibility forms, invisible characters, or confusable letters. Messages remember their
 /// sender by it.

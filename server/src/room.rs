@@ -12,15 +12,16 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use futures::FutureExt;
+use futures::channel::oneshot;
 use futures::future::{BoxFuture, Shared};
-use protocol::{ClientId, ErrorCode, MessageId, UnixMillis};
+use protocol::{ChatMessage, ClientId, ErrorCode, MessageId, UnixMillis};
 
 use crate::backlog::{BacklogLimit, FrameSender};
 use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
-use crate::room_state::{Counted, Effect, JoinRequest, RoomRules, RoomState};
+use crate::room_state::{Counted, Effect, JoinRequest, RoomRules, RoomState, Ticket};
 use crate::store::{Append, Store, StoreError, Written};
 
 /// Resolves once an earlier instance of the same room has handled its last message.
@@ -66,6 +67,9 @@ pub struct Room {
     metrics: Arc<Metrics>,
     /// What may wait for one member before it is dropped as not reading.
     limit: BacklogLimit,
+    /// API posts waiting for their message to be durable, by ticket.
+    answers: HashMap<Ticket, oneshot::Sender<Result<ChatMessage, ErrorCode>>>,
+    next_ticket: Ticket,
 }
 
 struct Link {
@@ -103,6 +107,8 @@ impl Room {
             lobby,
             metrics,
             limit,
+            answers: HashMap::new(),
+            next_ticket: 0,
         }
     }
 
@@ -156,6 +162,9 @@ impl Room {
                             // flood the log.
                             self.metrics.store_busy.inc();
                         } else {
+                            // The storage thread is gone: as bad as a failed write, and alerted
+                            // on the same way.
+                            self.metrics.store_failures.inc();
                             tracing::error!(%error, room = %self.name, "cannot store messages");
                         }
                         queue.extend(self.state.not_stored(&[id]));
@@ -173,6 +182,12 @@ impl Room {
                     self.metrics.typing_dropped.inc();
                 }
                 Effect::ReleaseStoredRoom => self.store.rooms.release(),
+                Effect::Answer { ticket, outcome } => {
+                    // The caller may have given up waiting: nobody to tell then.
+                    if let Some(answer) = self.answers.remove(&ticket) {
+                        let _ = answer.send(outcome);
+                    }
+                }
                 Effect::Count(Counted::StoredRoomsFull) => {
                     self.metrics.error(ErrorCode::TooManyRooms);
                 }
@@ -388,5 +403,60 @@ impl Handler<Shutdown> for Room {
         for link in self.links.values() {
             link.session.do_send(SessionEvent::GoingAway);
         }
+    }
+}
+
+/// Another system posts into the room through the HTTP API, as the bot `nick`. Answered with
+/// the message once it is durable (and relayed), or why it was not stored. The lobby holds a
+/// seat for the caller meanwhile, so the room stays open until then.
+#[derive(Message)]
+#[rtype(result = "Result<ChatMessage, ErrorCode>")]
+pub struct ApiPost {
+    pub nick: String,
+    pub text: String,
+    pub idempotency_key: Option<ClientId>,
+}
+
+impl Handler<ApiPost> for Room {
+    type Result = ResponseFuture<Result<ChatMessage, ErrorCode>>;
+
+    fn handle(&mut self, msg: ApiPost, ctx: &mut Self::Context) -> Self::Result {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let (answer, answered) = oneshot::channel();
+        self.answers.insert(ticket, answer);
+        let rooms = &self.store.rooms;
+        let claim = || rooms.claim();
+        let effects = self.state.post_bot(
+            ticket,
+            msg.nick,
+            msg.text,
+            msg.idempotency_key,
+            &self.ids,
+            now_millis(),
+            claim,
+        );
+        self.apply(effects, ctx);
+        Box::pin(async move { answered.await.unwrap_or(Err(ErrorCode::Unavailable)) })
+    }
+}
+
+/// A page of the room's history for the HTTP API: the messages and whether there are more.
+#[derive(Message)]
+#[rtype(result = "Result<(Vec<ChatMessage>, bool), ErrorCode>")]
+pub struct ApiHistory {
+    pub before: Option<MessageId>,
+    pub after: Option<MessageId>,
+    pub limit: Option<u32>,
+}
+
+impl Handler<ApiHistory> for Room {
+    type Result = Result<(Vec<ChatMessage>, bool), ErrorCode>;
+
+    fn handle(&mut self, msg: ApiHistory, _: &mut Self::Context) -> Self::Result {
+        if !self.state.is_loaded() {
+            return Err(ErrorCode::Unavailable);
+        }
+        Ok(self.state.page(msg.before, msg.after, msg.limit, now_millis()))
     }
 }

@@ -20,7 +20,7 @@ use crate::db::StoreOptions;
 use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
 use crate::ids::{ConnId, MessageIds};
 use crate::inbound::Rejection;
-use crate::names::{Likeness, nick_key};
+use crate::names::{Likeness, sender_key};
 
 /// Least time between two `typing` notices of one member that the room relays.
 pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
@@ -54,6 +54,20 @@ pub enum Effect {
     /// The room's first message was not stored after all: give back the place it claimed
     /// among the rooms the database holds.
     ReleaseStoredRoom,
+    /// Answer an API post (see [`RoomState::post_bot`]): the durable message, or why not.
+    Answer { ticket: Ticket, outcome: Result<ChatMessage, ErrorCode> },
+}
+
+/// Names one API post waiting for its answer, within a room.
+pub type Ticket = u64;
+
+/// Who waits for a message to become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// A member's connection: acknowledged by an `ack` frame (if the send had a client id).
+    Member(ConnId),
+    /// An API post: answered by [`Effect::Answer`].
+    Api(Ticket),
 }
 
 /// What the room counts for the metrics.
@@ -121,9 +135,9 @@ struct Member {
 #[derive(Debug)]
 struct Pending {
     stored: Stored,
-    /// Connections to acknowledge (or tell of a failure): the sender, and any that repeated
-    /// its client id meanwhile.
-    senders: Vec<ConnId>,
+    /// Who to acknowledge (or tell of a failure): the sender, and any that repeated its client
+    /// id meanwhile.
+    senders: Vec<Waiter>,
 }
 
 impl RoomState {
@@ -226,26 +240,35 @@ impl RoomState {
             }
             replaced.push(*holder);
         }
+        // The same browser tab reconnected before we noticed its old connection die: hand the
+        // seat to the new connection without announcing a leave and a join, unless the nick is
+        // now written differently (`kim` as `Kim`) or the takeover took several seats: the
+        // others are told of every nick that is gone and of the new one.
+        let mut gone = Vec::new();
         for holder in &replaced {
-            // The same browser tab reconnected before we noticed its old connection die:
-            // hand the seat to the new connection without announcing a leave and a join.
-            self.members.remove(holder);
+            if let Some(old) = self.members.remove(holder) {
+                gone.push(old.nick);
+            }
             effects.push(Effect::Replaced { conn: *holder });
         }
-
+        let kept_seat = gone.contains(&nick);
+        gone.retain(|old| *old != nick);
+        let announce_join = match &previous {
+            Some(old) if *old != nick => {
+                gone.insert(0, old.clone());
+                true
+            }
+            Some(_) => false,
+            None => !kept_seat,
+        };
         let room = self.name.clone();
-        match previous {
-            Some(old) if old != nick => {
-                let left = ServerMessage::Left { room: room.clone(), nick: old, ts };
-                effects.push(Effect::Broadcast { message: left, except: None });
-                let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
-                effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
-            }
-            None if replaced.is_empty() => {
-                let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
-                effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
-            }
-            _ => {}
+        for old in gone {
+            let left = ServerMessage::Left { room: room.clone(), nick: old, ts };
+            effects.push(Effect::Broadcast { message: left, except: None });
+        }
+        if announce_join {
+            let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
+            effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
         }
         let member =
             Member { nick: nick.clone(), likeness, client: request.client, typed, renamed };
@@ -308,10 +331,10 @@ impl RoomState {
             }
             let same = |pending: &&mut Pending| {
                 pending.stored.client_id.as_ref() == Some(client_id)
-                    && nick_key(&pending.stored.message.from) == member.likeness.key()
+                    && sender_key(&pending.stored.message) == member.likeness.key()
             };
             if let Some(pending) = self.pending.iter_mut().find(same) {
-                pending.senders.push(conn);
+                pending.senders.push(Waiter::Member(conn));
                 return vec![Effect::Count(Counted::Duplicate)];
             }
         }
@@ -337,9 +360,63 @@ impl RoomState {
             from: member.nick.clone(),
             text,
             ts,
+            bot: false,
         };
         let stored = Stored { message, client_id };
-        self.pending.push_back(Pending { stored: stored.clone(), senders: vec![conn] });
+        self.pending
+            .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Member(conn)] });
+        vec![Effect::Store(stored)]
+    }
+
+    /// Another system posts `text` as the bot `nick` through the HTTP API (no membership; the
+    /// message is marked `bot`). `idempotency_key` works as a client id of that bot: a repeat
+    /// is answered with the message first stored, never stored twice. The answer
+    /// ([`Effect::Answer`] for `ticket`) comes once the message is durable, when it is relayed.
+    #[allow(clippy::too_many_arguments)] // the event and what a post needs from the room's owner
+    pub fn post_bot(
+        &mut self,
+        ticket: Ticket,
+        nick: String,
+        text: String,
+        idempotency_key: Option<ClientId>,
+        ids: &MessageIds,
+        ts: UnixMillis,
+        claim_stored_room: impl FnOnce() -> bool,
+    ) -> Vec<Effect> {
+        if !self.loaded {
+            return vec![Effect::Answer { ticket, outcome: Err(ErrorCode::Unavailable) }];
+        }
+        let message =
+            ChatMessage { id: 0, room: self.name.clone(), from: nick, text, ts, bot: true };
+        let sender = sender_key(&message);
+        if let Some(key) = &idempotency_key {
+            if let Some(id) = self.history.id_for(&sender, key) {
+                let outcome = self.history.message(id).cloned().ok_or(ErrorCode::Unavailable);
+                return vec![Effect::Count(Counted::Duplicate), Effect::Answer { ticket, outcome }];
+            }
+            let same = |pending: &&mut Pending| {
+                pending.stored.client_id.as_ref() == Some(key)
+                    && sender_key(&pending.stored.message) == sender
+            };
+            if let Some(pending) = self.pending.iter_mut().find(same) {
+                pending.senders.push(Waiter::Api(ticket));
+                return vec![Effect::Count(Counted::Duplicate)];
+            }
+        }
+        let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
+        if first && !claim_stored_room() {
+            return vec![
+                Effect::Count(Counted::StoredRoomsFull),
+                Effect::Answer { ticket, outcome: Err(ErrorCode::TooManyRooms) },
+            ];
+        }
+        self.claimed |= first;
+        let stored = Stored {
+            message: ChatMessage { id: ids.next(), ..message },
+            client_id: idempotency_key,
+        };
+        self.pending
+            .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Api(ticket)] });
         vec![Effect::Store(stored)]
     }
 
@@ -349,10 +426,16 @@ impl RoomState {
         let mut effects = Vec::new();
         while self.pending.front().is_some_and(|p| p.stored.message.id <= upto) {
             let Some(Pending { stored, senders }) = self.pending.pop_front() else { break };
-            if let Some(client_id) = &stored.client_id {
-                for conn in senders {
-                    let ack = self.ack(client_id, stored.message.id);
-                    effects.push(Effect::Send { to: conn, message: ack });
+            for waiter in senders {
+                match (waiter, &stored.client_id) {
+                    (Waiter::Member(conn), Some(client_id)) => {
+                        let ack = self.ack(client_id, stored.message.id);
+                        effects.push(Effect::Send { to: conn, message: ack });
+                    }
+                    (Waiter::Member(_), None) => {}
+                    (Waiter::Api(ticket), _) => {
+                        effects.push(Effect::Answer { ticket, outcome: Ok(stored.message.clone()) })
+                    }
                 }
             }
             let message = ServerMessage::Message(stored.message.clone());
@@ -370,9 +453,16 @@ impl RoomState {
         self.pending = kept.into();
         let mut effects = Vec::new();
         for pending in failed {
-            for conn in pending.senders {
-                let refusal = store_refusal(pending.stored.client_id.clone());
-                effects.push(Effect::Send { to: conn, message: refusal });
+            for waiter in pending.senders {
+                effects.push(match waiter {
+                    Waiter::Member(conn) => Effect::Send {
+                        to: conn,
+                        message: store_refusal(pending.stored.client_id.clone()),
+                    },
+                    Waiter::Api(ticket) => {
+                        Effect::Answer { ticket, outcome: Err(ErrorCode::Unavailable) }
+                    }
+                });
             }
         }
         if self.claimed && self.history.is_empty() && self.pending.is_empty() {
@@ -406,22 +496,37 @@ impl RoomState {
         if !self.members.contains_key(&conn) {
             return Vec::new();
         }
+        let (messages, more) = self.page(before, after, limit, ts);
+        let answer =
+            ServerMessage::History { room: self.name.clone(), messages, before, after, more };
+        vec![Effect::Send { to: conn, message: answer }]
+    }
+
+    /// A page of the room's history: before `before`, after `after`, or the newest, at most
+    /// `limit` messages (the room's page size if absent or larger) and
+    /// `page_bytes`; and whether there are more that way. Empty until the history is loaded.
+    pub fn page(
+        &mut self,
+        before: Option<MessageId>,
+        after: Option<MessageId>,
+        limit: Option<u32>,
+        ts: UnixMillis,
+    ) -> (Vec<ChatMessage>, bool) {
         self.expire_by_age(ts);
-        let most = self.rules.retention.retain_messages.max(1);
-        let messages = limit.map_or(self.rules.recent, |limit| limit as usize).clamp(1, most);
+        // Never more than the page size (PROTOCOL.md's `limit`), nor than the room keeps.
+        let most = self.rules.recent.min(self.rules.retention.retain_messages).max(1);
+        let messages = limit.map_or(most, |limit| limit as usize).clamp(1, most);
         let limit = PageLimit { messages, bytes: self.rules.page_bytes };
         let page = match after {
             Some(after) => self.history.after(after, limit),
             None => self.history.before(before, limit),
         };
-        let answer = ServerMessage::History {
-            room: self.name.clone(),
-            messages: page.messages,
-            before,
-            after,
-            more: page.more,
-        };
-        vec![Effect::Send { to: conn, message: answer }]
+        (page.messages, page.more)
+    }
+
+    /// Whether the room's history is loaded (joins and API calls are refused until it is).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     fn ack(&self, client_id: &ClientId, id: MessageId) -> ServerMessage {
@@ -598,11 +703,64 @@ mod tests {
         let mut room = room();
         let now = Instant::now();
         room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
-        let (joined, effects) = room.join(request(2, Some("Kim"), Some("tab")), now, T);
-        assert_eq!(joined, Ok(Joined { nick: "Kim".into(), replaced: vec![1] }));
+        let (joined, effects) = room.join(request(2, Some("kim"), Some("tab")), now, T);
+        assert_eq!(joined, Ok(Joined { nick: "kim".into(), replaced: vec![1] }));
         assert!(effects.contains(&Effect::Replaced { conn: 1 }));
         assert!(broadcasts(&effects).is_empty(), "no leave, no join");
         assert!(!room.is_member(1) && room.is_member(2));
+    }
+
+    /// A takeover under a nick written differently (`kim` as `Kim`), or one that takes two
+    /// seats at once, tells the others what changed: each nick that is gone leaves, the new
+    /// one joins, so their member lists stay true.
+    #[test]
+    fn a_takeover_that_changes_the_nick_is_announced() {
+        let announced = |effects: &[Effect]| -> Vec<(&'static str, String)> {
+            broadcasts(effects)
+                .into_iter()
+                .map(|(message, _)| match message {
+                    ServerMessage::Left { nick, .. } => ("left", nick.clone()),
+                    ServerMessage::Joined { nick, .. } => ("joined", nick.clone()),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect()
+        };
+        let mut room = room();
+        let now = Instant::now();
+        room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
+        let (_, effects) = room.join(request(2, Some("Kim"), Some("tab")), now, T);
+        assert_eq!(announced(&effects), [("left", "kim".into()), ("joined", "Kim".into())]);
+
+        let mut room = super::tests::room();
+        room.join(request(1, Some("Alice"), Some("tab")), now, T).0.expect("first");
+        room.join(request(2, Some("aiice"), Some("tab")), now, T).0.expect("second");
+        // `AIice` looks like both.
+        let (joined, effects) = room.join(request(3, Some("AIice"), Some("tab")), now, T);
+        assert_eq!(joined.map(|j| j.replaced.len()), Ok(2));
+        let mut told = announced(&effects);
+        told[..2].sort();
+        assert_eq!(
+            told,
+            [("left", "Alice".into()), ("left", "aiice".into()), ("joined", "AIice".into())]
+        );
+        assert_eq!(room.member_nicks(), ["AIice"]);
+    }
+
+    /// A history page holds at most the page size (100 here), whatever `limit` asks for.
+    #[test]
+    fn a_history_page_is_at_most_the_page_size() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        let ids = MessageIds::starting_after(0);
+        for i in 0..150 {
+            let _ = room.post(1, format!("m{i}"), None, &ids, T, || true);
+        }
+        room.durable(150);
+        let (page, more) = room.page(None, None, Some(1_000), T);
+        assert_eq!((page.len(), more), (100, true));
+        let (page, _) = room.page(None, None, None, T);
+        assert_eq!(page.len(), 100);
     }
 
     /// A rename is announced as a leave and a join; a second one within the interval is

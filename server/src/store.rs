@@ -99,6 +99,11 @@ enum Command {
         room: String,
         reply: oneshot::Sender<Result<Loaded, StoreError>>,
     },
+    /// The name of the API key with this hash, if it is valid.
+    KeyName {
+        hash: String,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
     /// Write what came before, close the database, then say so.
     Close {
         done: oneshot::Sender<()>,
@@ -165,11 +170,17 @@ impl Store {
     pub async fn close(&self, limit: Duration) {
         let (done, closed) = oneshot::channel();
         let commands = self.commands.clone();
-        // Waits for room in the queue, off the async threads.
-        let queued =
-            actix_rt::task::spawn_blocking(move || commands.send(Command::Close { done }).is_ok());
-        let closing = async {
-            queued.await.ok()?.then_some(())?;
+        let closing = async move {
+            // Waits for room in the queue without blocking a thread, so the limit holds.
+            let mut command = Command::Close { done };
+            loop {
+                match commands.try_send(command) {
+                    Ok(()) => break,
+                    Err(mpsc::TrySendError::Full(back)) => command = back,
+                    Err(mpsc::TrySendError::Disconnected(_)) => return None,
+                }
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
             closed.await.ok()
         };
         match actix_rt::time::timeout(limit, closing).await {
@@ -177,6 +188,15 @@ impl Store {
             Ok(None) => tracing::warn!("the message store had already stopped"),
             Err(_) => tracing::warn!(?limit, "the message store did not close in time"),
         }
+    }
+
+    /// The name of the API key whose SHA-256 is `hash`, if it exists and is not revoked. Keys
+    /// are created and revoked by `server admin` from another process: each call reads the
+    /// database, so a revoked key stops working at once.
+    pub async fn key_name(&self, hash: String) -> Result<Option<String>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue(Command::KeyName { hash, reply })?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// A room's retained messages, read after every append queued before this call.
@@ -239,6 +259,9 @@ impl Writer {
                     }
                     // Answered once the batch holding every earlier append is written.
                     Command::Load { room, reply } => loads.push((room, reply)),
+                    Command::KeyName { hash, reply } => {
+                        let _ = reply.send(self.db.key_name(&hash));
+                    }
                     Command::Close { done } => {
                         closing = Some(done);
                         break;
@@ -413,6 +436,7 @@ mod tests {
             from: "a".into(),
             text: "t".into(),
             ts: id,
+            bot: false,
         };
         Append {
             stored: Stored { message, client_id: None },

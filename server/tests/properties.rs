@@ -46,8 +46,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 }
 
 fn chat_message() -> impl Strategy<Value = ChatMessage> {
-    (any::<u64>(), any::<String>(), any::<String>(), any::<String>(), any::<u64>())
-        .prop_map(|(id, room, from, text, ts)| ChatMessage { id, room, from, text, ts })
+    (any::<u64>(), any::<String>(), any::<String>(), any::<String>(), any::<u64>(), any::<bool>())
+        .prop_map(|(id, room, from, text, ts, bot)| ChatMessage { id, room, from, text, ts, bot })
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {

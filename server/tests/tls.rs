@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Running;
+use protocol::ServerMessage;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use testclient::{Client, url};
 
@@ -91,6 +92,45 @@ fn wait_until_trusted(address: &str, ca_pem: &str, limit: Duration) {
 fn touch_like(reference: &Path, target: &Path) {
     let status = Command::new("touch").arg("-r").arg(reference).arg(target).status();
     assert!(status.expect("touch runs").success());
+}
+
+/// A TLS client that completes the WebSocket handshake over TLS and then never reads; its
+/// receive buffer is small so the stall shows quickly.
+fn stalled_tls_client(
+    address: &str,
+    query: &str,
+    ca_pem: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.expect("CA PEM")).expect("CA added");
+    }
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("connection");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(8 * 1024).expect("small receive buffer");
+    let target: std::net::SocketAddr = address.parse().expect("server address");
+    socket.connect(&target.into()).expect("connect");
+    let mut tls = rustls::StreamOwned::new(connection, std::net::TcpStream::from(socket));
+    write!(
+        tls,
+        "GET /ws?{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .expect("handshake sent");
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tls
 }
 
 fn start(cert: &Path, key: &Path) -> (Running, String) {
@@ -200,4 +240,75 @@ fn an_unusable_certificate_is_refused_at_start() {
     assert!(!server.exit_status().success());
     let log = server.log_lines().join("\n");
     assert!(log.contains("holds no certificate") && log.contains("cert.pem"), "{log}");
+}
+
+/// Over TLS too, a client that stops reading leaves its room and its connection is cut off by
+/// the kernel once its sent data has waited past `--stalled-write-timeout` (1 s here): the
+/// server sets `TCP_USER_TIMEOUT` on the socket under the TLS stream as on a plain one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_tls_client_is_cut_off() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let authority = Authority::new("first");
+    authority.issue(&cert, &key);
+    let server = Running::start(
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+            "--max-queued-frames",
+            "256",
+            "--stalled-write-timeout",
+            "1s",
+            "--rate-per-second",
+            "1000000",
+            "--rate-burst",
+            "1000000",
+        ],
+        &[],
+    );
+    let address = server.tls_address();
+    let wss = url(&address, "room=stall&nick=alice").replacen("ws://", "wss://", 1);
+    let mut alice = Client::open_tls(&wss, &authority.pem).await.expect("wss handshake");
+    alice.welcome().await;
+    let mut stalled = stalled_tls_client(&address, "room=stall&nick=stalled", &authority.pem);
+    let text = "x".repeat(2_000);
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut gone = false;
+    while !gone {
+        // Until the stalled member leaves the room: dropped for not reading, or its connection
+        // cut by the kernel, whichever comes first.
+        alice.say(&text).await;
+        loop {
+            match alice.recv().await {
+                ServerMessage::Left { nick, .. } if nick == "stalled" => gone = true,
+                ServerMessage::Message(_) => break,
+                _ => {}
+            }
+        }
+        sent += 1;
+        assert!(sent < 20_000, "the stalled client never left");
+    }
+    stalled.sock.set_write_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    let masked_ping = [0x89, 0x80, 0, 0, 0, 0];
+    loop {
+        match stalled.write_all(&masked_ping).and_then(|()| stalled.flush()) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                break;
+            }
+            _ => {}
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the stalled TLS connection is open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(server);
 }
