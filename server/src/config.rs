@@ -160,6 +160,25 @@ pub enum Command {
         /// Where to write the copy; an existing file there is replaced once the copy is whole.
         file: PathBuf,
     },
+    /// Manage the HTTP API's keys in the data folder (also while a server runs on it).
+    Admin {
+        #[command(subcommand)]
+        action: Admin,
+    },
+}
+
+/// What `server admin` does.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum Admin {
+    /// Make a key for another system; prints it once (only its hash is kept).
+    CreateKey {
+        /// What the key is for, to list and revoke it by (1–64 of `A-Z a-z 0-9 - _`).
+        name: String,
+    },
+    /// Revoke a key: calls with it are refused from the next one on.
+    RevokeKey { name: String },
+    /// List the keys: name, when made, whether revoked.
+    ListKeys,
 }
 
 /// Where messages are stored and for how long.

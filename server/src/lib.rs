@@ -2,6 +2,7 @@
 //! [`run`] on a listener bound to `127.0.0.1:0`.
 //!
 //! # Layout
+//! - [`api`]: the HTTP API for other systems (post as a bot, history, rooms), with API keys.
 //! - [`config`]: every tunable and its default.
 //! - [`session`]: `Session`, one actor per WebSocket connection (frames in and out, heartbeat).
 //! - [`room`]: `Room`, one actor per room: a thin adapter that applies [`room_state`]'s effects.
@@ -22,6 +23,7 @@
 //! - [`tls`]: HTTPS and WSS with certificates reloaded on SIGHUP or file change.
 //! - [`ui`]: the web UI built into the binary, or a folder given with `--ui-dir`.
 
+pub mod api;
 pub mod backlog;
 pub mod config;
 pub mod db;
@@ -65,7 +67,8 @@ pub use ids::ConnId;
 struct AppState {
     config: Arc<Config>,
     lobby: Addr<Lobby>,
-    next_conn: AtomicU64,
+    /// Connection ids, shared with the HTTP API (whose calls hold room seats under their own).
+    next_conn: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     limits: Arc<ConnectionLimits>,
     /// The address the server listens on (see [`policy::host_allowed`]).
@@ -154,12 +157,21 @@ pub fn run(
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
     let store = opened.store.clone();
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let api_state = web::Data::new(api::ApiState {
+        lobby: lobby.clone(),
+        store: store.clone(),
+        next_conn: next_conn.clone(),
+        limits: config.limits.clone(),
+        rate: policy::KeyedRate::per_minute(config.abuse.rate_per_second.saturating_mul(60)),
+    });
+    let max_api_body = config.limits.max_message_bytes;
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
     let state = web::Data::new(AppState {
         config: config.clone(),
         lobby: lobby.clone(),
-        next_conn: AtomicU64::new(1),
+        next_conn: next_conn.clone(),
         metrics,
         limits: ConnectionLimits::new(abuse.max_connections, abuse.max_connections_per_address),
         bound: address.ip(),
@@ -196,7 +208,9 @@ pub fn run(
             .app_data(state.clone())
             .route(protocol::WS_PATH, web::get().to(websocket))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
-            .route("/metrics", web::get().to(public_metrics_page));
+            .route("/metrics", web::get().to(public_metrics_page))
+            .app_data(api_state.clone())
+            .configure(|api| api::configure(api, max_api_body));
         match &ui {
             ui::Source::Folder(dir) => app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use anyhow::Context;
 use clap::Parser;
 use server::Config;
-use server::config::Command;
+use server::config::{Admin, Command};
 use tracing_subscriber::EnvFilter;
 
 #[actix_web::main]
@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)] // a command's result is its output
 fn run_command(command: &Command, config: &Config) -> anyhow::Result<()> {
     match command {
+        Command::Admin { action } => admin(action, config),
         Command::Backup { file } => {
             let data_dir = &config.storage.data_dir;
             let summary = server::db::backup(data_dir, file)
@@ -49,4 +50,44 @@ fn run_command(command: &Command, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `server admin ...`: the API's keys, in the data folder's database.
+#[allow(clippy::print_stdout)] // a command's result is its output
+fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
+    let options = config.storage.options();
+    anyhow::ensure!(
+        options.data_dir.is_some(),
+        "API keys live in the data folder: not available with --ephemeral"
+    );
+    let now = server::outbound::now_millis();
+    let (db, _) = server::db::Db::open(options, now).context("cannot open the database")?;
+    match action {
+        Admin::CreateKey { name } => {
+            protocol::rules::check_client_id(name)
+                .map_err(|_| anyhow::anyhow!("a key name is 1 to 64 of A-Z a-z 0-9 - _"))?;
+            let key = server::api::new_key().context("no random numbers from the OS")?;
+            db.create_key(name, &server::api::key_hash(&key), now)?;
+            println!("{key}");
+            eprintln!("API key {name:?} created; it is shown only this once.");
+        }
+        Admin::RevokeKey { name } => {
+            anyhow::ensure!(db.revoke_key(name, now)?, "no key named {name:?} that is not revoked");
+            println!("revoked {name}");
+        }
+        Admin::ListKeys => {
+            let when = |ms: u64| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                humantime::format_rfc3339_seconds(at).to_string()
+            };
+            for key in db.list_keys()? {
+                let state = match key.revoked {
+                    Some(at) => format!("revoked {}", when(at)),
+                    None => "active".to_owned(),
+                };
+                println!("{}\tcreated {}\t{state}", key.name, when(key.created));
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,519 @@
+//! The HTTP API for other systems (bots, feeds, integrations): post into a room as a named bot,
+//! read a room's history in pages, list the rooms. Every call needs an API key
+//! (`Authorization: Bearer KEY`), made with `server admin create-key NAME` and stored only as
+//! its SHA-256; revoking one takes effect on the next call. The OpenAPI document, generated from
+//! the handlers below, is served at `/api/v1/openapi.json`.
+//!
+//! A post goes through the room like a member's message: it gets the room's next id, is
+//! stored, then relayed to the members (marked `bot`), and only then answered. An
+//! `Idempotency-Key` works as a client id of the bot: a repeat gets the message first stored.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use protocol::{ErrorCode, MessageId, rules};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::config::Limits;
+use crate::inbound::Rejection;
+use crate::lobby::{self, Lobby};
+use crate::policy::{self, KeyedRate};
+use crate::room;
+use crate::store::Store;
+
+/// Where the API lives.
+pub const PREFIX: &str = "/api/v1";
+/// How long a call waits for the lobby and then for its room (a post: until stored).
+const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+/// The prefix of every key, so that keys are recognisable in configuration files.
+const KEY_PREFIX: &str = "chat_";
+
+/// What the API's handlers share.
+pub struct ApiState {
+    pub lobby: Addr<Lobby>,
+    pub store: Store,
+    /// The connection ids sessions use: a call holds a room seat under one of its own.
+    pub next_conn: Arc<AtomicU64>,
+    pub limits: Limits,
+    /// Calls per key: the same average and burst as a WebSocket client's frames.
+    pub rate: KeyedRate<String>,
+}
+
+/// A message to post.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// The bot's name, shown as the sender (the rules of a nick); the message is marked `bot`.
+    #[schema(example = "pricebot")]
+    pub from: String,
+    /// The text (the rules of a chat message: at most 4,096 characters by default).
+    #[schema(example = "ACME 101.25")]
+    pub text: String,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    /// Unique and increasing across the server.
+    pub id: u64,
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, when the server accepted it.
+    pub ts: u64,
+    /// Posted through this API.
+    pub bot: bool,
+}
+
+impl From<protocol::ChatMessage> for Message {
+    fn from(message: protocol::ChatMessage) -> Self {
+        let protocol::ChatMessage { id, room, from, text, ts, bot } = message;
+        Message { id, room, from, text, ts, bot }
+    }
+}
+
+/// A page of a room's history, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Page {
+    pub room: String,
+    pub messages: Vec<Message>,
+    /// Whether there are more messages that way (before the first, or after the last with
+    /// `after`).
+    pub more: bool,
+}
+
+/// Which page of history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Messages older than this id (the newest of them).
+    pub before: Option<MessageId>,
+    /// Messages newer than this id (the oldest of them). Not with `before`.
+    pub after: Option<MessageId>,
+    /// At most this many (1 to the server's page size, 100 by default).
+    #[param(minimum = 1)]
+    pub limit: Option<u32>,
+}
+
+/// A room and how many people are in it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Room {
+    pub name: String,
+    pub members: u32,
+}
+
+/// The rooms: active ones busiest first, then recently used ones.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Rooms {
+    pub rooms: Vec<Room>,
+}
+
+/// Why a call was refused.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// A stable code: `unauthorized`, `malformed_json`, `invalid_message`, `invalid_room`,
+    /// `invalid_nick`, `empty_text`, `text_too_long`, `rate_limited`, `too_many_rooms`,
+    /// `unavailable`, `not_found`.
+    #[schema(example = "invalid_room")]
+    pub error: String,
+    /// For people; may change.
+    pub message: String,
+    /// For `rate_limited`: how long to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// A refusal, as the response it becomes.
+#[derive(Debug)]
+pub struct Refused {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.body.error, self.body.message)
+    }
+}
+
+impl ResponseError for Refused {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(ms) = self.body.retry_after_ms {
+            response.insert_header((header::RETRY_AFTER, ms.div_ceil(1000).to_string()));
+        }
+        response.json(&self.body)
+    }
+}
+
+impl Refused {
+    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+        Refused {
+            status,
+            body: ApiError { error: error.into(), message: message.into(), retry_after_ms: None },
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Send a valid API key as `Authorization: Bearer KEY` (made by `server admin create-key`).",
+        )
+    }
+
+    fn unavailable() -> Self {
+        Refused::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
+    }
+}
+
+impl From<Rejection> for Refused {
+    fn from(rejection: Rejection) -> Self {
+        let status = match rejection.code {
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable | ErrorCode::TooManyRooms => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Refused {
+            status,
+            body: ApiError {
+                error: code_name(rejection.code),
+                message: rejection.message,
+                retry_after_ms: rejection.retry_after_ms,
+            },
+        }
+    }
+}
+
+impl From<ErrorCode> for Refused {
+    fn from(code: ErrorCode) -> Self {
+        let message = match code {
+            ErrorCode::TooManyRooms => "This server keeps as many rooms as it allows.",
+            _ => "The message could not be stored; try again with the same Idempotency-Key.",
+        };
+        Rejection::new(code, message).into()
+    }
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The OpenAPI description of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Chat HTTP API",
+        description = "Post into rooms as a named bot, read history, list rooms. Every call needs an API key: `Authorization: Bearer KEY`."
+    ),
+    paths(post_message, get_messages, list_rooms),
+    components(schemas(NewMessage, Message, Page, Room, Rooms, ApiError)),
+    modifiers(&BearerKey)
+)]
+pub struct ApiDoc;
+
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}
+
+/// The API's routes, under [`PREFIX`].
+pub fn configure(config: &mut web::ServiceConfig, max_body: usize) {
+    let json = web::JsonConfig::default().limit(max_body).error_handler(|error, _| {
+        let refused = match &error {
+            actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+            | actix_web::error::JsonPayloadError::Overflow { .. } => Refused::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_message",
+                "The body is larger than the server takes.",
+            ),
+            actix_web::error::JsonPayloadError::ContentType => Refused::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "malformed_json",
+                "Send the body as `Content-Type: application/json`.",
+            ),
+            error => Refused::new(StatusCode::BAD_REQUEST, "malformed_json", error.to_string()),
+        };
+        refused.into()
+    });
+    let query = web::QueryConfig::default().error_handler(|error, _| {
+        Refused::new(StatusCode::BAD_REQUEST, "invalid_message", error.to_string()).into()
+    });
+    let path = web::PathConfig::default().error_handler(|error, _| {
+        Refused::new(StatusCode::BAD_REQUEST, "invalid_room", error.to_string()).into()
+    });
+    config.service(
+        web::scope(PREFIX)
+            .app_data(json)
+            .app_data(query)
+            .app_data(path)
+            .route("/openapi.json", web::get().to(openapi))
+            .route("/rooms", web::get().to(list_rooms))
+            .route("/rooms/{room}/messages", web::post().to(post_message))
+            .route("/rooms/{room}/messages", web::get().to(get_messages))
+            .default_service(web::to(|| async {
+                Refused::new(StatusCode::NOT_FOUND, "not_found", "No such API call.")
+                    .error_response()
+            })),
+    );
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// The name of the key the request carries; refused if there is none or it is not valid.
+async fn authorize(state: &ApiState, request: &HttpRequest) -> Result<String, Refused> {
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|key| key.starts_with(KEY_PREFIX) && key.len() <= 128)
+        .ok_or_else(Refused::unauthorized)?;
+    let name = state
+        .store
+        .key_name(key_hash(key))
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "could not check an API key");
+            Refused::unavailable()
+        })?
+        .ok_or_else(Refused::unauthorized)?;
+    state.rate.admit(&name).map_err(|wait| {
+        Refused::from(Rejection::too_fast(wait, |ms| {
+            format!("This key is calling too often; wait {ms} ms.")
+        }))
+    })?;
+    Ok(name)
+}
+
+fn checked_room(room: &str, limits: &Limits) -> Result<String, Refused> {
+    rules::check_room(room, limits.max_room_chars).map_err(|error| Rejection::from(error).into())
+}
+
+/// The caller's address as the limits on opening rooms count it.
+fn caller(request: &HttpRequest) -> Result<IpAddr, Refused> {
+    request.peer_addr().map(|peer| policy::limit_key(peer.ip())).ok_or_else(Refused::unavailable)
+}
+
+/// Runs `call` on `room` with a seat held for it, so the room is open (and its history loaded)
+/// meanwhile; the seat is given back whatever happens.
+async fn visiting<T>(
+    state: &ApiState,
+    request: &HttpRequest,
+    room: &str,
+    call: impl AsyncFnOnce(Addr<room::Room>) -> Result<T, Refused>,
+) -> Result<T, Refused> {
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let visit = lobby::Visit { room: room.to_owned(), conn, address: caller(request)? };
+    let seated = match state.lobby.send(visit).timeout(CALL_TIMEOUT).await {
+        Ok(seated) => seated.map_err(Refused::from),
+        Err(_) => return Err(Refused::unavailable()),
+    };
+    let outcome = match seated {
+        Ok(addr) => call(addr).await,
+        Err(refused) => Err(refused),
+    };
+    state.lobby.do_send(lobby::Leave { room: room.to_owned(), conn });
+    outcome
+}
+
+/// Post a message into a room as a bot.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rooms/{room}/messages",
+    params(
+        ("room" = String, Path, description = "The room (its rules: letters, digits, `-`, `_`; at most 32)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–64 of `A-Z a-z 0-9 - _`: a repeat gets the message first stored, never a second one"),
+    ),
+    request_body = NewMessage,
+    responses(
+        (status = 201, description = "Stored and relayed", body = Message),
+        (status = 400, description = "Invalid room, name, text or key", body = ApiError),
+        (status = 401, description = "No valid API key", body = ApiError),
+        (status = 413, description = "Body too large", body = ApiError),
+        (status = 415, description = "Not JSON", body = ApiError),
+        (status = 429, description = "Too many calls", body = ApiError),
+        (status = 503, description = "Not stored (try again with the same Idempotency-Key)", body = ApiError),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn post_message(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    room: web::Path<String>,
+    body: web::Json<NewMessage>,
+) -> Result<HttpResponse, Refused> {
+    authorize(&state, &request).await?;
+    let room = checked_room(&room, &state.limits)?;
+    let NewMessage { from, text } = body.into_inner();
+    let nick = crate::names::check_nick(&from, state.limits.max_nick_chars)
+        .map_err(|error| Refused::from(Rejection::from(error)))?;
+    rules::check_text(&text, state.limits.max_text_chars)
+        .map_err(|error| Refused::from(Rejection::from(error)))?;
+    let idempotency_key = match request.headers().get("idempotency-key").map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(key)) => {
+            rules::check_client_id(key).map_err(|error| Refused::from(Rejection::from(error)))?;
+            Some(key.to_owned())
+        }
+        Some(Err(_)) => {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_message",
+                "An Idempotency-Key must be 1 to 64 letters, digits, '-' or '_'.",
+            ));
+        }
+    };
+    let post = room::ApiPost { nick, text, idempotency_key };
+    let message = visiting(&state, &request, &room, async |addr| {
+        match addr.send(post).timeout(CALL_TIMEOUT).await {
+            Ok(outcome) => outcome.map_err(Refused::from),
+            Err(_) => Err(Refused::unavailable()),
+        }
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(Message::from(message)))
+}
+
+/// A page of a room's stored history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms/{room}/messages",
+    params(
+        ("room" = String, Path, description = "The room"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "The page", body = Page),
+        (status = 400, description = "Invalid room or query", body = ApiError),
+        (status = 401, description = "No valid API key", body = ApiError),
+        (status = 429, description = "Too many calls", body = ApiError),
+        (status = 503, description = "The room could not be opened or loaded", body = ApiError),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_messages(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    room: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, Refused> {
+    authorize(&state, &request).await?;
+    let room = checked_room(&room, &state.limits)?;
+    let PageQuery { before, after, limit } = query.into_inner();
+    if before.is_some() && after.is_some() {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+            "Ask with `before` or `after`, not both.",
+        ));
+    }
+    let ask = room::ApiHistory { before, after, limit: limit.map(|limit| limit.max(1)) };
+    let (messages, more) = visiting(&state, &request, &room, async |addr| {
+        match addr.send(ask).timeout(CALL_TIMEOUT).await {
+            Ok(page) => page.map_err(Refused::from),
+            Err(_) => Err(Refused::unavailable()),
+        }
+    })
+    .await?;
+    let messages = messages.into_iter().map(Message::from).collect();
+    Ok(HttpResponse::Ok().json(Page { room, messages, more }))
+}
+
+/// The rooms: active ones busiest first, then recently used ones (at most 100).
+#[utoipa::path(
+    get,
+    path = "/api/v1/rooms",
+    responses(
+        (status = 200, description = "The rooms", body = Rooms),
+        (status = 401, description = "No valid API key", body = ApiError),
+        (status = 429, description = "Too many calls", body = ApiError),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_rooms(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, Refused> {
+    authorize(&state, &request).await?;
+    let rooms = state.lobby.send(lobby::ListRooms).await.map_err(|_| Refused::unavailable())?;
+    let rooms = rooms.into_iter().map(|room| Room { name: room.name, members: room.members });
+    Ok(HttpResponse::Ok().json(Rooms { rooms: rooms.collect() }))
+}
+
+/// A new API key: `chat_` and 64 hex digits from the OS's random generator.
+pub fn new_key() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{KEY_PREFIX}{}", hex(&bytes)))
+}
+
+/// What the database keeps of a key: its SHA-256, in hex. (Keys are 256 random bits, so a fast
+/// hash is enough; a password hash would only slow every call.)
+pub fn key_hash(key: &str) -> String {
+    hex(&sha2::Sha256::digest(key.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_and_only_their_hash_is_kept() {
+        let (one, two) = (new_key().expect("random"), new_key().expect("random"));
+        assert_ne!(one, two);
+        assert!(one.starts_with(KEY_PREFIX) && one.len() == KEY_PREFIX.len() + 64);
+        assert_eq!(key_hash(&one), key_hash(&one));
+        assert_ne!(key_hash(&one), key_hash(&two));
+        assert!(!key_hash(&one).contains(&one[KEY_PREFIX.len()..]));
+    }
+
+    #[test]
+    fn the_document_describes_every_call() {
+        let document = serde_json::to_value(ApiDoc::openapi()).expect("serializes");
+        let paths = document["paths"].as_object().expect("paths");
+        assert!(paths.contains_key("/api/v1/rooms"));
+        let messages = &paths["/api/v1/rooms/{room}/messages"];
+        assert!(messages["post"].is_object() && messages["get"].is_object());
+        assert_eq!(
+            document["components"]["securitySchemes"]["api_key"]["scheme"],
+            serde_json::json!("bearer")
+        );
+    }
+}
