@@ -95,6 +95,23 @@ async fn message_list_does_not_interpret_markup() {
     assert!(select(&root, "img, script, b").is_none(), "no element was created from text");
 }
 
+/// A bot's message (posted through the HTTP API) carries a visible "bot" mark; a person's
+/// does not.
+#[wasm_bindgen_test]
+async fn bot_messages_are_marked() {
+    let root = root();
+    let Entry::Message(person) = message(1, "pricebot", "typed") else { unreachable!() };
+    let bot = Rc::new(ChatMessage { id: 2, text: "posted".into(), bot: true, ..(*person).clone() });
+    let entries: VecDeque<Entry> = [Entry::Message(person), Entry::Message(bot)].into();
+    let props =
+        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+
+    assert_eq!(texts(&root, ".message .bot"), ["bot"], "one mark, on the bot's message");
+    assert_eq!(texts(&root, ".message:last-child .bot"), ["bot"]);
+}
+
 /// The member list shows everyone and marks you.
 #[wasm_bindgen_test]
 async fn member_list_marks_you() {

@@ -17,7 +17,7 @@ use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use protocol::{ErrorCode, MessageId, rules};
+use protocol::{ErrorCode, rules};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -51,11 +51,18 @@ pub struct ApiState {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    /// The bot's name, shown as the sender (the rules of a nick); the message is marked `bot`.
-    #[schema(example = "pricebot")]
+    /// The bot's name, shown as the sender; the message is marked `bot`. A letter or digit,
+    /// then at most 31 letters, digits, spaces, `.`, `_` or `-` (trailing spaces are dropped).
+    #[schema(example = "pricebot", pattern = "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}$")]
     pub from: String,
-    /// The text (the rules of a chat message: at most 4,096 characters by default).
-    #[schema(example = "ACME 101.25")]
+    /// The text: at most 4,096 characters (by default), not blank, no control characters
+    /// other than line breaks and tabs.
+    #[schema(
+        example = "ACME 101.25",
+        min_length = 1,
+        max_length = 4096,
+        pattern = "^[^\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x08\\x0B-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub text: String,
 }
 
@@ -95,12 +102,37 @@ pub struct Page {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Messages older than this id (the newest of them).
-    pub before: Option<MessageId>,
-    /// Messages newer than this id (the oldest of them). Not with `before`.
-    pub after: Option<MessageId>,
-    /// At most this many (1 to the server's page size, 100 by default).
-    #[param(minimum = 1)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
+    pub before: Option<u64>,
+    /// Messages newer than this id (the oldest of them); with `before` too, the messages between
+    /// the two.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
+    pub after: Option<u64>,
+    /// At most this many; the server's page size (100 by default) bounds it further.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+}
+
+/// Largest `limit` a history call may ask for.
+const MAX_LIMIT: u32 = 1000;
+
+/// The room a call is about (documentation of the path parameter).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RoomPath {
+    /// The room: letters, digits, `-` and `_`, at most 32 (by default); case does not matter.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,32}$")]
+    pub room: String,
+}
+
+/// Request headers of a post (documentation).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct PostHeaders {
+    /// A repeat with the same key (and the same `from`) gets the message first stored, never a
+    /// second one.
+    #[param(rename = "Idempotency-Key", pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A room and how many people are in it.
@@ -121,7 +153,7 @@ pub struct Rooms {
 pub struct ApiError {
     /// A stable code: `unauthorized`, `malformed_json`, `invalid_message`, `invalid_room`,
     /// `invalid_nick`, `empty_text`, `text_too_long`, `rate_limited`, `too_many_rooms`,
-    /// `unavailable`, `not_found`.
+    /// `unavailable`, `not_found`, `method_not_allowed`.
     #[schema(example = "invalid_room")]
     pub error: String,
     /// For people; may change.
@@ -276,15 +308,41 @@ pub fn configure(config: &mut web::ServiceConfig, max_body: usize) {
             .app_data(json)
             .app_data(query)
             .app_data(path)
-            .route("/openapi.json", web::get().to(openapi))
-            .route("/rooms", web::get().to(list_rooms))
-            .route("/rooms/{room}/messages", web::post().to(post_message))
-            .route("/rooms/{room}/messages", web::get().to(get_messages))
+            .service(
+                web::resource("/openapi.json")
+                    .get(openapi)
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/rooms")
+                    .get(list_rooms)
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/rooms/{room}/messages")
+                    .get(get_messages)
+                    .post(post_message)
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
             .default_service(web::to(|| async {
                 Refused::new(StatusCode::NOT_FOUND, "not_found", "No such API call.")
                     .error_response()
             })),
     );
+}
+
+/// A method the call does not have: 405, with the methods it has.
+fn not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+    move || {
+        let mut response = Refused::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("This call takes {allow} (see /api/v1/openapi.json)."),
+        )
+        .error_response();
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        std::future::ready(response)
+    }
 }
 
 async fn openapi() -> HttpResponse {
@@ -353,10 +411,7 @@ async fn visiting<T>(
 #[utoipa::path(
     post,
     path = "/api/v1/rooms/{room}/messages",
-    params(
-        ("room" = String, Path, description = "The room (its rules: letters, digits, `-`, `_`; at most 32)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1–64 of `A-Z a-z 0-9 - _`: a repeat gets the message first stored, never a second one"),
-    ),
+    params(RoomPath, PostHeaders),
     request_body = NewMessage,
     responses(
         (status = 201, description = "Stored and relayed", body = Message),
@@ -378,6 +433,14 @@ pub async fn post_message(
     authorize(&state, &request).await?;
     let room = checked_room(&room, &state.limits)?;
     let NewMessage { from, text } = body.into_inner();
+    if !is_bot_name(&from) {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_nick",
+            "A bot's name is a letter or digit, then at most 31 letters, digits, spaces, '.', '_' \
+             or '-'.",
+        ));
+    }
     let nick = crate::names::check_nick(&from, state.limits.max_nick_chars)
         .map_err(|error| Refused::from(Rejection::from(error)))?;
     rules::check_text(&text, state.limits.max_text_chars)
@@ -411,10 +474,7 @@ pub async fn post_message(
 #[utoipa::path(
     get,
     path = "/api/v1/rooms/{room}/messages",
-    params(
-        ("room" = String, Path, description = "The room"),
-        PageQuery,
-    ),
+    params(RoomPath, PageQuery),
     responses(
         (status = 200, description = "The page", body = Page),
         (status = 400, description = "Invalid room or query", body = ApiError),
@@ -433,14 +493,22 @@ pub async fn get_messages(
     authorize(&state, &request).await?;
     let room = checked_room(&room, &state.limits)?;
     let PageQuery { before, after, limit } = query.into_inner();
-    if before.is_some() && after.is_some() {
+    // Ids are stored as SQLite's signed integers: anything larger names no message.
+    if [before, after].into_iter().flatten().any(|id| i64::try_from(id).is_err()) {
         return Err(Refused::new(
             StatusCode::BAD_REQUEST,
             "invalid_message",
-            "Ask with `before` or `after`, not both.",
+            "`before` and `after` are message ids, at most 2^63 - 1.",
         ));
     }
-    let ask = room::ApiHistory { before, after, limit: limit.map(|limit| limit.max(1)) };
+    if limit.is_some_and(|limit| !(1..=MAX_LIMIT).contains(&limit)) {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+            format!("`limit` is 1 to {MAX_LIMIT}."),
+        ));
+    }
+    let ask = room::ApiHistory { before, after, limit };
     let (messages, more) = visiting(&state, &request, &room, async |addr| {
         match addr.send(ask).timeout(CALL_TIMEOUT).await {
             Ok(page) => page.map_err(Refused::from),
@@ -473,6 +541,15 @@ pub async fn list_rooms(
     Ok(HttpResponse::Ok().json(Rooms { rooms: rooms.collect() }))
 }
 
+/// Whether `name` may name a bot: `^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}$`, as the schema says.
+/// Plainer than a person's nick: a bot cannot pass for anyone through look-alike letters.
+fn is_bot_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|first| first.is_ascii_alphanumeric())
+        && name.chars().count() <= 32
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-'))
+}
+
 /// A new API key: `chat_` and 64 hex digits from the OS's random generator.
 pub fn new_key() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
@@ -493,6 +570,16 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bot_names_are_plain() {
+        for good in ["pricebot", "Feed 2", "a", "x.y_z-1", &"b".repeat(32)] {
+            assert!(is_bot_name(good), "{good}");
+        }
+        for bad in ["", " bot", "-bot", "bøt", "b\u{430}t", "bot!", &"b".repeat(33)] {
+            assert!(!is_bot_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn keys_are_random_and_only_their_hash_is_kept() {

@@ -502,7 +502,8 @@ impl RoomState {
         vec![Effect::Send { to: conn, message: answer }]
     }
 
-    /// A page of the room's history: before `before`, after `after`, or the newest, at most
+    /// A page of the room's history: before `before`, after `after` (both: between them), or
+    /// the newest, at most
     /// `limit` messages (the room's page size if absent or larger) and
     /// `page_bytes`; and whether there are more that way. Empty until the history is loaded.
     pub fn page(
@@ -521,7 +522,15 @@ impl RoomState {
             Some(after) => self.history.after(after, limit),
             None => self.history.before(before, limit),
         };
-        (page.messages, page.more)
+        let (mut messages, mut more) = (page.messages, page.more);
+        // Both (the HTTP API allows it): the messages between the two.
+        if let (Some(before), Some(_)) = (before, after)
+            && let Some(cut) = messages.iter().position(|message| message.id >= before)
+        {
+            messages.truncate(cut);
+            more = false;
+        }
+        (messages, more)
     }
 
     /// Whether the room's history is loaded (joins and API calls are refused until it is).

@@ -95,6 +95,10 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>) -> Html {
                     data-id={message.id.to_string()}>
                     <time datetime={iso_time(message.ts)}>{ local_time(message.ts) }</time>
                     <span class="from">{ &message.from }</span>
+                    if message.bot {
+                        // Posted through the HTTP API: not a person in the room.
+                        <span class="bot" title="Posted by another system, not a person">{ "bot" }</span>
+                    }
                     <span class="text">{ linkified(&message.text) }</span>
                 </li>
             }
