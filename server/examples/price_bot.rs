@@ -7,12 +7,13 @@
 //! ```
 //!
 //! The API key comes from `CHAT_API_KEY`, or else from `<data-dir>/price-bot.key`, which the
-//! bot makes on its first run with the same code as `server admin create-key price-bot`
-//! (so it must run where the server's data folder is, `data/` by default). Each quote carries
-//! an `Idempotency-Key`, so a post retried after a timeout is stored once.
+//! bot makes on its first run with the same code as `server admin create-key` (so it must run
+//! where the server's data folder is, `data/` by default). Each quote carries an
+//! `Idempotency-Key` and is retried with it while the server is away, so it is stored once;
+//! a refused key ends the bot.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -58,8 +59,10 @@ fn api_key(data_dir: &Path) -> Result<String, String> {
         return Ok(key);
     }
     let file = data_dir.join("price-bot.key");
-    if let Ok(key) = std::fs::read_to_string(&file) {
-        return Ok(key.trim().to_owned());
+    match std::fs::read_to_string(&file) {
+        Ok(key) => return Ok(key.trim().to_owned()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("{}: {error}", file.display())),
     }
     let options = server::db::StoreOptions {
         data_dir: Some(data_dir.to_owned()),
@@ -70,22 +73,30 @@ fn api_key(data_dir: &Path) -> Result<String, String> {
         max_pending_writes: 1,
         max_stored_rooms: 1,
     };
-    let now = server::outbound::now_millis();
-    let (db, _) = server::db::Db::open(options, now).map_err(|e| e.to_string())?;
+    // The server's database, as it made it: start the chat first.
+    let db = server::db::Db::open_existing(options).map_err(|e| e.to_string())?;
     let key = server::api::new_key().map_err(|e| e.to_string())?;
-    db.create_key("price-bot", &server::api::key_hash(&key), now).map_err(|e| e.to_string())?;
-    {
+    // The file first: a key must never exist that nobody holds.
+    let mut kept = {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut kept = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&file)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        writeln!(kept, "{key}").map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let made = writeln!(kept, "{key}").map_err(|e| e.to_string()).and_then(|()| {
+        let now = server::outbound::now_millis();
+        let name = format!("price-bot-{now}");
+        db.create_key(&name, &server::api::key_hash(&key), now).map_err(|e| e.to_string())?;
+        eprintln!("made the API key {name:?}, kept in {}", file.display());
+        Ok(())
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_file(&file);
     }
-    eprintln!("made the API key \"price-bot\", kept in {}", file.display());
-    Ok(key)
+    made.map(|()| key)
 }
 
 /// POSTs `body` with these headers; returns the status and the body of the answer.
@@ -95,7 +106,11 @@ fn post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(address)?;
+    let target = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address names no host"))?;
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
@@ -148,13 +163,34 @@ fn main() -> Result<(), String> {
         let idempotency = format!("q-{started}-{posted}");
         let headers =
             [("Authorization", bearer.as_str()), ("Idempotency-Key", idempotency.as_str())];
-        match post(&options.address, &path, &headers, &body) {
-            Ok((201, _)) => println!("#{} {text}", options.room),
-            Ok((status, answer)) => eprintln!("refused ({status}): {answer}"),
-            Err(error) => eprintln!("could not reach {}: {error}", options.address),
+        // A quote is retried (same Idempotency-Key: stored once) while the server is away or
+        // busy, waiting longer each time; a refusal of the key ends the bot.
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match post(&options.address, &path, &headers, &body) {
+                Ok((201, _)) => {
+                    println!("#{} {text}", options.room);
+                    break;
+                }
+                Ok((401, answer)) => return Err(format!("the API key was refused: {answer}")),
+                Ok((status, answer)) if status < 500 && status != 429 => {
+                    eprintln!("refused ({status}), skipped: {answer}");
+                    break;
+                }
+                Ok((status, _)) => eprintln!("answered {status}; trying again in {wait:?}"),
+                Err(error) => {
+                    eprintln!(
+                        "cannot reach {}: {error}; trying again in {wait:?}",
+                        options.address
+                    );
+                }
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
         posted += 1;
-        next += Duration::from_secs(1);
+        // One quote a second, without a burst to catch up after an outage.
+        next = (next + Duration::from_secs(1)).max(Instant::now());
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     Ok(())

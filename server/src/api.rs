@@ -6,7 +6,8 @@
 //!
 //! A post goes through the room like a member's message: it gets the room's next id, is
 //! stored, then relayed to the members (marked `bot`), and only then answered. An
-//! `Idempotency-Key` works as a client id of the bot: a repeat gets the message first stored.
+//! `Idempotency-Key` works as a client id of the bot under that API key: a repeat (while the
+//! message is retained) gets the message first stored.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,11 +24,12 @@ use sha2::Digest;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::config::Limits;
+use crate::db::KeyReader;
 use crate::inbound::Rejection;
 use crate::lobby::{self, Lobby};
+use crate::metrics::Metrics;
 use crate::policy::{self, KeyedRate};
 use crate::room;
-use crate::store::Store;
 
 /// Where the API lives.
 pub const PREFIX: &str = "/api/v1";
@@ -39,13 +41,20 @@ const KEY_PREFIX: &str = "chat_";
 /// What the API's handlers share.
 pub struct ApiState {
     pub lobby: Addr<Lobby>,
-    pub store: Store,
+    /// The keys, read on a connection of their own; `None` with `--ephemeral` (no keys).
+    pub keys: Option<KeyReader>,
     /// The connection ids sessions use: a call holds a room seat under one of its own.
     pub next_conn: Arc<AtomicU64>,
     pub limits: Limits,
     /// Calls per key: the same average and burst as a WebSocket client's frames.
     pub rate: KeyedRate<String>,
+    /// Calls without a valid key, per address: past it, 429 instead of 401.
+    pub failed: KeyedRate<IpAddr>,
+    pub metrics: Arc<Metrics>,
 }
+
+/// Calls without a valid key one address may make per minute before it gets 429.
+pub const FAILED_CALLS_PER_MINUTE: u32 = 60;
 
 /// A message to post.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -212,6 +221,16 @@ impl Refused {
     fn unavailable() -> Self {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
     }
+
+    /// The post went to its room, but no answer came in time: it may be stored.
+    fn undecided() -> Self {
+        Refused::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "unavailable",
+            "No answer in time: the message may have been stored. Send it again with the same \
+             Idempotency-Key to find out without storing it twice.",
+        )
+    }
 }
 
 impl From<Rejection> for Refused {
@@ -279,7 +298,7 @@ impl utoipa::Modify for BearerKey {
 }
 
 /// The API's routes, under [`PREFIX`].
-pub fn configure(config: &mut web::ServiceConfig, max_body: usize) {
+pub fn configure(config: &mut web::ServiceConfig, max_body: usize, metrics: Arc<Metrics>) {
     let json = web::JsonConfig::default().limit(max_body).error_handler(|error, _| {
         let refused = match &error {
             actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
@@ -305,6 +324,24 @@ pub fn configure(config: &mut web::ServiceConfig, max_body: usize) {
     });
     config.service(
         web::scope(PREFIX)
+            .wrap_fn(move |request, service| {
+                use actix_web::dev::Service;
+                // Bounded labels: the route's pattern and a known method, never client text.
+                let method = match *request.method() {
+                    actix_web::http::Method::GET => "GET",
+                    actix_web::http::Method::POST => "POST",
+                    _ => "other",
+                };
+                let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let call = format!("{method} {route}");
+                let metrics = metrics.clone();
+                let answered = service.call(request);
+                async move {
+                    let response = answered.await?;
+                    metrics.api_request(&call, response.status().as_u16());
+                    Ok(response)
+                }
+            })
             .app_data(json)
             .app_data(query)
             .app_data(path)
@@ -345,11 +382,15 @@ fn not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<HttpRespo
     }
 }
 
+/// The OpenAPI document, made once.
 async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
+    HttpResponse::Ok().content_type("application/json").body(document.as_str())
 }
 
-/// The name of the key the request carries; refused if there is none or it is not valid.
+/// The name of the key the request carries; refused if there is none or it is not valid
+/// (401, or 429 once its address has made too many such calls).
 async fn authorize(state: &ApiState, request: &HttpRequest) -> Result<String, Refused> {
     let key = request
         .headers()
@@ -357,17 +398,23 @@ async fn authorize(state: &ApiState, request: &HttpRequest) -> Result<String, Re
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|key| key.starts_with(KEY_PREFIX) && key.len() <= 128)
-        .ok_or_else(Refused::unauthorized)?;
-    let name = state
-        .store
-        .key_name(key_hash(key))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "could not check an API key");
+        .filter(|key| key.starts_with(KEY_PREFIX) && key.len() <= 128);
+    let name = match (key, &state.keys) {
+        (Some(key), Some(keys)) => keys.name(&key_hash(key)).map_err(|error| {
+            tracing::error!(%error, "could not read the API keys");
             Refused::unavailable()
-        })?
-        .ok_or_else(Refused::unauthorized)?;
+        })?,
+        _ => None,
+    };
+    let Some(name) = name else {
+        state.metrics.api_auth_failures.inc();
+        if let Err(wait) = state.failed.admit(&caller(request)?) {
+            return Err(Refused::from(Rejection::too_fast(wait, |ms| {
+                format!("Too many calls without a valid key from your address; wait {ms} ms.")
+            })));
+        }
+        return Err(Refused::unauthorized());
+    };
     state.rate.admit(&name).map_err(|wait| {
         Refused::from(Rejection::too_fast(wait, |ms| {
             format!("This key is calling too often; wait {ms} ms.")
@@ -385,6 +432,21 @@ fn caller(request: &HttpRequest) -> Result<IpAddr, Refused> {
     request.peer_addr().map(|peer| policy::limit_key(peer.ip())).ok_or_else(Refused::unavailable)
 }
 
+/// A seat held in a room for one call; given back when dropped, whatever happened (a late
+/// or cancelled `Visit` included: the lobby handles messages in order, and leaving twice, or
+/// without a seat, is harmless).
+struct Seat {
+    lobby: Addr<Lobby>,
+    room: String,
+    conn: u64,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.lobby.do_send(lobby::Leave { room: std::mem::take(&mut self.room), conn: self.conn });
+    }
+}
+
 /// Runs `call` on `room` with a seat held for it, so the room is open (and its history loaded)
 /// meanwhile; the seat is given back whatever happens.
 async fn visiting<T>(
@@ -395,16 +457,12 @@ async fn visiting<T>(
 ) -> Result<T, Refused> {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let visit = lobby::Visit { room: room.to_owned(), conn, address: caller(request)? };
-    let seated = match state.lobby.send(visit).timeout(CALL_TIMEOUT).await {
-        Ok(seated) => seated.map_err(Refused::from),
+    let _seat = Seat { lobby: state.lobby.clone(), room: room.to_owned(), conn };
+    let addr = match state.lobby.send(visit).timeout(CALL_TIMEOUT).await {
+        Ok(seated) => seated.map_err(Refused::from)?,
         Err(_) => return Err(Refused::unavailable()),
     };
-    let outcome = match seated {
-        Ok(addr) => call(addr).await,
-        Err(refused) => Err(refused),
-    };
-    state.lobby.do_send(lobby::Leave { room: room.to_owned(), conn });
-    outcome
+    call(addr).await
 }
 
 /// Post a message into a room as a bot.
@@ -421,6 +479,7 @@ async fn visiting<T>(
         (status = 415, description = "Not JSON", body = ApiError),
         (status = 429, description = "Too many calls", body = ApiError),
         (status = 503, description = "Not stored (try again with the same Idempotency-Key)", body = ApiError),
+        (status = 504, description = "No answer in time: may be stored (send again with the same Idempotency-Key)", body = ApiError),
     ),
     security(("api_key" = []))
 )]
@@ -430,7 +489,7 @@ pub async fn post_message(
     room: web::Path<String>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, Refused> {
-    authorize(&state, &request).await?;
+    let key_name = authorize(&state, &request).await?;
     let room = checked_room(&room, &state.limits)?;
     let NewMessage { from, text } = body.into_inner();
     if !is_bot_name(&from) {
@@ -449,7 +508,9 @@ pub async fn post_message(
         None => None,
         Some(Ok(key)) => {
             rules::check_client_id(key).map_err(|error| Refused::from(Rejection::from(error)))?;
-            Some(key.to_owned())
+            // Each API key has keys of its own: another integration cannot take them first.
+            // (`.` never occurs in a client id, so these cannot meet a person's.)
+            Some(format!("{key_name}.{key}"))
         }
         Some(Err(_)) => {
             return Err(Refused::new(
@@ -463,10 +524,12 @@ pub async fn post_message(
     let message = visiting(&state, &request, &room, async |addr| {
         match addr.send(post).timeout(CALL_TIMEOUT).await {
             Ok(outcome) => outcome.map_err(Refused::from),
-            Err(_) => Err(Refused::unavailable()),
+            Err(_) => Err(Refused::undecided()),
         }
     })
     .await?;
+    state.metrics.messages_in.inc();
+    tracing::debug!(key = %key_name, room = %message.room, id = message.id, "API post");
     Ok(HttpResponse::Created().json(Message::from(message)))
 }
 
@@ -528,6 +591,7 @@ pub async fn get_messages(
         (status = 200, description = "The rooms", body = Rooms),
         (status = 401, description = "No valid API key", body = ApiError),
         (status = 429, description = "Too many calls", body = ApiError),
+        (status = 503, description = "Keys could not be read", body = ApiError),
     ),
     security(("api_key" = []))
 )]

@@ -84,6 +84,13 @@ pub enum StoreError {
          written by a newer release; run that release, or restore a backup taken before the upgrade"
     )]
     SchemaTooNew { found: usize, known: usize },
+    #[error("API keys live in the data folder: not available with --ephemeral")]
+    Ephemeral,
+    #[error(
+        "the database has schema version {found} and this binary {known}: start this release's \
+         server on it first (it upgrades the schema), or use the binary of the running release"
+    )]
+    SchemaMismatch { found: usize, known: usize },
     #[error("no database at {0}: is --data-dir (CHAT_DATA_DIR) the server's?")]
     NoDatabase(PathBuf),
     #[error("cannot write the backup {path}: {source}")]
@@ -156,6 +163,27 @@ impl Db {
             with_messages: read_rooms_with_messages(&connection)?,
         };
         Ok((Db { connection, options, sizes: HashMap::new() }, start))
+    }
+
+    /// Opens the database a server made in `options`' data folder, for `server admin`: it must
+    /// exist (no new empty database in a mistyped folder) and be of this binary's schema (no
+    /// upgrade behind a running older server's back).
+    pub fn open_existing(options: StoreOptions) -> Result<Db, StoreError> {
+        let dir = options.data_dir.clone().ok_or(StoreError::Ephemeral)?;
+        let path = dir.join(DATABASE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::NoDatabase(path));
+        }
+        let connection = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let found: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let found = usize::try_from(found).unwrap_or(0);
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::SchemaMismatch { found, known: SCHEMA_VERSION });
+        }
+        Ok(Db { connection, options, sizes: HashMap::new() })
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -354,6 +382,33 @@ impl Db {
     }
 }
 
+/// Looks API keys up on a connection of its own (read-only), so that checking keys never
+/// waits behind, nor takes room from, the writes of the storage thread.
+pub struct KeyReader {
+    connection: std::sync::Mutex<Connection>,
+}
+
+impl KeyReader {
+    /// A reader of the database in `data_dir` (the server has opened and migrated it).
+    pub fn open(data_dir: &Path) -> Result<KeyReader, StoreError> {
+        let connection = Connection::open_with_flags(
+            data_dir.join(DATABASE_FILE),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Ok(KeyReader { connection: std::sync::Mutex::new(connection) })
+    }
+
+    /// The name of the key with this hash, if it exists and is not revoked: read now, so a
+    /// key revoked a moment ago is refused.
+    pub fn name(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(connection
+            .prepare_cached("SELECT name FROM api_keys WHERE hash = ?1 AND revoked IS NULL")?
+            .query_row([hash], |row| row.get(0))
+            .optional()?)
+    }
+}
+
 /// An API key as `server admin list-keys` shows it (the key itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
@@ -399,15 +454,6 @@ impl Db {
             })
         })?;
         Ok(keys.collect::<Result<_, _>>()?)
-    }
-
-    /// The name of the key with this hash, if it exists and is not revoked.
-    pub fn key_name(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .connection
-            .prepare_cached("SELECT name FROM api_keys WHERE hash = ?1 AND revoked IS NULL")?
-            .query_row([hash], |row| row.get(0))
-            .optional()?)
     }
 }
 
@@ -864,16 +910,35 @@ mod tests {
     /// Keys are found by their hash until revoked; names are unique, revoked ones included.
     #[test]
     fn api_keys_are_found_by_hash_until_revoked() {
-        let db = Db::open(options(), 0).expect("opens").0;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let db = Db::open(options.clone(), 0).expect("opens").0;
         db.create_key("feed", "h1", 5).expect("created");
         assert!(matches!(db.create_key("feed", "h2", 6), Err(StoreError::KeyExists(_))));
-        assert_eq!(db.key_name("h1").expect("reads"), Some("feed".to_owned()));
-        assert_eq!(db.key_name("h2").expect("reads"), None);
+        let keys = KeyReader::open(dir.path()).expect("reader");
+        assert_eq!(keys.name("h1").expect("reads"), Some("feed".to_owned()));
+        assert_eq!(keys.name("h2").expect("reads"), None);
         assert!(db.revoke_key("feed", 7).expect("revokes"));
         assert!(!db.revoke_key("feed", 8).expect("revokes"), "once");
-        assert_eq!(db.key_name("h1").expect("reads"), None);
+        assert_eq!(keys.name("h1").expect("reads"), None, "revoked: refused at once");
         let listed = db.list_keys().expect("lists");
         assert_eq!(listed, [ApiKeyInfo { name: "feed".into(), created: 5, revoked: Some(7) }]);
+    }
+
+    /// `server admin` opens only an existing database of this binary's schema.
+    #[test]
+    fn admin_opens_only_an_existing_database_of_this_schema() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        assert!(matches!(Db::open_existing(options.clone()), Err(StoreError::NoDatabase(_))));
+        assert!(!dir.path().join(DATABASE_FILE).exists(), "nothing created");
+        let db = Db::open(options.clone(), 0).expect("opens").0;
+        Db::open_existing(options.clone()).expect("this schema");
+        db.connection.pragma_update(None, "user_version", 1).expect("older");
+        assert!(matches!(
+            Db::open_existing(options),
+            Err(StoreError::SchemaMismatch { found: 1, .. })
+        ));
     }
 
     /// A bot's message keeps its mark through the database.

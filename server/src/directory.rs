@@ -33,6 +33,8 @@ struct Open<T> {
     handle: T,
     instance: RoomInstance,
     members: HashSet<ConnId>,
+    /// Calls of the HTTP API: they keep the room open but are nobody in it.
+    visitors: HashSet<ConnId>,
 }
 
 /// Where a connection was seated.
@@ -84,14 +86,41 @@ impl<T: Clone> Directory<T> {
         conn: ConnId,
         start: impl FnOnce(RoomInstance) -> T,
     ) -> Seated<T> {
+        self.take_seat(name, conn, start, false)
+    }
+
+    /// As [`Directory::seat`], for a visitor (an HTTP API call): it keeps the room open until
+    /// released, but is not counted among the room's members in the list.
+    pub fn visit(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        start: impl FnOnce(RoomInstance) -> T,
+    ) -> Seated<T> {
+        self.take_seat(name, conn, start, true)
+    }
+
+    fn take_seat(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        start: impl FnOnce(RoomInstance) -> T,
+        visitor: bool,
+    ) -> Seated<T> {
         if !self.rooms.contains_key(name) {
             let instance = self.next_instance;
             self.next_instance += 1;
-            let open = Open { handle: start(instance), instance, members: HashSet::new() };
+            let open = Open {
+                handle: start(instance),
+                instance,
+                members: HashSet::new(),
+                visitors: HashSet::new(),
+            };
             self.rooms.insert(name.to_owned(), open);
         }
         let Some(open) = self.rooms.get_mut(name) else { unreachable!("opened above") };
-        let newcomer = open.members.insert(conn);
+        let seats = if visitor { &mut open.visitors } else { &mut open.members };
+        let newcomer = seats.insert(conn);
         let seated = Seated { handle: open.handle.clone(), instance: open.instance, newcomer };
         let members = open.members.len();
         self.list.set_members(name, members);
@@ -103,9 +132,10 @@ impl<T: Clone> Directory<T> {
     pub fn release(&mut self, name: &str, conn: ConnId) -> Option<Emptied<T>> {
         let open = self.rooms.get_mut(name)?;
         open.members.remove(&conn);
+        open.visitors.remove(&conn);
         let members = open.members.len();
         self.list.set_members(name, members);
-        if members > 0 {
+        if members + open.visitors.len() > 0 {
             return None;
         }
         let open = self.rooms.remove(name)?;
@@ -321,5 +351,19 @@ mod tests {
         let rooms = list.list(None);
         assert_eq!(rooms.first().map(|room| room.name.as_str()), Some("quiet-499"));
         assert_eq!(rooms.len(), MAX_LISTED_ROOMS);
+    }
+
+    /// A visitor keeps a room open without being listed as a member of it.
+    #[test]
+    fn visitors_keep_a_room_open_but_are_nobody_in_it() {
+        let mut rooms: Directory<u64> = Directory::new([]);
+        let visited = rooms.visit("r", 7, |instance| instance);
+        assert!(visited.newcomer && rooms.is_open("r"));
+        assert!(rooms.list(None).iter().all(|room| room.name != "r"), "not active");
+        rooms.seat("r", 1, |_| unreachable!("open already"));
+        assert_eq!(rooms.list(None)[0].members, 1, "the visitor is not counted");
+        assert_eq!(rooms.release("r", 1), None, "the visitor keeps it open");
+        assert!(rooms.release("r", 7).is_some(), "the last one out closes it");
+        assert!(!rooms.is_open("r"));
     }
 }

@@ -158,14 +158,21 @@ pub fn run(
     let store = opened.store.clone();
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
     let next_conn = Arc::new(AtomicU64::new(1));
+    let keys = match &config.storage.options().data_dir {
+        Some(dir) => Some(db::KeyReader::open(dir).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let api_state = web::Data::new(api::ApiState {
         lobby: lobby.clone(),
-        store: store.clone(),
+        keys,
         next_conn: next_conn.clone(),
         limits: config.limits.clone(),
-        rate: policy::KeyedRate::per_minute(config.abuse.rate_per_second.saturating_mul(60)),
+        rate: policy::KeyedRate::per_second(config.abuse.rate_per_second, config.abuse.rate_burst),
+        failed: policy::KeyedRate::per_minute(api::FAILED_CALLS_PER_MINUTE),
+        metrics: metrics.clone(),
     });
     let max_api_body = config.limits.max_message_bytes;
+    let api_metrics = metrics.clone();
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
     let state = web::Data::new(AppState {
@@ -210,7 +217,7 @@ pub fn run(
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
             .route("/metrics", web::get().to(public_metrics_page))
             .app_data(api_state.clone())
-            .configure(|api| api::configure(api, max_api_body));
+            .configure(|api| api::configure(api, max_api_body, api_metrics.clone()));
         match &ui {
             ui::Source::Folder(dir) => app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(

@@ -118,17 +118,27 @@ impl Lobby {
 
     /// Counts `conn` among `name`'s members, starting the room first if it is not open.
     fn seat(&mut self, name: &str, conn: ConnId) -> Seated<Addr<Room>> {
+        self.seat_as(name, conn, false)
+    }
+
+    /// As [`Lobby::seat`]; a `visitor` (an API call) keeps the room open but is not listed.
+    fn seat_as(&mut self, name: &str, conn: ConnId, visitor: bool) -> Seated<Addr<Room>> {
         let (context, closing) = (&self.context, &self.closing);
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         let metrics = &self.metrics;
         let mut started = false;
-        let seated = self.rooms.seat(name, conn, |instance| {
+        let start = |instance| {
             started = true;
             metrics.rooms.inc();
             let previous = closing.get(name).map(|(_, closed)| closed.clone());
             let room = Room::new(name.to_owned(), instance, previous, context.clone());
             Room::start_in_arbiter(&arbiter, |_| room)
-        });
+        };
+        let seated = if visitor {
+            self.rooms.visit(name, conn, start)
+        } else {
+            self.rooms.seat(name, conn, start)
+        };
         if started {
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
         }
@@ -296,7 +306,7 @@ impl Handler<Visit> for Lobby {
         if !self.rooms.is_open(&msg.room) {
             self.may_open(msg.conn, msg.address)?;
         }
-        Ok(self.seat(&msg.room, msg.conn).handle)
+        Ok(self.seat_as(&msg.room, msg.conn, true).handle)
     }
 }
 

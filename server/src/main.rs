@@ -55,13 +55,8 @@ fn run_command(command: &Command, config: &Config) -> anyhow::Result<()> {
 /// `server admin ...`: the API's keys, in the data folder's database.
 #[allow(clippy::print_stdout)] // a command's result is its output
 fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
-    let options = config.storage.options();
-    anyhow::ensure!(
-        options.data_dir.is_some(),
-        "API keys live in the data folder: not available with --ephemeral"
-    );
     let now = server::outbound::now_millis();
-    let (db, _) = server::db::Db::open(options, now).context("cannot open the database")?;
+    let db = server::db::Db::open_existing(config.storage.options())?;
     match action {
         Admin::CreateKey { name } => {
             protocol::rules::check_client_id(name)

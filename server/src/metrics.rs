@@ -19,6 +19,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// An HTTP API call and its answer's status, as labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub call: String,
+    pub status: String,
+}
+
 /// Every counter and gauge. Cloning a metric shares it, so actors keep their own handles.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -59,6 +66,10 @@ pub struct Metrics {
     pub history_load_failures: Counter,
     /// `typing` notices not relayed because the member sent one less than 2 s before.
     pub typing_dropped: Counter,
+    /// HTTP API calls by call (method and route) and status.
+    pub api_requests: Family<ApiLabel, Counter>,
+    /// HTTP API calls refused for want of a valid key.
+    pub api_auth_failures: Counter,
 }
 
 impl Metrics {
@@ -72,6 +83,12 @@ impl Metrics {
 
     pub fn refused_room_open(&self, reason: &str) {
         self.refused_room_opens.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Counts an API call: `call` is the method and route, never anything a client chose freely.
+    pub fn api_request(&self, call: &str, status: u16) {
+        let label = ApiLabel { call: call.to_owned(), status: status.to_string() };
+        self.api_requests.get_or_create(&label).inc();
     }
 
     pub fn refused(&self, reason: &str) {
@@ -154,6 +171,16 @@ impl Metrics {
             "slow_reader_disconnects",
             "Sessions dropped for not reading (4003)",
             self.slow_reader_disconnects.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "HTTP API calls, by call and status",
+            self.api_requests.clone(),
+        );
+        registry.register(
+            "api_auth_failures",
+            "HTTP API calls refused for want of a valid key",
+            self.api_auth_failures.clone(),
         );
         registry.register(
             "refused_upgrades",

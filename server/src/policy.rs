@@ -218,6 +218,13 @@ pub struct KeyedRate<K: std::hash::Hash + Eq + Clone> {
 }
 
 impl<K: std::hash::Hash + Eq + Clone> KeyedRate<K> {
+    /// `per_second` on average, in bursts of at most `burst`.
+    pub fn per_second(per_second: u32, burst: u32) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        KeyedRate { limiter: RateLimiter::keyed(quota) }
+    }
+
     pub fn per_minute(per_minute: u32) -> Self {
         let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
         KeyedRate { limiter: RateLimiter::keyed(quota) }

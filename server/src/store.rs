@@ -99,11 +99,6 @@ enum Command {
         room: String,
         reply: oneshot::Sender<Result<Loaded, StoreError>>,
     },
-    /// The name of the API key with this hash, if it is valid.
-    KeyName {
-        hash: String,
-        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
-    },
     /// Write what came before, close the database, then say so.
     Close {
         done: oneshot::Sender<()>,
@@ -190,15 +185,6 @@ impl Store {
         }
     }
 
-    /// The name of the API key whose SHA-256 is `hash`, if it exists and is not revoked. Keys
-    /// are created and revoked by `server admin` from another process: each call reads the
-    /// database, so a revoked key stops working at once.
-    pub async fn key_name(&self, hash: String) -> Result<Option<String>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue(Command::KeyName { hash, reply })?;
-        answer.await.map_err(|_| StoreError::Stopped)?
-    }
-
     /// A room's retained messages, read after every append queued before this call.
     pub async fn load(&self, room: String) -> Result<Loaded, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -259,9 +245,6 @@ impl Writer {
                     }
                     // Answered once the batch holding every earlier append is written.
                     Command::Load { room, reply } => loads.push((room, reply)),
-                    Command::KeyName { hash, reply } => {
-                        let _ = reply.send(self.db.key_name(&hash));
-                    }
                     Command::Close { done } => {
                         closing = Some(done);
                         break;

@@ -45,11 +45,12 @@ struct Setup {
     key: String,
 }
 
+/// A server on a new data folder, and a key made with `server admin` while it runs.
 fn setup() -> Setup {
     let data = tempfile::tempdir().expect("temporary data directory");
-    let key = admin(data.path(), &["create-key", "feed"]).trim().to_owned();
     let server = Running::start_storing(data.path(), &["--port", "0"]);
     let address = server.address();
+    let key = admin(data.path(), &["create-key", "feed"]).trim().to_owned();
     Setup { data, server, address, key }
 }
 
@@ -185,6 +186,90 @@ async fn bad_posts_get_typed_errors() {
     assert_eq!(post(&address, &key, "ok", &huge, None).status, 413);
     let page = get(&address, &key, "/api/v1/rooms/ok/messages").json();
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(0), "nothing stored");
+}
+
+/// Each API key has its own idempotency keys: another integration posting as the same bot
+/// with the same key does not get (or suppress) the first one's message.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_belong_to_their_api_key() {
+    let Setup { data, address, key, server: _server } = setup();
+    let other = admin(data.path(), &["create-key", "other"]).trim().to_owned();
+    let body = r#"{"from":"pricebot","text":"ACME 1"}"#;
+    let first = post(&address, &key, "shared", body, Some("q-1")).json();
+    let intruder =
+        post(&address, &other, "shared", r#"{"from":"pricebot","text":"FAKE"}"#, Some("q-1"));
+    assert_eq!(intruder.status, 201);
+    assert_ne!(intruder.json()["id"], first["id"], "a message of its own");
+    assert_eq!(post(&address, &key, "shared", body, Some("q-1")).json()["id"], first["id"]);
+}
+
+/// A key gets the rate of a WebSocket client (bursts of 20 here): past it, 429 with
+/// `Retry-After`. An address making calls without a valid key gets 429 after 60 a minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_are_rate_limited_per_key_and_failures_per_address() {
+    let Setup { address, key, server: _server, data: _data } = setup();
+    let answers: Vec<Answer> = (0..30).map(|_| get(&address, &key, "/api/v1/rooms")).collect();
+    let limited = answers.iter().filter(|answer| answer.status == 429).count();
+    assert!((1..=10).contains(&limited), "{limited} of 30 limited");
+    let refused = answers.iter().find(|answer| answer.status == 429).expect("one");
+    assert!(refused.header("retry-after").is_some());
+    let wrong = format!("chat_{}", "1".repeat(64));
+    let statuses: Vec<u16> =
+        (0..61).map(|_| get(&address, &wrong, "/api/v1/rooms").status).collect();
+    assert_eq!(statuses[..60], [401; 60]);
+    assert_eq!(statuses[60], 429);
+    let metrics = common::get(&address, "/metrics");
+    assert!(metrics.contains("chat_api_auth_failures_total 61"), "{metrics}");
+    assert!(
+        metrics.contains(r#"chat_api_requests_total{call="GET /api/v1/rooms",status="401"} 60"#),
+        "{metrics}"
+    );
+}
+
+/// A call is nobody in the room: a room only read through the API is not listed as active,
+/// and a room the API posted into is listed with no members.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_calls_are_not_members() {
+    let Setup { address, key, server: _server, data: _data } = setup();
+    assert_eq!(get(&address, &key, "/api/v1/rooms/ghost/messages").status, 200);
+    assert_eq!(post(&address, &key, "posted", r#"{"from":"bot","text":"x"}"#, None).status, 201);
+    // The room closes once the call is over, and is then listed among the quiet rooms.
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let rooms = get(&address, &key, "/api/v1/rooms").json();
+        let listed: Vec<(String, u64)> = rooms["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .map(|room| {
+                let name = room["name"].as_str().unwrap_or("").to_owned();
+                (name, room["members"].as_u64().unwrap_or(99))
+            })
+            .collect();
+        if listed.iter().any(|(name, _)| name == "posted") {
+            break listed;
+        }
+        assert!(started.elapsed() < common::DEADLINE, "never listed: {listed:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!listed.iter().any(|(name, _)| name == "ghost"), "{listed:?}");
+    assert!(listed.contains(&("posted".to_owned(), 0)), "{listed:?}");
+}
+
+/// `server admin` works only on an existing database: a mistyped folder is an error, not a
+/// new empty database with a key nobody's server reads.
+#[test]
+fn admin_needs_the_servers_database() {
+    let empty = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--data-dir")
+        .arg(empty.path())
+        .args(["admin", "create-key", "feed"])
+        .output()
+        .expect("server admin runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no database at"));
+    assert_eq!(std::fs::read_dir(empty.path()).expect("lists").count(), 0, "nothing created");
 }
 
 /// The OpenAPI document is served without a key and names every call.

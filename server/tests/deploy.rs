@@ -49,7 +49,7 @@ fn family(name: &str) -> &str {
 }
 
 /// Labelled families appear in `/metrics` once they have a sample, so the test first makes
-/// the server send an error, refuse an upgrade and refuse a room.
+/// the server send an error, refuse an upgrade, refuse a room and answer an API call.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_the_alerts_and_dashboard_name_exists() {
     let server = Running::start(&["--port", "0", "--max-rooms", "1"], &[]);
@@ -63,6 +63,9 @@ async fn every_metric_the_alerts_and_dashboard_name_exists() {
     let (mut bob, _) = Client::join(&url(&address, "room=one&nick=bob")).await;
     bob.send_text(r#"{"type":"join","room":"two"}"#).await;
     assert_eq!(bob.error_skipping().await, protocol::ErrorCode::TooManyRooms);
+
+    // An API call without a key: counted by call and status, and as a refused key.
+    assert!(get(&address, "/api/v1/rooms").starts_with("HTTP/1.1 401"));
 
     let response = get(&address, "/metrics");
     let declared = declared_families(&response);
