@@ -44,19 +44,23 @@ impl Authority {
     }
 }
 
-/// The body of `GET path` over HTTPS, verifying the server with `ca_pem`; `Err` if the TLS
-/// handshake fails.
-fn https_get(address: &str, path: &str, ca_pem: &str) -> Result<String, rustls::Error> {
+/// TLS client settings that trust only the authorities in `ca_pem`.
+fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(certificate.expect("CA PEM")).expect("CA added");
     }
-    let config =
-        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The body of `GET path` over HTTPS, verifying the server with `ca_pem`; `Err` if the TLS
+/// handshake fails.
+fn https_get(address: &str, path: &str, ca_pem: &str) -> Result<String, rustls::Error> {
+    let config = client_config(ca_pem);
     let host = address.split(':').next().expect("host").to_owned();
     let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
-    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("connection");
+    let connection = rustls::ClientConnection::new(config, name).expect("connection");
     let socket = std::net::TcpStream::connect(address).expect("connect");
     socket.set_read_timeout(Some(common::DEADLINE)).expect("timeout");
     let mut tls = rustls::StreamOwned::new(connection, socket);
@@ -101,50 +105,30 @@ fn stalled_tls_client(
     query: &str,
     ca_pem: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(certificate.expect("CA PEM")).expect("CA added");
-    }
-    let config =
-        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
-    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("connection");
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(8 * 1024).expect("small receive buffer");
-    let target: std::net::SocketAddr = address.parse().expect("server address");
-    socket.connect(&target.into()).expect("connect");
-    let mut tls = rustls::StreamOwned::new(connection, std::net::TcpStream::from(socket));
-    write!(
-        tls,
-        "GET /ws?{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .expect("handshake sent");
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        tls.read_exact(&mut byte).expect("handshake answer");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let connection =
+        rustls::ClientConnection::new(client_config(ca_pem), name).expect("connection");
+    let mut tls = rustls::StreamOwned::new(connection, common::small_buffer_socket(address));
+    common::upgrade(&mut tls, address, query);
     tls
 }
 
 fn start(cert: &Path, key: &Path) -> (Running, String) {
-    let server = Running::start(
-        &[
-            "--port",
-            "0",
-            "--tls-cert",
-            cert.to_str().expect("path"),
-            "--tls-key",
-            key.to_str().expect("path"),
-        ],
-        &[],
-    );
+    start_with(cert, key, &[])
+}
+
+/// `--tls-cert CERT --tls-key KEY`.
+fn tls_args<'a>(cert: &'a Path, key: &'a Path) -> [&'a str; 4] {
+    ["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")]
+}
+
+/// A TLS server with `cert` and `key`, and `extra` flags.
+fn start_with(cert: &Path, key: &Path, extra: &[&str]) -> (Running, String) {
+    let tls =
+        ["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")];
+    let args: Vec<&str> =
+        ["--port", "0"].into_iter().chain(tls).chain(extra.iter().copied()).collect();
+    let server = Running::start(&args, &[]);
     let address = server.tls_address();
     (server, address)
 }
@@ -226,17 +210,7 @@ fn an_unusable_certificate_is_refused_at_start() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, "not a certificate").expect("written");
     std::fs::write(&key, KeyPair::generate().expect("key").serialize_pem()).expect("written");
-    let mut server = Running::start(
-        &[
-            "--port",
-            "0",
-            "--tls-cert",
-            cert.to_str().expect("path"),
-            "--tls-key",
-            key.to_str().expect("path"),
-        ],
-        &[],
-    );
+    let mut server = Running::start(&[&["--port", "0"][..], &tls_args(&cert, &key)].concat(), &[]);
     assert!(!server.exit_status().success());
     let log = server.log_lines().join("\n");
     assert!(log.contains("holds no certificate") && log.contains("cert.pem"), "{log}");
@@ -251,26 +225,17 @@ async fn a_stalled_tls_client_is_cut_off() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let authority = Authority::new("first");
     authority.issue(&cert, &key);
-    let server = Running::start(
-        &[
-            "--port",
-            "0",
-            "--tls-cert",
-            cert.to_str().expect("path"),
-            "--tls-key",
-            key.to_str().expect("path"),
-            "--max-queued-frames",
-            "256",
-            "--stalled-write-timeout",
-            "1s",
-            "--rate-per-second",
-            "1000000",
-            "--rate-burst",
-            "1000000",
-        ],
-        &[],
-    );
-    let address = server.tls_address();
+    let flags = [
+        "--max-queued-frames",
+        "256",
+        "--stalled-write-timeout",
+        "1s",
+        "--rate-per-second",
+        "1000000",
+        "--rate-burst",
+        "1000000",
+    ];
+    let (server, address) = start_with(&cert, &key, &flags);
     let wss = url(&address, "room=stall&nick=alice").replacen("ws://", "wss://", 1);
     let mut alice = Client::open_tls(&wss, &authority.pem).await.expect("wss handshake");
     alice.welcome().await;

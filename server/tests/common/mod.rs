@@ -211,12 +211,23 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
 /// A raw TCP client that completes the WebSocket handshake and then never reads. Its receive
 /// buffer is kept small so the stall shows quickly.
 pub fn stalled_client(address: &str, query: &str) -> TcpStream {
+    let mut stream = small_buffer_socket(address);
+    upgrade(&mut stream, address, query);
+    stream
+}
+
+/// A TCP connection to `address` with a small (8 KiB) receive buffer.
+pub fn small_buffer_socket(address: &str) -> TcpStream {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     socket.set_recv_buffer_size(8 * 1024).expect("small receive buffer");
     let target: std::net::SocketAddr = address.parse().expect("server address");
     socket.connect(&target.into()).expect("connect");
-    let mut stream: TcpStream = socket.into();
+    socket.into()
+}
+
+/// Sends the WebSocket upgrade for `/ws?{query}` over `stream` and reads the `101` answer.
+pub fn upgrade(stream: &mut (impl Read + Write), address: &str, query: &str) {
     write!(
         stream,
         "GET /ws?{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
@@ -231,5 +242,4 @@ pub fn stalled_client(address: &str, query: &str) -> TcpStream {
         head.push(byte[0]);
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    stream
 }
