@@ -64,9 +64,7 @@ async fn takeovers_racing_moves_leave_no_ghosts() {
 #[tokio::test]
 async fn typing_floods_are_throttled() {
     let server = TestServer::start();
-    let (mut alice, _) = server.join("noise", "alice").await;
-    let (mut bob, _) = server.join("noise", "bob").await;
-    alice.recv().await; // bob joined
+    let (mut alice, mut bob) = alice_and_bob(&server, "noise").await;
     for _ in 0..20 {
         bob.send_text(r#"{"type":"typing"}"#).await;
     }
@@ -81,18 +79,11 @@ async fn typing_floods_are_throttled() {
 #[tokio::test]
 async fn a_rename_is_announced_and_later_messages_carry_the_new_nick() {
     let server = TestServer::start();
-    let (mut alice, _) = server.join("rename", "alice").await;
-    let (mut bob, _) = server.join("rename", "bob").await;
-    alice.recv().await; // bob joined
+    let (mut alice, mut bob) = alice_and_bob(&server, "rename").await;
     bob.send_text(r#"{"type":"join","room":"rename","nick":"robert"}"#).await;
-    let welcome = bob
-        .recv_until(|m| match m {
-            ServerMessage::Welcome { nick, members, .. } => Some((nick, members)),
-            _ => None,
-        })
-        .await;
-    assert_eq!(welcome.0, "robert");
-    assert!(welcome.1.contains(&"robert".to_owned()) && !welcome.1.contains(&"bob".to_owned()));
+    let (nick, members) = renamed(&mut bob).await;
+    assert_eq!(nick, "robert");
+    assert!(members.contains(&"robert".to_owned()) && !members.contains(&"bob".to_owned()));
     assert_eq!(alice.left().await, "bob");
     match alice.recv().await {
         ServerMessage::Joined { nick, .. } => assert_eq!(nick, "robert"),
@@ -107,17 +98,9 @@ async fn a_rename_is_announced_and_later_messages_carry_the_new_nick() {
 #[tokio::test]
 async fn renames_within_the_interval_are_refused() {
     let server = TestServer::start();
-    let (mut alice, _) = server.join("noise", "alice").await;
-    let (mut bob, _) = server.join("noise", "bob").await;
-    alice.recv().await; // bob joined
+    let (mut alice, mut bob) = alice_and_bob(&server, "noise").await;
     bob.send_text(r#"{"type":"join","room":"noise","nick":"bob2"}"#).await;
-    // Bob sees the room's notice of his old nick leaving, then his welcome.
-    let nick = bob
-        .recv_until(|m| match m {
-            ServerMessage::Welcome { nick, .. } => Some(nick),
-            _ => None,
-        })
-        .await;
+    let (nick, _) = renamed(&mut bob).await;
     assert_eq!(nick, "bob2");
     for i in 3..13 {
         bob.send_text(&format!(r#"{{"type":"join","room":"noise","nick":"bob{i}"}}"#)).await;
@@ -135,6 +118,25 @@ async fn renames_within_the_interval_are_refused() {
         .iter()
         .filter(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Left { .. }));
     assert_eq!(presence.count(), 2, "one rename, announced as a leave and a join: {noise:?}");
+}
+
+/// Alice, then Bob, in `room`; Alice has seen Bob join.
+async fn alice_and_bob(server: &TestServer, room: &str) -> (Client, Client) {
+    let (mut alice, _) = server.join(room, "alice").await;
+    let (bob, _) = server.join(room, "bob").await;
+    alice.recv().await; // bob joined
+    (alice, bob)
+}
+
+/// The nick and members of the welcome a rename answers with (after the room's notice of the
+/// old nick leaving, which the renamed member sees too).
+async fn renamed(client: &mut Client) -> (String, Vec<String>) {
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Welcome { nick, members, .. } => Some((nick, members)),
+            _ => None,
+        })
+        .await
 }
 
 /// Everything `client` receives before the message "the end", which must come from `from`.
