@@ -175,6 +175,7 @@ pub fn run(
     let api_metrics = metrics.clone();
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
+    let state_metrics = metrics.clone();
     let state = web::Data::new(AppState {
         config: config.clone(),
         lobby: lobby.clone(),
@@ -269,7 +270,8 @@ pub fn run(
     }
     .run();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    actix_rt::spawn(tls::watch(tls, hangup));
+    let tls_metrics = state_metrics.clone();
+    actix_rt::spawn(tls::watch(tls, hangup, tls_metrics));
     actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby));
     if address.ip().is_loopback() {
         tracing::info!(

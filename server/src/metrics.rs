@@ -66,6 +66,10 @@ pub struct Metrics {
     pub history_load_failures: Counter,
     /// `typing` notices not relayed because the member sent one less than 2 s before.
     pub typing_dropped: Counter,
+    /// When the TLS certificate presented now expires (Unix seconds); 0 without TLS.
+    pub tls_expiry: Gauge,
+    /// Certificate reloads that failed (the previous certificate was kept).
+    pub tls_reload_failures: Counter,
     /// HTTP API calls by call (method and route) and status.
     pub api_requests: Family<ApiLabel, Counter>,
     /// HTTP API calls refused for want of a valid key.
@@ -171,6 +175,16 @@ impl Metrics {
             "slow_reader_disconnects",
             "Sessions dropped for not reading (4003)",
             self.slow_reader_disconnects.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate presented now expires, in Unix seconds (0 without TLS)",
+            self.tls_expiry.clone(),
+        );
+        registry.register(
+            "tls_reload_failures",
+            "TLS certificate reloads that failed (the previous certificate is kept)",
+            self.tls_reload_failures.clone(),
         );
         registry.register(
             "api_requests",

@@ -38,6 +38,8 @@ pub struct Certificates {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
+    /// When the presented certificate expires (Unix seconds; 0 if it could not be read).
+    expires: std::sync::atomic::AtomicI64,
     /// The files' modification times when last loaded.
     loaded: Mutex<Option<(SystemTime, SystemTime)>>,
 }
@@ -51,6 +53,7 @@ impl Certificates {
         Ok(Arc::new(Certificates {
             cert: cert.to_owned(),
             key: key.to_owned(),
+            expires: std::sync::atomic::AtomicI64::new(expiry(&current)),
             current: RwLock::new(Arc::new(current)),
             loaded: Mutex::new(stamps),
         }))
@@ -64,8 +67,14 @@ impl Certificates {
         // Remember these files either way, so a bad pair is reported once, not every check.
         *self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
         let pair = pair?;
+        self.expires.store(expiry(&pair), std::sync::atomic::Ordering::Relaxed);
         *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(pair);
         Ok(())
+    }
+
+    /// When the presented certificate expires, in Unix seconds (0 if unknown).
+    pub fn expires(&self) -> i64 {
+        self.expires.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether either file changed since it was last loaded.
@@ -89,6 +98,14 @@ impl ResolvesServerCert for Certificates {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
     }
+}
+
+/// When the leaf certificate of `pair` expires, in Unix seconds (0 if it cannot be parsed).
+fn expiry(pair: &CertifiedKey) -> i64 {
+    pair.cert
+        .first()
+        .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+        .map_or(0, |(_, leaf)| leaf.validity().not_after.timestamp())
 }
 
 /// Both files' modification times, if both can be read.
@@ -118,7 +135,14 @@ fn read_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 /// default). Runs until the server stops.
 /// `hangup` comes from [`hangup_signal`], taken before the server says it listens, so that no
 /// SIGHUP after that can end the process.
-pub async fn watch(certificates: Option<Arc<Certificates>>, mut hangup: Option<Signal>) {
+pub async fn watch(
+    certificates: Option<Arc<Certificates>>,
+    mut hangup: Option<Signal>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    if let Some(certificates) = &certificates {
+        metrics.tls_expiry.set(certificates.expires());
+    }
     let mut check = actix_rt::time::interval(CHECK_EVERY);
     loop {
         let why = next_trigger(&mut hangup, &mut check).await;
@@ -132,12 +156,22 @@ pub async fn watch(certificates: Option<Arc<Certificates>>, mut hangup: Option<S
             continue;
         }
         match certificates.reload() {
-            Ok(()) => tracing::info!(trigger = why.name(), "TLS certificate reloaded"),
-            Err(error) => tracing::error!(
+            Ok(()) => {
+                metrics.tls_expiry.set(certificates.expires());
+                tracing::info!(
+                    trigger = why.name(),
+                    expires = certificates.expires(),
+                    "TLS certificate reloaded"
+                );
+            }
+            Err(error) => {
+                metrics.tls_reload_failures.inc();
+                tracing::error!(
                 %error,
                 trigger = why.name(),
-                "TLS certificate not reloaded; still presenting the previous one"
-            ),
+                    "TLS certificate not reloaded; still presenting the previous one"
+                );
+            }
         }
     }
 }

@@ -34,8 +34,14 @@ impl Authority {
 
     /// Writes a certificate for 127.0.0.1 and its key to `cert` and `key`.
     fn issue(&self, cert: &Path, key: &Path) {
+        self.issue_until(cert, key, (4096, 1, 1));
+    }
+
+    /// As [`Authority::issue`], valid until midnight (UTC) of `(year, month, day)`.
+    fn issue_until(&self, cert: &Path, key: &Path, (year, month, day): (i32, u8, u8)) {
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("leaf params");
+        params.not_after = rcgen::date_time_ymd(year, month, day);
         let leaf = params.signed_by(&leaf_key, &self.issuer).expect("leaf certificate");
         // The key first: a server checking for changes between the two writes sees a pair
         // that does not match and keeps the old one until the certificate follows.
@@ -196,11 +202,41 @@ fn certificates_reload_on_sighup_and_on_change() {
     third.issue(&cert, &key);
     wait_until_trusted(&address, &third.pem, common::DEADLINE);
 
-    // A key that does not belong to the certificate: refused, the third one stays.
+    // A key that does not belong to the certificate: refused, the third one stays, and the
+    // failure is counted.
     server.log_lines();
     std::fs::write(&key, KeyPair::generate().expect("key").serialize_pem()).expect("key written");
     server.wait_for_log("TLS certificate not reloaded");
     https_get(&address, "/healthz", &third.pem).expect("the previous certificate is kept");
+    let metrics = https_get(&address, "/metrics", &third.pem).expect("metrics");
+    assert!(metrics.contains("chat_tls_reload_failures_total 1"), "{metrics}");
+}
+
+/// `/metrics` says when the presented certificate expires, and follows a reload.
+#[test]
+fn the_certificate_expiry_is_a_metric() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let authority = Authority::new("first");
+    authority.issue_until(&cert, &key, (2030, 1, 1));
+    let (server, address) = start(&cert, &key);
+    let expiry = |pem: &str| {
+        let metrics = https_get(&address, "/metrics", pem).expect("metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("chat_tls_certificate_expiry_timestamp_seconds "))
+            .map(str::to_owned)
+    };
+    assert_eq!(expiry(&authority.pem).as_deref(), Some("1893456000"), "2030-01-01");
+    authority.issue_until(&cert, &key, (2031, 1, 1));
+    let status =
+        Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    let started = Instant::now();
+    while expiry(&authority.pem).as_deref() != Some("1924992000") {
+        assert!(started.elapsed() < common::DEADLINE, "the expiry did not follow the reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A certificate that cannot be used stops the server at start with a message naming the file.
