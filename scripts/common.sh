@@ -7,6 +7,7 @@ cd "$repo"
 TRUNK_VERSION=0.22.1
 BINARYEN_VERSION=132.0.0
 SCHEMATHESIS_VERSION=4.32.5
+AXE_CORE_VERSION=4.14.1
 # Tools that are not cargo binaries (wasm-opt from npm) go here.
 TOOLS_DIR=${CHAT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chat-tools}
 CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin

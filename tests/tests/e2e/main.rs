@@ -30,6 +30,31 @@ async fn the_binary_alone_serves_the_built_ui() {
     browser.close().await;
 }
 
+/// axe-core finds no accessibility violation on the join form, in a chat with messages (one's
+/// own and others', with links) and notices, and in a narrow window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_have_no_accessibility_violations() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(500, 844));
+    alice.open(&server.url("/")).await;
+    alice.find("#join-nick").await;
+    alice.assert_accessible("the join form").await;
+
+    alice.join_with_form(&server, "alice", "a11y").await;
+    bob.join_with_link(&server, "a11y", "bob").await;
+    alice.wait_for_text(".notice .text", "bob joined.").await;
+    bob.type_into("#composer-input", &format!("hello, see https://example.com{ENTER}")).await;
+    alice.wait_for_text(".message .text", "hello, see https://example.com").await;
+    alice.type_into("#composer-input", &format!("mine, https://example.org{ENTER}")).await;
+    alice.wait_for_text(".message.own .text", "mine, https://example.org").await;
+    bob.wait_for_text(".message .text", "mine, https://example.org").await;
+    alice.assert_accessible("the chat").await;
+    bob.assert_accessible("the chat in a narrow window").await;
+    alice.close().await;
+    bob.close().await;
+}
+
 /// Two people join one room (one through the form, one through a shared link), see each other
 /// in the member list and the notices, chat both ways with Enter and with the button, see each
 /// other typing, and see the departure. Someone in another room sees none of it.

@@ -142,6 +142,23 @@ impl Drop for ServerProcess {
     }
 }
 
+/// axe-core's script, from the tools folder where `scripts/setup --test` installs it (npm).
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let tools = std::env::var_os("CHAT_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            let cache =
+                std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("chat-tools")
+        });
+        let script = tools.join("axe-core/node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup --test)", script.display()))
+    })
+}
+
 /// One chromedriver process; each [`Browser`] is a session in it.
 pub struct Driver {
     url: String,
@@ -225,6 +242,24 @@ pub struct Browser {
 impl Browser {
     pub async fn open(&self, url: &str) {
         self.client.goto(url).await.expect("page opens");
+    }
+
+    /// Runs axe-core on the page as it is now and fails, naming each rule and element, on any
+    /// violation.
+    pub async fn assert_accessible(&self, what: &str) {
+        self.client.execute(axe_source(), vec![]).await.expect("axe-core injected");
+        let run = r#"
+            const done = arguments[arguments.length - 1];
+            axe.run(document, { resultTypes: ["violations"] })
+              .then(result => done(result.violations.map(v => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(node => node.target.join(" "))
+              }))))
+              .catch(error => done([{ id: "axe-error", help: String(error) }]));
+        "#;
+        let violations = self.client.execute_async(run, vec![]).await.expect("axe-core ran");
+        let violations = violations.as_array().cloned().unwrap_or_default();
+        assert!(violations.is_empty(), "{what}: {}", serde_json::Value::Array(violations));
     }
 
     pub async fn find(&self, css: &str) -> Element {
