@@ -16,6 +16,7 @@ pub mod connection;
 pub mod outbox;
 pub mod page;
 pub mod state;
+pub mod timeline;
 pub mod typing;
 
 use gloo_timers::callback::Interval;

@@ -74,7 +74,8 @@ async fn message_list_renders_messages_and_notices() {
         "own by the ids this page sent, not by nick"
     );
     assert_eq!(texts(&root, ".message.pending .status"), ["sending…"], "pending, last");
-    assert_eq!(select_all(&root, "time").len(), 6, "every line has a time");
+    assert_eq!(select_all(&root, ".message time, .notice time").len(), 6, "every line has a time");
+    assert_eq!(select_all(&root, ".day").len(), 1, "one day, one separator");
     let list = select(&root, "ol.messages").expect("list");
     assert_eq!(list.get_attribute("aria-live").as_deref(), Some("polite"));
 }
@@ -110,6 +111,42 @@ async fn bot_messages_are_marked() {
 
     assert_eq!(texts(&root, ".message .bot"), ["bot"], "one mark, on the bot's message");
     assert_eq!(texts(&root, ".message:last-child .bot"), ["bot"]);
+}
+
+/// A day separator opens each local day; one sender's consecutive messages are grouped (the
+/// name shown once, still there for screen readers); every time has the full date as its
+/// tooltip.
+#[wasm_bindgen_test]
+async fn days_are_separated_and_runs_grouped() {
+    let root = root();
+    let day = 86_400_000;
+    let at = |id: u64, from: &str, ts: u64| {
+        let Entry::Message(m) = message(id, from, "t") else { unreachable!() };
+        Entry::Message(Rc::new(ChatMessage { ts, ..(*m).clone() }))
+    };
+    // Noon (UTC) on two days, so the local days differ in any time zone.
+    let first = 1_796_169_600_000 + day / 2;
+    let entries: VecDeque<Entry> = [
+        at(1, "ann", first),
+        at(2, "ann", first + 60_000),
+        at(3, "bob", first + 120_000),
+        at(4, "bob", first + day),
+    ]
+    .into();
+    let props =
+        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+
+    let days = texts(&root, ".messages .day");
+    assert_eq!(days.len(), 2, "{days:?}");
+    assert!(days.iter().all(|day| day.contains("2026")), "{days:?}");
+    assert_eq!(texts(&root, ".message.grouped .text").len(), 1, "ann's second message");
+    assert_eq!(texts(&root, ".message .from"), ["ann", "ann", "bob", "bob"], "names stay readable");
+    let title = select(&root, ".message time")
+        .and_then(|time| time.get_attribute("title"))
+        .unwrap_or_default();
+    assert!(title.contains("2026"), "full date on hover: {title:?}");
 }
 
 /// The member list shows everyone and marks you.

@@ -11,6 +11,7 @@ use yew::prelude::*;
 
 use crate::outbox::Outgoing;
 use crate::state::{self, Entry};
+use crate::timeline::{self, Day, Row};
 use protocol::MessageId;
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
@@ -72,7 +73,10 @@ pub fn message_list(props: &MessageListProps) -> Html {
     html! {
         <div class="message-pane">
             <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
-                { for props.entries.iter().map(|entry| render(entry, &props.own)) }
+                { for timeline::rows(props.entries.iter(), local_day).into_iter().map(|row| match row {
+                    Row::Day { day, ts } => render_day(day, ts),
+                    Row::Entry { entry, grouped } => render(entry, &props.own, grouped),
+                }) }
                 { for props.pending.iter().map(render_pending) }
             </ol>
             if *unseen {
@@ -86,14 +90,27 @@ fn is_at_bottom(list: &Element) -> bool {
     list.scroll_height() - list.scroll_top() - list.client_height() <= STICK_THRESHOLD
 }
 
-fn render(entry: &Entry, own: &BTreeSet<MessageId>) -> Html {
+/// The separator that opens a day: its date, in the reader's language.
+fn render_day((year, month, date): Day, ts: u64) -> Html {
+    html! {
+        <li key={format!("day-{year}-{month}-{date}")} class="day">
+            <time datetime={iso_time(ts).chars().take(10).collect::<String>()}>{ long_date(ts) }</time>
+        </li>
+    }
+}
+
+/// A row of the list. A `grouped` message continues its sender's run: its name is hidden from
+/// the eye (screen readers still read it) and it sits closer to the one before.
+fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool) -> Html {
     match entry {
         Entry::Message(message) => {
             let mine = own.contains(&message.id);
+            let classes = classes!("message", mine.then_some("own"), grouped.then_some("grouped"));
             html! {
-                <li key={entry.key().to_string()} class={classes!("message", mine.then_some("own"))}
-                    data-id={message.id.to_string()}>
-                    <time datetime={iso_time(message.ts)}>{ local_time(message.ts) }</time>
+                <li key={entry.key().to_string()} class={classes} data-id={message.id.to_string()}>
+                    <time datetime={iso_time(message.ts)} title={full_time(message.ts)}>
+                        { local_time(message.ts) }
+                    </time>
                     <span class="from">{ &message.from }</span>
                     if message.bot {
                         // Posted through the HTTP API: not a person in the room.
@@ -105,13 +122,13 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>) -> Html {
         }
         Entry::Notice { text, ts, .. } => html! {
             <li key={entry.key().to_string()} class="notice">
-                <time datetime={iso_time(*ts)}>{ local_time(*ts) }</time>
+                <time datetime={iso_time(*ts)} title={full_time(*ts)}>{ local_time(*ts) }</time>
                 <span class="text">{ text }</span>
             </li>
         },
         Entry::Presence { joined, left, ts, .. } => html! {
             <li key={entry.key().to_string()} class="notice presence">
-                <time datetime={iso_time(*ts)}>{ local_time(*ts) }</time>
+                <time datetime={iso_time(*ts)} title={full_time(*ts)}>{ local_time(*ts) }</time>
                 <span class="text">{ state::describe_presence(joined, left) }</span>
             </li>
         },
@@ -153,6 +170,30 @@ fn linkified(text: &str) -> Html {
 fn local_time(ts: u64) -> String {
     let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
     format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+}
+
+/// The local calendar day of `ts`.
+fn local_day(ts: u64) -> Day {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
+    (date.get_full_year() as i32, date.get_month(), date.get_date())
+}
+
+/// `ts` as a long local date, e.g. "Tuesday, December 1, 2026" (in the reader's language).
+fn long_date(ts: u64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
+    let options = js_sys::Object::new();
+    for (key, value) in
+        [("weekday", "long"), ("year", "numeric"), ("month", "long"), ("day", "numeric")]
+    {
+        let _ = js_sys::Reflect::set(&options, &key.into(), &value.into());
+    }
+    date.to_locale_date_string("default", &options).into()
+}
+
+/// `ts` as the full local date and time, for the tooltip of a time.
+fn full_time(ts: u64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ts as f64));
+    date.to_locale_string("default", &js_sys::Object::new()).into()
 }
 
 fn iso_time(ts: u64) -> String {
