@@ -55,6 +55,42 @@ async fn pages_have_no_accessibility_violations() {
     bob.close().await;
 }
 
+/// With the system preferring dark, the page is dark (its background and text follow), and
+/// axe-core finds no violation there either (contrast included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dark_mode_follows_the_system_and_stays_accessible() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (dark, light) = tokio::join!(driver.dark_browser(1100, 720), driver.browser(1100, 720));
+    let background = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            let script = "return getComputedStyle(document.documentElement).backgroundColor";
+            client.execute(script, vec![]).await.expect("style").as_str().unwrap_or("").to_owned()
+        }
+    };
+    dark.open(&server.url("/")).await;
+    light.open(&server.url("/")).await;
+    dark.find("#join-nick").await;
+    light.find("#join-nick").await;
+    let (dark_bg, light_bg) = (background(&dark).await, background(&light).await);
+    assert_eq!(dark_bg, "rgb(21, 24, 29)", "dark");
+    assert_eq!(light_bg, "rgb(246, 247, 249)", "light");
+    dark.assert_accessible("the join form, dark").await;
+    dark.screenshot("dark-1-join").await;
+
+    dark.join_with_form(&server, "dana", "night").await;
+    light.join_with_link(&server, "night", "lee").await;
+    light.type_into("#composer-input", &format!("good evening, https://example.com{ENTER}")).await;
+    dark.wait_for_text(".message .text", "good evening, https://example.com").await;
+    dark.type_into("#composer-input", &format!("hi lee{ENTER}")).await;
+    dark.wait_for_text(".message.own .text", "hi lee").await;
+    dark.assert_accessible("the chat, dark").await;
+    dark.screenshot("dark-2-chat").await;
+    dark.close().await;
+    light.close().await;
+}
+
 /// Two people join one room (one through the form, one through a shared link), see each other
 /// in the member list and the notices, chat both ways with Enter and with the button, see each
 /// other typing, and see the departure. Someone in another room sees none of it.

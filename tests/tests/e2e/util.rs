@@ -192,6 +192,16 @@ impl Driver {
 
     /// A new headless Chromium window of the given size.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        self.browser_with(width, height, &[]).await
+    }
+
+    /// A window whose system prefers the dark colour scheme.
+    pub async fn dark_browser(&self, width: u32, height: u32) -> Browser {
+        // Blink's preferred colour scheme: 0 is dark.
+        self.browser_with(width, height, &["--blink-settings=preferredColorScheme=0"]).await
+    }
+
+    async fn browser_with(&self, width: u32, height: u32, extra: &[&str]) -> Browser {
         let n = self.browsers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let profile = format!("--user-data-dir={}", self.profiles.join(n.to_string()).display());
         let size = format!("--window-size={width},{height}");
@@ -208,6 +218,7 @@ impl Driver {
             "--no-first-run",
             size.as_str(),
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
