@@ -254,13 +254,13 @@ async fn markup_is_shown_as_text_and_never_runs() {
     grace.close().await;
 }
 
-/// On a phone-sized window the rooms and members sit above the messages, and the input stays
-/// on screen; on a desktop they sit beside the messages.
+/// On a phone (390 × 844, emulated) the rooms and members sit above the messages, the input
+/// stays on screen and axe-core finds no violation; on a desktop they sit beside the messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_fits_phone_and_desktop() {
     let server = ServerProcess::start();
     let driver = Driver::start();
-    let (phone, desktop) = tokio::join!(driver.browser(390, 780), driver.browser(1100, 720));
+    let (phone, desktop) = tokio::join!(driver.phone(), driver.browser(1100, 720));
     for (browser, nick) in [(&phone, "hana"), (&desktop, "ivan")] {
         browser.join_with_link(&server, "layout", nick).await;
     }
@@ -280,6 +280,9 @@ async fn layout_fits_phone_and_desktop() {
     let viewport = phone.client.execute("return window.innerHeight", vec![]).await.expect("height");
     let viewport = viewport.as_f64().expect("number");
     assert!(composer.1 + composer.3 <= viewport, "phone: the input is on screen");
+    let width = phone.client.execute("return window.innerWidth", vec![]).await.expect("width");
+    assert_eq!(width.as_f64(), Some(390.0), "a phone's width, not the window's 500 px");
+    phone.assert_accessible("the chat on a phone").await;
     phone.screenshot("layout-phone").await;
 
     let (side, main) = (rect(&desktop, ".sidebar").await, rect(&desktop, ".conversation").await);

@@ -192,16 +192,31 @@ impl Driver {
 
     /// A new headless Chromium window of the given size.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
-        self.browser_with(width, height, &[]).await
+        self.browser_with(width, height, &[], None).await
+    }
+
+    /// A phone: 390 × 844 CSS pixels at 3 device pixels each (an iPhone 13's screen), through
+    /// Chromium's device-metrics emulation, since a headless window is at least 500 px wide.
+    pub async fn phone(&self) -> Browser {
+        let metrics = serde_json::json!({
+            "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true }
+        });
+        self.browser_with(500, 900, &[], Some(metrics)).await
     }
 
     /// A window whose system prefers the dark colour scheme.
     pub async fn dark_browser(&self, width: u32, height: u32) -> Browser {
         // Blink's preferred colour scheme: 0 is dark.
-        self.browser_with(width, height, &["--blink-settings=preferredColorScheme=0"]).await
+        self.browser_with(width, height, &["--blink-settings=preferredColorScheme=0"], None).await
     }
 
-    async fn browser_with(&self, width: u32, height: u32, extra: &[&str]) -> Browser {
+    async fn browser_with(
+        &self,
+        width: u32,
+        height: u32,
+        extra: &[&str],
+        mobile_emulation: Option<serde_json::Value>,
+    ) -> Browser {
         let n = self.browsers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let profile = format!("--user-data-dir={}", self.profiles.join(n.to_string()).display());
         let size = format!("--window-size={width},{height}");
@@ -220,10 +235,11 @@ impl Driver {
         ];
         let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
-        );
+        let mut options = serde_json::json!({ "binary": "/usr/bin/chromium", "args": args });
+        if let Some(metrics) = mobile_emulation {
+            options["mobileEmulation"] = metrics;
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&self.url)
