@@ -251,6 +251,12 @@ impl From<Rejection> for Refused {
     }
 }
 
+impl From<rules::RuleError> for Refused {
+    fn from(error: rules::RuleError) -> Self {
+        Rejection::from(error).into()
+    }
+}
+
 impl From<ErrorCode> for Refused {
     fn from(code: ErrorCode) -> Self {
         let message = match code {
@@ -424,7 +430,7 @@ async fn authorize(state: &ApiState, request: &HttpRequest) -> Result<String, Re
 }
 
 fn checked_room(room: &str, limits: &Limits) -> Result<String, Refused> {
-    rules::check_room(room, limits.max_room_chars).map_err(|error| Rejection::from(error).into())
+    Ok(rules::check_room(room, limits.max_room_chars)?)
 }
 
 /// The caller's address as the limits on opening rooms count it.
@@ -447,14 +453,21 @@ impl Drop for Seat {
     }
 }
 
-/// Runs `call` on `room` with a seat held for it, so the room is open (and its history loaded)
-/// meanwhile; the seat is given back whatever happens.
-async fn visiting<T>(
+/// Asks `room` `message`, with a seat held for the call, so the room is open (and its history
+/// loaded) meanwhile; the seat is given back whatever happens. `late` is the answer when the
+/// room does not reply in time.
+async fn ask_room<M, T>(
     state: &ApiState,
     request: &HttpRequest,
     room: &str,
-    call: impl AsyncFnOnce(Addr<room::Room>) -> Result<T, Refused>,
-) -> Result<T, Refused> {
+    message: M,
+    late: Refused,
+) -> Result<T, Refused>
+where
+    M: actix::Message<Result = Result<T, ErrorCode>> + Send + 'static,
+    T: Send + 'static,
+    room::Room: actix::Handler<M>,
+{
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let visit = lobby::Visit { room: room.to_owned(), conn, address: caller(request)? };
     let _seat = Seat { lobby: state.lobby.clone(), room: room.to_owned(), conn };
@@ -462,7 +475,10 @@ async fn visiting<T>(
         Ok(seated) => seated.map_err(Refused::from)?,
         Err(_) => return Err(Refused::unavailable()),
     };
-    call(addr).await
+    match addr.send(message).timeout(CALL_TIMEOUT).await {
+        Ok(answer) => answer.map_err(Refused::from),
+        Err(_) => Err(late),
+    }
 }
 
 /// Post a message into a room as a bot.
@@ -500,14 +516,12 @@ pub async fn post_message(
              or '-'.",
         ));
     }
-    let nick = crate::names::check_nick(&from, state.limits.max_nick_chars)
-        .map_err(|error| Refused::from(Rejection::from(error)))?;
-    rules::check_text(&text, state.limits.max_text_chars)
-        .map_err(|error| Refused::from(Rejection::from(error)))?;
+    let nick = crate::names::check_nick(&from, state.limits.max_nick_chars)?;
+    rules::check_text(&text, state.limits.max_text_chars)?;
     let idempotency_key = match request.headers().get("idempotency-key").map(HeaderValue::to_str) {
         None => None,
         Some(Ok(key)) => {
-            rules::check_client_id(key).map_err(|error| Refused::from(Rejection::from(error)))?;
+            rules::check_client_id(key)?;
             // Each API key has keys of its own: another integration cannot take them first.
             // (`.` never occurs in a client id, so these cannot meet a person's.)
             Some(format!("{key_name}.{key}"))
@@ -521,13 +535,7 @@ pub async fn post_message(
         }
     };
     let post = room::ApiPost { nick, text, idempotency_key };
-    let message = visiting(&state, &request, &room, async |addr| {
-        match addr.send(post).timeout(CALL_TIMEOUT).await {
-            Ok(outcome) => outcome.map_err(Refused::from),
-            Err(_) => Err(Refused::undecided()),
-        }
-    })
-    .await?;
+    let message = ask_room(&state, &request, &room, post, Refused::undecided()).await?;
     state.metrics.messages_in.inc();
     tracing::debug!(key = %key_name, room = %message.room, id = message.id, "API post");
     Ok(HttpResponse::Created().json(Message::from(message)))
@@ -572,13 +580,7 @@ pub async fn get_messages(
         ));
     }
     let ask = room::ApiHistory { before, after, limit };
-    let (messages, more) = visiting(&state, &request, &room, async |addr| {
-        match addr.send(ask).timeout(CALL_TIMEOUT).await {
-            Ok(page) => page.map_err(Refused::from),
-            Err(_) => Err(Refused::unavailable()),
-        }
-    })
-    .await?;
+    let (messages, more) = ask_room(&state, &request, &room, ask, Refused::unavailable()).await?;
     let messages = messages.into_iter().map(Message::from).collect();
     Ok(HttpResponse::Ok().json(Page { room, messages, more }))
 }
