@@ -37,6 +37,20 @@ pub fn url(address: impl std::fmt::Display, query: &str) -> String {
     format!("ws://{address}/ws?{query}")
 }
 
+/// TLS client settings that trust only the certificate authorities in `ca_pem`.
+pub fn tls_config(ca_pem: &str) -> Result<std::sync::Arc<rustls::ClientConfig>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let certificate = certificate.map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        roots.add(certificate).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    }
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The fields of a `welcome` frame.
 #[derive(Debug)]
 pub struct Welcome {
@@ -80,16 +94,7 @@ impl Client {
     /// the handshake fails unless the server presents a certificate they signed for the URL's
     /// host).
     pub async fn open_tls(url: &str, ca_pem: &str) -> Result<Self, Error> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let certificate = certificate.map_err(|e| Error::Io(std::io::Error::other(e)))?;
-            roots.add(certificate).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        }
-        let config =
-            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-        let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config));
+        let connector = tokio_tungstenite::Connector::Rustls(tls_config(ca_pem)?);
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
                 .await?;

@@ -64,15 +64,8 @@ fn api_key(data_dir: &Path) -> Result<String, String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(format!("{}: {error}", file.display())),
     }
-    let options = server::db::StoreOptions {
-        data_dir: Some(data_dir.to_owned()),
-        retain_messages: 1,
-        retain_bytes: 0,
-        retain_for: None,
-        sync: server::db::SyncMode::Full,
-        max_pending_writes: 1,
-        max_stored_rooms: 1,
-    };
+    let options =
+        server::config::Storage { data_dir: data_dir.to_owned(), ..Default::default() }.options();
     // The server's database, as it made it: start the chat first.
     let db = server::db::Db::open_existing(options).map_err(|e| e.to_string())?;
     let key = server::api::new_key().map_err(|e| e.to_string())?;

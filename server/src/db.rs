@@ -606,12 +606,17 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this server writes: the number of migrations it knows.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// `sql`, one migration each, as rusqlite_migration runs them.
+fn migrations_of(sql: &[&'static str]) -> Migrations<'static> {
+    Migrations::new(sql.iter().map(|sql| M::up(sql)).collect())
+}
+
 /// Brings the database up to the last of `migrations`, every missing one in one transaction
 /// (a failure leaves the file as it was); refuses a database from a newer release. Returns the
 /// version the file was at.
 fn migrate(connection: &mut Connection, migrations: &[&'static str]) -> Result<usize, StoreError> {
     let known = migrations.len();
-    let migrations = Migrations::new(migrations.iter().map(|sql| M::up(sql)).collect());
+    let migrations = migrations_of(migrations);
     let found = migrations.current_version(connection)?;
     if let SchemaVersion::Outside(found) = found {
         return Err(StoreError::SchemaTooNew { found: found.get(), known });
@@ -867,8 +872,7 @@ mod tests {
     /// The migrations are well formed (rusqlite_migration checks them on an empty database).
     #[test]
     fn the_migrations_are_valid() {
-        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
-        migrations.validate().expect("valid migrations");
+        migrations_of(MIGRATIONS).validate().expect("valid migrations");
     }
 
     /// A backup taken while the database is open and its latest writes are still in the

@@ -153,15 +153,15 @@ pub fn run(
         }
         _ => None,
     };
+    let data_dir = options.data_dir.clone();
     let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
     let store = opened.store.clone();
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
     let next_conn = Arc::new(AtomicU64::new(1));
-    let keys = match &config.storage.options().data_dir {
-        Some(dir) => Some(db::KeyReader::open(dir).map_err(std::io::Error::other)?),
-        None => None,
-    };
+    // After the store: it made and migrated the database the keys are read from.
+    let keys = data_dir.map(|dir| db::KeyReader::open(&dir)).transpose();
+    let keys = keys.map_err(std::io::Error::other)?;
     let api_state = web::Data::new(api::ApiState {
         lobby: lobby.clone(),
         keys,

@@ -52,12 +52,7 @@ impl Authority {
 
 /// TLS client settings that trust only the authorities in `ca_pem`.
 fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(certificate.expect("CA PEM")).expect("CA added");
-    }
-    Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+    testclient::tls_config(ca_pem).expect("CA PEM")
 }
 
 /// The body of `GET path` over HTTPS, verifying the server with `ca_pem`; `Err` if the TLS
