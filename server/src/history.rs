@@ -353,12 +353,15 @@ mod tests {
         assert_eq!(page_ids(&history.before(None, tiny)), [6]);
     }
 
-    /// The size bound holds for the worst text: quotes and backslashes, which JSON doubles.
+    /// The size bound holds for the worst message: quotes and backslashes, which JSON doubles,
+    /// the longest numbers and the `bot` mark.
     #[test]
     fn encoded_bound_covers_escaping() {
         let mut message = stored(1, None).message;
         message.text = "\"\\\n\t".repeat(500);
         message.from = "\"".repeat(32);
+        // The longest fixed fields: the largest ids and times, and a bot's mark.
+        (message.id, message.ts, message.bot) = (u64::MAX, u64::MAX, true);
         let encoded = serde_json::to_string(&protocol::ServerMessage::Message(message.clone()))
             .expect("encodes");
         assert!(encoded.len() <= encoded_bound(&message), "{} bytes", encoded.len());
