@@ -63,6 +63,7 @@ impl Target {
             room: self.room.clone(),
             nick: Some(self.nick.clone()),
             since: self.since,
+            add: false,
         }
     }
 }
@@ -731,7 +732,12 @@ mod tests {
         assert!(link.retry(&target).is_empty());
 
         // A join from the form on the same socket seats it.
-        let join = ClientMessage::Join { room: "a".into(), nick: Some("n".into()), since: None };
+        let join = ClientMessage::Join {
+            room: "a".into(),
+            nick: Some("n".into()),
+            since: None,
+            add: false,
+        };
         link.on_request(&join);
         let mut welcome = welcome("a", &[], None, false);
         if let ServerMessage::Welcome { nick, .. } = &mut welcome {
@@ -804,6 +810,7 @@ mod tests {
             room: "a".into(),
             nick: Some("taken".into()),
             since: None,
+            add: false,
         });
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "not while the join is pending");
         link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
@@ -821,7 +828,7 @@ mod tests {
         assert_eq!(link.retry(&target), [target.join()], "the connect URL's join, as a frame");
 
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None };
+        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
         link.on_request(&join);
         let reaction = link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(87)));
         assert_eq!(reaction.retry_in, Some(87));
@@ -838,7 +845,12 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        link.on_request(&ClientMessage::Join { room: "b".into(), nick: None, since: None });
+        link.on_request(&ClientMessage::Join {
+            room: "b".into(),
+            nick: None,
+            since: None,
+            add: false,
+        });
         let refused = ServerMessage::Error {
             code: ErrorCode::Unavailable,
             message: "busy".into(),

@@ -55,7 +55,7 @@ pub fn app(props: &AppProps) -> Html {
             state.dispatch(Action::Connect { room: room.clone() });
             if let Some(open) = connection.as_ref() {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
-                open.send(ClientMessage::Join { room, nick: Some(nick), since: None });
+                open.send(ClientMessage::Join { room, nick: Some(nick), since: None, add: false });
                 return;
             }
             let target = Target { room, nick, client: page::client_token(), since: None };
@@ -182,7 +182,7 @@ pub fn app(props: &AppProps) -> Html {
         let send = send.clone();
         Callback::from(move |()| {
             if throttle.borrow_mut().should_send(state::now()) {
-                send.emit(ClientMessage::Typing);
+                send.emit(ClientMessage::Typing { room: None });
             }
         })
     };
@@ -190,7 +190,7 @@ pub fn app(props: &AppProps) -> Html {
         let state = state.clone();
         Callback::from(move |room: String| {
             state.dispatch(Action::SwitchRoom { room: room.clone() });
-            send.emit(ClientMessage::Join { room, nick: None, since: None });
+            send.emit(ClientMessage::Join { room, nick: None, since: None, add: false });
         })
     };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);

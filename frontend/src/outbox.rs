@@ -30,7 +30,11 @@ pub struct Outgoing {
 impl Outgoing {
     /// The `send` request for this message.
     pub fn request(&self) -> ClientMessage {
-        ClientMessage::Send { text: self.text.clone(), client_id: Some(self.client_id.clone()) }
+        ClientMessage::Send {
+            text: self.text.clone(),
+            client_id: Some(self.client_id.clone()),
+            room: Some(self.room.clone()),
+        }
     }
 }
 
@@ -258,7 +262,11 @@ mod tests {
         assert_eq!(ids, ["1"]);
         assert_eq!(
             outbox.items()[0].request(),
-            ClientMessage::Send { text: "text 1".into(), client_id: Some("1".into()) }
+            ClientMessage::Send {
+                text: "text 1".into(),
+                client_id: Some("1".into()),
+                room: Some("r".into())
+            }
         );
     }
 }

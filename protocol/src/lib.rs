@@ -36,26 +36,36 @@ pub const WS_PATH: &str = "/ws";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// Post `text` to the room the connection is in. With a `client_id` (see [`ClientId`]) the
-    /// server answers with a [`ServerMessage::Ack`] once the message is stored durably, and
-    /// treats a repeat of the same id in the same room as the same message: send it again, as
-    /// often as needed, until it is acknowledged.
+    /// Post `text` to `room` (which the connection must be in; without `room`, to the one room
+    /// the connection is in). With a `client_id` (see [`ClientId`]) the server answers with a
+    /// [`ServerMessage::Ack`] once the message is stored durably, and treats a repeat of the
+    /// same id in the same room as the same message: send it again, as often as needed, until
+    /// it is acknowledged.
     Send {
         text: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<ClientId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
     },
-    /// Move to `room` (created if it does not exist), optionally under another nick. On success
-    /// the server answers with a [`ServerMessage::Welcome`] and the old room sees a `left`.
-    /// `since` is the last message id this client saw in `room`: the welcome then carries
-    /// exactly the messages after it (see [`ServerMessage::Welcome`]).
+    /// Enter `room` (created if it does not exist), optionally under another nick. With `add`
+    /// the connection keeps the rooms it is in (up to the server's per-connection cap);
+    /// without, it moves: on success it leaves every other room. On success the server answers
+    /// with a [`ServerMessage::Welcome`] and each room left sees a `left`. `since` is the last
+    /// message id this client saw in `room`: the welcome then carries exactly the messages
+    /// after it (see [`ServerMessage::Welcome`]).
     Join {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nick: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        add: bool,
     },
+    /// Leave `room`, keeping the others. The server answers with a [`ServerMessage::Left`]
+    /// naming this connection's own nick, as the room's other members see it.
+    Leave { room: String },
     /// Ask for the list of active rooms; the server answers with [`ServerMessage::Rooms`].
     ListRooms,
     /// Ask for a page of `room`'s stored messages (you must be in the room): the newest ones
@@ -71,9 +81,13 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
-    /// The user is typing. Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while
-    /// the user types; the room tells the other members with [`ServerMessage::Typing`].
-    Typing,
+    /// The user is typing in `room` (without `room`: in the one room the connection is in).
+    /// Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while the user types; the
+    /// room tells the other members with [`ServerMessage::Typing`].
+    Typing {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
 }
 
 /// How often, at most, a client says it is typing.
@@ -136,7 +150,8 @@ pub enum ServerMessage {
     Ack { client_id: ClientId, id: MessageId, room: String },
     /// Someone entered the room.
     Joined { room: String, nick: String, ts: UnixMillis },
-    /// Someone left the room (closed, switched rooms, or timed out).
+    /// Someone left the room (closed, switched rooms, or timed out). Also sent to the
+    /// connection that left with [`ClientMessage::Leave`], naming its own nick.
     Left { room: String, nick: String, ts: UnixMillis },
     /// Someone in the room is typing (never sent to the typist). Show it until a message from
     /// them arrives, they leave, or [`TYPING_TTL_MS`] pass without another one.
@@ -210,6 +225,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The server has as many rooms open as it allows: join a room that is open, or try later.
     TooManyRooms,
+    /// The connection is in as many rooms as one connection may be: leave one first.
+    TooManyJoined,
     /// Too many frames too fast; `retry_after_ms` says when the next one will be accepted.
     /// A client that keeps going is closed with [`close::POLICY_VIOLATION`].
     RateLimited,
@@ -266,12 +283,23 @@ mod tests {
     #[test]
     fn client_messages_round_trip() {
         let all = [
-            ClientMessage::Send { text: "hello\nworld".into(), client_id: None },
-            ClientMessage::Send { text: "hi".into(), client_id: Some("c-1".into()) },
-            ClientMessage::Join { room: "rust".into(), nick: None, since: None },
-            ClientMessage::Join { room: "rust".into(), nick: Some("bob".into()), since: Some(9) },
+            ClientMessage::Send { text: "hello\nworld".into(), client_id: None, room: None },
+            ClientMessage::Send {
+                text: "hi".into(),
+                client_id: Some("c-1".into()),
+                room: Some("rust".into()),
+            },
+            ClientMessage::Join { room: "rust".into(), nick: None, since: None, add: false },
+            ClientMessage::Join {
+                room: "rust".into(),
+                nick: Some("bob".into()),
+                since: Some(9),
+                add: true,
+            },
+            ClientMessage::Leave { room: "rust".into() },
+            ClientMessage::Typing { room: Some("rust".into()) },
             ClientMessage::ListRooms,
-            ClientMessage::Typing,
+            ClientMessage::Typing { room: None },
             ClientMessage::History {
                 room: "rust".into(),
                 before: Some(9),
@@ -354,7 +382,14 @@ mod tests {
     fn core_wire_shapes_are_fixed() {
         let send: ClientMessage =
             serde_json::from_str(r#"{"type":"send","text":"hi"}"#).expect("core send parses");
-        assert_eq!(send, ClientMessage::Send { text: "hi".into(), client_id: None });
+        assert_eq!(send, ClientMessage::Send { text: "hi".into(), client_id: None, room: None });
+        // The one-room forms of `typing` and `join` stay exactly as they were: a room named on
+        // neither, `add` left out.
+        let typing: ClientMessage = serde_json::from_str(r#"{"type":"typing"}"#).expect("parses");
+        assert_eq!(typing, ClientMessage::Typing { room: None });
+        assert_eq!(serde_json::to_string(&typing).expect("json"), r#"{"type":"typing"}"#);
+        let join = ClientMessage::Join { room: "r".into(), nick: None, since: None, add: false };
+        assert_eq!(serde_json::to_string(&join).expect("json"), r#"{"type":"join","room":"r"}"#);
 
         let json = serde_json::to_value(ServerMessage::Message(sample_message())).expect("json");
         assert_eq!(
@@ -384,7 +419,7 @@ mod tests {
         let extra = serde_json::from_str::<ClientMessage>(r#"{"type":"send","text":"a","x":1}"#);
         assert_eq!(
             extra.expect("extra field ignored"),
-            ClientMessage::Send { text: "a".into(), client_id: None }
+            ClientMessage::Send { text: "a".into(), client_id: None, room: None }
         );
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"send","txt":"a"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"text":"a"}"#).is_err());

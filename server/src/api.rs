@@ -449,7 +449,11 @@ struct Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.lobby.do_send(lobby::Leave { room: std::mem::take(&mut self.room), conn: self.conn });
+        self.lobby.do_send(lobby::Leave {
+            room: std::mem::take(&mut self.room),
+            conn: self.conn,
+            farewell: false,
+        });
     }
 }
 

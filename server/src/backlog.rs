@@ -91,6 +91,11 @@ impl FrameSender {
         true
     }
 
+    /// The bytes waiting for the session now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
     /// Frees what waits and drops whatever comes later: the session was dropped as not
     /// reading, and its frames would otherwise stay allocated until the kernel ends its
     /// connection.

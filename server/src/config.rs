@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_STORED_ROOMS: usize = 10_000;
 pub const DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS: u32 = 600;
 /// Rooms open at once (with members); past it, joining a new room is refused.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
+/// Rooms one connection may be in at once.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 20;
 /// Rooms one connection may open per minute (joining a room nobody is in opens it).
 pub const DEFAULT_ROOM_OPENS_PER_MINUTE: u32 = 20;
 /// Rooms one address (an IPv6 /64) may open per minute: many people behind one NAT reopening
@@ -290,6 +292,11 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = DEFAULT_MAX_ROOMS)]
     pub max_rooms: usize,
 
+    /// Rooms one connection may be in at once; a `join` with `add` past it is refused
+    /// (`too_many_joined`). A connection may also join this many rooms in one burst.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_ROOMS_PER_CONNECTION)]
+    pub max_rooms_per_connection: usize,
+
     /// Rooms one connection may open per minute (in bursts of as many); past it, joining a
     /// room that is not open is refused with `rate_limited`.
     #[arg(long, env = "CHAT_ROOM_OPENS_PER_MINUTE", default_value_t = DEFAULT_ROOM_OPENS_PER_MINUTE)]
@@ -348,6 +355,7 @@ impl Default for AbuseLimits {
             stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
             rename_interval: DEFAULT_RENAME_INTERVAL.into(),
             max_rooms: DEFAULT_MAX_ROOMS,
+            max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
             room_opens_per_minute: DEFAULT_ROOM_OPENS_PER_MINUTE,
             room_opens_per_minute_per_address: DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS,
             joins_per_minute_per_address: DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS,

@@ -163,7 +163,7 @@ impl<T: Clone> Directory<T> {
     }
 
     /// The room list (see [`RoomList::list`]).
-    pub fn list(&self, leaving: Option<&str>) -> Vec<RoomInfo> {
+    pub fn list(&self, leaving: &[String]) -> Vec<RoomInfo> {
         self.list.list(leaving)
     }
 }
@@ -213,16 +213,16 @@ impl RoomList {
     }
 
     /// The active rooms, busiest first, then quiet rooms, most recently used first; at most
-    /// [`MAX_LISTED_ROOMS`]. `leaving` is a room that a joining connection is about to leave:
-    /// it is counted one member short, since the joiner counts in its new room already.
-    pub fn list(&self, leaving: Option<&str>) -> Vec<RoomInfo> {
+    /// [`MAX_LISTED_ROOMS`]. `leaving` are the rooms a joining connection is about to leave:
+    /// each is counted one member short, since the joiner counts in its new room already.
+    pub fn list(&self, leaving: &[String]) -> Vec<RoomInfo> {
         // One more than needed: the room counted short may drop a place or out of the list.
         let mut rooms: Vec<RoomInfo> = self
             .active
             .iter()
             .take(MAX_LISTED_ROOMS + 1)
             .filter_map(|(Reverse(members), name)| {
-                let members = members - usize::from(leaving == Some(name.as_str()));
+                let members = members - usize::from(leaving.contains(name));
                 let members = u32::try_from(members).unwrap_or(u32::MAX);
                 (members > 0).then(|| RoomInfo { name: name.clone(), members })
             })
@@ -286,11 +286,11 @@ mod tests {
         directory.seat("a", 1, |_| ());
         directory.seat("a", 2, |_| ());
         directory.seat("b", 3, |_| ());
-        assert_eq!(names(&directory.list(None)), [("a", 2), ("b", 1), ("quiet", 0)]);
-        assert_eq!(names(&directory.list(Some("b"))), [("a", 2), ("quiet", 0)]);
+        assert_eq!(names(&directory.list(&[])), [("a", 2), ("b", 1), ("quiet", 0)]);
+        assert_eq!(names(&directory.list(&["b".into()])), [("a", 2), ("quiet", 0)]);
         directory.release("a", 1);
         assert_eq!(directory.open_rooms(), 2);
-        assert_eq!(names(&directory.list(None)), [("a", 1), ("b", 1), ("quiet", 0)]);
+        assert_eq!(names(&directory.list(&[])), [("a", 1), ("b", 1), ("quiet", 0)]);
     }
 
     fn names(rooms: &[RoomInfo]) -> Vec<(&str, u32)> {
@@ -307,14 +307,14 @@ mod tests {
         list.set_members("c", 3);
         list.set_members("old", 1);
         assert_eq!(
-            names(&list.list(None)),
+            names(&list.list(&[])),
             [("c", 3), ("a", 2), ("b", 2), ("old", 1), ("recent", 0)]
         );
         list.set_members("c", 1);
         list.set_members("a", 0);
         list.closed("a".to_owned(), 9);
         assert_eq!(
-            names(&list.list(None)),
+            names(&list.list(&[])),
             [("b", 2), ("c", 1), ("old", 1), ("a", 0), ("recent", 0)]
         );
     }
@@ -326,8 +326,8 @@ mod tests {
         list.set_members("from", 2);
         list.set_members("to", 1);
         list.set_members("alone", 1);
-        assert_eq!(names(&list.list(Some("from"))), [("alone", 1), ("from", 1), ("to", 1)]);
-        assert_eq!(names(&list.list(Some("alone"))), [("from", 2), ("to", 1)]);
+        assert_eq!(names(&list.list(&["from".into()])), [("alone", 1), ("from", 1), ("to", 1)]);
+        assert_eq!(names(&list.list(&["alone".into()])), [("from", 2), ("to", 1)]);
     }
 
     /// At most a hundred rooms are listed, and only the newest quiet rooms are remembered.
@@ -340,7 +340,7 @@ mod tests {
         for ts in 0..500 {
             list.closed(format!("quiet-{ts:03}"), ts);
         }
-        let rooms = list.list(None);
+        let rooms = list.list(&[]);
         assert_eq!(rooms.len(), MAX_LISTED_ROOMS);
         assert_eq!((rooms[0].name.as_str(), rooms[0].members), ("busy-149", 150));
         assert_eq!(list.quiet.len(), KEPT_QUIET_ROOMS);
@@ -348,7 +348,7 @@ mod tests {
         for i in 0..150 {
             list.set_members(&format!("busy-{i:03}"), 0);
         }
-        let rooms = list.list(None);
+        let rooms = list.list(&[]);
         assert_eq!(rooms.first().map(|room| room.name.as_str()), Some("quiet-499"));
         assert_eq!(rooms.len(), MAX_LISTED_ROOMS);
     }
@@ -359,9 +359,9 @@ mod tests {
         let mut rooms: Directory<u64> = Directory::new([]);
         let visited = rooms.visit("r", 7, |instance| instance);
         assert!(visited.newcomer && rooms.is_open("r"));
-        assert!(rooms.list(None).iter().all(|room| room.name != "r"), "not active");
+        assert!(rooms.list(&[]).iter().all(|room| room.name != "r"), "not active");
         rooms.seat("r", 1, |_| unreachable!("open already"));
-        assert_eq!(rooms.list(None)[0].members, 1, "the visitor is not counted");
+        assert_eq!(rooms.list(&[])[0].members, 1, "the visitor is not counted");
         assert_eq!(rooms.release("r", 1), None, "the visitor keeps it open");
         assert!(rooms.release("r", 7).is_some(), "the last one out closes it");
         assert!(!rooms.is_open("r"));

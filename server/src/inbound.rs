@@ -14,14 +14,23 @@ pub enum Command {
     Send {
         text: String,
         client_id: Option<ClientId>,
+        /// The room named, normalised; `None`: the connection's one room.
+        room: Option<String>,
     },
     Join {
         room: String,
         nick: Option<String>,
         since: Option<MessageId>,
+        /// Keep the other rooms (otherwise the join moves the connection).
+        add: bool,
+    },
+    Leave {
+        room: String,
     },
     ListRooms,
-    Typing,
+    Typing {
+        room: Option<String>,
+    },
     History {
         room: String,
         before: Option<MessageId>,
@@ -96,20 +105,25 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
     let message: ClientMessage =
         serde_json::from_str(frame).map_err(|error| classify(frame, &error))?;
     match message {
-        ClientMessage::Send { text, client_id } => {
+        ClientMessage::Send { text, client_id, room } => {
             if let Some(client_id) = &client_id {
                 rules::check_client_id(client_id)?;
             }
-            rules::check_text(&text, limits.max_text_chars)
-                .map_err(|error| Rejection::from(error).for_client_id(client_id.clone()))?;
-            Ok(Command::Send { text, client_id })
+            let refused =
+                |error: RuleError| Rejection::from(error).for_client_id(client_id.clone());
+            rules::check_text(&text, limits.max_text_chars).map_err(refused)?;
+            let room = check_named_room(room, limits).map_err(refused)?;
+            Ok(Command::Send { text, client_id, room })
         }
-        ClientMessage::Join { room, nick, since } => {
+        ClientMessage::Join { room, nick, since, add } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
             let nick = nick
                 .map(|nick| crate::names::check_nick(&nick, limits.max_nick_chars))
                 .transpose()?;
-            Ok(Command::Join { room, nick, since })
+            Ok(Command::Join { room, nick, since, add })
+        }
+        ClientMessage::Leave { room } => {
+            Ok(Command::Leave { room: rules::check_room(&room, limits.max_room_chars)? })
         }
         ClientMessage::History { room, before, after, limit } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
@@ -120,8 +134,15 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             Ok(Command::History { room, before, after, limit })
         }
         ClientMessage::ListRooms => Ok(Command::ListRooms),
-        ClientMessage::Typing => Ok(Command::Typing),
+        ClientMessage::Typing { room } => {
+            Ok(Command::Typing { room: check_named_room(room, limits)? })
+        }
     }
+}
+
+/// A room a `send` or `typing` may name, normalised.
+fn check_named_room(room: Option<String>, limits: &Limits) -> Result<Option<String>, RuleError> {
+    room.map(|room| rules::check_room(&room, limits.max_room_chars)).transpose()
 }
 
 /// Where a connect URL asks to go.
@@ -162,7 +183,8 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
         .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)));
     match kind {
         Some(kind)
-            if !["send", "join", "list_rooms", "typing", "history"].contains(&kind.as_str()) =>
+            if !["send", "join", "leave", "list_rooms", "typing", "history"]
+                .contains(&kind.as_str()) =>
         {
             Rejection::new(ErrorCode::UnknownType, format!("Unknown message type {kind:?}."))
         }
@@ -187,18 +209,39 @@ mod tests {
     fn valid_frames_decode() {
         assert_eq!(
             decode(r#"{"type":"send","text":"hi"}"#, &limits()),
-            Ok(Command::Send { text: "hi".into(), client_id: None })
+            Ok(Command::Send { text: "hi".into(), client_id: None, room: None })
         );
         assert_eq!(
-            decode(r#"{"type":"send","text":"hi","client_id":"k-1"}"#, &limits()),
-            Ok(Command::Send { text: "hi".into(), client_id: Some("k-1".into()) })
+            decode(r#"{"type":"send","text":"hi","client_id":"k-1","room":"Dev"}"#, &limits()),
+            Ok(Command::Send {
+                text: "hi".into(),
+                client_id: Some("k-1".into()),
+                room: Some("dev".into())
+            })
         );
         assert_eq!(
             decode(r#"{"type":"join","room":"Rust","nick":" bob ","since":12}"#, &limits()),
-            Ok(Command::Join { room: "rust".into(), nick: Some("bob".into()), since: Some(12) })
+            Ok(Command::Join {
+                room: "rust".into(),
+                nick: Some("bob".into()),
+                since: Some(12),
+                add: false
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"join","room":"rust","add":true}"#, &limits()),
+            Ok(Command::Join { room: "rust".into(), nick: None, since: None, add: true })
+        );
+        assert_eq!(
+            decode(r#"{"type":"leave","room":"Rust"}"#, &limits()),
+            Ok(Command::Leave { room: "rust".into() })
         );
         assert_eq!(decode(r#"{"type":"list_rooms"}"#, &limits()), Ok(Command::ListRooms));
-        assert_eq!(decode(r#"{"type":"typing"}"#, &limits()), Ok(Command::Typing));
+        assert_eq!(decode(r#"{"type":"typing"}"#, &limits()), Ok(Command::Typing { room: None }));
+        assert_eq!(
+            decode(r#"{"type":"typing","room":"a"}"#, &limits()),
+            Ok(Command::Typing { room: Some("a".into()) })
+        );
     }
 
     /// Each kind of bad frame gets its own error code.
@@ -221,6 +264,10 @@ mod tests {
             ErrorCode::InvalidMessage
         );
         assert_eq!(code(r#"{"type":"join","room":"ok","since":-1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"leave"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"leave","room":"a b"}"#), ErrorCode::InvalidRoom);
+        assert_eq!(code(r#"{"type":"typing","room":"a b"}"#), ErrorCode::InvalidRoom);
+        assert_eq!(code(r#"{"type":"send","text":"a","room":"a b"}"#), ErrorCode::InvalidRoom);
     }
 
     /// A refused `send` names its client id, so the client knows which message failed.

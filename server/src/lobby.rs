@@ -204,8 +204,9 @@ pub struct Join {
     /// Where the connection comes from, for the limits on opening rooms and joining: already
     /// the key the limits count under (an IPv6 address's /64, see `policy::limit_key`).
     pub address: IpAddr,
-    /// The room the session is in now (it leaves it once this join succeeds).
-    pub leaving: Option<String>,
+    /// The rooms the session is in now and leaves once this join succeeds (none for a join
+    /// that adds a room).
+    pub leaving: Vec<String>,
     /// When the session stops waiting for the answer.
     pub deadline: std::time::Instant,
 }
@@ -240,14 +241,15 @@ impl Handler<Join> for Lobby {
         // close the room under the joiner. A member renaming itself is counted already; a
         // refusal then must not release the seat it keeps.
         let Seated { handle: addr, instance, newcomer } = self.seat(&name, conn);
-        let leaving = msg.leaving.filter(|leaving| *leaving != name);
+        let mut leaving = msg.leaving;
+        leaving.retain(|leaving| *leaving != name);
         let request = room::Join {
             request: JoinRequest {
                 conn,
                 nick: msg.nick,
                 client: msg.client,
                 since: msg.since,
-                rooms: self.rooms.list(leaving.as_deref()),
+                rooms: self.rooms.list(&leaving),
             },
             session: msg.session,
             frames: msg.frames,
@@ -275,7 +277,7 @@ impl Handler<Join> for Lobby {
                 tracing::warn!(%error, room = %name, instance, "room did not answer a join");
                 if newcomer {
                     // Should the room admit it after all, it leaves right after.
-                    addr.do_send(room::Leave { conn });
+                    addr.do_send(room::Leave { conn, farewell: false });
                     lobby.release(&name, conn, ctx);
                 }
                 Err(Rejection::new(
@@ -316,6 +318,8 @@ impl Handler<Visit> for Lobby {
 pub struct Leave {
     pub room: String,
     pub conn: ConnId,
+    /// The client asked to leave (and keeps its other rooms): the room tells it too.
+    pub farewell: bool,
 }
 
 impl Handler<Leave> for Lobby {
@@ -324,7 +328,7 @@ impl Handler<Leave> for Lobby {
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
         tracing::debug!(conn = msg.conn, room = %msg.room, "leave");
         if let Some(room) = self.rooms.handle(&msg.room) {
-            room.do_send(room::Leave { conn: msg.conn });
+            room.do_send(room::Leave { conn: msg.conn, farewell: msg.farewell });
         }
         self.release(&msg.room, msg.conn, ctx);
     }
@@ -354,7 +358,7 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.rooms.list(None))
+        MessageResult(self.rooms.list(&[]))
     }
 }
 

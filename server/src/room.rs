@@ -280,7 +280,10 @@ impl Handler<Join> for Room {
             return Err(Rejection::new(ErrorCode::Unavailable, "The room answered too late."));
         }
         let conn = msg.request.conn;
-        let (joined, effects) = self.state.join(msg.request, now, now_millis());
+        // What the welcome may take: no more than fits beside what already waits for this
+        // session (the welcomes of its other rooms, their live messages).
+        let space = self.limit.bytes.saturating_sub(msg.frames.queued_bytes());
+        let (joined, effects) = self.state.join(msg.request, space, now, now_millis());
         let joined = joined?;
         // The link first: the welcome among the effects goes through it.
         self.links.insert(conn, Link { session: msg.session, frames: msg.frames });
@@ -294,15 +297,21 @@ impl Handler<Join> for Room {
 #[rtype(result = "()")]
 pub struct Leave {
     pub conn: ConnId,
+    /// Tell the member too (it asked to leave, and stays connected).
+    pub farewell: bool,
 }
 
 impl Handler<Leave> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
-        self.links.remove(&msg.conn);
+        // A farewell goes to the leaver with the others' notice, then its link goes: nothing
+        // of this room follows it into the member's queue.
+        let link = if msg.farewell { None } else { self.links.remove(&msg.conn) };
         let (_, effects) = self.state.leave(msg.conn, now_millis());
         self.apply(effects, ctx);
+        drop(link);
+        self.links.remove(&msg.conn);
     }
 }
 

@@ -179,21 +179,25 @@ impl RoomState {
     }
 
     /// Admits `request.conn` (or renames it, or hands it the seat of an older connection of the
-    /// same client) and welcomes it, or says why not. `now` and `ts` are the time.
+    /// same client) and welcomes it, or says why not. The welcome takes at most `space` bytes
+    /// (what may still wait for the joiner) besides the room's page size; `now` and `ts` are
+    /// the time.
     pub fn join(
         &mut self,
         request: JoinRequest,
+        space: usize,
         now: Instant,
         ts: UnixMillis,
     ) -> (Result<Joined, Rejection>, Vec<Effect>) {
         let mut effects = Vec::new();
-        let joined = self.admit(request, now, ts, &mut effects);
+        let joined = self.admit(request, space, now, ts, &mut effects);
         (joined, effects)
     }
 
     fn admit(
         &mut self,
         request: JoinRequest,
+        space: usize,
         now: Instant,
         ts: UnixMillis,
         effects: &mut Vec<Effect>,
@@ -281,7 +285,7 @@ impl RoomState {
         let members = self.member_nicks();
         let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
             + request.rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
-        let budget = self.rules.page_bytes.saturating_sub(lists);
+        let budget = self.rules.page_bytes.min(space).saturating_sub(lists);
         let catchup = self.history.catchup(request.since, self.rules.recent, budget);
         let welcome = ServerMessage::Welcome {
             room,
@@ -626,7 +630,7 @@ mod tests {
 
     /// Joins `conn` as `nick`, expecting success; returns the effects.
     fn enter(room: &mut RoomState, conn: ConnId, nick: &str, now: Instant) -> Vec<Effect> {
-        let (joined, effects) = room.join(request(conn, Some(nick), None), now, T);
+        let (joined, effects) = room.join(request(conn, Some(nick), None), usize::MAX, now, T);
         assert_eq!(joined.map(|j| j.nick), Ok(nick.to_owned()));
         effects
     }
@@ -683,13 +687,14 @@ mod tests {
     fn nicks_are_unique_by_looks() {
         let mut room = room();
         let now = Instant::now();
-        room.join(request(1, Some("alice"), Some("tab-1")), now, T).0.expect("first");
+        room.join(request(1, Some("alice"), Some("tab-1")), usize::MAX, now, T).0.expect("first");
         for (conn, nick) in [(2, "ALICE"), (3, "\u{430}lice"), (4, "AIice")] {
-            let (joined, effects) = room.join(request(conn, Some(nick), Some("tab-2")), now, T);
+            let (joined, effects) =
+                room.join(request(conn, Some(nick), Some("tab-2")), usize::MAX, now, T);
             assert_eq!(code(joined), Some(ErrorCode::NickTaken), "{nick}");
             assert!(effects.is_empty(), "a refused join changes nothing");
         }
-        let (joined, _) = room.join(request(5, None, None), now, T);
+        let (joined, _) = room.join(request(5, None, None), usize::MAX, now, T);
         assert_eq!(joined.map(|j| j.nick), Ok("guest-5".to_owned()));
     }
 
@@ -701,7 +706,7 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "Alice", now);
         enter(&mut room, 2, "aiice", now);
-        let (refused, _) = room.join(request(2, Some("AIice"), None), now, T);
+        let (refused, _) = room.join(request(2, Some("AIice"), None), usize::MAX, now, T);
         assert_eq!(code(refused), Some(ErrorCode::NickTaken));
     }
 
@@ -711,8 +716,8 @@ mod tests {
     fn the_same_client_takes_over_its_seat() {
         let mut room = room();
         let now = Instant::now();
-        room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
-        let (joined, effects) = room.join(request(2, Some("kim"), Some("tab")), now, T);
+        room.join(request(1, Some("kim"), Some("tab")), usize::MAX, now, T).0.expect("first");
+        let (joined, effects) = room.join(request(2, Some("kim"), Some("tab")), usize::MAX, now, T);
         assert_eq!(joined, Ok(Joined { nick: "kim".into(), replaced: vec![1] }));
         assert!(effects.contains(&Effect::Replaced { conn: 1 }));
         assert!(broadcasts(&effects).is_empty(), "no leave, no join");
@@ -736,15 +741,16 @@ mod tests {
         };
         let mut room = room();
         let now = Instant::now();
-        room.join(request(1, Some("kim"), Some("tab")), now, T).0.expect("first");
-        let (_, effects) = room.join(request(2, Some("Kim"), Some("tab")), now, T);
+        room.join(request(1, Some("kim"), Some("tab")), usize::MAX, now, T).0.expect("first");
+        let (_, effects) = room.join(request(2, Some("Kim"), Some("tab")), usize::MAX, now, T);
         assert_eq!(announced(&effects), [("left", "kim".into()), ("joined", "Kim".into())]);
 
         let mut room = super::tests::room();
-        room.join(request(1, Some("Alice"), Some("tab")), now, T).0.expect("first");
-        room.join(request(2, Some("aiice"), Some("tab")), now, T).0.expect("second");
+        room.join(request(1, Some("Alice"), Some("tab")), usize::MAX, now, T).0.expect("first");
+        room.join(request(2, Some("aiice"), Some("tab")), usize::MAX, now, T).0.expect("second");
         // `AIice` looks like both.
-        let (joined, effects) = room.join(request(3, Some("AIice"), Some("tab")), now, T);
+        let (joined, effects) =
+            room.join(request(3, Some("AIice"), Some("tab")), usize::MAX, now, T);
         assert_eq!(joined.map(|j| j.replaced.len()), Ok(2));
         let mut told = announced(&effects);
         told[..2].sort();
@@ -790,7 +796,7 @@ mod tests {
             .collect();
         assert_eq!(kinds, [("left", "ann".into(), None), ("joined", "anna".into(), Some(1))]);
         let soon = now + Duration::from_millis(500);
-        let (refused, effects) = room.join(request(1, Some("annie"), None), soon, T);
+        let (refused, effects) = room.join(request(1, Some("annie"), None), usize::MAX, soon, T);
         let refused = refused.expect_err("too soon");
         assert_eq!((refused.code, refused.retry_after_ms), (ErrorCode::RateLimited, Some(1_500)));
         assert!(effects.is_empty());
@@ -804,7 +810,7 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "ann", now);
         enter(&mut room, 2, "bob", now);
-        let (refused, _) = room.join(request(1, Some("BOB"), None), now, T);
+        let (refused, _) = room.join(request(1, Some("BOB"), None), usize::MAX, now, T);
         assert_eq!(code(refused), Some(ErrorCode::NickTaken));
         assert!(room.is_member(1));
         let (left, effects) = room.leave(2, T);
@@ -824,7 +830,8 @@ mod tests {
     #[test]
     fn an_unloaded_room_refuses_joins() {
         let mut room = RoomState::new("r".into(), rules());
-        let (joined, effects) = room.join(request(1, Some("a"), None), Instant::now(), T);
+        let (joined, effects) =
+            room.join(request(1, Some("a"), None), usize::MAX, Instant::now(), T);
         assert_eq!(code(joined), Some(ErrorCode::Unavailable));
         assert!(effects.is_empty());
     }
@@ -920,9 +927,10 @@ mod tests {
     fn a_takeover_replaces_every_seat_of_the_client() {
         let mut room = room();
         let now = Instant::now();
-        room.join(request(1, Some("Alice"), Some("tab")), now, T).0.expect("first");
-        room.join(request(2, Some("aiice"), Some("tab")), now, T).0.expect("second");
-        let (joined, effects) = room.join(request(3, Some("AIice"), Some("tab")), now, T);
+        room.join(request(1, Some("Alice"), Some("tab")), usize::MAX, now, T).0.expect("first");
+        room.join(request(2, Some("aiice"), Some("tab")), usize::MAX, now, T).0.expect("second");
+        let (joined, effects) =
+            room.join(request(3, Some("AIice"), Some("tab")), usize::MAX, now, T);
         let mut replaced = joined.expect("takes over").replaced;
         replaced.sort_unstable();
         assert_eq!(replaced, [1, 2]);
@@ -988,11 +996,38 @@ mod tests {
         }
         let mut back = request(99, Some("late"), None);
         back.since = Some(0);
-        let (_, effects) = room.join(back, now, T);
+        let (_, effects) = room.join(back, usize::MAX, now, T);
         let [welcome] = sent_to(&effects, 99)[..] else { panic!("one welcome") };
         let frame = serde_json::to_string(welcome).expect("encodes");
         assert!(frame.len() <= 2_000, "a welcome of {} bytes", frame.len());
         assert!(matches!(welcome, ServerMessage::Welcome { more: true, .. }), "the rest follow");
+    }
+
+    /// The welcome also fits beside what already waits for the joiner (its other rooms'
+    /// welcomes): with little space left, it carries fewer messages and says more exist.
+    #[test]
+    fn the_welcome_fits_beside_what_waits() {
+        let mut room = room();
+        let now = Instant::now();
+        let ids = MessageIds::starting_after(0);
+        enter(&mut room, 1, "writer", now);
+        for i in 0..50 {
+            room.post(1, format!("message {i:02} {}", "x".repeat(200)), None, &ids, T, || true);
+        }
+        room.durable(50);
+        for (conn, space) in [(2, usize::MAX), (3, 3_000)] {
+            let (_, effects) =
+                room.join(request(conn, Some(&format!("n{conn}")), None), space, now, T);
+            let [welcome] = sent_to(&effects, conn)[..] else { panic!("one welcome") };
+            let frame = serde_json::to_string(welcome).expect("encodes");
+            let ServerMessage::Welcome { history, truncated, .. } = welcome else { panic!() };
+            if space == usize::MAX {
+                assert_eq!(history.len(), 50, "the whole history fits the page");
+            } else {
+                assert!(frame.len() <= space, "a welcome of {} bytes in {space}", frame.len());
+                assert!(!history.is_empty() && *truncated, "some messages, and older exist");
+            }
+        }
     }
 
     /// A catch-up resumes after `since` with what was stored, and a history page answers
@@ -1009,7 +1044,7 @@ mod tests {
         room.durable(5);
         let mut back = request(2, Some("bob"), None);
         back.since = Some(3);
-        let (_, effects) = room.join(back, now, T);
+        let (_, effects) = room.join(back, usize::MAX, now, T);
         match sent_to(&effects, 2).as_slice() {
             [ServerMessage::Welcome { history, since, more, .. }] => {
                 let got: Vec<MessageId> = history.iter().map(|m| m.id).collect();

@@ -1,6 +1,7 @@
 //! `Session`: one actor per WebSocket connection. A thin adapter: it moves frames between the
 //! socket and the rooms, keeps the heartbeat, and leaves decoding and policy to `inbound`.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +33,11 @@ pub struct Session {
     /// Where the connect URL asked to go; consumed when the session starts.
     initial: Option<Result<Target, Rejection>>,
     client: Option<String>,
-    membership: Option<Membership>,
+    /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
+    memberships: BTreeMap<String, Membership>,
+    /// The nick the last join was admitted under: a join that names none into a room this
+    /// connection is not in asks for it.
+    nick: Option<String>,
     /// The room a join is under way for, so leaving mid-join still releases the seat.
     joining: Option<String>,
     fragments: Reassembly,
@@ -55,7 +60,6 @@ pub struct Session {
 }
 
 struct Membership {
-    name: String,
     nick: String,
     room: Addr<Room>,
     /// The room instance that admitted this session: news from any other is stale.
@@ -86,7 +90,10 @@ impl Session {
         Session {
             metrics,
             rate,
-            joins: JoinRate::new(*abuse.rename_interval, JOIN_BURST),
+            joins: JoinRate::new(
+                *abuse.rename_interval,
+                join_burst(abuse.max_rooms_per_connection),
+            ),
             limit,
             frames,
             queued: Some(queued),
@@ -98,7 +105,8 @@ impl Session {
             heard: Instant::now(),
             initial: Some(initial),
             client,
-            membership: None,
+            memberships: BTreeMap::new(),
+            nick: None,
             joining: None,
             fragments: Reassembly::default(),
         }
@@ -166,18 +174,28 @@ impl Session {
         });
     }
 
-    /// Joins `room`, then leaves the current room if it was another one. Frames that arrive
-    /// meanwhile wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
-    fn join(
-        &mut self,
-        room: String,
-        nick: Option<String>,
-        since: Option<MessageId>,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    /// Joins `room`; unless `add`, then leaves every other room. Frames that arrive meanwhile
+    /// wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
+    fn join(&mut self, join: JoinCommand, ctx: &mut ws::WebsocketContext<Self>) {
+        let JoinCommand { room, nick, since, add } = join;
+        let max = self.config.abuse.max_rooms_per_connection;
+        if add && !self.memberships.contains_key(&room) && self.memberships.len() >= max {
+            let message = format!(
+                "You are in {max} rooms, as many as one connection may be; leave one first."
+            );
+            return self.reject(ctx, Rejection::new(ErrorCode::TooManyJoined, message));
+        }
         self.joining = Some(room.clone());
-        // Moving without naming a nick keeps the current one.
-        let nick = nick.or_else(|| self.membership.as_ref().map(|m| m.nick.clone()));
+        // A join that names no nick keeps the nick held in that room, or else the last one.
+        let nick = nick.or_else(|| {
+            let held = self.memberships.get(&room).map(|m| m.nick.clone());
+            held.or_else(|| self.nick.clone())
+        });
+        let leaving: Vec<String> = if add {
+            Vec::new()
+        } else {
+            self.memberships.keys().filter(|name| **name != room).cloned().collect()
+        };
         let request = lobby::Join {
             room: room.clone(),
             conn: self.conn,
@@ -187,7 +205,7 @@ impl Session {
             session: ctx.address().recipient(),
             frames: self.frames.clone(),
             address: self.address,
-            leaving: self.membership.as_ref().map(|m| m.name.clone()),
+            leaving: leaving.clone(),
             deadline: Instant::now() + crate::config::JOIN_TIMEOUT,
         };
         // Bounded, so a stuck lobby or room costs a refusal, not a frozen session (its
@@ -204,46 +222,78 @@ impl Session {
                 Err(error) => {
                     tracing::error!(conn = session.conn, %error, room = %room, "join unanswered");
                     // The join may still complete after we stopped waiting: undo it then,
-                    // unless it was a rename in the room this session is in.
-                    if session.membership.as_ref().is_none_or(|current| current.name != room) {
-                        session.lobby.do_send(lobby::Leave { room, conn: session.conn });
+                    // unless it was a rename in a room this session is in.
+                    if !session.memberships.contains_key(&room) {
+                        session.lobby.do_send(lobby::Leave {
+                            room,
+                            conn: session.conn,
+                            farewell: false,
+                        });
                     }
                     let message = "The server is not accepting joins right now; try again.";
                     return session.reject(ctx, Rejection::new(ErrorCode::Unavailable, message));
                 }
             };
-            tracing::info!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
-            let now = Membership {
-                name: room.clone(),
-                nick: joined.nick,
-                room: joined.room,
-                instance: joined.instance,
-            };
-            let previous = session.membership.replace(now);
-            if let Some(previous) = previous
-                && previous.name != room
-            {
-                session.lobby.do_send(lobby::Leave { room: previous.name, conn: session.conn });
+            tracing::debug!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
+            session.nick = Some(joined.nick.clone());
+            let now =
+                Membership { nick: joined.nick, room: joined.room, instance: joined.instance };
+            session.memberships.insert(room, now);
+            for name in leaving {
+                if session.memberships.remove(&name).is_some() {
+                    session.lobby.do_send(lobby::Leave {
+                        room: name,
+                        conn: session.conn,
+                        farewell: false,
+                    });
+                }
             }
         });
         ctx.wait(joined);
     }
 
-    /// The room this session is in; `None` (and a `not_joined` error saying what needs a
-    /// room) if it is in none.
-    fn current_room(
+    /// Leaves `room`, keeping the others. The room itself tells the client it left, after
+    /// the last frame it queued for it, so nothing of that room follows the `left`.
+    fn leave(&mut self, room: String, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.memberships.remove(&room).is_none() {
+            let message = format!("You are not in #{room}.");
+            return self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
+        }
+        self.lobby.do_send(lobby::Leave { room, conn: self.conn, farewell: true });
+    }
+
+    /// The room a `send`, `typing` or `history` is for: the one named, which this session
+    /// must be in, or without a name the one room it is in. `None` (and an error saying what
+    /// needs a room) if there is no such room.
+    fn room_for(
         &self,
         ctx: &mut ws::WebsocketContext<Self>,
+        named: Option<&str>,
         doing: &str,
         client_id: Option<&String>,
     ) -> Option<Addr<Room>> {
-        let room = self.membership.as_ref().map(|membership| membership.room.clone());
-        if room.is_none() {
-            let message = format!("Join a room before {doing}.");
-            let rejection = Rejection::new(ErrorCode::NotJoined, message);
-            self.reject(ctx, rejection.for_client_id(client_id.cloned()));
+        let found = match named {
+            Some(name) => self.memberships.get(name),
+            None if self.memberships.len() == 1 => self.memberships.values().next(),
+            None => None,
+        };
+        if let Some(membership) = found {
+            return Some(membership.room.clone());
         }
-        room
+        let rejection = match named {
+            Some(name) => {
+                Rejection::new(ErrorCode::NotJoined, format!("Join #{name} before {doing}."))
+            }
+            None if self.memberships.is_empty() => {
+                Rejection::new(ErrorCode::NotJoined, format!("Join a room before {doing}."))
+            }
+            None => Rejection::new(
+                ErrorCode::InvalidMessage,
+                format!("You are in several rooms: name the room when {doing}."),
+            ),
+        };
+        self.reject(ctx, rejection.for_client_id(client_id.cloned()));
+        None
     }
 
     /// Acts on one whole text message (already admitted by the rate limit).
@@ -251,19 +301,21 @@ impl Session {
         self.metrics.bytes_in.inc_by(text.len() as u64);
         match inbound::decode(text, &self.config.limits) {
             Err(rejection) => self.reject(ctx, rejection),
-            Ok(Command::Send { text, client_id }) => {
-                if let Some(room) = self.current_room(ctx, "sending messages", client_id.as_ref()) {
+            Ok(Command::Send { text, client_id, room }) => {
+                let doing = "sending messages";
+                if let Some(room) = self.room_for(ctx, room.as_deref(), doing, client_id.as_ref()) {
                     self.metrics.messages_in.inc();
                     room.do_send(room::Post { conn: self.conn, text, client_id });
                 }
             }
-            Ok(Command::Typing) => {
-                if let Some(room) = self.current_room(ctx, "typing", None) {
+            Ok(Command::Typing { room }) => {
+                if let Some(room) = self.room_for(ctx, room.as_deref(), "typing", None) {
                     room.do_send(room::Typing { conn: self.conn });
                 }
             }
-            Ok(Command::Join { room, nick, since }) => match self.joins.admit() {
-                Ok(()) => self.join(room, nick, since, ctx),
+            Ok(Command::Leave { room }) => self.leave(room, ctx),
+            Ok(Command::Join { room, nick, since, add }) => match self.joins.admit() {
+                Ok(()) => self.join(JoinCommand { room, nick, since, add }, ctx),
                 Err(wait) => self.reject(
                     ctx,
                     Rejection::too_fast(wait, |ms| {
@@ -272,16 +324,9 @@ impl Session {
                 ),
             },
             Ok(Command::History { room, before, after, limit }) => {
-                let current = self.membership.as_ref().filter(|m| m.name == room);
-                match current {
-                    Some(membership) => {
-                        let request = room::History { conn: self.conn, before, after, limit };
-                        membership.room.do_send(request);
-                    }
-                    None => {
-                        let message = format!("Join #{room} before asking for its history.");
-                        self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
-                    }
+                let doing = "asking for its history";
+                if let Some(room) = self.room_for(ctx, Some(&room), doing, None) {
+                    room.do_send(room::History { conn: self.conn, before, after, limit });
                 }
             }
             Ok(Command::ListRooms) => {
@@ -311,8 +356,21 @@ impl Session {
     }
 }
 
-/// Joins one connection may make at once before they are spaced by `--rename-interval`.
-const JOIN_BURST: NonZeroU32 = NonZeroU32::new(10).expect("ten is not zero");
+/// Joins one connection may make at once before they are spaced by `--rename-interval`: at
+/// least 10, and enough to enter as many rooms as it may be in (a page restoring its rooms
+/// after a reload).
+fn join_burst(max_rooms_per_connection: usize) -> NonZeroU32 {
+    let rooms = u32::try_from(max_rooms_per_connection).unwrap_or(u32::MAX);
+    NonZeroU32::new(rooms.max(10)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// A `join` the session carries out.
+struct JoinCommand {
+    room: String,
+    nick: Option<String>,
+    since: Option<MessageId>,
+    add: bool,
+}
 
 fn binary_unsupported() -> Rejection {
     Rejection::new(
@@ -331,7 +389,9 @@ impl Actor for Session {
             ctx.add_stream(queued);
         }
         match self.initial.take() {
-            Some(Ok(Target { room, nick, since })) => self.join(room, nick, since, ctx),
+            Some(Ok(Target { room, nick, since })) => {
+                self.join(JoinCommand { room, nick, since, add: false }, ctx)
+            }
             Some(Err(rejection)) => self.reject(ctx, rejection),
             None => {}
         }
@@ -344,8 +404,9 @@ impl Drop for Session {
     /// without running `stopping` or `stopped`. `Drop` runs on every path.
     fn drop(&mut self) {
         tracing::info!(conn = self.conn, "disconnected");
-        for room in self.membership.take().map(|m| m.name).into_iter().chain(self.joining.take()) {
-            self.lobby.do_send(lobby::Leave { room, conn: self.conn });
+        let rooms = std::mem::take(&mut self.memberships).into_keys();
+        for room in rooms.chain(self.joining.take()) {
+            self.lobby.do_send(lobby::Leave { room, conn: self.conn, farewell: false });
         }
         self.metrics.connections.dec();
     }
@@ -426,11 +487,11 @@ impl StreamHandler<ByteString> for Session {
 }
 
 impl Session {
-    /// Whether news from `instance` is about the room this session is in now. A room's
-    /// message can cross the session's move to another room; acting on it then would drop
-    /// the new membership and leave a member there that no connection backs.
+    /// Whether news from `instance` is about a room this session is in now. A room's message
+    /// can cross the session's move to another room; acting on it then would drop the new
+    /// membership and leave a member there that no connection backs.
     fn is_current(&self, instance: RoomInstance) -> bool {
-        let current = self.membership.as_ref().is_some_and(|m| m.instance == instance);
+        let current = self.memberships.values().any(|m| m.instance == instance);
         if !current {
             tracing::debug!(conn = self.conn, instance, "stale news from a room this session left");
         }

@@ -13,23 +13,38 @@ fn jsonish() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
-        ("(send|join|list_rooms|typing|history|x)", any::<String>(), any::<String>())
+        ("(send|join|leave|list_rooms|typing|history|x)", any::<String>(), any::<String>())
             .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
     ]
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (any::<String>(), proptest::option::of("[A-Za-z0-9_-]{0,70}|.{0,8}"))
-            .prop_map(|(text, client_id)| ClientMessage::Send { text, client_id }),
+        (
+            any::<String>(),
+            proptest::option::of("[A-Za-z0-9_-]{0,70}|.{0,8}"),
+            proptest::option::of(any::<String>())
+        )
+            .prop_map(|(text, client_id, room)| ClientMessage::Send {
+                text,
+                client_id,
+                room
+            }),
         (
             any::<String>(),
             proptest::option::of(any::<String>()),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            any::<bool>()
         )
-            .prop_map(|(room, nick, since)| ClientMessage::Join { room, nick, since }),
+            .prop_map(|(room, nick, since, add)| ClientMessage::Join {
+                room,
+                nick,
+                since,
+                add
+            }),
+        any::<String>().prop_map(|room| ClientMessage::Leave { room }),
         Just(ClientMessage::ListRooms),
-        Just(ClientMessage::Typing),
+        proptest::option::of(any::<String>()).prop_map(|room| ClientMessage::Typing { room }),
         (
             any::<String>(),
             proptest::option::of(any::<u64>()),
@@ -120,7 +135,10 @@ proptest! {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
                 prop_assert!(before.is_none() || after.is_none());
             }
-            Ok(Command::ListRooms | Command::Typing) => {}
+            Ok(Command::Leave { room } | Command::Typing { room: Some(room) }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+            }
+            Ok(Command::ListRooms | Command::Typing { room: None }) => {}
             Err(rejection) => prop_assert!(!rejection.message.is_empty()),
         }
     }
@@ -131,14 +149,23 @@ proptest! {
         let json = serde_json::to_string(&message).expect("serializes");
         let decoded = decode(&json, &Limits::default());
         match (message, decoded) {
-            (ClientMessage::Send { text, client_id }, Ok(Command::Send { text: got, client_id: got_id })) => {
+            (ClientMessage::Send { text, client_id, room }, Ok(Command::Send { text: got, client_id: got_id, room: got_room })) => {
                 prop_assert_eq!(text, got);
                 prop_assert_eq!(client_id, got_id);
+                prop_assert_eq!(room.map(|r| rules::check_room(&r, MAX_ROOM_CHARS)), got_room.map(Ok));
             }
-            (ClientMessage::Send { text, client_id }, Err(e)) => {
+            (ClientMessage::Send { text, client_id, room }, Err(e)) => {
                 let id_error = client_id.and_then(|id| rules::check_client_id(&id).err()).map(|r| r.code);
                 let text_error = rules::check_text(&text, MAX_TEXT_CHARS).err().map(|r| r.code);
-                prop_assert_eq!(Some(e.code), id_error.or(text_error));
+                let room_error = room.and_then(|r| rules::check_room(&r, MAX_ROOM_CHARS).err()).map(|r| r.code);
+                prop_assert_eq!(Some(e.code), id_error.or(text_error).or(room_error));
+            }
+            (ClientMessage::Leave { room }, Ok(Command::Leave { room: got }))
+            | (ClientMessage::Typing { room: Some(room) }, Ok(Command::Typing { room: Some(got) })) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+            }
+            (ClientMessage::Leave { room } | ClientMessage::Typing { room: Some(room) }, Err(e)) => {
+                prop_assert_eq!(Some(e.code), rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code));
             }
             (ClientMessage::Join { room, since, .. }, Ok(Command::Join { room: got, since: got_since, .. })) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
@@ -158,7 +185,7 @@ proptest! {
                 let both = (before.is_some() && after.is_some()).then_some(ErrorCode::InvalidMessage);
                 prop_assert_eq!(Some(e.code), room_error.or(both));
             }
-            (ClientMessage::ListRooms, Ok(Command::ListRooms)) | (ClientMessage::Typing, Ok(Command::Typing)) => {}
+            (ClientMessage::ListRooms, Ok(Command::ListRooms)) | (ClientMessage::Typing { room: None }, Ok(Command::Typing { room: None })) => {}
             (sent, got) => prop_assert!(false, "{:?} decoded as {:?}", sent, got),
         }
     }

@@ -8,5 +8,6 @@ mod delivery;
 mod hardening;
 mod lifecycle;
 mod races;
+mod rooms;
 mod util;
 mod validation;
