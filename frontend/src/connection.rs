@@ -20,6 +20,8 @@
 //! [`Link`] holds these rules as plain logic, one frame at a time; the loop here only moves
 //! frames and timers.
 
+use std::collections::{HashMap, HashSet, VecDeque};
+
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::stream::{self, LocalBoxStream};
@@ -47,23 +49,60 @@ pub const SENDS_PER_SECOND: usize = 6;
 /// Who to be and where to go on (re)connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub room: String,
+    /// The rooms to be in: the first is the connect URL's, the others are joined (`add`) once
+    /// it has welcomed the socket.
+    pub seats: Vec<Seat>,
     pub nick: String,
     /// This tab's token, so a reconnect can take over its own nick at once.
     pub client: String,
-    /// The last message id up to which `room` was seen without a gap: where a reconnect
+}
+
+/// One room to be in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub room: String,
+    /// The last message id up to which the room was seen without a gap: where a reconnect
     /// resumes.
     pub since: Option<MessageId>,
 }
 
 impl Target {
+    /// To be `nick` in `rooms` (the first through the connect URL).
+    pub fn new(rooms: impl IntoIterator<Item = String>, nick: String, client: String) -> Self {
+        let mut seats: Vec<Seat> = Vec::new();
+        for room in rooms {
+            if !seats.iter().any(|seat| seat.room == room) {
+                seats.push(Seat { room, since: None });
+            }
+        }
+        Target { seats, nick, client }
+    }
+
+    /// The room the connect URL names.
+    pub fn first_room(&self) -> &str {
+        self.seats.first().map_or(protocol::DEFAULT_ROOM, |seat| seat.room.as_str())
+    }
+
+    fn seat(&self, room: &str) -> Option<&Seat> {
+        self.seats.iter().find(|seat| seat.room == room)
+    }
+
+    fn seat_mut(&mut self, room: &str) -> Option<&mut Seat> {
+        self.seats.iter_mut().find(|seat| seat.room == room)
+    }
+
     /// The `join` that the connect URL stands for, as a frame.
     fn join(&self) -> ClientMessage {
+        self.join_to(self.first_room(), false)
+    }
+
+    /// A `join` of `room`, resuming where this target last saw it.
+    fn join_to(&self, room: &str, add: bool) -> ClientMessage {
         ClientMessage::Join {
-            room: self.room.clone(),
+            room: room.to_owned(),
             nick: Some(self.nick.clone()),
-            since: self.since,
-            add: false,
+            since: self.seat(room).and_then(|seat| seat.since),
+            add,
         }
     }
 }
@@ -73,10 +112,10 @@ impl Target {
 pub fn ws_url(base: &str, target: &Target) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     query
-        .append_pair("room", &target.room)
+        .append_pair("room", target.first_room())
         .append_pair("nick", &target.nick)
         .append_pair("client", &target.client);
-    if let Some(since) = target.since {
+    if let Some(since) = target.seats.first().and_then(|seat| seat.since) {
         query.append_pair("since", &since.to_string());
     }
     format!("{base}{}?{}", protocol::WS_PATH, query.finish())
@@ -226,31 +265,41 @@ async fn run(
     }
 }
 
-/// One socket's protocol state: whether it has a seat, the join it awaits, how far it has
-/// caught up with what it missed, and which outbox messages it sent that await their
+/// Joins sent to restore the other rooms and not answered yet, at most: the rooms come back
+/// one after another, within the pacing of [`SENDS_PER_SECOND`], instead of as one burst.
+pub const JOIN_WINDOW: usize = 2;
+
+/// One socket's protocol state: the rooms it is seated in, the joins it awaits, how far each
+/// room has caught up with what it missed, and which outbox messages it sent that await their
 /// acknowledgement. Plain logic, driven one frame at a time, so the host tests can check it.
 #[derive(Debug)]
 pub struct Link {
-    /// Welcomed at least once on this socket: a refused join leaves it where it was.
-    seated: bool,
-    /// The join sent (or, first, the one the URL stands for) and not answered yet.
-    joining: Option<ClientMessage>,
-    /// The `after` of the history page asked for and not received yet, while catching up.
-    paging: Option<MessageId>,
-    /// The newest message of the room that arrived live while catching up.
-    live: Option<MessageId>,
+    /// The rooms welcomed on this socket, with the nick accepted in each.
+    seated: HashMap<String, String>,
+    /// Joins sent (or, first, the one the URL stands for) and not answered yet, oldest first:
+    /// the server answers joins in the order it gets them.
+    joining: VecDeque<ClientMessage>,
+    /// The first welcome on this socket came: the target's other rooms are joined then.
+    restoring: bool,
+    /// The target's rooms still to join on this socket, in order.
+    restore: VecDeque<String>,
+    /// Per room, the `after` of the history page asked for and not received yet, while
+    /// catching up.
+    paging: HashMap<String, MessageId>,
+    /// Per room, the newest message that arrived live while catching up.
+    live: HashMap<String, MessageId>,
     in_flight: Vec<String>,
-    /// When the last outbox messages were sent (ms), for [`SENDS_PER_SECOND`].
-    sent_at: std::collections::VecDeque<f64>,
+    /// When the last frames were sent (ms), for [`SENDS_PER_SECOND`].
+    sent_at: VecDeque<f64>,
     /// The server refused a frame as too fast: nothing from the outbox until the retry.
     paused: bool,
     /// How long until the outbox may send again, when pacing held something back.
     wait: Option<u32>,
     /// Messages acknowledged or refused for good on this socket: skipped even while the stored
     /// outbox still lists them.
-    done: std::collections::HashSet<String>,
-    /// A refusal that names no frame came: the pending join or history page may have been
-    /// the refused one, so the retry sends it again. Only then: sending a join twice would
+    done: HashSet<String>,
+    /// A refusal that names no frame came: the pending joins or history pages may have been
+    /// the refused ones, so the retry sends them again. Only then: sending a join twice would
     /// bring a second welcome.
     resend: bool,
 }
@@ -260,70 +309,114 @@ pub struct Link {
 pub struct Reaction {
     /// Frames to send now (the next history page).
     pub send: Vec<ClientMessage>,
-    /// The window or the seat changed: send what the outbox may send now.
+    /// The window or the seats changed: send what the outbox may send now.
     pub flush: bool,
     /// Send again what was refused for now (the join or the history page, and the outbox),
     /// after this many milliseconds.
     pub retry_in: Option<u32>,
     /// Send the outbox again after this many milliseconds: a message was refused for now.
     pub flush_in: Option<u32>,
+    /// The server refused to seat the socket in this room.
+    pub refused: Option<String>,
 }
 
 impl Link {
     /// A new socket, opened to join as `target` says.
     pub fn new(target: &Target) -> Self {
         Link {
-            seated: false,
-            joining: Some(target.join()),
-            paging: None,
-            live: None,
+            seated: HashMap::new(),
+            joining: VecDeque::from([target.join()]),
+            restoring: false,
+            restore: VecDeque::new(),
+            paging: HashMap::new(),
+            live: HashMap::new(),
             in_flight: Vec::new(),
-            sent_at: std::collections::VecDeque::new(),
+            sent_at: VecDeque::new(),
             paused: false,
             wait: None,
             resend: false,
-            done: std::collections::HashSet::new(),
+            done: HashSet::new(),
         }
     }
 
-    /// In the target room and not in the middle of a join: sends go where they belong.
-    fn settled(&self) -> bool {
-        self.seated && self.joining.is_none()
+    /// Seated in `room` and not in the middle of a join there: its sends go where they
+    /// belong.
+    fn settled(&self, room: &str) -> bool {
+        self.seated.contains_key(room) && !self.joining.iter().any(|join| joins(join, room))
     }
 
     /// Notes a request the page sends on this socket.
-    pub fn on_request(&mut self, request: &ClientMessage) {
-        if matches!(request, ClientMessage::Join { .. }) {
-            // Until the welcome, a send would land in whichever room the server has us in.
-            self.joining = Some(request.clone());
+    pub fn on_request(&mut self, target: &mut Target, request: &ClientMessage) {
+        match request {
+            ClientMessage::Join { room, add, .. } => {
+                if *add && target.seat(room).is_none() {
+                    target.seats.push(Seat { room: room.clone(), since: None });
+                }
+                self.restore.retain(|queued| queued != room);
+                self.joining.push_back(request.clone());
+            }
+            ClientMessage::Leave { room } => {
+                target.seats.retain(|seat| seat.room != *room);
+                self.seated.remove(room);
+                self.paging.remove(room);
+                self.live.remove(room);
+                self.restore.retain(|queued| queued != room);
+                self.joining.retain(|join| !joins(join, room));
+            }
+            _ => {}
         }
     }
 
-    /// The next outbox messages for the current seat that are not in flight, up to the window
-    /// and to [`SENDS_PER_SECOND`] at `now` (ms). If pacing held one back, [`Link::take_wait`]
-    /// says when to try again.
-    pub fn next_batch(&mut self, target: &Target, outbox: &Outbox, now: f64) -> Vec<ClientMessage> {
-        if !self.settled() || self.paused {
-            return Vec::new();
-        }
+    /// Paces one more frame at `now` (ms) under [`SENDS_PER_SECOND`]; `false` (and a wait
+    /// noted for [`Link::take_wait`]) if the second is full.
+    fn pace(&mut self, now: f64) -> bool {
         while self.sent_at.front().is_some_and(|at| now - at >= 1_000.0) {
             self.sent_at.pop_front();
         }
+        if self.sent_at.len() >= SENDS_PER_SECOND {
+            let oldest = self.sent_at.front().copied().unwrap_or(now);
+            // Rounded up, plus one, so the retry finds the second over.
+            self.wait = Some((oldest + 1_000.0 - now).max(0.0) as u32 + 1);
+            return false;
+        }
+        self.sent_at.push_back(now);
+        true
+    }
+
+    /// What may be sent now, paced under [`SENDS_PER_SECOND`] at `now` (ms): the joins that
+    /// bring back the target's other rooms, a few at a time, then the outbox messages of the
+    /// rooms the socket is seated in, up to the window. If pacing held one back,
+    /// [`Link::take_wait`] says when to try again.
+    pub fn next_batch(&mut self, target: &Target, outbox: &Outbox, now: f64) -> Vec<ClientMessage> {
+        if self.paused {
+            return Vec::new();
+        }
         let mut batch = Vec::new();
-        for item in outbox.for_seat(&target.room, &target.nick) {
+        while self.joining.len() < JOIN_WINDOW
+            && let Some(room) = self.restore.front().cloned()
+        {
+            if !self.pace(now) {
+                return batch;
+            }
+            self.restore.pop_front();
+            let join = target.join_to(&room, true);
+            self.joining.push_back(join.clone());
+            batch.push(join);
+        }
+        for item in outbox.items() {
             if self.in_flight.len() >= SEND_WINDOW {
                 break;
+            }
+            let seated_as = self.seated.get(&item.room);
+            if seated_as != Some(&item.nick) || !self.settled(&item.room) {
+                continue;
             }
             if self.in_flight.contains(&item.client_id) || self.done.contains(&item.client_id) {
                 continue;
             }
-            if self.sent_at.len() >= SENDS_PER_SECOND {
-                let oldest = self.sent_at.front().copied().unwrap_or(now);
-                // Rounded up, plus one, so the retry finds the second over.
-                self.wait = Some((oldest + 1_000.0 - now).max(0.0) as u32 + 1);
+            if !self.pace(now) {
                 break;
             }
-            self.sent_at.push_back(now);
             self.in_flight.push(item.client_id.clone());
             batch.push(item.request());
         }
@@ -335,15 +428,31 @@ impl Link {
         self.wait.take()
     }
 
-    /// What to send again once a wait the server asked for is over: the join it refused for
-    /// now, and the history page being caught up on (the outbox is flushed as well).
+    /// What to send again once a wait the server asked for is over: the joins it may have
+    /// refused for now (resuming where each room was last seen), and the history pages being
+    /// caught up on (the outbox is flushed as well).
     pub fn retry(&mut self, target: &Target) -> Vec<ClientMessage> {
         self.paused = false;
         if !std::mem::take(&mut self.resend) {
             return Vec::new();
         }
-        let page = self.paging.map(|after| page_after(&target.room, after));
-        self.joining.clone().into_iter().chain(page).collect()
+        let joins = self.joining.iter().filter_map(|join| match join {
+            ClientMessage::Join { room, nick, add, .. } => {
+                let since = target.seat(room).and_then(|seat| seat.since);
+                Some(ClientMessage::Join {
+                    room: room.clone(),
+                    nick: nick.clone(),
+                    since,
+                    add: *add,
+                })
+            }
+            _ => None,
+        });
+        let mut frames: Vec<ClientMessage> = joins.collect();
+        let mut pages: Vec<(&String, &MessageId)> = self.paging.iter().collect();
+        pages.sort();
+        frames.extend(pages.into_iter().map(|(room, after)| page_after(room, *after)));
+        frames
     }
 
     /// Updates `target` and what this socket has in flight for a frame from the server, and
@@ -352,36 +461,68 @@ impl Link {
         let mut reaction = Reaction::default();
         match message {
             ServerMessage::Welcome { room, nick, history, since, more, .. } => {
-                self.seated = true;
-                self.joining = None;
-                self.in_flight.clear();
-                target.room.clone_from(room);
+                let answered = self.joining.iter().position(|join| joins(join, room));
+                let join = answered.and_then(|at| self.joining.remove(at));
+                let moved = matches!(join, Some(ClientMessage::Join { add: false, .. }));
+                if moved && self.restoring {
+                    // A move: the server left every other room.
+                    target.seats.retain(|seat| seat.room == *room);
+                    self.seated.clear();
+                    self.paging.clear();
+                    self.live.clear();
+                    self.restore.clear();
+                }
+                if target.seat(room).is_none() {
+                    target.seats.insert(0, Seat { room: room.clone(), since: None });
+                }
                 target.nick.clone_from(nick);
-                target.since = history.last().map(|newest| newest.id).or(*since);
-                self.live = None;
-                self.paging = target.since.filter(|_| *more);
-                reaction.send.extend(self.paging.map(|after| page_after(room, after)));
+                self.seated.insert(room.clone(), nick.clone());
+                let resume = history.last().map(|newest| newest.id).or(*since);
+                if let Some(seat) = target.seat_mut(room) {
+                    seat.since = resume;
+                }
+                self.live.remove(room);
+                self.paging.remove(room);
+                if let Some(after) = resume.filter(|_| *more) {
+                    self.paging.insert(room.clone(), after);
+                    reaction.send.push(page_after(room, after));
+                }
+                if !self.restoring {
+                    self.restoring = true;
+                    let others = target.seats.iter().filter(|seat| seat.room != *room);
+                    self.restore = others.map(|seat| seat.room.clone()).collect();
+                }
                 reaction.flush = true;
             }
-            ServerMessage::Message(message) if message.room == target.room => {
-                if self.paging.is_some() {
+            ServerMessage::Message(message) => {
+                let room = &message.room;
+                if self.paging.contains_key(room) {
                     // Older stored messages may still be missing: resume from the pages.
-                    self.live = self.live.max(Some(message.id));
-                } else {
-                    target.since = target.since.max(Some(message.id));
+                    let live = self.live.entry(room.clone()).or_default();
+                    *live = (*live).max(message.id);
+                } else if self.seated.contains_key(room)
+                    && let Some(seat) = target.seat_mut(room)
+                {
+                    seat.since = seat.since.max(Some(message.id));
                 }
             }
             ServerMessage::History { room, messages, after: Some(after), more, .. }
-                if *room == target.room && self.paging == Some(*after) =>
+                if self.paging.get(room) == Some(after) =>
             {
-                target.since = messages.last().map(|newest| newest.id).or(Some(*after));
+                let reached = messages.last().map(|newest| newest.id).unwrap_or(*after);
                 if *more && !messages.is_empty() {
-                    self.paging = target.since;
-                    reaction.send.extend(target.since.map(|after| page_after(room, after)));
+                    self.paging.insert(room.clone(), reached);
+                    reaction.send.push(page_after(room, reached));
+                    if let Some(seat) = target.seat_mut(room) {
+                        seat.since = Some(reached);
+                    }
                 } else {
                     // Caught up: what arrived live meanwhile follows without a gap.
-                    self.paging = None;
-                    target.since = target.since.max(self.live.take());
+                    self.paging.remove(room);
+                    let live = self.live.remove(room);
+                    if let Some(seat) = target.seat_mut(room) {
+                        seat.since = Some(reached).max(live);
+                    }
                 }
             }
             ServerMessage::Ack { client_id, .. } => {
@@ -403,15 +544,21 @@ impl Link {
             ServerMessage::Error { code, client_id: None, retry_after_ms, .. } => {
                 if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
                     // The refused frame is unknown: send everything in flight again later (the
-                    // server recognises the ones it already has), and the join or page too;
+                    // server recognises the ones it already has), and the joins and pages too;
                     // nothing meanwhile, or each acknowledgement would send more into the limit.
                     self.in_flight.clear();
                     self.paused = *code == ErrorCode::RateLimited;
                     self.resend = true;
                     reaction.retry_in = Some(retry_delay(*retry_after_ms));
-                } else if self.joining.is_some() && refuses_join(*code) {
-                    // A refused join leaves us where we were: in the old room, or in none.
-                    self.joining = None;
+                } else if refuses_join(*code)
+                    && let Some(ClientMessage::Join { room, add, .. }) = self.joining.pop_front()
+                {
+                    // The oldest join was refused: the socket stays where it was. A room it
+                    // was restoring is given up (the page says why).
+                    if add && !self.seated.contains_key(&room) {
+                        target.seats.retain(|seat| seat.room != room);
+                    }
+                    reaction.refused = Some(room);
                     reaction.flush = true;
                 }
             }
@@ -419,6 +566,11 @@ impl Link {
         }
         reaction
     }
+}
+
+/// Whether `request` is a join of `room`.
+fn joins(request: &ClientMessage, room: &str) -> bool {
+    matches!(request, ClientMessage::Join { room: joined, .. } if joined == room)
 }
 
 fn page_after(room: &str, after: MessageId) -> ClientMessage {
@@ -468,6 +620,9 @@ async fn connect_once(
                         }
                         let reaction = link.on_server(target, &message);
                         on_action.emit(Action::Server(message));
+                        if let Some(room) = reaction.refused {
+                            on_action.emit(Action::JoinRefused { room });
+                        }
                         outgoing = reaction.send;
                         if reaction.flush {
                             outgoing.extend(send_outbox(&mut link, target, on_action));
@@ -501,7 +656,7 @@ async fn connect_once(
                 return Ended::Closed { healthy: healthy(welcomed_at) };
             }
             Either::Right(Some(Input::Request(Request::Send(request)))) => {
-                link.on_request(&request);
+                link.on_request(target, &request);
                 outgoing.push(request);
             }
             Either::Right(Some(Input::Request(Request::Flush))) => {
@@ -579,7 +734,7 @@ mod tests {
     }
 
     fn target(room: &str) -> Target {
-        Target { room: room.into(), nick: "n".into(), client: "c".into(), since: None }
+        Target::new([room.to_owned()], "n".into(), "c".into())
     }
 
     fn welcome(
@@ -645,14 +800,14 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[3, 5], None, false));
-        assert_eq!((target.since, target.nick.as_str()), (Some(5), "n2"));
+        assert_eq!((target.seats[0].since, target.nick.as_str()), (Some(5), "n2"));
         link.on_server(&mut target, &message(9, "other"));
         link.on_server(&mut target, &message(7, "a"));
-        assert_eq!(target.since, Some(7));
+        assert_eq!(target.seats[0].since, Some(7));
         link.on_server(&mut target, &welcome("a", &[], Some(7), false));
-        assert_eq!(target.since, Some(7), "a resumed welcome with nothing new keeps it");
+        assert_eq!(target.seats[0].since, Some(7), "a resumed welcome with nothing new keeps it");
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        assert_eq!(target.since, None, "a fresh, empty room starts over");
+        assert_eq!(target.seats[0].since, None, "a fresh, empty room starts over");
     }
 
     /// A welcome that says more messages follow is continued page by page with `history
@@ -665,22 +820,22 @@ mod tests {
         let mut link = Link::new(&target);
         let reaction = link.on_server(&mut target, &welcome("a", &[41, 42], Some(40), true));
         assert_eq!(reaction.send, [page_after("a", 42)]);
-        assert_eq!(target.since, Some(42));
+        assert_eq!(target.seats[0].since, Some(42));
 
         link.on_server(&mut target, &message(100, "a"));
-        assert_eq!(target.since, Some(42), "older messages are still missing");
+        assert_eq!(target.seats[0].since, Some(42), "older messages are still missing");
 
         let reaction = link.on_server(&mut target, &page("a", 42, &[43, 44], true));
         assert_eq!(reaction.send, [page_after("a", 44)]);
-        assert_eq!(target.since, Some(44));
+        assert_eq!(target.seats[0].since, Some(44));
         link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(50)));
         assert_eq!(link.retry(&target), [page_after("a", 44)], "a refused page is asked again");
 
         let reaction = link.on_server(&mut target, &page("a", 44, &[45, 100], false));
         assert!(reaction.send.is_empty(), "caught up");
-        assert_eq!(target.since, Some(100));
+        assert_eq!(target.seats[0].since, Some(100));
         link.on_server(&mut target, &message(101, "a"));
-        assert_eq!(target.since, Some(101), "live messages count again");
+        assert_eq!(target.seats[0].since, Some(101), "live messages count again");
         assert!(link.retry(&target).is_empty());
     }
 
@@ -693,13 +848,17 @@ mod tests {
         link.on_server(&mut target, &welcome("a", &[11], Some(10), true));
         assert_eq!(link.on_server(&mut target, &page("b", 11, &[12], true)), Reaction::default());
         assert_eq!(link.on_server(&mut target, &page("a", 5, &[6], true)), Reaction::default());
-        assert_eq!(target.since, Some(11));
+        assert_eq!(target.seats[0].since, Some(11));
 
+        let move_to_b =
+            ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
+        link.on_request(&mut target, &move_to_b);
         link.on_server(&mut target, &welcome("b", &[20], None, false));
         assert_eq!(link.on_server(&mut target, &page("a", 11, &[12], true)), Reaction::default());
-        assert_eq!((target.room.as_str(), target.since), ("b", Some(20)));
+        assert_eq!((target.first_room(), target.seats.len()), ("b", 1), "the move left a");
+        assert_eq!(target.seats[0].since, Some(20));
         link.on_server(&mut target, &message(21, "b"));
-        assert_eq!(target.since, Some(21), "not catching up in the new room");
+        assert_eq!(target.seats[0].since, Some(21), "not catching up in the new room");
     }
 
     /// A page that says "more" but brings nothing ends the catch-up instead of asking for the
@@ -738,7 +897,7 @@ mod tests {
             since: None,
             add: false,
         };
-        link.on_request(&join);
+        link.on_request(&mut target, &join);
         let mut welcome = welcome("a", &[], None, false);
         if let ServerMessage::Welcome { nick, .. } = &mut welcome {
             *nick = "n".into();
@@ -806,12 +965,15 @@ mod tests {
     fn a_refused_rename_keeps_the_seat() {
         let (mut target, mut link) = seated_as_n("a");
         let outbox = outbox("a", "n");
-        link.on_request(&ClientMessage::Join {
-            room: "a".into(),
-            nick: Some("taken".into()),
-            since: None,
-            add: false,
-        });
+        link.on_request(
+            &mut target,
+            &ClientMessage::Join {
+                room: "a".into(),
+                nick: Some("taken".into()),
+                since: None,
+                add: false,
+            },
+        );
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "not while the join is pending");
         link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
         assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1);
@@ -829,7 +991,7 @@ mod tests {
 
         link.on_server(&mut target, &welcome("a", &[], None, false));
         let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
-        link.on_request(&join);
+        link.on_request(&mut target, &join);
         let reaction = link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(87)));
         assert_eq!(reaction.retry_in, Some(87));
         assert_eq!(link.retry(&target), [join]);
@@ -845,12 +1007,10 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        link.on_request(&ClientMessage::Join {
-            room: "b".into(),
-            nick: None,
-            since: None,
-            add: false,
-        });
+        link.on_request(
+            &mut target,
+            &ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false },
+        );
         let refused = ServerMessage::Error {
             code: ErrorCode::Unavailable,
             message: "busy".into(),
@@ -881,17 +1041,102 @@ mod tests {
     /// The URL carries room, nick and token, escaped so any nick survives the trip.
     #[test]
     fn url_escapes_every_field() {
-        let mut target = Target {
-            room: "general".into(),
-            nick: "a&b c=é".into(),
-            client: "t-1".into(),
-            since: None,
-        };
+        let mut target = Target::new(["general".into()], "a&b c=é".into(), "t-1".into());
         assert_eq!(
             ws_url("ws://127.0.0.1:8080", &target),
             "ws://127.0.0.1:8080/ws?room=general&nick=a%26b+c%3D%C3%A9&client=t-1"
         );
-        target.since = Some(42);
+        target.seats[0].since = Some(42);
         assert!(ws_url("ws://h", &target).ends_with("&client=t-1&since=42"));
+    }
+    fn welcome_as(room: &str, nick: &str) -> ServerMessage {
+        let mut welcome = welcome(room, &[], None, false);
+        if let ServerMessage::Welcome { nick: accepted, .. } = &mut welcome {
+            *accepted = nick.into();
+        }
+        welcome
+    }
+
+    fn item(id: &str, room: &str) -> Outgoing {
+        Outgoing {
+            client_id: id.into(),
+            room: room.into(),
+            nick: "n".into(),
+            text: "t".into(),
+            ts: 0,
+        }
+    }
+
+    /// The target's other rooms are joined (with `add`) once the first welcome came, at most
+    /// [`JOIN_WINDOW`] at a time; a room the server refuses is given up and reported.
+    #[test]
+    fn other_rooms_are_restored_after_the_first_welcome() {
+        let rooms = ["a", "b", "c", "d"].map(String::from);
+        let mut target = Target::new(rooms, "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        let empty = Outbox::default();
+        assert!(link.next_batch(&target, &empty, 0.0).is_empty(), "not before the welcome");
+        assert!(link.on_server(&mut target, &welcome_as("a", "n")).flush);
+        let add = |room: &str| ClientMessage::Join {
+            room: room.into(),
+            nick: Some("n".into()),
+            since: None,
+            add: true,
+        };
+        assert_eq!(link.next_batch(&target, &empty, 0.0), [add("b"), add("c")]);
+        assert!(link.next_batch(&target, &empty, 0.0).is_empty(), "two joins in flight");
+        link.on_server(&mut target, &welcome_as("b", "n"));
+        assert_eq!(link.next_batch(&target, &empty, 0.0), [add("d")]);
+        let reaction = link.on_server(&mut target, &error(ErrorCode::TooManyJoined, None));
+        assert_eq!(reaction.refused.as_deref(), Some("c"));
+        let rooms: Vec<&str> = target.seats.iter().map(|seat| seat.room.as_str()).collect();
+        assert_eq!(rooms, ["a", "b", "d"]);
+        link.on_server(&mut target, &welcome_as("d", "n"));
+        assert!(link.next_batch(&target, &empty, 0.0).is_empty());
+    }
+
+    /// Outbox messages go to the rooms the socket is seated in, naming their room, once each
+    /// room's welcome came; a room left takes its messages with it.
+    #[test]
+    fn the_outbox_sends_to_each_seated_room() {
+        let mut target = Target::new(["a".into(), "b".into()], "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        let mut outbox = Outbox::default();
+        for (id, room) in [("x1", "a"), ("x2", "b"), ("x3", "b")] {
+            outbox.add(item(id, room)).expect("room");
+        }
+        link.on_server(&mut target, &welcome_as("a", "n"));
+        let batch = link.next_batch(&target, &outbox, 0.0);
+        assert_eq!(batch.len(), 2, "the join of b and the message to a");
+        assert!(matches!(&batch[1], ClientMessage::Send { room: Some(room), .. } if room == "a"));
+        link.on_server(&mut target, &welcome_as("b", "n"));
+        let batch = link.next_batch(&target, &outbox, 0.0);
+        assert_eq!(batch, [outbox.items()[1].request(), outbox.items()[2].request()]);
+
+        link.on_request(&mut target, &ClientMessage::Leave { room: "b".into() });
+        assert_eq!(target.seats.len(), 1);
+        link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
+        link.retry(&target);
+        let batch = link.next_batch(&target, &outbox, 5_000.0);
+        assert_eq!(batch, [outbox.items()[0].request()], "b's messages wait: b was left");
+    }
+
+    /// Each room resumes from its own last id: a message in one room moves only its `since`,
+    /// and the restoring joins carry each room's.
+    #[test]
+    fn each_room_resumes_from_its_own_last_id() {
+        let mut target = Target::new(["a".into(), "b".into()], "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[5], None, false));
+        link.on_server(&mut target, &welcome("b", &[7], None, false));
+        link.on_server(&mut target, &message(9, "b"));
+        let since: Vec<Option<MessageId>> = target.seats.iter().map(|seat| seat.since).collect();
+        assert_eq!(since, [Some(5), Some(9)]);
+        let mut again = Link::new(&target);
+        again.on_server(&mut target, &welcome("a", &[6], Some(5), false));
+        let joins = again.next_batch(&target, &Outbox::default(), 0.0);
+        assert!(
+            matches!(&joins[..], [ClientMessage::Join { room, since: Some(9), add: true, .. }] if room == "b")
+        );
     }
 }

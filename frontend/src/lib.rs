@@ -1,4 +1,4 @@
-//! The chat's web client: a Yew app that joins a room over a WebSocket and chats live.
+//! The chat's web client: a Yew app that joins rooms over one WebSocket and chats live.
 //!
 //! # Layout
 //! - [`App`] (this file): the root component; wires state, connection and components.
@@ -23,12 +23,14 @@ use gloo_timers::callback::Interval;
 use protocol::ClientMessage;
 use yew::prelude::*;
 
+use crate::components::room_list::JoinedRoom;
 use crate::components::{
-    Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, TypingIndicator,
+    Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, Settings,
+    TypingIndicator,
 };
 use crate::connection::{Connection, Target};
 use crate::outbox::Outgoing;
-use crate::state::{Action, ConnectionState, State};
+use crate::state::{Action, ConnectionState, Older, State};
 
 /// How often the room list is refreshed while online.
 pub const ROOM_LIST_REFRESH_MS: u32 = 10_000;
@@ -45,8 +47,13 @@ pub struct AppProps {
 #[function_component(App)]
 pub fn app(props: &AppProps) -> Html {
     let requested = use_memo((), |_| page::requested());
-    let state = use_reducer(|| State::new(requested.room_or_default()));
+    let state = use_reducer(|| {
+        let room = requested.room_or_default();
+        State::with_rooms(room, &page::stored_rooms())
+    });
     let connection = use_state(|| None::<Connection>);
+    // The drawer of rooms and members, on narrow screens.
+    let drawer = use_state(|| false);
 
     let join = {
         let (state, connection) = (state.clone(), connection.clone());
@@ -55,10 +62,13 @@ pub fn app(props: &AppProps) -> Html {
             state.dispatch(Action::Connect { room: room.clone() });
             if let Some(open) = connection.as_ref() {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
-                open.send(ClientMessage::Join { room, nick: Some(nick), since: None, add: false });
+                let join = ClientMessage::Join { room, nick: Some(nick), since: None, add: false };
+                open.send(join);
                 return;
             }
-            let target = Target { room, nick, client: page::client_token(), since: None };
+            // The room asked for first (the connect URL's), then the others the page was in.
+            let rooms = std::iter::once(room).chain(state.room_names());
+            let target = Target::new(rooms, nick, page::client_token());
             let base = ws_base.clone().unwrap_or_else(page::ws_base);
             connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
         })
@@ -73,12 +83,42 @@ pub fn app(props: &AppProps) -> Html {
             }
         });
     }
-    // Keep the address bar pointing at where we are, so it can be shared or reloaded.
+    // Keep the address bar pointing at where we are, so it can be shared or reloaded, and
+    // the rooms stored, so a reload brings them back.
     {
-        let at = state.nick.clone().map(|nick| (state.room.clone(), nick));
+        let at = state.nick.clone().map(|nick| (state.room.clone(), nick, state.room_names()));
         use_effect_with(at, |at| {
-            if let Some((room, nick)) = at {
+            if let Some((room, nick, rooms)) = at {
                 page::show_in_address_bar(room, nick);
+                page::store_rooms(rooms);
+            }
+        });
+    }
+    // The title says what is unread (a hidden tab shows it in its tab).
+    {
+        let (unread, mentions) = state.unread();
+        use_effect_with((state.room.clone(), unread, mentions), |(room, unread, mentions)| {
+            page::set_title(&page::title(room, *unread, *mentions));
+        });
+    }
+    // Hidden or shown: messages in the open room count as unread while hidden.
+    {
+        let dispatcher = state.dispatcher();
+        use_effect_with((), move |_| {
+            dispatcher.dispatch(Action::Visibility { hidden: page::is_hidden() });
+            let listening = page::on_visibility(move |hidden| {
+                dispatcher.dispatch(Action::Visibility { hidden });
+            });
+            move || drop(listening)
+        });
+    }
+    // A mention while its room is not in view: a desktop notification, if they are on.
+    {
+        let mention = state.last_mention.clone();
+        use_effect_with(mention.as_ref().map(|m| m.id), move |_| {
+            if let Some(message) = mention {
+                let title = format!("{} mentioned you in #{}", message.from, message.room);
+                page::notify(&title, &message.text);
             }
         });
     }
@@ -117,7 +157,7 @@ pub fn app(props: &AppProps) -> Html {
 
     // Let typing indications expire while there are any.
     {
-        let typing = !state.typing.is_empty();
+        let typing = state.joined.iter().any(|view| !view.typing.is_empty());
         let dispatcher = state.dispatcher();
         use_effect_with(typing, move |typing| {
             let tick = typing.then(|| {
@@ -130,7 +170,7 @@ pub fn app(props: &AppProps) -> Html {
     }
     let throttle = use_mut_ref(typing::Throttle::default);
 
-    let Some(nick) = state.nick.clone() else {
+    if state.nick.is_none() {
         return html! {
             <>
                 <JoinForm nick={state.former_nick.clone().or_else(|| requested.nick.clone()).unwrap_or_default()}
@@ -141,7 +181,9 @@ pub fn app(props: &AppProps) -> Html {
                 }
             </>
         };
-    };
+    }
+    let view = state.view().clone();
+    let nick = view.nick.clone().or_else(|| state.nick.clone()).unwrap_or_default();
 
     let send = {
         let connection = connection.clone();
@@ -180,41 +222,116 @@ pub fn app(props: &AppProps) -> Html {
     };
     let on_typing = {
         let send = send.clone();
+        let room = state.room.clone();
         Callback::from(move |()| {
             if throttle.borrow_mut().should_send(state::now()) {
-                send.emit(ClientMessage::Typing { room: None });
+                send.emit(ClientMessage::Typing { room: Some(room.clone()) });
             }
         })
     };
-    let on_switch = {
-        let state = state.clone();
+    let on_open = {
+        let (state, drawer) = (state.clone(), drawer.clone());
         Callback::from(move |room: String| {
-            state.dispatch(Action::SwitchRoom { room: room.clone() });
-            send.emit(ClientMessage::Join { room, nick: None, since: None, add: false });
+            state.dispatch(Action::Open { room });
+            drawer.set(false);
+        })
+    };
+    let on_join = {
+        let (state, send, drawer) = (state.clone(), send.clone(), drawer.clone());
+        Callback::from(move |room: String| {
+            drawer.set(false);
+            if state.view_of(&room).is_some() {
+                return state.dispatch(Action::Open { room });
+            }
+            if state.joined.len() >= page::MAX_STORED_ROOMS {
+                let message = format!(
+                    "You are in {} rooms, as many as one page may be; leave one first.",
+                    page::MAX_STORED_ROOMS
+                );
+                return state.dispatch(Action::LocalError(message));
+            }
+            state.dispatch(Action::JoinRoom { room: room.clone() });
+            send.emit(ClientMessage::Join { room, nick: None, since: None, add: true });
+        })
+    };
+    let on_leave = {
+        let (state, send) = (state.clone(), send.clone());
+        Callback::from(move |room: String| {
+            if state.joined.len() > 1 {
+                state.dispatch(Action::LeaveRoom { room: room.clone() });
+                send.emit(ClientMessage::Leave { room });
+            }
+        })
+    };
+    let on_older = {
+        let (state, send) = (state.clone(), send.clone());
+        let (room, first) = (view.name.clone(), view.first_message_id());
+        Callback::from(move |()| {
+            let Some(first) = first else { return };
+            if state.view_of(&room).is_some_and(|view| view.older == Older::More) {
+                state.dispatch(Action::LoadingOlder { room: room.clone() });
+                let limit = Some(OLDER_PAGE);
+                send.emit(ClientMessage::History {
+                    room: room.clone(),
+                    before: Some(first),
+                    after: None,
+                    limit,
+                });
+            }
         })
     };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
+    let toggle_drawer = {
+        let drawer = drawer.clone();
+        Callback::from(move |_: MouseEvent| drawer.set(!*drawer))
+    };
     let usable = !matches!(state.connection, ConnectionState::Replaced | ConnectionState::Closed);
+    let joined: Vec<JoinedRoom> = state
+        .joined
+        .iter()
+        .map(|view| JoinedRoom {
+            name: view.name.clone(),
+            unread: view.unread,
+            mentions: view.mentions,
+            joining: !view.is_joined(),
+        })
+        .collect();
+    let (unread, mentions) = state.unread();
+    let unread_elsewhere = unread.saturating_sub(view.unread);
 
     html! {
-        <div class="chat">
+        <div class={classes!("chat", drawer.then_some("drawer-open"))}>
             <header class="topbar">
+                <button type="button" class="drawer-toggle" onclick={toggle_drawer}
+                    aria-expanded={drawer.to_string()} aria-controls="sidebar">
+                    { "Rooms" }
+                    if unread_elsewhere > 0 {
+                        <span class="unread" aria-label={format!("{unread_elsewhere} unread elsewhere")}>
+                            { if mentions > 0 { format!("{unread_elsewhere} @") } else { unread_elsewhere.to_string() } }
+                        </span>
+                    }
+                </button>
                 <h1>{ format!("#{}", state.room) }</h1>
                 <span class="whoami">{ format!("you are {nick}") }</span>
                 <ConnectionBadge state={state.connection} />
             </header>
-            <aside class="sidebar">
-                <RoomList rooms={state.rooms.clone()} current={state.room.clone()}
-                    on_switch={on_switch} on_invalid={on_invalid.clone()} />
-                <MemberList members={state.members.clone()} own={Some(nick.clone())} />
+            <aside class="sidebar" id="sidebar">
+                <RoomList {joined} rooms={state.rooms.clone()} current={state.room.clone()}
+                    {on_open} {on_join} {on_leave} on_invalid={on_invalid.clone()} />
+                <MemberList members={view.members.clone()} own={Some(nick.clone())} />
+                <Settings />
             </aside>
             <main class="conversation">
-                <MessageList entries={state.entries.clone()} pending={state.pending_here()}
-                    own={state.own.clone()} />
-                <TypingIndicator typists={state.typists()} />
+                <MessageList entries={view.entries.clone()} pending={state.pending_here()}
+                    own={state.own.clone()} room={view.name.clone()} nick={view.nick.clone()}
+                    older={view.older} {on_older} />
+                <TypingIndicator typists={view.typists()} />
                 <Composer {on_send} {on_invalid} {on_typing} error={state.error.clone()}
                     disabled={!usable} />
             </main>
         </div>
     }
 }
+
+/// Older messages asked for at once when scrolling back.
+pub const OLDER_PAGE: u32 = 50;

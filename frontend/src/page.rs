@@ -1,9 +1,160 @@
-//! The page around the app: what the address bar asks for, this tab's token, and keeping the
-//! address bar shareable (`?room=R&nick=N`).
+//! The page around the app: what the address bar asks for, this tab's token, keeping the
+//! address bar shareable (`?room=R&nick=N`), the rooms to come back to after a reload, the
+//! title, whether the tab is visible, and desktop notifications.
 
-use web_sys::UrlSearchParams;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{Notification, NotificationOptions, NotificationPermission, UrlSearchParams};
 
 const CLIENT_TOKEN_KEY: &str = "chat.client";
+/// The rooms the page was in, in the sidebar's order (`localStorage`, shared by the tabs).
+const ROOMS_KEY: &str = "chat.rooms";
+/// Whether the reader asked for notifications of mentions (`localStorage`).
+const NOTIFY_KEY: &str = "chat.notify";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|window| window.local_storage().ok().flatten())
+}
+
+/// The rooms stored by [`store_rooms`], valid names only, at most as many as one connection
+/// may be in by default.
+pub fn stored_rooms() -> Vec<String> {
+    let stored = local_storage().and_then(|storage| storage.get_item(ROOMS_KEY).ok().flatten());
+    parse_rooms(stored.as_deref())
+}
+
+/// The room names in a stored list; anything unreadable counts as no rooms.
+pub fn parse_rooms(stored: Option<&str>) -> Vec<String> {
+    let names: Vec<String> =
+        stored.and_then(|json| serde_json::from_str(json).ok()).unwrap_or_default();
+    let mut rooms: Vec<String> = Vec::new();
+    for name in names {
+        if let Ok(room) = protocol::rules::check_room(&name, protocol::rules::MAX_ROOM_CHARS)
+            && !rooms.contains(&room)
+        {
+            rooms.push(room);
+        }
+    }
+    rooms.truncate(MAX_STORED_ROOMS);
+    rooms
+}
+
+/// Rooms a reload brings back, at most: the server's default cap per connection.
+pub const MAX_STORED_ROOMS: usize = 20;
+
+pub fn store_rooms(rooms: &[String]) {
+    if let (Some(storage), Ok(json)) = (local_storage(), serde_json::to_string(rooms)) {
+        // Without storage (private mode limits) a reload starts with one room.
+        let _ = storage.set_item(ROOMS_KEY, &json);
+    }
+}
+
+/// The title: the open room, after the unread count (and mentions) when there are any, so a
+/// hidden tab shows what is new.
+pub fn title(room: &str, unread: u32, mentions: u32) -> String {
+    match (unread, mentions) {
+        (0, _) => format!("#{room} · Chat"),
+        (unread, 0) => format!("({unread}) #{room} · Chat"),
+        (unread, mentions) => format!("({unread}, {mentions} @) #{room} · Chat"),
+    }
+}
+
+pub fn set_title(title: &str) {
+    if let Some(document) = web_sys::window().and_then(|window| window.document()) {
+        document.set_title(title);
+    }
+}
+
+/// Whether the tab is hidden (another tab, minimised).
+pub fn is_hidden() -> bool {
+    web_sys::window().and_then(|window| window.document()).is_some_and(|document| document.hidden())
+}
+
+/// Calls `changed` with [`is_hidden`] whenever the tab is hidden or shown; stops when the
+/// returned guard is dropped.
+pub fn on_visibility(changed: impl Fn(bool) + 'static) -> impl Drop {
+    let document = web_sys::window().and_then(|window| window.document());
+    let listener = Closure::<dyn Fn()>::new(move || changed(is_hidden()));
+    if let Some(document) = &document {
+        let _ = document.add_event_listener_with_callback(
+            "visibilitychange",
+            listener.as_ref().unchecked_ref(),
+        );
+    }
+    Listening { document, listener }
+}
+
+struct Listening {
+    document: Option<web_sys::Document>,
+    listener: Closure<dyn Fn()>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if let Some(document) = &self.document {
+            let _ = document.remove_event_listener_with_callback(
+                "visibilitychange",
+                self.listener.as_ref().unchecked_ref(),
+            );
+        }
+    }
+}
+
+/// Whether this browser can show desktop notifications at all.
+pub fn notifications_supported() -> bool {
+    web_sys::window().is_some_and(|window| {
+        js_sys::Reflect::has(&window, &"Notification".into()).unwrap_or(false)
+    })
+}
+
+/// Whether the reader turned notifications of mentions on (and the browser still allows
+/// them).
+pub fn notifications_on() -> bool {
+    let asked = local_storage()
+        .and_then(|storage| storage.get_item(NOTIFY_KEY).ok().flatten())
+        .is_some_and(|value| value == "on");
+    asked
+        && notifications_supported()
+        && Notification::permission() == NotificationPermission::Granted
+}
+
+/// Turns notifications of mentions on or off. Turning them on asks the browser's permission
+/// (only ever from the reader's click); `done` hears whether they are on afterwards.
+pub fn set_notifications(on: bool, done: impl FnOnce(bool) + 'static) {
+    let remember = |on: bool| {
+        if let Some(storage) = local_storage() {
+            let _ = storage.set_item(NOTIFY_KEY, if on { "on" } else { "off" });
+        }
+    };
+    if !on || !notifications_supported() {
+        remember(false);
+        return done(false);
+    }
+    let Ok(asked) = Notification::request_permission() else {
+        remember(false);
+        return done(false);
+    };
+    wasm_bindgen_futures::spawn_local(async move {
+        let granted = wasm_bindgen_futures::JsFuture::from(asked)
+            .await
+            .ok()
+            .and_then(|answer| answer.as_string())
+            .is_some_and(|answer| answer == "granted");
+        remember(granted);
+        done(granted);
+    });
+}
+
+/// Shows a desktop notification (if they are on): someone mentioned the reader.
+pub fn notify(title: &str, body: &str) {
+    if !notifications_on() {
+        return;
+    }
+    let options = NotificationOptions::new();
+    options.set_body(body);
+    options.set_tag("chat-mention");
+    let _ = Notification::new_with_options(title, &options);
+}
 
 /// What the address bar asked for: `?room=R&nick=N`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -66,6 +66,7 @@ pub fn refuses_join(code: ErrorCode) -> bool {
             | ErrorCode::InvalidNick
             | ErrorCode::InvalidRoom
             | ErrorCode::TooManyRooms
+            | ErrorCode::TooManyJoined
             | ErrorCode::Unknown
     )
 }
@@ -89,110 +90,58 @@ pub fn describe_presence(joined: &[String], left: &[String]) -> String {
     format!("{}.", parts.join("; "))
 }
 
+/// Where scrolling back through a room's history stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Older {
+    /// Older messages may exist: scrolling to the top asks for them.
+    More,
+    /// A page of older messages was asked for and has not arrived.
+    Loading,
+    /// The list starts at the oldest message the room keeps.
+    Beginning,
+}
+
+/// One room the page is in (or is joining): its messages, members and what was missed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct State {
-    pub connection: ConnectionState,
-    /// The room joined, or being joined.
-    pub room: String,
-    /// The nick the server accepted (`None` until the first welcome).
+pub struct RoomView {
+    pub name: String,
+    /// The nick the server accepted here (`None` until the room's welcome).
     pub nick: Option<String>,
     pub members: Vec<String>,
     /// Shared so that passing the list to a component is cheap and compares by pointer.
     pub entries: Rc<VecDeque<Entry>>,
-    pub rooms: Vec<RoomInfo>,
-    /// The last problem the server reported, in words for people.
-    pub error: Option<String>,
-    /// Who is typing in the room, with when their indication expires (Unix ms).
+    /// Who is typing, with when their indication expires (Unix ms).
     pub typing: Vec<(String, u64)>,
-    /// Messages sent (or typed offline) and not shown as delivered yet, every room's, oldest
-    /// first.
-    pub pending: Rc<Vec<Outgoing>>,
-    /// Pending messages the server acknowledged, with their ids: each stays shown as pending
-    /// until the message itself arrives (the ack comes first), so it never blinks out of the
-    /// list between the two frames.
-    acknowledged: Vec<(String, u64)>,
-    /// The client ids of the messages typed on this page (not those found in storage): only
-    /// these are ever written to storage by this page.
-    pub posted: Rc<BTreeSet<String>>,
-    /// The ids of the messages this page sent, from their acknowledgements: these are "your
-    /// own" (a nick says nothing of who sent a message: someone may have held it before).
-    pub own: Rc<BTreeSet<MessageId>>,
+    /// Messages that arrived while the room was not in view (another room open, or the tab
+    /// hidden).
+    pub unread: u32,
+    /// How many of those name you (`@nick`).
+    pub mentions: u32,
+    pub older: Older,
     /// Pages of missed messages are still coming (the welcome said more follow).
     catching_up: bool,
-    /// The nick held before the server refused it on a rejoin, to offer it again in the form.
-    pub former_nick: Option<String>,
+    /// Older pages were loaded: the list may hold up to [`MAX_PAGED_ENTRIES`].
+    paged: bool,
     notices: u64,
 }
 
-impl State {
-    pub fn new(room: String) -> Self {
-        State {
-            connection: ConnectionState::Idle,
-            room,
+/// Most entries a room's list holds once the reader has loaded older pages.
+pub const MAX_PAGED_ENTRIES: usize = 5_000;
+
+impl RoomView {
+    fn new(name: String) -> Self {
+        RoomView {
+            name,
             nick: None,
             members: Vec::new(),
             entries: Rc::default(),
-            rooms: Vec::new(),
-            error: None,
             typing: Vec::new(),
-            posted: Rc::default(),
-            pending: Rc::default(),
-            acknowledged: Vec::new(),
-            own: Rc::default(),
+            unread: 0,
+            mentions: 0,
+            older: Older::More,
             catching_up: false,
-            former_nick: None,
+            paged: false,
             notices: 0,
-        }
-    }
-
-    /// What the stored outbox holds as far as this page knows: the pending messages not
-    /// acknowledged yet (an acknowledged one stays shown until the message itself arrives, but
-    /// must not be sent again). The page keeps `localStorage` in step with this list (lib.rs),
-    /// and the connection sends from it: acknowledgements and refusals are the reducer's to
-    /// apply, once, here.
-    pub fn outbox(&self) -> Vec<Outgoing> {
-        let acknowledged = |item: &&Outgoing| {
-            self.acknowledged.iter().any(|(client_id, _)| *client_id == item.client_id)
-        };
-        self.pending.iter().filter(|item| !acknowledged(item)).cloned().collect()
-    }
-
-    /// The pending messages to show: this room's, typed under the current nick.
-    pub fn pending_here(&self) -> Vec<Outgoing> {
-        let nick = self.nick.as_deref().unwrap_or_default();
-        self.pending
-            .iter()
-            .filter(|item| item.room == self.room && item.nick == nick)
-            .cloned()
-            .collect()
-    }
-
-    fn settle(&mut self, client_id: &str) {
-        if self.pending.iter().any(|item| item.client_id == client_id) {
-            Rc::make_mut(&mut self.pending).retain(|item| item.client_id != client_id);
-        }
-    }
-
-    /// The server stored a pending message as `id`: it goes once the list shows that message.
-    fn acknowledge(&mut self, client_id: String, id: u64, room: &str) {
-        Rc::make_mut(&mut self.own).insert(id);
-        let shown = self.is_shown(id);
-        if room == self.room && !shown && self.pending.iter().any(|i| i.client_id == client_id) {
-            self.acknowledged.push((client_id, id));
-        } else {
-            self.settle(&client_id);
-        }
-    }
-
-    /// Settles the acknowledged messages the list now shows (`all`: every one, because the
-    /// list was just rebuilt from the server's history).
-    fn settle_shown(&mut self, all: bool) {
-        let (shown, waiting) = std::mem::take(&mut self.acknowledged)
-            .into_iter()
-            .partition(|&(_, id)| all || self.is_shown(id));
-        self.acknowledged = waiting;
-        for (client_id, _) in shown {
-            self.settle(&client_id);
         }
     }
 
@@ -203,6 +152,14 @@ impl State {
     /// The nicks currently typing, in the order they started.
     pub fn typists(&self) -> Vec<String> {
         self.typing.iter().map(|(nick, _)| nick.clone()).collect()
+    }
+
+    /// The oldest message shown, where scrolling back continues.
+    pub fn first_message_id(&self) -> Option<MessageId> {
+        self.entries.iter().find_map(|entry| match entry {
+            Entry::Message(message) => Some(message.id),
+            Entry::Notice { .. } | Entry::Presence { .. } => None,
+        })
     }
 
     fn stop_typing(&mut self, nick: &str) {
@@ -248,12 +205,20 @@ impl State {
         self.push(Entry::Presence { seq: self.notices, joined: came, left: went, ts });
     }
 
+    /// The most entries the list keeps: more once the reader has scrolled back.
+    fn capacity(&self) -> usize {
+        if self.paged { MAX_PAGED_ENTRIES } else { MAX_ENTRIES }
+    }
+
     fn push(&mut self, entry: Entry) {
+        let capacity = self.capacity();
         let entries = Rc::make_mut(&mut self.entries);
-        if entries.len() == MAX_ENTRIES {
-            entries.pop_front();
-        }
         entries.push_back(entry);
+        while entries.len() > capacity {
+            entries.pop_front();
+            // The oldest went: there is something before the list again.
+            self.older = Older::More;
+        }
     }
 
     fn last_message_id(&self) -> Option<u64> {
@@ -281,19 +246,256 @@ impl State {
 
     /// Adds a message of this room where its id belongs, unless it is shown already: newer
     /// than everything at the end, an older one (a page of missed messages arriving after
-    /// live ones) among the messages around it. Returns whether it was added.
+    /// live ones, or of older ones scrolled back to) among the messages around it. Returns
+    /// whether it was added.
     fn merge(&mut self, message: ChatMessage) -> bool {
         if self.last_message_id().is_none_or(|last| message.id > last) {
             self.push(Entry::Message(Rc::new(message)));
             return true;
         }
         let Err(at) = self.position(message.id) else { return false };
+        if at == 0 && self.entries.len() >= self.capacity() {
+            // Older than everything in a full list: there is no room for it.
+            return false;
+        }
+        let capacity = self.capacity();
         let entries = Rc::make_mut(&mut self.entries);
         entries.insert(at, Entry::Message(Rc::new(message)));
-        if entries.len() > MAX_ENTRIES {
+        if entries.len() > capacity {
             entries.pop_front();
+            self.older = Older::More;
         }
         true
+    }
+
+    /// The room's welcome: what was missed after what is shown, or (not resumed) the list
+    /// starts over with the room's recent messages.
+    fn welcome(&mut self, welcome: Welcomed) {
+        let Welcomed { nick, members, history, since, truncated, more } = welcome;
+        let resumed = since.is_some() && self.is_joined();
+        if resumed {
+            if truncated {
+                self.notice("Older messages could not be loaded.".into(), now());
+            }
+            for message in history {
+                self.merge(message);
+            }
+            self.notice("Reconnected.".into(), now());
+        } else {
+            self.entries = Rc::default();
+            self.paged = false;
+            // Without `truncated`, the history is the whole room.
+            self.older = if truncated { Older::More } else { Older::Beginning };
+            for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
+                self.push(Entry::Message(Rc::new(message)));
+            }
+            self.notice(format!("You joined #{} as {nick}.", self.name), now());
+        }
+        self.catching_up = more;
+        self.nick = Some(nick);
+        self.members = members;
+        self.typing.clear();
+    }
+}
+
+/// What a welcome tells a room's view.
+struct Welcomed {
+    nick: String,
+    members: Vec<String>,
+    history: Vec<ChatMessage>,
+    since: Option<MessageId>,
+    truncated: bool,
+    more: bool,
+}
+
+/// Whether `text` names `nick` as `@nick` (letter case aside, not inside a word or an e-mail
+/// address, and not as the start of a longer nick).
+pub fn mentions(text: &str, nick: &str) -> bool {
+    if nick.is_empty() {
+        return false;
+    }
+    let (text, needle) = (text.to_lowercase(), format!("@{}", nick.to_lowercase()));
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-' || c == '.';
+    text.match_indices(&needle).any(|(at, found)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + found.len()..].chars().next();
+        !before.is_some_and(word)
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub connection: ConnectionState,
+    /// The room shown.
+    pub room: String,
+    /// The nick the server last accepted (`None` until the first welcome, and again when a
+    /// rejoin was refused: the join form shows then).
+    pub nick: Option<String>,
+    /// The rooms the page is in or joining, in the sidebar's order.
+    pub joined: Vec<RoomView>,
+    pub rooms: Vec<RoomInfo>,
+    /// The last problem the server reported, in words for people.
+    pub error: Option<String>,
+    /// Messages sent (or typed offline) and not shown as delivered yet, every room's, oldest
+    /// first.
+    pub pending: Rc<Vec<Outgoing>>,
+    /// Pending messages the server acknowledged (room, client id, id): each stays shown as
+    /// pending until the message itself arrives (the ack comes first), so it never blinks out
+    /// of the list between the two frames.
+    acknowledged: Vec<(String, String, u64)>,
+    /// The client ids of the messages typed on this page (not those found in storage): only
+    /// these are ever written to storage by this page.
+    pub posted: Rc<BTreeSet<String>>,
+    /// The ids of the messages this page sent, from their acknowledgements: these are "your
+    /// own" (a nick says nothing of who sent a message: someone may have held it before).
+    pub own: Rc<BTreeSet<MessageId>>,
+    /// The nick held before the server refused it on a rejoin, to offer it again in the form.
+    pub former_nick: Option<String>,
+    /// The tab is hidden: messages in the open room count as unread too.
+    pub hidden: bool,
+    /// The last message that mentioned the reader while its room was not in view (for a
+    /// desktop notification).
+    pub last_mention: Option<Rc<ChatMessage>>,
+}
+
+impl State {
+    /// A page that will show `room`, among `others` (the rooms it was in before a reload).
+    pub fn new(room: String) -> Self {
+        Self::with_rooms(room, &[])
+    }
+
+    /// A page that will show `room`, in the sidebar among `rooms` (where it goes first if it
+    /// is not one of them).
+    pub fn with_rooms(room: String, rooms: &[String]) -> Self {
+        let mut joined: Vec<RoomView> = Vec::new();
+        if !rooms.contains(&room) {
+            joined.push(RoomView::new(room.clone()));
+        }
+        for name in rooms {
+            if !joined.iter().any(|view| view.name == *name) {
+                joined.push(RoomView::new(name.clone()));
+            }
+        }
+        State {
+            connection: ConnectionState::Idle,
+            room,
+            nick: None,
+            joined,
+            rooms: Vec::new(),
+            error: None,
+            posted: Rc::default(),
+            pending: Rc::default(),
+            acknowledged: Vec::new(),
+            own: Rc::default(),
+            former_nick: None,
+            hidden: false,
+            last_mention: None,
+        }
+    }
+
+    /// The room shown. (There is always one: the last room cannot be left.)
+    pub fn view(&self) -> &RoomView {
+        self.view_of(&self.room).unwrap_or_else(|| &self.joined[0])
+    }
+
+    pub fn view_of(&self, room: &str) -> Option<&RoomView> {
+        self.joined.iter().find(|view| view.name == room)
+    }
+
+    fn view_mut(&mut self, room: &str) -> Option<&mut RoomView> {
+        self.joined.iter_mut().find(|view| view.name == room)
+    }
+
+    /// The names of the rooms the page is in, in the sidebar's order (what a reload restores).
+    pub fn room_names(&self) -> Vec<String> {
+        self.joined.iter().map(|view| view.name.clone()).collect()
+    }
+
+    /// Unread messages in every room, and how many of them mention you (for the title).
+    pub fn unread(&self) -> (u32, u32) {
+        self.joined.iter().fold((0, 0), |(unread, mentions), view| {
+            (unread.saturating_add(view.unread), mentions.saturating_add(view.mentions))
+        })
+    }
+
+    /// What the stored outbox holds as far as this page knows: the pending messages not
+    /// acknowledged yet (an acknowledged one stays shown until the message itself arrives, but
+    /// must not be sent again). The page keeps `localStorage` in step with this list (lib.rs),
+    /// and the connection sends from it: acknowledgements and refusals are the reducer's to
+    /// apply, once, here.
+    pub fn outbox(&self) -> Vec<Outgoing> {
+        let acknowledged = |item: &&Outgoing| {
+            self.acknowledged.iter().any(|(_, client_id, _)| *client_id == item.client_id)
+        };
+        self.pending.iter().filter(|item| !acknowledged(item)).cloned().collect()
+    }
+
+    /// The pending messages to show: the open room's, typed under its nick.
+    pub fn pending_here(&self) -> Vec<Outgoing> {
+        let nick = self.view().nick.as_deref().or(self.nick.as_deref()).unwrap_or_default();
+        self.pending
+            .iter()
+            .filter(|item| item.room == self.room && item.nick == nick)
+            .cloned()
+            .collect()
+    }
+
+    fn settle(&mut self, client_id: &str) {
+        if self.pending.iter().any(|item| item.client_id == client_id) {
+            Rc::make_mut(&mut self.pending).retain(|item| item.client_id != client_id);
+        }
+    }
+
+    /// The server stored a pending message as `id`: it goes once its room shows that message.
+    fn acknowledge(&mut self, client_id: String, id: u64, room: String) {
+        Rc::make_mut(&mut self.own).insert(id);
+        let waiting = self.view_of(&room).is_some_and(|view| !view.is_shown(id));
+        if waiting && self.pending.iter().any(|item| item.client_id == client_id) {
+            self.acknowledged.push((room, client_id, id));
+        } else {
+            self.settle(&client_id);
+        }
+    }
+
+    /// Settles the acknowledged messages of `room` its list now shows (`all`: every one,
+    /// because the list was just rebuilt from the server's history).
+    fn settle_shown(&mut self, room: &str, all: bool) {
+        let acknowledged = std::mem::take(&mut self.acknowledged);
+        let view = self.view_of(room);
+        let (shown, waiting) = acknowledged.into_iter().partition(|(of, _, id)| {
+            of == room && (all || view.is_none_or(|view| view.is_shown(*id)))
+        });
+        self.acknowledged = waiting;
+        for (_, client_id, _) in shown {
+            self.settle(&client_id);
+        }
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.nick.is_some()
+    }
+
+    /// Whether `room`'s messages are being read now (open, in a visible tab).
+    fn in_view(&self, room: &str) -> bool {
+        room == self.room && !self.hidden
+    }
+
+    /// Shows `room`: its unread messages count as read.
+    fn open(&mut self, room: String) {
+        self.room = room;
+        let hidden = self.hidden;
+        if let Some(view) = self.view_mut_open()
+            && !hidden
+        {
+            view.unread = 0;
+            view.mentions = 0;
+        }
+    }
+
+    fn view_mut_open(&mut self) -> Option<&mut RoomView> {
+        let room = self.room.clone();
+        self.view_mut(&room)
     }
 
     fn on_server(&mut self, message: ServerMessage) {
@@ -308,88 +510,97 @@ impl State {
                 truncated,
                 more,
             } => {
-                let resumed = since.is_some() && room == self.room && self.is_joined();
-                if resumed {
-                    // What was missed while away, after what is shown.
-                    if truncated {
-                        self.notice("Older messages could not be loaded.".into(), now());
-                    }
-                    for message in history {
-                        self.merge(message);
-                    }
-                    self.notice("Reconnected.".into(), now());
-                } else {
-                    let sent: BTreeSet<MessageId> =
-                        history.iter().map(|m| m.id).filter(|id| self.own.contains(id)).collect();
-                    self.own = Rc::new(sent);
-                    self.entries = Rc::default();
-                    if truncated {
-                        self.notice("Earlier messages are not shown.".into(), now());
-                    }
-                    for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
-                        self.push(Entry::Message(Rc::new(message)));
-                    }
-                    self.notice(format!("You joined #{room} as {nick}."), now());
+                if self.view_of(&room).is_none() {
+                    self.joined.push(RoomView::new(room.clone()));
+                }
+                let welcomed =
+                    Welcomed { nick: nick.clone(), members, history, since, truncated, more };
+                if let Some(view) = self.view_mut(&room) {
+                    view.welcome(welcomed);
                 }
                 self.connection = ConnectionState::Online;
-                self.catching_up = more;
-                self.room = room;
                 self.nick = Some(nick);
                 self.former_nick = None;
-                self.members = members;
                 self.rooms = rooms;
                 self.error = None;
-                self.typing.clear();
-                self.settle_shown(true);
+                if self.view_of(&self.room).is_none() {
+                    self.open(room.clone());
+                }
+                self.settle_shown(&room, true);
             }
             ServerMessage::Message(message) => {
-                // Frames from a room we just left, or repeats, are not shown.
-                if message.room == self.room {
-                    let from = message.from.clone();
-                    if self.merge(message) {
-                        self.stop_typing(&from);
-                        self.settle_shown(false);
+                let in_view = self.in_view(&message.room);
+                let own = self.own.contains(&message.id);
+                let room = message.room.clone();
+                // Frames from a room the page has left, and repeats, are not shown.
+                let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) else {
+                    return;
+                };
+                let from = message.from.clone();
+                let mention =
+                    view.nick.as_deref().is_some_and(|nick| mentions(&message.text, nick));
+                let noted = (mention && !in_view && !own).then(|| Rc::new(message.clone()));
+                if view.merge(message) {
+                    view.stop_typing(&from);
+                    if !in_view && !own {
+                        view.unread = view.unread.saturating_add(1);
+                        view.mentions = view.mentions.saturating_add(u32::from(mention));
                     }
+                    if noted.is_some() {
+                        self.last_mention = noted;
+                    }
+                    self.settle_shown(&room, false);
                 }
             }
             ServerMessage::History { room, messages, after, more, .. } => {
                 // Pages for a room the page has left are of no use any more.
-                if room == self.room && self.is_joined() {
-                    for message in messages {
-                        self.merge(message);
+                let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) else {
+                    return;
+                };
+                let older = after.is_none();
+                if older {
+                    // A page scrolled back to: the list may grow for it.
+                    view.paged = true;
+                }
+                for message in messages {
+                    view.merge(message);
+                }
+                if older {
+                    view.older = if more { Older::More } else { Older::Beginning };
+                } else if !more {
+                    view.catching_up = false;
+                }
+                self.settle_shown(&room, false);
+            }
+            ServerMessage::Joined { room, nick, ts } => {
+                if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
+                    view.presence(nick.clone(), true, ts);
+                    if !view.members.contains(&nick) {
+                        view.members.push(nick);
+                        view.members.sort_by_key(|nick| nick.to_lowercase());
                     }
-                    if after.is_some() && !more {
-                        self.catching_up = false;
-                    }
-                    self.settle_shown(false);
                 }
             }
-            ServerMessage::Joined { room, nick, ts } if room == self.room => {
-                self.presence(nick.clone(), true, ts);
-                if !self.members.contains(&nick) {
-                    self.members.push(nick);
-                    self.members.sort_by_key(|nick| nick.to_lowercase());
+            ServerMessage::Left { room, nick, ts } => {
+                if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
+                    view.presence(nick.clone(), false, ts);
+                    view.stop_typing(&nick);
+                    view.members.retain(|member| *member != nick);
                 }
             }
-            ServerMessage::Left { room, nick, ts } if room == self.room => {
-                self.presence(nick.clone(), false, ts);
-                self.stop_typing(&nick);
-                self.members.retain(|member| *member != nick);
-            }
-            ServerMessage::Typing { room, nick } if room == self.room => {
-                if self.nick.as_ref() != Some(&nick) {
+            ServerMessage::Typing { room, nick } => {
+                if let Some(view) = self.view_mut(&room)
+                    && view.nick.as_ref() != Some(&nick)
+                {
                     let expires = now() + protocol::TYPING_TTL_MS;
-                    match self.typing.iter_mut().find(|(typist, _)| *typist == nick) {
+                    match view.typing.iter_mut().find(|(typist, _)| *typist == nick) {
                         Some(entry) => entry.1 = expires,
-                        None => self.typing.push((nick, expires)),
+                        None => view.typing.push((nick, expires)),
                     }
                 }
             }
-            ServerMessage::Joined { .. }
-            | ServerMessage::Left { .. }
-            | ServerMessage::Typing { .. } => {}
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
-            ServerMessage::Ack { client_id, id, room } => self.acknowledge(client_id, id, &room),
+            ServerMessage::Ack { client_id, id, room } => self.acknowledge(client_id, id, room),
             ServerMessage::Error { code, message, client_id, .. } => {
                 match client_id {
                     // Will be sent again: nothing for the reader to do.
@@ -407,19 +618,27 @@ impl State {
                 self.error = Some(message);
             }
         }
-        self.count_current_room();
+        self.count_joined_rooms();
     }
 
-    /// The room list comes from the server now and then; the current room's count is known
-    /// live from its member list, so keep that entry exact in between.
-    fn count_current_room(&mut self) {
-        if !self.is_joined() {
-            return;
+    /// The room list comes from the server now and then; the counts of the rooms the page is
+    /// in are known live from their member lists, so keep those entries exact in between.
+    fn count_joined_rooms(&mut self) {
+        for view in self.joined.iter().filter(|view| view.is_joined()) {
+            let members = u32::try_from(view.members.len()).unwrap_or(u32::MAX);
+            match self.rooms.iter_mut().find(|room| room.name == view.name) {
+                Some(room) => room.members = members,
+                None => self.rooms.push(RoomInfo { name: view.name.clone(), members }),
+            }
         }
-        let members = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
-        match self.rooms.iter_mut().find(|room| room.name == self.room) {
-            Some(room) => room.members = members,
-            None => self.rooms.push(RoomInfo { name: self.room.clone(), members }),
+    }
+
+    /// The socket is gone: every room is rejoined on the next one.
+    fn disconnected(&mut self) {
+        for view in &mut self.joined {
+            if view.is_joined() {
+                view.notice("Connection lost; reconnecting…".into(), now());
+            }
         }
     }
 }
@@ -444,8 +663,29 @@ pub enum Action {
     Closed {
         message: String,
     },
-    /// The user asked to move to another room; the welcome confirms it.
-    SwitchRoom {
+    /// The user asked to join a room (or to open one the page is in); the welcome confirms
+    /// it.
+    JoinRoom {
+        room: String,
+    },
+    /// The server refused to seat the page in `room` (the error frame says why).
+    JoinRefused {
+        room: String,
+    },
+    /// The user left a room.
+    LeaveRoom {
+        room: String,
+    },
+    /// The user opened another of the rooms the page is in.
+    Open {
+        room: String,
+    },
+    /// The tab was hidden or shown again.
+    Visibility {
+        hidden: bool,
+    },
+    /// A page of older messages of `room` was asked for.
+    LoadingOlder {
         room: String,
     },
     /// The user saw (or fixed) the last error.
@@ -470,7 +710,10 @@ impl Reducible for State {
         let mut state = Rc::unwrap_or_clone(self);
         match action {
             Action::Connect { room } => {
-                state.room = room;
+                if state.view_of(&room).is_none() {
+                    state.joined.insert(0, RoomView::new(room.clone()));
+                }
+                state.open(room);
                 state.connection = ConnectionState::Connecting;
                 state.error = None;
             }
@@ -478,30 +721,83 @@ impl Reducible for State {
             Action::Server(message) => state.on_server(message),
             Action::Disconnected { attempt, delay_ms } => {
                 if state.connection == ConnectionState::Online {
-                    state.notice("Connection lost; reconnecting…".into(), now());
+                    state.disconnected();
                 }
                 state.connection = ConnectionState::Reconnecting { attempt, delay_ms };
             }
             Action::Replaced => {
                 state.connection = ConnectionState::Replaced;
-                state.notice(
-                    "This chat was opened in another tab; this one is paused.".into(),
-                    now(),
-                );
+                if let Some(view) = state.view_mut_open() {
+                    let text = "This chat was opened in another tab; this one is paused.";
+                    view.notice(text.into(), now());
+                }
             }
             Action::Closed { message } => {
                 state.connection = ConnectionState::Closed;
-                state.notice(message.clone(), now());
+                if let Some(view) = state.view_mut_open() {
+                    view.notice(message.clone(), now());
+                }
                 state.error = Some(message);
             }
-            Action::SwitchRoom { room } => {
+            Action::JoinRoom { room } => {
                 state.error = None;
-                // The welcome for the new room replaces the list; until then say what happens.
-                state.notice(format!("Moving to #{room}…"), now());
+                if state.view_of(&room).is_none() {
+                    let mut view = RoomView::new(room.clone());
+                    view.notice(format!("Joining #{room}…"), now());
+                    state.joined.push(view);
+                }
+                state.open(room);
+            }
+            Action::JoinRefused { room } => {
+                // A room the page never got into goes from the sidebar again (the error says
+                // why); one it is in stays (a refused rename).
+                if state.view_of(&room).is_some_and(|view| !view.is_joined())
+                    && state.joined.len() > 1
+                {
+                    state.joined.retain(|view| view.name != room);
+                    if state.room == room {
+                        let first = state.joined[0].name.clone();
+                        state.open(first);
+                    }
+                }
+            }
+            Action::LeaveRoom { room } => {
+                if state.joined.len() > 1 {
+                    state.joined.retain(|view| view.name != room);
+                    state.acknowledged.retain(|(of, _, _)| *of != room);
+                    // What was still waiting to be sent there never will be.
+                    if state.pending.iter().any(|item| item.room == room) {
+                        Rc::make_mut(&mut state.pending).retain(|item| item.room != room);
+                    }
+                    if state.room == room {
+                        let first = state.joined[0].name.clone();
+                        state.open(first);
+                    }
+                }
+            }
+            Action::Open { room } => {
+                if state.view_of(&room).is_some() {
+                    state.error = None;
+                    state.open(room);
+                }
+            }
+            Action::Visibility { hidden } => {
+                state.hidden = hidden;
+                let room = state.room.clone();
+                state.open(room);
+            }
+            Action::LoadingOlder { room } => {
+                if let Some(view) = state.view_mut(&room) {
+                    view.older = Older::Loading;
+                }
             }
             Action::DismissError => state.error = None,
             Action::LocalError(message) => state.error = Some(message),
-            Action::Tick { now } => state.typing.retain(|(_, expires)| *expires > now),
+            Action::Tick { now } => {
+                for view in &mut state.joined {
+                    view.typing.retain(|(_, expires)| *expires > now);
+                }
+            }
             Action::Queued(item) => {
                 if !state.pending.iter().any(|queued| queued.client_id == item.client_id) {
                     Rc::make_mut(&mut state.pending).push(item);
@@ -564,6 +860,7 @@ mod tests {
 
     fn notices(state: &State) -> Vec<String> {
         state
+            .view()
             .entries
             .iter()
             .filter_map(|e| match e {
@@ -701,7 +998,9 @@ mod tests {
         let state = reduce(state, [welcome("a", vec![message(7, "a", "x")])]);
         assert_eq!(state.pending_here(), [item("y", "a")]);
         let state = reduce(state, [welcome("b", vec![]), ack("y", 8)]);
-        assert!(state.pending.is_empty(), "acknowledged for a room no longer shown");
+        assert_eq!(state.pending_here(), [item("y", "a")], "a is still shown");
+        let state = reduce(state, [Action::LeaveRoom { room: "a".into() }]);
+        assert!(state.pending.is_empty(), "nothing waits for a room the page left");
     }
 
     fn reduce(state: Rc<State>, actions: impl IntoIterator<Item = Action>) -> Rc<State> {
@@ -710,6 +1009,7 @@ mod tests {
 
     fn texts(state: &State) -> Vec<String> {
         state
+            .view()
             .entries
             .iter()
             .filter_map(|e| match e {
@@ -728,7 +1028,7 @@ mod tests {
         let state = reduce(state, [welcome("general", vec![message(1, "general", "old")])]);
         assert_eq!(state.connection, ConnectionState::Online);
         assert_eq!(state.nick.as_deref(), Some("bob"));
-        assert_eq!(state.members, ["alice", "bob"]);
+        assert_eq!(state.view().members, ["alice", "bob"]);
         assert_eq!(texts(&state), ["old"]);
     }
 
@@ -771,7 +1071,7 @@ mod tests {
                 }),
             ],
         );
-        assert_eq!(state.members, ["bob", "Carol"]);
+        assert_eq!(state.view().members, ["bob", "Carol"]);
         assert_eq!(state.rooms, [RoomInfo { name: "a".into(), members: 2 }], "count kept live");
         assert_eq!(notices(&state)[1..], ["Carol joined; alice left."], "one line for the burst");
     }
@@ -783,8 +1083,8 @@ mod tests {
         for id in 1..=(MAX_ENTRIES as u64 + 50) {
             state = state.reduce(Action::Server(ServerMessage::Message(message(id, "a", "x"))));
         }
-        assert_eq!(state.entries.len(), MAX_ENTRIES);
-        assert_eq!(state.last_message_id(), Some(MAX_ENTRIES as u64 + 50));
+        assert_eq!(state.view().entries.len(), MAX_ENTRIES);
+        assert_eq!(state.view().last_message_id(), Some(MAX_ENTRIES as u64 + 50));
     }
 
     /// Typing indications appear for others only, end with the typist's message or departure,
@@ -798,13 +1098,13 @@ mod tests {
             Rc::new(State::new("a".into())),
             [welcome("a", vec![]), typing("alice"), typing("carol"), typing("bob")],
         );
-        assert_eq!(state.typists(), ["alice", "carol"], "bob is us");
+        assert_eq!(state.view().typists(), ["alice", "carol"], "bob is us");
         let state = reduce(state, [Action::Server(ServerMessage::Message(message(9, "a", "hi")))]);
-        assert_eq!(state.typists(), ["carol"], "alice's message ends her typing");
+        assert_eq!(state.view().typists(), ["carol"], "alice's message ends her typing");
         let state = reduce(state, [Action::Tick { now: protocol::TYPING_TTL_MS - 1 }]);
-        assert_eq!(state.typists(), ["carol"]);
+        assert_eq!(state.view().typists(), ["carol"]);
         let state = reduce(state, [Action::Tick { now: protocol::TYPING_TTL_MS }]);
-        assert!(state.typists().is_empty(), "expired");
+        assert!(state.view().typists().is_empty(), "expired");
     }
 
     /// Losing the connection while online says so and shows the retry; errors are kept for
@@ -837,6 +1137,7 @@ mod tests {
 
     fn ids(state: &State) -> Vec<u64> {
         state
+            .view()
             .entries
             .iter()
             .filter_map(|e| match e {
@@ -874,10 +1175,11 @@ mod tests {
         );
         assert_eq!(ids(&state), [1, 2, 3, 4, 5, 10, 11]);
         let reconnected = state
+            .view()
             .entries
             .iter()
             .position(|e| matches!(e, Entry::Notice { text, .. } if text == "Reconnected."));
-        let five = state.entries.iter().position(|e| e.key() == 5);
+        let five = state.view().entries.iter().position(|e| e.key() == 5);
         assert!(five < reconnected, "missed messages come before the line saying we are back");
         let state = reduce(state, [page("b", 11, vec![message(12, "b", "other room")], false)]);
         assert_eq!(ids(&state), [1, 2, 3, 4, 5, 10, 11], "a page for another room is ignored");
@@ -932,8 +1234,6 @@ mod tests {
         assert_eq!(state.own.iter().copied().collect::<Vec<_>>(), [7]);
         let state = reduce(state, [welcome("a", vec![message(7, "a", "t")])]);
         assert!(state.own.contains(&7), "still ours in a rebuilt list");
-        let state = reduce(state, [welcome("b", vec![])]);
-        assert!(state.own.is_empty(), "forgotten with the list");
     }
 
     /// A rejoin after an outage refused because the nick was taken meanwhile shows the join
@@ -977,7 +1277,7 @@ mod tests {
         actions.push(joined("x100"));
         let state = reduce(Rc::new(State::new("a".into())), actions);
         assert_eq!(notices(&state)[1..], ["x100 joined; x left."]);
-        assert_eq!(state.entries.len(), 2, "the welcome line and one presence line");
+        assert_eq!(state.view().entries.len(), 2, "the welcome line and one presence line");
 
         let state = reduce(state, [live(5, "a"), joined("carol"), joined("dave"), left("x100")]);
         assert_eq!(notices(&state)[2..], ["carol, dave joined; x100 left."]);
@@ -1007,5 +1307,129 @@ mod tests {
         assert_eq!(state.connection, ConnectionState::Closed);
         assert_eq!(state.error.as_deref(), Some("Too fast."));
         assert_eq!(notices(&state).last().map(String::as_str), Some("Too fast."));
+    }
+    fn said(id: u64, room: &str, from: &str, text: &str) -> Action {
+        let mut m = message(id, room, text);
+        m.from = from.into();
+        Action::Server(ServerMessage::Message(m))
+    }
+
+    /// Messages in a room out of view (another room open, or the tab hidden) count as unread,
+    /// and those that mention you as mentions; opening the room, or showing the tab, reads
+    /// them. Your own messages never count.
+    #[test]
+    fn unread_and_mentions_count_what_is_out_of_view() {
+        let state =
+            reduce(Rc::new(State::new("a".into())), [welcome("a", vec![]), welcome("b", vec![])]);
+        assert_eq!(state.room, "a", "the first room stays open");
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 3, room: "b".into() };
+        let state = reduce(
+            state,
+            [
+                said(1, "b", "alice", "hi all"),
+                said(2, "b", "alice", "hey @Bob, look"),
+                Action::Server(ack),
+                said(3, "b", "bob", "mine"),
+                said(4, "a", "alice", "in view"),
+            ],
+        );
+        let b = state.view_of("b").expect("in b");
+        assert_eq!((b.unread, b.mentions), (2, 1));
+        assert_eq!(state.view_of("a").map(|a| a.unread), Some(0));
+        assert_eq!(state.last_mention.as_ref().map(|m| m.id), Some(2));
+        assert_eq!(state.unread(), (2, 1));
+
+        let state =
+            reduce(state, [Action::Visibility { hidden: true }, said(5, "a", "alice", "@bob")]);
+        assert_eq!(state.view().unread, 1, "hidden: the open room counts too");
+        assert_eq!(state.last_mention.as_ref().map(|m| m.id), Some(5));
+        let state = reduce(state, [Action::Visibility { hidden: false }]);
+        assert_eq!(state.view().unread, 0, "shown again: read");
+        let state = reduce(state, [Action::Open { room: "b".into() }]);
+        assert_eq!((state.view().unread, state.view().mentions, state.unread()), (0, 0, (0, 0)));
+    }
+
+    /// `@nick` counts as a mention in any case, but not inside a word, an address or a
+    /// longer nick.
+    #[test]
+    fn mentions_need_the_whole_nick() {
+        for text in ["@bob", "hi @Bob!", "@BOB, look", "(@bob)", "x @bob\n"] {
+            assert!(mentions(text, "bob"), "{text:?}");
+        }
+        for text in ["bob", "mail bob@bob.example", "@bobby", "@bob_2", "@bob-x", "a@bob"] {
+            assert!(!mentions(text, "bob"), "{text:?}");
+        }
+        assert!(mentions("hey @Zoë", "zoë"));
+        assert!(!mentions("@", ""));
+    }
+
+    fn older_page(
+        room: &str,
+        before: u64,
+        ids: std::ops::RangeInclusive<u64>,
+        more: bool,
+    ) -> Action {
+        let messages = ids.map(|id| message(id, room, &id.to_string())).collect();
+        Action::Server(ServerMessage::History {
+            room: room.into(),
+            messages,
+            before: Some(before),
+            after: None,
+            more,
+        })
+    }
+
+    /// Scrolling back: a welcome that left older messages out offers more; pages of older
+    /// messages go in front, past the usual bound, until one says it reached the beginning.
+    #[test]
+    fn older_pages_reach_the_beginning() {
+        let recent: Vec<ChatMessage> = (901..=1000).map(|id| message(id, "a", "r")).collect();
+        let state = reduce(Rc::new(State::new("a".into())), [resumed("a", recent, None, true)]);
+        assert_eq!(state.view().older, Older::More);
+        assert_eq!(state.view().first_message_id(), Some(901));
+        let mut state = reduce(state, [Action::LoadingOlder { room: "a".into() }]);
+        assert_eq!(state.view().older, Older::Loading);
+        let mut before: u64 = 901;
+        while before > 1 {
+            let from = before.saturating_sub(100).max(1);
+            state = reduce(state, [older_page("a", before, from..=before - 1, from > 1)]);
+            before = from;
+        }
+        assert_eq!(state.view().older, Older::Beginning);
+        assert_eq!(ids(&state), (1..=1000).collect::<Vec<_>>());
+        let fresh =
+            reduce(Rc::new(State::new("a".into())), [welcome("a", vec![message(1, "a", "1")])]);
+        assert_eq!(fresh.view().older, Older::Beginning, "the whole room came in the welcome");
+    }
+
+    /// Leaving a room takes it out of the sidebar and opens another; the last room stays. A
+    /// room the server refused to seat the page in goes too.
+    #[test]
+    fn leaving_and_refused_rooms() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), Action::JoinRoom { room: "b".into() }],
+        );
+        assert_eq!((state.room.as_str(), state.room_names()), ("b", vec!["a".into(), "b".into()]));
+        let refused = reduce(state.clone(), [Action::JoinRefused { room: "b".into() }]);
+        assert_eq!((refused.room.as_str(), refused.room_names()), ("a", vec!["a".to_owned()]));
+        let state = reduce(state, [welcome("b", vec![]), Action::JoinRefused { room: "b".into() }]);
+        assert_eq!(state.room_names(), ["a", "b"], "a refused rename keeps the room");
+        let state = reduce(state, [Action::LeaveRoom { room: "b".into() }]);
+        assert_eq!((state.room.as_str(), state.room_names()), ("a", vec!["a".to_owned()]));
+        let state = reduce(state, [Action::LeaveRoom { room: "a".into() }, said(9, "a", "x", "y")]);
+        assert_eq!(texts(&state).last().map(String::as_str), Some("y"), "the last room stays");
+    }
+
+    /// The rooms of a reload come back in their order, the room asked for first if new.
+    #[test]
+    fn rooms_come_back_in_order() {
+        let state = State::with_rooms("c".into(), &["a".into(), "b".into()]);
+        assert_eq!(
+            (state.room.as_str(), state.room_names()),
+            ("c", vec!["c".into(), "a".into(), "b".into()])
+        );
+        let state = State::with_rooms("b".into(), &["a".into(), "b".into()]);
+        assert_eq!(state.room_names(), ["a", "b"]);
     }
 }

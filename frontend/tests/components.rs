@@ -9,12 +9,14 @@ use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use common::{flush, input, press, root, select, select_all, texts};
+use frontend::components::room_list::JoinedRoom;
 use frontend::components::{
     Composer, ComposerProps, ConnectionBadge, ConnectionBadgeProps, MemberList, MemberListProps,
-    MessageList, MessageListProps, TypingIndicator, TypingIndicatorProps,
+    MessageList, MessageListProps, RoomList, RoomListProps, TypingIndicator, TypingIndicatorProps,
 };
-use frontend::state::{ConnectionState, Entry};
-use protocol::ChatMessage;
+use frontend::outbox::Outgoing;
+use frontend::state::{ConnectionState, Entry, Older};
+use protocol::{ChatMessage, MessageId, RoomInfo};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 use yew::Callback;
@@ -30,6 +32,23 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
         ts: 0,
         bot: false,
     }))
+}
+
+/// A message list of room `r`, read by nobody in particular, at its beginning.
+fn list_props(
+    entries: Rc<VecDeque<Entry>>,
+    pending: Vec<Outgoing>,
+    own: Rc<BTreeSet<MessageId>>,
+) -> MessageListProps {
+    MessageListProps {
+        entries,
+        pending,
+        own,
+        room: "r".into(),
+        nick: None,
+        older: Older::Beginning,
+        on_older: Callback::noop(),
+    }
 }
 
 /// Messages render in order with sender and time; own messages (by id) are marked; notices
@@ -58,7 +77,7 @@ async fn message_list_renders_messages_and_notices() {
         ts: 0,
     }];
     let own = Rc::new(BTreeSet::from([2]));
-    let props = MessageListProps { entries: Rc::new(entries), pending, own };
+    let props = list_props(Rc::new(entries), pending, own);
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -86,8 +105,7 @@ async fn message_list_does_not_interpret_markup() {
     let root = root();
     let hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>**bold**";
     let entries: VecDeque<Entry> = [message(1, "<b>mallory</b>", hostile)].into();
-    let props =
-        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    let props = list_props(Rc::new(entries), Vec::new(), Rc::default());
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -104,8 +122,7 @@ async fn bot_messages_are_marked() {
     let Entry::Message(person) = message(1, "pricebot", "typed") else { unreachable!() };
     let bot = Rc::new(ChatMessage { id: 2, text: "posted".into(), bot: true, ..(*person).clone() });
     let entries: VecDeque<Entry> = [Entry::Message(person), Entry::Message(bot)].into();
-    let props =
-        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    let props = list_props(Rc::new(entries), Vec::new(), Rc::default());
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -133,8 +150,7 @@ async fn days_are_separated_and_runs_grouped() {
         at(4, "bob", first + day),
     ]
     .into();
-    let props =
-        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    let props = list_props(Rc::new(entries), Vec::new(), Rc::default());
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -244,8 +260,7 @@ async fn links_are_clickable_and_safe() {
     let root = root();
     let text = "see https://example.org/a?b=1 and javascript://alert(1) or www.x.org";
     let entries: VecDeque<Entry> = [message(1, "alice", text)].into();
-    let props =
-        MessageListProps { entries: Rc::new(entries), pending: Vec::new(), own: Rc::default() };
+    let props = list_props(Rc::new(entries), Vec::new(), Rc::default());
     yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
@@ -284,14 +299,14 @@ async fn new_messages_button_when_scrolled_up() {
     };
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
         root.clone(),
-        MessageListProps { entries: many(60), pending: Vec::new(), own: Rc::default() },
+        list_props(many(60), Vec::new(), Rc::default()),
     )
     .render();
     flush().await;
     let list = select(&root, "ol.messages").expect("list");
     list.set_attribute("style", "overflow-y: auto; height: 150px").expect("style");
     list.set_scroll_top(list.scroll_height());
-    handle.update(MessageListProps { entries: many(61), pending: Vec::new(), own: Rc::default() });
+    handle.update(list_props(many(61), Vec::new(), Rc::default()));
     flush().await;
     let bottom =
         |list: &web_sys::Element| list.scroll_height() - list.scroll_top() - list.client_height();
@@ -300,7 +315,7 @@ async fn new_messages_button_when_scrolled_up() {
 
     list.set_scroll_top(0);
     list.dispatch_event(&web_sys::Event::new("scroll").expect("event")).expect("scroll");
-    handle.update(MessageListProps { entries: many(62), pending: Vec::new(), own: Rc::default() });
+    handle.update(list_props(many(62), Vec::new(), Rc::default()));
     flush().await;
     assert_eq!(list.scroll_top(), 0, "a reader who scrolled up is not moved");
     let button = select(&root, ".new-messages").expect("new messages button");
@@ -320,14 +335,20 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
     use yew::Reducible;
 
     let root = root();
-    let mut state = Rc::new(State::new("r".into()));
+    let welcome = ServerMessage::Welcome {
+        room: "r".into(),
+        nick: "me".into(),
+        members: Vec::new(),
+        history: Vec::new(),
+        rooms: Vec::new(),
+        since: None,
+        truncated: false,
+        more: false,
+    };
+    let mut state = Rc::new(State::new("r".into())).reduce(Action::Server(welcome));
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(
         root.clone(),
-        MessageListProps {
-            entries: state.entries.clone(),
-            pending: Vec::new(),
-            own: Rc::default(),
-        },
+        list_props(state.view().entries.clone(), Vec::new(), Rc::default()),
     )
     .render();
     let started = js_sys::Date::now();
@@ -336,11 +357,7 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
             unreachable!("message() builds messages")
         };
         state = state.reduce(Action::Server(ServerMessage::Message((*chat).clone())));
-        handle.update(MessageListProps {
-            entries: state.entries.clone(),
-            pending: Vec::new(),
-            own: Rc::default(),
-        });
+        handle.update(list_props(state.view().entries.clone(), Vec::new(), Rc::default()));
         if id % 100 == 0 {
             flush().await;
         }
@@ -350,4 +367,100 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
     console_log!("rendered 10,000 messages in {elapsed:.0} ms");
     assert_eq!(select_all(&root, ".message").len(), MAX_ENTRIES);
     assert_eq!(texts(&root, ".message .text").last().map(String::as_str), Some("message 10000"));
+}
+
+/// A message naming the reader with `@` is marked (and says so to screen readers); the top of
+/// the list offers older messages by a button, or says it is the beginning of the room.
+#[wasm_bindgen_test]
+async fn mentions_are_marked_and_older_messages_offered() {
+    let root = root();
+    let entries: VecDeque<Entry> =
+        [message(1, "alice", "hi @Bob"), message(2, "alice", "hi everyone")].into();
+    let asked = Rc::new(RefCell::new(0));
+    let on_older = {
+        let asked = asked.clone();
+        Callback::from(move |()| *asked.borrow_mut() += 1)
+    };
+    let props = MessageListProps {
+        nick: Some("bob".into()),
+        older: Older::More,
+        on_older,
+        ..list_props(Rc::new(entries.clone()), Vec::new(), Rc::default())
+    };
+    let mut handle =
+        yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+    assert_eq!(texts(&root, ".message.mention .text"), ["hi @Bob"]);
+    assert_eq!(texts(&root, ".message.mention .visually-hidden"), ["mentions you:"]);
+    let button = select(&root, ".older .load-older").expect("load older button");
+    button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    flush().await;
+    assert_eq!(*asked.borrow(), 1);
+    handle.update(list_props(Rc::new(entries), Vec::new(), Rc::default()));
+    flush().await;
+    assert_eq!(texts(&root, ".older .beginning"), ["This is the beginning of #r."]);
+    assert!(select(&root, ".load-older").is_none());
+}
+
+/// Your rooms show their unread counts and mentions (in words for screen readers too), the
+/// open one is marked, the last room cannot be left; active rooms you are not in can be
+/// joined.
+#[wasm_bindgen_test]
+async fn room_list_shows_unread_rooms_and_joins() {
+    let root = root();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let record = |kind: &'static str| {
+        let events = events.clone();
+        Callback::from(move |room: String| events.borrow_mut().push(format!("{kind} {room}")))
+    };
+    let room = |name: &str, unread, mentions| JoinedRoom {
+        name: name.into(),
+        unread,
+        mentions,
+        joining: false,
+    };
+    let props = RoomListProps {
+        joined: vec![room("a", 0, 0), room("b", 3, 1)],
+        rooms: vec![
+            RoomInfo { name: "b".into(), members: 4 },
+            RoomInfo { name: "c".into(), members: 2 },
+        ],
+        current: "a".into(),
+        on_open: record("open"),
+        on_join: record("join"),
+        on_leave: record("leave"),
+        on_invalid: Callback::noop(),
+    };
+    let mut handle = yew::Renderer::<RoomList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+    assert_eq!(texts(&root, ".joined .name"), ["#a", "#b"]);
+    assert_eq!(texts(&root, "li[data-room=b] .unread"), ["3"]);
+    assert_eq!(select_all(&root, ".mention-mark").len(), 1);
+    let b = select(&root, "li[data-room=b] .room").expect("b");
+    assert_eq!(b.get_attribute("aria-label").as_deref(), Some("#b, 3 unread, 1 mentioning you"));
+    let a = select(&root, "li[data-room=a] .room").expect("a");
+    assert_eq!(a.get_attribute("aria-current").as_deref(), Some("true"));
+    assert_eq!(texts(&root, ".active .room"), ["#c2"], "rooms you are in are not offered");
+    let click = |css: &str| {
+        let element = select(&root, css).expect(css);
+        element.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    };
+    click("li[data-room=b] .room");
+    click(".active .room");
+    click("li[data-room=b] .leave");
+    flush().await;
+    assert_eq!(*events.borrow(), ["open b", "join c", "leave b"]);
+
+    handle.update(RoomListProps {
+        joined: vec![room("a", 0, 0)],
+        rooms: Vec::new(),
+        current: "a".into(),
+        on_open: Callback::noop(),
+        on_join: Callback::noop(),
+        on_leave: Callback::noop(),
+        on_invalid: Callback::noop(),
+    });
+    flush().await;
+    let leave = select(&root, "li[data-room=a] .leave").expect("leave");
+    assert!(leave.has_attribute("disabled"), "the last room cannot be left");
 }

@@ -50,8 +50,7 @@ impl Probe {
             let actions = actions.clone();
             Callback::from(move |action| actions.borrow_mut().push(action))
         };
-        let target =
-            Target { room: room.into(), nick: nick.into(), client: client.into(), since: None };
+        let target = Target::new([room.to_owned()], nick.into(), client.into());
         Probe { connection: Connection::open(base, target, record), actions }
     }
 

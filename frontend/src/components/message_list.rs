@@ -1,6 +1,9 @@
 //! The room's messages and notices, oldest first. It follows new messages while the reader is
 //! at the bottom; a reader who scrolled up stays put and gets a "new messages" button instead.
-//! Text is rendered as text: only http(s) links become clickable, nothing else is interpreted.
+//! Scrolling to the top asks for older messages (so does a button there, for the keyboard),
+//! until the list says it reached the beginning of the room. Messages that mention the reader
+//! are marked. Text is rendered as text: only http(s) links become clickable, nothing else is
+//! interpreted.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
@@ -10,12 +13,14 @@ use web_sys::Element;
 use yew::prelude::*;
 
 use crate::outbox::Outgoing;
-use crate::state::{self, Entry};
+use crate::state::{self, Entry, Older};
 use crate::timeline::{self, Day, Row};
 use protocol::MessageId;
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
 const STICK_THRESHOLD: i32 = 48;
+/// How close to the top (in pixels) asks for older messages.
+const OLDER_THRESHOLD: i32 = 80;
 
 #[derive(Properties, PartialEq)]
 pub struct MessageListProps {
@@ -26,6 +31,18 @@ pub struct MessageListProps {
     /// The ids of the messages this page sent, shown as "your own".
     #[prop_or_default]
     pub own: Rc<BTreeSet<MessageId>>,
+    /// The room shown: a new room starts at its newest messages.
+    #[prop_or_default]
+    pub room: String,
+    /// The reader's nick in the room: messages that mention it are marked.
+    #[prop_or_default]
+    pub nick: Option<String>,
+    /// Whether older messages can be asked for.
+    #[prop_or(Older::Beginning)]
+    pub older: Older,
+    /// Asks for a page of older messages.
+    #[prop_or_default]
+    pub on_older: Callback<()>,
 }
 
 #[function_component(MessageList)]
@@ -35,8 +52,13 @@ pub fn message_list(props: &MessageListProps) -> Html {
     let stick = use_mut_ref(|| true);
     let unseen = use_state(|| false);
 
+    // The height and first entry of the list as last rendered: older messages added above
+    // keep what the reader looks at in place.
+    let before = use_mut_ref(|| (0, None::<i128>));
+
     let onscroll = {
         let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
+        let (older, on_older) = (props.older, props.on_older.clone());
         Callback::from(move |_: Event| {
             if let Some(list) = list_ref.cast::<Element>() {
                 let at_bottom = is_at_bottom(&list);
@@ -44,21 +66,43 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 if at_bottom && *unseen {
                     unseen.set(false);
                 }
+                if older == Older::More && list.scroll_top() <= OLDER_THRESHOLD && !at_bottom {
+                    on_older.emit(());
+                }
             }
         })
     };
     {
+        // Another room: start at its newest messages.
+        let (stick, unseen) = (stick.clone(), unseen.clone());
+        use_effect_with(props.room.clone(), move |_| {
+            *stick.borrow_mut() = true;
+            unseen.set(false);
+        });
+    }
+    {
         let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
+        let before = before.clone();
         use_effect_with((props.entries.clone(), props.pending.len()), move |(entries, _)| {
             if let Some(list) = list_ref.cast::<Element>() {
+                let first = entries.front().map(Entry::key);
+                let (height, first_before) = *before.borrow();
+                let prepended = first_before.is_some() && first != first_before;
                 if *stick.borrow() {
                     list.set_scroll_top(list.scroll_height());
+                } else if prepended {
+                    list.set_scroll_top(list.scroll_top() + list.scroll_height() - height);
                 } else if !entries.is_empty() {
                     unseen.set(true);
                 }
+                *before.borrow_mut() = (list.scroll_height(), first);
             }
         });
     }
+    let load_older = {
+        let on_older = props.on_older.clone();
+        Callback::from(move |_: MouseEvent| on_older.emit(()))
+    };
     let jump = {
         let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
         Callback::from(move |_: MouseEvent| {
@@ -73,9 +117,24 @@ pub fn message_list(props: &MessageListProps) -> Html {
     html! {
         <div class="message-pane">
             <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
+                <li key="older" class="older">
+                    { match props.older {
+                        Older::Beginning => html! {
+                            <span class="beginning">{ format!("This is the beginning of #{}.", props.room) }</span>
+                        },
+                        Older::Loading => html! { <span>{ "Loading older messages…" }</span> },
+                        Older::More => html! {
+                            <button type="button" class="load-older" onclick={load_older}>
+                                { "Load older messages" }
+                            </button>
+                        },
+                    } }
+                </li>
                 { for timeline::rows(props.entries.iter(), local_day).into_iter().map(|row| match row {
                     Row::Day { day, ts } => render_day(day, ts),
-                    Row::Entry { entry, grouped } => render(entry, &props.own, grouped),
+                    Row::Entry { entry, grouped } => {
+                        render(entry, &props.own, grouped, props.nick.as_deref())
+                    }
                 }) }
                 { for props.pending.iter().map(render_pending) }
             </ol>
@@ -101,11 +160,17 @@ fn render_day((year, month, date): Day, ts: u64) -> Html {
 
 /// A row of the list. A `grouped` message continues its sender's run: its name is hidden from
 /// the eye (screen readers still read it) and it sits closer to the one before.
-fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool) -> Html {
+fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<&str>) -> Html {
     match entry {
         Entry::Message(message) => {
             let mine = own.contains(&message.id);
-            let classes = classes!("message", mine.then_some("own"), grouped.then_some("grouped"));
+            let mention = !mine && nick.is_some_and(|nick| state::mentions(&message.text, nick));
+            let classes = classes!(
+                "message",
+                mine.then_some("own"),
+                grouped.then_some("grouped"),
+                mention.then_some("mention")
+            );
             html! {
                 <li key={entry.key().to_string()} class={classes} data-id={message.id.to_string()}>
                     <time datetime={iso_time(message.ts)} title={full_time(message.ts)}>
@@ -115,6 +180,9 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool) -> Html {
                     if message.bot {
                         // Posted through the HTTP API: not a person in the room.
                         <span class="bot" title="Posted by another system, not a person">{ "bot" }</span>
+                    }
+                    if mention {
+                        <span class="visually-hidden">{ "mentions you:" }</span>
                     }
                     <span class="text">{ linkified(&message.text) }</span>
                 </li>

@@ -53,14 +53,23 @@ fn data_dir(port: u16) -> PathBuf {
 impl ServerProcess {
     /// A server with an empty database.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with an empty database and these flags besides the usual ones.
+    pub fn start_with(flags: &[&str]) -> Self {
         let port = free_port();
         // A port is only reused by a restart (`start_on`), which must find the same data.
         let _ = std::fs::remove_dir_all(data_dir(port));
-        Self::start_on(port)
+        Self::spawn(port, flags)
     }
 
     /// A server on `port`, with the database a server on that port had before.
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &[])
+    }
+
+    fn spawn(port: u16, flags: &[&str]) -> Self {
         let binary = lone_binary();
         let log = std::fs::File::create(screenshot_dir().join(format!("server-{port}.log")))
             .expect("server log file");
@@ -77,6 +86,7 @@ impl ServerProcess {
                 "--shutdown-grace",
                 "2s",
             ])
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,6 +169,16 @@ fn axe_source() -> &'static str {
     })
 }
 
+/// Blink's preferred colour scheme: 0 is dark.
+const DARK: &str = "--blink-settings=preferredColorScheme=0";
+
+/// 390 × 844 CSS pixels at 3 device pixels each: an iPhone 13's screen.
+fn phone_metrics() -> serde_json::Value {
+    serde_json::json!({
+        "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true }
+    })
+}
+
 /// One chromedriver process; each [`Browser`] is a session in it.
 pub struct Driver {
     url: String,
@@ -198,16 +218,17 @@ impl Driver {
     /// A phone: 390 × 844 CSS pixels at 3 device pixels each (an iPhone 13's screen), through
     /// Chromium's device-metrics emulation, since a headless window is at least 500 px wide.
     pub async fn phone(&self) -> Browser {
-        let metrics = serde_json::json!({
-            "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true }
-        });
-        self.browser_with(500, 900, &[], Some(metrics)).await
+        self.browser_with(500, 900, &[], Some(phone_metrics())).await
     }
 
     /// A window whose system prefers the dark colour scheme.
     pub async fn dark_browser(&self, width: u32, height: u32) -> Browser {
-        // Blink's preferred colour scheme: 0 is dark.
-        self.browser_with(width, height, &["--blink-settings=preferredColorScheme=0"], None).await
+        self.browser_with(width, height, &[DARK], None).await
+    }
+
+    /// A phone (as [`Driver::phone`]) whose system prefers the dark colour scheme.
+    pub async fn dark_phone(&self) -> Browser {
+        self.browser_with(500, 900, &[DARK], Some(phone_metrics())).await
     }
 
     async fn browser_with(
@@ -280,7 +301,7 @@ impl Browser {
             axe.run(document, { resultTypes: ["violations"] })
               .then(result => done(result.violations.map(v => ({
                 id: v.id, impact: v.impact, help: v.help,
-                nodes: v.nodes.map(node => node.target.join(" "))
+                nodes: v.nodes.map(node => node.target.join(" ") + ": " + node.any.map(a => a.message).join("; "))
               }))))
               .catch(error => done([{ id: "axe-error", help: String(error) }]));
         "#;

@@ -1,0 +1,269 @@
+//! Several rooms on one page: the sidebar with unread counts and mentions, the rooms coming
+//! back after a reload, scrolling back to the beginning of a room, and the phone's drawer.
+
+use std::time::Duration;
+
+use crate::util::{Browser, Driver, ENTER, ServerProcess};
+
+/// The unread badge of `room` in the sidebar ("" when there is none).
+async fn unread(browser: &Browser, room: &str) -> String {
+    let css = format!(".rooms li[data-room={room}] .unread");
+    browser.texts(&css).await.join("")
+}
+
+/// Clicks the sidebar button that opens `room`.
+async fn open_room(browser: &Browser, room: &str) {
+    let css = format!(".rooms li[data-room={room}] .room");
+    browser.find(&css).await.click().await.expect("room opened");
+    browser.wait_for_text(".topbar h1", &format!("#{room}")).await;
+}
+
+/// Joins `room` from the sidebar's field; the page opens it.
+async fn join_from_sidebar(browser: &Browser, room: &str) {
+    browser.type_into("#room-input", &format!("{room}{ENTER}")).await;
+    browser.wait_for_text(".topbar h1", &format!("#{room}")).await;
+    browser
+        .wait_for("the welcome of the new room", || async {
+            let joining = browser.texts(&format!(".rooms li[data-room={room}] .joining")).await;
+            joining.is_empty().then_some(())
+        })
+        .await;
+}
+
+async fn title(browser: &Browser) -> String {
+    browser.client.title().await.expect("title")
+}
+
+/// One page in two rooms: while it shows one, messages in the other raise that room's unread
+/// count (and the title's), a message naming it with `@` marks a mention; opening the room
+/// reads them and highlights the mention. Nothing of the other room shows in the open one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_and_mentions_rise_in_rooms_not_open() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    alice.join_with_link(&server, "main", "alice").await;
+    join_from_sidebar(&alice, "side").await;
+    open_room(&alice, "main").await;
+    bob.join_with_link(&server, "side", "bob").await;
+
+    bob.type_into("#composer-input", &format!("hello side{ENTER}")).await;
+    alice
+        .wait_for("one unread in #side", || async {
+            (unread(&alice, "side").await == "1").then_some(())
+        })
+        .await;
+    bob.type_into("#composer-input", &format!("ping @alice, are you there?{ENTER}")).await;
+    alice
+        .wait_for("two unread in #side", || async {
+            (unread(&alice, "side").await == "2").then_some(())
+        })
+        .await;
+    alice.find(".rooms li[data-room=side] .mention-mark").await;
+    assert_eq!(title(&alice).await, "(2, 1 @) #main · Chat");
+    assert!(alice.texts(".message .text").await.is_empty(), "nothing of #side in #main");
+    alice.assert_accessible("the sidebar with unread rooms").await;
+    alice.screenshot("rooms-1-unread").await;
+
+    open_room(&alice, "side").await;
+    alice.wait_for_text(".message.mention .text", "ping @alice, are you there?").await;
+    assert_eq!(unread(&alice, "side").await, "", "read once open");
+    assert!(alice.texts(".rooms .mention-mark").await.is_empty());
+    assert_eq!(title(&alice).await, "#side · Chat");
+    alice.screenshot("rooms-2-mention").await;
+
+    // Leaving a room takes it out of the sidebar, and its members see the page go.
+    alice.find(".rooms li[data-room=side] .leave").await.click().await.expect("left");
+    alice.wait_for_text(".topbar h1", "#main").await;
+    bob.wait_for_text(".notice .text", "alice left.").await;
+    let rooms = alice.texts(".rooms .joined li .name").await;
+    assert_eq!(rooms, ["#main"]);
+    alice.close().await;
+    bob.close().await;
+}
+
+/// A reload brings back every room the page was in, in order, on one connection, and the
+/// room that was open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_brings_the_rooms_back() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (cleo, dan) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    cleo.join_with_link(&server, "one", "cleo").await;
+    join_from_sidebar(&cleo, "two").await;
+    join_from_sidebar(&cleo, "three").await;
+    open_room(&cleo, "two").await;
+
+    cleo.client.refresh().await.expect("reloaded");
+    cleo.wait_for_online().await;
+    cleo.wait_for_text(".topbar h1", "#two").await;
+    cleo.wait_for("every room back", || async {
+        let names = cleo.texts(".rooms .joined li .name").await;
+        let joining = cleo.texts(".rooms .joining").await;
+        (names == ["#one", "#two", "#three"] && joining.is_empty()).then_some(())
+    })
+    .await;
+    // Back in #three for real: a message there counts as unread.
+    dan.join_with_link(&server, "three", "dan").await;
+    dan.type_into("#composer-input", &format!("welcome back{ENTER}")).await;
+    cleo.wait_for("an unread in #three", || async {
+        (unread(&cleo, "three").await == "1").then_some(())
+    })
+    .await;
+    cleo.close().await;
+    dan.close().await;
+}
+
+/// Scrolling up loads older messages page by page, down to the first message of a room with
+/// 1,000 messages, and then says it is the beginning of the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrolling_up_reaches_the_first_of_a_thousand_messages() {
+    const MESSAGES: usize = 1_000;
+    let server =
+        ServerProcess::start_with(&["--rate-per-second", "10000", "--rate-burst", "10000"]);
+    let url = testclient::url(server.addr, "room=long&nick=writer");
+    let mut writer = testclient::Client::connect(&url).await;
+    writer.welcome().await;
+    let frames = (0..MESSAGES).map(|i| {
+        let frame = serde_json::json!({
+            "type": "send", "text": format!("message {i:04}"), "client_id": format!("k{i}")
+        });
+        testclient::Message::text(frame.to_string())
+    });
+    writer.send_burst(frames).await;
+    for _ in 0..MESSAGES {
+        writer.ack().await;
+    }
+    writer.close().await;
+
+    let driver = Driver::start();
+    let reader = driver.browser(1100, 720).await;
+    reader.join_with_link(&server, "long", "reader").await;
+    reader.wait_for_text(".message .text", "message 0999").await;
+    assert!(reader.texts(".message").await.len() < MESSAGES, "the welcome brings recent ones");
+    let scroll_to_top = "document.querySelector('.messages').scrollTop = 0";
+    let started = std::time::Instant::now();
+    reader
+        .wait_for("the beginning of the room", || async {
+            if reader.texts(".older .beginning").await.is_empty() {
+                reader.client.execute(scroll_to_top, vec![]).await.expect("scrolled");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return None;
+            }
+            Some(())
+        })
+        .await;
+    let texts = reader.texts(".message .text").await;
+    assert_eq!(texts.len(), MESSAGES, "every message, once");
+    assert_eq!((texts[0].as_str(), texts[MESSAGES - 1].as_str()), ("message 0000", "message 0999"));
+    assert_eq!(reader.texts(".older .beginning").await, ["This is the beginning of #long."]);
+    eprintln!("scrolled back through {MESSAGES} messages in {:?}", started.elapsed());
+    reader.screenshot("rooms-3-beginning").await;
+    reader.close().await;
+}
+
+/// On a phone the messages fill the screen; the rooms, members and settings open from a
+/// button as a drawer over them (axe-core finds no violation there), and choosing a room
+/// closes it. Screenshots of the phone in light and dark mode go to docs/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_drawer_holds_rooms_and_members() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (phone, dark_phone) = tokio::join!(driver.phone(), driver.dark_phone());
+    phone.join_with_link(&server, "pocket", "hana").await;
+    dark_phone.join_with_link(&server, "pocket", "ivo").await;
+    dark_phone.type_into("#composer-input", &format!("hi from the dark side{ENTER}")).await;
+    phone.wait_for_text(".message .text", "hi from the dark side").await;
+    phone.type_into("#composer-input", &format!("hi @ivo{ENTER}")).await;
+    dark_phone.wait_for_text(".message.mention .text", "hi @ivo").await;
+
+    let rect = |browser: &Browser, css: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            let element = client.find(fantoccini::Locator::Css(css)).await.expect(css);
+            element.rectangle().await.expect("rectangle")
+        }
+    };
+    let displayed = |browser: &Browser, css: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            let element = client.find(fantoccini::Locator::Css(css)).await.expect(css);
+            element.is_displayed().await.expect("displayed")
+        }
+    };
+    let conversation = rect(&phone, ".conversation").await;
+    assert!(conversation.2 >= 389.0, "the messages take the whole width: {conversation:?}");
+    assert!(!displayed(&phone, ".sidebar").await, "the drawer is closed");
+    phone.screenshot("phone-1-chat").await;
+
+    phone.find(".drawer-toggle").await.click().await.expect("drawer opened");
+    phone
+        .wait_for("the drawer", || async { displayed(&phone, ".sidebar").await.then_some(()) })
+        .await;
+    let toggle = phone.find(".drawer-toggle").await;
+    assert_eq!(toggle.attr("aria-expanded").await.expect("attr").as_deref(), Some("true"));
+    assert_eq!(phone.texts(".members li").await, ["hana (you)", "ivo"]);
+    phone.assert_accessible("the drawer and settings on a phone").await;
+    phone.screenshot("phone-2-drawer").await;
+
+    phone.type_into("#room-input", &format!("elsewhere{ENTER}")).await;
+    phone.wait_for_text(".topbar h1", "#elsewhere").await;
+    phone
+        .wait_for("the drawer to close", || async {
+            (!displayed(&phone, ".sidebar").await).then_some(())
+        })
+        .await;
+    dark_phone.assert_accessible("the chat on a dark phone").await;
+    for (browser, name) in
+        [(&phone, "screenshot-phone.png"), (&dark_phone, "screenshot-phone-dark.png")]
+    {
+        let png = browser.client.screenshot().await.expect("screenshot");
+        std::fs::write(docs().join(name), png).expect("docs screenshot");
+    }
+    phone.close().await;
+    dark_phone.close().await;
+}
+
+/// The README's screenshots: two people in a room, light and dark, with a second room
+/// waiting in the sidebar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desktop_screenshots_for_the_docs() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (light, dark, other) = tokio::join!(
+        driver.browser(1100, 720),
+        driver.dark_browser(1100, 720),
+        driver.browser(1100, 720)
+    );
+    light.join_with_link(&server, "lobby", "alice").await;
+    join_from_sidebar(&light, "rust").await;
+    open_room(&light, "lobby").await;
+    dark.join_with_link(&server, "lobby", "bob").await;
+    dark.type_into(
+        "#composer-input",
+        &format!("morning! notes are at https://example.com/notes{ENTER}"),
+    )
+    .await;
+    light.type_into("#composer-input", &format!("thanks @bob, reading them now{ENTER}")).await;
+    other.join_with_link(&server, "rust", "carol").await;
+    other
+        .type_into("#composer-input", &format!("anyone tried the new borrow checker?{ENTER}"))
+        .await;
+    light
+        .wait_for("an unread in #rust", || async {
+            (unread(&light, "rust").await == "1").then_some(())
+        })
+        .await;
+    dark.wait_for_text(".message.mention .text", "thanks @bob, reading them now").await;
+    for (browser, name) in [(&light, "screenshot.png"), (&dark, "screenshot-dark.png")] {
+        let png = browser.client.screenshot().await.expect("screenshot");
+        std::fs::write(docs().join(name), png).expect("docs screenshot");
+    }
+    light.close().await;
+    dark.close().await;
+    other.close().await;
+}
+
+fn docs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
