@@ -169,6 +169,17 @@ pub fn app(props: &AppProps) -> Html {
         });
     }
     let throttle = use_mut_ref(typing::Throttle::default);
+    // The first message on screen, for load-time measurements (BENCHMARKS.md).
+    {
+        let shown = state.is_joined()
+            && state.view().entries.iter().any(|entry| matches!(entry, state::Entry::Message(_)));
+        let marked = use_mut_ref(|| false);
+        use_effect_with(shown, move |shown| {
+            if *shown && !std::mem::replace(&mut *marked.borrow_mut(), true) {
+                page::mark("chat:first-message");
+            }
+        });
+    }
 
     if state.nick.is_none() {
         return html! {

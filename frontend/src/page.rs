@@ -244,6 +244,15 @@ pub fn show_in_address_bar(room: &str, nick: &str) {
     }
 }
 
+/// Marks a moment of the page's life in the browser's performance timeline (User Timing), so
+/// that load times can be measured from outside: `chat:join-form` when the join form can be
+/// typed into, `chat:first-message` when the first message is shown.
+pub fn mark(name: &str) {
+    if let Some(performance) = web_sys::window().and_then(|window| window.performance()) {
+        let _ = performance.mark(name);
+    }
+}
+
 /// The current time in Unix milliseconds (0 off the browser, where only tests run).
 pub fn now() -> u64 {
     if cfg!(target_arch = "wasm32") {

@@ -53,6 +53,7 @@ pub fn join_form(props: &JoinFormProps) -> Html {
                 // Focusing fails only for a detached element; then there is nothing to focus.
                 let _ = input.focus();
             }
+            crate::page::mark("chat:join-form");
         });
     }
 

@@ -1,9 +1,11 @@
-//! Chaos: clients in several rooms send messages with client ids while their connections are
-//! cut at random and the server process is killed with SIGKILL and restarted, several times.
-//! Each client behaves like the web client: it keeps every unacknowledged message and sends it
-//! again after each reconnect, and reconnects with the last id it saw.
+//! Chaos: clients, each in two rooms over one connection, send messages with client ids to
+//! both while their connections are cut at random and the server process is killed with
+//! SIGKILL and restarted, several times. Each client behaves like the web client: it keeps
+//! every unacknowledged message and sends it again after each reconnect, and rejoins each room
+//! with the last id it saw there (the first through the connect URL, the second with a `join`
+//! that adds it).
 //!
-//! At the end every client's view of its room must equal the server's stored history, and
+//! At the end every client's view of each of its rooms must equal the server's stored history, and
 //! every message sent must be in it exactly once, with strictly increasing ids. The run prints
 //! sent / acknowledged / delivered / lost / duplicated (also to `target/chaos.txt`) and fails
 //! unless lost and duplicated are both zero. `CHAOS_SEED=N` replays a run's random choices
@@ -69,6 +71,8 @@ impl Server {
             .args(["--heartbeat-interval", "1s", "--client-timeout", "3s"])
             // Faster than a person types, so that writes are always under way when it dies.
             .args(["--rate-per-second", "100", "--rate-burst", "200"])
+            // Every client reconnects every second or two, joining two rooms each time.
+            .args(["--joins-per-minute-per-address", "100000"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -101,14 +105,15 @@ impl Drop for Server {
 /// What one client saw and did.
 #[derive(Debug, Default)]
 struct ClientRun {
-    room: String,
+    /// Its rooms: the first is the connect URL's, the second is added by a `join`.
+    rooms: [String; 2],
     nick: String,
-    /// Its view of the room: every message it received, by id.
-    view: BTreeMap<MessageId, (String, String)>,
+    /// Its view of each room: every message it received there, by id.
+    views: BTreeMap<String, BTreeMap<MessageId, (String, String)>>,
     /// Client id → the id it was acknowledged with.
     acked: HashMap<String, MessageId>,
-    /// Texts it sent, by client id.
-    sent: Vec<(String, String)>,
+    /// What it sent: client id, room, text.
+    sent: Vec<(String, String, String)>,
     attempts: usize,
     connections: usize,
     cuts: usize,
@@ -125,18 +130,22 @@ struct ClientRun {
 }
 
 impl ClientRun {
-    fn record(&mut self, message: ChatMessage, last_on_connection: &mut MessageId) {
-        if message.id <= *last_on_connection {
+    /// Adds a message to its room's view; `last` holds the newest id per room on this
+    /// connection.
+    fn record(&mut self, message: ChatMessage, last: &mut HashMap<String, MessageId>) {
+        let newest = last.entry(message.room.clone()).or_default();
+        if message.id <= *newest {
             self.out_of_order += 1;
         }
-        *last_on_connection = message.id;
-        if self.view.insert(message.id, (message.from, message.text)).is_some() {
+        *newest = message.id;
+        let view = self.views.entry(message.room).or_default();
+        if view.insert(message.id, (message.from, message.text)).is_some() {
             self.repeats += 1;
         }
     }
 
-    fn since(&self) -> MessageId {
-        self.view.keys().next_back().copied().unwrap_or(0)
+    fn since(&self, room: &str) -> MessageId {
+        self.views.get(room).and_then(|view| view.keys().next_back().copied()).unwrap_or(0)
     }
 }
 
@@ -150,8 +159,15 @@ async fn connect(port: u16, room: &str, nick: &str, since: MessageId) -> Option<
     }
 }
 
-async fn send(ws: &mut Client, client_id: &str, text: &str) -> bool {
-    let frame = serde_json::json!({"type": "send", "text": text, "client_id": client_id});
+async fn send(ws: &mut Client, room: &str, client_id: &str, text: &str) -> bool {
+    let frame =
+        serde_json::json!({"type": "send", "room": room, "text": text, "client_id": client_id});
+    ws.send_frame(Message::text(frame.to_string())).await.is_ok()
+}
+
+/// Adds `room` to the connection, resuming after `since`.
+async fn add_room(ws: &mut Client, room: &str, since: MessageId) -> bool {
+    let frame = serde_json::json!({"type": "join", "room": room, "since": since, "add": true});
     ws.send_frame(Message::text(frame.to_string())).await.is_ok()
 }
 
@@ -159,29 +175,32 @@ async fn send(ws: &mut Client, client_id: &str, text: &str) -> bool {
 /// them again after every reconnect; cuts its own connection now and then.
 async fn client(
     port: u16,
-    room: String,
+    rooms: [String; 2],
     nick: String,
     seed: u64,
     stop: Instant,
     all_sent: Arc<Barrier>,
 ) -> ClientRun {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut run = ClientRun { room: room.clone(), nick: nick.clone(), ..Default::default() };
+    let mut run = ClientRun { rooms: rooms.clone(), nick: nick.clone(), ..Default::default() };
     run.sent = (0..MESSAGES_PER_CLIENT)
-        .map(|i| (format!("{nick}-{i}"), format!("{nick} says {i}")))
+        .map(|i| (format!("{nick}-{i}"), rooms[i % 2].clone(), format!("{nick} says {i}")))
         .collect();
     let mut typed = 0;
     while run.acked.len() < MESSAGES_PER_CLIENT && Instant::now() < stop {
-        let Some(mut ws) = connect(port, &room, &nick, run.since()).await else {
+        let Some(mut ws) = connect(port, &rooms[0], &nick, run.since(&rooms[0])).await else {
             sleep(Duration::from_millis(rng.random_range(20..120))).await;
             continue;
         };
         run.connections += 1;
-        let asked = run.since();
+        // Where each room should resume on this connection.
+        let asked: HashMap<String, MessageId> =
+            rooms.iter().map(|room| (room.clone(), run.since(room))).collect();
         let cut_at = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
         let mut in_flight: HashSet<String> = HashSet::new();
-        let mut welcomed = false;
-        let mut last_on_connection = asked;
+        // The rooms welcomed on this connection; sends go only to those.
+        let mut welcomed: HashSet<String> = HashSet::new();
+        let mut last_on_connection = asked.clone();
         let mut next_tick = Instant::now();
         loop {
             tokio::select! {
@@ -193,17 +212,22 @@ async fn client(
                     let message: ServerMessage =
                         serde_json::from_str(&text).expect("the server speaks the protocol");
                     match message {
-                        ServerMessage::Welcome { history, since, more, .. } => {
+                        ServerMessage::Welcome { room, history, since, more, .. } => {
                             // The run's messages are short: every catch-up fits the one page
                             // a welcome carries (paging has its own test in tests/server).
                             assert!(!more, "{nick}: a catch-up larger than one page");
-                            welcomed = true;
-                            if since != Some(asked) {
+                            if since != asked.get(&room).copied() {
                                 run.not_resumed += 1;
                             }
                             for message in history {
                                 run.record(message, &mut last_on_connection);
                             }
+                            if room == rooms[0] && !welcomed.contains(&rooms[1])
+                                && !add_room(&mut ws, &rooms[1], asked[&rooms[1]]).await
+                            {
+                                break;
+                            }
+                            welcomed.insert(room);
                         }
                         ServerMessage::Message(message) => {
                             run.record(message, &mut last_on_connection);
@@ -240,20 +264,24 @@ async fn client(
                 }
                 () = sleep_until(next_tick) => {
                     next_tick = Instant::now() + Duration::from_millis(rng.random_range(10..60));
-                    if !welcomed {
+                    if welcomed.is_empty() {
                         continue;
                     }
                     typed = (typed + 1).min(MESSAGES_PER_CLIENT);
-                    let waiting: Vec<(String, String)> = run.sent[..typed]
+                    let waiting: Vec<(String, String, String)> = run.sent[..typed]
                         .iter()
-                        .filter(|(id, _)| !run.acked.contains_key(id) && !in_flight.contains(id))
+                        .filter(|(id, room, _)| {
+                            welcomed.contains(room)
+                                && !run.acked.contains_key(id)
+                                && !in_flight.contains(id)
+                        })
                         .take(WINDOW.saturating_sub(in_flight.len()))
                         .cloned()
                         .collect();
-                    for (client_id, text) in waiting {
+                    for (client_id, room, text) in waiting {
                         run.attempts += 1;
                         in_flight.insert(client_id.clone());
-                        if !send(&mut ws, &client_id, &text).await {
+                        if !send(&mut ws, &room, &client_id, &text).await {
                             break;
                         }
                     }
@@ -267,24 +295,27 @@ async fn client(
         // Dropping the client closes the TCP connection without a close frame.
         drop(ws);
     }
-    // Once every client is done, a last catch-up: the view should then hold the whole room.
+    // Once every client is done, a last catch-up in each room: the views should then hold
+    // the whole rooms.
     all_sent.wait().await;
-    let stop = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < stop {
-        if let Some(mut ws) = connect(port, &room, &nick, run.since()).await {
-            let mut last = run.since();
-            if let Ok(Some(Ok(Message::Text(text)))) =
-                timeout(Duration::from_secs(2), ws.next_frame()).await
-                && let Ok(ServerMessage::Welcome { history, .. }) = serde_json::from_str(&text)
-            {
-                for message in history {
-                    run.record(message, &mut last);
+    for room in &rooms {
+        let stop = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < stop {
+            if let Some(mut ws) = connect(port, room, &nick, run.since(room)).await {
+                let mut last = HashMap::from([(room.clone(), run.since(room))]);
+                if let Ok(Some(Ok(Message::Text(text)))) =
+                    timeout(Duration::from_secs(2), ws.next_frame()).await
+                    && let Ok(ServerMessage::Welcome { history, .. }) = serde_json::from_str(&text)
+                {
+                    for message in history {
+                        run.record(message, &mut last);
+                    }
+                    let _ = ws.send_frame(Message::Close(None)).await;
+                    break;
                 }
-                let _ = ws.send_frame(Message::Close(None)).await;
-                break;
             }
+            sleep(Duration::from_millis(50)).await;
         }
-        sleep(Duration::from_millis(50)).await;
     }
     run
 }
@@ -320,8 +351,10 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     let all_sent = Arc::new(Barrier::new(ROOMS * CLIENTS_PER_ROOM));
     for room in 0..ROOMS {
         for member in 0..CLIENTS_PER_ROOM {
-            let (room, nick) = (format!("chaos{room}"), format!("c{room}x{member}"));
-            let run = client(server.port, room, nick, rng.random(), stop, all_sent.clone());
+            // Each client's second room is the next one's first.
+            let rooms = [format!("chaos{room}"), format!("chaos{}", (room + 1) % ROOMS)];
+            let nick = format!("c{room}x{member}");
+            let run = client(server.port, rooms, nick, rng.random(), stop, all_sent.clone());
             clients.push(tokio::spawn(run));
         }
     }
@@ -340,7 +373,7 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
     for room in 0..ROOMS {
         let room = format!("chaos{room}");
         let stored = stored_history(server.port, &room).await;
-        report.check_room(&room, &stored, runs.iter().filter(|run| run.room == room));
+        report.check_room(&room, &stored, runs.iter().filter(|run| run.rooms.contains(&room)));
     }
     report.print(&runs);
     assert!(
@@ -379,7 +412,7 @@ impl Report {
         let server_view: BTreeMap<MessageId, (String, String)> =
             stored.iter().map(|m| (m.id, (m.from.clone(), m.text.clone()))).collect();
         for run in runs {
-            for (client_id, text) in &run.sent {
+            for (client_id, _, text) in run.sent.iter().filter(|(_, to, _)| to == room) {
                 self.sent += 1;
                 let found = copies.get(text.as_str()).map_or(&[][..], Vec::as_slice);
                 match (found, run.acked.get(client_id)) {
@@ -398,12 +431,18 @@ impl Report {
                     }
                 }
             }
-            self.acknowledged += run.acked.len();
-            self.delivered += run.view.len();
-            self.duplicated += run.repeats + run.conflicting_acks;
-            if run.view != server_view {
-                let missing = server_view.keys().filter(|id| !run.view.contains_key(id)).count();
-                let extra = run.view.keys().filter(|id| !server_view.contains_key(id)).count();
+            let view = run.views.get(room).cloned().unwrap_or_default();
+            let acked_here =
+                run.sent.iter().filter(|(id, to, _)| to == room && run.acked.contains_key(id));
+            self.acknowledged += acked_here.count();
+            self.delivered += view.len();
+            if run.rooms[0] == room {
+                // Counted once per client, not once per room.
+                self.duplicated += run.repeats + run.conflicting_acks;
+            }
+            if view != server_view {
+                let missing = server_view.keys().filter(|id| !view.contains_key(id)).count();
+                let extra = view.keys().filter(|id| !server_view.contains_key(id)).count();
                 self.lost += missing;
                 self.duplicated += extra;
                 self.problems.push(format!(
@@ -426,8 +465,8 @@ impl Report {
         let cuts: usize = runs.iter().map(|run| run.cuts).sum();
         let lost_acks: usize = runs.iter().map(|run| run.lost_acks).sum();
         let table = format!(
-            "chaos (seed {}): {ROOMS} rooms x {CLIENTS_PER_ROOM} clients x {MESSAGES_PER_CLIENT} \
-             messages, {KILLS} SIGKILL restarts, {cuts} connections cut ({lost_acks} as an ack \
+            "chaos (seed {}): {ROOMS} rooms x {CLIENTS_PER_ROOM} clients (each in 2 rooms on one \
+             connection) x {MESSAGES_PER_CLIENT} messages, {KILLS} SIGKILL restarts, {cuts} connections cut ({lost_acks} as an ack \
              arrived), {connections} connections\n\
              {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n\
              {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n",

@@ -267,3 +267,66 @@ async fn desktop_screenshots_for_the_docs() {
 fn docs() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
 }
+
+/// First load of the release UI as the server serves it, in fresh browsers (cold cache):
+/// the time from navigation to a join form that takes typing (`chat:join-form`), and, through
+/// a shared link into a room with 100 messages, to the first message shown
+/// (`chat:first-message`); with the wasm's bytes on the wire. The page marks both moments in
+/// the browser's performance timeline; the figures are printed (and written to
+/// `target/e2e-screenshots/load-times.txt`) for BENCHMARKS.md, not compared with a bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_load_times_are_marked() {
+    const LOADS: usize = 3;
+    let server = ServerProcess::start_with(&["--rate-per-second", "1000", "--rate-burst", "1000"]);
+    let mut writer =
+        testclient::Client::connect(&testclient::url(server.addr, "room=perf&nick=writer")).await;
+    writer.welcome().await;
+    for i in 0..100 {
+        writer.say_with_id(&format!("message {i}"), &format!("k{i}")).await;
+    }
+    for _ in 0..100 {
+        writer.ack().await;
+    }
+    let driver = Driver::start();
+    let mark = |browser: &Browser, name: &'static str| {
+        let client = browser.client.clone();
+        async move {
+            let script = format!(
+                "const m = performance.getEntriesByName('{name}'); return m.length ? m[0].startTime : null"
+            );
+            client.execute(&script, vec![]).await.expect("mark").as_f64()
+        }
+    };
+    let wasm_bytes = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            let script = "const w = performance.getEntriesByType('resource').find(r => r.name.endsWith('.wasm')); return w ? w.transferSize : null";
+            client.execute(script, vec![]).await.expect("resource").as_f64()
+        }
+    };
+    let mut lines = Vec::new();
+    for load in 0..LOADS {
+        let browser = driver.browser(1100, 720).await;
+        browser.open(&server.url("/")).await;
+        browser.find("#join-nick").await;
+        let form =
+            browser.wait_for("the join form's mark", || mark(&browser, "chat:join-form")).await;
+        let bytes = wasm_bytes(&browser).await.unwrap_or(0.0);
+        browser.close().await;
+
+        let browser = driver.browser(1100, 720).await;
+        browser.open(&server.url(&format!("/?room=perf&nick=reader{load}"))).await;
+        browser.wait_for_text(".message .text", "message 99").await;
+        let first = browser
+            .wait_for("the first message's mark", || mark(&browser, "chat:first-message"))
+            .await;
+        browser.close().await;
+        assert!(form > 0.0 && first > 0.0);
+        lines.push(format!(
+            "load {load}: join form {form:.0} ms, first message {first:.0} ms, wasm {bytes:.0} bytes on the wire"
+        ));
+    }
+    let report = lines.join("\n");
+    eprintln!("{report}");
+    std::fs::write(crate::util::screenshot_dir().join("load-times.txt"), report).expect("report");
+}
