@@ -268,53 +268,64 @@ async fn run(
 /// Joins sent to restore the other rooms and not answered yet, at most: the rooms come back
 /// one after another, within the pacing of [`SENDS_PER_SECOND`], instead of as one burst.
 pub const JOIN_WINDOW: usize = 2;
+/// The longest wait between two attempts at something the server keeps refusing for now.
+pub const MAX_RETRY_MS: u32 = 30_000;
 
 /// One socket's protocol state: the rooms it is seated in, the joins it awaits, how far each
 /// room has caught up with what it missed, and which outbox messages it sent that await their
 /// acknowledgement. Plain logic, driven one frame at a time, so the host tests can check it.
+///
+/// Everything it sends after the first join goes through one pacing (at most
+/// [`SENDS_PER_SECOND`] frames a second, nothing while the server asked to wait): the joins
+/// that bring the other rooms back, the history pages of a catch-up (one room at a time, one
+/// page in flight), and the outbox.
 #[derive(Debug)]
 pub struct Link {
     /// The rooms welcomed on this socket, with the nick accepted in each.
     seated: HashMap<String, String>,
-    /// Joins sent (or, first, the one the URL stands for) and not answered yet, oldest first:
-    /// the server answers joins in the order it gets them.
+    /// Joins sent (or, first, the one the URL stands for) and not answered yet, oldest first.
     joining: VecDeque<ClientMessage>,
+    /// Joins refused for now, waiting for the end of the wait the server asked for.
+    held: Vec<ClientMessage>,
+    /// Joins whose wait is over, sent again (resuming where each room was last seen) with the
+    /// next batch.
+    due: Vec<ClientMessage>,
     /// The first welcome on this socket came: the target's other rooms are joined then.
     restoring: bool,
     /// The target's rooms still to join on this socket, in order.
     restore: VecDeque<String>,
-    /// Per room, the `after` of the history page asked for and not received yet, while
-    /// catching up.
+    /// Per room, the id after which pages are still missing while catching up.
     paging: HashMap<String, MessageId>,
+    /// The room whose next page was asked for and has not arrived.
+    page_out: Option<String>,
     /// Per room, the newest message that arrived live while catching up.
     live: HashMap<String, MessageId>,
     in_flight: Vec<String>,
     /// When the last frames were sent (ms), for [`SENDS_PER_SECOND`].
     sent_at: VecDeque<f64>,
-    /// The server refused a frame as too fast: nothing from the outbox until the retry.
+    /// The server refused a frame as too fast: nothing until the retry.
     paused: bool,
-    /// How long until the outbox may send again, when pacing held something back.
+    /// How long until the next batch may go, when pacing held something back.
     wait: Option<u32>,
     /// Messages acknowledged or refused for good on this socket: skipped even while the stored
     /// outbox still lists them.
     done: HashSet<String>,
-    /// A refusal that names no frame came: the pending joins or history pages may have been
-    /// the refused ones, so the retry sends them again. Only then: sending a join twice would
-    /// bring a second welcome.
+    /// A refusal that names no frame came (the frame rate): every join and page in flight may
+    /// have been the refused one, so the retry sends them again. Only then: sending a join
+    /// twice would bring a second welcome.
     resend: bool,
+    /// Refusals for now in a row, with no progress between them: each doubles the wait.
+    strikes: u32,
 }
 
 /// What a frame from the server asks the connection to do.
 #[derive(Debug, Default, PartialEq)]
 pub struct Reaction {
-    /// Frames to send now (the next history page).
-    pub send: Vec<ClientMessage>,
-    /// The window or the seats changed: send what the outbox may send now.
+    /// The window or the seats changed: send what may be sent now.
     pub flush: bool,
-    /// Send again what was refused for now (the join or the history page, and the outbox),
-    /// after this many milliseconds.
+    /// Call [`Link::retry`], then send what may be sent, after this many milliseconds.
     pub retry_in: Option<u32>,
-    /// Send the outbox again after this many milliseconds: a message was refused for now.
+    /// Send what may be sent after this many milliseconds: a message was refused for now.
     pub flush_in: Option<u32>,
     /// The server refused to seat the socket in this room.
     pub refused: Option<String>,
@@ -326,9 +337,12 @@ impl Link {
         Link {
             seated: HashMap::new(),
             joining: VecDeque::from([target.join()]),
+            held: Vec::new(),
+            due: Vec::new(),
             restoring: false,
             restore: VecDeque::new(),
             paging: HashMap::new(),
+            page_out: None,
             live: HashMap::new(),
             in_flight: Vec::new(),
             sent_at: VecDeque::new(),
@@ -336,13 +350,15 @@ impl Link {
             wait: None,
             resend: false,
             done: HashSet::new(),
+            strikes: 0,
         }
     }
 
     /// Seated in `room` and not in the middle of a join there: its sends go where they
     /// belong.
     fn settled(&self, room: &str) -> bool {
-        self.seated.contains_key(room) && !self.joining.iter().any(|join| joins(join, room))
+        let mut waiting = self.joining.iter().chain(&self.held).chain(&self.due);
+        self.seated.contains_key(room) && !waiting.any(|join| joins(join, room))
     }
 
     /// Notes a request the page sends on this socket.
@@ -356,12 +372,19 @@ impl Link {
                 self.joining.push_back(request.clone());
             }
             ClientMessage::Leave { room } => {
+                // The server answers a join still on its way, then leaves: a welcome for a
+                // room that is no seat any more is stale (see `on_server`).
                 target.seats.retain(|seat| seat.room != *room);
                 self.seated.remove(room);
                 self.paging.remove(room);
                 self.live.remove(room);
                 self.restore.retain(|queued| queued != room);
                 self.joining.retain(|join| !joins(join, room));
+                self.held.retain(|join| !joins(join, room));
+                self.due.retain(|join| !joins(join, room));
+                if self.page_out.as_ref() == Some(room) {
+                    self.page_out = None;
+                }
             }
             _ => {}
         }
@@ -383,15 +406,31 @@ impl Link {
         true
     }
 
-    /// What may be sent now, paced under [`SENDS_PER_SECOND`] at `now` (ms): the joins that
-    /// bring back the target's other rooms, a few at a time, then the outbox messages of the
-    /// rooms the socket is seated in, up to the window. If pacing held one back,
-    /// [`Link::take_wait`] says when to try again.
+    /// What may be sent now, paced under [`SENDS_PER_SECOND`] at `now` (ms): joins refused
+    /// for now, the joins that bring back the target's other rooms (a few at a time), the
+    /// next history page of a catch-up, then the outbox messages of the rooms the socket is
+    /// seated in, up to the window. If pacing held one back, [`Link::take_wait`] says when to
+    /// try again.
     pub fn next_batch(&mut self, target: &Target, outbox: &Outbox, now: f64) -> Vec<ClientMessage> {
         if self.paused {
             return Vec::new();
         }
         let mut batch = Vec::new();
+        while self.joining.len() < JOIN_WINDOW && !self.due.is_empty() {
+            if !self.pace(now) {
+                return batch;
+            }
+            let join = self.due.remove(0);
+            let join = match join {
+                ClientMessage::Join { room, nick, add, .. } => {
+                    let since = target.seat(&room).and_then(|seat| seat.since);
+                    ClientMessage::Join { room, nick, since, add }
+                }
+                other => other,
+            };
+            self.joining.push_back(join.clone());
+            batch.push(join);
+        }
         while self.joining.len() < JOIN_WINDOW
             && let Some(room) = self.restore.front().cloned()
         {
@@ -402,6 +441,15 @@ impl Link {
             let join = target.join_to(&room, true);
             self.joining.push_back(join.clone());
             batch.push(join);
+        }
+        if self.page_out.is_none()
+            && let Some((room, after)) = self.next_page(target)
+        {
+            if !self.pace(now) {
+                return batch;
+            }
+            batch.push(page_after(&room, after));
+            self.page_out = Some(room);
         }
         for item in outbox.items() {
             if self.in_flight.len() >= SEND_WINDOW {
@@ -423,36 +471,37 @@ impl Link {
         batch
     }
 
-    /// How long to wait before flushing again, if pacing held messages back (once).
+    /// The next room to page through (the target's order) and where its catch-up stands.
+    fn next_page(&self, target: &Target) -> Option<(String, MessageId)> {
+        target
+            .seats
+            .iter()
+            .find_map(|seat| self.paging.get(&seat.room).map(|after| (seat.room.clone(), *after)))
+    }
+
+    /// How long to wait before sending again, if pacing held something back (once).
     pub fn take_wait(&mut self) -> Option<u32> {
         self.wait.take()
     }
 
-    /// What to send again once a wait the server asked for is over: the joins it may have
-    /// refused for now (resuming where each room was last seen), and the history pages being
-    /// caught up on (the outbox is flushed as well).
-    pub fn retry(&mut self, target: &Target) -> Vec<ClientMessage> {
+    /// A wait the server asked for is over: what it refused for now goes out with the next
+    /// batch (the joins, resuming where each room was last seen, and the page in flight).
+    pub fn retry(&mut self) {
         self.paused = false;
-        if !std::mem::take(&mut self.resend) {
-            return Vec::new();
+        self.due.append(&mut self.held);
+        if std::mem::take(&mut self.resend) {
+            self.due.extend(self.joining.drain(..));
+            self.page_out = None;
         }
-        let joins = self.joining.iter().filter_map(|join| match join {
-            ClientMessage::Join { room, nick, add, .. } => {
-                let since = target.seat(room).and_then(|seat| seat.since);
-                Some(ClientMessage::Join {
-                    room: room.clone(),
-                    nick: nick.clone(),
-                    since,
-                    add: *add,
-                })
-            }
-            _ => None,
-        });
-        let mut frames: Vec<ClientMessage> = joins.collect();
-        let mut pages: Vec<(&String, &MessageId)> = self.paging.iter().collect();
-        pages.sort();
-        frames.extend(pages.into_iter().map(|(room, after)| page_after(room, *after)));
-        frames
+    }
+
+    /// The wait before trying again after a refusal for now: the server's hint (or a second),
+    /// doubled for each refusal in a row, at most [`MAX_RETRY_MS`].
+    fn backoff(&mut self, retry_after_ms: Option<u64>) -> u32 {
+        let delay = retry_delay(retry_after_ms);
+        let doubled = delay.saturating_mul(1 << self.strikes.min(6));
+        self.strikes = self.strikes.saturating_add(1);
+        doubled.min(MAX_RETRY_MS.max(delay))
     }
 
     /// Updates `target` and what this socket has in flight for a frame from the server, and
@@ -463,6 +512,12 @@ impl Link {
             ServerMessage::Welcome { room, nick, history, since, more, .. } => {
                 let answered = self.joining.iter().position(|join| joins(join, room));
                 let join = answered.and_then(|at| self.joining.remove(at));
+                self.held.retain(|held| !joins(held, room));
+                self.due.retain(|due| !joins(due, room));
+                if join.is_none() && target.seat(room).is_none() {
+                    // A room left while its join was on its way: the server leaves it next.
+                    return reaction;
+                }
                 let moved = matches!(join, Some(ClientMessage::Join { add: false, .. }));
                 if moved && self.restoring {
                     // A move: the server left every other room.
@@ -471,10 +526,12 @@ impl Link {
                     self.paging.clear();
                     self.live.clear();
                     self.restore.clear();
+                    self.page_out = None;
                 }
                 if target.seat(room).is_none() {
                     target.seats.insert(0, Seat { room: room.clone(), since: None });
                 }
+                self.strikes = 0;
                 target.nick.clone_from(nick);
                 self.seated.insert(room.clone(), nick.clone());
                 let resume = history.last().map(|newest| newest.id).or(*since);
@@ -483,9 +540,11 @@ impl Link {
                 }
                 self.live.remove(room);
                 self.paging.remove(room);
+                if self.page_out.as_ref() == Some(room) {
+                    self.page_out = None;
+                }
                 if let Some(after) = resume.filter(|_| *more) {
                     self.paging.insert(room.clone(), after);
-                    reaction.send.push(page_after(room, after));
                 }
                 if !self.restoring {
                     self.restoring = true;
@@ -509,10 +568,13 @@ impl Link {
             ServerMessage::History { room, messages, after: Some(after), more, .. }
                 if self.paging.get(room) == Some(after) =>
             {
+                self.strikes = 0;
+                if self.page_out.as_ref() == Some(room) {
+                    self.page_out = None;
+                }
                 let reached = messages.last().map(|newest| newest.id).unwrap_or(*after);
                 if *more && !messages.is_empty() {
                     self.paging.insert(room.clone(), reached);
-                    reaction.send.push(page_after(room, reached));
                     if let Some(seat) = target.seat_mut(room) {
                         seat.since = Some(reached);
                     }
@@ -524,10 +586,12 @@ impl Link {
                         seat.since = Some(reached).max(live);
                     }
                 }
+                reaction.flush = true;
             }
             ServerMessage::Ack { client_id, .. } => {
                 // The page's state takes it out of the stored outbox; until that is written,
                 // this connection knows not to send it again.
+                self.strikes = 0;
                 self.done.insert(client_id.clone());
                 self.in_flight.retain(|id| id != client_id);
                 reaction.flush = true;
@@ -535,32 +599,53 @@ impl Link {
             ServerMessage::Error { code, client_id: Some(client_id), retry_after_ms, .. } => {
                 self.in_flight.retain(|id| id != client_id);
                 if code.is_transient() {
-                    reaction.flush_in = Some(retry_delay(*retry_after_ms));
+                    reaction.flush_in = Some(self.backoff(*retry_after_ms));
                 } else {
                     self.done.insert(client_id.clone());
                     reaction.flush = true;
                 }
             }
-            ServerMessage::Error { code, client_id: None, retry_after_ms, .. } => {
+            ServerMessage::Error {
+                code,
+                client_id: None,
+                retry_after_ms,
+                room: Some(room),
+                ..
+            } if self.joining.iter().any(|join| joins(join, room)) => {
+                let at = self.joining.iter().position(|join| joins(join, room));
+                let Some(join) = at.and_then(|at| self.joining.remove(at)) else {
+                    return reaction;
+                };
+                let add = matches!(join, ClientMessage::Join { add: true, .. });
                 if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
-                    // The refused frame is unknown: send everything in flight again later (the
-                    // server recognises the ones it already has), and the joins and pages too;
-                    // nothing meanwhile, or each acknowledgement would send more into the limit.
-                    self.in_flight.clear();
-                    self.paused = *code == ErrorCode::RateLimited;
-                    self.resend = true;
-                    reaction.retry_in = Some(retry_delay(*retry_after_ms));
-                } else if refuses_join(*code)
-                    && let Some(ClientMessage::Join { room, add, .. }) = self.joining.pop_front()
-                {
-                    // The oldest join was refused: the socket stays where it was. A room it
-                    // was restoring is given up (the page says why).
-                    if add && !self.seated.contains_key(&room) {
-                        target.seats.retain(|seat| seat.room != room);
+                    // That join, again after the wait.
+                    self.held.push(join);
+                    reaction.retry_in = Some(self.backoff(*retry_after_ms));
+                } else if *code == ErrorCode::TooManyRooms && add && target.seat(room).is_some() {
+                    // The server (or this address) has no room for another open room now: a
+                    // room coming back is tried again later rather than given up.
+                    self.restore.push_back(room.clone());
+                    reaction.flush_in = Some(self.backoff(None));
+                } else if refuses_join(*code) {
+                    // The socket stays where it was; a room it was joining is given up (the
+                    // page says why).
+                    if add && !self.seated.contains_key(room) {
+                        target.seats.retain(|seat| seat.room != *room);
                     }
-                    reaction.refused = Some(room);
+                    reaction.refused = Some(room.clone());
                     reaction.flush = true;
                 }
+            }
+            ServerMessage::Error { code, client_id: None, retry_after_ms, room: None, .. }
+                if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) =>
+            {
+                // The refused frame is unknown: send everything in flight again later (the
+                // server recognises the messages it already has), and the joins and the page
+                // too; nothing meanwhile, or each acknowledgement would send more into the limit.
+                self.in_flight.clear();
+                self.paused = *code == ErrorCode::RateLimited;
+                self.resend = true;
+                reaction.retry_in = Some(self.backoff(*retry_after_ms));
             }
             _ => {}
         }
@@ -600,6 +685,17 @@ async fn connect_once(
     // The server speaks first (a welcome or an error) as soon as the socket is open; only then
     // is it safe to send, so queued requests wait until a frame has arrived.
     let mut heard = false;
+    // One timer at a time for each kind of wait: a burst of refusals must not become a burst
+    // of retries.
+    let (mut retry_armed, mut flush_armed) = (false, false);
+    let arm = |delay: u32, input: Input| {
+        let retries = retries.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(delay).await;
+            // Fails only once the connection loop has ended.
+            let _ = retries.unbounded_send(input);
+        });
+    };
     loop {
         let event = if heard {
             match future::select(socket.next(), inputs.next()).await {
@@ -623,21 +719,16 @@ async fn connect_once(
                         if let Some(room) = reaction.refused {
                             on_action.emit(Action::JoinRefused { room });
                         }
-                        outgoing = reaction.send;
                         if reaction.flush {
-                            outgoing.extend(send_outbox(&mut link, target, on_action));
+                            outgoing = send_outbox(&mut link, target, on_action);
                         }
-                        let later = [
-                            reaction.retry_in.map(|delay| (delay, Input::Retry)),
-                            reaction.flush_in.map(|delay| (delay, Input::Request(Request::Flush))),
-                        ];
-                        for (delay, input) in later.into_iter().flatten() {
-                            let retries = retries.clone();
-                            wasm_bindgen_futures::spawn_local(async move {
-                                gloo_timers::future::TimeoutFuture::new(delay).await;
-                                // Fails only once the connection loop has ended.
-                                let _ = retries.unbounded_send(input);
-                            });
+                        if let Some(delay) = reaction.retry_in.filter(|_| !retry_armed) {
+                            retry_armed = true;
+                            arm(delay, Input::Retry);
+                        }
+                        if let Some(delay) = reaction.flush_in.filter(|_| !flush_armed) {
+                            flush_armed = true;
+                            arm(delay, Input::Request(Request::Flush));
                         }
                     }
                     Err(error) => gloo_console_warn(&format!("unreadable frame: {error}")),
@@ -660,21 +751,20 @@ async fn connect_once(
                 outgoing.push(request);
             }
             Either::Right(Some(Input::Request(Request::Flush))) => {
+                flush_armed = false;
                 outgoing = send_outbox(&mut link, target, on_action);
             }
             Either::Right(Some(Input::Retry)) => {
-                outgoing = link.retry(target);
-                outgoing.extend(send_outbox(&mut link, target, on_action));
+                retry_armed = false;
+                link.retry();
+                outgoing = send_outbox(&mut link, target, on_action);
             }
             Either::Right(Some(Input::Abandoned) | None) => return Ended::Abandoned,
         }
-        if let Some(delay) = link.take_wait() {
-            // Pacing held messages back: flush again once the second is over.
-            let retries = retries.clone();
-            wasm_bindgen_futures::spawn_local(async move {
-                gloo_timers::future::TimeoutFuture::new(delay).await;
-                let _ = retries.unbounded_send(Input::Request(Request::Flush));
-            });
+        if let Some(delay) = link.take_wait().filter(|_| !flush_armed) {
+            // Pacing held something back: flush again once the second is over.
+            flush_armed = true;
+            arm(delay, Input::Request(Request::Flush));
         }
         for request in outgoing {
             let Ok(json) = serde_json::to_string(&request) else { continue };
@@ -766,7 +856,27 @@ mod tests {
     }
 
     fn error(code: ErrorCode, retry_after_ms: Option<u64>) -> ServerMessage {
-        ServerMessage::Error { code, message: "no".into(), retry_after_ms, client_id: None }
+        ServerMessage::Error {
+            code,
+            message: "no".into(),
+            retry_after_ms,
+            client_id: None,
+            room: None,
+        }
+    }
+
+    /// A refusal of a request about `room` (a join's, say).
+    fn refusal(code: ErrorCode, retry_after_ms: Option<u64>, room: &str) -> ServerMessage {
+        let mut refusal = error(code, retry_after_ms);
+        if let ServerMessage::Error { room: named, .. } = &mut refusal {
+            *named = Some(room.into());
+        }
+        refusal
+    }
+
+    /// What the link sends now (nothing in the outbox).
+    fn sends(link: &mut Link, target: &Target, now: f64) -> Vec<ClientMessage> {
+        link.next_batch(target, &Outbox::default(), now)
     }
 
     /// A link welcomed in `room` under the nick `n`.
@@ -818,25 +928,43 @@ mod tests {
     fn catches_up_page_by_page() {
         let mut target = target("a");
         let mut link = Link::new(&target);
-        let reaction = link.on_server(&mut target, &welcome("a", &[41, 42], Some(40), true));
-        assert_eq!(reaction.send, [page_after("a", 42)]);
+        assert!(link.on_server(&mut target, &welcome("a", &[41, 42], Some(40), true)).flush);
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("a", 42)]);
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "one page in flight");
         assert_eq!(target.seats[0].since, Some(42));
 
         link.on_server(&mut target, &message(100, "a"));
         assert_eq!(target.seats[0].since, Some(42), "older messages are still missing");
 
-        let reaction = link.on_server(&mut target, &page("a", 42, &[43, 44], true));
-        assert_eq!(reaction.send, [page_after("a", 44)]);
+        assert!(link.on_server(&mut target, &page("a", 42, &[43, 44], true)).flush);
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("a", 44)]);
         assert_eq!(target.seats[0].since, Some(44));
         link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(50)));
-        assert_eq!(link.retry(&target), [page_after("a", 44)], "a refused page is asked again");
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "nothing until the retry");
+        link.retry();
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("a", 44)], "asked again");
 
-        let reaction = link.on_server(&mut target, &page("a", 44, &[45, 100], false));
-        assert!(reaction.send.is_empty(), "caught up");
+        link.on_server(&mut target, &page("a", 44, &[45, 100], false));
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "caught up");
         assert_eq!(target.seats[0].since, Some(100));
         link.on_server(&mut target, &message(101, "a"));
         assert_eq!(target.seats[0].since, Some(101), "live messages count again");
-        assert!(link.retry(&target).is_empty());
+        link.retry();
+        assert!(sends(&mut link, &target, 0.0).is_empty());
+    }
+
+    /// Rooms catching up at once are paged one after the other, one page in flight, within
+    /// the pacing.
+    #[test]
+    fn catch_ups_of_several_rooms_take_turns() {
+        let mut target = Target::new(["a".into(), "b".into()], "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[5], Some(4), true));
+        assert_eq!(sends(&mut link, &target, 0.0).len(), 2, "the join of b and a's page");
+        link.on_server(&mut target, &welcome("b", &[9], Some(8), true));
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "b waits for a's page");
+        link.on_server(&mut target, &page("a", 5, &[6], false));
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("b", 9)]);
     }
 
     /// A page that does not answer the request in flight (another room, another position, or
@@ -868,12 +996,15 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[], Some(10), true));
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("a", 10)]);
         link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
-        assert_eq!(link.retry(&target), [page_after("a", 10)]);
-        let reaction = link.on_server(&mut target, &page("a", 10, &[], true));
-        assert!(reaction.send.is_empty());
+        link.retry();
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("a", 10)]);
+        link.on_server(&mut target, &page("a", 10, &[], true));
+        assert!(sends(&mut link, &target, 0.0).is_empty());
         link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
-        assert!(link.retry(&target).is_empty());
+        link.retry();
+        assert!(sends(&mut link, &target, 0.0).is_empty());
     }
 
     /// A reconnect refused because the nick was taken meanwhile leaves the socket without a
@@ -885,10 +1016,11 @@ mod tests {
         target.nick = "n".into();
         let outbox = outbox("a", "n");
         let mut link = Link::new(&target);
-        let reaction = link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
-        assert_eq!(reaction.retry_in, None);
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::NickTaken, None, "a"));
+        assert_eq!((reaction.retry_in, reaction.refused.as_deref()), (None, Some("a")));
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty());
-        assert!(link.retry(&target).is_empty());
+        link.retry();
+        assert!(link.next_batch(&target, &outbox, 0.0).is_empty());
 
         // A join from the form on the same socket seats it.
         let join = ClientMessage::Join {
@@ -943,7 +1075,7 @@ mod tests {
 
         link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(100)));
         assert!(link.next_batch(&target, &outbox, 5_000.0).is_empty(), "paused until the retry");
-        link.retry(&target);
+        link.retry();
         assert_eq!(link.next_batch(&target, &outbox, 5_000.0).len(), SENDS_PER_SECOND);
     }
 
@@ -975,7 +1107,7 @@ mod tests {
             },
         );
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "not while the join is pending");
-        link.on_server(&mut target, &error(ErrorCode::NickTaken, None));
+        link.on_server(&mut target, &refusal(ErrorCode::NickTaken, None, "a"));
         assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1);
     }
 
@@ -985,18 +1117,86 @@ mod tests {
     fn a_join_refused_for_now_is_retried() {
         let mut target = target("a");
         let mut link = Link::new(&target);
-        let reaction = link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::Unavailable, None, "a"));
         assert_eq!(reaction.retry_in, Some(RETRY_MS));
-        assert_eq!(link.retry(&target), [target.join()], "the connect URL's join, as a frame");
+        link.retry();
+        let again = sends(&mut link, &target, 0.0);
+        assert_eq!(again, [target.join()], "the connect URL's join, as a frame");
 
         link.on_server(&mut target, &welcome("a", &[], None, false));
         let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
         link.on_request(&mut target, &join);
-        let reaction = link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(87)));
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::RateLimited, Some(87), "b"));
         assert_eq!(reaction.retry_in, Some(87));
-        assert_eq!(link.retry(&target), [join]);
+        link.retry();
+        assert_eq!(sends(&mut link, &target, 0.0), [join]);
         link.on_server(&mut target, &welcome("b", &[], None, false));
-        assert!(link.retry(&target).is_empty());
+        link.retry();
+        assert!(sends(&mut link, &target, 0.0).is_empty());
+    }
+
+    /// Refusals for now in a row wait longer each time, up to [`MAX_RETRY_MS`]; progress
+    /// starts over.
+    #[test]
+    fn refusals_in_a_row_back_off() {
+        let mut target = target("a");
+        let mut link = Link::new(&target);
+        let mut waits = Vec::new();
+        for i in 0..8 {
+            let reaction = link.on_server(&mut target, &refusal(ErrorCode::Unavailable, None, "a"));
+            waits.push(reaction.retry_in.expect("a retry"));
+            link.retry();
+            assert_eq!(sends(&mut link, &target, f64::from(i) * 60_000.0), [target.join()]);
+        }
+        assert_eq!(waits, [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+        link.on_server(&mut target, &welcome("a", &[], None, false));
+        let reaction = link.on_server(&mut target, &error(ErrorCode::RateLimited, Some(100)));
+        assert_eq!(reaction.retry_in, Some(100), "a welcome starts over");
+    }
+
+    /// Each refusal names its room: with two joins in flight, one refused for now and the
+    /// other for good, only the second room is given up, and only the first join is sent
+    /// again. A room the server has no place for now comes back later.
+    #[test]
+    fn refusals_are_told_apart_by_room() {
+        let rooms = ["a", "b", "c", "d"].map(String::from);
+        let mut target = Target::new(rooms, "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[], None, false));
+        assert_eq!(sends(&mut link, &target, 0.0).len(), 2, "joins of b and c");
+        link.on_server(&mut target, &refusal(ErrorCode::RateLimited, Some(50), "b"));
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::NickTaken, None, "c"));
+        assert_eq!(reaction.refused.as_deref(), Some("c"));
+        let rooms: Vec<&str> = target.seats.iter().map(|seat| seat.room.as_str()).collect();
+        assert_eq!(rooms, ["a", "b", "d"]);
+        let next = sends(&mut link, &target, 0.0);
+        assert!(matches!(&next[..], [ClientMessage::Join { room, .. }] if room == "d"));
+        link.retry();
+        let again = sends(&mut link, &target, 0.0);
+        assert!(matches!(&again[..], [ClientMessage::Join { room, .. }] if room == "b"));
+
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::TooManyRooms, None, "d"));
+        assert!(reaction.refused.is_none() && reaction.flush_in.is_some(), "tried again later");
+        assert!(target.seat("d").is_some());
+        let later = sends(&mut link, &target, 0.0);
+        assert!(matches!(&later[..], [ClientMessage::Join { room, .. }] if room == "d"));
+    }
+
+    /// A room left while its join was on its way: its welcome (which comes before the server
+    /// handles the leave) seats nothing and brings no seat back.
+    #[test]
+    fn a_room_left_while_joining_stays_left() {
+        let (mut target, mut link) = seated_as_n("a");
+        let join = ClientMessage::Join { room: "x".into(), nick: None, since: None, add: true };
+        link.on_request(&mut target, &join);
+        link.on_request(&mut target, &ClientMessage::Leave { room: "x".into() });
+        assert_eq!(
+            link.on_server(&mut target, &welcome("x", &[3], None, false)),
+            Reaction::default()
+        );
+        assert!(target.seat("x").is_none());
+        let outbox = outbox("x", "n");
+        assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "nothing goes to x");
     }
 
     /// A message refused for now only brings the outbox back later: a join pending meanwhile
@@ -1016,10 +1216,12 @@ mod tests {
             message: "busy".into(),
             retry_after_ms: None,
             client_id: Some("x1".into()),
+            room: None,
         };
         let reaction = link.on_server(&mut target, &refused);
         assert_eq!((reaction.retry_in, reaction.flush_in), (None, Some(RETRY_MS)));
-        assert!(link.retry(&target).is_empty(), "the join is still on its way");
+        link.retry();
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "the join is still on its way");
     }
 
     /// Close codes as docs/PROTOCOL.md lists them: the server's refusals and a takeover stop
@@ -1087,7 +1289,7 @@ mod tests {
         assert!(link.next_batch(&target, &empty, 0.0).is_empty(), "two joins in flight");
         link.on_server(&mut target, &welcome_as("b", "n"));
         assert_eq!(link.next_batch(&target, &empty, 0.0), [add("d")]);
-        let reaction = link.on_server(&mut target, &error(ErrorCode::TooManyJoined, None));
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::TooManyJoined, None, "c"));
         assert_eq!(reaction.refused.as_deref(), Some("c"));
         let rooms: Vec<&str> = target.seats.iter().map(|seat| seat.room.as_str()).collect();
         assert_eq!(rooms, ["a", "b", "d"]);
@@ -1116,7 +1318,7 @@ mod tests {
         link.on_request(&mut target, &ClientMessage::Leave { room: "b".into() });
         assert_eq!(target.seats.len(), 1);
         link.on_server(&mut target, &error(ErrorCode::Unavailable, None));
-        link.retry(&target);
+        link.retry();
         let batch = link.next_batch(&target, &outbox, 5_000.0);
         assert_eq!(batch, [outbox.items()[0].request()], "b's messages wait: b was left");
     }

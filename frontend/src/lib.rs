@@ -278,13 +278,14 @@ pub fn app(props: &AppProps) -> Html {
         let (state, send) = (state.clone(), send.clone());
         let (room, first) = (view.name.clone(), view.first_message_id());
         Callback::from(move |()| {
-            let Some(first) = first else { return };
             if state.view_of(&room).is_some_and(|view| view.older == Older::More) {
                 state.dispatch(Action::LoadingOlder { room: room.clone() });
-                let limit = Some(OLDER_PAGE);
+                // Before the oldest shown, or (nothing shown: the welcome had no room for a
+                // message) the newest.
+                let (before, limit) = (first, Some(OLDER_PAGE));
                 send.emit(ClientMessage::History {
                     room: room.clone(),
-                    before: Some(first),
+                    before,
                     after: None,
                     limit,
                 });

@@ -511,7 +511,9 @@ impl State {
                 more,
             } => {
                 if self.view_of(&room).is_none() {
-                    self.joined.push(RoomView::new(room.clone()));
+                    // A room the page left while its join was on its way (the server leaves it
+                    // next): not shown again.
+                    return;
                 }
                 let welcomed =
                     Welcomed { nick: nick.clone(), members, history, since, truncated, more };
@@ -920,6 +922,7 @@ mod tests {
             message: "Too long.".into(),
             retry_after_ms: None,
             client_id: Some("y".into()),
+            room: None,
         };
         let state = reduce(state, [Action::Server(refused)]);
         assert!(ids(&state).is_empty());
@@ -960,6 +963,7 @@ mod tests {
             message: "try again".into(),
             retry_after_ms: None,
             client_id: Some("y".into()),
+            room: None,
         };
         let state = reduce(state, [Action::Server(transient)]);
         assert_eq!((state.pending_here().len(), state.error.clone()), (1, None));
@@ -968,6 +972,7 @@ mod tests {
             message: "Too long.".into(),
             retry_after_ms: None,
             client_id: Some("y".into()),
+            room: None,
         };
         let state = reduce(state, [Action::Server(refused)]);
         assert!(state.pending_here().is_empty());

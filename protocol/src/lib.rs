@@ -168,6 +168,10 @@ pub enum ServerMessage {
         /// The `client_id` of the `send` that was refused, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<ClientId>,
+        /// The room the refused request was about (a `join`, `leave`, `history`, or a `send`
+        /// or `typing` naming a room), when it named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
     },
 }
 
@@ -252,6 +256,7 @@ impl ServerMessage {
             message: message.into(),
             retry_after_ms: None,
             client_id: None,
+            room: None,
         }
     }
 }
@@ -370,6 +375,7 @@ mod tests {
                 message: "slow down".into(),
                 retry_after_ms: Some(250),
                 client_id: Some("c-2".into()),
+                room: Some("general".into()),
             },
         ];
         for message in all {

@@ -26,8 +26,14 @@ pub const DEFAULT_MAX_PENDING_WRITES: usize = 10_000;
 /// Rooms with stored messages the database holds at most.
 pub const DEFAULT_MAX_STORED_ROOMS: usize = 10_000;
 /// Joins (the connect URL's included) all connections of one address may make per minute,
-/// in bursts of as many: a whole office behind one address reconnecting at once fits.
-pub const DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS: u32 = 600;
+/// in bursts of as many: a whole office behind one address reconnecting at once fits, 300
+/// pages each coming back to 20 rooms (and no more than the 200 connections an address may
+/// hold can make at their own join rate).
+pub const DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS: u32 = 6_000;
+/// Open rooms that one address (an IPv6 /64) opened and that are still open, at most: as many
+/// as its connections could hold when a connection was in one room, so that rooms on several
+/// per connection do not let one address take the server's room slots.
+pub const DEFAULT_MAX_OPEN_ROOMS_PER_ADDRESS: usize = 200;
 /// Rooms open at once (with members); past it, joining a new room is refused.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Rooms one connection may be in at once.
@@ -297,6 +303,11 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_MAX_ROOMS_PER_CONNECTION", default_value_t = DEFAULT_MAX_ROOMS_PER_CONNECTION)]
     pub max_rooms_per_connection: usize,
 
+    /// Open rooms one address (an IPv6 /64) may have opened and keep open; joining a room
+    /// nobody is in is refused past it (`too_many_rooms`).
+    #[arg(long, env = "CHAT_MAX_OPEN_ROOMS_PER_ADDRESS", default_value_t = DEFAULT_MAX_OPEN_ROOMS_PER_ADDRESS)]
+    pub max_open_rooms_per_address: usize,
+
     /// Rooms one connection may open per minute (in bursts of as many); past it, joining a
     /// room that is not open is refused with `rate_limited`.
     #[arg(long, env = "CHAT_ROOM_OPENS_PER_MINUTE", default_value_t = DEFAULT_ROOM_OPENS_PER_MINUTE)]
@@ -356,6 +367,7 @@ impl Default for AbuseLimits {
             rename_interval: DEFAULT_RENAME_INTERVAL.into(),
             max_rooms: DEFAULT_MAX_ROOMS,
             max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,
+            max_open_rooms_per_address: DEFAULT_MAX_OPEN_ROOMS_PER_ADDRESS,
             room_opens_per_minute: DEFAULT_ROOM_OPENS_PER_MINUTE,
             room_opens_per_minute_per_address: DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS,
             joins_per_minute_per_address: DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS,

@@ -40,9 +40,11 @@ pub struct Catchup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageLimit {
     pub messages: usize,
-    /// An upper bound on the page's encoded size; a page holds at least one message even if
-    /// that one alone is larger.
+    /// An upper bound on the page's encoded size; unless `strict`, a page holds at least one
+    /// message even if that one alone is larger (so paging always moves on).
     pub bytes: usize,
+    /// The bound holds even for the first message: the page may be empty.
+    pub strict: bool,
 }
 
 /// A page of messages, oldest first.
@@ -167,11 +169,19 @@ impl RoomHistory {
 
     /// What a client joining with `since` gets: the first page of what follows `since` if the
     /// room ever reached that id (as many as `max_bytes` allow), otherwise the newest `recent`
-    /// messages (within `max_bytes` too).
-    pub fn catchup(&self, since: Option<MessageId>, recent: usize, max_bytes: usize) -> Catchup {
+    /// messages (within `max_bytes` too). `strict`: the bound holds even for the first message
+    /// (the page may be empty, with `more` or `truncated` saying what is left out).
+    pub fn catchup(
+        &self,
+        since: Option<MessageId>,
+        recent: usize,
+        max_bytes: usize,
+        strict: bool,
+    ) -> Catchup {
         match since {
             Some(since) if since <= self.last_id() => {
-                let page = self.after(since, PageLimit { messages: usize::MAX, bytes: max_bytes });
+                let limit = PageLimit { messages: usize::MAX, bytes: max_bytes, strict };
+                let page = self.after(since, limit);
                 Catchup {
                     history: page.messages,
                     since: Some(since),
@@ -180,7 +190,8 @@ impl RoomHistory {
                 }
             }
             _ => {
-                let page = self.before(None, PageLimit { messages: recent, bytes: max_bytes });
+                let page =
+                    self.before(None, PageLimit { messages: recent, bytes: max_bytes, strict });
                 Catchup {
                     history: page.messages,
                     since: None,
@@ -198,7 +209,9 @@ impl RoomHistory {
         let mut bytes = 0;
         while let Some(stored) = self.entries.get(end) {
             bytes += encoded_bound(&stored.message);
-            if end > start && (end - start == limit.messages || bytes > limit.bytes) {
+            if (end > start || limit.strict)
+                && (end - start == limit.messages || bytes > limit.bytes)
+            {
                 break;
             }
             end += 1;
@@ -215,7 +228,9 @@ impl RoomHistory {
         let mut bytes = 0;
         while start > 0 {
             bytes += encoded_bound(&self.entries[start - 1].message);
-            if start < end && (end - start == limit.messages || bytes > limit.bytes) {
+            if (start < end || limit.strict)
+                && (end - start == limit.messages || bytes > limit.bytes)
+            {
                 break;
             }
             start -= 1;
@@ -265,7 +280,7 @@ mod tests {
 
     /// At most `messages` messages, bytes unbounded.
     fn most(messages: usize) -> PageLimit {
-        PageLimit { messages, bytes: usize::MAX }
+        PageLimit { messages, bytes: usize::MAX, strict: false }
     }
 
     fn page_ids(page: &Page) -> Vec<MessageId> {
@@ -276,7 +291,7 @@ mod tests {
     #[test]
     fn keeps_the_newest_and_remembers_the_trim() {
         let history = history(&[1, 3, 5, 7, 9], 3);
-        let all = history.catchup(Some(0), 100, usize::MAX);
+        let all = history.catchup(Some(0), 100, usize::MAX, false);
         assert_eq!(ids(&all), [5, 7, 9]);
         assert!(all.truncated, "1 and 3 are gone");
         assert_eq!(history.last_id(), 9);
@@ -295,24 +310,24 @@ mod tests {
         };
         history.push(sized(1, 9)); // 10 bytes with the nick
         history.push(sized(2, 9));
-        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX)), [1, 2]);
+        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX, false)), [1, 2]);
         history.push(sized(3, 9));
-        let kept = history.catchup(Some(0), 100, usize::MAX);
+        let kept = history.catchup(Some(0), 100, usize::MAX, false);
         assert_eq!((ids(&kept), kept.truncated), (vec![2, 3], true), "30 bytes > 25");
         history.push(sized(4, 99));
-        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX)), [4], "the newest stays");
+        assert_eq!(ids(&history.catchup(Some(0), 100, usize::MAX, false)), [4], "the newest stays");
     }
 
     /// `since` returns exactly what follows it, and says whether anything after it is gone.
     #[test]
     fn catchup_after_since() {
         let history = history(&[1, 3, 5, 7, 9], 3);
-        let resumed = history.catchup(Some(5), 10, usize::MAX);
+        let resumed = history.catchup(Some(5), 10, usize::MAX, false);
         assert_eq!((ids(&resumed), resumed.since, resumed.truncated), (vec![7, 9], Some(5), false));
         assert!(!resumed.more);
-        let gap = history.catchup(Some(2), 10, usize::MAX);
+        let gap = history.catchup(Some(2), 10, usize::MAX, false);
         assert_eq!((ids(&gap), gap.truncated), (vec![5, 7, 9], true), "3 was lost");
-        let current = history.catchup(Some(9), 1, usize::MAX);
+        let current = history.catchup(Some(9), 1, usize::MAX, false);
         assert_eq!((ids(&current), current.since), (vec![], Some(9)));
     }
 
@@ -321,11 +336,11 @@ mod tests {
     fn catchup_is_one_page() {
         let history = history(&[1, 2, 3, 4, 5], 10);
         let two = 2 * encoded_bound(&stored(1, None).message);
-        let first = history.catchup(Some(1), 1, two);
+        let first = history.catchup(Some(1), 1, two, false);
         assert_eq!((ids(&first), first.since, first.more), (vec![2, 3], Some(1), true));
-        let last = history.catchup(Some(3), 1, two);
+        let last = history.catchup(Some(3), 1, two, false);
         assert_eq!((ids(&last), last.more), (vec![4, 5], false));
-        let fresh = history.catchup(None, 10, two);
+        let fresh = history.catchup(None, 10, two, false);
         assert_eq!((ids(&fresh), fresh.truncated), (vec![4, 5], true), "the newest that fit");
     }
 
@@ -345,12 +360,18 @@ mod tests {
         assert_eq!(page_ids(&history.after(6, most(5))), Vec::<MessageId>::new());
 
         let one = encoded_bound(&stored(1, None).message);
-        let two = PageLimit { messages: 100, bytes: 2 * one };
+        let two = PageLimit { messages: 100, bytes: 2 * one, strict: false };
         assert_eq!(page_ids(&history.after(0, two)), [1, 2], "two fit the bytes");
         assert_eq!(page_ids(&history.before(None, two)), [5, 6]);
-        let tiny = PageLimit { messages: 100, bytes: 1 };
+        let tiny = PageLimit { messages: 100, bytes: 1, strict: false };
         assert_eq!(page_ids(&history.after(0, tiny)), [1], "never less than one message");
         assert_eq!(page_ids(&history.before(None, tiny)), [6]);
+        let strict = PageLimit { strict: true, ..tiny };
+        let (after, before) = (history.after(0, strict), history.before(None, strict));
+        assert_eq!((page_ids(&after), after.more), (vec![], true), "strict: none fits");
+        assert_eq!((page_ids(&before), before.more), (vec![], true));
+        let empty = history.catchup(None, 10, 1, true);
+        assert!(empty.history.is_empty() && empty.truncated, "a welcome that says more exist");
     }
 
     /// The size bound holds for the worst message: quotes and backslashes, which JSON doubles,
@@ -372,9 +393,9 @@ mod tests {
     #[test]
     fn catchup_without_usable_since() {
         let history = history(&[1, 2, 3, 4], 10);
-        let fresh = history.catchup(None, 2, usize::MAX);
+        let fresh = history.catchup(None, 2, usize::MAX, false);
         assert_eq!((ids(&fresh), fresh.since, fresh.truncated), (vec![3, 4], None, true));
-        let unknown = history.catchup(Some(99), 10, usize::MAX);
+        let unknown = history.catchup(Some(99), 10, usize::MAX, false);
         assert_eq!(
             (ids(&unknown), unknown.since, unknown.truncated),
             (vec![1, 2, 3, 4], None, false)
@@ -386,11 +407,11 @@ mod tests {
     fn loaded_trim_and_expiry() {
         let loaded = Loaded { messages: vec![stored(8, None), stored(9, None)], trimmed_upto: 6 };
         let mut history = RoomHistory::new(loaded, 10, usize::MAX);
-        assert!(history.catchup(Some(5), 10, usize::MAX).truncated);
-        assert!(!history.catchup(Some(6), 10, usize::MAX).truncated);
+        assert!(history.catchup(Some(5), 10, usize::MAX, false).truncated);
+        assert!(!history.catchup(Some(6), 10, usize::MAX, false).truncated);
         history.expire(90);
-        assert_eq!(ids(&history.catchup(Some(0), 10, usize::MAX)), [9]);
-        assert!(history.catchup(Some(7), 10, usize::MAX).truncated, "8 expired");
+        assert_eq!(ids(&history.catchup(Some(0), 10, usize::MAX, false)), [9]);
+        assert!(history.catchup(Some(7), 10, usize::MAX, false).truncated, "8 expired");
     }
 
     /// A client id names a message only together with its sender (compared as nick keys): the

@@ -47,11 +47,19 @@ pub struct Rejection {
     pub retry_after_ms: Option<u64>,
     /// The client id of the refused `send`, if it had one.
     pub client_id: Option<ClientId>,
+    /// The room the refused request was about, if it named one.
+    pub room: Option<String>,
 }
 
 impl Rejection {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into(), retry_after_ms: None, client_id: None }
+        Rejection {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            client_id: None,
+            room: None,
+        }
     }
 
     /// Too fast: the next frame is accepted after `wait`.
@@ -69,6 +77,7 @@ impl Rejection {
             message: explain(ms),
             retry_after_ms: Some(ms),
             client_id: None,
+            room: None,
         }
     }
 
@@ -84,12 +93,18 @@ impl Rejection {
         Rejection { client_id, ..self }
     }
 
+    /// The same refusal, naming the room of the request it refuses.
+    pub fn in_room(self, room: &str) -> Self {
+        Rejection { room: Some(room.to_owned()), ..self }
+    }
+
     pub fn into_message(self) -> ServerMessage {
         ServerMessage::Error {
             code: self.code,
             message: self.message,
             retry_after_ms: self.retry_after_ms,
             client_id: self.client_id,
+            room: self.room,
         }
     }
 }

@@ -40,6 +40,11 @@ pub struct Lobby {
     opens_by_address: KeyedRate<IpAddr>,
     /// How fast the connections of one address may join rooms, all together.
     joins_by_address: KeyedRate<IpAddr>,
+    /// Who opened each open room, and how many open rooms each address opened: an address
+    /// may keep at most `max_open_per_address` open.
+    openers: HashMap<String, IpAddr>,
+    opened_by_address: HashMap<IpAddr, usize>,
+    max_open_per_address: usize,
     /// What every room is started with.
     context: RoomContext,
     /// Threads the rooms run on, so rooms spread over every core.
@@ -84,6 +89,9 @@ impl Lobby {
                 opens_by_conn: KeyedRate::per_minute(abuse.room_opens_per_minute),
                 opens_by_address: KeyedRate::per_minute(abuse.room_opens_per_minute_per_address),
                 joins_by_address: KeyedRate::per_minute(abuse.joins_per_minute_per_address),
+                openers: HashMap::new(),
+                opened_by_address: HashMap::new(),
+                max_open_per_address: abuse.max_open_rooms_per_address,
                 context,
                 arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
                 next_arbiter: 0,
@@ -103,6 +111,13 @@ impl Lobby {
                 "The server has as many rooms open as it allows; join an open room or try later.",
             ));
         }
+        if self.opened_by_address.get(&address).copied().unwrap_or(0) >= self.max_open_per_address {
+            self.metrics.refused_room_open("address_rooms");
+            return Err(Rejection::new(
+                ErrorCode::TooManyRooms,
+                "Your address keeps as many rooms open as it may; join an open room or try later.",
+            ));
+        }
         let checked =
             self.opens_by_conn.admit(&conn).map_err(|wait| ("connection_rate", wait)).and_then(
                 |()| self.opens_by_address.admit(&address).map_err(|w| ("address_rate", w)),
@@ -116,13 +131,20 @@ impl Lobby {
         Ok(())
     }
 
-    /// Counts `conn` among `name`'s members, starting the room first if it is not open.
-    fn seat(&mut self, name: &str, conn: ConnId) -> Seated<Addr<Room>> {
-        self.seat_as(name, conn, false)
+    /// Counts `conn` (from `address`) among `name`'s members, starting the room first if it is
+    /// not open.
+    fn seat(&mut self, name: &str, conn: ConnId, address: IpAddr) -> Seated<Addr<Room>> {
+        self.seat_as(name, conn, address, false)
     }
 
     /// As [`Lobby::seat`]; a `visitor` (an API call) keeps the room open but is not listed.
-    fn seat_as(&mut self, name: &str, conn: ConnId, visitor: bool) -> Seated<Addr<Room>> {
+    fn seat_as(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        address: IpAddr,
+        visitor: bool,
+    ) -> Seated<Addr<Room>> {
         let (context, closing) = (&self.context, &self.closing);
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         let metrics = &self.metrics;
@@ -141,6 +163,8 @@ impl Lobby {
         };
         if started {
             self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            self.openers.insert(name.to_owned(), address);
+            *self.opened_by_address.entry(address).or_default() += 1;
         }
         seated
     }
@@ -157,6 +181,14 @@ impl Lobby {
     /// that answer a new instance of the room waits to load its history.
     fn close(&mut self, name: &str, emptied: Emptied<Addr<Room>>, ctx: &mut Context<Self>) {
         self.metrics.rooms.dec();
+        if let Some(opener) = self.openers.remove(name)
+            && let Some(opened) = self.opened_by_address.get_mut(&opener)
+        {
+            *opened -= 1;
+            if *opened == 0 {
+                self.opened_by_address.remove(&opener);
+            }
+        }
         let Emptied { handle, instance } = emptied;
         // An earlier instance may still be closing too (this one then never loaded, or loaded
         // behind it): the next instance must wait for both, so the answer chains them.
@@ -240,7 +272,7 @@ impl Handler<Join> for Lobby {
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner. A member renaming itself is counted already; a
         // refusal then must not release the seat it keeps.
-        let Seated { handle: addr, instance, newcomer } = self.seat(&name, conn);
+        let Seated { handle: addr, instance, newcomer } = self.seat(&name, conn, msg.address);
         let mut leaving = msg.leaving;
         leaving.retain(|leaving| *leaving != name);
         let request = room::Join {
@@ -308,7 +340,7 @@ impl Handler<Visit> for Lobby {
         if !self.rooms.is_open(&msg.room) {
             self.may_open(msg.conn, msg.address)?;
         }
-        Ok(self.seat_as(&msg.room, msg.conn, true).handle)
+        Ok(self.seat_as(&msg.room, msg.conn, msg.address, true).handle)
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub max_connections: Gauge,
     pub connections_total: Counter,
     pub rooms: Gauge,
+    /// Rooms connections are in, summed over connections (a connection may be in several).
+    pub memberships: Gauge,
     /// Chat messages accepted from clients.
     pub messages_in: Counter,
     /// Frames queued to clients (chat messages, notices, welcomes).
@@ -103,6 +105,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("chat");
         registry.register("connections", "Open WebSocket connections", self.connections.clone());
+        registry.register(
+            "memberships",
+            "Rooms the open connections are in, summed over connections",
+            self.memberships.clone(),
+        );
         registry.register(
             "max_connections",
             "Open connections allowed (--max-connections)",

@@ -21,7 +21,7 @@ use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
-use crate::room_state::{Counted, Effect, JoinRequest, RoomRules, RoomState, Ticket};
+use crate::room_state::{Counted, Effect, JoinRequest, PageRequest, RoomRules, RoomState, Ticket};
 use crate::store::{Append, Store, StoreError, Written};
 
 /// Resolves once an earlier instance of the same room has handled its last message.
@@ -362,11 +362,15 @@ pub struct History {
 impl Handler<History> for Room {
     type Result = ();
 
-    /// Answers with one page, queued like every frame within the member's bound: a client
-    /// that asks for pages and does not read them is dropped as not reading.
+    /// Answers with one page, queued like every frame within the member's bound, and no
+    /// larger than what may still wait for the member (a client catching up in several rooms
+    /// at once gets shorter pages): a client that asks for pages and does not read them is
+    /// dropped as not reading.
     fn handle(&mut self, msg: History, ctx: &mut Self::Context) {
-        let effects =
-            self.state.history_page(msg.conn, msg.before, msg.after, msg.limit, now_millis());
+        let Some(link) = self.links.get(&msg.conn) else { return };
+        let space = self.limit.bytes.saturating_sub(link.frames.queued_bytes());
+        let request = PageRequest { before: msg.before, after: msg.after, limit: msg.limit };
+        let effects = self.state.history_page(msg.conn, request, space, now_millis());
         self.apply(effects, ctx);
     }
 }
@@ -466,6 +470,7 @@ impl Handler<ApiHistory> for Room {
         if !self.state.is_loaded() {
             return Err(ErrorCode::Unavailable);
         }
-        Ok(self.state.page(msg.before, msg.after, msg.limit, now_millis()))
+        let request = PageRequest { before: msg.before, after: msg.after, limit: msg.limit };
+        Ok(self.state.page(request, usize::MAX, now_millis()))
     }
 }

@@ -81,6 +81,19 @@ pub enum Counted {
     StoredRoomsFull,
 }
 
+/// What a page of history is asked for: before `before`, after `after` (both: between them),
+/// or the newest; at most `limit` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageRequest {
+    pub before: Option<MessageId>,
+    pub after: Option<MessageId>,
+    pub limit: Option<u32>,
+}
+
+/// A bound on the bytes of a welcome besides its lists and messages: its type, the room and
+/// the nick (32 characters each, of up to 4 bytes, doubled by escaping), `since`, the flags.
+const WELCOME_FIXED_BYTES: usize = 2 * (2 * 32 * 4) + 160;
+
 /// A connection asking to enter the room (or to be renamed in it).
 #[derive(Debug, Clone)]
 pub struct JoinRequest {
@@ -285,8 +298,13 @@ impl RoomState {
         let members = self.member_nicks();
         let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
             + request.rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
-        let budget = self.rules.page_bytes.min(space).saturating_sub(lists);
-        let catchup = self.history.catchup(request.since, self.rules.recent, budget);
+        let page = self.rules.page_bytes.saturating_sub(lists);
+        // Beside what already waits for the joiner, the whole frame must fit: then even the
+        // first message is left out if it does not (the welcome says more exist).
+        let room_left = space.saturating_sub(lists + WELCOME_FIXED_BYTES);
+        let strict = room_left < page;
+        let catchup =
+            self.history.catchup(request.since, self.rules.recent, page.min(room_left), strict);
         let welcome = ServerMessage::Welcome {
             room,
             nick: nick.clone(),
@@ -351,6 +369,7 @@ impl RoomState {
                     .into(),
                 retry_after_ms: None,
                 client_id,
+                room: Some(self.name.clone()),
             };
             return vec![
                 Effect::Count(Counted::StoredRoomsFull),
@@ -461,7 +480,7 @@ impl RoomState {
                 effects.push(match waiter {
                     Waiter::Member(conn) => Effect::Send {
                         to: conn,
-                        message: store_refusal(pending.stored.client_id.clone()),
+                        message: store_refusal(pending.stored.client_id.clone(), &self.name),
                     },
                     Waiter::Api(ticket) => {
                         Effect::Answer { ticket, outcome: Err(ErrorCode::Unavailable) }
@@ -488,19 +507,21 @@ impl RoomState {
     }
 
     /// `conn` asks for a page of history: before `before`, after `after`, or the newest, at
-    /// most `limit` messages (the room's page size if larger or absent) and `page_bytes`.
+    /// most `limit` messages (the room's page size if larger or absent), `page_bytes`, and
+    /// `space` (what may still wait for the member; at least one message all the same, so
+    /// paging moves on).
     pub fn history_page(
         &mut self,
         conn: ConnId,
-        before: Option<MessageId>,
-        after: Option<MessageId>,
-        limit: Option<u32>,
+        request: PageRequest,
+        space: usize,
         ts: UnixMillis,
     ) -> Vec<Effect> {
         if !self.members.contains_key(&conn) {
             return Vec::new();
         }
-        let (messages, more) = self.page(before, after, limit, ts);
+        let PageRequest { before, after, .. } = request;
+        let (messages, more) = self.page(request, space, ts);
         let answer =
             ServerMessage::History { room: self.name.clone(), messages, before, after, more };
         vec![Effect::Send { to: conn, message: answer }]
@@ -512,16 +533,17 @@ impl RoomState {
     /// `page_bytes`; and whether there are more that way. Empty until the history is loaded.
     pub fn page(
         &mut self,
-        before: Option<MessageId>,
-        after: Option<MessageId>,
-        limit: Option<u32>,
+        request: PageRequest,
+        space: usize,
         ts: UnixMillis,
     ) -> (Vec<ChatMessage>, bool) {
+        let PageRequest { before, after, limit } = request;
         self.expire_by_age(ts);
         // Never more than the page size (PROTOCOL.md's `limit`), nor than the room keeps.
         let most = self.rules.recent.min(self.rules.retention.retain_messages).max(1);
         let messages = limit.map_or(most, |limit| limit as usize).clamp(1, most);
-        let limit = PageLimit { messages, bytes: self.rules.page_bytes };
+        let bytes = self.rules.page_bytes.min(space);
+        let limit = PageLimit { messages, bytes, strict: false };
         let page = match after {
             Some(after) => self.history.after(after, limit),
             None => self.history.before(before, limit),
@@ -579,12 +601,13 @@ impl RoomState {
 }
 
 /// The error a sender gets when its message could not be stored.
-pub fn store_refusal(client_id: Option<ClientId>) -> ServerMessage {
+pub fn store_refusal(client_id: Option<ClientId>, room: &str) -> ServerMessage {
     ServerMessage::Error {
         code: ErrorCode::Unavailable,
         message: "Your message could not be stored; send it again.".into(),
         retry_after_ms: None,
         client_id,
+        room: Some(room.to_owned()),
     }
 }
 
@@ -772,9 +795,10 @@ mod tests {
             let _ = room.post(1, format!("m{i}"), None, &ids, T, || true);
         }
         room.durable(150);
-        let (page, more) = room.page(None, None, Some(1_000), T);
+        let request = PageRequest { limit: Some(1_000), ..PageRequest::default() };
+        let (page, more) = room.page(request, usize::MAX, T);
         assert_eq!((page.len(), more), (100, true));
-        let (page, _) = room.page(None, None, None, T);
+        let (page, _) = room.page(PageRequest::default(), usize::MAX, T);
         assert_eq!(page.len(), 100);
     }
 
@@ -1015,18 +1039,18 @@ mod tests {
             room.post(1, format!("message {i:02} {}", "x".repeat(200)), None, &ids, T, || true);
         }
         room.durable(50);
-        for (conn, space) in [(2, usize::MAX), (3, 3_000)] {
+        for (conn, space) in [(2, usize::MAX), (3, 3_000), (4, 700)] {
             let (_, effects) =
                 room.join(request(conn, Some(&format!("n{conn}")), None), space, now, T);
             let [welcome] = sent_to(&effects, conn)[..] else { panic!("one welcome") };
             let frame = serde_json::to_string(welcome).expect("encodes");
             let ServerMessage::Welcome { history, truncated, .. } = welcome else { panic!() };
-            if space == usize::MAX {
-                assert_eq!(history.len(), 50, "the whole history fits the page");
-            } else {
-                assert!(frame.len() <= space, "a welcome of {} bytes in {space}", frame.len());
-                assert!(!history.is_empty() && *truncated, "some messages, and older exist");
+            match space {
+                usize::MAX => assert_eq!(history.len(), 50, "the whole history fits the page"),
+                3_000 => assert!(!history.is_empty() && *truncated, "some, and older exist"),
+                _ => assert!(history.is_empty() && *truncated, "none fits: all left out"),
             }
+            assert!(frame.len() <= space, "a welcome of {} bytes in {space}", frame.len());
         }
     }
 
@@ -1052,11 +1076,15 @@ mod tests {
             }
             other => panic!("expected a welcome, got {other:?}"),
         }
-        let page = room.history_page(2, Some(3), None, Some(1), T);
+        let request = PageRequest { before: Some(3), after: None, limit: Some(1) };
+        let page = room.history_page(2, request, usize::MAX, T);
         assert!(matches!(
             sent_to(&page, 2).as_slice(),
             [ServerMessage::History { messages, more: true, .. }] if messages[0].id == 2
         ));
-        assert!(room.history_page(9, None, None, None, T).is_empty(), "not a member");
+        assert!(
+            room.history_page(9, PageRequest::default(), usize::MAX, T).is_empty(),
+            "not a member"
+        );
     }
 }

@@ -183,7 +183,8 @@ impl Session {
             let message = format!(
                 "You are in {max} rooms, as many as one connection may be; leave one first."
             );
-            return self.reject(ctx, Rejection::new(ErrorCode::TooManyJoined, message));
+            let rejection = Rejection::new(ErrorCode::TooManyJoined, message).in_room(&room);
+            return self.reject(ctx, rejection);
         }
         self.joining = Some(room.clone());
         // A join that names no nick keeps the nick held in that room, or else the last one.
@@ -218,29 +219,33 @@ impl Session {
             session.heard = Instant::now();
             let joined = match answer {
                 Ok(Ok(joined)) => joined,
-                Ok(Err(rejection)) => return session.reject(ctx, rejection),
+                Ok(Err(rejection)) => return session.reject(ctx, rejection.in_room(&room)),
                 Err(error) => {
                     tracing::error!(conn = session.conn, %error, room = %room, "join unanswered");
                     // The join may still complete after we stopped waiting: undo it then,
                     // unless it was a rename in a room this session is in.
                     if !session.memberships.contains_key(&room) {
                         session.lobby.do_send(lobby::Leave {
-                            room,
+                            room: room.clone(),
                             conn: session.conn,
                             farewell: false,
                         });
                     }
                     let message = "The server is not accepting joins right now; try again.";
-                    return session.reject(ctx, Rejection::new(ErrorCode::Unavailable, message));
+                    let rejection = Rejection::new(ErrorCode::Unavailable, message).in_room(&room);
+                    return session.reject(ctx, rejection);
                 }
             };
             tracing::debug!(conn = session.conn, room = %room, nick = %joined.nick, "joined");
             session.nick = Some(joined.nick.clone());
             let now =
                 Membership { nick: joined.nick, room: joined.room, instance: joined.instance };
-            session.memberships.insert(room, now);
+            if session.memberships.insert(room, now).is_none() {
+                session.metrics.memberships.inc();
+            }
             for name in leaving {
                 if session.memberships.remove(&name).is_some() {
+                    session.metrics.memberships.dec();
                     session.lobby.do_send(lobby::Leave {
                         room: name,
                         conn: session.conn,
@@ -257,8 +262,9 @@ impl Session {
     fn leave(&mut self, room: String, ctx: &mut ws::WebsocketContext<Self>) {
         if self.memberships.remove(&room).is_none() {
             let message = format!("You are not in #{room}.");
-            return self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message));
+            return self.reject(ctx, Rejection::new(ErrorCode::NotJoined, message).in_room(&room));
         }
+        self.metrics.memberships.dec();
         self.lobby.do_send(lobby::Leave { room, conn: self.conn, farewell: true });
     }
 
@@ -283,6 +289,7 @@ impl Session {
         let rejection = match named {
             Some(name) => {
                 Rejection::new(ErrorCode::NotJoined, format!("Join #{name} before {doing}."))
+                    .in_room(name)
             }
             None if self.memberships.is_empty() => {
                 Rejection::new(ErrorCode::NotJoined, format!("Join a room before {doing}."))
@@ -316,12 +323,12 @@ impl Session {
             Ok(Command::Leave { room }) => self.leave(room, ctx),
             Ok(Command::Join { room, nick, since, add }) => match self.joins.admit() {
                 Ok(()) => self.join(JoinCommand { room, nick, since, add }, ctx),
-                Err(wait) => self.reject(
-                    ctx,
-                    Rejection::too_fast(wait, |ms| {
+                Err(wait) => {
+                    let rejection = Rejection::too_fast(wait, |ms| {
                         format!("You are switching rooms too fast; wait {ms} ms.")
-                    }),
-                ),
+                    });
+                    self.reject(ctx, rejection.in_room(&room));
+                }
             },
             Ok(Command::History { room, before, after, limit }) => {
                 let doing = "asking for its history";
@@ -356,12 +363,13 @@ impl Session {
     }
 }
 
-/// Joins one connection may make at once before they are spaced by `--rename-interval`: at
-/// least 10, and enough to enter as many rooms as it may be in (a page restoring its rooms
-/// after a reload).
-fn join_burst(max_rooms_per_connection: usize) -> NonZeroU32 {
+/// Joins one connection may make at once before they are spaced by `--rename-interval`: enough
+/// to enter as many rooms as it may be in (a page restoring its rooms after a reload), and 10
+/// more for the joins refused on the way (a join uses its place before the lobby's limits
+/// answer) and renames.
+pub fn join_burst(max_rooms_per_connection: usize) -> NonZeroU32 {
     let rooms = u32::try_from(max_rooms_per_connection).unwrap_or(u32::MAX);
-    NonZeroU32::new(rooms.max(10)).unwrap_or(NonZeroU32::MIN)
+    NonZeroU32::new(rooms.saturating_add(10)).unwrap_or(NonZeroU32::MIN)
 }
 
 /// A `join` the session carries out.
@@ -403,8 +411,9 @@ impl Drop for Session {
     /// gone, actix-http drops the response body and actix-web-actors drops the actor with it,
     /// without running `stopping` or `stopped`. `Drop` runs on every path.
     fn drop(&mut self) {
-        tracing::info!(conn = self.conn, "disconnected");
         let rooms = std::mem::take(&mut self.memberships).into_keys();
+        tracing::info!(conn = self.conn, rooms = rooms.len(), "disconnected");
+        self.metrics.memberships.dec_by(i64::try_from(rooms.len()).unwrap_or(i64::MAX));
         for room in rooms.chain(self.joining.take()) {
             self.lobby.do_send(lobby::Leave { room, conn: self.conn, farewell: false });
         }

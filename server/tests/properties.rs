@@ -95,14 +95,18 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         }),
         (any::<String>(), any::<String>(), any::<u64>())
             .prop_map(|(room, nick, ts)| ServerMessage::Left { room, nick, ts }),
-        (any::<String>(), proptest::option::of(any::<u64>())).prop_map(|(message, retry)| {
-            ServerMessage::Error {
+        (
+            any::<String>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<String>())
+        )
+            .prop_map(|(message, retry, room)| ServerMessage::Error {
                 code: ErrorCode::RateLimited,
                 message,
                 retry_after_ms: retry,
                 client_id: None,
-            }
-        }),
+                room,
+            }),
     ]
 }
 

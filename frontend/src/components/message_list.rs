@@ -52,15 +52,19 @@ pub fn message_list(props: &MessageListProps) -> Html {
     let stick = use_mut_ref(|| true);
     let unseen = use_state(|| false);
 
-    // The height and first entry of the list as last rendered: older messages added above
-    // keep what the reader looks at in place.
+    // The list's height while the reader is scrolled up (updated on scroll and on each
+    // render then), and its first entry as last rendered: older messages added above keep
+    // what the reader looks at in place. Read only off the path of a reader at the bottom,
+    // where each new message would otherwise cost another layout.
     let before = use_mut_ref(|| (0, None::<i128>));
 
     let onscroll = {
         let (list_ref, stick, unseen) = (list_ref.clone(), stick.clone(), unseen.clone());
         let (older, on_older) = (props.older, props.on_older.clone());
+        let before = before.clone();
         Callback::from(move |_: Event| {
             if let Some(list) = list_ref.cast::<Element>() {
+                before.borrow_mut().0 = list.scroll_height();
                 let at_bottom = is_at_bottom(&list);
                 *stick.borrow_mut() = at_bottom;
                 if at_bottom && *unseen {
@@ -90,12 +94,16 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 let prepended = first_before.is_some() && first != first_before;
                 if *stick.borrow() {
                     list.set_scroll_top(list.scroll_height());
-                } else if prepended {
-                    list.set_scroll_top(list.scroll_top() + list.scroll_height() - height);
-                } else if !entries.is_empty() {
-                    unseen.set(true);
+                } else {
+                    let now = list.scroll_height();
+                    if prepended {
+                        list.set_scroll_top(list.scroll_top() + now - height);
+                    } else if !entries.is_empty() {
+                        unseen.set(true);
+                    }
+                    before.borrow_mut().0 = now;
                 }
-                *before.borrow_mut() = (list.scroll_height(), first);
+                before.borrow_mut().1 = first;
             }
         });
     }

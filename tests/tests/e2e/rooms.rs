@@ -83,10 +83,11 @@ async fn unread_counts_and_mentions_rise_in_rooms_not_open() {
 }
 
 /// A reload brings back every room the page was in, in order, on one connection, and the
-/// room that was open.
+/// room that was open; so does a restart of the server under the open page, each room
+/// resuming where it was (what arrived unread stays counted, nothing twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_brings_the_rooms_back() {
-    let server = ServerProcess::start();
+    let mut server = ServerProcess::start();
     let driver = Driver::start();
     let (cleo, dan) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
     cleo.join_with_link(&server, "one", "cleo").await;
@@ -110,6 +111,27 @@ async fn a_reload_brings_the_rooms_back() {
         (unread(&cleo, "three").await == "1").then_some(())
     })
     .await;
+
+    let port = server.addr.port();
+    server.stop();
+    cleo.find(".badge.reconnecting").await;
+    let _server = ServerProcess::start_on(port);
+    cleo.wait_for_online().await;
+    cleo.wait_for("every room back after the restart", || async {
+        let names = cleo.texts(".rooms .joined li .name").await;
+        let joining = cleo.texts(".rooms .joining").await;
+        (names == ["#one", "#two", "#three"] && joining.is_empty()).then_some(())
+    })
+    .await;
+    dan.wait_for_online().await;
+    dan.type_into("#composer-input", &format!("after the restart{ENTER}")).await;
+    cleo.wait_for("two unread in #three", || async {
+        (unread(&cleo, "three").await == "2").then_some(())
+    })
+    .await;
+    open_room(&cleo, "three").await;
+    cleo.wait_for_text(".message .text", "after the restart").await;
+    assert_eq!(cleo.texts(".message .text").await, ["welcome back", "after the restart"]);
     cleo.close().await;
     dan.close().await;
 }

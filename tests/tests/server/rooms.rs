@@ -222,9 +222,10 @@ async fn the_rate_limit_counts_every_room() {
     assert_eq!(alice.error_skipping().await, ErrorCode::RateLimited);
 }
 
-/// Welcomes of many full rooms asked for at once stay within the per-client bound: each is
-/// cut to the room left beside what already waits (and says older messages exist), so a
-/// client that reads is never dropped as not reading for joining rooms.
+/// Welcomes of many full rooms asked for at once (twelve pages' worth against a bound of four)
+/// reach a client that reads, none dropped as not reading. End to end only: whether a welcome
+/// had to be cut depends on how fast the socket drains; `room_state`'s
+/// `the_welcome_fits_beside_what_waits` checks the cut itself.
 #[tokio::test]
 async fn welcomes_of_many_rooms_fit_the_per_client_bound() {
     let mut settings = config();
@@ -257,4 +258,81 @@ async fn welcomes_of_many_rooms_fit_the_per_client_bound() {
     let mut expected = rooms.clone();
     expected.sort();
     assert_eq!(welcomed, expected);
+}
+
+/// One address keeps at most `--max-open-rooms-per-address` rooms it opened open, however many
+/// rooms its connections may be in: past it, opening another is refused with `too_many_rooms`
+/// (naming the room), joining an open room still works, and a room that closes frees its
+/// place.
+#[tokio::test]
+async fn open_rooms_are_capped_per_address() {
+    let mut settings = config();
+    settings.abuse.max_open_rooms_per_address = 3;
+    let server = TestServer::with_config(settings);
+    let (mut opener, _) = server.join("o1", "opener").await;
+    for room in ["o2", "o3"] {
+        add(&mut opener, room).await;
+        opener.welcome().await;
+    }
+    add(&mut opener, "o4").await;
+    let refusal = opener
+        .recv_until(|m| match m {
+            ServerMessage::Error { code, room, .. } => Some((code, room)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refusal, (ErrorCode::TooManyRooms, Some("o4".to_owned())));
+    // Another connection of the address joins a room that is open.
+    let (other, _) = server.join("o2", "other").await;
+    opener.send_text(r#"{"type":"leave","room":"o3"}"#).await;
+    let left = opener.recv_until(|m| match m {
+        ServerMessage::Left { room, nick, .. } => Some((room, nick)),
+        _ => None,
+    });
+    assert_eq!(left.await, ("o3".to_owned(), "opener".to_owned()));
+    add(&mut opener, "o4").await;
+    let welcome = opener.recv_until(|m| match m {
+        ServerMessage::Welcome { room, .. } => Some(room),
+        _ => None,
+    });
+    assert_eq!(welcome.await, "o4", "o3 closed, which freed a place");
+    other.close().await;
+}
+
+/// `/metrics` counts the rooms connections are in (`chat_memberships`): up with each room a
+/// connection enters, down with each it leaves or closes.
+#[tokio::test]
+async fn memberships_are_counted_in_metrics() {
+    let server = TestServer::start();
+    let memberships = || async {
+        let metrics = crate::util::http_get(&server, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("chat_memberships "))
+            .and_then(|value| value.trim().parse::<i64>().ok())
+            .expect("chat_memberships in /metrics")
+    };
+    let wait_for = |want: i64| async move {
+        let deadline = tokio::time::Instant::now() + crate::util::DEADLINE;
+        loop {
+            let got = memberships().await;
+            if got == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "chat_memberships {got}, not {want}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let (mut alice, _) = server.join("m1", "alice").await;
+    add(&mut alice, "m2").await;
+    alice.welcome().await;
+    add(&mut alice, "m3").await;
+    alice.welcome().await;
+    wait_for(3).await;
+    alice.send_text(r#"{"type":"leave","room":"m2"}"#).await;
+    wait_for(2).await;
+    alice.send_text(r#"{"type":"join","room":"m9"}"#).await;
+    wait_for(1).await;
+    alice.close().await;
+    wait_for(0).await;
 }
