@@ -266,15 +266,7 @@ async fn layout_fits_phone_and_desktop() {
     for (browser, nick) in [(&phone, "hana"), (&desktop, "ivan")] {
         browser.join_with_link(&server, "layout", nick).await;
     }
-    let rect = |browser: &Browser, css: &'static str| {
-        let browser = browser.client.clone();
-        async move {
-            let element = browser.find(fantoccini::Locator::Css(css)).await.expect(css);
-            element.rectangle().await.expect("rectangle")
-        }
-    };
-    let (main, composer) =
-        (rect(&phone, ".conversation").await, rect(&phone, "#composer-input").await);
+    let (main, composer) = (phone.rect(".conversation").await, phone.rect("#composer-input").await);
     let viewport = phone.client.execute("return window.innerHeight", vec![]).await.expect("height");
     let viewport = viewport.as_f64().expect("number");
     assert!(composer.1 + composer.3 <= viewport, "phone: the input is on screen");
@@ -284,7 +276,7 @@ async fn layout_fits_phone_and_desktop() {
     phone.assert_accessible("the chat on a phone").await;
     phone.screenshot("layout-phone").await;
 
-    let (side, main) = (rect(&desktop, ".sidebar").await, rect(&desktop, ".conversation").await);
+    let (side, main) = (desktop.rect(".sidebar").await, desktop.rect(".conversation").await);
     assert!(side.0 + side.2 <= main.0 + 1.0, "desktop: sidebar beside the messages");
     desktop.screenshot("layout-desktop").await;
     phone.close().await;

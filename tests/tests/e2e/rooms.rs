@@ -199,28 +199,14 @@ async fn the_phone_drawer_holds_rooms_and_members() {
     phone.type_into("#composer-input", &format!("hi @ivo{ENTER}")).await;
     dark_phone.wait_for_text(".message.mention .text", "hi @ivo").await;
 
-    let rect = |browser: &Browser, css: &'static str| {
-        let client = browser.client.clone();
-        async move {
-            let element = client.find(fantoccini::Locator::Css(css)).await.expect(css);
-            element.rectangle().await.expect("rectangle")
-        }
-    };
-    let displayed = |browser: &Browser, css: &'static str| {
-        let client = browser.client.clone();
-        async move {
-            let element = client.find(fantoccini::Locator::Css(css)).await.expect(css);
-            element.is_displayed().await.expect("displayed")
-        }
-    };
-    let conversation = rect(&phone, ".conversation").await;
+    let conversation = phone.rect(".conversation").await;
     assert!(conversation.2 >= 389.0, "the messages take the whole width: {conversation:?}");
-    assert!(!displayed(&phone, ".sidebar").await, "the drawer is closed");
+    assert!(!phone.displayed(".sidebar").await, "the drawer is closed");
     phone.screenshot("phone-1-chat").await;
 
     phone.find(".drawer-toggle").await.click().await.expect("drawer opened");
     phone
-        .wait_for("the drawer", || async { displayed(&phone, ".sidebar").await.then_some(()) })
+        .wait_for("the drawer", || async { phone.displayed(".sidebar").await.then_some(()) })
         .await;
     let toggle = phone.find(".drawer-toggle").await;
     assert_eq!(toggle.attr("aria-expanded").await.expect("attr").as_deref(), Some("true"));
@@ -232,7 +218,7 @@ async fn the_phone_drawer_holds_rooms_and_members() {
     phone.wait_for_text(".topbar h1", "#elsewhere").await;
     phone
         .wait_for("the drawer to close", || async {
-            (!displayed(&phone, ".sidebar").await).then_some(())
+            (!phone.displayed(".sidebar").await).then_some(())
         })
         .await;
     dark_phone.assert_accessible("the chat on a dark phone").await;

@@ -317,6 +317,16 @@ impl Browser {
         .await
     }
 
+    /// Where the element matching `css` is: x, y, width and height in CSS pixels.
+    pub async fn rect(&self, css: &str) -> (f64, f64, f64, f64) {
+        self.find(css).await.rectangle().await.expect("rectangle")
+    }
+
+    /// Whether the element matching `css` is shown.
+    pub async fn displayed(&self, css: &str) -> bool {
+        self.find(css).await.is_displayed().await.expect("displayed")
+    }
+
     /// The text of every element matching `css`, in document order.
     pub async fn texts(&self, css: &str) -> Vec<String> {
         let mut texts = Vec::new();
