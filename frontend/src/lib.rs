@@ -297,6 +297,15 @@ pub fn app(props: &AppProps) -> Html {
         let drawer = drawer.clone();
         Callback::from(move |_: MouseEvent| drawer.set(!*drawer))
     };
+    // Escape closes the drawer, as it closes any panel.
+    let onkeydown = {
+        let drawer = drawer.clone();
+        Callback::from(move |event: KeyboardEvent| {
+            if *drawer && event.key() == "Escape" {
+                drawer.set(false);
+            }
+        })
+    };
     let usable = !matches!(state.connection, ConnectionState::Replaced | ConnectionState::Closed);
     let joined: Vec<JoinedRoom> = state
         .joined
@@ -312,7 +321,7 @@ pub fn app(props: &AppProps) -> Html {
     let unread_elsewhere = unread.saturating_sub(view.unread);
 
     html! {
-        <div class={classes!("chat", drawer.then_some("drawer-open"))}>
+        <div class={classes!("chat", drawer.then_some("drawer-open"))} {onkeydown}>
             <header class="topbar">
                 <button type="button" class="drawer-toggle" onclick={toggle_drawer}
                     aria-expanded={drawer.to_string()} aria-controls="sidebar">

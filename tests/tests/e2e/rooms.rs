@@ -214,6 +214,17 @@ async fn the_phone_drawer_holds_rooms_and_members() {
     phone.assert_accessible("the drawer and settings on a phone").await;
     phone.screenshot("phone-2-drawer").await;
 
+    // Escape closes it, the button opens it again.
+    phone.type_into("#room-input", "\u{e00c}").await;
+    phone
+        .wait_for("Escape to close the drawer", || async {
+            (!phone.displayed(".sidebar").await).then_some(())
+        })
+        .await;
+    phone.find(".drawer-toggle").await.click().await.expect("drawer opened again");
+    phone
+        .wait_for("the drawer", || async { phone.displayed(".sidebar").await.then_some(()) })
+        .await;
     phone.type_into("#room-input", &format!("elsewhere{ENTER}")).await;
     phone.wait_for_text(".topbar h1", "#elsewhere").await;
     phone
@@ -337,4 +348,59 @@ async fn first_load_times_are_marked() {
     let report = lines.join("\n");
     eprintln!("{report}");
     std::fs::write(crate::util::screenshot_dir().join("load-times.txt"), report).expect("report");
+}
+
+/// Notifications of mentions: the page never asks for the permission by itself; turning them
+/// on in the settings asks once; then a mention in a room not in view shows one, with who and
+/// where. (A headless browser shows no notifications, so the page's `Notification` is replaced
+/// by a recorder once it has loaded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_notify_once_turned_on() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    alice.join_with_link(&server, "main", "alice").await;
+    join_from_sidebar(&alice, "side").await;
+    open_room(&alice, "main").await;
+    let permission = alice.client.execute("return Notification.permission", vec![]).await;
+    assert_eq!(permission.expect("permission"), "default", "never asked on load");
+    let recorder = r#"
+        window.__asked = 0; window.__shown = []; window.__permission = "default";
+        window.Notification = class {
+            constructor(title, options) { window.__shown.push([title, options.body]); }
+            static get permission() { return window.__permission; }
+            static requestPermission() {
+                window.__asked += 1; window.__permission = "granted";
+                return Promise.resolve("granted");
+            }
+        };"#;
+    alice.client.execute(recorder, vec![]).await.expect("recorder installed");
+    let recorded = || async {
+        let script = "return [window.__asked, window.__shown]";
+        alice.client.execute(script, vec![]).await.expect("recorded")
+    };
+
+    bob.join_with_link(&server, "side", "bob").await;
+    bob.type_into("#composer-input", &format!("@alice before{ENTER}")).await;
+    alice
+        .wait_for("the mention's unread", || async {
+            (unread(&alice, "side").await == "1").then_some(())
+        })
+        .await;
+    assert_eq!(recorded().await, serde_json::json!([0, []]), "off: nothing asked, nothing shown");
+
+    alice.find(".settings input[type=checkbox]").await.click().await.expect("turned on");
+    alice
+        .wait_for("the setting on", || async {
+            let checkbox = alice.find(".settings input[type=checkbox]").await;
+            (checkbox.prop("checked").await.ok()?.as_deref() == Some("true")).then_some(())
+        })
+        .await;
+    bob.type_into("#composer-input", &format!("@alice after{ENTER}")).await;
+    let shown = serde_json::json!([1, [["bob mentioned you in #side", "@alice after"]]]);
+    alice
+        .wait_for("one notification", || async { (recorded().await == shown).then_some(()) })
+        .await;
+    alice.close().await;
+    bob.close().await;
 }
