@@ -231,6 +231,8 @@ enum Input {
     Request(Request),
     /// A wait asked for by the server is over: send again what it refused.
     Retry,
+    /// The pacing's second is over: send what it held back.
+    Paced,
     /// Every handle is gone.
     Abandoned,
 }
@@ -611,30 +613,47 @@ impl Link {
                 retry_after_ms,
                 room: Some(room),
                 ..
-            } if self.joining.iter().any(|join| joins(join, room)) => {
+            } if answers_join(*code) && self.joining.iter().any(|join| joins(join, room)) => {
                 let at = self.joining.iter().position(|join| joins(join, room));
                 let Some(join) = at.and_then(|at| self.joining.remove(at)) else {
                     return reaction;
                 };
                 let add = matches!(join, ClientMessage::Join { add: true, .. });
-                if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
-                    // That join, again after the wait.
+                let transient = matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable);
+                if transient || *code == ErrorCode::TooManyRooms && add {
+                    // That join, again after the wait (for `too_many_rooms`, when the server
+                    // or this address has a place for another open room again).
                     self.held.push(join);
                     reaction.retry_in = Some(self.backoff(*retry_after_ms));
-                } else if *code == ErrorCode::TooManyRooms && add && target.seat(room).is_some() {
-                    // The server (or this address) has no room for another open room now: a
-                    // room coming back is tried again later rather than given up.
-                    self.restore.push_back(room.clone());
-                    reaction.flush_in = Some(self.backoff(None));
-                } else if refuses_join(*code) {
-                    // The socket stays where it was; a room it was joining is given up (the
-                    // page says why).
+                } else {
+                    // Refused for good: the socket stays where it was (a refused rename keeps
+                    // the seat); a room it was entering is given up, and the page told.
                     if add && !self.seated.contains_key(room) {
                         target.seats.retain(|seat| seat.room != *room);
+                        reaction.refused = Some(room.clone());
                     }
-                    reaction.refused = Some(room.clone());
                     reaction.flush = true;
                 }
+            }
+            ServerMessage::Error {
+                code,
+                client_id: None,
+                retry_after_ms,
+                room: Some(room),
+                ..
+            } if code.is_transient() && self.seated.contains_key(room) => {
+                // A refusal about a room this socket thinks it is in, with no join of it on its
+                // way: the server has left it (a join it gave up waiting for, admitted after
+                // all and undone), or a page of it was refused. Join it again; if the server
+                // still has the seat, that only brings a welcome that resumes where it was.
+                self.seated.remove(room);
+                self.paging.remove(room);
+                self.live.remove(room);
+                if self.page_out.as_ref() == Some(room) {
+                    self.page_out = None;
+                }
+                self.held.push(target.join_to(room, true));
+                reaction.retry_in = Some(self.backoff(*retry_after_ms));
             }
             ServerMessage::Error { code, client_id: None, retry_after_ms, room: None, .. }
                 if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) =>
@@ -651,6 +670,11 @@ impl Link {
         }
         reaction
     }
+}
+
+/// Whether an error with this code can answer a `join`.
+fn answers_join(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) || refuses_join(code)
 }
 
 /// Whether `request` is a join of `room`.
@@ -687,7 +711,7 @@ async fn connect_once(
     let mut heard = false;
     // One timer at a time for each kind of wait: a burst of refusals must not become a burst
     // of retries.
-    let (mut retry_armed, mut flush_armed) = (false, false);
+    let (mut retry_armed, mut flush_armed, mut pace_armed) = (false, false, false);
     let arm = |delay: u32, input: Input| {
         let retries = retries.clone();
         wasm_bindgen_futures::spawn_local(async move {
@@ -754,6 +778,10 @@ async fn connect_once(
                 flush_armed = false;
                 outgoing = send_outbox(&mut link, target, on_action);
             }
+            Either::Right(Some(Input::Paced)) => {
+                pace_armed = false;
+                outgoing = send_outbox(&mut link, target, on_action);
+            }
             Either::Right(Some(Input::Retry)) => {
                 retry_armed = false;
                 link.retry();
@@ -761,10 +789,10 @@ async fn connect_once(
             }
             Either::Right(Some(Input::Abandoned) | None) => return Ended::Abandoned,
         }
-        if let Some(delay) = link.take_wait().filter(|_| !flush_armed) {
-            // Pacing held something back: flush again once the second is over.
-            flush_armed = true;
-            arm(delay, Input::Request(Request::Flush));
+        if let Some(delay) = link.take_wait().filter(|_| !pace_armed) {
+            // Pacing held something back: send it once the second is over.
+            pace_armed = true;
+            arm(delay, Input::Paced);
         }
         for request in outgoing {
             let Ok(json) = serde_json::to_string(&request) else { continue };
@@ -1017,7 +1045,7 @@ mod tests {
         let outbox = outbox("a", "n");
         let mut link = Link::new(&target);
         let reaction = link.on_server(&mut target, &refusal(ErrorCode::NickTaken, None, "a"));
-        assert_eq!((reaction.retry_in, reaction.refused.as_deref()), (None, Some("a")));
+        assert_eq!((reaction.retry_in, reaction.refused.as_deref()), (None, None), "not given up");
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty());
         link.retry();
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty());
@@ -1176,8 +1204,10 @@ mod tests {
         assert!(matches!(&again[..], [ClientMessage::Join { room, .. }] if room == "b"));
 
         let reaction = link.on_server(&mut target, &refusal(ErrorCode::TooManyRooms, None, "d"));
-        assert!(reaction.refused.is_none() && reaction.flush_in.is_some(), "tried again later");
+        assert!(reaction.refused.is_none() && reaction.retry_in.is_some(), "tried again later");
         assert!(target.seat("d").is_some());
+        assert!(sends(&mut link, &target, 0.0).is_empty(), "not before the wait");
+        link.retry();
         let later = sends(&mut link, &target, 0.0);
         assert!(matches!(&later[..], [ClientMessage::Join { room, .. }] if room == "d"));
     }
@@ -1340,5 +1370,34 @@ mod tests {
         assert!(
             matches!(&joins[..], [ClientMessage::Join { room, since: Some(9), add: true, .. }] if room == "b")
         );
+    }
+
+    /// A refusal about a room the socket thinks it is in, with no join of it on its way (a
+    /// join the server gave up waiting for but its room admitted, then undid; a page of a room
+    /// the server no longer has it in): the room is joined again after the wait, and nothing
+    /// goes there meanwhile, the page in flight included.
+    #[test]
+    fn a_room_the_server_left_is_joined_again() {
+        let (mut target, mut link) = seated_as_n("a");
+        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: true };
+        link.on_request(&mut target, &join);
+        let mut welcome = welcome("b", &[4], Some(3), true);
+        if let ServerMessage::Welcome { nick, .. } = &mut welcome {
+            *nick = "n".into();
+        }
+        link.on_server(&mut target, &welcome);
+        assert_eq!(sends(&mut link, &target, 0.0), [page_after("b", 4)]);
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::NotJoined, None, "b"));
+        assert!(reaction.retry_in.is_some());
+        let outbox = outbox("b", "n");
+        assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "nothing to b meanwhile");
+        link.retry();
+        let again = link.next_batch(&target, &outbox, 0.0);
+        assert!(
+            matches!(&again[..], [ClientMessage::Join { room, since: Some(4), add: true, .. }] if room == "b"),
+            "{again:?}"
+        );
+        link.on_server(&mut target, &welcome_as("b", "n"));
+        assert_eq!(link.next_batch(&target, &outbox, 0.0), [outbox.items()[0].request()]);
     }
 }

@@ -635,9 +635,13 @@ impl State {
         }
     }
 
-    /// The socket is gone: every room is rejoined on the next one.
+    /// The socket is gone: every room is rejoined on the next one; an older page asked for
+    /// on it will not come.
     fn disconnected(&mut self) {
         for view in &mut self.joined {
+            if view.older == Older::Loading {
+                view.older = Older::More;
+            }
             if view.is_joined() {
                 view.notice("Connection lost; reconnecting…".into(), now());
             }
@@ -751,11 +755,10 @@ impl Reducible for State {
                 state.open(room);
             }
             Action::JoinRefused { room } => {
-                // A room the page never got into goes from the sidebar again (the error says
-                // why); one it is in stays (a refused rename).
-                if state.view_of(&room).is_some_and(|view| !view.is_joined())
-                    && state.joined.len() > 1
-                {
+                // The connection gave the room up (it never got in, or could not get back in
+                // after a reconnect): it goes from the sidebar (the error says why). A refused
+                // rename is not reported: the room stays.
+                if state.view_of(&room).is_some() && state.joined.len() > 1 {
                     state.joined.retain(|view| view.name != room);
                     if state.room == room {
                         let first = state.joined[0].name.clone();
@@ -1002,7 +1005,8 @@ mod tests {
         assert_eq!(state.pending_here().len(), 2);
         let state = reduce(state, [welcome("a", vec![message(7, "a", "x")])]);
         assert_eq!(state.pending_here(), [item("y", "a")]);
-        let state = reduce(state, [welcome("b", vec![]), ack("y", 8)]);
+        let state = reduce(state, [Action::JoinRoom { room: "b".into() }, welcome("b", vec![])]);
+        let state = reduce(state, [Action::Open { room: "a".into() }, ack("y", 8)]);
         assert_eq!(state.pending_here(), [item("y", "a")], "a is still shown");
         let state = reduce(state, [Action::LeaveRoom { room: "a".into() }]);
         assert!(state.pending.is_empty(), "nothing waits for a room the page left");
@@ -1324,8 +1328,10 @@ mod tests {
     /// them. Your own messages never count.
     #[test]
     fn unread_and_mentions_count_what_is_out_of_view() {
-        let state =
-            reduce(Rc::new(State::new("a".into())), [welcome("a", vec![]), welcome("b", vec![])]);
+        let state = reduce(
+            Rc::new(State::with_rooms("a".into(), &["a".into(), "b".into()])),
+            [welcome("a", vec![]), welcome("b", vec![])],
+        );
         assert_eq!(state.room, "a", "the first room stays open");
         let ack = ServerMessage::Ack { client_id: "x".into(), id: 3, room: "b".into() };
         let state = reduce(
@@ -1419,7 +1425,8 @@ mod tests {
         let refused = reduce(state.clone(), [Action::JoinRefused { room: "b".into() }]);
         assert_eq!((refused.room.as_str(), refused.room_names()), ("a", vec!["a".to_owned()]));
         let state = reduce(state, [welcome("b", vec![]), Action::JoinRefused { room: "b".into() }]);
-        assert_eq!(state.room_names(), ["a", "b"], "a refused rename keeps the room");
+        assert_eq!(state.room_names(), ["a"], "a room not got back after a reconnect goes too");
+        let state = reduce(state, [Action::JoinRoom { room: "b".into() }, welcome("b", vec![])]);
         let state = reduce(state, [Action::LeaveRoom { room: "b".into() }]);
         assert_eq!((state.room.as_str(), state.room_names()), ("a", vec!["a".to_owned()]));
         let state = reduce(state, [Action::LeaveRoom { room: "a".into() }, said(9, "a", "x", "y")]);

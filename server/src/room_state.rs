@@ -90,9 +90,9 @@ pub struct PageRequest {
     pub limit: Option<u32>,
 }
 
-/// A bound on the bytes of a welcome besides its lists and messages: its type, the room and
-/// the nick (32 characters each, of up to 4 bytes, doubled by escaping), `since`, the flags.
-const WELCOME_FIXED_BYTES: usize = 2 * (2 * 32 * 4) + 160;
+/// A bound on the bytes of a welcome besides its lists, messages, room name and nick (which
+/// take at most twice their bytes, escaped): its field names, `since`, the flags.
+const WELCOME_FIXED_BYTES: usize = 160;
 
 /// A connection asking to enter the room (or to be renamed in it).
 #[derive(Debug, Clone)]
@@ -301,7 +301,8 @@ impl RoomState {
         let page = self.rules.page_bytes.saturating_sub(lists);
         // Beside what already waits for the joiner, the whole frame must fit: then even the
         // first message is left out if it does not (the welcome says more exist).
-        let room_left = space.saturating_sub(lists + WELCOME_FIXED_BYTES);
+        let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len());
+        let room_left = space.saturating_sub(lists + fixed);
         let strict = room_left < page;
         let catchup =
             self.history.catchup(request.since, self.rules.recent, page.min(room_left), strict);

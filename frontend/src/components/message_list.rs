@@ -124,7 +124,10 @@ pub fn message_list(props: &MessageListProps) -> Html {
 
     html! {
         <div class="message-pane">
-            <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages">
+            // Focusable, so the keyboard can scroll it; while it has the keyboard's focus, every
+            // time shows its full date (as hovering one does).
+            <ol class="messages" ref={list_ref} {onscroll} aria-live="polite" aria-label="Messages"
+                tabindex="0">
                 <li key="older" class="older">
                     { match props.older {
                         Older::Beginning => html! {
@@ -181,9 +184,7 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
             );
             html! {
                 <li key={entry.key().to_string()} class={classes} data-id={message.id.to_string()}>
-                    <time datetime={iso_time(message.ts)} title={full_time(message.ts)}>
-                        { local_time(message.ts) }
-                    </time>
+                    { render_time(message.ts) }
                     <span class="from">{ &message.from }</span>
                     if message.bot {
                         // Posted through the HTTP API: not a person in the room.
@@ -198,13 +199,13 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
         }
         Entry::Notice { text, ts, .. } => html! {
             <li key={entry.key().to_string()} class="notice">
-                <time datetime={iso_time(*ts)} title={full_time(*ts)}>{ local_time(*ts) }</time>
+                { render_time(*ts) }
                 <span class="text">{ text }</span>
             </li>
         },
         Entry::Presence { joined, left, ts, .. } => html! {
             <li key={entry.key().to_string()} class="notice presence">
-                <time datetime={iso_time(*ts)} title={full_time(*ts)}>{ local_time(*ts) }</time>
+                { render_time(*ts) }
                 <span class="text">{ state::describe_presence(joined, left) }</span>
             </li>
         },
@@ -240,6 +241,18 @@ fn linkified(text: &str) -> Html {
             }
         })
         .collect()
+}
+
+/// A row's time: `HH:MM`, with the full date on hover (its title) and, while the list has
+/// the keyboard's focus, beside it.
+fn render_time(ts: u64) -> Html {
+    let full = full_time(ts);
+    html! {
+        <time datetime={iso_time(ts)} title={full.clone()}>
+            { local_time(ts) }
+            <span class="full-date" aria-hidden="true">{ format!(" · {full}") }</span>
+        </time>
+    }
 }
 
 /// `HH:MM` in the reader's time zone.

@@ -284,7 +284,9 @@ async fn layout_fits_phone_and_desktop() {
 }
 
 /// Keyboard only: the nick field has focus on arrival, Tab reaches the room, Enter joins; the
-/// message input then has focus, Enter sends, Escape clears, and Tab reaches the Send button.
+/// message input then has focus, Enter sends, Escape clears, and Tab reaches the Send button;
+/// going back, the message list takes the focus (to scroll it) and then shows each time's
+/// full date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyboard_only_works_end_to_end() {
     const TAB: char = '\u{e004}';
@@ -321,6 +323,15 @@ async fn keyboard_only_works_end_to_end() {
     );
     focused().await.send_keys(&TAB.to_string()).await.expect("tab");
     assert_eq!(focused().await.text().await.expect("text"), "Send", "Tab reaches the Send button");
+    const SHIFT: char = '\u{e008}';
+    for _ in 0..2 {
+        focused().await.send_keys(&format!("{SHIFT}{TAB}{RELEASE}")).await.expect("shift-tab");
+    }
+    let class = focused().await.attr("class").await.expect("class attribute");
+    assert_eq!(class.as_deref(), Some("messages"), "Shift+Tab reaches the message list");
+    let full_date = kim.find(".message .full-date").await;
+    assert!(full_date.is_displayed().await.expect("displayed"), "full dates while focused");
+    assert!(full_date.text().await.expect("text").len() > " · 01:40".len());
     kim.close().await;
 }
 
