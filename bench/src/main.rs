@@ -261,6 +261,7 @@ fn ours(server: &std::path::Path, data: Option<&std::path::Path>) -> Vec<String>
         "--max-connections-per-address",
         "--joins-per-minute-per-address",
         "--room-opens-per-minute-per-address",
+        "--max-open-rooms-per-address",
     ] {
         command.extend([flag.to_owned(), "100000000".to_owned()]);
     }

@@ -39,6 +39,8 @@ fn help_documents_every_option() {
         ("--retain-bytes", "CHAT_RETAIN_BYTES"),
         ("--max-pending-writes", "CHAT_MAX_PENDING_WRITES"),
         ("--max-rooms", "CHAT_MAX_ROOMS"),
+        ("--max-rooms-per-connection", "CHAT_MAX_ROOMS_PER_CONNECTION"),
+        ("--max-open-rooms-per-address", "CHAT_MAX_OPEN_ROOMS_PER_ADDRESS"),
         ("--room-opens-per-minute", "CHAT_ROOM_OPENS_PER_MINUTE"),
         ("--room-opens-per-minute-per-address", "CHAT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS"),
         ("--rename-interval", "CHAT_RENAME_INTERVAL"),

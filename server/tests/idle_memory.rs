@@ -49,6 +49,9 @@ async fn idle_connections_cost_little_resident_memory() {
             "100000",
             "--joins-per-minute-per-address",
             "100000",
+            // A room of ten per ten connections, all opened from this one address.
+            "--max-open-rooms-per-address",
+            "100000",
         ],
         &[],
     );
