@@ -1,0 +1,218 @@
+//! The message log of the Redis engine (the first part of "several server processes, one
+//! chat"; the server does not use it yet): what every server sharing one Redis agrees on.
+//!
+//! One Lua script per post does, atomically in Redis, what the room's `RoomState` and the
+//! store do in one process: the de-duplication check on (room, sender, client id), the next id
+//! of the room, the append to the room's stream (trimmed to the retention), the publication
+//! to the other servers, and the remembering of the client id. Ids count per room, and each
+//! room has an *epoch*: a random value made with its counter, so that a Redis that lost its
+//! data (and counts again from 1) is told apart from the one the ids came from. The shape
+//! follows Centrifugo's `broker_history_add_stream.lua`.
+//!
+//! Keys share the room's hash tag (`{room}`), so a room's keys stay on one node of a Redis
+//! cluster: `chat:{room}:meta` (hash: `epoch`, `last`), `chat:{room}:log` (stream, entry
+//! `<id>-1` holding field `m`), `chat:{room}:cid:<sender>:<client id>` (hash: `id`, `epoch`,
+//! expiring), and the channel `chat:{room}`.
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+use protocol::MessageId;
+
+/// Appends a message, unless its client id was stored already; publishes it.
+///
+/// KEYS: meta, log, client-id key (or `""`: no client id). ARGV: an epoch for a room that has
+/// none, the message, the retention (messages), how long a client id is remembered (seconds),
+/// the channel. Returns `{id, epoch, 1 if it was a repeat}`.
+const POST: &str = r#"
+if KEYS[3] ~= '' then
+  local seen = redis.call('HMGET', KEYS[3], 'id', 'epoch')
+  if seen[1] then
+    return {tonumber(seen[1]), seen[2], 1}
+  end
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-1', 'm', ARGV[2])
+redis.call('PUBLISH', ARGV[5], epoch .. ':' .. id .. ':' .. ARGV[2])
+if KEYS[3] ~= '' then
+  redis.call('HSET', KEYS[3], 'id', id, 'epoch', epoch)
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return {id, epoch, 0}
+"#;
+
+/// Where a post ended up. Epochs are made by the servers (random hex digits: no `:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub id: MessageId,
+    /// The room's epoch: ids are comparable only within one epoch.
+    pub epoch: String,
+    /// The client id was stored already: `id` is the original message's.
+    pub repeat: bool,
+}
+
+/// A publication, as every server subscribed to the room's channel receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub epoch: String,
+    pub id: MessageId,
+    pub message: String,
+}
+
+impl Published {
+    /// Reads a publication's payload (`epoch:id:message`); `None` if it is not one.
+    pub fn parse(payload: &str) -> Option<Published> {
+        let (epoch, rest) = payload.split_once(':')?;
+        let (id, message) = rest.split_once(':')?;
+        Some(Published {
+            epoch: epoch.to_owned(),
+            id: id.parse().ok()?,
+            message: message.to_owned(),
+        })
+    }
+}
+
+/// The settings a Redis must have for acknowledged messages to survive it: an append-only
+/// file synced on every write, and no eviction.
+pub const DURABLE_SETTINGS: [(&str, &str); 3] =
+    [("appendonly", "yes"), ("appendfsync", "always"), ("maxmemory-policy", "noeviction")];
+
+/// The settings of the Redis behind `connection` that fall short of [`DURABLE_SETTINGS`], as
+/// `name: found (wanted)`; empty when it keeps what it acknowledges.
+pub async fn weak_settings(connection: &mut ConnectionManager) -> redis::RedisResult<Vec<String>> {
+    let mut weak = Vec::new();
+    for (name, wanted) in DURABLE_SETTINGS {
+        let found: Vec<String> =
+            redis::cmd("CONFIG").arg("GET").arg(name).query_async(connection).await?;
+        let value = found.get(1).cloned().unwrap_or_default();
+        if value != wanted {
+            weak.push(format!("{name}: {value} ({wanted})"));
+        }
+    }
+    Ok(weak)
+}
+
+/// The shared log of the rooms' messages.
+#[derive(Clone)]
+pub struct RedisLog {
+    connection: ConnectionManager,
+    /// Messages a room's stream keeps.
+    retain: usize,
+    /// How long a client id is remembered, in seconds.
+    remember_secs: u64,
+    post: redis::Script,
+}
+
+impl RedisLog {
+    /// A log in the Redis at `url` (`redis://HOST:PORT/DB`), which reconnects by itself.
+    pub async fn connect(url: &str, retain: usize, remember_secs: u64) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let connection = client.get_connection_manager().await?;
+        Ok(RedisLog {
+            connection,
+            retain: retain.max(1),
+            remember_secs,
+            post: redis::Script::new(POST),
+        })
+    }
+
+    /// The connection, for the checks and commands around the log.
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    /// Posts `message` to `room` for `sender` (the key its nick is compared by), once per
+    /// `client_id`; `new_epoch` becomes the room's epoch if it has none.
+    pub async fn post(
+        &self,
+        room: &str,
+        sender: &str,
+        client_id: Option<&str>,
+        message: &str,
+        new_epoch: &str,
+    ) -> redis::RedisResult<Posted> {
+        let remembered =
+            client_id.map(|id| format!("chat:{{{room}}}:cid:{sender}:{id}")).unwrap_or_default();
+        let (id, epoch, repeat): (MessageId, String, u8) = self
+            .post
+            .key(meta_key(room))
+            .key(log_key(room))
+            .key(remembered)
+            .arg(new_epoch)
+            .arg(message)
+            .arg(self.retain)
+            .arg(self.remember_secs)
+            .arg(channel(room))
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(Posted { id, epoch, repeat: repeat == 1 })
+    }
+
+    /// The room's epoch and last id (`None` for a room that never had a message).
+    pub async fn head(&self, room: &str) -> redis::RedisResult<Option<(String, MessageId)>> {
+        let mut connection = self.connection.clone();
+        let (epoch, last): (Option<String>, Option<MessageId>) = redis::cmd("HMGET")
+            .arg(meta_key(room))
+            .arg("epoch")
+            .arg("last")
+            .query_async(&mut connection)
+            .await?;
+        Ok(epoch.map(|epoch| (epoch, last.unwrap_or(0))))
+    }
+
+    /// At most `count` messages of `room` after id `after`, oldest first, with their ids.
+    pub async fn after(
+        &self,
+        room: &str,
+        after: MessageId,
+        count: usize,
+    ) -> redis::RedisResult<Vec<(MessageId, String)>> {
+        let mut connection = self.connection.clone();
+        let reply: redis::streams::StreamRangeReply =
+            connection.xrange_count(log_key(room), format!("({after}-1"), "+", count).await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let id = entry.id.split_once('-')?.0.parse().ok()?;
+                let message: String = entry.get("m")?;
+                Some((id, message))
+            })
+            .collect())
+    }
+}
+
+fn meta_key(room: &str) -> String {
+    format!("chat:{{{room}}}:meta")
+}
+
+fn log_key(room: &str) -> String {
+    format!("chat:{{{room}}}:log")
+}
+
+/// The channel a room's messages are published on.
+pub fn channel(room: &str) -> String {
+    format!("chat:{{{room}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publication's payload splits at its first two colons: the message may hold more.
+    #[test]
+    fn publications_parse() {
+        let parsed = Published::parse("e1:42:{\"text\":\"a:b\"}").expect("parses");
+        assert_eq!(
+            parsed,
+            Published { epoch: "e1".into(), id: 42, message: "{\"text\":\"a:b\"}".into() }
+        );
+        assert_eq!(Published::parse("e1:x:m"), None, "the id is a number");
+        assert_eq!(Published::parse("no colon"), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! The Redis engine's message log (`server::redis_log`) against a real `redis-server` (Debian's,
+//! installed by `scripts/setup --test`), started on a free loopback port with its own folder:
+//! the post script's ids, epochs, de-duplication, trimming and publications, its atomicity
+//! under concurrent posts, and the check of a Redis's durability settings.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use server::redis_log::{Published, RedisLog, channel, weak_settings};
+use tokio::time::Instant;
+
+/// A `redis-server` of its own, killed when dropped.
+struct RedisProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    /// With `durable`, the settings the chat requires (append-only file synced on every write,
+    /// no eviction); without, weaker ones for each.
+    async fn start(durable: bool) -> Self {
+        let binary =
+            std::env::var("REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let dir = tempfile::tempdir().expect("a folder for redis");
+        let mut args: Vec<String> =
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
+                .iter()
+                .map(|arg| (*arg).to_owned())
+                .collect();
+        args.extend(["--dir".to_owned(), dir.path().display().to_string()]);
+        let settings = if durable {
+            ["--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
+        } else {
+            ["--appendonly", "no", "--appendfsync", "everysec", "--maxmemory-policy", "allkeys-lru"]
+        };
+        args.extend(settings.iter().map(|arg| (*arg).to_owned()));
+        let child = Command::new(&binary)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): run scripts/setup --test"));
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let process = RedisProcess { child, url, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(client) = redis::Client::open(process.url.as_str())
+                && let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
+            {
+                return process;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn log(redis: &RedisProcess, retain: usize) -> RedisLog {
+    RedisLog::connect(&redis.url, retain, 3600).await.expect("connected")
+}
+
+/// Ids count from 1 in each room, and a room keeps the epoch its first post made: later posts
+/// that bring another epoch do not change it.
+#[tokio::test]
+async fn ids_count_per_room_under_one_epoch() {
+    let redis = RedisProcess::start(true).await;
+    let log = log(&redis, 100).await;
+    let mut ids = Vec::new();
+    for (room, epoch) in [("a", "e1"), ("a", "e2"), ("b", "e3"), ("a", "e4")] {
+        let posted = log.post(room, "ann", None, "hi", epoch).await.expect("posted");
+        ids.push((room, posted.id, posted.epoch, posted.repeat));
+    }
+    let expected = [
+        ("a", 1, "e1".to_owned(), false),
+        ("a", 2, "e1".to_owned(), false),
+        ("b", 1, "e3".to_owned(), false),
+        ("a", 3, "e1".to_owned(), false),
+    ];
+    assert_eq!(ids, expected);
+    assert_eq!(log.head("a").await.expect("head"), Some(("e1".to_owned(), 3)));
+    assert_eq!(log.head("never").await.expect("head"), None);
+}
+
+/// A client id is stored once per room and sender: a repeat gets the original id and stores
+/// nothing; the same client id from another sender, or in another room, is another message.
+#[tokio::test]
+async fn a_client_id_is_stored_once_per_room_and_sender() {
+    let redis = RedisProcess::start(true).await;
+    let log = log(&redis, 100).await;
+    let first = log.post("a", "ann", Some("k1"), "one", "e").await.expect("posted");
+    let again = log.post("a", "ann", Some("k1"), "one", "e").await.expect("posted");
+    assert_eq!((again.id, again.repeat), (first.id, true));
+    let other_sender = log.post("a", "bob", Some("k1"), "two", "e").await.expect("posted");
+    let other_room = log.post("b", "ann", Some("k1"), "three", "e").await.expect("posted");
+    assert!(!other_sender.repeat && !other_room.repeat);
+    let stored = log.after("a", 0, 100).await.expect("read");
+    assert_eq!(stored, [(1, "one".to_owned()), (2, "two".to_owned())], "the repeat stored nothing");
+}
+
+/// The stream keeps the newest `retain` messages; reading after an id gives what follows it,
+/// oldest first.
+#[tokio::test]
+async fn the_log_keeps_the_newest_and_reads_after_an_id() {
+    let redis = RedisProcess::start(true).await;
+    let log = log(&redis, 5).await;
+    for i in 1..=8 {
+        log.post("r", "ann", None, &format!("m{i}"), "e").await.expect("posted");
+    }
+    let ids = |page: Vec<(u64, String)>| page.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(ids(log.after("r", 0, 100).await.expect("read")), [4, 5, 6, 7, 8]);
+    assert_eq!(ids(log.after("r", 6, 100).await.expect("read")), [7, 8]);
+    assert_eq!(ids(log.after("r", 4, 2).await.expect("read")), [5, 6]);
+    assert!(log.after("r", 8, 100).await.expect("read").is_empty());
+}
+
+/// Every stored post is published on the room's channel with its epoch and id, in id order; a
+/// repeat is not published again.
+#[tokio::test]
+async fn posts_are_published_with_epoch_and_id() {
+    let redis = RedisProcess::start(true).await;
+    let log = log(&redis, 100).await;
+    let client = redis::Client::open(redis.url.as_str()).expect("client");
+    let mut subscriber = client.get_async_pubsub().await.expect("pubsub");
+    subscriber.subscribe(channel("r")).await.expect("subscribed");
+    log.post("r", "ann", Some("k"), "first", "e").await.expect("posted");
+    log.post("r", "ann", Some("k"), "first", "e").await.expect("repeat");
+    log.post("r", "bob", None, "second: with a colon", "e").await.expect("posted");
+    let mut messages = subscriber.on_message();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("a publication in time")
+            .expect("the subscription is open");
+        let payload: String = message.get_payload().expect("text");
+        got.push(Published::parse(&payload).expect("a publication"));
+    }
+    let expected = [
+        Published { epoch: "e".into(), id: 1, message: "first".into() },
+        Published { epoch: "e".into(), id: 2, message: "second: with a colon".into() },
+    ];
+    assert_eq!(got, expected);
+}
+
+/// Posts racing from several connections get distinct ids with no gap, and the stream holds
+/// them in id order: the script runs atomically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_get_distinct_ids_in_order() {
+    let redis = RedisProcess::start(true).await;
+    let mut tasks = Vec::new();
+    for sender in 0..4 {
+        let log = log(&redis, 1_000).await;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let name = format!("s{sender}");
+            for i in 0..100 {
+                let (text, client_id) = (format!("{sender}-{i}"), format!("c{i}"));
+                let posted = log.post("race", &name, Some(&client_id), &text, "e");
+                ids.push(posted.await.expect("posted").id);
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let ids = task.await.expect("task");
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "one sender's ids increase");
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<_>>());
+    let stored = log(&redis, 1_000).await.after("race", 0, 1_000).await.expect("read");
+    let ids: Vec<u64> = stored.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=400).collect::<Vec<_>>());
+}
+
+/// A Redis that would lose acknowledged messages is told apart: without an append-only file
+/// synced on every write and with eviction allowed, each weak setting is named; with them,
+/// none.
+#[tokio::test]
+async fn weak_durability_settings_are_named() {
+    let weak = RedisProcess::start(false).await;
+    let mut connection = log(&weak, 10).await.connection();
+    let found = weak_settings(&mut connection).await.expect("config read");
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].starts_with("appendonly: no"), "{found:?}");
+
+    let durable = RedisProcess::start(true).await;
+    let mut connection = log(&durable, 10).await.connection();
+    assert!(weak_settings(&mut connection).await.expect("config read").is_empty());
+}
