@@ -1,0 +1,260 @@
+//! What one server relays of a room shared through Redis (part of the Redis engine; the server
+//! does not use it yet): plain logic, event in, steps out, so the rules are unit-tested without
+//! Redis.
+//!
+//! Pub/sub delivers at most once: a server whose subscription dropped (a reconnect, the output
+//! buffer limit) misses publications without being told. Ids count by one in each room (the
+//! post script's `HINCRBY`), so a hole in them is a missed message: the feed holds back what
+//! comes after a hole, asks for the stream after the last id it relayed, and relays the fetched
+//! messages and then what it held, in order, each once. A periodic look at the room's head
+//! (its epoch and last id) finds what was missed at the end, where no later publication shows
+//! a hole. A new epoch means the Redis lost the room's data (or the room started over): the
+//! feed says so, so that the room can tell its members to reload instead of mixing ids of two
+//! epochs. Subscribe first, then read the head, then start the feed: nothing published
+//! between the two is missed, and anything read twice is dropped by id.
+
+use std::collections::BTreeMap;
+
+use protocol::MessageId;
+
+/// What the room should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Relay these messages to the members, in this order (each exactly once).
+    Relay(Vec<(MessageId, String)>),
+    /// Read the room's stream after this id (and answer with [`RoomFeed::fetched`]).
+    Fetch { after: MessageId },
+    /// These ids are gone from the stream (past its retention) before this server relayed
+    /// them: tell the members that older messages were not loaded.
+    Lost { from: MessageId, to: MessageId },
+    /// The room's epoch changed: what the members have belongs to another history.
+    Reset { epoch: String },
+}
+
+/// One server's view of one room's shared history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomFeed {
+    /// The epoch of what was relayed (`None`: the room had no message yet).
+    epoch: Option<String>,
+    /// The last id relayed.
+    last: MessageId,
+    /// Publications after a hole, held until the hole is filled.
+    held: BTreeMap<MessageId, String>,
+    /// The fetch asked for and not answered yet (the id it reads after).
+    asked: Option<MessageId>,
+}
+
+impl RoomFeed {
+    /// A feed that has relayed up to `last` in `epoch` (from the room's head, read after
+    /// subscribing).
+    pub fn start(epoch: Option<String>, last: MessageId) -> Self {
+        RoomFeed { epoch, last, held: BTreeMap::new(), asked: None }
+    }
+
+    /// The last id relayed.
+    pub fn last(&self) -> MessageId {
+        self.last
+    }
+
+    /// A publication of the room arrived.
+    pub fn published(&mut self, epoch: &str, id: MessageId, message: String) -> Vec<Step> {
+        let mut steps = self.adopt(epoch);
+        if id <= self.last {
+            return steps;
+        }
+        self.held.insert(id, message);
+        steps.extend(self.drain());
+        steps
+    }
+
+    /// The answer to a [`Step::Fetch`] after `after`: the stream's messages after it, oldest
+    /// first, and whether the page was full (more may follow). An answer to another fetch than
+    /// the one under way (one asked before the feed started over) is dropped.
+    pub fn fetched(
+        &mut self,
+        after: MessageId,
+        messages: Vec<(MessageId, String)>,
+        full: bool,
+    ) -> Vec<Step> {
+        if self.asked != Some(after) {
+            return Vec::new();
+        }
+        self.asked = None;
+        let mut steps = Vec::new();
+        let mut relay = Vec::new();
+        for (id, message) in messages {
+            if id <= self.last {
+                continue;
+            }
+            if id > self.last + 1 {
+                if !relay.is_empty() {
+                    steps.push(Step::Relay(std::mem::take(&mut relay)));
+                }
+                steps.push(Step::Lost { from: self.last + 1, to: id - 1 });
+            }
+            self.held.remove(&id);
+            self.last = id;
+            relay.push((id, message));
+        }
+        if !relay.is_empty() {
+            steps.push(Step::Relay(relay));
+        }
+        if full {
+            self.asked = Some(self.last);
+            steps.push(Step::Fetch { after: self.last });
+        } else {
+            // Whatever is held past a hole the stream did not fill is gone from it too.
+            if let Some((&first, _)) = self.held.first_key_value()
+                && first > self.last + 1
+            {
+                steps.push(Step::Lost { from: self.last + 1, to: first - 1 });
+                self.last = first - 1;
+            }
+            steps.extend(self.drain());
+        }
+        steps
+    }
+
+    /// The room's head, read now and then: its epoch and last id (`None`: no message yet).
+    pub fn checked(&mut self, head: Option<(String, MessageId)>) -> Vec<Step> {
+        let Some((epoch, last)) = head else { return Vec::new() };
+        let mut steps = self.adopt(&epoch);
+        if last > self.last && self.asked.is_none() {
+            self.asked = Some(self.last);
+            steps.push(Step::Fetch { after: self.last });
+        }
+        steps
+    }
+
+    /// Takes `epoch` as the room's: a different one than known starts the feed over.
+    fn adopt(&mut self, epoch: &str) -> Vec<Step> {
+        match &self.epoch {
+            Some(known) if known == epoch => Vec::new(),
+            None => {
+                self.epoch = Some(epoch.to_owned());
+                Vec::new()
+            }
+            Some(_) => {
+                *self = RoomFeed::start(Some(epoch.to_owned()), 0);
+                vec![Step::Reset { epoch: epoch.to_owned() }]
+            }
+        }
+    }
+
+    /// Relays what is held from the next id on; at a hole, asks for the stream once.
+    fn drain(&mut self) -> Vec<Step> {
+        let mut relay = Vec::new();
+        while let Some(message) = self.held.remove(&(self.last + 1)) {
+            self.last += 1;
+            relay.push((self.last, message));
+        }
+        let mut steps = Vec::new();
+        if !relay.is_empty() {
+            steps.push(Step::Relay(relay));
+        }
+        if !self.held.is_empty() && self.asked.is_none() {
+            self.asked = Some(self.last);
+            steps.push(Step::Fetch { after: self.last });
+        }
+        steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: MessageId) -> (MessageId, String) {
+        (id, format!("m{id}"))
+    }
+
+    fn publish(feed: &mut RoomFeed, id: MessageId) -> Vec<Step> {
+        feed.published("e", id, format!("m{id}"))
+    }
+
+    /// Publications in order are relayed as they come; a repeat (read from the stream and
+    /// then published, say) is dropped.
+    #[test]
+    fn in_order_publications_are_relayed_once() {
+        let mut feed = RoomFeed::start(Some("e".into()), 3);
+        assert_eq!(publish(&mut feed, 4), [Step::Relay(vec![m(4)])]);
+        assert_eq!(publish(&mut feed, 5), [Step::Relay(vec![m(5)])]);
+        assert!(publish(&mut feed, 5).is_empty());
+        assert!(publish(&mut feed, 2).is_empty());
+        assert_eq!(feed.last(), 5);
+    }
+
+    /// A hole holds back what follows it and asks for the stream once; the fetched messages
+    /// and then the held ones are relayed in order, each once.
+    #[test]
+    fn a_hole_is_filled_from_the_stream_before_relaying() {
+        let mut feed = RoomFeed::start(Some("e".into()), 1);
+        assert_eq!(publish(&mut feed, 4), [Step::Fetch { after: 1 }]);
+        assert!(publish(&mut feed, 5).is_empty(), "held; the fetch is under way");
+        let steps = feed.fetched(1, vec![m(2), m(3), m(4)], false);
+        assert_eq!(steps, [Step::Relay(vec![m(2), m(3), m(4)]), Step::Relay(vec![m(5)])]);
+        assert_eq!(publish(&mut feed, 6), [Step::Relay(vec![m(6)])]);
+    }
+
+    /// A full page asks for the next one; the hole closes across pages.
+    #[test]
+    fn fetching_goes_on_while_pages_are_full() {
+        let mut feed = RoomFeed::start(Some("e".into()), 0);
+        assert_eq!(publish(&mut feed, 5), [Step::Fetch { after: 0 }]);
+        assert_eq!(
+            feed.fetched(0, vec![m(1), m(2)], true),
+            [Step::Relay(vec![m(1), m(2)]), Step::Fetch { after: 2 }]
+        );
+        assert_eq!(
+            feed.fetched(2, vec![m(3), m(4), m(5)], false),
+            [Step::Relay(vec![m(3), m(4), m(5)])]
+        );
+    }
+
+    /// What was missed at the end shows no hole in later publications: the periodic look at
+    /// the head finds it.
+    #[test]
+    fn the_head_finds_what_was_missed_at_the_end() {
+        let mut feed = RoomFeed::start(Some("e".into()), 7);
+        assert!(feed.checked(Some(("e".into(), 7))).is_empty());
+        assert_eq!(feed.checked(Some(("e".into(), 9))), [Step::Fetch { after: 7 }]);
+        assert!(feed.checked(Some(("e".into(), 9))).is_empty(), "one fetch at a time");
+        assert_eq!(feed.fetched(7, vec![m(8), m(9)], false), [Step::Relay(vec![m(8), m(9)])]);
+    }
+
+    /// Ids past the stream's retention cannot be fetched: the loss is said once, and what
+    /// follows is relayed.
+    #[test]
+    fn what_the_stream_no_longer_has_is_said_to_be_lost() {
+        let mut feed = RoomFeed::start(Some("e".into()), 2);
+        publish(&mut feed, 9);
+        let steps = feed.fetched(2, vec![m(6), m(7), m(8), m(9)], false);
+        assert_eq!(
+            steps,
+            [Step::Lost { from: 3, to: 5 }, Step::Relay(vec![m(6), m(7), m(8), m(9)])]
+        );
+        // Held past a hole the stream did not fill at all.
+        let mut feed = RoomFeed::start(Some("e".into()), 2);
+        publish(&mut feed, 9);
+        let steps = feed.fetched(2, vec![], false);
+        assert_eq!(steps, [Step::Lost { from: 3, to: 8 }, Step::Relay(vec![m(9)])]);
+    }
+
+    /// Another epoch (Redis lost the room's data and counts from 1 again) starts the feed over
+    /// and says so, whether a publication or the head shows it; a room with no message yet
+    /// takes the first epoch it sees.
+    #[test]
+    fn a_new_epoch_resets() {
+        let mut feed = RoomFeed::start(Some("old".into()), 40);
+        let steps = feed.published("new", 1, "m1".into());
+        assert_eq!(steps, [Step::Reset { epoch: "new".into() }, Step::Relay(vec![m(1)])]);
+        assert_eq!(
+            feed.checked(Some(("newer".into(), 3))),
+            [Step::Reset { epoch: "newer".into() }, Step::Fetch { after: 0 }]
+        );
+        assert!(feed.fetched(40, vec![m(41)], false).is_empty(), "an answer from before the reset");
+        let mut empty = RoomFeed::start(None, 0);
+        assert_eq!(empty.published("e", 1, "m1".into()), [Step::Relay(vec![m(1)])]);
+        assert!(empty.checked(Some(("e".into(), 1))).is_empty());
+    }
+}
