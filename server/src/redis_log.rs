@@ -14,10 +14,17 @@
 //! `<id>-1` holding field `m`), `chat:{room}:cid:<sender>:<client id>` (hash: `id`, `epoch`,
 //! expiring), and the channel `chat:{room}`.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use tokio::sync::mpsc::UnboundedSender;
 
 use protocol::MessageId;
+
+use crate::redis_feed::{RoomFeed, Step};
 
 /// Appends a message, unless its client id was stored already; publishes it.
 ///
@@ -97,9 +104,24 @@ pub async fn weak_settings(connection: &mut ConnectionManager) -> redis::RedisRe
     Ok(weak)
 }
 
+/// What a follower of a room hands on, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// A message, each exactly once, in id order.
+    Message(MessageId, String),
+    /// These ids were gone from the stream before they could be handed on.
+    Lost { from: MessageId, to: MessageId },
+    /// The room's epoch changed: what was handed on before belongs to another history.
+    Reset { epoch: String },
+}
+
+/// Messages read from a room's stream at once while filling a hole.
+const FETCH_PAGE: usize = 100;
+
 /// The shared log of the rooms' messages.
 #[derive(Clone)]
 pub struct RedisLog {
+    client: redis::Client,
     connection: ConnectionManager,
     /// Messages a room's stream keeps.
     retain: usize,
@@ -114,6 +136,7 @@ impl RedisLog {
         let client = redis::Client::open(url)?;
         let connection = client.get_connection_manager().await?;
         Ok(RedisLog {
+            client,
             connection,
             retain: retain.max(1),
             remember_secs,
@@ -184,6 +207,111 @@ impl RedisLog {
                 Some((id, message))
             })
             .collect())
+    }
+}
+
+impl RedisLog {
+    /// Follows `room`: hands on every message posted to it from now on, in id order, each
+    /// once, into `sink`, however often the subscription drops (pub/sub delivers at most
+    /// once: [`RoomFeed`] finds the holes and fills them from the stream), and checks the
+    /// room's head every `every` for what was missed at the end. Subscribes before reading the
+    /// head, and again (then reads the head) whenever the subscription ends. Returns once the
+    /// sink is closed.
+    pub async fn follow(&self, room: &str, every: Duration, sink: UnboundedSender<Followed>) {
+        let mut feed: Option<RoomFeed> = None;
+        while !sink.is_closed() {
+            let Some(mut pubsub) = self.subscribe(room).await else {
+                tokio::time::sleep(every).await;
+                continue;
+            };
+            let Ok(head) = self.head(room).await else {
+                tokio::time::sleep(every).await;
+                continue;
+            };
+            let steps = match &mut feed {
+                Some(feed) => feed.checked(head),
+                None => {
+                    let (epoch, last) = head.map_or((None, 0), |(epoch, last)| (Some(epoch), last));
+                    feed = Some(RoomFeed::start(epoch, last));
+                    Vec::new()
+                }
+            };
+            let Some(feed) = feed.as_mut() else { return };
+            if !self.carry_out(room, feed, steps, &sink).await {
+                return;
+            }
+            let mut messages = pubsub.on_message();
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let steps = tokio::select! {
+                    message = messages.next() => {
+                        // The subscription ended (killed, or the connection dropped).
+                        let Some(message) = message else { break };
+                        let Some(published) = message
+                            .get_payload::<String>()
+                            .ok()
+                            .and_then(|payload| Published::parse(&payload))
+                        else {
+                            continue;
+                        };
+                        feed.published(&published.epoch, published.id, published.message)
+                    }
+                    _ = tick.tick() => match self.head(room).await {
+                        Ok(head) => feed.checked(head),
+                        Err(_) => Vec::new(),
+                    },
+                };
+                if !self.carry_out(room, feed, steps, &sink).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A pub/sub connection subscribed to `room`'s channel.
+    async fn subscribe(&self, room: &str) -> Option<redis::aio::PubSub> {
+        let mut pubsub = self.client.get_async_pubsub().await.ok()?;
+        pubsub.subscribe(channel(room)).await.ok()?;
+        Some(pubsub)
+    }
+
+    /// Carries out the feed's steps (fetching until its holes are filled); `false` once the
+    /// sink is closed.
+    async fn carry_out(
+        &self,
+        room: &str,
+        feed: &mut RoomFeed,
+        steps: Vec<Step>,
+        sink: &UnboundedSender<Followed>,
+    ) -> bool {
+        let mut steps: VecDeque<Step> = steps.into();
+        while let Some(step) = steps.pop_front() {
+            let handed = match step {
+                Step::Relay(messages) => messages
+                    .into_iter()
+                    .all(|(id, message)| sink.send(Followed::Message(id, message)).is_ok()),
+                Step::Lost { from, to } => sink.send(Followed::Lost { from, to }).is_ok(),
+                Step::Reset { epoch } => sink.send(Followed::Reset { epoch }).is_ok(),
+                Step::Fetch { after } => loop {
+                    match self.after(room, after, FETCH_PAGE).await {
+                        Ok(page) => {
+                            let full = page.len() == FETCH_PAGE;
+                            steps.extend(feed.fetched(after, page, full));
+                            break true;
+                        }
+                        // Redis is away: try again, unless nobody listens any more.
+                        Err(_) if !sink.is_closed() => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(_) => break false,
+                    }
+                },
+            };
+            if !handed {
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -202,3 +202,88 @@ async fn weak_durability_settings_are_named() {
     let mut connection = log(&durable, 10).await.connection();
     assert!(weak_settings(&mut connection).await.expect("config read").is_empty());
 }
+
+/// A follower hands on every message of a burst from two posters exactly once and in id
+/// order, although its pub/sub connection is killed (`CLIENT KILL TYPE pubsub`) again and
+/// again during the burst: the holes are filled from the stream, and what was missed at the
+/// end is found by the head check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
+    use server::redis_log::Followed;
+    const PER_POSTER: u64 = 300;
+    let redis = RedisProcess::start(true).await;
+    let follower = log(&redis, 10_000).await;
+    let (sink, mut followed) = tokio::sync::mpsc::unbounded_channel();
+    let following = tokio::spawn(async move {
+        follower.follow("burst", Duration::from_millis(50), sink).await;
+    });
+    // Wait until the follower is subscribed, so that it starts before the first post.
+    let mut admin = log(&redis, 10).await.connection();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, subscribers): (String, u32) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel("burst"))
+            .query_async(&mut admin)
+            .await
+            .expect("numsub");
+        if subscribers == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let posting = async {
+        let posters = (0..2).map(|poster| {
+            let url = redis.url.clone();
+            tokio::spawn(async move {
+                let log = RedisLog::connect(&url, 10_000, 3600).await.expect("connected");
+                for i in 0..PER_POSTER {
+                    let text = format!("{poster}-{i}");
+                    log.post("burst", &format!("p{poster}"), None, &text, "e")
+                        .await
+                        .expect("posted");
+                }
+            })
+        });
+        for poster in posters.collect::<Vec<_>>() {
+            poster.await.expect("poster");
+        }
+    };
+    let kills = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let killer = {
+        let (kills, mut admin) = (kills.clone(), admin.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let killed: u32 = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .query_async(&mut admin)
+                    .await
+                    .expect("client kill");
+                kills.fetch_add(killed, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    posting.await;
+    killer.abort();
+    let kills = kills.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(kills > 0, "the subscription was killed during the burst");
+    eprintln!("{kills} pub/sub connections killed during the burst");
+
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.len() < (2 * PER_POSTER) as usize {
+        let next = tokio::time::timeout_at(deadline, followed.recv()).await;
+        match next.expect("every message in time").expect("the follower runs") {
+            Followed::Message(id, _) => ids.push(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids, (1..=2 * PER_POSTER).collect::<Vec<_>>(), "each once, in order");
+    drop(followed);
+    following.abort();
+}
