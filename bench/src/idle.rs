@@ -31,6 +31,10 @@ pub struct Idle {
     /// Worker processes the connections are spread over.
     #[arg(long, default_value_t = 4)]
     pub processes: usize,
+    /// Rooms each connection is in (ours only: the peers know one room per connection); the
+    /// others are added with `join` and `add` once the first welcome came.
+    #[arg(long, default_value_t = 1)]
+    pub rooms_per_connection: usize,
 }
 
 /// What one run measured.
@@ -83,6 +87,7 @@ pub fn run(address: SocketAddr, pid: u32, load: &Idle) -> Result<IdleOutcome> {
             .arg(source.to_string())
             .args(["--first", &first.to_string(), "--count", &count.to_string()])
             .args(["--per-room", &load.per_room.to_string()])
+            .args(["--rooms", &load.rooms_per_connection.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -118,13 +123,14 @@ pub async fn worker(
     first: usize,
     count: usize,
     per_room: usize,
+    rooms: usize,
 ) -> Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     // Each connection is read from as soon as it is open: reading answers the server's pings
     // (it drops clients that stay silent) and notices closes.
     let holders = futures::stream::iter(first..first + count)
         .map(|n| async move {
-            let ws = open(address, source, n, per_room.max(1)).await?;
+            let ws = open(address, source, n, per_room.max(1), rooms.max(1)).await?;
             Ok::<_, anyhow::Error>(tokio::spawn(async move {
                 let (_sink, mut stream) = ws.split();
                 while stream.next().await.is_some() {}
@@ -152,9 +158,36 @@ pub async fn worker(
     Ok(())
 }
 
-async fn open(address: SocketAddr, source: Ipv4Addr, n: usize, per_room: usize) -> Result<Client> {
+async fn open(
+    address: SocketAddr,
+    source: Ipv4Addr,
+    n: usize,
+    per_room: usize,
+    rooms: usize,
+) -> Result<Client> {
     let query = format!("room=idle-{}&nick=i{n}", n / per_room);
-    Client::open_from(address, IpAddr::V4(source), &query)
+    let mut ws = Client::open_from(address, IpAddr::V4(source), &query)
         .await
-        .with_context(|| format!("connecting {n} from {source}"))
+        .with_context(|| format!("connecting {n} from {source}"))?;
+    if rooms > 1 {
+        // One room at a time, each after the welcome of the one before.
+        for extra in 0..rooms {
+            if extra > 0 {
+                let room = format!("idle-{}-{extra}", n / per_room);
+                let join = serde_json::json!({"type": "join", "room": room, "add": true});
+                ws.send_frame(testclient::Message::text(join.to_string())).await?;
+            }
+            loop {
+                match ws.next_message().await {
+                    Some(protocol::ServerMessage::Welcome { .. }) => break,
+                    Some(protocol::ServerMessage::Error { message, .. }) => {
+                        bail!("refused: {message}")
+                    }
+                    Some(_) => continue,
+                    None => bail!("connection {n} closed while joining"),
+                }
+            }
+        }
+    }
+    Ok(ws)
 }

@@ -96,6 +96,8 @@ enum Commands {
         count: usize,
         #[arg(long)]
         per_room: usize,
+        #[arg(long, default_value_t = 1)]
+        rooms: usize,
     },
     /// Run the fan-out scenario against our server and both peers, and compare.
     Compare {
@@ -125,6 +127,10 @@ async fn main() -> Result<()> {
                 if name == "chat ephemeral" {
                     continue; // storage plays no part in idle connections
                 }
+                if load.rooms_per_connection > 1 && name != "chat (ours)" {
+                    eprintln!("{name}: skipped, one room per connection only");
+                    continue;
+                }
                 let port = free_port()?;
                 let process = Peer::start(&command, port)?;
                 eprintln!("{name}: opening {} connections", load.connections);
@@ -136,11 +142,11 @@ async fn main() -> Result<()> {
             }
             print_idle(&load, &rows);
         }
-        Commands::IdleWorker { address, source, first, count, per_room } => {
+        Commands::IdleWorker { address, source, first, count, per_room, rooms } => {
             if !address.ip().is_loopback() || !source.is_loopback() {
                 bail!("the load generator only uses loopback addresses");
             }
-            idle::worker(address, source, first, count, per_room).await?;
+            idle::worker(address, source, first, count, per_room, rooms).await?;
         }
         #[allow(clippy::print_stdout)] // the parent reads the worker's stdout
         Commands::FanoutWorker { address, first, count, load } => {
@@ -334,8 +340,8 @@ impl Peers {
 #[allow(clippy::print_stdout)]
 fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
     println!(
-        "idle: {} connections in rooms of {}, from {} processes on 127.0.0.2..; server RSS from /proc",
-        load.connections, load.per_room, load.processes
+        "idle: {} connections in rooms of {}, {} room(s) each, from {} processes on 127.0.0.2..; server RSS from /proc",
+        load.connections, load.per_room, load.rooms_per_connection, load.processes
     );
     println!(
         "{:<16} {:>11} {:>10} {:>10} {:>10} {:>9} {:>14} {:>9} {:>12}",
