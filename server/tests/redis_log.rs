@@ -287,3 +287,43 @@ async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
     drop(followed);
     following.abort();
 }
+
+/// A room's members are the union over the servers that are alive; a leave removes one; the
+/// members of a server that stops refreshing (it died) disappear from every list once its
+/// expiry passes, and are then removed from the room for good.
+#[tokio::test]
+async fn presence_is_the_union_of_live_servers() {
+    use server::redis_presence::Presence;
+    let redis = RedisProcess::start(true).await;
+    let expiry = Duration::from_millis(400);
+    let one = Presence::new(log(&redis, 10).await.connection(), "one", expiry);
+    let two = Presence::new(log(&redis, 10).await.connection(), "two", expiry);
+    for server in [&one, &two] {
+        server.refresh().await.expect("refreshed");
+    }
+    one.join("r", "ann").await.expect("joined");
+    two.join("r", "bob").await.expect("joined");
+    two.join("r", "Cy").await.expect("joined");
+    one.join("elsewhere", "dan").await.expect("joined");
+    assert_eq!(one.members("r").await.expect("members"), ["ann", "bob", "Cy"]);
+    two.leave("r", "bob").await.expect("left");
+    assert_eq!(two.members("r").await.expect("members"), ["ann", "Cy"]);
+
+    // Server two dies: it refreshes no more. One goes on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        one.refresh().await.expect("refreshed");
+        if one.members("r").await.expect("members") == ["ann"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two's members never went");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connection = log(&redis, 10).await.connection();
+    let fields: u32 = redis::cmd("HLEN")
+        .arg("chat:{r}:members")
+        .query_async(&mut connection)
+        .await
+        .expect("hlen");
+    assert_eq!(fields, 1, "the dead server's member was removed");
+}

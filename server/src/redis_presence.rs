@@ -1,0 +1,113 @@
+//! Who is in a room across the servers sharing one Redis (part of the Redis engine; the server
+//! does not use it yet).
+//!
+//! Each server has an id and keeps a key `chat:server:<id>` alive (set with an expiry, renewed
+//! by [`Presence::refresh`] well within it). A room's members are the fields of the hash
+//! `chat:{room}:members`, `<server id>:<nick>`. A room's member list is the union of the fields
+//! whose server is alive: the members of a server that died (and stopped renewing its key)
+//! disappear from every list within the expiry, and the first list read after that removes
+//! them for good.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// One server's part of the presence in the shared Redis.
+#[derive(Clone)]
+pub struct Presence {
+    connection: ConnectionManager,
+    server: String,
+    /// How long the server counts as alive after its last refresh.
+    expiry: Duration,
+}
+
+impl Presence {
+    /// Presence for the server `server` (an id unique among the servers: no `:`), alive for
+    /// `expiry` after each refresh.
+    pub fn new(connection: ConnectionManager, server: &str, expiry: Duration) -> Self {
+        Presence { connection, server: server.replace(':', "_"), expiry }
+    }
+
+    /// Keeps this server alive for another expiry; call it at least every third of it.
+    pub async fn refresh(&self) -> redis::RedisResult<()> {
+        let millis = u64::try_from(self.expiry.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(server_key(&self.server))
+            .arg(1)
+            .arg("PX")
+            .arg(millis)
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// `nick` is in `room` on this server.
+    pub async fn join(&self, room: &str, nick: &str) -> redis::RedisResult<()> {
+        redis::cmd("HSET")
+            .arg(members_key(room))
+            .arg(self.field(nick))
+            .arg(1)
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// `nick` left `room` on this server.
+    pub async fn leave(&self, room: &str, nick: &str) -> redis::RedisResult<()> {
+        redis::cmd("HDEL")
+            .arg(members_key(room))
+            .arg(self.field(nick))
+            .query_async(&mut self.connection.clone())
+            .await
+    }
+
+    /// Everyone in `room` on a server that is alive, each nick once, sorted case-insensitively;
+    /// the members of servers that are not alive are removed.
+    pub async fn members(&self, room: &str) -> redis::RedisResult<Vec<String>> {
+        let mut connection = self.connection.clone();
+        let fields: Vec<String> =
+            redis::cmd("HKEYS").arg(members_key(room)).query_async(&mut connection).await?;
+        let servers: BTreeSet<&str> = fields
+            .iter()
+            .filter_map(|field| field.split_once(':').map(|(server, _)| server))
+            .collect();
+        let mut alive = BTreeSet::new();
+        for server in servers {
+            let exists: bool =
+                redis::cmd("EXISTS").arg(server_key(server)).query_async(&mut connection).await?;
+            if exists {
+                alive.insert(server.to_owned());
+            }
+        }
+        let mut members = Vec::new();
+        let mut dead = Vec::new();
+        for field in &fields {
+            match field.split_once(':') {
+                Some((server, nick)) if alive.contains(server) => members.push(nick.to_owned()),
+                _ => dead.push(field.clone()),
+            }
+        }
+        // As member lists are sorted everywhere: case-insensitively.
+        members.sort_by_key(|nick| (nick.to_lowercase(), nick.clone()));
+        members.dedup();
+        if !dead.is_empty() {
+            redis::cmd("HDEL")
+                .arg(members_key(room))
+                .arg(&dead)
+                .query_async::<()>(&mut connection)
+                .await?;
+        }
+        Ok(members)
+    }
+
+    fn field(&self, nick: &str) -> String {
+        format!("{}:{nick}", self.server)
+    }
+}
+
+fn server_key(server: &str) -> String {
+    format!("chat:server:{server}")
+}
+
+fn members_key(room: &str) -> String {
+    format!("chat:{{{room}}}:members")
+}
