@@ -62,6 +62,7 @@ pub struct Welcome {
     pub since: Option<protocol::MessageId>,
     pub truncated: bool,
     pub more: bool,
+    pub epoch: String,
 }
 
 /// A WebSocket connection speaking the chat protocol.
@@ -258,7 +259,8 @@ impl Client {
                 since,
                 truncated,
                 more,
-            } => Welcome { room, nick, members, history, rooms, since, truncated, more },
+                epoch,
+            } => Welcome { room, nick, members, history, rooms, since, truncated, more, epoch },
             other => panic!("expected a welcome, got {other:?}"),
         }
     }

@@ -64,6 +64,8 @@ pub struct Seat {
     /// The last message id up to which the room was seen without a gap: where a reconnect
     /// resumes.
     pub since: Option<MessageId>,
+    /// The epoch `since` belongs to (from the room's welcome).
+    pub epoch: Option<String>,
 }
 
 impl Target {
@@ -72,7 +74,7 @@ impl Target {
         let mut seats: Vec<Seat> = Vec::new();
         for room in rooms {
             if !seats.iter().any(|seat| seat.room == room) {
-                seats.push(Seat { room, since: None });
+                seats.push(Seat { room, since: None, epoch: None });
             }
         }
         Target { seats, nick, client }
@@ -98,11 +100,13 @@ impl Target {
 
     /// A `join` of `room`, resuming where this target last saw it.
     fn join_to(&self, room: &str, add: bool) -> ClientMessage {
+        let seat = self.seat(room);
         ClientMessage::Join {
             room: room.to_owned(),
             nick: Some(self.nick.clone()),
-            since: self.seat(room).and_then(|seat| seat.since),
+            since: seat.and_then(|seat| seat.since),
             add,
+            epoch: seat.and_then(|seat| seat.epoch.clone()),
         }
     }
 }
@@ -115,8 +119,13 @@ pub fn ws_url(base: &str, target: &Target) -> String {
         .append_pair("room", target.first_room())
         .append_pair("nick", &target.nick)
         .append_pair("client", &target.client);
-    if let Some(since) = target.seats.first().and_then(|seat| seat.since) {
-        query.append_pair("since", &since.to_string());
+    if let Some(first) = target.seats.first() {
+        if let Some(since) = first.since {
+            query.append_pair("since", &since.to_string());
+        }
+        if let Some(epoch) = &first.epoch {
+            query.append_pair("epoch", epoch);
+        }
     }
     format!("{base}{}?{}", protocol::WS_PATH, query.finish())
 }
@@ -368,7 +377,7 @@ impl Link {
         match request {
             ClientMessage::Join { room, add, .. } => {
                 if *add && target.seat(room).is_none() {
-                    target.seats.push(Seat { room: room.clone(), since: None });
+                    target.seats.push(Seat { room: room.clone(), since: None, epoch: None });
                 }
                 self.restore.retain(|queued| queued != room);
                 self.joining.push_back(request.clone());
@@ -425,8 +434,10 @@ impl Link {
             let join = self.due.remove(0);
             let join = match join {
                 ClientMessage::Join { room, nick, add, .. } => {
-                    let since = target.seat(&room).and_then(|seat| seat.since);
-                    ClientMessage::Join { room, nick, since, add }
+                    let seat = target.seat(&room);
+                    let since = seat.and_then(|seat| seat.since);
+                    let epoch = seat.and_then(|seat| seat.epoch.clone());
+                    ClientMessage::Join { room, nick, since, add, epoch }
                 }
                 other => other,
             };
@@ -511,7 +522,7 @@ impl Link {
     pub fn on_server(&mut self, target: &mut Target, message: &ServerMessage) -> Reaction {
         let mut reaction = Reaction::default();
         match message {
-            ServerMessage::Welcome { room, nick, history, since, more, .. } => {
+            ServerMessage::Welcome { room, nick, history, since, more, epoch, .. } => {
                 let answered = self.joining.iter().position(|join| joins(join, room));
                 let join = answered.and_then(|at| self.joining.remove(at));
                 self.held.retain(|held| !joins(held, room));
@@ -531,7 +542,7 @@ impl Link {
                     self.page_out = None;
                 }
                 if target.seat(room).is_none() {
-                    target.seats.insert(0, Seat { room: room.clone(), since: None });
+                    target.seats.insert(0, Seat { room: room.clone(), since: None, epoch: None });
                 }
                 self.strikes = 0;
                 target.nick.clone_from(nick);
@@ -539,6 +550,8 @@ impl Link {
                 let resume = history.last().map(|newest| newest.id).or(*since);
                 if let Some(seat) = target.seat_mut(room) {
                     seat.since = resume;
+                    // A server older than epochs sends none: nothing to send back then.
+                    seat.epoch = Some(epoch.clone()).filter(|epoch| !epoch.is_empty());
                 }
                 self.live.remove(room);
                 self.paging.remove(room);
@@ -554,6 +567,19 @@ impl Link {
                     self.restore = others.map(|seat| seat.room.clone()).collect();
                 }
                 reaction.flush = true;
+            }
+            ServerMessage::Reset { room, epoch } => {
+                // What this socket knew of the room is another history's: its welcome (next)
+                // starts it afresh.
+                if let Some(seat) = target.seat_mut(room) {
+                    seat.since = None;
+                    seat.epoch = Some(epoch.clone());
+                }
+                self.paging.remove(room);
+                self.live.remove(room);
+                if self.page_out.as_ref() == Some(room) {
+                    self.page_out = None;
+                }
             }
             ServerMessage::Message(message) => {
                 let room = &message.room;
@@ -870,6 +896,7 @@ mod tests {
             since,
             truncated: false,
             more,
+            epoch: "e1".into(),
         }
     }
 
@@ -1006,8 +1033,13 @@ mod tests {
         assert_eq!(link.on_server(&mut target, &page("a", 5, &[6], true)), Reaction::default());
         assert_eq!(target.seats[0].since, Some(11));
 
-        let move_to_b =
-            ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
+        let move_to_b = ClientMessage::Join {
+            room: "b".into(),
+            nick: None,
+            since: None,
+            add: false,
+            epoch: None,
+        };
         link.on_request(&mut target, &move_to_b);
         link.on_server(&mut target, &welcome("b", &[20], None, false));
         assert_eq!(link.on_server(&mut target, &page("a", 11, &[12], true)), Reaction::default());
@@ -1056,6 +1088,7 @@ mod tests {
             nick: Some("n".into()),
             since: None,
             add: false,
+            epoch: None,
         };
         link.on_request(&mut target, &join);
         let mut welcome = welcome("a", &[], None, false);
@@ -1132,6 +1165,7 @@ mod tests {
                 nick: Some("taken".into()),
                 since: None,
                 add: false,
+                epoch: None,
             },
         );
         assert!(link.next_batch(&target, &outbox, 0.0).is_empty(), "not while the join is pending");
@@ -1152,7 +1186,13 @@ mod tests {
         assert_eq!(again, [target.join()], "the connect URL's join, as a frame");
 
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false };
+        let join = ClientMessage::Join {
+            room: "b".into(),
+            nick: None,
+            since: None,
+            add: false,
+            epoch: None,
+        };
         link.on_request(&mut target, &join);
         let reaction = link.on_server(&mut target, &refusal(ErrorCode::RateLimited, Some(87), "b"));
         assert_eq!(reaction.retry_in, Some(87));
@@ -1217,7 +1257,13 @@ mod tests {
     #[test]
     fn a_room_left_while_joining_stays_left() {
         let (mut target, mut link) = seated_as_n("a");
-        let join = ClientMessage::Join { room: "x".into(), nick: None, since: None, add: true };
+        let join = ClientMessage::Join {
+            room: "x".into(),
+            nick: None,
+            since: None,
+            add: true,
+            epoch: None,
+        };
         link.on_request(&mut target, &join);
         link.on_request(&mut target, &ClientMessage::Leave { room: "x".into() });
         assert_eq!(
@@ -1239,7 +1285,13 @@ mod tests {
         link.on_server(&mut target, &welcome("a", &[], None, false));
         link.on_request(
             &mut target,
-            &ClientMessage::Join { room: "b".into(), nick: None, since: None, add: false },
+            &ClientMessage::Join {
+                room: "b".into(),
+                nick: None,
+                since: None,
+                add: false,
+                epoch: None,
+            },
         );
         let refused = ServerMessage::Error {
             code: ErrorCode::Unavailable,
@@ -1314,6 +1366,7 @@ mod tests {
             nick: Some("n".into()),
             since: None,
             add: true,
+            epoch: None,
         };
         assert_eq!(link.next_batch(&target, &empty, 0.0), [add("b"), add("c")]);
         assert!(link.next_batch(&target, &empty, 0.0).is_empty(), "two joins in flight");
@@ -1379,7 +1432,13 @@ mod tests {
     #[test]
     fn a_room_the_server_left_is_joined_again() {
         let (mut target, mut link) = seated_as_n("a");
-        let join = ClientMessage::Join { room: "b".into(), nick: None, since: None, add: true };
+        let join = ClientMessage::Join {
+            room: "b".into(),
+            nick: None,
+            since: None,
+            add: true,
+            epoch: None,
+        };
         link.on_request(&mut target, &join);
         let mut welcome = welcome("b", &[4], Some(3), true);
         if let ServerMessage::Welcome { nick, .. } = &mut welcome {
@@ -1399,5 +1458,26 @@ mod tests {
         );
         link.on_server(&mut target, &welcome_as("b", "n"));
         assert_eq!(link.next_batch(&target, &outbox, 0.0), [outbox.items()[0].request()]);
+    }
+
+    /// The welcome's epoch goes with the room's last id into the next join (and the connect
+    /// URL); a `reset` forgets the last id, so the join after it starts the room afresh.
+    #[test]
+    fn the_epoch_goes_back_and_a_reset_forgets_the_last_id() {
+        let mut target = Target::new(["a".into(), "b".into()], "n".into(), "c".into());
+        let mut link = Link::new(&target);
+        link.on_server(&mut target, &welcome("a", &[5], None, false));
+        link.on_server(&mut target, &welcome("b", &[8], None, false));
+        assert!(ws_url("ws://h", &target).ends_with("&since=5&epoch=e1"));
+        let join = target.join_to("b", true);
+        assert!(
+            matches!(join, ClientMessage::Join { since: Some(8), epoch: Some(ref e), .. } if e == "e1")
+        );
+
+        let reset = ServerMessage::Reset { room: "b".into(), epoch: "e2".into() };
+        link.on_server(&mut target, &reset);
+        let seat = target.seat("b").expect("still a seat");
+        assert_eq!((seat.since, seat.epoch.as_deref()), (None, Some("e2")));
+        assert_eq!(target.seat("a").and_then(|seat| seat.since), Some(5), "a is untouched");
     }
 }

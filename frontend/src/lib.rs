@@ -62,7 +62,13 @@ pub fn app(props: &AppProps) -> Html {
             state.dispatch(Action::Connect { room: room.clone() });
             if let Some(open) = connection.as_ref() {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
-                let join = ClientMessage::Join { room, nick: Some(nick), since: None, add: false };
+                let join = ClientMessage::Join {
+                    room,
+                    nick: Some(nick),
+                    since: None,
+                    add: false,
+                    epoch: None,
+                };
                 open.send(join);
                 return;
             }
@@ -262,7 +268,13 @@ pub fn app(props: &AppProps) -> Html {
                 return state.dispatch(Action::LocalError(message));
             }
             state.dispatch(Action::JoinRoom { room: room.clone() });
-            send.emit(ClientMessage::Join { room, nick: None, since: None, add: true });
+            send.emit(ClientMessage::Join {
+                room,
+                nick: None,
+                since: None,
+                add: true,
+                epoch: None,
+            });
         })
     };
     let on_leave = {

@@ -122,6 +122,8 @@ pub struct RoomView {
     catching_up: bool,
     /// Older pages were loaded: the list may hold up to [`MAX_PAGED_ENTRIES`].
     paged: bool,
+    /// The server said the room's history started over: the next welcome says so in the list.
+    started_over: bool,
     notices: u64,
 }
 
@@ -141,6 +143,7 @@ impl RoomView {
             older: Older::More,
             catching_up: false,
             paged: false,
+            started_over: false,
             notices: 0,
         }
     }
@@ -286,6 +289,10 @@ impl RoomView {
             self.paged = false;
             // Without `truncated`, the history is the whole room.
             self.older = if truncated { Older::More } else { Older::Beginning };
+            if std::mem::take(&mut self.started_over) {
+                let text = format!("The server's history of #{} started over.", self.name);
+                self.notice(text, now());
+            }
             for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
                 self.push(Entry::Message(Rc::new(message)));
             }
@@ -509,6 +516,7 @@ impl State {
                 since,
                 truncated,
                 more,
+                ..
             } => {
                 if self.view_of(&room).is_none() {
                     // A room the page left while its join was on its way (the server leaves it
@@ -602,6 +610,17 @@ impl State {
                 }
             }
             ServerMessage::Rooms { rooms } => self.rooms = rooms,
+            ServerMessage::Reset { room, .. } => {
+                // The server's history started over (a new store): what the page shows of the
+                // room is of another history, and ids of the two may be the same numbers.
+                if let Some(view) = self.view_mut(&room) {
+                    view.entries = Rc::default();
+                    view.nick = None;
+                    view.started_over = true;
+                }
+                self.own = Rc::default();
+                self.acknowledged.retain(|(of, _, _)| *of != room);
+            }
             ServerMessage::Ack { client_id, id, room } => self.acknowledge(client_id, id, room),
             ServerMessage::Error { code, message, client_id, .. } => {
                 match client_id {
@@ -860,6 +879,7 @@ mod tests {
             since,
             truncated,
             more: false,
+            epoch: "e1".into(),
         })
     }
 
@@ -1443,5 +1463,25 @@ mod tests {
         );
         let state = State::with_rooms("b".into(), &["a".into(), "b".into()]);
         assert_eq!(state.room_names(), ["a", "b"]);
+    }
+
+    /// A reset says the room's history started over: the list and "your own" ids go (ids of the
+    /// new history are the same numbers), and the welcome after it fills the list afresh.
+    #[test]
+    fn a_reset_starts_the_room_afresh() {
+        let ack = ServerMessage::Ack { client_id: "x".into(), id: 2, room: "a".into() };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![message(1, "a", "old")]), Action::Server(ack)],
+        );
+        assert!(state.own.contains(&2));
+        let reset = ServerMessage::Reset { room: "a".into(), epoch: "e2".into() };
+        let state = reduce(state, [Action::Server(reset)]);
+        assert!(texts(&state).is_empty() && state.own.is_empty());
+        let state = reduce(state, [welcome("a", vec![message(1, "a", "new")])]);
+        assert_eq!(texts(&state), ["new"]);
+        assert_eq!(notices(&state)[0], "The server's history of #a started over.", "said once");
+        let state = reduce(state, [welcome("a", vec![message(1, "a", "new")])]);
+        assert!(!notices(&state).iter().any(|n| n.contains("started over")), "not again");
     }
 }

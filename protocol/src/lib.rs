@@ -53,7 +53,9 @@ pub enum ClientMessage {
     /// without, it moves: on success it leaves every other room. On success the server answers
     /// with a [`ServerMessage::Welcome`] and each room left sees a `left`. `since` is the last
     /// message id this client saw in `room`: the welcome then carries exactly the messages
-    /// after it (see [`ServerMessage::Welcome`]).
+    /// after it (see [`ServerMessage::Welcome`]). `epoch` is the epoch of the welcome that
+    /// `since` comes from: if the room's is another now, `since` means nothing there, and the
+    /// server answers with a [`ServerMessage::Reset`] before the welcome.
     Join {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +64,8 @@ pub enum ClientMessage {
         since: Option<MessageId>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         add: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
     /// Leave `room`, keeping the others. The server answers with a [`ServerMessage::Left`]
     /// naming this connection's own nick, as the room's other members see it.
@@ -128,7 +132,16 @@ pub enum ServerMessage {
         /// after `since` if it is empty) until a page says `more: false`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         more: bool,
+        /// The history the ids belong to: when the server's store starts over (a new database,
+        /// `--ephemeral` restarted), ids count again from the start under a new epoch. Keep it
+        /// with `since` and send both back on the next join. Empty from servers older than it.
+        #[serde(default)]
+        epoch: String,
     },
+    /// Sent before a welcome when the join's `epoch` is not the room's any more: what the
+    /// client shows of `room` belongs to a history the server no longer has. Forget it (and
+    /// its last id); the welcome that follows carries the room's recent messages afresh.
+    Reset { room: String, epoch: String },
     /// A page of stored messages, oldest first, in answer to [`ClientMessage::History`]. It
     /// echoes the request's `before` or `after`; `more` says that further messages exist in
     /// that direction (older ones for `before` or no bound, newer ones for `after`).
@@ -294,12 +307,19 @@ mod tests {
                 client_id: Some("c-1".into()),
                 room: Some("rust".into()),
             },
-            ClientMessage::Join { room: "rust".into(), nick: None, since: None, add: false },
+            ClientMessage::Join {
+                room: "rust".into(),
+                nick: None,
+                since: None,
+                add: false,
+                epoch: None,
+            },
             ClientMessage::Join {
                 room: "rust".into(),
                 nick: Some("bob".into()),
                 since: Some(9),
                 add: true,
+                epoch: Some("0123456789abcdef".into()),
             },
             ClientMessage::Leave { room: "rust".into() },
             ClientMessage::Typing { room: Some("rust".into()) },
@@ -345,6 +365,7 @@ mod tests {
                 since: None,
                 truncated: false,
                 more: false,
+                epoch: "0123456789abcdef".into(),
             },
             ServerMessage::Welcome {
                 room: "general".into(),
@@ -355,6 +376,7 @@ mod tests {
                 since: Some(6),
                 truncated: true,
                 more: true,
+                epoch: "0123456789abcdef".into(),
             },
             ServerMessage::History {
                 room: "general".into(),
@@ -368,6 +390,7 @@ mod tests {
             ServerMessage::Joined { room: "general".into(), nick: "bob".into(), ts: 1 },
             ServerMessage::Left { room: "general".into(), nick: "bob".into(), ts: 2 },
             ServerMessage::Rooms { rooms },
+            ServerMessage::Reset { room: "general".into(), epoch: "0123456789abcdef".into() },
             ServerMessage::Typing { room: "general".into(), nick: "bob".into() },
             ServerMessage::error(ErrorCode::NickTaken, "taken"),
             ServerMessage::Error {
@@ -391,10 +414,21 @@ mod tests {
         assert_eq!(send, ClientMessage::Send { text: "hi".into(), client_id: None, room: None });
         // The one-room forms of `typing` and `join` stay exactly as they were: a room named on
         // neither, `add` left out.
+        let old: ServerMessage = serde_json::from_str(
+            r#"{"type":"welcome","room":"r","nick":"n","members":[],"history":[],"rooms":[]}"#,
+        )
+        .expect("a welcome from a server older than epochs parses");
+        assert!(matches!(old, ServerMessage::Welcome { epoch, .. } if epoch.is_empty()));
         let typing: ClientMessage = serde_json::from_str(r#"{"type":"typing"}"#).expect("parses");
         assert_eq!(typing, ClientMessage::Typing { room: None });
         assert_eq!(serde_json::to_string(&typing).expect("json"), r#"{"type":"typing"}"#);
-        let join = ClientMessage::Join { room: "r".into(), nick: None, since: None, add: false };
+        let join = ClientMessage::Join {
+            room: "r".into(),
+            nick: None,
+            since: None,
+            add: false,
+            epoch: None,
+        };
         assert_eq!(serde_json::to_string(&join).expect("json"), r#"{"type":"join","room":"r"}"#);
 
         let json = serde_json::to_value(ServerMessage::Message(sample_message())).expect("json");

@@ -111,6 +111,8 @@ pub enum StoreError {
     TimedOut,
     #[error("too many writes are waiting for the disk")]
     Busy,
+    #[error("no random numbers: {0}")]
+    Random(String),
 }
 
 /// What the database held at start.
@@ -122,6 +124,10 @@ pub struct Start {
     pub recent_rooms: Vec<(String, UnixMillis)>,
     /// Every room with at least one message.
     pub with_messages: HashSet<String>,
+    /// The database's epoch: made at random with a new database (and each start of an
+    /// in-memory one), kept in it, so that ids of another database are never taken for its
+    /// own.
+    pub epoch: String,
 }
 
 /// The open database and the retention it applies.
@@ -158,6 +164,7 @@ impl Db {
             _ => {}
         }
         let start = Start {
+            epoch: read_or_make_epoch(&connection)?,
             last_id: read_last_id(&connection)?,
             recent_rooms: read_rooms(&connection, options.age_cutoff(now))?,
             with_messages: read_rooms_with_messages(&connection)?,
@@ -625,6 +632,20 @@ fn migrate(connection: &mut Connection, migrations: &[&'static str]) -> Result<u
     Ok(usize::from(found))
 }
 
+/// The database's epoch (see [`Start::epoch`]) as 16 hex digits, made on first use: a random
+/// positive number in the `meta` table (whose values are integers).
+fn read_or_make_epoch(connection: &Connection) -> Result<String, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|error| StoreError::Random(error.to_string()))?;
+    let fresh = i64::from_le_bytes(bytes) & i64::MAX;
+    connection
+        .prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)")?
+        .execute(params![fresh])?;
+    let epoch: i64 =
+        connection.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
+    Ok(format!("{epoch:016x}"))
+}
+
 fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
     let recorded: Option<i64> = connection
         .query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| row.get(0))
@@ -783,6 +804,22 @@ mod tests {
         assert_eq!(start.last_id, 9, "ids never go back");
         assert_eq!(start.recent_rooms, [("b".to_owned(), 20), ("a".to_owned(), 10)]);
         assert_eq!(start.with_messages, HashSet::from(["a".to_owned()]));
+    }
+
+    /// A database keeps its epoch across reopening; another database, or an in-memory one
+    /// opened again, has another.
+    #[test]
+    fn the_epoch_is_the_databases() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let on_file = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let first = Db::open(on_file.clone(), 0).expect("opens").1.epoch;
+        let again = Db::open(on_file, 0).expect("reopens").1.epoch;
+        assert_eq!((first.len(), &again), (16, &first), "16 hex digits, kept");
+        let other = tempfile::tempdir().expect("temporary directory");
+        let elsewhere = StoreOptions { data_dir: Some(other.path().to_owned()), ..options() };
+        assert_ne!(Db::open(elsewhere, 0).expect("opens").1.epoch, first);
+        let memory = |_| Db::open(options(), 0).expect("opens").1.epoch;
+        assert_ne!(memory(1), memory(2), "each in-memory start is a new history");
     }
 
     fn user_version(connection: &Connection) -> usize {

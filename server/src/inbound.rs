@@ -23,6 +23,8 @@ pub enum Command {
         since: Option<MessageId>,
         /// Keep the other rooms (otherwise the join moves the connection).
         add: bool,
+        /// The epoch `since` comes from.
+        epoch: Option<String>,
     },
     Leave {
         room: String,
@@ -130,12 +132,12 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             let room = check_named_room(room, limits).map_err(refused)?;
             Ok(Command::Send { text, client_id, room })
         }
-        ClientMessage::Join { room, nick, since, add } => {
+        ClientMessage::Join { room, nick, since, add, epoch } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
             let nick = nick
                 .map(|nick| crate::names::check_nick(&nick, limits.max_nick_chars))
                 .transpose()?;
-            Ok(Command::Join { room, nick, since, add })
+            Ok(Command::Join { room, nick, since, add, epoch: epoch.map(check_epoch).transpose()? })
         }
         ClientMessage::Leave { room } => {
             Ok(Command::Leave { room: rules::check_room(&room, limits.max_room_chars)? })
@@ -155,6 +157,22 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
     }
 }
 
+/// The longest epoch a client may send back (the server's are 16 hex digits).
+const MAX_EPOCH_CHARS: usize = 64;
+
+/// An epoch a client sends back: short, and of the characters epochs are made of; anything
+/// else is no epoch of any server's.
+fn check_epoch(epoch: String) -> Result<String, Rejection> {
+    let valid = !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_CHARS
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(epoch)
+    } else {
+        Err(Rejection::new(ErrorCode::InvalidMessage, "An epoch is 1 to 64 of A-Z a-z 0-9 - _."))
+    }
+}
+
 /// A room a `send` or `typing` may name, normalised.
 fn check_named_room(room: Option<String>, limits: &Limits) -> Result<Option<String>, RuleError> {
     room.map(|room| rules::check_room(&room, limits.max_room_chars)).transpose()
@@ -167,6 +185,8 @@ pub struct Target {
     pub nick: Option<String>,
     /// The last message id the client saw in `room`.
     pub since: Option<MessageId>,
+    /// The epoch `since` comes from.
+    pub epoch: Option<String>,
 }
 
 /// Validates the room and nick a client names in the connect URL. A missing room means the
@@ -175,6 +195,7 @@ pub fn connect_target(
     room: Option<&str>,
     nick: Option<&str>,
     since: Option<MessageId>,
+    epoch: Option<&str>,
     limits: &Limits,
 ) -> Result<Target, Rejection> {
     let room = rules::check_room(room.unwrap_or(protocol::DEFAULT_ROOM), limits.max_room_chars)?;
@@ -184,7 +205,8 @@ pub fn connect_target(
         }
         _ => None,
     };
-    Ok(Target { room, nick, since })
+    let epoch = epoch.map(|epoch| check_epoch(epoch.to_owned())).transpose()?;
+    Ok(Target { room, nick, since, epoch })
 }
 
 /// Tells a syntax error apart from a well-formed object of an unknown or malformed kind. Only
@@ -240,12 +262,19 @@ mod tests {
                 room: "rust".into(),
                 nick: Some("bob".into()),
                 since: Some(12),
-                add: false
+                add: false,
+                epoch: None
             })
         );
         assert_eq!(
             decode(r#"{"type":"join","room":"rust","add":true}"#, &limits()),
-            Ok(Command::Join { room: "rust".into(), nick: None, since: None, add: true })
+            Ok(Command::Join {
+                room: "rust".into(),
+                nick: None,
+                since: None,
+                add: true,
+                epoch: None
+            })
         );
         assert_eq!(
             decode(r#"{"type":"leave","room":"Rust"}"#, &limits()),
@@ -280,6 +309,8 @@ mod tests {
         );
         assert_eq!(code(r#"{"type":"join","room":"ok","since":-1}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"leave"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join","room":"a","epoch":"a b"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join","room":"a","epoch":""}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"leave","room":"a b"}"#), ErrorCode::InvalidRoom);
         assert_eq!(code(r#"{"type":"typing","room":"a b"}"#), ErrorCode::InvalidRoom);
         assert_eq!(code(r#"{"type":"send","text":"a","room":"a b"}"#), ErrorCode::InvalidRoom);
@@ -304,16 +335,27 @@ mod tests {
             room: room.into(),
             nick: nick.map(str::to_owned),
             since: None,
+            epoch: None,
         };
-        assert_eq!(connect_target(None, None, None, &limits), Ok(target("general", None)));
-        assert_eq!(connect_target(Some("Dev"), Some(" "), None, &limits), Ok(target("dev", None)));
+        assert_eq!(connect_target(None, None, None, None, &limits), Ok(target("general", None)));
         assert_eq!(
-            connect_target(Some("dev"), Some("ann"), Some(4), &limits),
+            connect_target(Some("Dev"), Some(" "), None, None, &limits),
+            Ok(target("dev", None))
+        );
+        assert_eq!(
+            connect_target(Some("dev"), Some("ann"), Some(4), None, &limits),
             Ok(Target { since: Some(4), ..target("dev", Some("ann")) })
         );
-        let bad_room = connect_target(Some("a b"), None, None, &limits).expect_err("bad room");
+        let bad_room =
+            connect_target(Some("a b"), None, None, None, &limits).expect_err("bad room");
         assert_eq!(bad_room.code, ErrorCode::InvalidRoom);
-        let bad_nick = connect_target(None, Some("x\ny"), None, &limits).expect_err("bad nick");
+        let bad_nick =
+            connect_target(None, Some("x\ny"), None, None, &limits).expect_err("bad nick");
+        let with_epoch = connect_target(None, None, Some(4), Some("e-1"), &limits).expect("valid");
+        assert_eq!(with_epoch.epoch.as_deref(), Some("e-1"));
+        let bad_epoch =
+            connect_target(None, None, None, Some("é"), &limits).expect_err("bad epoch");
+        assert_eq!(bad_epoch.code, ErrorCode::InvalidMessage);
         assert_eq!(bad_nick.code, ErrorCode::InvalidNick);
     }
 }

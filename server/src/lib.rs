@@ -124,6 +124,7 @@ struct ConnectParams {
     nick: Option<String>,
     client: Option<String>,
     since: Option<protocol::MessageId>,
+    epoch: Option<String>,
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
@@ -389,6 +390,7 @@ async fn websocket(
         params.room.as_deref(),
         params.nick.as_deref(),
         params.since,
+        params.epoch.as_deref(),
         limits,
     );
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);

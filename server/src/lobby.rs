@@ -69,6 +69,7 @@ impl Lobby {
                     page_bytes: config.abuse.page_bytes(),
                     rename_interval: *config.abuse.rename_interval,
                     retention: config.storage.options(),
+                    epoch: opened.epoch.clone(),
                 },
                 lobby: ctx.address().recipient(),
                 metrics: metrics.clone(),
@@ -231,6 +232,8 @@ pub struct Join {
     pub nick: Option<String>,
     pub client: Option<String>,
     pub since: Option<MessageId>,
+    /// The epoch `since` comes from.
+    pub epoch: Option<String>,
     pub session: Recipient<SessionEvent>,
     pub frames: FrameSender,
     /// Where the connection comes from, for the limits on opening rooms and joining: already
@@ -281,6 +284,7 @@ impl Handler<Join> for Lobby {
                 nick: msg.nick,
                 client: msg.client,
                 since: msg.since,
+                epoch: msg.epoch,
                 rooms: self.rooms.list(&leaving),
             },
             session: msg.session,

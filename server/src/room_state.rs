@@ -35,6 +35,9 @@ pub struct RoomRules {
     /// Least time between two renames of one member.
     pub rename_interval: Duration,
     pub retention: StoreOptions,
+    /// The history the ids belong to (the store's epoch): a client whose `since` comes from
+    /// another is told to start over.
+    pub epoch: String,
 }
 
 /// Something the room's owner must do for the room.
@@ -104,6 +107,8 @@ pub struct JoinRequest {
     pub client: Option<String>,
     /// The last message id the client saw in this room.
     pub since: Option<MessageId>,
+    /// The epoch `since` comes from.
+    pub epoch: Option<String>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
 }
@@ -304,8 +309,18 @@ impl RoomState {
         let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len());
         let room_left = space.saturating_sub(lists + fixed);
         let strict = room_left < page;
-        let catchup =
-            self.history.catchup(request.since, self.rules.recent, page.min(room_left), strict);
+        // A `since` from another epoch (the store started over since the client saw it) means
+        // nothing here: say so, and welcome the client afresh.
+        let since = match &request.epoch {
+            Some(epoch) if *epoch != self.rules.epoch => {
+                let reset =
+                    ServerMessage::Reset { room: room.clone(), epoch: self.rules.epoch.clone() };
+                effects.push(Effect::Send { to: request.conn, message: reset });
+                None
+            }
+            _ => request.since,
+        };
+        let catchup = self.history.catchup(since, self.rules.recent, page.min(room_left), strict);
         let welcome = ServerMessage::Welcome {
             room,
             nick: nick.clone(),
@@ -315,6 +330,7 @@ impl RoomState {
             since: catchup.since,
             truncated: catchup.truncated,
             more: catchup.more,
+            epoch: self.rules.epoch.clone(),
         };
         effects.push(Effect::Send { to: request.conn, message: welcome });
         Ok(Joined { nick, replaced })
@@ -633,6 +649,7 @@ mod tests {
                 max_pending_writes: 100,
                 max_stored_rooms: 100,
             },
+            epoch: "e1".into(),
         }
     }
 
@@ -648,6 +665,7 @@ mod tests {
             nick: nick.map(str::to_owned),
             client: client.map(str::to_owned),
             since: None,
+            epoch: None,
             rooms: Vec::new(),
         }
     }
@@ -1052,6 +1070,43 @@ mod tests {
                 _ => assert!(history.is_empty() && *truncated, "none fits: all left out"),
             }
             assert!(frame.len() <= space, "a welcome of {} bytes in {space}", frame.len());
+        }
+    }
+
+    /// A `since` from another epoch (the store started over since the client saw it) is not
+    /// honoured: the joiner is told to reset, then welcomed afresh; a `since` of this epoch
+    /// (or one with no epoch, from an older client) resumes.
+    #[test]
+    fn a_since_of_another_epoch_resets() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "ann", now);
+        let ids = MessageIds::starting_after(0);
+        for i in 0..5 {
+            room.post(1, format!("m{i}"), None, &ids, T, || true);
+        }
+        room.durable(5);
+        let join = |conn, epoch: Option<&str>| {
+            let mut back = request(conn, Some(&format!("n{conn}")), None);
+            (back.since, back.epoch) = (Some(3), epoch.map(str::to_owned));
+            back
+        };
+        let (_, effects) = room.join(join(2, Some("old")), usize::MAX, now, T);
+        match sent_to(&effects, 2).as_slice() {
+            [
+                ServerMessage::Reset { epoch, .. },
+                ServerMessage::Welcome { since: None, history, .. },
+            ] => {
+                assert_eq!((epoch.as_str(), history.len()), ("e1", 5), "afresh: all of the room");
+            }
+            other => panic!("expected a reset, then a welcome, got {other:?}"),
+        }
+        for (conn, epoch) in [(3, Some("e1")), (4, None)] {
+            let (_, effects) = room.join(join(conn, epoch), usize::MAX, now, T);
+            assert!(
+                matches!(sent_to(&effects, conn).as_slice(), [ServerMessage::Welcome { since: Some(3), epoch, .. }] if epoch == "e1"),
+                "{epoch:?} resumes"
+            );
         }
     }
 

@@ -177,7 +177,7 @@ impl Session {
     /// Joins `room`; unless `add`, then leaves every other room. Frames that arrive meanwhile
     /// wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
     fn join(&mut self, join: JoinCommand, ctx: &mut ws::WebsocketContext<Self>) {
-        let JoinCommand { room, nick, since, add } = join;
+        let JoinCommand { room, nick, since, add, epoch } = join;
         let max = self.config.abuse.max_rooms_per_connection;
         if add && !self.memberships.contains_key(&room) && self.memberships.len() >= max {
             let message = format!(
@@ -203,6 +203,7 @@ impl Session {
             nick,
             client: self.client.clone(),
             since,
+            epoch,
             session: ctx.address().recipient(),
             frames: self.frames.clone(),
             address: self.address,
@@ -321,8 +322,8 @@ impl Session {
                 }
             }
             Ok(Command::Leave { room }) => self.leave(room, ctx),
-            Ok(Command::Join { room, nick, since, add }) => match self.joins.admit() {
-                Ok(()) => self.join(JoinCommand { room, nick, since, add }, ctx),
+            Ok(Command::Join { room, nick, since, add, epoch }) => match self.joins.admit() {
+                Ok(()) => self.join(JoinCommand { room, nick, since, add, epoch }, ctx),
                 Err(wait) => {
                     let rejection = Rejection::too_fast(wait, |ms| {
                         format!("You are switching rooms too fast; wait {ms} ms.")
@@ -378,6 +379,7 @@ struct JoinCommand {
     nick: Option<String>,
     since: Option<MessageId>,
     add: bool,
+    epoch: Option<String>,
 }
 
 fn binary_unsupported() -> Rejection {
@@ -397,8 +399,8 @@ impl Actor for Session {
             ctx.add_stream(queued);
         }
         match self.initial.take() {
-            Some(Ok(Target { room, nick, since })) => {
-                self.join(JoinCommand { room, nick, since, add: false }, ctx)
+            Some(Ok(Target { room, nick, since, epoch })) => {
+                self.join(JoinCommand { room, nick, since, add: false, epoch }, ctx)
             }
             Some(Err(rejection)) => self.reject(ctx, rejection),
             None => {}

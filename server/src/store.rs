@@ -91,6 +91,8 @@ pub struct Opened {
     pub last_id: MessageId,
     /// Rooms that have messages, most recently active first, with their last activity.
     pub rooms: Vec<(String, UnixMillis)>,
+    /// The store's epoch (see `db::Start::epoch`).
+    pub epoch: String,
 }
 
 enum Command {
@@ -143,7 +145,7 @@ impl Store {
             .spawn(move || writer.run(&queue))
             .map_err(StoreError::Thread)?;
         let store = Store { commands, rooms: stored };
-        Ok(Opened { store, last_id: start.last_id, rooms: start.recent_rooms })
+        Ok(Opened { store, last_id: start.last_id, rooms: start.recent_rooms, epoch: start.epoch })
     }
 
     /// Queues a message to be written; the answer comes to `append.notify` as [`Written`].

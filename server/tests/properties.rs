@@ -34,12 +34,14 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             any::<String>(),
             proptest::option::of(any::<String>()),
             proptest::option::of(any::<u64>()),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of("[A-Za-z0-9_-]{1,64}|.{0,8}")
         )
-            .prop_map(|(room, nick, since, add)| ClientMessage::Join {
+            .prop_map(|(room, nick, since, add, epoch)| ClientMessage::Join {
                 room,
                 nick,
                 since,
+                epoch,
                 add
             }),
         any::<String>().prop_map(|room| ClientMessage::Leave { room }),
@@ -78,7 +80,10 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 since: None,
                 truncated: false,
                 more: false,
+                epoch: "e".into(),
             }),
+        (any::<String>(), any::<String>())
+            .prop_map(|(room, epoch)| ServerMessage::Reset { room, epoch }),
         (any::<String>(), proptest::collection::vec(chat_message(), 0..3), any::<bool>()).prop_map(
             |(room, messages, more)| ServerMessage::History {
                 room,
@@ -175,10 +180,12 @@ proptest! {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
                 prop_assert_eq!(since, got_since);
             }
-            (ClientMessage::Join { room, nick, .. }, Err(e)) => {
+            (ClientMessage::Join { room, nick, epoch, .. }, Err(e)) => {
                 let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
                 let nick_error = nick.and_then(|n| names::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
-                prop_assert_eq!(Some(e.code), room_error.or(nick_error));
+                let valid_epoch = |e: &str| !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                let epoch_error = epoch.filter(|e| !valid_epoch(e)).map(|_| ErrorCode::InvalidMessage);
+                prop_assert_eq!(Some(e.code), room_error.or(nick_error).or(epoch_error));
             }
             (ClientMessage::History { room, before, after, limit }, Ok(Command::History { room: got, before: b, after: a, limit: l })) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));

@@ -69,6 +69,12 @@ impl ServerProcess {
         Self::spawn(port, &[])
     }
 
+    /// A server on `port` with an empty database, as after a data folder was lost.
+    pub fn start_afresh_on(port: u16) -> Self {
+        let _ = std::fs::remove_dir_all(data_dir(port));
+        Self::spawn(port, &[])
+    }
+
     fn spawn(port: u16, flags: &[&str]) -> Self {
         let binary = lone_binary();
         let log = std::fs::File::create(screenshot_dir().join(format!("server-{port}.log")))

@@ -231,3 +231,44 @@ async fn catchup_comes_in_bounded_pages() {
     bob.send_text(r#"{"type":"history","room":"pages","before":5,"after":3}"#).await;
     assert_eq!(bob.error().await, ErrorCode::InvalidMessage);
 }
+
+/// A client coming back with a `since` from another history (here: another server whose
+/// in-memory store started afresh, as a wiped data folder or a restarted `--ephemeral` server
+/// would) gets a `reset` naming the room's epoch, then a welcome that starts over instead of
+/// resuming: ids of the two histories are the same numbers for different messages. With the
+/// welcome's own epoch it resumes.
+#[tokio::test]
+async fn a_since_from_another_history_gets_a_reset() {
+    use protocol::ServerMessage;
+    let first = crate::util::TestServer::start();
+    let (mut ann, welcome) = first.join("ep", "ann").await;
+    let old_epoch = welcome.epoch;
+    assert_eq!(old_epoch.len(), 16, "a welcome names its epoch");
+    for i in 0..3 {
+        ann.say_with_id(&format!("old {i}"), &format!("k{i}")).await;
+        ann.ack().await;
+    }
+
+    let second = crate::util::TestServer::start();
+    let (mut bob, fresh) = second.join("ep", "bob").await;
+    assert_ne!(fresh.epoch, old_epoch, "another store, another epoch");
+    for i in 0..5 {
+        bob.say_with_id(&format!("new {i}"), &format!("k{i}")).await;
+        bob.ack().await;
+    }
+    let query = format!("room=ep&nick=ann&since=2&epoch={old_epoch}");
+    let mut back = crate::util::Client::connect(&second.url(&query)).await;
+    match back.recv().await {
+        ServerMessage::Reset { room, epoch } => {
+            assert_eq!((room, &epoch), ("ep".into(), &fresh.epoch))
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    let welcome = back.welcome().await;
+    let texts: Vec<&str> = welcome.history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!((welcome.since, texts.len()), (None, 5), "afresh, not after id 2: {texts:?}");
+
+    let query = format!("room=ep&nick=cy&since=2&epoch={}", fresh.epoch);
+    let (_, resumed) = crate::util::Client::join(&second.url(&query)).await;
+    assert_eq!((resumed.since, resumed.history.len()), (Some(2), 3), "the same epoch resumes");
+}
