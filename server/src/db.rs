@@ -554,6 +554,16 @@ fn copy_database(source_path: &Path, target_path: &Path) -> Result<BackupSummary
         }
     }
     target.pragma_update(None, "journal_mode", "DELETE").map_err(target_error)?;
+    // A copy is another history once served: the live database goes on after it, so a server
+    // restored from it would give ids the live one already gave. A new epoch makes the clients
+    // that saw those start over (a `reset`) instead of resuming after an id that names another
+    // message there.
+    target
+        .execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?1)",
+            params![random_epoch()?],
+        )
+        .map_err(target_error)?;
     let (messages, rooms): (i64, i64) = target.query_row(
         "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM rooms)",
         [],
@@ -635,15 +645,19 @@ fn migrate(connection: &mut Connection, migrations: &[&'static str]) -> Result<u
 /// The database's epoch (see [`Start::epoch`]) as 16 hex digits, made on first use: a random
 /// positive number in the `meta` table (whose values are integers).
 fn read_or_make_epoch(connection: &Connection) -> Result<String, StoreError> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|error| StoreError::Random(error.to_string()))?;
-    let fresh = i64::from_le_bytes(bytes) & i64::MAX;
     connection
         .prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)")?
-        .execute(params![fresh])?;
+        .execute(params![random_epoch()?])?;
     let epoch: i64 =
         connection.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| row.get(0))?;
     Ok(format!("{epoch:016x}"))
+}
+
+/// A new epoch: a random positive number.
+fn random_epoch() -> Result<i64, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|error| StoreError::Random(error.to_string()))?;
+    Ok(i64::from_le_bytes(bytes) & i64::MAX)
 }
 
 fn read_last_id(connection: &Connection) -> Result<MessageId, StoreError> {
@@ -913,12 +927,13 @@ mod tests {
     }
 
     /// A backup taken while the database is open and its latest writes are still in the
-    /// write-ahead log holds them, in one file; a server opened on it continues the ids.
+    /// write-ahead log holds them, in one file; a server opened on it continues the ids, under
+    /// an epoch of its own (the live database went on after the copy).
     #[test]
     fn a_backup_of_an_open_database_holds_its_latest_writes() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
-        let mut live = Db::open(options.clone(), 0).expect("opens").0;
+        let (mut live, live_start) = Db::open(options.clone(), 0).expect("opens");
         live.write(&[stored(1, "a", 10, Some("c1")), stored(2, "b", 20, None)]).expect("writes");
         let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
         assert!(std::fs::metadata(&wal).expect("a log").len() > 0, "the writes are in the log");
@@ -931,6 +946,7 @@ mod tests {
         let restored = StoreOptions { data_dir: Some(copy_dir.path().to_owned()), ..options };
         let (db, start) = Db::open(restored, 0).expect("the copy opens");
         assert_eq!(start.last_id, 2);
+        assert_ne!(start.epoch, live_start.epoch, "a restored copy is another history");
         let loaded = db.load("a").expect("loads");
         assert_eq!(ids(&loaded), [1]);
         assert_eq!(loaded.messages[0].client_id.as_deref(), Some("c1"));
