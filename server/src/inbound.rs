@@ -137,7 +137,8 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             let nick = nick
                 .map(|nick| crate::names::check_nick(&nick, limits.max_nick_chars))
                 .transpose()?;
-            Ok(Command::Join { room, nick, since, add, epoch: epoch.map(check_epoch).transpose()? })
+            let epoch = epoch.filter(|epoch| !epoch.is_empty()).map(check_epoch).transpose()?;
+            Ok(Command::Join { room, nick, since, add, epoch })
         }
         ClientMessage::Leave { room } => {
             Ok(Command::Leave { room: rules::check_room(&room, limits.max_room_chars)? })
@@ -161,7 +162,8 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
 const MAX_EPOCH_CHARS: usize = 64;
 
 /// An epoch a client sends back: short, and of the characters epochs are made of; anything
-/// else is no epoch of any server's.
+/// else is no epoch of any server's. (An empty one, as a server older than epochs gave, is
+/// taken as none before this.)
 fn check_epoch(epoch: String) -> Result<String, Rejection> {
     let valid = !epoch.is_empty()
         && epoch.len() <= MAX_EPOCH_CHARS
@@ -205,7 +207,10 @@ pub fn connect_target(
         }
         _ => None,
     };
-    let epoch = epoch.map(|epoch| check_epoch(epoch.to_owned())).transpose()?;
+    let epoch = epoch
+        .filter(|epoch| !epoch.is_empty())
+        .map(|epoch| check_epoch(epoch.to_owned()))
+        .transpose()?;
     Ok(Target { room, nick, since, epoch })
 }
 
@@ -310,7 +315,8 @@ mod tests {
         assert_eq!(code(r#"{"type":"join","room":"ok","since":-1}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"leave"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":"join","room":"a","epoch":"a b"}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"join","room":"a","epoch":""}"#), ErrorCode::InvalidMessage);
+        let empty = decode(r#"{"type":"join","room":"a","epoch":""}"#, &limits());
+        assert!(matches!(empty, Ok(Command::Join { epoch: None, .. })), "empty is none");
         assert_eq!(code(r#"{"type":"leave","room":"a b"}"#), ErrorCode::InvalidRoom);
         assert_eq!(code(r#"{"type":"typing","room":"a b"}"#), ErrorCode::InvalidRoom);
         assert_eq!(code(r#"{"type":"send","text":"a","room":"a b"}"#), ErrorCode::InvalidRoom);

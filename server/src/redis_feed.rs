@@ -80,9 +80,27 @@ impl RoomFeed {
             return Vec::new();
         }
         self.asked = None;
+        // What was fetched and what was held, together, in id order. Up to the page's last id
+        // (or all of it, when the page was not full: the stream was read to its end, and what
+        // is held was published before that read), a hole is gone from the stream.
+        let bound = match messages.last() {
+            Some((top, _)) if full => *top,
+            _ if full => after,
+            _ => MessageId::MAX,
+        };
+        for (id, message) in messages {
+            if id > self.last {
+                self.held.insert(id, message);
+            }
+        }
         let mut steps = Vec::new();
         let mut relay = Vec::new();
-        for (id, message) in messages {
+        while let Some(entry) = self.held.first_entry() {
+            let id = *entry.key();
+            if id > bound {
+                break;
+            }
+            let message = entry.remove();
             if id <= self.last {
                 continue;
             }
@@ -92,7 +110,6 @@ impl RoomFeed {
                 }
                 steps.push(Step::Lost { from: self.last + 1, to: id - 1 });
             }
-            self.held.remove(&id);
             self.last = id;
             relay.push((id, message));
         }
@@ -103,13 +120,6 @@ impl RoomFeed {
             self.asked = Some(self.last);
             steps.push(Step::Fetch { after: self.last });
         } else {
-            // Whatever is held past a hole the stream did not fill is gone from it too.
-            if let Some((&first, _)) = self.held.first_key_value()
-                && first > self.last + 1
-            {
-                steps.push(Step::Lost { from: self.last + 1, to: first - 1 });
-                self.last = first - 1;
-            }
             steps.extend(self.drain());
         }
         steps
@@ -143,6 +153,8 @@ impl RoomFeed {
 
     /// Relays what is held from the next id on; at a hole, asks for the stream once.
     fn drain(&mut self) -> Vec<Step> {
+        // Nothing at or below the last relayed id is kept.
+        self.held = self.held.split_off(&(self.last + 1));
         let mut relay = Vec::new();
         while let Some(message) = self.held.remove(&(self.last + 1)) {
             self.last += 1;
@@ -192,7 +204,7 @@ mod tests {
         assert_eq!(publish(&mut feed, 4), [Step::Fetch { after: 1 }]);
         assert!(publish(&mut feed, 5).is_empty(), "held; the fetch is under way");
         let steps = feed.fetched(1, vec![m(2), m(3), m(4)], false);
-        assert_eq!(steps, [Step::Relay(vec![m(2), m(3), m(4)]), Step::Relay(vec![m(5)])]);
+        assert_eq!(steps, [Step::Relay(vec![m(2), m(3), m(4), m(5)])]);
         assert_eq!(publish(&mut feed, 6), [Step::Relay(vec![m(6)])]);
     }
 
@@ -238,6 +250,26 @@ mod tests {
         publish(&mut feed, 9);
         let steps = feed.fetched(2, vec![], false);
         assert_eq!(steps, [Step::Lost { from: 3, to: 8 }, Step::Relay(vec![m(9)])]);
+    }
+
+    /// A held message inside a hole the stream no longer covers is relayed, not reported lost,
+    /// and nothing stays held to ask for the stream again and again.
+    #[test]
+    fn what_is_held_inside_a_trimmed_hole_is_relayed() {
+        let mut feed = RoomFeed::start(Some("e".into()), 1);
+        assert_eq!(publish(&mut feed, 5), [Step::Fetch { after: 1 }]);
+        let steps = feed.fetched(1, vec![m(7), m(8)], false);
+        assert_eq!(
+            steps,
+            [
+                Step::Lost { from: 2, to: 4 },
+                Step::Relay(vec![m(5)]),
+                Step::Lost { from: 6, to: 6 },
+                Step::Relay(vec![m(7), m(8)]),
+            ]
+        );
+        assert!(feed.checked(Some(("e".into(), 8))).is_empty(), "nothing more to fetch");
+        assert_eq!(publish(&mut feed, 9), [Step::Relay(vec![m(9)])]);
     }
 
     /// Another epoch (Redis lost the room's data and counts from 1 again) starts the feed over

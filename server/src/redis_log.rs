@@ -28,11 +28,16 @@ use crate::redis_feed::{RoomFeed, Step};
 
 /// Appends a message, unless its client id was stored already; publishes it.
 ///
-/// KEYS: meta, log, client-id key (or `""`: no client id). ARGV: an epoch for a room that has
-/// none, the message, the retention (messages), how long a client id is remembered (seconds),
-/// the channel. Returns `{id, epoch, 1 if it was a repeat}`.
+/// KEYS: meta, log, client-id key (all three in the room's hash slot). ARGV: an epoch for a
+/// room that has none, the message, the retention (messages), how long a client id is
+/// remembered (seconds), the channel, `1` if there is a client id (else the third key is not
+/// used). Returns `{id, epoch, 1 if it was a repeat}`.
+///
+/// Scripts are not rolled back: should `XADD` fail after `HINCRBY` (the stream key of another
+/// type), the id is skipped, which the followers see as a message lost.
 const POST: &str = r#"
-if KEYS[3] ~= '' then
+local remember = ARGV[6] == '1'
+if remember then
   local seen = redis.call('HMGET', KEYS[3], 'id', 'epoch')
   if seen[1] then
     return {tonumber(seen[1]), seen[2], 1}
@@ -46,7 +51,7 @@ end
 local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-1', 'm', ARGV[2])
 redis.call('PUBLISH', ARGV[5], epoch .. ':' .. id .. ':' .. ARGV[2])
-if KEYS[3] ~= '' then
+if remember then
   redis.call('HSET', KEYS[3], 'id', id, 'epoch', epoch)
   redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
@@ -159,8 +164,9 @@ impl RedisLog {
         message: &str,
         new_epoch: &str,
     ) -> redis::RedisResult<Posted> {
-        let remembered =
-            client_id.map(|id| format!("chat:{{{room}}}:cid:{sender}:{id}")).unwrap_or_default();
+        // Without a client id the third key is a placeholder in the same hash slot: a cluster
+        // refuses a script whose keys span slots.
+        let remembered = format!("chat:{{{room}}}:cid:{sender}:{}", client_id.unwrap_or("-"));
         let (id, epoch, repeat): (MessageId, String, u8) = self
             .post
             .key(meta_key(room))
@@ -171,6 +177,7 @@ impl RedisLog {
             .arg(self.retain)
             .arg(self.remember_secs)
             .arg(channel(room))
+            .arg(if client_id.is_some() { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(Posted { id, epoch, repeat: repeat == 1 })
@@ -260,6 +267,8 @@ impl RedisLog {
                         Ok(head) => feed.checked(head),
                         Err(_) => Vec::new(),
                     },
+                    // Nobody listens any more (a quiet room would otherwise never notice).
+                    () = sink.closed() => return,
                 };
                 if !self.carry_out(room, feed, steps, &sink).await {
                     return;
@@ -297,7 +306,7 @@ impl RedisLog {
                         Ok(page) => {
                             let full = page.len() == FETCH_PAGE;
                             steps.extend(feed.fetched(after, page, full));
-                            break true;
+                            break !sink.is_closed();
                         }
                         // Redis is away: try again, unless nobody listens any more.
                         Err(_) if !sink.is_closed() => {

@@ -23,8 +23,12 @@ pub struct Presence {
 }
 
 impl Presence {
-    /// Presence for the server `server` (an id unique among the servers: no `:`), alive for
-    /// `expiry` after each refresh.
+    /// Presence for the server `server`, alive for `expiry` after each refresh. The id must be
+    /// unique among the servers and to each start of one (a host name and a random part, no
+    /// `:`): a server restarted under its old id would bring back members of its last life
+    /// that the others have not removed yet. A refresh that lapses past the expiry (a stall)
+    /// lets the others remove this server's members for good; the wiring must then join them
+    /// again.
     pub fn new(connection: ConnectionManager, server: &str, expiry: Duration) -> Self {
         Presence { connection, server: server.replace(':', "_"), expiry }
     }

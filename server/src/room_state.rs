@@ -306,19 +306,21 @@ impl RoomState {
         let page = self.rules.page_bytes.saturating_sub(lists);
         // Beside what already waits for the joiner, the whole frame must fit: then even the
         // first message is left out if it does not (the welcome says more exist).
-        let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len());
+        // A `since` from another epoch (the store started over since the client saw it) means
+        // nothing here: the joiner is told so (a `reset`, which waits beside the welcome, so
+        // counts in its space) and welcomed afresh.
+        let stale = request.epoch.as_ref().is_some_and(|epoch| *epoch != self.rules.epoch);
+        let reset_bytes = if stale { 64 + 2 * self.name.len() + self.rules.epoch.len() } else { 0 };
+        let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len()) + reset_bytes;
         let room_left = space.saturating_sub(lists + fixed);
         let strict = room_left < page;
-        // A `since` from another epoch (the store started over since the client saw it) means
-        // nothing here: say so, and welcome the client afresh.
-        let since = match &request.epoch {
-            Some(epoch) if *epoch != self.rules.epoch => {
-                let reset =
-                    ServerMessage::Reset { room: room.clone(), epoch: self.rules.epoch.clone() };
-                effects.push(Effect::Send { to: request.conn, message: reset });
-                None
-            }
-            _ => request.since,
+        let since = if stale {
+            let reset =
+                ServerMessage::Reset { room: room.clone(), epoch: self.rules.epoch.clone() };
+            effects.push(Effect::Send { to: request.conn, message: reset });
+            None
+        } else {
+            request.since
         };
         let catchup = self.history.catchup(since, self.rules.recent, page.min(room_left), strict);
         let welcome = ServerMessage::Welcome {

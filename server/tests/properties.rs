@@ -184,7 +184,7 @@ proptest! {
                 let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
                 let nick_error = nick.and_then(|n| names::check_nick(&n, MAX_NICK_CHARS).err()).map(|r| r.code);
                 let valid_epoch = |e: &str| !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                let epoch_error = epoch.filter(|e| !valid_epoch(e)).map(|_| ErrorCode::InvalidMessage);
+                let epoch_error = epoch.filter(|e| !e.is_empty() && !valid_epoch(e)).map(|_| ErrorCode::InvalidMessage);
                 prop_assert_eq!(Some(e.code), room_error.or(nick_error).or(epoch_error));
             }
             (ClientMessage::History { room, before, after, limit }, Ok(Command::History { room: got, before: b, after: a, limit: l })) => {
