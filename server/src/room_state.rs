@@ -1075,19 +1075,25 @@ mod tests {
         }
     }
 
+    /// A room where `ann` (connection 1) stored `n` messages, `m0` on.
+    fn with_stored(n: u64, now: Instant) -> RoomState {
+        let mut room = room();
+        enter(&mut room, 1, "ann", now);
+        let ids = MessageIds::starting_after(0);
+        for i in 0..n {
+            room.post(1, format!("m{i}"), None, &ids, T, || true);
+        }
+        room.durable(n);
+        room
+    }
+
     /// A `since` from another epoch (the store started over since the client saw it) is not
     /// honoured: the joiner is told to reset, then welcomed afresh; a `since` of this epoch
     /// (or one with no epoch, from an older client) resumes.
     #[test]
     fn a_since_of_another_epoch_resets() {
-        let mut room = room();
         let now = Instant::now();
-        enter(&mut room, 1, "ann", now);
-        let ids = MessageIds::starting_after(0);
-        for i in 0..5 {
-            room.post(1, format!("m{i}"), None, &ids, T, || true);
-        }
-        room.durable(5);
+        let mut room = with_stored(5, now);
         let join = |conn, epoch: Option<&str>| {
             let mut back = request(conn, Some(&format!("n{conn}")), None);
             (back.since, back.epoch) = (Some(3), epoch.map(str::to_owned));
@@ -1116,14 +1122,8 @@ mod tests {
     /// members only.
     #[test]
     fn catch_up_and_pages() {
-        let mut room = room();
         let now = Instant::now();
-        enter(&mut room, 1, "ann", now);
-        let ids = MessageIds::starting_after(0);
-        for i in 0..5 {
-            room.post(1, format!("m{i}"), None, &ids, T, || true);
-        }
-        room.durable(5);
+        let mut room = with_stored(5, now);
         let mut back = request(2, Some("bob"), None);
         back.since = Some(3);
         let (_, effects) = room.join(back, usize::MAX, now, T);

@@ -30,6 +30,15 @@ async fn join_from_sidebar(browser: &Browser, room: &str) {
         .await;
 }
 
+/// Alice in #main and #side, reading #main; and a second window, for bob, not joined yet.
+async fn alice_in_two_rooms(server: &ServerProcess, driver: &Driver) -> (Browser, Browser) {
+    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    alice.join_with_link(server, "main", "alice").await;
+    join_from_sidebar(&alice, "side").await;
+    open_room(&alice, "main").await;
+    (alice, bob)
+}
+
 async fn title(browser: &Browser) -> String {
     browser.client.title().await.expect("title")
 }
@@ -41,10 +50,7 @@ async fn title(browser: &Browser) -> String {
 async fn unread_counts_and_mentions_rise_in_rooms_not_open() {
     let server = ServerProcess::start();
     let driver = Driver::start();
-    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
-    alice.join_with_link(&server, "main", "alice").await;
-    join_from_sidebar(&alice, "side").await;
-    open_room(&alice, "main").await;
+    let (alice, bob) = alice_in_two_rooms(&server, &driver).await;
     bob.join_with_link(&server, "side", "bob").await;
 
     bob.type_into("#composer-input", &format!("hello side{ENTER}")).await;
@@ -358,10 +364,7 @@ async fn first_load_times_are_marked() {
 async fn mentions_notify_once_turned_on() {
     let server = ServerProcess::start();
     let driver = Driver::start();
-    let (alice, bob) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
-    alice.join_with_link(&server, "main", "alice").await;
-    join_from_sidebar(&alice, "side").await;
-    open_room(&alice, "main").await;
+    let (alice, bob) = alice_in_two_rooms(&server, &driver).await;
     let permission = alice.client.execute("return Notification.permission", vec![]).await;
     assert_eq!(permission.expect("permission"), "default", "never asked on load");
     let recorder = r#"
