@@ -91,9 +91,9 @@ impl FrameSender {
         true
     }
 
-    /// The bytes waiting for the session now.
-    pub fn queued_bytes(&self) -> usize {
-        self.shared.lock().bytes
+    /// The bytes that may still be queued for the session under `limit`, beside what waits.
+    pub fn room_left(&self, limit: BacklogLimit) -> usize {
+        limit.bytes.saturating_sub(self.shared.lock().bytes)
     }
 
     /// Frees what waits and drops whatever comes later: the session was dropped as not

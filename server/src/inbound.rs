@@ -180,7 +180,7 @@ fn check_named_room(room: Option<String>, limits: &Limits) -> Result<Option<Stri
     room.map(|room| rules::check_room(&room, limits.max_room_chars)).transpose()
 }
 
-/// Where a connect URL asks to go.
+/// Where a connect URL (or a `join`) asks to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub room: String,

@@ -282,7 +282,7 @@ impl Handler<Join> for Room {
         let conn = msg.request.conn;
         // What the welcome may take: no more than fits beside what already waits for this
         // session (the welcomes of its other rooms, their live messages).
-        let space = self.limit.bytes.saturating_sub(msg.frames.queued_bytes());
+        let space = msg.frames.room_left(self.limit);
         let (joined, effects) = self.state.join(msg.request, space, now, now_millis());
         let joined = joined?;
         // The link first: the welcome among the effects goes through it.
@@ -307,10 +307,11 @@ impl Handler<Leave> for Room {
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
         // A farewell goes to the leaver with the others' notice, then its link goes: nothing
         // of this room follows it into the member's queue.
-        let link = if msg.farewell { None } else { self.links.remove(&msg.conn) };
+        if !msg.farewell {
+            self.links.remove(&msg.conn);
+        }
         let (_, effects) = self.state.leave(msg.conn, now_millis());
         self.apply(effects, ctx);
-        drop(link);
         self.links.remove(&msg.conn);
     }
 }
@@ -368,7 +369,7 @@ impl Handler<History> for Room {
     /// dropped as not reading.
     fn handle(&mut self, msg: History, ctx: &mut Self::Context) {
         let Some(link) = self.links.get(&msg.conn) else { return };
-        let space = self.limit.bytes.saturating_sub(link.frames.queued_bytes());
+        let space = link.frames.room_left(self.limit);
         let request = PageRequest { before: msg.before, after: msg.after, limit: msg.limit };
         let effects = self.state.history_page(msg.conn, request, space, now_millis());
         self.apply(effects, ctx);

@@ -304,12 +304,12 @@ impl RoomState {
         let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
             + request.rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
         let page = self.rules.page_bytes.saturating_sub(lists);
-        // Beside what already waits for the joiner, the whole frame must fit: then even the
-        // first message is left out if it does not (the welcome says more exist).
         // A `since` from another epoch (the store started over since the client saw it) means
-        // nothing here: the joiner is told so (a `reset`, which waits beside the welcome, so
-        // counts in its space) and welcomed afresh.
+        // nothing here: the joiner is told so (a `reset`) and welcomed afresh.
         let stale = request.epoch.as_ref().is_some_and(|epoch| *epoch != self.rules.epoch);
+        // Beside what already waits for the joiner (the reset included), the whole frame must
+        // fit: then even the first message is left out if it does not (the welcome says more
+        // exist).
         let reset_bytes = if stale { 64 + 2 * self.name.len() + self.rules.epoch.len() } else { 0 };
         let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len()) + reset_bytes;
         let room_left = space.saturating_sub(lists + fixed);

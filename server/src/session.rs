@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
-use protocol::{ErrorCode, MessageId, ServerMessage, close};
+use protocol::{ErrorCode, ServerMessage, close};
 
 use crate::backlog::{self, BacklogLimit, FrameReceiver, FrameSender};
 use crate::config::Config;
@@ -176,8 +176,8 @@ impl Session {
 
     /// Joins `room`; unless `add`, then leaves every other room. Frames that arrive meanwhile
     /// wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
-    fn join(&mut self, join: JoinCommand, ctx: &mut ws::WebsocketContext<Self>) {
-        let JoinCommand { room, nick, since, add, epoch } = join;
+    fn join(&mut self, target: Target, add: bool, ctx: &mut ws::WebsocketContext<Self>) {
+        let Target { room, nick, since, epoch } = target;
         let max = self.config.abuse.max_rooms_per_connection;
         if add && !self.memberships.contains_key(&room) && self.memberships.len() >= max {
             let message = format!(
@@ -323,7 +323,7 @@ impl Session {
             }
             Ok(Command::Leave { room }) => self.leave(room, ctx),
             Ok(Command::Join { room, nick, since, add, epoch }) => match self.joins.admit() {
-                Ok(()) => self.join(JoinCommand { room, nick, since, add, epoch }, ctx),
+                Ok(()) => self.join(Target { room, nick, since, epoch }, add, ctx),
                 Err(wait) => {
                     let rejection = Rejection::too_fast(wait, |ms| {
                         format!("You are switching rooms too fast; wait {ms} ms.")
@@ -373,15 +373,6 @@ pub fn join_burst(max_rooms_per_connection: usize) -> NonZeroU32 {
     NonZeroU32::new(rooms.saturating_add(10)).unwrap_or(NonZeroU32::MIN)
 }
 
-/// A `join` the session carries out.
-struct JoinCommand {
-    room: String,
-    nick: Option<String>,
-    since: Option<MessageId>,
-    add: bool,
-    epoch: Option<String>,
-}
-
 fn binary_unsupported() -> Rejection {
     Rejection::new(
         ErrorCode::BinaryUnsupported,
@@ -399,9 +390,7 @@ impl Actor for Session {
             ctx.add_stream(queued);
         }
         match self.initial.take() {
-            Some(Ok(Target { room, nick, since, epoch })) => {
-                self.join(JoinCommand { room, nick, since, add: false, epoch }, ctx)
-            }
+            Some(Ok(target)) => self.join(target, false, ctx),
             Some(Err(rejection)) => self.reject(ctx, rejection),
             None => {}
         }
