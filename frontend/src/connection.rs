@@ -920,6 +920,11 @@ mod tests {
         }
     }
 
+    /// A `join` of `room` from the page, naming no nick and no last id.
+    fn join_of(room: &str, add: bool) -> ClientMessage {
+        ClientMessage::Join { room: room.into(), nick: None, since: None, add, epoch: None }
+    }
+
     /// A refusal of a request about `room` (a join's, say).
     fn refusal(code: ErrorCode, retry_after_ms: Option<u64>, room: &str) -> ServerMessage {
         let mut refusal = error(code, retry_after_ms);
@@ -1033,13 +1038,7 @@ mod tests {
         assert_eq!(link.on_server(&mut target, &page("a", 5, &[6], true)), Reaction::default());
         assert_eq!(target.seats[0].since, Some(11));
 
-        let move_to_b = ClientMessage::Join {
-            room: "b".into(),
-            nick: None,
-            since: None,
-            add: false,
-            epoch: None,
-        };
+        let move_to_b = join_of("b", false);
         link.on_request(&mut target, &move_to_b);
         link.on_server(&mut target, &welcome("b", &[20], None, false));
         assert_eq!(link.on_server(&mut target, &page("a", 11, &[12], true)), Reaction::default());
@@ -1186,13 +1185,7 @@ mod tests {
         assert_eq!(again, [target.join()], "the connect URL's join, as a frame");
 
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        let join = ClientMessage::Join {
-            room: "b".into(),
-            nick: None,
-            since: None,
-            add: false,
-            epoch: None,
-        };
+        let join = join_of("b", false);
         link.on_request(&mut target, &join);
         let reaction = link.on_server(&mut target, &refusal(ErrorCode::RateLimited, Some(87), "b"));
         assert_eq!(reaction.retry_in, Some(87));
@@ -1257,13 +1250,7 @@ mod tests {
     #[test]
     fn a_room_left_while_joining_stays_left() {
         let (mut target, mut link) = seated_as_n("a");
-        let join = ClientMessage::Join {
-            room: "x".into(),
-            nick: None,
-            since: None,
-            add: true,
-            epoch: None,
-        };
+        let join = join_of("x", true);
         link.on_request(&mut target, &join);
         link.on_request(&mut target, &ClientMessage::Leave { room: "x".into() });
         assert_eq!(
@@ -1283,16 +1270,7 @@ mod tests {
         let mut target = target("a");
         let mut link = Link::new(&target);
         link.on_server(&mut target, &welcome("a", &[], None, false));
-        link.on_request(
-            &mut target,
-            &ClientMessage::Join {
-                room: "b".into(),
-                nick: None,
-                since: None,
-                add: false,
-                epoch: None,
-            },
-        );
+        link.on_request(&mut target, &join_of("b", false));
         let refused = ServerMessage::Error {
             code: ErrorCode::Unavailable,
             message: "busy".into(),
@@ -1432,13 +1410,7 @@ mod tests {
     #[test]
     fn a_room_the_server_left_is_joined_again() {
         let (mut target, mut link) = seated_as_n("a");
-        let join = ClientMessage::Join {
-            room: "b".into(),
-            nick: None,
-            since: None,
-            add: true,
-            epoch: None,
-        };
+        let join = join_of("b", true);
         link.on_request(&mut target, &join);
         let mut welcome = welcome("b", &[4], Some(3), true);
         if let ServerMessage::Welcome { nick, .. } = &mut welcome {

@@ -16,6 +16,12 @@ async fn say_in(client: &mut Client, room: &str, text: &str, client_id: &str) {
     client.send_text(&frame.to_string()).await;
 }
 
+/// Adds `room` and waits for its welcome.
+async fn enter(client: &mut Client, room: &str) {
+    add(client, room).await;
+    client.welcome().await;
+}
+
 /// The next frame's room and kind, for checking where things go.
 async fn next_in(client: &mut Client) -> (String, ServerMessage) {
     let message = client.recv().await;
@@ -92,8 +98,7 @@ async fn a_join_without_add_leaves_every_other_room() {
     let (mut watcher_a, _) = server.join("a", "wa").await;
     let (mut watcher_b, _) = server.join("b", "wb").await;
     let (mut alice, _) = server.join("a", "alice").await;
-    add(&mut alice, "b").await;
-    alice.welcome().await;
+    enter(&mut alice, "b").await;
     alice.send_text(r#"{"type":"join","room":"c"}"#).await;
     assert_eq!(alice.welcome().await.room, "c");
     for watcher in [&mut watcher_a, &mut watcher_b] {
@@ -112,8 +117,7 @@ async fn a_join_without_add_leaves_every_other_room() {
 async fn leave_keeps_the_other_rooms() {
     let server = TestServer::start();
     let (mut alice, _) = server.join("a", "alice").await;
-    add(&mut alice, "b").await;
-    alice.welcome().await;
+    enter(&mut alice, "b").await;
     let (mut bob, _) = server.join("a", "bob").await;
     assert_eq!(next_in(&mut alice).await.0, "a", "bob joined");
 
@@ -144,8 +148,7 @@ async fn rooms_per_connection_are_capped() {
     let server = TestServer::with_config(settings);
     let (mut alice, _) = server.join("r0", "alice").await;
     for room in ["r1", "r2"] {
-        add(&mut alice, room).await;
-        alice.welcome().await;
+        enter(&mut alice, room).await;
     }
     add(&mut alice, "r3").await;
     assert_eq!(alice.error().await, ErrorCode::TooManyJoined);
@@ -175,8 +178,7 @@ async fn client_ids_and_catch_up_are_per_room() {
     let server = TestServer::start();
     let url = server.url("room=a&nick=alice&client=tab");
     let (mut alice, _) = Client::join(&url).await;
-    add(&mut alice, "b").await;
-    alice.welcome().await;
+    enter(&mut alice, "b").await;
     say_in(&mut alice, "a", "one", "same").await;
     let (_, in_a) = alice.ack().await;
     say_in(&mut alice, "b", "two", "same").await;
@@ -271,8 +273,7 @@ async fn open_rooms_are_capped_per_address() {
     let server = TestServer::with_config(settings);
     let (mut opener, _) = server.join("o1", "opener").await;
     for room in ["o2", "o3"] {
-        add(&mut opener, room).await;
-        opener.welcome().await;
+        enter(&mut opener, room).await;
     }
     add(&mut opener, "o4").await;
     let refusal = opener
@@ -324,10 +325,8 @@ async fn memberships_are_counted_in_metrics() {
         }
     };
     let (mut alice, _) = server.join("m1", "alice").await;
-    add(&mut alice, "m2").await;
-    alice.welcome().await;
-    add(&mut alice, "m3").await;
-    alice.welcome().await;
+    enter(&mut alice, "m2").await;
+    enter(&mut alice, "m3").await;
     wait_for(3).await;
     alice.send_text(r#"{"type":"leave","room":"m2"}"#).await;
     wait_for(2).await;
