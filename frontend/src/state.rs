@@ -500,6 +500,16 @@ impl State {
         }
     }
 
+    /// Takes `room` out of the sidebar; if it was open, the first room left opens.
+    fn forget_room(&mut self, room: &str) {
+        self.joined.retain(|view| view.name != room);
+        if self.room == room
+            && let Some(first) = self.joined.first().map(|view| view.name.clone())
+        {
+            self.open(first);
+        }
+    }
+
     fn view_mut_open(&mut self) -> Option<&mut RoomView> {
         let room = self.room.clone();
         self.view_mut(&room)
@@ -778,24 +788,16 @@ impl Reducible for State {
                 // after a reconnect): it goes from the sidebar (the error says why). A refused
                 // rename is not reported: the room stays.
                 if state.view_of(&room).is_some() && state.joined.len() > 1 {
-                    state.joined.retain(|view| view.name != room);
-                    if state.room == room {
-                        let first = state.joined[0].name.clone();
-                        state.open(first);
-                    }
+                    state.forget_room(&room);
                 }
             }
             Action::LeaveRoom { room } => {
                 if state.joined.len() > 1 {
-                    state.joined.retain(|view| view.name != room);
+                    state.forget_room(&room);
                     state.acknowledged.retain(|(of, _, _)| *of != room);
                     // What was still waiting to be sent there never will be.
                     if state.pending.iter().any(|item| item.room == room) {
                         Rc::make_mut(&mut state.pending).retain(|item| item.room != room);
-                    }
-                    if state.room == room {
-                        let first = state.joined[0].name.clone();
-                        state.open(first);
                     }
                 }
             }
