@@ -128,6 +128,9 @@ pub struct Config {
     #[command(flatten)]
     pub storage: Storage,
 
+    #[command(flatten)]
+    pub redis: RedisOptions,
+
     /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain, leaf
     /// first; needs --tls-key. Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
@@ -187,6 +190,41 @@ pub enum Admin {
     RevokeKey { name: String },
     /// List the keys: name, when made, whether revoked.
     ListKeys,
+}
+
+/// Sharing rooms with other servers through one Redis (the Redis engine).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct RedisOptions {
+    /// Share rooms with every server pointed at this Redis (`redis://HOST:PORT/DB`): history,
+    /// message ids, repeated client ids, presence and fan-out live in Redis, and the local
+    /// database keeps only the HTTP API's keys. Without it the server needs no other service.
+    #[arg(long = "redis", env = "CHAT_REDIS")]
+    pub url: Option<String>,
+
+    /// Start even though the Redis of --redis may lose acknowledged messages (no append-only
+    /// file, not synced on every write, or evicting keys). A crash of Redis then loses up to a
+    /// second of messages (or all of them, without the file), and eviction loses whole rooms;
+    /// clients are told to start those rooms over (`reset`).
+    #[arg(long, env = "CHAT_REDIS_ACCEPT_WEAK_DURABILITY", requires = "url")]
+    pub redis_accept_weak_durability: bool,
+
+    /// With --redis: a server that stops refreshing its presence (it died) has its members
+    /// removed from every room's list within this time and a third more.
+    #[arg(long, env = "CHAT_PRESENCE_EXPIRY", default_value_t = DEFAULT_PRESENCE_EXPIRY.into())]
+    pub presence_expiry: humantime::Duration,
+}
+
+/// How long a server's members outlive its last presence refresh.
+pub const DEFAULT_PRESENCE_EXPIRY: Duration = Duration::from_secs(15);
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            url: None,
+            redis_accept_weak_durability: false,
+            presence_expiry: DEFAULT_PRESENCE_EXPIRY.into(),
+        }
+    }
 }
 
 /// Where messages are stored and for how long.
@@ -413,6 +451,7 @@ impl Default for Config {
             client_timeout: DEFAULT_CLIENT_TIMEOUT.into(),
             history_len: DEFAULT_HISTORY_LEN,
             storage: Storage::default(),
+            redis: RedisOptions::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             metrics_address: None,
             tls_cert: None,

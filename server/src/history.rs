@@ -137,6 +137,14 @@ impl RoomHistory {
         }
     }
 
+    /// Forgets every message up to `upto`, and counts the ids up to it as gone.
+    pub fn forget_upto(&mut self, upto: MessageId) {
+        while self.entries.front().is_some_and(|oldest| oldest.message.id <= upto) {
+            self.forget_oldest();
+        }
+        self.trimmed_upto = self.trimmed_upto.max(upto);
+    }
+
     /// Forgets messages older than `cutoff`.
     pub fn expire(&mut self, cutoff: UnixMillis) {
         while self.entries.front().is_some_and(|oldest| oldest.message.ts < cutoff) {

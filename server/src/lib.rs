@@ -43,6 +43,7 @@ pub mod redis_presence;
 pub mod room;
 pub mod room_state;
 pub mod session;
+pub mod shared;
 pub mod store;
 pub mod tls;
 pub mod ui;
@@ -138,6 +139,46 @@ pub fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + 'static,
 ) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
+    if config.redis.url.is_some() {
+        return Err(std::io::Error::other("with --redis, connect first: use `run_shared`"));
+    }
+    run_shared(listener, config, None, shutdown)
+}
+
+/// Connects to the Redis of `--redis` (if given) and checks it keeps what it acknowledges:
+/// what [`run_shared`] takes.
+pub async fn connect_shared(
+    config: &Config,
+) -> Result<Option<shared::Shared>, shared::SharedError> {
+    let Some(url) = &config.redis.url else { return Ok(None) };
+    let retain = config.storage.retain_messages;
+    let connected = shared::Shared::connect(&config.redis, retain).await?;
+    tracing::info!(
+        url = %redacted(url),
+        server = connected.presence.server(),
+        "sharing rooms through Redis"
+    );
+    Ok(Some(connected))
+}
+
+/// A Redis URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// As [`run`], with the rooms shared through Redis when `shared` is given (from
+/// [`connect_shared`]).
+pub fn run_shared(
+    listener: TcpListener,
+    config: Config,
+    shared: Option<shared::Shared>,
+    shutdown: impl std::future::Future<Output = ()> + 'static,
+) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
     let metrics = Arc::new(Metrics::default());
@@ -161,7 +202,10 @@ pub fn run(
     let opened = store::Store::open(options, metrics.clone()).map_err(std::io::Error::other)?;
     tracing::info!(last_id = opened.last_id, rooms = opened.rooms.len(), "message store opened");
     let store = opened.store.clone();
-    let lobby = Lobby::start(config.clone(), metrics.clone(), opened);
+    if let Some(shared) = shared.clone() {
+        actix_rt::spawn(shared.keep_alive());
+    }
+    let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared);
     let next_conn = Arc::new(AtomicU64::new(1));
     // After the store: it made and migrated the database the keys are read from.
     let keys = data_dir.map(|dir| db::KeyReader::open(&dir)).transpose();

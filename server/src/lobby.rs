@@ -57,8 +57,14 @@ pub struct Lobby {
 }
 
 impl Lobby {
-    /// A lobby over the store in `opened`; ids continue after its last one.
-    pub fn start(config: Arc<Config>, metrics: Arc<Metrics>, opened: Opened) -> Addr<Lobby> {
+    /// A lobby over the store in `opened`; ids continue after its last one. With `shared`
+    /// (`--redis`), rooms keep their messages in Redis instead.
+    pub fn start(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        opened: Opened,
+        shared: Option<crate::shared::Shared>,
+    ) -> Addr<Lobby> {
         let threads = config.room_threads.unwrap_or_else(crate::config::default_parallelism).max(1);
         Lobby::create(move |ctx| {
             let context = RoomContext {
@@ -77,6 +83,7 @@ impl Lobby {
                     frames: config.abuse.max_queued_frames,
                     bytes: config.abuse.max_queued_bytes,
                 },
+                shared,
             };
             let abuse = &config.abuse;
             ctx.run_interval(FORGET_OPENERS_EVERY, |lobby: &mut Lobby, _| {

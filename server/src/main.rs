@@ -26,7 +26,10 @@ async fn main() -> anyhow::Result<()> {
     let address = (config.host.as_str(), config.port);
     let listener = TcpListener::bind(address)
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-    server::run(listener, config, server::shutdown_signal())?.await.context("server failed")?;
+    let shared = server::connect_shared(&config).await?;
+    server::run_shared(listener, config, shared, server::shutdown_signal())?
+        .await
+        .context("server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -42,13 +42,23 @@ pub struct RoomFeed {
     held: BTreeMap<MessageId, String>,
     /// The fetch asked for and not answered yet (the id it reads after).
     asked: Option<MessageId>,
+    /// The feed started without an epoch and has learnt one since, not told yet.
+    learnt: bool,
 }
 
 impl RoomFeed {
     /// A feed that has relayed up to `last` in `epoch` (from the room's head, read after
     /// subscribing).
     pub fn start(epoch: Option<String>, last: MessageId) -> Self {
-        RoomFeed { epoch, last, held: BTreeMap::new(), asked: None }
+        RoomFeed { epoch, last, held: BTreeMap::new(), asked: None, learnt: false }
+    }
+
+    /// The epoch learnt since the feed started without one (the room's first message), once.
+    pub fn first_epoch(&mut self) -> Option<String> {
+        if !std::mem::take(&mut self.learnt) {
+            return None;
+        }
+        self.epoch.clone()
     }
 
     /// The last id relayed.
@@ -142,6 +152,7 @@ impl RoomFeed {
             Some(known) if known == epoch => Vec::new(),
             None => {
                 self.epoch = Some(epoch.to_owned());
+                self.learnt = true;
                 Vec::new()
             }
             Some(_) => {

@@ -1,5 +1,5 @@
-//! The message log of the Redis engine (the first part of "several server processes, one
-//! chat"; the server does not use it yet): what every server sharing one Redis agrees on.
+//! The message log of the Redis engine (`--redis`): what every server sharing one Redis
+//! agrees on.
 //!
 //! One Lua script per post does, atomically in Redis, what the room's `RoomState` and the
 //! store do in one process: the de-duplication check on (room, sender, client id), the next id
@@ -12,7 +12,8 @@
 //! Keys share the room's hash tag (`{room}`), so a room's keys stay on one node of a Redis
 //! cluster: `chat:{room}:meta` (hash: `epoch`, `last`), `chat:{room}:log` (stream, entry
 //! `<id>-1` holding field `m`), `chat:{room}:cid:<sender>:<client id>` (hash: `id`, `epoch`,
-//! expiring), and the channel `chat:{room}`.
+//! expiring), the channel `chat:{room}` (messages) and `chat:{room}:events` (joins, leaves,
+//! typing: not kept, at most once).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -118,7 +119,36 @@ pub enum Followed {
     Lost { from: MessageId, to: MessageId },
     /// The room's epoch changed: what was handed on before belongs to another history.
     Reset { epoch: String },
+    /// A publication on the room's events channel (joins, leaves, typing; at most once).
+    Event(String),
+    /// The room has this epoch (its first message made it, or the follower started on it).
+    Epoch(String),
 }
+
+/// A room as [`RedisLog::load`] read it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Loaded {
+    /// The room's epoch and last id; `None` for a room that never had a message.
+    pub head: Option<(String, MessageId)>,
+    /// Its newest messages, oldest first, with their ids.
+    pub messages: Vec<(MessageId, String)>,
+}
+
+/// The entries of a stream range as (id, message).
+fn entries(reply: redis::streams::StreamRangeReply) -> Vec<(MessageId, String)> {
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|entry| {
+            let id = entry.id.split_once('-')?.0.parse().ok()?;
+            let message: String = entry.get("m")?;
+            Some((id, message))
+        })
+        .collect()
+}
+
+/// How long one call to Redis may take before it counts as failed (Redis away).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages read from a room's stream at once while filling a hole.
 const FETCH_PAGE: usize = 100;
@@ -139,7 +169,13 @@ impl RedisLog {
     /// A log in the Redis at `url` (`redis://HOST:PORT/DB`), which reconnects by itself.
     pub async fn connect(url: &str, retain: usize, remember_secs: u64) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let connection = client.get_connection_manager().await?;
+        // Calls fail after COMMAND_TIMEOUT instead of waiting on a Redis that stalled, and
+        // reconnecting tries at least every second, so the server recovers soon after Redis.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(1));
+        let connection = client.get_connection_manager_with_config(config).await?;
         Ok(RedisLog {
             client,
             connection,
@@ -195,6 +231,32 @@ impl RedisLog {
         Ok(epoch.map(|epoch| (epoch, last.unwrap_or(0))))
     }
 
+    /// The room's epoch and last id (`None`: no message yet) and its newest `count` messages,
+    /// oldest first, read at one moment (a post cannot land between the two reads).
+    pub async fn load(&self, room: &str, count: usize) -> redis::RedisResult<Loaded> {
+        let mut connection = self.connection.clone();
+        let ((epoch, last), newest): (
+            (Option<String>, Option<MessageId>),
+            redis::streams::StreamRangeReply,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(meta_key(room))
+            .arg("epoch")
+            .arg("last")
+            .cmd("XREVRANGE")
+            .arg(log_key(room))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut connection)
+            .await?;
+        let mut messages = entries(newest);
+        messages.reverse();
+        Ok(Loaded { head: epoch.map(|epoch| (epoch, last.unwrap_or(0))), messages })
+    }
+
     /// At most `count` messages of `room` after id `after`, oldest first, with their ids.
     pub async fn after(
         &self,
@@ -205,27 +267,37 @@ impl RedisLog {
         let mut connection = self.connection.clone();
         let reply: redis::streams::StreamRangeReply =
             connection.xrange_count(log_key(room), format!("({after}-1"), "+", count).await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .filter_map(|entry| {
-                let id = entry.id.split_once('-')?.0.parse().ok()?;
-                let message: String = entry.get("m")?;
-                Some((id, message))
-            })
-            .collect())
+        Ok(entries(reply))
+    }
+
+    /// Publishes `event` on `room`'s events channel (at most once, to the servers following
+    /// the room now).
+    pub async fn publish_event(&self, room: &str, event: &str) -> redis::RedisResult<()> {
+        redis::cmd("PUBLISH")
+            .arg(events_channel(room))
+            .arg(event)
+            .query_async(&mut self.connection.clone())
+            .await
     }
 }
 
 impl RedisLog {
-    /// Follows `room`: hands on every message posted to it from now on, in id order, each
-    /// once, into `sink`, however often the subscription drops (pub/sub delivers at most
-    /// once: [`RoomFeed`] finds the holes and fills them from the stream), and checks the
+    /// Follows `room` from `start` (the epoch and last id of what the caller already has, as
+    /// [`RedisLog::load`] read it): hands on every message posted to it after that, in id
+    /// order, each once, into `sink`, however often the subscription drops (pub/sub delivers at
+    /// most once: [`RoomFeed`] finds the holes and fills them from the stream), and checks the
     /// room's head every `every` for what was missed at the end. Subscribes before reading the
-    /// head, and again (then reads the head) whenever the subscription ends. Returns once the
-    /// sink is closed.
-    pub async fn follow(&self, room: &str, every: Duration, sink: UnboundedSender<Followed>) {
-        let mut feed: Option<RoomFeed> = None;
+    /// head, and again (then reads the head) whenever the subscription ends. The room's events
+    /// channel is handed on as it comes ([`Followed::Event`]). Returns once the sink is closed.
+    pub async fn follow(
+        &self,
+        room: &str,
+        start: (Option<String>, MessageId),
+        every: Duration,
+        sink: UnboundedSender<Followed>,
+    ) {
+        let mut feed = RoomFeed::start(start.0, start.1);
+        let events = events_channel(room);
         while !sink.is_closed() {
             let Some(mut pubsub) = self.subscribe(room).await else {
                 tokio::time::sleep(every).await;
@@ -235,15 +307,8 @@ impl RedisLog {
                 tokio::time::sleep(every).await;
                 continue;
             };
-            let steps = match &mut feed {
-                Some(feed) => feed.checked(head),
-                None => {
-                    let (epoch, last) = head.map_or((None, 0), |(epoch, last)| (Some(epoch), last));
-                    feed = Some(RoomFeed::start(epoch, last));
-                    Vec::new()
-                }
-            };
-            let Some(feed) = feed.as_mut() else { return };
+            let feed = &mut feed;
+            let steps = feed.checked(head);
             if !self.carry_out(room, feed, steps, &sink).await {
                 return;
             }
@@ -254,6 +319,14 @@ impl RedisLog {
                     message = messages.next() => {
                         // The subscription ended (killed, or the connection dropped).
                         let Some(message) = message else { break };
+                        if message.get_channel_name() == events {
+                            if let Ok(event) = message.get_payload::<String>()
+                                && sink.send(Followed::Event(event)).is_err()
+                            {
+                                return;
+                            }
+                            continue;
+                        }
                         let Some(published) = message
                             .get_payload::<String>()
                             .ok()
@@ -277,11 +350,14 @@ impl RedisLog {
         }
     }
 
-    /// A pub/sub connection subscribed to `room`'s channel.
+    /// A pub/sub connection subscribed to `room`'s channels (messages and events).
     async fn subscribe(&self, room: &str) -> Option<redis::aio::PubSub> {
-        let mut pubsub = self.client.get_async_pubsub().await.ok()?;
-        pubsub.subscribe(channel(room)).await.ok()?;
-        Some(pubsub)
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await.ok()?;
+            pubsub.subscribe(&[channel(room), events_channel(room)]).await.ok()?;
+            Some(pubsub)
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, connect).await.ok().flatten()
     }
 
     /// Carries out the feed's steps (fetching until its holes are filled); `false` once the
@@ -293,6 +369,12 @@ impl RedisLog {
         steps: Vec<Step>,
         sink: &UnboundedSender<Followed>,
     ) -> bool {
+        // An epoch first learnt (a reset, among the steps, says so itself).
+        if let Some(epoch) = feed.first_epoch()
+            && sink.send(Followed::Epoch(epoch)).is_err()
+        {
+            return false;
+        }
         let mut steps: VecDeque<Step> = steps.into();
         while let Some(step) = steps.pop_front() {
             let handed = match step {
@@ -322,6 +404,11 @@ impl RedisLog {
         }
         true
     }
+}
+
+/// The channel a room's events (joins, leaves, typing) are published on.
+pub fn events_channel(room: &str) -> String {
+    format!("chat:{{{room}}}:events")
 }
 
 fn meta_key(room: &str) -> String {

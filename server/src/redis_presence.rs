@@ -1,5 +1,5 @@
-//! Who is in a room across the servers sharing one Redis (part of the Redis engine; the server
-//! does not use it yet).
+//! Who is in a room across the servers sharing one Redis (part of the Redis engine,
+//! `--redis`).
 //!
 //! Each server has an id and keeps a key `chat:server:<id>` alive (set with an expiry, renewed
 //! by [`Presence::refresh`] well within it). A room's members are the fields of the hash
@@ -45,12 +45,19 @@ impl Presence {
             .await
     }
 
-    /// `nick` is in `room` on this server.
-    pub async fn join(&self, room: &str, nick: &str) -> redis::RedisResult<()> {
+    /// This server's id.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// `nick` is in `room` on this server; `tag` names its client (see
+    /// `room_state::client_tag`; empty for none), so that the same client may take the seat
+    /// over from another server.
+    pub async fn join(&self, room: &str, nick: &str, tag: &str) -> redis::RedisResult<()> {
         redis::cmd("HSET")
             .arg(members_key(room))
             .arg(self.field(nick))
-            .arg(1)
+            .arg(tag)
             .query_async(&mut self.connection.clone())
             .await
     }
@@ -103,9 +110,85 @@ impl Presence {
         Ok(members)
     }
 
+    /// Makes this server's part of `room` exactly `mine` (nick, client tag): adds what is
+    /// missing (a refresh that lapsed let others remove it) and removes what is no longer here
+    /// (a leave whose removal failed); then returns the members on the other servers that are
+    /// alive, removing those of servers that are not.
+    pub async fn sync(
+        &self,
+        room: &str,
+        mine: &[(String, String)],
+    ) -> redis::RedisResult<Vec<RemoteMember>> {
+        let mut connection = self.connection.clone();
+        let key = members_key(room);
+        let all: Vec<(String, String)> =
+            redis::cmd("HGETALL").arg(&key).query_async(&mut connection).await?;
+        let prefix = format!("{}:", self.server);
+        let mut stale = Vec::new();
+        let mut others = Vec::new();
+        for (field, tag) in &all {
+            match field.strip_prefix(&prefix) {
+                Some(nick) => {
+                    if !mine.iter().any(|(mine, _)| mine == nick) {
+                        stale.push(field.clone());
+                    }
+                }
+                None => {
+                    if let Some((server, nick)) = field.split_once(':') {
+                        others.push(RemoteMember {
+                            server: server.to_owned(),
+                            nick: nick.to_owned(),
+                            tag: tag.clone(),
+                        });
+                    } else {
+                        stale.push(field.clone());
+                    }
+                }
+            }
+        }
+        let servers: BTreeSet<String> = others.iter().map(|m| m.server.clone()).collect();
+        let mut dead = BTreeSet::new();
+        for server in servers {
+            let exists: bool =
+                redis::cmd("EXISTS").arg(server_key(&server)).query_async(&mut connection).await?;
+            if !exists {
+                dead.insert(server);
+            }
+        }
+        for member in others.iter().filter(|m| dead.contains(&m.server)) {
+            stale.push(format!("{}:{}", member.server, member.nick));
+        }
+        others.retain(|m| !dead.contains(&m.server));
+        let mut write = redis::pipe();
+        if !stale.is_empty() {
+            write.cmd("HDEL").arg(&key).arg(&stale).ignore();
+        }
+        let missing: Vec<(String, String)> = mine
+            .iter()
+            .filter(|(nick, _)| !all.iter().any(|(field, _)| *field == self.field(nick)))
+            .map(|(nick, tag)| (self.field(nick), tag.clone()))
+            .collect();
+        if !missing.is_empty() {
+            write.cmd("HSET").arg(&key).arg(&missing).ignore();
+        }
+        if !stale.is_empty() || !missing.is_empty() {
+            write.query_async::<()>(&mut connection).await?;
+        }
+        Ok(others)
+    }
+
     fn field(&self, nick: &str) -> String {
         format!("{}:{nick}", self.server)
     }
+}
+
+/// A member of a room on another server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    pub server: String,
+    pub nick: String,
+    /// Its client's tag (empty: none).
+    pub tag: String,
 }
 
 fn server_key(server: &str) -> String {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use futures::FutureExt;
 use futures::channel::oneshot;
-use futures::future::{BoxFuture, Shared};
+use futures::future::{self, BoxFuture};
 use protocol::{ChatMessage, ClientId, ErrorCode, MessageId, UnixMillis};
 
 use crate::backlog::{BacklogLimit, FrameSender};
@@ -21,11 +21,13 @@ use crate::ids::{ConnId, MessageIds, RoomInstance};
 use crate::inbound::Rejection;
 use crate::metrics::Metrics;
 use crate::outbound::{encode, now_millis};
+use crate::redis_log::Followed;
 use crate::room_state::{Counted, Effect, JoinRequest, PageRequest, RoomRules, RoomState, Ticket};
+use crate::shared::{Event, Shared};
 use crate::store::{Append, Store, StoreError, Written};
 
 /// Resolves once an earlier instance of the same room has handled its last message.
-pub type PreviousClosed = Shared<BoxFuture<'static, ()>>;
+pub type PreviousClosed = future::Shared<BoxFuture<'static, ()>>;
 
 /// What a room tells a member's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -70,6 +72,8 @@ pub struct Room {
     /// API posts waiting for their message to be durable, by ticket.
     answers: HashMap<Ticket, oneshot::Sender<Result<ChatMessage, ErrorCode>>>,
     next_ticket: Ticket,
+    /// With `--redis`: the shared log and presence the room posts to and follows.
+    shared: Option<Shared>,
 }
 
 struct Link {
@@ -86,6 +90,8 @@ pub struct RoomContext {
     pub lobby: Recipient<RoomEvent>,
     pub metrics: Arc<Metrics>,
     pub limit: BacklogLimit,
+    /// With `--redis`: messages go to the shared log instead of the store.
+    pub shared: Option<Shared>,
 }
 
 impl Room {
@@ -95,7 +101,7 @@ impl Room {
         previous: Option<PreviousClosed>,
         context: RoomContext,
     ) -> Self {
-        let RoomContext { ids, store, rules, lobby, metrics, limit } = context;
+        let RoomContext { ids, store, rules, lobby, metrics, limit, shared } = context;
         Room {
             state: RoomState::new(name.clone(), rules),
             name,
@@ -109,11 +115,19 @@ impl Room {
             limit,
             answers: HashMap::new(),
             next_ticket: 0,
+            shared,
         }
     }
 
     /// Carries out `effects`, and those of dropping members that are not reading, in order.
+    /// With `--redis`, joins, leaves and typing are told to the other servers too.
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        self.apply_from(effects, ctx, true);
+    }
+
+    /// As [`Room::apply`]; `announce: false` for what came from another server (told already).
+    fn apply_from(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>, announce: bool) {
+        let mut events = Vec::new();
         let mut queue: VecDeque<Effect> = effects.into();
         while let Some(effect) = queue.pop_front() {
             match effect {
@@ -129,6 +143,9 @@ impl Room {
                     }
                 }
                 Effect::Broadcast { message, except } => {
+                    if announce && let Some(shared) = &self.shared {
+                        events.extend(self.event(shared.presence.server(), &message));
+                    }
                     // Encoded once: every member's queue shares the same bytes.
                     let frame = encode(&message);
                     let mut sent = 0;
@@ -149,6 +166,7 @@ impl Room {
                         queue.extend(self.evict(conn));
                     }
                 }
+                Effect::Store(stored) if self.shared.is_some() => self.share(stored, ctx),
                 Effect::Store(stored) => {
                     let id = stored.message.id;
                     let append = Append {
@@ -193,6 +211,83 @@ impl Room {
                 }
             }
         }
+        if let Some(shared) = self.shared.clone()
+            && !events.is_empty()
+        {
+            let room = self.name.clone();
+            actix_rt::spawn(async move { shared.announce(&room, events).await });
+        }
+    }
+
+    /// What the other servers are told of a broadcast here, if anything.
+    fn event(&self, server: &str, message: &protocol::ServerMessage) -> Option<Event> {
+        use protocol::ServerMessage;
+        let s = server.to_owned();
+        match message {
+            ServerMessage::Joined { nick, .. } => {
+                Some(Event::Joined { s, nick: nick.clone(), tag: self.state.local_tag(nick) })
+            }
+            ServerMessage::Left { nick, .. } => Some(Event::Left { s, nick: nick.clone() }),
+            ServerMessage::Typing { nick, .. } => Some(Event::Typing { s, nick: nick.clone() }),
+            _ => None,
+        }
+    }
+
+    /// (`--redis`) Posts a message to the shared log; the answer acknowledges its senders, or
+    /// tells them to send it again. Its id in `stored` is the room's ticket for it.
+    fn share(&mut self, stored: crate::history::Stored, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else { return };
+        let ticket = stored.message.id;
+        let room = self.name.clone();
+        let post = async move { shared.post(&room, &stored).await };
+        ctx.spawn(post.into_actor(self).map(move |posted, room, ctx| {
+            let effects = match posted {
+                Ok(posted) => {
+                    if posted.repeat {
+                        room.metrics.duplicates.inc();
+                    } else {
+                        room.metrics.messages_stored.inc();
+                    }
+                    room.state.posted(ticket, posted.id)
+                }
+                Err(error) => {
+                    room.metrics.store_failures.inc();
+                    tracing::warn!(%error, room = %room.name, "could not post to Redis");
+                    room.state.not_stored(&[ticket])
+                }
+            };
+            room.apply(effects, ctx);
+        }));
+    }
+
+    /// (`--redis`) Starts following the room's shared log from `start`, and renewing its
+    /// presence.
+    fn follow(&mut self, start: (Option<String>, MessageId), ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else { return };
+        let (sink, mut feed) = tokio::sync::mpsc::unbounded_channel();
+        let (log, room, every) = (shared.log.clone(), self.name.clone(), shared.every);
+        // Ends once the room stops (the receiver is dropped).
+        actix_rt::spawn(async move { log.follow(&room, start, every, sink).await });
+        ctx.add_stream(futures::stream::poll_fn(move |cx| feed.poll_recv(cx)));
+        ctx.run_interval(every, |room, ctx| room.sync_presence(ctx));
+    }
+
+    /// (`--redis`) Writes this server's members of the room to presence and reads the others'.
+    fn sync_presence(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else { return };
+        let (room, mine) = (self.name.clone(), self.state.local_members());
+        let sync = async move { shared.presence.sync(&room, &mine).await };
+        ctx.spawn(sync.into_actor(self).map(|others, room, ctx| match others {
+            Ok(others) => {
+                let others =
+                    others.into_iter().map(|m| (m.server, m.nick, m.tag)).collect::<Vec<_>>();
+                let effects = room.state.remote_members(others, now_millis());
+                room.apply_from(effects, ctx, false);
+            }
+            Err(error) => {
+                tracing::debug!(%error, room = %room.name, "could not renew the room's presence");
+            }
+        }));
     }
 
     /// Drops a member that is not reading: its queue is freed and closed, its session told to
@@ -217,6 +312,29 @@ impl Actor for Room {
     /// so the first welcome already carries it.
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(room = %self.name, instance = self.instance, "room opened");
+        if let Some(shared) = self.shared.clone() {
+            let name = self.name.clone();
+            let open = async move { shared.open(&name).await };
+            let open = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, open);
+            let open = open.into_actor(self).map(|opened, room, ctx| match opened {
+                Ok(Ok(opening)) => {
+                    room.state.load_shared(opening.loaded, opening.epoch);
+                    let others = opening.others.into_iter().map(|m| (m.server, m.nick, m.tag));
+                    room.state.remote_members(others.collect(), now_millis());
+                    room.follow(opening.start, ctx);
+                }
+                failed => {
+                    room.metrics.history_load_failures.inc();
+                    let error = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "Redis did not answer in time".to_owned(),
+                    };
+                    tracing::error!(%error, room = %room.name, "could not open the room in Redis");
+                }
+            });
+            ctx.wait(open);
+            return;
+        }
         let (store, name, previous) = (self.store.clone(), self.name.clone(), self.previous.take());
         let load = async move {
             if let Some(previous) = previous {
@@ -329,8 +447,9 @@ impl Handler<Post> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Post, ctx: &mut Self::Context) {
-        let rooms = &self.store.rooms;
-        let claim = || rooms.claim();
+        let (rooms, shared) = (&self.store.rooms, self.shared.is_some());
+        // With `--redis`, the database holds no messages: nothing to claim there.
+        let claim = || shared || rooms.claim();
         let effects =
             self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), claim);
         self.apply(effects, ctx);
@@ -346,6 +465,60 @@ impl Handler<Written> for Room {
             Written::Failed { ids } => self.state.not_stored(&ids),
         };
         self.apply(effects, ctx);
+    }
+}
+
+/// (`--redis`) What the follower of the room's shared log hands on.
+impl StreamHandler<Followed> for Room {
+    fn handle(&mut self, followed: Followed, ctx: &mut Self::Context) {
+        let ts = now_millis();
+        let effects = match followed {
+            Followed::Message(id, entry) => match crate::shared::decode(&self.name, id, &entry) {
+                Some(stored) => self.state.followed(stored),
+                None => {
+                    tracing::warn!(room = %self.name, id, "a message in Redis that is not ours");
+                    self.state.lost(id);
+                    Vec::new()
+                }
+            },
+            Followed::Lost { from, to } => {
+                tracing::warn!(room = %self.name, from, to, "messages left Redis before relayed");
+                self.state.lost(to);
+                Vec::new()
+            }
+            Followed::Reset { epoch } => {
+                tracing::warn!(room = %self.name, %epoch, "the room started over in Redis");
+                self.state.reset(epoch)
+            }
+            Followed::Epoch(epoch) => {
+                self.state.adopt_epoch(epoch);
+                Vec::new()
+            }
+            Followed::Event(event) => match serde_json::from_str::<Event>(&event) {
+                Ok(event) => self.remote_event(event, ts),
+                Err(_) => Vec::new(),
+            },
+        };
+        self.apply_from(effects, ctx, false);
+    }
+
+    /// The follower ends only when the room stops.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl Room {
+    /// The effects of another server's event (this server's own are skipped).
+    fn remote_event(&mut self, event: Event, ts: UnixMillis) -> Vec<Effect> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        let own = shared.presence.server();
+        match event {
+            Event::Joined { s, nick, tag } if s != own => {
+                self.state.remote_joined(s, nick, tag, ts)
+            }
+            Event::Left { s, nick } if s != own => self.state.remote_left(&s, &nick, ts),
+            Event::Typing { s, nick } if s != own => self.state.remote_typing(&nick),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -439,8 +612,8 @@ impl Handler<ApiPost> for Room {
         self.next_ticket += 1;
         let (answer, answered) = oneshot::channel();
         self.answers.insert(ticket, answer);
-        let rooms = &self.store.rooms;
-        let claim = || rooms.claim();
+        let (rooms, shared) = (&self.store.rooms, self.shared.is_some());
+        let claim = || shared || rooms.claim();
         let effects = self.state.post_bot(
             ticket,
             msg.nick,

@@ -136,6 +136,31 @@ pub struct RoomState {
     /// message: not claimed again, and given back if that message is not stored.
     claimed: bool,
     rules: RoomRules,
+    /// The history the ids belong to: the store's, or with `--redis` the room's own (empty
+    /// until its first message).
+    epoch: String,
+    /// With `--redis`: the members on other servers, by nick.
+    remote: HashMap<String, Remote>,
+    /// The active rooms the last joiner was sent, for the welcomes that follow a reset.
+    last_rooms: Vec<RoomInfo>,
+}
+
+/// A member of the room on another server (`--redis`).
+#[derive(Debug)]
+struct Remote {
+    server: String,
+    /// Its client's tag ([`client_tag`]; empty: none).
+    tag: String,
+    likeness: Likeness,
+}
+
+/// What names a client among servers without giving its token away: the first 16 bytes of the
+/// token's SHA-256, in hex. Another server's member with the same tag is the same client, whose
+/// seat a newer connection may take over.
+pub fn client_tag(client: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(client.as_bytes());
+    digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[derive(Debug)]
@@ -171,7 +196,10 @@ impl RoomState {
             pending: VecDeque::new(),
             loaded: false,
             claimed: false,
+            epoch: rules.epoch.clone(),
             rules,
+            remote: HashMap::new(),
+            last_rooms: Vec::new(),
         }
     }
 
@@ -180,6 +208,12 @@ impl RoomState {
         let retention = &self.rules.retention;
         self.history = RoomHistory::new(loaded, retention.retain_messages, retention.retain_bytes);
         self.loaded = true;
+    }
+
+    /// The room's history read from Redis, with its own `epoch` (`--redis`).
+    pub fn load_shared(&mut self, loaded: Loaded, epoch: String) {
+        self.load(loaded);
+        self.epoch = epoch;
     }
 
     pub fn is_member(&self, conn: ConnId) -> bool {
@@ -262,6 +296,25 @@ impl RoomState {
             }
             replaced.push(*holder);
         }
+        // Members on other servers count the same; the same client (by its tag) takes its seat
+        // over from there (that server is told by the `joined` event).
+        let tag = request.client.as_deref().map(client_tag);
+        let mut taken_over = Vec::new();
+        for (holder, remote) in &self.remote {
+            if !remote.likeness.looks_like(&likeness) {
+                continue;
+            }
+            if tag.as_deref().is_none_or(|tag| tag != remote.tag) {
+                return Err(Rejection::new(
+                    ErrorCode::NickTaken,
+                    format!("Someone in #{} is already called {nick}.", self.name),
+                ));
+            }
+            taken_over.push(holder.clone());
+        }
+        for holder in &taken_over {
+            self.remote.remove(holder);
+        }
         // The same browser tab reconnected before we noticed its old connection die: hand the
         // seat to the new connection without announcing a leave and a join, unless the nick is
         // now written differently (`kim` as `Kim`) or the takeover took several seats: the
@@ -273,6 +326,7 @@ impl RoomState {
             }
             effects.push(Effect::Replaced { conn: *holder });
         }
+        gone.extend(taken_over);
         let kept_seat = gone.contains(&nick);
         gone.retain(|old| *old != nick);
         let announce_join = match &previous {
@@ -306,23 +360,23 @@ impl RoomState {
         let page = self.rules.page_bytes.saturating_sub(lists);
         // A `since` from another epoch (the store started over since the client saw it) means
         // nothing here: the joiner is told so (a `reset`) and welcomed afresh.
-        let stale = request.epoch.as_ref().is_some_and(|epoch| *epoch != self.rules.epoch);
+        let stale = request.epoch.as_ref().is_some_and(|epoch| *epoch != self.epoch);
         // Beside what already waits for the joiner (the reset included), the whole frame must
         // fit: then even the first message is left out if it does not (the welcome says more
         // exist).
-        let reset_bytes = if stale { 64 + 2 * self.name.len() + self.rules.epoch.len() } else { 0 };
+        let reset_bytes = if stale { 64 + 2 * self.name.len() + self.epoch.len() } else { 0 };
         let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len()) + reset_bytes;
         let room_left = space.saturating_sub(lists + fixed);
         let strict = room_left < page;
         let since = if stale {
-            let reset =
-                ServerMessage::Reset { room: room.clone(), epoch: self.rules.epoch.clone() };
+            let reset = ServerMessage::Reset { room: room.clone(), epoch: self.epoch.clone() };
             effects.push(Effect::Send { to: request.conn, message: reset });
             None
         } else {
             request.since
         };
         let catchup = self.history.catchup(since, self.rules.recent, page.min(room_left), strict);
+        self.last_rooms.clone_from(&request.rooms);
         let welcome = ServerMessage::Welcome {
             room,
             nick: nick.clone(),
@@ -332,7 +386,7 @@ impl RoomState {
             since: catchup.since,
             truncated: catchup.truncated,
             more: catchup.more,
-            epoch: self.rules.epoch.clone(),
+            epoch: self.epoch.clone(),
         };
         effects.push(Effect::Send { to: request.conn, message: welcome });
         Ok(Joined { nick, replaced })
@@ -468,21 +522,214 @@ impl RoomState {
         let mut effects = Vec::new();
         while self.pending.front().is_some_and(|p| p.stored.message.id <= upto) {
             let Some(Pending { stored, senders }) = self.pending.pop_front() else { break };
-            for waiter in senders {
-                match (waiter, &stored.client_id) {
-                    (Waiter::Member(conn), Some(client_id)) => {
-                        let ack = self.ack(client_id, stored.message.id);
-                        effects.push(Effect::Send { to: conn, message: ack });
-                    }
-                    (Waiter::Member(_), None) => {}
-                    (Waiter::Api(ticket), _) => {
-                        effects.push(Effect::Answer { ticket, outcome: Ok(stored.message.clone()) })
-                    }
-                }
-            }
+            effects.extend(self.settle(&stored, senders));
             let message = ServerMessage::Message(stored.message.clone());
             self.history.push(stored);
             effects.push(Effect::Broadcast { message, except: None });
+        }
+        effects
+    }
+
+    /// Acknowledges `stored` (with its final id) to those waiting for it.
+    fn settle(&self, stored: &Stored, senders: Vec<Waiter>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for waiter in senders {
+            match (waiter, &stored.client_id) {
+                (Waiter::Member(conn), Some(client_id)) => {
+                    let ack = self.ack(client_id, stored.message.id);
+                    effects.push(Effect::Send { to: conn, message: ack });
+                }
+                (Waiter::Member(_), None) => {}
+                (Waiter::Api(ticket), _) => {
+                    effects.push(Effect::Answer { ticket, outcome: Ok(stored.message.clone()) })
+                }
+            }
+        }
+        effects
+    }
+
+    /// (`--redis`) The shared log took the post whose ticket (its id in [`Effect::Store`]) is
+    /// `ticket` under `id`: its senders are acknowledged now, unless the message already came
+    /// back through the follower (which acknowledged them then). It is relayed when it comes
+    /// back, as every server's messages are, so that all are relayed in id order.
+    pub fn posted(&mut self, ticket: MessageId, id: MessageId) -> Vec<Effect> {
+        let Some(at) = self.pending.iter().position(|p| p.stored.message.id == ticket) else {
+            return Vec::new();
+        };
+        let Some(Pending { mut stored, senders }) = self.pending.remove(at) else {
+            return Vec::new();
+        };
+        stored.message.id = id;
+        // A repeat's original, if this server has it: its text and time are the stored ones.
+        if let Some(original) = self.history.message(id) {
+            stored.message = original.clone();
+        }
+        self.settle(&stored, senders)
+    }
+
+    /// (`--redis`) The next message of the room's shared log, in id order, each once: a post
+    /// of this server still waiting for the log's answer is acknowledged first; then it is
+    /// kept and relayed.
+    pub fn followed(&mut self, stored: Stored) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some(client_id) = &stored.client_id {
+            let sender = sender_key(&stored.message);
+            let same = |p: &Pending| {
+                p.stored.client_id.as_ref() == Some(client_id)
+                    && sender_key(&p.stored.message) == sender
+            };
+            if let Some(at) = self.pending.iter().position(same)
+                && let Some(pending) = self.pending.remove(at)
+            {
+                effects.extend(self.settle(&stored, pending.senders));
+            }
+        }
+        if stored.message.id <= self.history.last_id() {
+            return effects;
+        }
+        let message = ServerMessage::Message(stored.message.clone());
+        self.history.push(stored);
+        effects.push(Effect::Broadcast { message, except: None });
+        effects
+    }
+
+    /// (`--redis`) The room's first message made its epoch: joins are welcomed with it from
+    /// now on. (Another epoch than a known one comes as [`RoomState::reset`].)
+    pub fn adopt_epoch(&mut self, epoch: String) {
+        if self.epoch.is_empty() {
+            self.epoch = epoch;
+        }
+    }
+
+    /// (`--redis`) Messages up to `upto` left the shared log (its retention) before this
+    /// server relayed them: a catch-up from before them says `truncated`.
+    pub fn lost(&mut self, upto: MessageId) {
+        self.history.forget_upto(upto);
+    }
+
+    /// (`--redis`) The shared log started over under `epoch` (Redis lost the room): what the
+    /// room had is forgotten, and every member is told (`reset`) and welcomed afresh; the new
+    /// history's messages follow as they are relayed.
+    pub fn reset(&mut self, epoch: String) -> Vec<Effect> {
+        let retention = &self.rules.retention;
+        self.history =
+            RoomHistory::new(Loaded::default(), retention.retain_messages, retention.retain_bytes);
+        self.epoch = epoch;
+        let members = self.member_nicks();
+        let mut effects = Vec::new();
+        for (conn, member) in &self.members {
+            let room = self.name.clone();
+            let reset = ServerMessage::Reset { room: room.clone(), epoch: self.epoch.clone() };
+            effects.push(Effect::Send { to: *conn, message: reset });
+            let welcome = ServerMessage::Welcome {
+                room,
+                nick: member.nick.clone(),
+                members: members.clone(),
+                history: Vec::new(),
+                rooms: self.last_rooms.clone(),
+                since: None,
+                truncated: false,
+                more: false,
+                epoch: self.epoch.clone(),
+            };
+            effects.push(Effect::Send { to: *conn, message: welcome });
+        }
+        effects
+    }
+
+    /// (`--redis`) `nick` joined on `server` with the client tag `tag`. A member here of the
+    /// same client, looking alike, has been taken over there: its session is told. The
+    /// members here are told of a nick they do not see yet.
+    pub fn remote_joined(
+        &mut self,
+        server: String,
+        nick: String,
+        tag: String,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let likeness = Likeness::of(&nick);
+        let mut effects = Vec::new();
+        if !tag.is_empty() {
+            let taken: Vec<ConnId> = self
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.likeness.looks_like(&likeness)
+                        && m.client.as_deref().map(client_tag).as_deref() == Some(tag.as_str())
+                })
+                .map(|(conn, _)| *conn)
+                .collect();
+            for conn in taken {
+                if let Some(old) = self.members.remove(&conn)
+                    && old.nick != nick
+                {
+                    let left = ServerMessage::Left { room: self.name.clone(), nick: old.nick, ts };
+                    effects.push(Effect::Broadcast { message: left, except: None });
+                }
+                effects.push(Effect::Replaced { conn });
+            }
+        }
+        let announce = !self.shown(&nick);
+        self.remote.insert(nick.clone(), Remote { server, tag, likeness });
+        if announce {
+            let joined = ServerMessage::Joined { room: self.name.clone(), nick, ts };
+            effects.push(Effect::Broadcast { message: joined, except: None });
+        }
+        effects
+    }
+
+    /// (`--redis`) `nick` left on `server`.
+    pub fn remote_left(&mut self, server: &str, nick: &str, ts: UnixMillis) -> Vec<Effect> {
+        if self.remote.get(nick).is_none_or(|remote| remote.server != server) {
+            return Vec::new();
+        }
+        self.remote.remove(nick);
+        if self.shown(nick) {
+            return Vec::new();
+        }
+        let left = ServerMessage::Left { room: self.name.clone(), nick: nick.to_owned(), ts };
+        vec![Effect::Broadcast { message: left, except: None }]
+    }
+
+    /// (`--redis`) `nick`, on another server, is typing (that server spaced its notices).
+    pub fn remote_typing(&self, nick: &str) -> Vec<Effect> {
+        if !self.remote.contains_key(nick) {
+            return Vec::new();
+        }
+        let notice = ServerMessage::Typing { room: self.name.clone(), nick: nick.to_owned() };
+        vec![Effect::Broadcast { message: notice, except: None }]
+    }
+
+    /// (`--redis`) The members on the other servers are `others` (server, nick, client tag),
+    /// as presence read them: the members here are told of every change the events missed (a
+    /// server that died, an event lost).
+    pub fn remote_members(
+        &mut self,
+        others: Vec<(String, String, String)>,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let before: Vec<String> = self.remote.keys().cloned().collect();
+        self.remote = others
+            .into_iter()
+            .map(|(server, nick, tag)| {
+                let likeness = Likeness::of(&nick);
+                (nick, Remote { server, tag, likeness })
+            })
+            .collect();
+        let mut effects = Vec::new();
+        let here = |room: &Self, nick: &str| room.members.values().any(|m| m.nick == nick);
+        for nick in &before {
+            if !self.remote.contains_key(nick) && !here(self, nick) {
+                let left = ServerMessage::Left { room: self.name.clone(), nick: nick.clone(), ts };
+                effects.push(Effect::Broadcast { message: left, except: None });
+            }
+        }
+        let mut arrived: Vec<&String> =
+            self.remote.keys().filter(|nick| !before.contains(nick) && !here(self, nick)).collect();
+        arrived.sort();
+        for nick in arrived {
+            let joined = ServerMessage::Joined { room: self.name.clone(), nick: nick.clone(), ts };
+            effects.push(Effect::Broadcast { message: joined, except: None });
         }
         effects
     }
@@ -612,10 +859,36 @@ impl RoomState {
         }
     }
 
+    /// Everyone in the room, here and (`--redis`) on the other servers, each nick once.
     fn member_nicks(&self) -> Vec<String> {
         let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
+        nicks.extend(self.remote.keys().cloned());
         nicks.sort_by_key(|nick| rules::nick_key(nick));
+        nicks.dedup();
         nicks
+    }
+
+    /// Whether `nick` is in the member lists the room has sent (here or elsewhere).
+    fn shown(&self, nick: &str) -> bool {
+        self.remote.contains_key(nick) || self.members.values().any(|m| m.nick == nick)
+    }
+
+    /// The tag of the client of the member here called `nick` (empty: none or no such member),
+    /// for the other servers.
+    pub fn local_tag(&self, nick: &str) -> String {
+        let member = self.members.values().find(|m| m.nick == nick);
+        member.and_then(|m| m.client.as_deref()).map(client_tag).unwrap_or_default()
+    }
+
+    /// The members here, with their client tags, as presence keeps them.
+    pub fn local_members(&self) -> Vec<(String, String)> {
+        let tag = |m: &Member| m.client.as_deref().map(client_tag).unwrap_or_default();
+        self.members.values().map(|m| (m.nick.clone(), tag(m))).collect()
+    }
+
+    /// The room's epoch (empty: none yet).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 }
 
@@ -906,6 +1179,138 @@ mod tests {
         let again = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
         assert_eq!(sent_to(&again, 1), [&ack]);
         assert_eq!(ids.next(), 42, "no id spent on repeats");
+    }
+
+    /// A room on the shared log (`--redis`).
+    fn shared_room() -> RoomState {
+        let mut room = RoomState::new("r".into(), rules());
+        room.load_shared(Loaded::default(), String::new());
+        room
+    }
+
+    /// What the shared log hands back for a post: the message under its id in the room.
+    fn from_log(stored: &Stored, id: MessageId) -> Stored {
+        let mut stored = stored.clone();
+        stored.message.id = id;
+        stored
+    }
+
+    /// With `--redis`, a post is acknowledged once, before its message is relayed, whichever
+    /// of the log's answer and the follower's copy comes first; the message is relayed only
+    /// when the follower hands it on (in the room's order), under the log's id.
+    #[test]
+    fn a_shared_post_is_acknowledged_once_before_it_is_relayed() {
+        let now = Instant::now();
+        let ids = MessageIds::starting_after(500);
+        let ack = |id| ServerMessage::Ack { client_id: "c1".into(), id, room: "r".into() };
+        // The log answers first.
+        let mut room = shared_room();
+        enter(&mut room, 1, "ann", now);
+        let effects = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
+        let [Effect::Store(stored)] = effects.as_slice() else { panic!("{effects:?}") };
+        let stored = stored.clone();
+        let answered = room.posted(stored.message.id, 7);
+        assert_eq!(answered, [Effect::Send { to: 1, message: ack(7) }]);
+        let relayed = room.followed(from_log(&stored, 7));
+        assert!(sent_to(&relayed, 1).is_empty(), "acknowledged once");
+        assert!(
+            matches!(broadcasts(&relayed)[..], [(ServerMessage::Message(m), None)] if m.id == 7)
+        );
+        // The follower's copy comes first.
+        let mut room = shared_room();
+        enter(&mut room, 1, "ann", now);
+        let effects = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
+        let [Effect::Store(stored)] = effects.as_slice() else { panic!("{effects:?}") };
+        let stored = stored.clone();
+        let relayed = room.followed(from_log(&stored, 7));
+        assert_eq!(relayed.first(), Some(&Effect::Send { to: 1, message: ack(7) }));
+        assert!(matches!(relayed.last(), Some(Effect::Broadcast { .. })), "ack before relay");
+        assert!(room.posted(stored.message.id, 7).is_empty(), "acknowledged once");
+        // A repeat of a relayed client id is acknowledged here without the log.
+        let again = room.post(1, "hi".into(), Some("c1".into()), &ids, T, || true);
+        assert_eq!(sent_to(&again, 1), [&ack(7)]);
+        // A copy handed on twice is relayed once.
+        assert!(broadcasts(&room.followed(from_log(&stored, 7))).is_empty());
+    }
+
+    /// With `--redis`, the room takes its epoch from its first message; a new one (Redis lost
+    /// the room) forgets the history and tells every member (`reset`, then a fresh welcome),
+    /// and a joiner with the old epoch gets a reset too.
+    #[test]
+    fn a_shared_room_takes_its_epoch_and_starts_over_on_a_new_one() {
+        let now = Instant::now();
+        let mut room = shared_room();
+        enter(&mut room, 1, "ann", now);
+        room.adopt_epoch("e1".into());
+        let message = ChatMessage {
+            id: 1,
+            room: "r".into(),
+            from: "ann".into(),
+            text: "old".into(),
+            ts: T,
+            bot: false,
+        };
+        room.followed(Stored { message, client_id: None });
+        room.adopt_epoch("ignored".into());
+        let effects = room.reset("e2".into());
+        let sent = sent_to(&effects, 1);
+        assert!(matches!(sent[0], ServerMessage::Reset { epoch, .. } if epoch == "e2"));
+        assert!(matches!(
+            sent[1],
+            ServerMessage::Welcome { history, epoch, since: None, .. }
+                if history.is_empty() && epoch == "e2"
+        ));
+        let mut join = request(2, Some("bob"), None);
+        (join.since, join.epoch) = (Some(1), Some("e1".into()));
+        let (_, effects) = room.join(join, usize::MAX, now, T);
+        assert!(matches!(sent_to(&effects, 2)[0], ServerMessage::Reset { .. }));
+    }
+
+    /// With `--redis`, members on other servers are in the welcome's list and hold their nick
+    /// (by looks), except against a newer connection of the same client; presence reads and
+    /// events tell the members here of every change once.
+    #[test]
+    fn members_on_other_servers_count() {
+        let now = Instant::now();
+        let mut room = shared_room();
+        enter(&mut room, 1, "ann", now);
+        let effects = room.remote_joined("s2".into(), "bob".into(), client_tag("tb"), T);
+        assert!(
+            matches!(broadcasts(&effects)[..], [(ServerMessage::Joined { nick, .. }, None)] if nick == "bob")
+        );
+        assert!(room.remote_joined("s2".into(), "bob".into(), client_tag("tb"), T).is_empty());
+        let (joined, _) = room.join(request(2, Some("B0B"), Some("other")), usize::MAX, now, T);
+        assert_eq!(code(joined), Some(ErrorCode::NickTaken), "looks like bob elsewhere");
+        let (joined, effects) = room.join(request(2, Some("cy"), None), usize::MAX, now, T);
+        assert!(joined.is_ok());
+        let welcome = sent_to(&effects, 2);
+        assert!(
+            matches!(welcome[..], [ServerMessage::Welcome { members, .. }] if members == &["ann", "bob", "cy"])
+        );
+        // Bob's client comes here: it takes the seat, and nobody is told of a leave and a join.
+        let (joined, effects) = room.join(request(3, Some("bob"), Some("tb")), usize::MAX, now, T);
+        assert!(joined.is_ok());
+        assert!(broadcasts(&effects).is_empty(), "{effects:?}");
+        // Presence: dan arrived elsewhere, nobody left (bob is here now).
+        let others = vec![("s2".into(), "dan".into(), String::new())];
+        let effects = room.remote_members(others, T);
+        assert!(
+            matches!(broadcasts(&effects)[..], [(ServerMessage::Joined { nick, .. }, None)] if nick == "dan")
+        );
+        // The other server died: dan leaves every list.
+        let effects = room.remote_members(Vec::new(), T);
+        assert!(
+            matches!(broadcasts(&effects)[..], [(ServerMessage::Left { nick, .. }, None)] if nick == "dan")
+        );
+        assert!(room.remote_left("s2", "dan", T).is_empty(), "told once");
+        // A member here whose client joined elsewhere is replaced.
+        let effects = room.remote_joined("s3".into(), "ann".into(), String::new(), T);
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Replaced { .. })),
+            "no tag, no takeover"
+        );
+        let effects = room.remote_joined("s3".into(), "bob".into(), client_tag("tb"), T);
+        assert!(effects.contains(&Effect::Replaced { conn: 3 }));
     }
 
     /// A client id names a message together with its sender: the same id from someone else

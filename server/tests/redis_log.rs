@@ -3,86 +3,15 @@
 //! the post script's ids, epochs, de-duplication, trimming and publications, its atomicity
 //! under concurrent posts, and the check of a Redis's durability settings.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::redis::RedisProcess;
 
 use futures::StreamExt;
 use server::redis_log::{Published, RedisLog, channel, weak_settings};
 use tokio::time::Instant;
-
-/// A `redis-server` of its own, killed when dropped.
-struct RedisProcess {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisProcess {
-    /// With `durable`, the settings the chat requires (append-only file synced on every write,
-    /// no eviction); without, weaker ones for each.
-    async fn start(durable: bool) -> Self {
-        // A free port is only free until someone takes it: if the server exits (its port was
-        // taken meanwhile), try another.
-        for _ in 0..5 {
-            if let Some(process) = Self::try_start(durable).await {
-                return process;
-            }
-        }
-        panic!("redis-server did not start on any of five free ports");
-    }
-
-    async fn try_start(durable: bool) -> Option<Self> {
-        let binary =
-            std::env::var("REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
-        let port =
-            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let dir = tempfile::tempdir().expect("a folder for redis");
-        let mut args: Vec<String> =
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
-                .iter()
-                .map(|arg| (*arg).to_owned())
-                .collect();
-        args.extend(["--dir".to_owned(), dir.path().display().to_string()]);
-        let settings = if durable {
-            ["--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
-        } else {
-            ["--appendonly", "no", "--appendfsync", "everysec", "--maxmemory-policy", "allkeys-lru"]
-        };
-        args.extend(settings.iter().map(|arg| (*arg).to_owned()));
-        let child = Command::new(&binary)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): run scripts/setup --test"));
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let mut process = RedisProcess { child, url, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // Ours, not another test's on a port taken in between: it is still running.
-            if process.child.try_wait().ok().flatten().is_some() {
-                return None;
-            }
-            if let Ok(client) = redis::Client::open(process.url.as_str())
-                && let Ok(mut connection) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
-                && process.child.try_wait().ok().flatten().is_none()
-            {
-                return Some(process);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn log(redis: &RedisProcess, retain: usize) -> RedisLog {
     RedisLog::connect(&redis.url, retain, 3600).await.expect("connected")
@@ -92,7 +21,7 @@ async fn log(redis: &RedisProcess, retain: usize) -> RedisLog {
 /// that bring another epoch do not change it.
 #[tokio::test]
 async fn ids_count_per_room_under_one_epoch() {
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let log = log(&redis, 100).await;
     let mut ids = Vec::new();
     for (room, epoch) in [("a", "e1"), ("a", "e2"), ("b", "e3"), ("a", "e4")] {
@@ -114,7 +43,7 @@ async fn ids_count_per_room_under_one_epoch() {
 /// nothing; the same client id from another sender, or in another room, is another message.
 #[tokio::test]
 async fn a_client_id_is_stored_once_per_room_and_sender() {
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let log = log(&redis, 100).await;
     let first = log.post("a", "ann", Some("k1"), "one", "e").await.expect("posted");
     let again = log.post("a", "ann", Some("k1"), "one", "e").await.expect("posted");
@@ -130,7 +59,7 @@ async fn a_client_id_is_stored_once_per_room_and_sender() {
 /// oldest first.
 #[tokio::test]
 async fn the_log_keeps_the_newest_and_reads_after_an_id() {
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let log = log(&redis, 5).await;
     for i in 1..=8 {
         log.post("r", "ann", None, &format!("m{i}"), "e").await.expect("posted");
@@ -146,7 +75,7 @@ async fn the_log_keeps_the_newest_and_reads_after_an_id() {
 /// repeat is not published again.
 #[tokio::test]
 async fn posts_are_published_with_epoch_and_id() {
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let log = log(&redis, 100).await;
     let client = redis::Client::open(redis.url.as_str()).expect("client");
     let mut subscriber = client.get_async_pubsub().await.expect("pubsub");
@@ -175,7 +104,7 @@ async fn posts_are_published_with_epoch_and_id() {
 /// them in id order: the script runs atomically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_posts_get_distinct_ids_in_order() {
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let mut tasks = Vec::new();
     for sender in 0..4 {
         let log = log(&redis, 1_000).await;
@@ -208,13 +137,13 @@ async fn concurrent_posts_get_distinct_ids_in_order() {
 /// none.
 #[tokio::test]
 async fn weak_durability_settings_are_named() {
-    let weak = RedisProcess::start(false).await;
+    let weak = RedisProcess::start(false);
     let mut connection = log(&weak, 10).await.connection();
     let found = weak_settings(&mut connection).await.expect("config read");
     assert_eq!(found.len(), 3, "{found:?}");
     assert!(found[0].starts_with("appendonly: no"), "{found:?}");
 
-    let durable = RedisProcess::start(true).await;
+    let durable = RedisProcess::start(true);
     let mut connection = log(&durable, 10).await.connection();
     assert!(weak_settings(&mut connection).await.expect("config read").is_empty());
 }
@@ -227,11 +156,11 @@ async fn weak_durability_settings_are_named() {
 async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
     use server::redis_log::Followed;
     const PER_POSTER: u64 = 300;
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     let follower = log(&redis, 10_000).await;
     let (sink, mut followed) = tokio::sync::mpsc::unbounded_channel();
     let following = tokio::spawn(async move {
-        follower.follow("burst", Duration::from_millis(50), sink).await;
+        follower.follow("burst", (None, 0), Duration::from_millis(50), sink).await;
     });
     // Wait until the follower is subscribed, so that it starts before the first post.
     let mut admin = log(&redis, 10).await.connection();
@@ -296,6 +225,8 @@ async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
         let next = tokio::time::timeout_at(deadline, followed.recv()).await;
         match next.expect("every message in time").expect("the follower runs") {
             Followed::Message(id, _) => ids.push(id),
+            // The room's first post made its epoch: told once, before its messages.
+            Followed::Epoch(epoch) => assert!(ids.is_empty() && epoch == "e", "{epoch}"),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -310,7 +241,7 @@ async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
 #[tokio::test]
 async fn presence_is_the_union_of_live_servers() {
     use server::redis_presence::Presence;
-    let redis = RedisProcess::start(true).await;
+    let redis = RedisProcess::start(true);
     // Long enough that a live server's refresh never lapses on a loaded machine.
     let expiry = Duration::from_secs(2);
     let one = Presence::new(log(&redis, 10).await.connection(), "one", expiry);
@@ -318,10 +249,10 @@ async fn presence_is_the_union_of_live_servers() {
     for server in [&one, &two] {
         server.refresh().await.expect("refreshed");
     }
-    one.join("r", "ann").await.expect("joined");
-    two.join("r", "bob").await.expect("joined");
-    two.join("r", "Cy").await.expect("joined");
-    one.join("elsewhere", "dan").await.expect("joined");
+    one.join("r", "ann", "").await.expect("joined");
+    two.join("r", "bob", "").await.expect("joined");
+    two.join("r", "Cy", "").await.expect("joined");
+    one.join("elsewhere", "dan", "").await.expect("joined");
     assert_eq!(one.members("r").await.expect("members"), ["ann", "bob", "Cy"]);
     two.leave("r", "bob").await.expect("left");
     two.refresh().await.expect("refreshed");

@@ -1,0 +1,378 @@
+//! Several server processes sharing rooms through one Redis (`--redis`), each a real process
+//! on a free loopback port, with a real `redis-server` (see common/redis.rs): one order and
+//! the same ids everywhere, catch-up and repeated client ids across servers, presence and
+//! typing across servers, a dead server's members leaving every list, and no acknowledged
+//! message lost to `kill -9` of a server or of Redis, nor to killed subscriptions; a Redis
+//! that lost its data gives an explicit `reset`; a Redis that may lose data is refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Running;
+use common::redis::{RedisProcess, command_at};
+use protocol::{ErrorCode, MessageId, ServerMessage};
+use testclient::{Client, url};
+
+/// How long a dead server's members stay listed in these tests (`--presence-expiry`).
+const EXPIRY: &str = "2s";
+
+/// A server sharing rooms through `redis`, and its address.
+fn server(redis: &RedisProcess) -> (Running, String) {
+    let args = [
+        "--port",
+        "0",
+        "--redis",
+        &redis.url,
+        "--presence-expiry",
+        EXPIRY,
+        "--rate-per-second",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--history-len",
+        "1000",
+    ];
+    let running = Running::start(&args, &[]);
+    let address = running.address();
+    (running, address)
+}
+
+/// Joins `room` on `address` as `nick`; the client and its welcome.
+async fn join(address: &str, room: &str, nick: &str) -> (Client, testclient::Welcome) {
+    Client::join(&url(address, &format!("room={room}&nick={nick}&client=c-{nick}"))).await
+}
+
+/// Every chat message `client` receives until it has seen id `last`, as (id, text).
+async fn messages_upto(client: &mut Client, last: MessageId) -> Vec<(MessageId, String)> {
+    messages_and_acks(client, "", last).await.0
+}
+
+/// Every chat message `client` receives until it has seen id `last`, as (id, text), and the
+/// acks that came meanwhile (client id → id). Panics if one of `nick`'s own messages (sent
+/// with its text as client id) comes before its ack.
+async fn messages_and_acks(
+    client: &mut Client,
+    nick: &str,
+    last: MessageId,
+) -> (Vec<(MessageId, String)>, BTreeMap<String, MessageId>) {
+    let (mut seen, mut acks) = (Vec::new(), BTreeMap::new());
+    while seen.last().is_none_or(|(id, _)| *id < last) {
+        match client.recv().await {
+            ServerMessage::Message(message) => {
+                if message.from == nick {
+                    assert!(acks.contains_key(&message.text), "{message:?} came before its ack");
+                }
+                seen.push((message.id, message.text));
+            }
+            ServerMessage::Ack { client_id, id, .. } => {
+                acks.insert(client_id, id);
+            }
+            _ => {}
+        }
+    }
+    (seen, acks)
+}
+
+/// The ack of `client_id`, skipping anything else.
+async fn ack_of(client: &mut Client, client_id: &str) -> MessageId {
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Ack { client_id: acked, id, .. } if acked == client_id => Some(id),
+            _ => None,
+        })
+        .await
+}
+
+/// Two servers, one room: messages sent on either arrive on both in one order with the same
+/// ids (1, 2, 3... in the room), each once; each sender is acknowledged with that id; the member
+/// lists are the union, joins and typing cross servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_conversation() {
+    let redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (mut ann, _) = join(&a, "r", "ann").await;
+    let (mut bob, welcome) = join(&b, "r", "bob").await;
+    assert_eq!(welcome.members, ["ann", "bob"], "the list is the union over servers");
+    let joined = ann
+        .recv_until(|m| match m {
+            ServerMessage::Joined { nick, .. } => Some(nick),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, "bob", "a join on the other server is announced");
+    bob.send_text(r#"{"type":"typing"}"#).await;
+    let typist = ann
+        .recv_until(|m| match m {
+            ServerMessage::Typing { nick, .. } => Some(nick),
+            _ => None,
+        })
+        .await;
+    assert_eq!(typist, "bob", "typing crosses servers");
+
+    const EACH: u64 = 40;
+    for i in 0..EACH {
+        ann.say_with_id(&format!("a{i}"), &format!("a{i}")).await;
+        bob.say_with_id(&format!("b{i}"), &format!("b{i}")).await;
+    }
+    let (at_ann, mut acks) = messages_and_acks(&mut ann, "ann", 2 * EACH).await;
+    let (at_bob, acks_bob) = messages_and_acks(&mut bob, "bob", 2 * EACH).await;
+    assert_eq!(at_ann, at_bob, "one order, the same ids, on both servers");
+    let ids: Vec<MessageId> = at_ann.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=2 * EACH).collect::<Vec<_>>(), "each message once, ids count by one");
+    // Every send was acknowledged, before its message, with the id it was relayed with.
+    acks.extend(acks_bob);
+    let relayed: BTreeMap<String, MessageId> =
+        at_ann.into_iter().map(|(id, text)| (text, id)).collect();
+    assert_eq!(acks, relayed);
+}
+
+/// A client that leaves one server catches up on another from its last id (with its epoch),
+/// and a client id it sent on the first is recognised on the second: the original id again,
+/// nothing stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_and_client_ids_work_across_servers() {
+    let redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (mut ann, welcome) = join(&a, "r", "ann").await;
+    assert_eq!(welcome.epoch, "", "a room without messages has no epoch yet");
+    ann.say_with_id("first", "k1").await;
+    let first = ack_of(&mut ann, "k1").await;
+    ann.close().await;
+    let (mut bob, welcome) = join(&b, "r", "bob").await;
+    let epoch = welcome.epoch.clone();
+    assert!(!epoch.is_empty(), "the first message made the room's epoch");
+    assert_eq!(welcome.history.iter().map(|m| m.id).collect::<Vec<_>>(), [first]);
+    for i in 0..3 {
+        bob.say_with_id(&format!("later {i}"), &format!("b{i}")).await;
+        ack_of(&mut bob, &format!("b{i}")).await;
+    }
+    let query = format!("room=r&nick=ann&client=c-ann&since={first}&epoch={epoch}");
+    let (mut ann, welcome) = Client::join(&url(&b, &query)).await;
+    let texts: Vec<String> = welcome.history.iter().map(|m| m.text.clone()).collect();
+    assert_eq!(texts, ["later 0", "later 1", "later 2"], "exactly what was missed");
+    assert_eq!(welcome.since, Some(first));
+    ann.say_with_id("first", "k1").await;
+    assert_eq!(ack_of(&mut ann, "k1").await, first, "the original id, from the other server");
+    // Nothing was stored twice: a newcomer sees four messages.
+    let (_, welcome) = join(&a, "r", "cy").await;
+    assert_eq!(welcome.history.len(), 4);
+}
+
+/// Subscriptions killed again and again during a burst (`CLIENT KILL TYPE pubsub`) leave no
+/// gap and no repeat: the follower fills holes from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_subscriptions_leave_no_gap() {
+    const BURST: u64 = 300;
+    let redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (mut ann, _) = join(&a, "r", "ann").await;
+    let (mut bob, _) = join(&b, "r", "bob").await;
+    let killer = {
+        let port = redis.port;
+        std::thread::spawn(move || {
+            let mut killed = 0;
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                let reply = command_at(port, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+                let reply = reply.unwrap_or_default();
+                killed += reply.trim_start_matches(':').parse::<u32>().unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            killed
+        })
+    };
+    for i in 0..BURST {
+        bob.say(&format!("m{i}")).await;
+    }
+    let seen = messages_upto(&mut ann, BURST).await;
+    let ids: Vec<MessageId> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=BURST).collect::<Vec<_>>(), "every message once, in order");
+    let killed = killer.join().expect("killer");
+    assert!(killed > 0, "subscriptions were killed during the burst");
+}
+
+/// A server killed mid-burst loses nothing it acknowledged: the other server's newcomer sees
+/// every acknowledged message; the dead server's member leaves every list once its presence
+/// expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_nothing_acknowledged_and_its_members_leave() {
+    let redis = RedisProcess::start(true);
+    let (mut one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (ann, _) = join(&a, "r", "ann").await;
+    let (mut bob, _) = join(&b, "r", "bob").await;
+    let (mut sender, mut receiver) = {
+        let (tx, rx) = ann.split();
+        (tx, rx)
+    };
+    use futures::{SinkExt, StreamExt};
+    for i in 0..200 {
+        let frame = serde_json::json!({"type": "send", "text": format!("m{i}"), "client_id": format!("k{i}")});
+        if sender.send(testclient::Message::text(frame.to_string())).await.is_err() {
+            break;
+        }
+    }
+    // Kill as soon as some are acknowledged.
+    let mut acked = Vec::new();
+    while acked.len() < 20 {
+        let Some(Ok(testclient::Message::Text(text))) = receiver.next().await else { break };
+        if let Ok(ServerMessage::Ack { id, .. }) = serde_json::from_str(text.as_str()) {
+            acked.push(id);
+        }
+    }
+    one.child.kill().expect("kill -9");
+    let _ = one.child.wait();
+    // What arrived before the kill may hold more acks.
+    while let Ok(Some(Ok(testclient::Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(200), receiver.next()).await
+    {
+        if let Ok(ServerMessage::Ack { id, .. }) = serde_json::from_str(text.as_str()) {
+            acked.push(id);
+        }
+    }
+    let gone = bob
+        .recv_until(|m| match m {
+            ServerMessage::Left { nick, .. } if nick == "ann" => Some(nick),
+            _ => None,
+        })
+        .await;
+    assert_eq!(gone, "ann", "the dead server's member left the list");
+    let (_, welcome) = join(&b, "r", "cy").await;
+    assert!(!welcome.members.contains(&"ann".to_owned()), "{:?}", welcome.members);
+    let kept: Vec<MessageId> = welcome.history.iter().map(|m| m.id).collect();
+    for id in &acked {
+        assert!(kept.contains(id), "acknowledged message {id} was lost");
+    }
+    assert!(acked.len() >= 20);
+}
+
+/// `kill -9` of Redis: sends meanwhile are refused with `unavailable` (the client keeps them),
+/// the servers recover by themselves once Redis is back from its append-only file, and nothing
+/// acknowledged is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_from_its_file_loses_nothing() {
+    let mut redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (mut ann, _) = join(&a, "r", "ann").await;
+    let (mut bob, _) = join(&b, "r", "bob").await;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        ann.say_with_id(&format!("m{i}"), &format!("k{i}")).await;
+        acked.push(ack_of(&mut ann, &format!("k{i}")).await);
+    }
+    redis.kill();
+    ann.say_with_id("during", "down").await;
+    let refused = ann
+        .recv_until(|m| match m {
+            ServerMessage::Error { code, client_id, .. } => Some((code, client_id)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, (ErrorCode::Unavailable, Some("down".to_owned())));
+    redis.restart(true);
+    // The client sends again, as the web client's outbox does, until it is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let recovered = loop {
+        assert!(Instant::now() < deadline, "the server did not recover after Redis came back");
+        ann.say_with_id("during", "down").await;
+        let answer = ann
+            .recv_until(|m| match m {
+                ServerMessage::Ack { client_id, id, .. } if client_id == "down" => Some(Ok(id)),
+                ServerMessage::Error { client_id: Some(c), .. } if c == "down" => Some(Err(())),
+                _ => None,
+            })
+            .await;
+        if let Ok(id) = answer {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    acked.push(recovered);
+    // Bob's server relays everything, once, in order, the retry included.
+    let seen = messages_upto(&mut bob, recovered).await;
+    let ids: Vec<MessageId> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, acked, "every acknowledged message, once, in order");
+    let (_, welcome) = join(&a, "r", "cy").await;
+    let kept: Vec<MessageId> = welcome.history.iter().map(|m| m.id).collect();
+    assert_eq!(kept, acked);
+}
+
+/// A Redis that lost its data (restarted from nothing) makes the room start over under a new
+/// epoch: its members get a `reset` and a fresh welcome, and a client coming back with the old
+/// epoch gets a `reset` too, never ids of two histories mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_its_data_gives_a_reset() {
+    let mut redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (mut ann, _) = join(&a, "r", "ann").await;
+    ann.say_with_id("old", "k0").await;
+    let old_id = ack_of(&mut ann, "k0").await;
+    let (_, welcome) = join(&a, "r", "watcher").await;
+    let old_epoch = welcome.epoch;
+    redis.restart(false);
+    // Sends after the restart start the room's new history; the member is told.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    let new_epoch = loop {
+        assert!(Instant::now() < deadline, "no reset after Redis lost its data");
+        n += 1;
+        ann.say_with_id("new", &format!("n{n}")).await;
+        let seen = ann
+            .recv_until(|m| match m {
+                ServerMessage::Reset { epoch, .. } => Some(Some(epoch)),
+                ServerMessage::Ack { .. } | ServerMessage::Error { .. } => Some(None),
+                _ => None,
+            })
+            .await;
+        if let Some(epoch) = seen {
+            break epoch;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(new_epoch, old_epoch);
+    let query = format!("room=r&nick=bob&since={old_id}&epoch={old_epoch}");
+    let mut bob = Client::connect(&url(&a, &query)).await;
+    match bob.recv().await {
+        ServerMessage::Reset { epoch, .. } => assert_eq!(epoch, new_epoch),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    let welcome = bob.welcome().await;
+    assert_eq!(welcome.since, None, "no catch-up across histories");
+    assert!(welcome.history.iter().all(|m| m.text == "new"), "{:?}", welcome.history);
+}
+
+/// With --redis, a Redis that may lose acknowledged messages is refused at start, by name;
+/// `--redis-accept-weak-durability` starts anyway. Without --redis, nothing connects to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_lose_messages_is_refused() {
+    let weak = RedisProcess::start(false);
+    let mut refused = Running::start(&["--port", "0", "--redis", &weak.url], &[]);
+    let status = refused.exit_status();
+    assert!(!status.success());
+    let log = refused.log_lines().join("\n");
+    for setting in ["appendonly", "appendfsync", "maxmemory-policy"] {
+        assert!(log.contains(setting), "the refusal names {setting}: {log}");
+    }
+    let accepted = Running::start(
+        &["--port", "0", "--redis", &weak.url, "--redis-accept-weak-durability"],
+        &[],
+    );
+    let address = accepted.address();
+    let (_ann, welcome) = join(&address, "r", "ann").await;
+    assert_eq!(welcome.nick, "ann");
+    let clients = |redis: &RedisProcess| redis.bulk(&["CLIENT", "LIST"]).lines().count();
+    // Without --redis: chatting on a server leaves Redis with no more clients than before.
+    let durable = RedisProcess::start(true);
+    let before = clients(&durable);
+    let plain = Running::start(&["--port", "0"], &[("CHAT_REDIS_UNUSED", &durable.url)]);
+    let (mut cy, _) = join(&plain.address(), "r", "cy").await;
+    cy.say_with_id("hi", "h").await;
+    ack_of(&mut cy, "h").await;
+    assert_eq!(clients(&durable), before);
+}
