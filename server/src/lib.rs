@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod policy;
+pub mod redis_bus;
 pub mod redis_feed;
 pub mod redis_log;
 pub mod redis_presence;

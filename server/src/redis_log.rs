@@ -18,13 +18,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc::UnboundedSender;
 
 use protocol::MessageId;
 
+use crate::redis_bus::{Bus, Heard};
 use crate::redis_feed::{RoomFeed, Step};
 
 /// Appends a message, unless its client id was stored already; publishes it.
@@ -156,8 +156,9 @@ const FETCH_PAGE: usize = 100;
 /// The shared log of the rooms' messages.
 #[derive(Clone)]
 pub struct RedisLog {
-    client: redis::Client,
     connection: ConnectionManager,
+    /// The server's one pub/sub connection, shared by the rooms it follows.
+    bus: Bus,
     /// Messages a room's stream keeps.
     retain: usize,
     /// How long a client id is remembered, in seconds.
@@ -177,7 +178,7 @@ impl RedisLog {
             .set_max_delay(Duration::from_secs(1));
         let connection = client.get_connection_manager_with_config(config).await?;
         Ok(RedisLog {
-            client,
+            bus: Bus::start(client),
             connection,
             retain: retain.max(1),
             remember_secs,
@@ -286,9 +287,9 @@ impl RedisLog {
     /// [`RedisLog::load`] read it): hands on every message posted to it after that, in id
     /// order, each once, into `sink`, however often the subscription drops (pub/sub delivers at
     /// most once: [`RoomFeed`] finds the holes and fills them from the stream), and checks the
-    /// room's head every `every` for what was missed at the end. Subscribes before reading the
-    /// head, and again (then reads the head) whenever the subscription ends. The room's events
-    /// channel is handed on as it comes ([`Followed::Event`]). Returns once the sink is closed.
+    /// room's head every `every` for what was missed at the end. Listens on the server's one
+    /// [`Bus`] and reads the head each time the bus says it subscribed (again). The room's
+    /// events are handed on as they come ([`Followed::Event`]). Returns once the sink is closed.
     pub async fn follow(
         &self,
         room: &str,
@@ -297,67 +298,43 @@ impl RedisLog {
         sink: UnboundedSender<Followed>,
     ) {
         let mut feed = RoomFeed::start(start.0, start.1);
-        let events = events_channel(room);
-        while !sink.is_closed() {
-            let Some(mut pubsub) = self.subscribe(room).await else {
-                tokio::time::sleep(every).await;
-                continue;
-            };
-            let Ok(head) = self.head(room).await else {
-                tokio::time::sleep(every).await;
-                continue;
-            };
-            let feed = &mut feed;
-            let steps = feed.checked(head);
-            if !self.carry_out(room, feed, steps, &sink).await {
-                return;
-            }
-            let mut messages = pubsub.on_message();
-            let mut tick = tokio::time::interval(every);
-            loop {
-                let steps = tokio::select! {
-                    message = messages.next() => {
-                        // The subscription ended (killed, or the connection dropped).
-                        let Some(message) = message else { break };
-                        if message.get_channel_name() == events {
-                            if let Ok(event) = message.get_payload::<String>()
-                                && sink.send(Followed::Event(event)).is_err()
-                            {
-                                return;
-                            }
-                            continue;
-                        }
-                        let Some(published) = message
-                            .get_payload::<String>()
-                            .ok()
-                            .and_then(|payload| Published::parse(&payload))
-                        else {
-                            continue;
-                        };
-                        feed.published(&published.epoch, published.id, published.message)
-                    }
-                    _ = tick.tick() => match self.head(room).await {
+        let mut heard = self.bus.listen(room);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            let steps = tokio::select! {
+                heard = heard.recv() => match heard {
+                    // Subscribed (again): what was published before is read from the head.
+                    Some(Heard::Subscribed) => match self.head(room).await {
                         Ok(head) => feed.checked(head),
                         Err(_) => Vec::new(),
                     },
-                    // Nobody listens any more (a quiet room would otherwise never notice).
-                    () = sink.closed() => return,
-                };
-                if !self.carry_out(room, feed, steps, &sink).await {
-                    return;
-                }
+                    // The bus is gone (it cannot be while this log is): the head checks go
+                    // on alone.
+                    None => {
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                    Some(Heard::Published(published)) => {
+                        feed.published(&published.epoch, published.id, published.message)
+                    }
+                    Some(Heard::Event(event)) => {
+                        if sink.send(Followed::Event(event)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+                _ = tick.tick() => match self.head(room).await {
+                    Ok(head) => feed.checked(head),
+                    Err(_) => Vec::new(),
+                },
+                // Nobody listens any more (a quiet room would otherwise never notice).
+                () = sink.closed() => return,
+            };
+            if !self.carry_out(room, &mut feed, steps, &sink).await {
+                return;
             }
         }
-    }
-
-    /// A pub/sub connection subscribed to `room`'s channels (messages and events).
-    async fn subscribe(&self, room: &str) -> Option<redis::aio::PubSub> {
-        let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await.ok()?;
-            pubsub.subscribe(&[channel(room), events_channel(room)]).await.ok()?;
-            Some(pubsub)
-        };
-        tokio::time::timeout(COMMAND_TIMEOUT, connect).await.ok().flatten()
     }
 
     /// Carries out the feed's steps (fetching until its holes are filled); `false` once the

@@ -196,6 +196,36 @@ async fn killed_subscriptions_leave_no_gap() {
     assert!(killed > 0, "subscriptions were killed during the burst");
 }
 
+/// A server follows all its rooms on one pub/sub connection (not one per room, which would cost
+/// a socket per room on both ends), and unsubscribes from rooms once they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_subscription_connection_follows_every_room() {
+    let redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let mut clients = Vec::new();
+    for room in 0..10 {
+        clients.push(join(&a, &format!("room{room}"), "ann").await.0);
+    }
+    // `CLIENT LIST` says how many channels each connection is subscribed to (`sub=N`).
+    let channels = || redis.bulk(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    let pubsub_clients = || channels().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Each room subscribes to its messages' and its events' channels: `sub=20`.
+    while !channels().contains("sub=20 ") {
+        assert!(Instant::now() < deadline, "not subscribed to every room: {}", channels());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pubsub_clients(), 1, "one connection for ten rooms");
+    for client in clients {
+        client.close().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !channels().contains("sub=0 ") {
+        assert!(Instant::now() < deadline, "closed rooms stay subscribed: {}", channels());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A server killed mid-burst loses nothing it acknowledged: the other server's newcomer sees
 /// every acknowledged message; the dead server's member leaves every list once its presence
 /// expires.
