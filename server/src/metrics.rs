@@ -66,6 +66,9 @@ pub struct Metrics {
     pub refused_room_opens: Family<ReasonLabel, Counter>,
     /// Rooms whose history could not be loaded (their joins were refused).
     pub history_load_failures: Counter,
+    /// (`--redis`) Rooms that started over: their history in Redis was another than the one
+    /// relayed (Redis lost it, or failed over to a replica without the latest writes).
+    pub history_resets: Counter,
     /// `typing` notices not relayed because the member sent one less than 2 s before.
     pub typing_dropped: Counter,
     /// When the TLS certificate presented now expires (Unix seconds); 0 without TLS.
@@ -167,6 +170,11 @@ impl Metrics {
             "history_load_failures",
             "Rooms whose history could not be loaded (store failing, busy or too slow)",
             self.history_load_failures.clone(),
+        );
+        registry.register(
+            "history_resets",
+            "Rooms that started over under a new epoch: Redis lost or rewound their history",
+            self.history_resets.clone(),
         );
         registry.register(
             "typing_dropped",

@@ -13,7 +13,7 @@
 //! epochs. Subscribe first, then read the head, then start the feed: nothing published
 //! between the two is missed, and anything read twice is dropped by id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use protocol::MessageId;
 
@@ -29,6 +29,35 @@ pub enum Step {
     Lost { from: MessageId, to: MessageId },
     /// The room's epoch changed: what the members have belongs to another history.
     Reset { epoch: String },
+    /// The room's history in `epoch` is not the one relayed: its head went back below the
+    /// last id relayed, or an id relayed came again with another message (Redis failed over
+    /// to a replica that lacked the latest writes, or lost the room). The room must start a
+    /// new epoch, so that nobody mixes the two histories.
+    Diverged { epoch: String },
+}
+
+/// How many of the last relayed messages the feed remembers (by a hash), to tell a repeat
+/// from another message under a relayed id.
+const REMEMBERED: usize = 1024;
+
+/// A new epoch: 16 random hex digits (never a `:`), or, should the OS have no random numbers,
+/// digits of the clock (still another epoch than any before).
+pub fn new_epoch() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    format!("{:016x}", u64::from_le_bytes(bytes))
+}
+
+fn fingerprint(message: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    message.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One server's view of one room's shared history.
@@ -44,13 +73,22 @@ pub struct RoomFeed {
     asked: Option<MessageId>,
     /// The feed started without an epoch and has learnt one since, not told yet.
     learnt: bool,
+    /// The last relayed messages' ids and fingerprints, oldest first.
+    relayed: VecDeque<(MessageId, u64)>,
 }
 
 impl RoomFeed {
     /// A feed that has relayed up to `last` in `epoch` (from the room's head, read after
     /// subscribing).
     pub fn start(epoch: Option<String>, last: MessageId) -> Self {
-        RoomFeed { epoch, last, held: BTreeMap::new(), asked: None, learnt: false }
+        RoomFeed {
+            epoch,
+            last,
+            held: BTreeMap::new(),
+            asked: None,
+            learnt: false,
+            relayed: VecDeque::new(),
+        }
     }
 
     /// The epoch learnt since the feed started without one (the room's first message), once.
@@ -70,6 +108,15 @@ impl RoomFeed {
     pub fn published(&mut self, epoch: &str, id: MessageId, message: String) -> Vec<Step> {
         let mut steps = self.adopt(epoch);
         if id <= self.last {
+            // A repeat (read from the stream, then published), unless its message differs.
+            let differs = self
+                .relayed
+                .iter()
+                .find(|(relayed, _)| *relayed == id)
+                .is_some_and(|(_, known)| *known != fingerprint(&message));
+            if differs && steps.is_empty() {
+                return vec![Step::Diverged { epoch: epoch.to_owned() }];
+            }
             return steps;
         }
         self.held.insert(id, message);
@@ -121,6 +168,7 @@ impl RoomFeed {
                 steps.push(Step::Lost { from: self.last + 1, to: id - 1 });
             }
             self.last = id;
+            self.remember(id, &message);
             relay.push((id, message));
         }
         if !relay.is_empty() {
@@ -137,8 +185,17 @@ impl RoomFeed {
 
     /// The room's head, read now and then: its epoch and last id (`None`: no message yet).
     pub fn checked(&mut self, head: Option<(String, MessageId)>) -> Vec<Step> {
-        let Some((epoch, last)) = head else { return Vec::new() };
+        let Some((epoch, last)) = head else {
+            // The room is gone from Redis (it lost its data) after the feed relayed some of it.
+            return match &self.epoch {
+                Some(epoch) if self.last > 0 => vec![Step::Diverged { epoch: epoch.clone() }],
+                _ => Vec::new(),
+            };
+        };
         let mut steps = self.adopt(&epoch);
+        if steps.is_empty() && last < self.last {
+            return vec![Step::Diverged { epoch }];
+        }
         if last > self.last && self.asked.is_none() {
             self.asked = Some(self.last);
             steps.push(Step::Fetch { after: self.last });
@@ -162,6 +219,13 @@ impl RoomFeed {
         }
     }
 
+    fn remember(&mut self, id: MessageId, message: &str) {
+        if self.relayed.len() == REMEMBERED {
+            self.relayed.pop_front();
+        }
+        self.relayed.push_back((id, fingerprint(message)));
+    }
+
     /// Relays what is held from the next id on; at a hole, asks for the stream once.
     fn drain(&mut self) -> Vec<Step> {
         // Nothing at or below the last relayed id is kept.
@@ -169,6 +233,7 @@ impl RoomFeed {
         let mut relay = Vec::new();
         while let Some(message) = self.held.remove(&(self.last + 1)) {
             self.last += 1;
+            self.remember(self.last, &message);
             relay.push((self.last, message));
         }
         let mut steps = Vec::new();
@@ -281,6 +346,24 @@ mod tests {
         );
         assert!(feed.checked(Some(("e".into(), 8))).is_empty(), "nothing more to fetch");
         assert_eq!(publish(&mut feed, 9), [Step::Relay(vec![m(9)])]);
+    }
+
+    /// Under the same epoch, a head below what was relayed, a room gone from Redis, or another
+    /// message under an id already relayed, is another history (a failover to a replica that
+    /// lacked the latest writes): the feed says so instead of dropping it as a repeat.
+    #[test]
+    fn another_history_under_the_same_epoch_diverges() {
+        let mut feed = RoomFeed::start(Some("e".into()), 0);
+        assert_eq!(publish(&mut feed, 1), [Step::Relay(vec![m(1)])]);
+        assert_eq!(publish(&mut feed, 2), [Step::Relay(vec![m(2)])]);
+        assert!(publish(&mut feed, 2).is_empty(), "the same message again is a repeat");
+        let other = feed.published("e", 2, "not m2".into());
+        assert_eq!(other, [Step::Diverged { epoch: "e".into() }], "another message under id 2");
+        let mut feed = RoomFeed::start(Some("e".into()), 5);
+        assert!(feed.checked(Some(("e".into(), 5))).is_empty());
+        assert_eq!(feed.checked(Some(("e".into(), 3))), [Step::Diverged { epoch: "e".into() }]);
+        assert_eq!(feed.checked(None), [Step::Diverged { epoch: "e".into() }], "the room is gone");
+        assert!(RoomFeed::start(None, 0).checked(None).is_empty(), "never had a message");
     }
 
     /// Another epoch (Redis lost the room's data and counts from 1 again) starts the feed over

@@ -59,6 +59,19 @@ end
 return {id, epoch, 0}
 "#;
 
+/// Gives the room a new epoch if it is still at `ARGV[1]` (or has none): the history a
+/// server relayed under that epoch is not the one Redis holds. Another server may have done
+/// it first; either way the room's epoch now is returned. KEYS: meta. ARGV: the epoch that
+/// diverged, a new one.
+const RENEW: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if (not epoch) or epoch == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return ARGV[2]
+end
+return epoch
+"#;
+
 /// Where a post ended up. Epochs are made by the servers (random hex digits: no `:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
@@ -117,7 +130,9 @@ pub enum Followed {
     Message(MessageId, String),
     /// These ids were gone from the stream before they could be handed on.
     Lost { from: MessageId, to: MessageId },
-    /// The room's epoch changed: what was handed on before belongs to another history.
+    /// The room's epoch changed (or its history under one diverged, and it was given a new
+    /// one): what was handed on before belongs to another history. The follower ends; the
+    /// room reloads and follows again.
     Reset { epoch: String },
     /// A publication on the room's events channel (joins, leaves, typing; at most once).
     Event(String),
@@ -164,6 +179,7 @@ pub struct RedisLog {
     /// How long a client id is remembered, in seconds.
     remember_secs: u64,
     post: redis::Script,
+    renew: redis::Script,
 }
 
 impl RedisLog {
@@ -183,6 +199,7 @@ impl RedisLog {
             retain: retain.max(1),
             remember_secs,
             post: redis::Script::new(POST),
+            renew: redis::Script::new(RENEW),
         })
     }
 
@@ -218,6 +235,22 @@ impl RedisLog {
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(Posted { id, epoch, repeat: repeat == 1 })
+    }
+
+    /// Starts a new epoch for `room` if it is still at `diverged` (see [`Step::Diverged`]);
+    /// returns the room's epoch now.
+    pub async fn renew_epoch(
+        &self,
+        room: &str,
+        diverged: &str,
+        new: &str,
+    ) -> redis::RedisResult<String> {
+        self.renew
+            .key(meta_key(room))
+            .arg(diverged)
+            .arg(new)
+            .invoke_async(&mut self.connection.clone())
+            .await
     }
 
     /// The room's epoch and last id (`None` for a room that never had a message).
@@ -338,7 +371,7 @@ impl RedisLog {
     }
 
     /// Carries out the feed's steps (fetching until its holes are filled); `false` once the
-    /// sink is closed.
+    /// sink is closed or the follower must end (a reset).
     async fn carry_out(
         &self,
         room: &str,
@@ -359,7 +392,22 @@ impl RedisLog {
                     .into_iter()
                     .all(|(id, message)| sink.send(Followed::Message(id, message)).is_ok()),
                 Step::Lost { from, to } => sink.send(Followed::Lost { from, to }).is_ok(),
-                Step::Reset { epoch } => sink.send(Followed::Reset { epoch }).is_ok(),
+                // The room reloads itself from Redis and follows again from there: this
+                // follower ends.
+                Step::Reset { epoch } => {
+                    let _ = sink.send(Followed::Reset { epoch });
+                    return false;
+                }
+                Step::Diverged { epoch } => {
+                    let fresh = crate::redis_feed::new_epoch();
+                    let epoch = match self.renew_epoch(room, &epoch, &fresh).await {
+                        Ok(now) => now,
+                        // Reloading under the same epoch still resets the members.
+                        Err(_) => epoch,
+                    };
+                    let _ = sink.send(Followed::Reset { epoch });
+                    return false;
+                }
                 Step::Fetch { after } => loop {
                     match self.after(room, after, FETCH_PAGE).await {
                         Ok(page) => {

@@ -74,6 +74,8 @@ pub struct Room {
     next_ticket: Ticket,
     /// With `--redis`: the shared log and presence the room posts to and follows.
     shared: Option<Shared>,
+    /// The follower's stream in this actor (replaced when the room reloads).
+    follower: Option<SpawnHandle>,
 }
 
 struct Link {
@@ -116,6 +118,7 @@ impl Room {
             answers: HashMap::new(),
             next_ticket: 0,
             shared,
+            follower: None,
         }
     }
 
@@ -268,8 +271,35 @@ impl Room {
         let (log, room, every) = (shared.log.clone(), self.name.clone(), shared.every);
         // Ends once the room stops (the receiver is dropped).
         actix_rt::spawn(async move { log.follow(&room, start, every, sink).await });
-        ctx.add_stream(futures::stream::poll_fn(move |cx| feed.poll_recv(cx)));
-        ctx.run_interval(every, |room, ctx| room.sync_presence(ctx));
+        let follower = ctx.add_stream(futures::stream::poll_fn(move |cx| feed.poll_recv(cx)));
+        if self.follower.replace(follower).is_none() {
+            ctx.run_interval(every, |room, ctx| room.sync_presence(ctx));
+        }
+    }
+
+    /// (`--redis`) The room's history in Redis is another than the one it has (a new epoch):
+    /// stop following, read the room again, tell every member to start it afresh (`reset`, a
+    /// new welcome), and follow from there. Tried again until Redis answers.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = self.shared.clone() else { return };
+        if let Some(follower) = self.follower.take() {
+            ctx.cancel_future(follower);
+        }
+        let name = self.name.clone();
+        let open = async move { shared.open(&name).await };
+        let open = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, open);
+        ctx.spawn(open.into_actor(self).map(|opened, room, ctx| match opened {
+            Ok(Ok(opening)) => {
+                let effects = room.state.reset(opening.loaded, opening.epoch);
+                room.apply_from(effects, ctx, false);
+                room.follow(opening.start, ctx);
+            }
+            _ => {
+                tracing::warn!(room = %room.name, "could not read the room again; retrying");
+                let every = room.shared.as_ref().map_or(crate::config::STORE_TIMEOUT, |s| s.every);
+                ctx.run_later(every, |room, ctx| room.reload(ctx));
+            }
+        }));
     }
 
     /// (`--redis`) Writes this server's members of the room to presence and reads the others'.
@@ -488,7 +518,9 @@ impl StreamHandler<Followed> for Room {
             }
             Followed::Reset { epoch } => {
                 tracing::warn!(room = %self.name, %epoch, "the room started over in Redis");
-                self.state.reset(epoch)
+                self.metrics.history_resets.inc();
+                self.reload(ctx);
+                Vec::new()
             }
             Followed::Epoch(epoch) => {
                 self.state.adopt_epoch(epoch);

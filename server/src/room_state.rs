@@ -607,15 +607,16 @@ impl RoomState {
         self.history.forget_upto(upto);
     }
 
-    /// (`--redis`) The shared log started over under `epoch` (Redis lost the room): what the
-    /// room had is forgotten, and every member is told (`reset`) and welcomed afresh; the new
-    /// history's messages follow as they are relayed.
-    pub fn reset(&mut self, epoch: String) -> Vec<Effect> {
-        let retention = &self.rules.retention;
-        self.history =
-            RoomHistory::new(Loaded::default(), retention.retain_messages, retention.retain_bytes);
-        self.epoch = epoch;
+    /// (`--redis`) The room's history in Redis is another now, `loaded` under `epoch` (Redis
+    /// lost the room, or failed over to a replica that lacked the latest writes): the room
+    /// takes it, and every member is told (`reset`) and welcomed afresh with its newest page.
+    pub fn reset(&mut self, loaded: Loaded, epoch: String) -> Vec<Effect> {
+        self.load_shared(loaded, epoch);
         let members = self.member_nicks();
+        let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
+            + self.last_rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
+        let page = self.rules.page_bytes.saturating_sub(lists);
+        let catchup = self.history.catchup(None, self.rules.recent, page, true);
         let mut effects = Vec::new();
         for (conn, member) in &self.members {
             let room = self.name.clone();
@@ -625,10 +626,10 @@ impl RoomState {
                 room,
                 nick: member.nick.clone(),
                 members: members.clone(),
-                history: Vec::new(),
+                history: catchup.history.clone(),
                 rooms: self.last_rooms.clone(),
                 since: None,
-                truncated: false,
+                truncated: catchup.truncated,
                 more: false,
                 epoch: self.epoch.clone(),
             };
@@ -1250,15 +1251,19 @@ mod tests {
             ts: T,
             bot: false,
         };
-        room.followed(Stored { message, client_id: None });
+        room.followed(Stored { message: message.clone(), client_id: None });
         room.adopt_epoch("ignored".into());
-        let effects = room.reset("e2".into());
+        assert_eq!(room.epoch(), "e1", "an epoch is adopted once; another comes as a reset");
+        let kept = ChatMessage { text: "kept".into(), ..message };
+        let loaded =
+            Loaded { messages: vec![Stored { message: kept, client_id: None }], trimmed_upto: 0 };
+        let effects = room.reset(loaded, "e2".into());
         let sent = sent_to(&effects, 1);
         assert!(matches!(sent[0], ServerMessage::Reset { epoch, .. } if epoch == "e2"));
         assert!(matches!(
             sent[1],
             ServerMessage::Welcome { history, epoch, since: None, .. }
-                if history.is_empty() && epoch == "e2"
+                if history.len() == 1 && history[0].text == "kept" && epoch == "e2"
         ));
         let mut join = request(2, Some("bob"), None);
         (join.since, join.epoch) = (Some(1), Some("e1".into()));

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RedisOptions;
 use crate::history::{Loaded, Stored};
 use crate::names::sender_key;
+use crate::redis_feed::new_epoch;
 use crate::redis_log::{COMMAND_TIMEOUT, Posted, RedisLog};
 use crate::redis_presence::{Presence, RemoteMember};
 
@@ -30,8 +31,6 @@ pub enum SharedError {
          with --redis-accept-weak-durability to accept the loss (see README, \"Several servers\")"
     )]
     Weak { url: String, settings: String },
-    #[error("no random numbers from the OS: {0}")]
-    Random(String),
 }
 
 /// What every room of a server sharing one Redis uses; cheap to clone.
@@ -103,7 +102,7 @@ impl Shared {
         let expiry = expiry.max(Duration::from_millis(300));
         // Unique to this start of this process, so a restart never brings back the members
         // of its last life (see `Presence::new`).
-        let server = format!("{}-{}", std::process::id(), random_hex()?);
+        let server = format!("{}-{}", std::process::id(), new_epoch());
         let presence = Presence::new(log.connection(), &server, expiry);
         Ok(Shared { log, presence, every: expiry / 3, retain: retain.max(1) })
     }
@@ -146,9 +145,9 @@ impl Shared {
     pub async fn post(&self, room: &str, stored: &Stored) -> redis::RedisResult<Posted> {
         let entry = encode(stored);
         let sender = sender_key(&stored.message);
-        let epoch = random_hex().map_err(|error| {
-            redis::RedisError::from((redis::ErrorKind::Io, "no random numbers", error.to_string()))
-        })?;
+        // Taken only by a room without an epoch: always a new one, never the room's last (a
+        // Redis that lost the room must not give the new history the old epoch).
+        let epoch = new_epoch();
         let client_id = stored.client_id.as_deref();
         let post = self.log.post(room, &sender, client_id, &entry, &epoch);
         tokio::time::timeout(COMMAND_TIMEOUT, post).await.unwrap_or_else(|_| {
@@ -195,13 +194,6 @@ pub fn decode(room: &str, id: MessageId, entry: &str) -> Option<Stored> {
     let Entry { from, text, ts, bot, cid } = serde_json::from_str(entry).ok()?;
     let message = ChatMessage { id, room: room.to_owned(), from, text, ts, bot };
     Some(Stored { message, client_id: cid })
-}
-
-/// 16 random hex digits (an epoch, a server's id): never a `:`.
-fn random_hex() -> Result<String, SharedError> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|error| SharedError::Random(error.to_string()))?;
-    Ok(format!("{:016x}", u64::from_le_bytes(bytes)))
 }
 
 #[cfg(test)]
