@@ -6,6 +6,11 @@
 //!   expects connections to fail (chaos, load), and
 //! - asserting ones (`connect`, `recv`, `ack`, `error`, `close_code`, ...) for tests: each waits at
 //!   most [`DEADLINE`] and panics with a message naming what did not arrive.
+//!
+//! [`redis::RedisProcess`] starts a `redis-server` of the caller's own, for the Redis engine's
+//! tests, its chaos run and its benchmark.
+
+pub mod redis;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

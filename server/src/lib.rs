@@ -153,24 +153,31 @@ pub async fn connect_shared(
 ) -> Result<Option<shared::Shared>, shared::SharedError> {
     let Some(url) = &config.redis.url else { return Ok(None) };
     let retain = config.storage.retain_messages;
-    let connected = shared::Shared::connect(&config.redis, retain).await?;
+    // A Redis that is away at start (restarting, failing over) is waited for a while, as it is
+    // once running; one that answers with weak settings is refused at once.
+    let deadline = std::time::Instant::now() + REDIS_START_WAIT;
+    let connected = loop {
+        match shared::Shared::connect(&config.redis, retain).await {
+            Ok(connected) => break connected,
+            Err(error @ shared::SharedError::Connect { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%error, "waiting for Redis");
+                actix_rt::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     tracing::info!(
-        url = %redacted(url),
+        url = %shared::redacted(url),
         server = connected.presence.server(),
         "sharing rooms through Redis"
     );
     Ok(Some(connected))
 }
 
-/// A Redis URL without its password, for the log.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+/// How long a server starting with `--redis` waits for Redis to answer before giving up.
+const REDIS_START_WAIT: Duration = Duration::from_secs(30);
 
 /// As [`run`], with the rooms shared through Redis when `shared` is given (from
 /// [`connect_shared`]).

@@ -291,6 +291,32 @@ impl RedisLog {
         Ok(Loaded { head: epoch.map(|epoch| (epoch, last.unwrap_or(0))), messages })
     }
 
+    /// The room's head and at most `count` of its messages after `after`, read at one moment.
+    pub async fn head_and_after(
+        &self,
+        room: &str,
+        after: MessageId,
+        count: usize,
+    ) -> redis::RedisResult<Loaded> {
+        let mut connection = self.connection.clone();
+        type Reply = ((Option<String>, Option<MessageId>), redis::streams::StreamRangeReply);
+        let ((epoch, last), page): Reply = redis::pipe()
+            .atomic()
+            .cmd("HMGET")
+            .arg(meta_key(room))
+            .arg("epoch")
+            .arg("last")
+            .cmd("XRANGE")
+            .arg(log_key(room))
+            .arg(format!("({after}-1"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut connection)
+            .await?;
+        Ok(Loaded { head: epoch.map(|epoch| (epoch, last.unwrap_or(0))), messages: entries(page) })
+    }
+
     /// At most `count` messages of `room` after id `after`, oldest first, with their ids.
     pub async fn after(
         &self,

@@ -420,9 +420,67 @@ pub struct Admitted {
 }
 
 impl Handler<Join> for Room {
-    type Result = Result<Admitted, Rejection>;
+    type Result = AtomicResponse<Self, Result<Admitted, Rejection>>;
 
+    /// With `--redis`, a joiner may have seen messages (on another server) that this server has
+    /// not relayed yet: the room reads them from Redis first, relaying them to its members, so
+    /// that the welcome resumes exactly after the joiner's `since`. The mailbox waits meanwhile
+    /// (a leave of the joiner cannot overtake its join).
     fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
+        let (since, epoch) = (msg.request.since, msg.request.epoch.as_deref());
+        // Ahead of this server: a `since` past what it has, or an epoch it has not learnt yet
+        // (the room's first messages, relayed elsewhere).
+        let ahead = since.is_some_and(|since| since > self.state.last_id())
+            || epoch.is_some_and(|epoch| self.state.epoch().is_empty() && !epoch.is_empty());
+        let shared = self.shared.clone().filter(|_| ahead && self.state.is_loaded());
+        let Some(shared) = shared else {
+            let joined = self.admit(msg, ctx);
+            return AtomicResponse::new(Box::pin(actix::fut::ready(joined)));
+        };
+        let (room, after) = (self.name.clone(), self.state.last_id());
+        let wanted = since.map_or(0, |since| since.saturating_sub(after));
+        let count = usize::try_from(wanted).unwrap_or(usize::MAX).clamp(1, CATCH_UP_READ);
+        let read = async move {
+            let read = shared.log.head_and_after(&room, after, count);
+            actix_rt::time::timeout(CATCH_UP_WAIT, read).await
+        };
+        AtomicResponse::new(Box::pin(read.into_actor(self).map(move |read, room, ctx| {
+            if let Ok(Ok(read)) = read {
+                room.caught_up(read, ctx);
+            }
+            room.admit(msg, ctx)
+        })))
+    }
+}
+
+impl Room {
+    /// (`--redis`) What a join read from Redis ahead of the follower: the room's epoch if it
+    /// had none, and the messages after its last, relayed to its members now (the follower's
+    /// copies are then dropped as repeats). Under another epoch than the room's, nothing: the
+    /// follower's reset comes.
+    fn caught_up(&mut self, read: crate::redis_log::Loaded, ctx: &mut Context<Self>) {
+        let Some((epoch, _)) = read.head else { return };
+        self.state.adopt_epoch(epoch.clone());
+        if epoch != self.state.epoch() {
+            return;
+        }
+        let mut effects = Vec::new();
+        for (id, entry) in read.messages {
+            if let Some(stored) = crate::shared::decode(&self.name, id, &entry) {
+                effects.extend(self.state.followed(stored));
+            }
+        }
+        self.apply_from(effects, ctx, false);
+    }
+}
+
+/// The most messages a join reads from Redis to catch up with its joiner.
+const CATCH_UP_READ: usize = 1000;
+/// How long a join waits for that read (it is welcomed from what the room has after it).
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Room {
+    fn admit(&mut self, msg: Join, ctx: &mut Context<Self>) -> Result<Admitted, Rejection> {
         let now = Instant::now();
         if now >= msg.deadline {
             return Err(Rejection::new(ErrorCode::Unavailable, "The room answered too late."));

@@ -887,6 +887,11 @@ impl RoomState {
         self.members.values().map(|m| (m.nick.clone(), tag(m))).collect()
     }
 
+    /// The highest id the room has (kept or trimmed).
+    pub fn last_id(&self) -> MessageId {
+        self.history.last_id()
+    }
+
     /// The room's epoch (empty: none yet).
     pub fn epoch(&self) -> &str {
         &self.epoch

@@ -83,10 +83,12 @@ impl Shared {
     /// Connects to the Redis of `options` (reconnecting by itself from then on), checks that
     /// it keeps what it acknowledges (unless told to accept less), and names this server.
     pub async fn connect(options: &RedisOptions, retain: usize) -> Result<Shared, SharedError> {
-        let url = options.url.clone().unwrap_or_default();
+        let full = options.url.clone().unwrap_or_default();
+        // Errors and logs name the URL without its password.
+        let url = redacted(&full);
         let connect = |source| SharedError::Connect { url: url.clone(), source };
         let remember = REMEMBER_CLIENT_IDS.as_secs();
-        let log = RedisLog::connect(&url, retain, remember).await.map_err(connect)?;
+        let log = RedisLog::connect(&full, retain, remember).await.map_err(connect)?;
         let weak = crate::redis_log::weak_settings(&mut log.connection()).await.map_err(connect)?;
         if !weak.is_empty() {
             let settings = weak.join(", ");
@@ -176,6 +178,18 @@ impl Shared {
     }
 }
 
+/// A Redis URL without its password (`redis://user:***@host`), for errors and the log.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The stream's form of a message.
 fn encode(stored: &Stored) -> String {
     let message = &stored.message;
@@ -216,6 +230,14 @@ mod tests {
         let entry = encode(&stored);
         assert_eq!(decode("r", 7, &entry), Some(stored));
         assert_eq!(decode("r", 7, "not json"), None);
+    }
+
+    /// A password never reaches the log.
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redacted("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redacted("redis://user:secret@h/0"), "redis://user:***@h/0");
+        assert_eq!(redacted("redis://h:6379/0"), "redis://h:6379/0");
     }
 
     /// Events keep their form on the wire between servers.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::Running;
-use common::redis::{RedisProcess, command_at};
 use protocol::{ErrorCode, MessageId, ServerMessage};
+use testclient::redis::{RedisProcess, command_at};
 use testclient::{Client, url};
 
 /// How long a dead server's members stay listed in these tests (`--presence-expiry`).

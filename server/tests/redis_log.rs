@@ -3,11 +3,9 @@
 //! the post script's ids, epochs, de-duplication, trimming and publications, its atomicity
 //! under concurrent posts, and the check of a Redis's durability settings.
 
-mod common;
-
 use std::time::Duration;
 
-use common::redis::RedisProcess;
+use testclient::redis::RedisProcess;
 
 use futures::StreamExt;
 use server::redis_log::{Published, RedisLog, channel, weak_settings};

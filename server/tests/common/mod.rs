@@ -5,8 +5,6 @@
 // Each test binary uses only some of these.
 #![allow(dead_code)]
 
-pub mod redis;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,9 @@
 //! Chaos: clients, each in two rooms over one connection, send messages with client ids to
 //! both while their connections are cut at random and the server process is killed with
-//! SIGKILL and restarted, several times. Each client behaves like the web client: it keeps
+//! SIGKILL and restarted, several times. The second run does the same with three servers
+//! sharing the rooms through one Redis (`--redis`): each connection goes to a server at random
+//! (as behind a load balancer), a random server is killed each time, and Redis itself is
+//! killed with SIGKILL once and restarted from its append-only file. Each client behaves like the web client: it keeps
 //! every unacknowledged message and sends it again after each reconnect, and rejoins each room
 //! with the last id it saw there (the first through the connect URL, the second with a `join`
 //! that adds it).
@@ -44,17 +47,19 @@ struct Server {
     port: u16,
     child: Option<Child>,
     log: PathBuf,
+    /// `--redis URL`, for servers sharing rooms.
+    redis: Option<String>,
 }
 
 impl Server {
-    fn start(data: &Path) -> Self {
+    fn start(data: &Path, redis: Option<String>) -> Self {
         let exe = std::env::current_exe().expect("test binary path");
         let binary = exe.ancestors().nth(2).expect("target/<profile>").join("server");
         assert!(binary.is_file(), "{} is missing: run `cargo test --workspace`", binary.display());
         let port =
             TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let log = exe.ancestors().nth(3).expect("target").join("chaos-server.log");
-        let mut server = Server { binary, data: data.to_owned(), port, child: None, log };
+        let mut server = Server { binary, data: data.to_owned(), port, child: None, log, redis };
         server.restart();
         server
     }
@@ -73,6 +78,7 @@ impl Server {
             .args(["--rate-per-second", "100", "--rate-burst", "200"])
             // Every client reconnects every second or two, joining two rooms each time.
             .args(["--joins-per-minute-per-address", "100000"])
+            .args(self.redis.iter().flat_map(|url| ["--redis", url, "--presence-expiry", "2s"]))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -149,6 +155,17 @@ impl ClientRun {
     }
 }
 
+/// Connects to one of `ports`, chosen at random (a load balancer's choice).
+async fn connect_any(
+    ports: &[u16],
+    rng: &mut StdRng,
+    room: &str,
+    nick: &str,
+    since: MessageId,
+) -> Option<Client> {
+    connect(ports[rng.random_range(0..ports.len())], room, nick, since).await
+}
+
 async fn connect(port: u16, room: &str, nick: &str, since: MessageId) -> Option<Client> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let url =
@@ -174,7 +191,7 @@ async fn add_room(ws: &mut Client, room: &str, since: MessageId) -> bool {
 /// One client: types its messages at a human pace, keeps the unacknowledged ones, and sends
 /// them again after every reconnect; cuts its own connection now and then.
 async fn client(
-    port: u16,
+    ports: Vec<u16>,
     rooms: [String; 2],
     nick: String,
     seed: u64,
@@ -188,7 +205,8 @@ async fn client(
         .collect();
     let mut typed = 0;
     while run.acked.len() < MESSAGES_PER_CLIENT && Instant::now() < stop {
-        let Some(mut ws) = connect(port, &rooms[0], &nick, run.since(&rooms[0])).await else {
+        let since = run.since(&rooms[0]);
+        let Some(mut ws) = connect_any(&ports, &mut rng, &rooms[0], &nick, since).await else {
             sleep(Duration::from_millis(rng.random_range(20..120))).await;
             continue;
         };
@@ -253,6 +271,13 @@ async fn client(
                         {
                             in_flight.remove(&client_id);
                         }
+                        // A room that could not open (Redis is away): try again later.
+                        ServerMessage::Error { code, client_id: None, .. }
+                            if code.is_transient() =>
+                        {
+                            run.cuts += 1;
+                            break;
+                        }
                         ServerMessage::Error { code, message, .. } => {
                             panic!("{nick}: unexpected error {code:?}: {message}");
                         }
@@ -301,7 +326,8 @@ async fn client(
     for room in &rooms {
         let stop = Instant::now() + Duration::from_secs(20);
         while Instant::now() < stop {
-            if let Some(mut ws) = connect(port, room, &nick, run.since(room)).await {
+            let since = run.since(room);
+            if let Some(mut ws) = connect_any(&ports, &mut rng, room, &nick, since).await {
                 let mut last = HashMap::from([(room.clone(), run.since(room))]);
                 if let Ok(Some(Ok(Message::Text(text)))) =
                     timeout(Duration::from_secs(2), ws.next_frame()).await
@@ -336,15 +362,36 @@ async fn stored_history(port: u16, room: &str) -> Vec<ChatMessage> {
     }
 }
 
+/// The two runs take turns: each loads both cores.
+static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
+    chaos(1, false).await;
+}
+
+/// Three servers on one Redis: connections land on any of them, servers are killed in turn,
+/// and Redis is killed once and restarted from its append-only file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_or_duplicated_across_servers_under_chaos() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().await;
+    chaos(3, true).await;
+}
+
+async fn chaos(servers: usize, shared: bool) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| rand::rng().random::<u64>());
     let mut rng = StdRng::seed_from_u64(seed);
-    let data = tempfile::tempdir().expect("temporary data directory");
-    let mut server = Server::start(data.path());
+    let mut redis = shared.then(|| testclient::redis::RedisProcess::start(true));
+    let url = redis.as_ref().map(|redis| redis.url.clone());
+    let data: Vec<_> =
+        (0..servers).map(|_| tempfile::tempdir().expect("temporary data directory")).collect();
+    let mut cluster: Vec<Server> =
+        data.iter().map(|dir| Server::start(dir.path(), url.clone())).collect();
+    let ports: Vec<u16> = cluster.iter().map(|server| server.port).collect();
     let stop = Instant::now() + RUN_LIMIT;
 
     let mut clients = Vec::new();
@@ -354,25 +401,44 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
             // Each client's second room is the next one's first.
             let rooms = [format!("chaos{room}"), format!("chaos{}", (room + 1) % ROOMS)];
             let nick = format!("c{room}x{member}");
-            let run = client(server.port, rooms, nick, rng.random(), stop, all_sent.clone());
+            let run = client(ports.clone(), rooms, nick, rng.random(), stop, all_sent.clone());
             clients.push(tokio::spawn(run));
         }
     }
-    for _ in 0..KILLS {
+    for kill in 0..KILLS {
         sleep(Duration::from_millis(rng.random_range(500..1200))).await;
-        server.kill();
+        let victim = rng.random_range(0..cluster.len());
+        cluster[victim].kill();
         sleep(Duration::from_millis(rng.random_range(50..500))).await;
-        server.restart();
+        cluster[victim].restart();
+        if kill == KILLS / 2
+            && let Some(redis) = redis.as_mut()
+        {
+            redis.kill();
+            sleep(Duration::from_millis(rng.random_range(200..600))).await;
+            redis.restart(true);
+        }
     }
     let mut runs = Vec::new();
     for client in clients {
         runs.push(client.await.expect("client task finished"));
     }
 
-    let mut report = Report { seed, ..Report::default() };
+    let name = if shared {
+        format!("{servers} servers on one Redis (killed once)")
+    } else {
+        "one server".to_owned()
+    };
+    let mut report = Report { seed, setup: name, ..Report::default() };
     for room in 0..ROOMS {
         let room = format!("chaos{room}");
-        let stored = stored_history(server.port, &room).await;
+        let stored = stored_history(ports[0], &room).await;
+        // Every server must serve the same history.
+        for port in &ports[1..] {
+            if stored_history(*port, &room).await != stored {
+                report.problems.push(format!("#{room}: the servers hold different histories"));
+            }
+        }
         report.check_room(&room, &stored, runs.iter().filter(|run| run.rooms.contains(&room)));
     }
     report.print(&runs);
@@ -387,6 +453,8 @@ async fn nothing_acknowledged_is_lost_or_duplicated_under_chaos() {
 #[derive(Debug, Default)]
 struct Report {
     seed: u64,
+    /// What ran: one server, or several on Redis.
+    setup: String,
     sent: usize,
     acknowledged: usize,
     delivered: usize,
@@ -465,11 +533,12 @@ impl Report {
         let cuts: usize = runs.iter().map(|run| run.cuts).sum();
         let lost_acks: usize = runs.iter().map(|run| run.lost_acks).sum();
         let table = format!(
-            "chaos (seed {}): {ROOMS} rooms x {CLIENTS_PER_ROOM} clients (each in 2 rooms on one \
+            "chaos, {} (seed {}): {ROOMS} rooms x {CLIENTS_PER_ROOM} clients (each in 2 rooms on one \
              connection) x {MESSAGES_PER_CLIENT} messages, {KILLS} SIGKILL restarts, {cuts} connections cut ({lost_acks} as an ack \
              arrived), {connections} connections\n\
              {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n\
              {:>6} {:>9} {:>13} {:>10} {:>5} {:>11}\n",
+            self.setup,
             self.seed,
             "sent",
             "attempts",
@@ -487,7 +556,14 @@ impl Report {
         eprint!("{table}");
         let exe = std::env::current_exe().expect("test binary path");
         if let Some(target) = exe.ancestors().nth(3) {
-            let _ = std::fs::write(target.join("chaos.txt"), &table);
+            // Both runs' tables, one after the other (scripts/test empties it first).
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(target.join("chaos.txt"));
+            if let Ok(mut file) = file {
+                let _ = std::io::Write::write_all(&mut file, table.as_bytes());
+            }
         }
     }
 }

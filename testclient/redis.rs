@@ -1,6 +1,6 @@
-//! A `redis-server` of a test's own (Debian's, installed by `scripts/setup --test`), on a free
-//! loopback port with its own folder, killed when dropped; and a few commands spoken to it in
-//! plain RESP, so tests need no client of their own.
+//! A `redis-server` of a test's (or a benchmark's) own (Debian's, installed by
+//! `scripts/setup --test`), on a free loopback port with its own folder, killed when dropped;
+//! and a few commands spoken to it in plain RESP, so callers need no Redis client of their own.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
