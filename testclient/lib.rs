@@ -279,6 +279,15 @@ impl Client {
         .await
     }
 
+    /// The id `client_id` was acknowledged with (skipping anything else).
+    pub async fn ack_of(&mut self, client_id: &str) -> protocol::MessageId {
+        self.recv_until(|m| match m {
+            ServerMessage::Ack { client_id: acked, id, .. } if acked == client_id => Some(id),
+            _ => None,
+        })
+        .await
+    }
+
     /// The next chat message (skipping presence notices).
     pub async fn message(&mut self) -> ChatMessage {
         self.recv_until(|m| match m {

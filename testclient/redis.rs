@@ -51,6 +51,11 @@ impl RedisProcess {
         }
     }
 
+    /// The server's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: nothing is written on the way out.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

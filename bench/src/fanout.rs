@@ -86,8 +86,8 @@ fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 
-/// Runs the scenario against `ws://ADDRESS/ws`, in this process or spread over
-/// `load.processes` worker processes.
+/// Runs the scenario against `ws://ADDRESS/ws` (or several comma-separated servers sharing
+/// the rooms), in this process or spread over `load.processes` worker processes.
 pub async fn run(address: &str, load: &Fanout) -> Result<Outcome> {
     if load.processes > 1 {
         return run_spread(address, load);
@@ -167,7 +167,10 @@ pub struct Share {
 }
 
 impl Share {
+    /// Connects the clients `clients` to `address`; several comma-separated addresses (servers
+    /// sharing rooms) take the clients in turn, so every room has members on each.
     pub async fn connect(address: &str, load: &Fanout, clients: Range<usize>) -> Result<Self> {
+        let addresses: Vec<&str> = address.split(',').collect();
         let ready = Arc::new(Barrier::new(clients.len() + 1));
         let sent = Arc::new(AtomicU64::new(0));
         let duration = *load.duration;
@@ -176,6 +179,7 @@ impl Share {
         let mut tasks = Vec::with_capacity(clients.len());
         for n in clients {
             let (room, client) = (n / load.clients, n % load.clients);
+            let address = addresses[n % addresses.len()];
             let url = testclient::url(address, &format!("room=bench-{room}&nick=c{client}"));
             let ws = Client::open(&url).await.with_context(|| format!("connecting to {url}"))?;
             let sender = client < load.senders;

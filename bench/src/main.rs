@@ -74,8 +74,9 @@ enum Commands {
     /// prints `ready`, starts on a line from stdin, prints its counts as JSON.
     #[command(hide = true)]
     FanoutWorker {
+        /// One server, or several comma-separated (servers sharing rooms).
         #[arg(long)]
-        address: SocketAddr,
+        address: String,
         #[arg(long)]
         first: usize,
         #[arg(long)]
@@ -124,6 +125,9 @@ async fn main() -> Result<()> {
         Commands::Idle { server, peers, load } => {
             let mut rows = Vec::new();
             for (name, command) in contenders(&server, &peers, data.path(), only)? {
+                let Launch::One(command) = command else {
+                    continue; // one server's memory per connection: measured alone
+                };
                 if name == "chat ephemeral" {
                     continue; // storage plays no part in idle connections
                 }
@@ -150,9 +154,7 @@ async fn main() -> Result<()> {
         }
         #[allow(clippy::print_stdout)] // the parent reads the worker's stdout
         Commands::FanoutWorker { address, first, count, load } => {
-            if !address.ip().is_loopback() {
-                bail!("the load generator only targets loopback addresses");
-            }
+            loopback_only(&address)?;
             let share =
                 fanout::Share::connect(&address.to_string(), &load, first..first + count).await?;
             println!("ready");
@@ -179,9 +181,8 @@ async fn main() -> Result<()> {
                 search.try_processes.clone()
             };
             for (name, command) in contenders(&server, &peers, data.path(), only)? {
-                let port = free_port()?;
-                let process = Peer::start(&command, port)?;
-                let address = format!("127.0.0.1:{port}");
+                let running = command.start()?;
+                let address = running.address.clone();
                 let mut best = capacity::Found::default();
                 for &processes in &processes {
                     let load = Fanout { processes, ..load.clone() };
@@ -197,7 +198,7 @@ async fn main() -> Result<()> {
                         best = found;
                     }
                 }
-                drop(process);
+                drop(running);
                 summary.push((name, best.best));
                 series.push((name, best.steps));
             }
@@ -214,15 +215,14 @@ async fn main() -> Result<()> {
         Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();
             for (name, command) in contenders(&server, &peers, data.path(), only)? {
-                let port = free_port()?;
-                let process = Peer::start(&command, port)?;
-                let address = format!("127.0.0.1:{port}");
+                let running = command.start()?;
+                let address = running.address.clone();
                 eprintln!("{name}: running the load against {address}");
-                let pid = process.0.id();
-                let cpu_before = usage::cpu_time(pid)?;
+                let cpu_before = running.cpu_time()?;
                 let outcome = fanout::run(&address, &load).await;
-                let cpu = usage::cpu_time(pid)?.saturating_sub(cpu_before);
-                drop(process);
+                let cpu = running.cpu_time()?.saturating_sub(cpu_before);
+                running.report_redis();
+                drop(running);
                 let outcome = outcome.with_context(|| format!("load against {name}"))?;
                 rows.push((name, Outcome { server_cpu: Some(cpu), ..outcome }));
             }
@@ -233,24 +233,113 @@ async fn main() -> Result<()> {
 }
 
 /// Our server as shipped (storing every message durably in `data`), our server keeping
-/// messages in memory only (what durability costs is the difference), and the two reference
-/// peers, as commands that take the port last.
+/// messages in memory only (what durability costs is the difference), two of our servers
+/// sharing rooms through one Redis (clients split between them), and the two reference peers.
 fn contenders(
     server: &std::path::Path,
     peers: &std::path::Path,
     data: &std::path::Path,
     only: Option<&str>,
-) -> Result<Vec<(&'static str, Vec<String>)>> {
+) -> Result<Vec<(&'static str, Launch)>> {
     if !server.is_file() {
         bail!("{} is missing: run `cargo build --release -p server`", server.display());
     }
     let all = [
-        ("chat (ours)", ours(server, Some(data))),
-        ("chat ephemeral", ours(server, None)),
-        ("node-ws-chat", vec![peers.join("node-ws-chat/run").display().to_string()]),
-        ("rust-minimal", vec![peers.join("rust-minimal/run").display().to_string()]),
+        ("chat (ours)", Launch::One(ours(server, Some(data)))),
+        ("chat ephemeral", Launch::One(ours(server, None))),
+        ("chat 2x on Redis", Launch::OnRedis(ours(server, None), 2)),
+        ("node-ws-chat", Launch::One(vec![peers.join("node-ws-chat/run").display().to_string()])),
+        ("rust-minimal", Launch::One(vec![peers.join("rust-minimal/run").display().to_string()])),
     ];
     Ok(all.into_iter().filter(|(name, _)| only.is_none_or(|only| name.contains(only))).collect())
+}
+
+/// How a contender starts: one process taking the port last, or `n` of our servers (the
+/// command without `--redis`) sharing one Redis of their own.
+enum Launch {
+    One(Vec<String>),
+    OnRedis(Vec<String>, usize),
+}
+
+impl Launch {
+    fn start(&self) -> Result<Running> {
+        match self {
+            Launch::One(command) => {
+                let port = free_port()?;
+                let process = Peer::start(command, port)?;
+                Ok(Running {
+                    address: format!("127.0.0.1:{port}"),
+                    processes: vec![process],
+                    redis: None,
+                })
+            }
+            Launch::OnRedis(command, servers) => {
+                let redis = testclient::redis::RedisProcess::start(true);
+                let mut command = command.clone();
+                let port_flag = command.pop().context("the command ends with --port")?;
+                command.extend(["--redis".to_owned(), redis.url.clone(), port_flag]);
+                let mut processes = Vec::new();
+                let mut addresses = Vec::new();
+                for _ in 0..*servers {
+                    let port = free_port()?;
+                    processes.push(Peer::start(&command, port)?);
+                    addresses.push(format!("127.0.0.1:{port}"));
+                }
+                Ok(Running { address: addresses.join(","), processes, redis: Some(redis) })
+            }
+        }
+    }
+}
+
+/// A started contender: its address (or addresses) and processes, stopped when dropped.
+struct Running {
+    address: String,
+    processes: Vec<Peer>,
+    redis: Option<testclient::redis::RedisProcess>,
+}
+
+impl Running {
+    /// The CPU time its processes have used, Redis included.
+    fn cpu_time(&self) -> Result<Duration> {
+        let mut total = Duration::ZERO;
+        for process in &self.processes {
+            total += usage::cpu_time(process.0.id())?;
+        }
+        if let Some(redis) = &self.redis {
+            total += usage::cpu_time(redis.pid())?;
+        }
+        Ok(total)
+    }
+}
+
+impl Running {
+    /// Where Redis spent its time (its own CPU and the commands' cost per call, from `INFO`),
+    /// to stderr, for a contender on Redis.
+    fn report_redis(&self) {
+        let Some(redis) = &self.redis else { return };
+        if let Ok(cpu) = usage::cpu_time(redis.pid()) {
+            eprintln!("redis-server CPU over the whole run: {:.2} s", cpu.as_secs_f64());
+        }
+        let stats = redis.bulk(&["INFO", "commandstats"]);
+        for line in stats.lines().filter(|line| {
+            ["evalsha", "eval:", "xrange", "xrevrange", "publish", "hmget", "hset", "hgetall"]
+                .iter()
+                .any(|command| line.starts_with(&format!("cmdstat_{command}")))
+        }) {
+            eprintln!("redis {line}");
+        }
+    }
+}
+
+/// Refuses an address list with anything but loopback addresses.
+fn loopback_only(addresses: &str) -> Result<()> {
+    for address in addresses.split(',') {
+        let address: SocketAddr = address.parse().with_context(|| format!("address {address}"))?;
+        if !address.ip().is_loopback() {
+            bail!("the load generator only targets loopback addresses");
+        }
+    }
+    Ok(())
 }
 
 /// Our server, with the per-client protections opened up: the load generator is one address

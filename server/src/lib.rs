@@ -152,12 +152,12 @@ pub async fn connect_shared(
     config: &Config,
 ) -> Result<Option<shared::Shared>, shared::SharedError> {
     let Some(url) = &config.redis.url else { return Ok(None) };
-    let retain = config.storage.retain_messages;
+    let storage = config.storage.options();
     // A Redis that is away at start (restarting, failing over) is waited for a while, as it is
     // once running; one that answers with weak settings is refused at once.
     let deadline = std::time::Instant::now() + REDIS_START_WAIT;
     let connected = loop {
-        match shared::Shared::connect(&config.redis, retain).await {
+        match shared::Shared::connect(&config.redis, &storage).await {
             Ok(connected) => break connected,
             Err(error @ shared::SharedError::Connect { .. })
                 if std::time::Instant::now() < deadline =>

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub refused_room_opens: Family<ReasonLabel, Counter>,
     /// Rooms whose history could not be loaded (their joins were refused).
     pub history_load_failures: Counter,
+    /// (`--redis`) Calls to Redis that failed or timed out: posts (refused `unavailable`), room
+    /// reads and catch-ups, presence.
+    pub redis_failures: Counter,
     /// (`--redis`) Rooms that started over: their history in Redis was another than the one
     /// relayed (Redis lost it, or failed over to a replica without the latest writes).
     pub history_resets: Counter,
@@ -170,6 +173,11 @@ impl Metrics {
             "history_load_failures",
             "Rooms whose history could not be loaded (store failing, busy or too slow)",
             self.history_load_failures.clone(),
+        );
+        registry.register(
+            "redis_failures",
+            "Calls to Redis that failed or timed out (posts, room reads, presence); --redis only",
+            self.redis_failures.clone(),
         );
         registry.register(
             "history_resets",

@@ -127,6 +127,7 @@ async fn run(
         let channels = rooms.all_channels();
         if !channels.is_empty() {
             if !subscribed(&mut sink, &channels).await {
+                tokio::time::sleep(RECONNECT_DELAY).await;
                 continue;
             }
             for room in rooms.listeners.keys() {

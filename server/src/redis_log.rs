@@ -29,10 +29,17 @@ use crate::redis_feed::{RoomFeed, Step};
 
 /// Appends a message, unless its client id was stored already; publishes it.
 ///
-/// KEYS: meta, log, client-id key (all three in the room's hash slot). ARGV: an epoch for a
-/// room that has none, the message, the retention (messages), how long a client id is
-/// remembered (seconds), the channel, `1` if there is a client id (else the third key is not
-/// used). Returns `{id, epoch, 1 if it was a repeat}`.
+/// KEYS: meta, log, client-id key (all three in the room's hash slot), the set of rooms with
+/// messages. ARGV: an epoch for a room that has none, the message, the retention (messages),
+/// how long a client id is remembered (seconds), the channel, `1` if there is a client id
+/// (else the third key is not used), the most rooms with messages, the room's name, the
+/// retention in bytes (of the stream's entries). Returns
+/// `{id, epoch, 1 if it was a repeat}`, or `{0, '', 2}` when the room has no message yet and
+/// the most rooms have some (Redis's memory is bounded like the database: rooms times their
+/// retention).
+///
+/// The set of rooms is one key outside the room's hash slot: on a Redis Cluster this script
+/// would need a per-slot count instead.
 ///
 /// Scripts are not rolled back: should `XADD` fail after `HINCRBY` (the stream key of another
 /// type), the id is skipped, which the followers see as a message lost.
@@ -44,13 +51,32 @@ if remember then
     return {tonumber(seen[1]), seen[2], 1}
   end
 end
+if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
+  if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 0 then
+    if redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[7]) then
+      return {0, '', 2}
+    end
+    redis.call('SADD', KEYS[4], ARGV[8])
+  end
+  -- A room opened without messages had an epoch that expires: it has messages now.
+  redis.call('PERSIST', KEYS[1])
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], id .. '-1', 'm', ARGV[2])
+redis.call('XADD', KEYS[2], id .. '-1', 'm', ARGV[2])
+-- The retention: the newest ARGV[3] messages within ARGV[9] bytes (the newest always kept).
+local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[2]))
+local count = redis.call('XLEN', KEYS[2])
+while count > 1 and (count > tonumber(ARGV[3]) or bytes > tonumber(ARGV[9])) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', KEYS[2], oldest[1])
+  bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -string.len(oldest[2][2]))
+  count = count - 1
+end
 redis.call('PUBLISH', ARGV[5], epoch .. ':' .. id .. ':' .. ARGV[2])
 if remember then
   redis.call('HSET', KEYS[3], 'id', id, 'epoch', epoch)
@@ -58,6 +84,21 @@ if remember then
 end
 return {id, epoch, 0}
 "#;
+
+/// The room's epoch, made now (`ARGV[1]`) if it has none, so that every welcome names one;
+/// a room that gets no message keeps it for `ARGV[2]` seconds only. KEYS: meta.
+const ENSURE_EPOCH: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch then
+  return epoch
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return ARGV[1]
+"#;
+
+/// How long the epoch of a room without messages is kept.
+const EMPTY_ROOM_EPOCH_SECS: u64 = 24 * 3600;
 
 /// Gives the room a new epoch if it is still at `ARGV[1]` (or has none): the history a
 /// server relayed under that epoch is not the one Redis holds. Another server may have done
@@ -80,6 +121,8 @@ pub struct Posted {
     pub epoch: String,
     /// The client id was stored already: `id` is the original message's.
     pub repeat: bool,
+    /// Not stored: the room had no message and Redis holds the most rooms it may.
+    pub refused: bool,
 }
 
 /// A publication, as every server subscribed to the room's channel receives it.
@@ -174,18 +217,42 @@ pub struct RedisLog {
     connection: ConnectionManager,
     /// The server's one pub/sub connection, shared by the rooms it follows.
     bus: Bus,
-    /// Messages a room's stream keeps.
-    retain: usize,
-    /// How long a client id is remembered, in seconds.
-    remember_secs: u64,
+    limits: LogLimits,
     post: redis::Script,
     renew: redis::Script,
+    ensure_epoch: redis::Script,
+}
+
+/// What the log keeps: Redis's memory is bounded by rooms times their retention (plus the
+/// remembered client ids), as the database is.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Messages a room's stream keeps.
+    pub retain: usize,
+    /// Bytes of entries a room's stream keeps (its newest message whatever its size).
+    pub retain_bytes: usize,
+    /// Rooms with messages Redis keeps at most; a room's first message past it is refused.
+    pub max_rooms: usize,
+    /// How long a client id is remembered, in seconds.
+    pub remember_secs: u64,
 }
 
 impl RedisLog {
     /// A log in the Redis at `url` (`redis://HOST:PORT/DB`), which reconnects by itself.
-    pub async fn connect(url: &str, retain: usize, remember_secs: u64) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    pub async fn connect(url: &str, limits: LogLimits) -> redis::RedisResult<Self> {
+        // Keepalive probes and TCP_USER_TIMEOUT end a connection to a Redis that vanished (a
+        // failover, a host gone) within about 15 s; the connection manager and the bus then
+        // connect again, to wherever the URL's name points now.
+        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(5))
+            .with_interval(Duration::from_secs(2))
+            .with_retries(3);
+        let tcp = redis::io::tcp::TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive)
+            .set_user_timeout(Duration::from_secs(15));
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?.set_tcp_settings(tcp);
+        let client = redis::Client::open(info)?;
         // Calls fail after COMMAND_TIMEOUT instead of waiting on a Redis that stalled, and
         // reconnecting tries at least every second, so the server recovers soon after Redis.
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -196,10 +263,10 @@ impl RedisLog {
         Ok(RedisLog {
             bus: Bus::start(client),
             connection,
-            retain: retain.max(1),
-            remember_secs,
+            limits: LogLimits { retain: limits.retain.max(1), ..limits },
             post: redis::Script::new(POST),
             renew: redis::Script::new(RENEW),
+            ensure_epoch: redis::Script::new(ENSURE_EPOCH),
         })
     }
 
@@ -221,20 +288,34 @@ impl RedisLog {
         // Without a client id the third key is a placeholder in the same hash slot: a cluster
         // refuses a script whose keys span slots.
         let remembered = format!("chat:{{{room}}}:cid:{sender}:{}", client_id.unwrap_or("-"));
-        let (id, epoch, repeat): (MessageId, String, u8) = self
+        let (id, epoch, outcome): (MessageId, String, u8) = self
             .post
             .key(meta_key(room))
             .key(log_key(room))
             .key(remembered)
+            .key(ROOMS_KEY)
             .arg(new_epoch)
             .arg(message)
-            .arg(self.retain)
-            .arg(self.remember_secs)
+            .arg(self.limits.retain)
+            .arg(self.limits.remember_secs)
             .arg(channel(room))
             .arg(if client_id.is_some() { "1" } else { "0" })
+            .arg(self.limits.max_rooms)
+            .arg(room)
+            .arg(self.limits.retain_bytes)
             .invoke_async(&mut self.connection.clone())
             .await?;
-        Ok(Posted { id, epoch, repeat: repeat == 1 })
+        Ok(Posted { id, epoch, repeat: outcome == 1, refused: outcome == 2 })
+    }
+
+    /// The room's epoch, made now from `new` if it has none (see [`ENSURE_EPOCH`]).
+    pub async fn ensure_epoch(&self, room: &str, new: &str) -> redis::RedisResult<String> {
+        self.ensure_epoch
+            .key(meta_key(room))
+            .arg(new)
+            .arg(EMPTY_ROOM_EPOCH_SECS)
+            .invoke_async(&mut self.connection.clone())
+            .await
     }
 
     /// Starts a new epoch for `room` if it is still at `diverged` (see [`Step::Diverged`]);
@@ -442,7 +523,10 @@ impl RedisLog {
                             break !sink.is_closed();
                         }
                         // Redis is away: try again, unless nobody listens any more.
-                        Err(_) if !sink.is_closed() => {
+                        Err(error) if !sink.is_closed() => {
+                            crate::shared::warn_now_and_then(|| {
+                                tracing::warn!(%error, room, "cannot read a room's messages from Redis; retrying");
+                            });
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         Err(_) => break false,
@@ -461,6 +545,9 @@ impl RedisLog {
 pub fn events_channel(room: &str) -> String {
     format!("chat:{{{room}}}:events")
 }
+
+/// The set of rooms that have messages (see [`POST`]).
+const ROOMS_KEY: &str = "chat:rooms";
 
 fn meta_key(room: &str) -> String {
     format!("chat:{{{room}}}:meta")

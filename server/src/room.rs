@@ -76,6 +76,11 @@ pub struct Room {
     shared: Option<Shared>,
     /// The follower's stream in this actor (replaced when the room reloads).
     follower: Option<SpawnHandle>,
+    /// Presence is synced every so often (started once, with the first follower).
+    syncing: bool,
+    /// (`--redis`) The last catch-up read for a join: when, and the room's last id in Redis
+    /// then (`None`: the read failed).
+    caught_up: Option<(Instant, Option<MessageId>)>,
 }
 
 struct Link {
@@ -119,6 +124,8 @@ impl Room {
             next_ticket: 0,
             shared,
             follower: None,
+            syncing: false,
+            caught_up: None,
         }
     }
 
@@ -212,6 +219,13 @@ impl Room {
                 Effect::Count(Counted::StoredRoomsFull) => {
                     self.metrics.error(ErrorCode::TooManyRooms);
                 }
+                Effect::SeatTakenOver { nick } => {
+                    if let Some(shared) = &self.shared {
+                        let (s, tag) =
+                            (shared.presence.server().to_owned(), self.state.local_tag(&nick));
+                        events.push(Event::Joined { s, nick, tag });
+                    }
+                }
             }
         }
         if let Some(shared) = self.shared.clone()
@@ -245,6 +259,7 @@ impl Room {
         let post = async move { shared.post(&room, &stored).await };
         ctx.spawn(post.into_actor(self).map(move |posted, room, ctx| {
             let effects = match posted {
+                Ok(posted) if posted.refused => room.state.room_refused(ticket),
                 Ok(posted) => {
                     if posted.repeat {
                         room.metrics.duplicates.inc();
@@ -254,8 +269,10 @@ impl Room {
                     room.state.posted(ticket, posted.id)
                 }
                 Err(error) => {
-                    room.metrics.store_failures.inc();
-                    tracing::warn!(%error, room = %room.name, "could not post to Redis");
+                    room.metrics.redis_failures.inc();
+                    crate::shared::warn_now_and_then(|| {
+                        tracing::warn!(%error, room = %room.name, "could not post to Redis (sends are refused with `unavailable`; more failures are counted in chat_redis_failures_total)");
+                    });
                     room.state.not_stored(&[ticket])
                 }
             };
@@ -272,7 +289,8 @@ impl Room {
         // Ends once the room stops (the receiver is dropped).
         actix_rt::spawn(async move { log.follow(&room, start, every, sink).await });
         let follower = ctx.add_stream(futures::stream::poll_fn(move |cx| feed.poll_recv(cx)));
-        if self.follower.replace(follower).is_none() {
+        self.follower = Some(follower);
+        if !std::mem::replace(&mut self.syncing, true) {
             ctx.run_interval(every, |room, ctx| room.sync_presence(ctx));
         }
     }
@@ -285,17 +303,22 @@ impl Room {
         if let Some(follower) = self.follower.take() {
             ctx.cancel_future(follower);
         }
-        let name = self.name.clone();
-        let open = async move { shared.open(&name).await };
+        let (name, mine) = (self.name.clone(), self.state.local_members());
+        let open = async move { shared.open(&name, &mine).await };
         let open = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, open);
         ctx.spawn(open.into_actor(self).map(|opened, room, ctx| match opened {
             Ok(Ok(opening)) => {
-                let effects = room.state.reset(opening.loaded, opening.epoch);
+                let others = opening.others.into_iter().map(|m| (m.server, m.nick, m.tag));
+                let mut effects = room.state.remote_members(others.collect(), now_millis());
+                effects.extend(room.state.reset(opening.loaded, opening.epoch));
                 room.apply_from(effects, ctx, false);
                 room.follow(opening.start, ctx);
             }
             _ => {
-                tracing::warn!(room = %room.name, "could not read the room again; retrying");
+                room.metrics.redis_failures.inc();
+                crate::shared::warn_now_and_then(|| {
+                    tracing::warn!(room = %room.name, "could not read a room again from Redis; retrying");
+                });
                 let every = room.shared.as_ref().map_or(crate::config::STORE_TIMEOUT, |s| s.every);
                 ctx.run_later(every, |room, ctx| room.reload(ctx));
             }
@@ -315,6 +338,7 @@ impl Room {
                 room.apply_from(effects, ctx, false);
             }
             Err(error) => {
+                room.metrics.redis_failures.inc();
                 tracing::debug!(%error, room = %room.name, "could not renew the room's presence");
             }
         }));
@@ -344,7 +368,7 @@ impl Actor for Room {
         tracing::debug!(room = %self.name, instance = self.instance, "room opened");
         if let Some(shared) = self.shared.clone() {
             let name = self.name.clone();
-            let open = async move { shared.open(&name).await };
+            let open = async move { shared.open(&name, &[]).await };
             let open = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, open);
             let open = open.into_actor(self).map(|opened, room, ctx| match opened {
                 Ok(Ok(opening)) => {
@@ -355,11 +379,14 @@ impl Actor for Room {
                 }
                 failed => {
                     room.metrics.history_load_failures.inc();
+                    room.metrics.redis_failures.inc();
                     let error = match failed {
                         Ok(Err(error)) => error.to_string(),
                         _ => "Redis did not answer in time".to_owned(),
                     };
-                    tracing::error!(%error, room = %room.name, "could not open the room in Redis");
+                    crate::shared::warn_now_and_then(|| {
+                        tracing::error!(%error, room = %room.name, "could not open a room in Redis (its joins are refused)");
+                    });
                 }
             });
             ctx.wait(open);
@@ -432,7 +459,17 @@ impl Handler<Join> for Room {
         // (the room's first messages, relayed elsewhere).
         let ahead = since.is_some_and(|since| since > self.state.last_id())
             || epoch.is_some_and(|epoch| self.state.epoch().is_empty() && !epoch.is_empty());
-        let shared = self.shared.clone().filter(|_| ahead && self.state.is_loaded());
+        // Not again for a while after a read that failed (Redis is away: joins must not hold
+        // the room a second each), nor for a `since` past what Redis itself had a moment ago
+        // (made up, or from a history that went back).
+        let skip = match self.caught_up {
+            Some((at, None)) => at.elapsed() < CATCH_UP_PAUSE,
+            Some((at, Some(head))) => {
+                at.elapsed() < CATCH_UP_FRESH && since.is_some_and(|since| since > head)
+            }
+            None => false,
+        };
+        let shared = self.shared.clone().filter(|_| ahead && !skip && self.state.is_loaded());
         let Some(shared) = shared else {
             let joined = self.admit(msg, ctx);
             return AtomicResponse::new(Box::pin(actix::fut::ready(joined)));
@@ -446,7 +483,12 @@ impl Handler<Join> for Room {
         };
         AtomicResponse::new(Box::pin(read.into_actor(self).map(move |read, room, ctx| {
             if let Ok(Ok(read)) = read {
-                room.caught_up(read, ctx);
+                let head = read.head.as_ref().map_or(0, |(_, last)| *last);
+                room.caught_up = Some((Instant::now(), Some(head)));
+                room.catch_up(read, ctx);
+            } else {
+                room.metrics.redis_failures.inc();
+                room.caught_up = Some((Instant::now(), None));
             }
             room.admit(msg, ctx)
         })))
@@ -458,7 +500,7 @@ impl Room {
     /// had none, and the messages after its last, relayed to its members now (the follower's
     /// copies are then dropped as repeats). Under another epoch than the room's, nothing: the
     /// follower's reset comes.
-    fn caught_up(&mut self, read: crate::redis_log::Loaded, ctx: &mut Context<Self>) {
+    fn catch_up(&mut self, read: crate::redis_log::Loaded, ctx: &mut Context<Self>) {
         let Some((epoch, _)) = read.head else { return };
         self.state.adopt_epoch(epoch.clone());
         if epoch != self.state.epoch() {
@@ -477,7 +519,11 @@ impl Room {
 /// The most messages a join reads from Redis to catch up with its joiner.
 const CATCH_UP_READ: usize = 1000;
 /// How long a join waits for that read (it is welcomed from what the room has after it).
-const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// After a catch-up read failed, joins do not try again for this long.
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+/// A catch-up read's head counts as current for this long.
+const CATCH_UP_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Room {
     fn admit(&mut self, msg: Join, ctx: &mut Context<Self>) -> Result<Admitted, Rejection> {
@@ -564,8 +610,9 @@ impl StreamHandler<Followed> for Room {
             Followed::Message(id, entry) => match crate::shared::decode(&self.name, id, &entry) {
                 Some(stored) => self.state.followed(stored),
                 None => {
-                    tracing::warn!(room = %self.name, id, "a message in Redis that is not ours");
-                    self.state.lost(id);
+                    crate::shared::warn_now_and_then(|| {
+                        tracing::warn!(room = %self.name, id, "a message in Redis that is not ours: skipped");
+                    });
                     Vec::new()
                 }
             },

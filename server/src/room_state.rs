@@ -59,6 +59,9 @@ pub enum Effect {
     ReleaseStoredRoom,
     /// Answer an API post (see [`RoomState::post_bot`]): the durable message, or why not.
     Answer { ticket: Ticket, outcome: Result<ChatMessage, ErrorCode> },
+    /// (`--redis`) A join here took over the seat `nick` held on another server (the same
+    /// client): tell the other servers, whose members see no change.
+    SeatTakenOver { nick: String },
 }
 
 /// Names one API post waiting for its answer, within a room.
@@ -326,6 +329,9 @@ impl RoomState {
             }
             effects.push(Effect::Replaced { conn: *holder });
         }
+        if !taken_over.is_empty() {
+            effects.push(Effect::SeatTakenOver { nick: nick.clone() });
+        }
         gone.extend(taken_over);
         let kept_seat = gone.contains(&nick);
         gone.retain(|old| *old != nick);
@@ -396,6 +402,10 @@ impl RoomState {
     /// Returns whether it was a member.
     pub fn leave(&mut self, conn: ConnId, ts: UnixMillis) -> (bool, Vec<Effect>) {
         let Some(member) = self.members.remove(&conn) else { return (false, Vec::new()) };
+        // (`--redis`) Its client took the seat over on another server: still in the room.
+        if self.remote.contains_key(&member.nick) {
+            return (true, Vec::new());
+        }
         let left = ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts };
         (true, vec![Effect::Broadcast { message: left, except: None }])
     }
@@ -435,15 +445,7 @@ impl RoomState {
         }
         let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
         if first && !claim_stored_room() {
-            let refusal = ServerMessage::Error {
-                code: ErrorCode::TooManyRooms,
-                message: "This server keeps as many rooms as it allows: write in a room that \
-                          already has messages."
-                    .into(),
-                retry_after_ms: None,
-                client_id,
-                room: Some(self.name.clone()),
-            };
+            let refusal = rooms_full(client_id, &self.name);
             return vec![
                 Effect::Count(Counted::StoredRoomsFull),
                 Effect::Send { to: conn, message: refusal },
@@ -650,6 +652,8 @@ impl RoomState {
     ) -> Vec<Effect> {
         let likeness = Likeness::of(&nick);
         let mut effects = Vec::new();
+        // Shown already (here, or elsewhere): nobody needs to be told of it.
+        let announce = !self.shown(&nick);
         if !tag.is_empty() {
             let taken: Vec<ConnId> = self
                 .members
@@ -670,7 +674,6 @@ impl RoomState {
                 effects.push(Effect::Replaced { conn });
             }
         }
-        let announce = !self.shown(&nick);
         self.remote.insert(nick.clone(), Remote { server, tag, likeness });
         if announce {
             let joined = ServerMessage::Joined { room: self.name.clone(), nick, ts };
@@ -737,6 +740,19 @@ impl RoomState {
 
     /// The store could not write these messages: their senders are told to send them again.
     pub fn not_stored(&mut self, ids: &[MessageId]) -> Vec<Effect> {
+        self.refuse(ids, ErrorCode::Unavailable)
+    }
+
+    /// (`--redis`) Redis holds the most rooms with messages it may, and this room has none:
+    /// the post `ticket` is refused (`too_many_rooms`).
+    pub fn room_refused(&mut self, ticket: MessageId) -> Vec<Effect> {
+        let mut effects = self.refuse(&[ticket], ErrorCode::TooManyRooms);
+        effects.push(Effect::Count(Counted::StoredRoomsFull));
+        effects
+    }
+
+    /// Refuses the pending messages `ids` with `code`, telling their senders.
+    fn refuse(&mut self, ids: &[MessageId], code: ErrorCode) -> Vec<Effect> {
         let (failed, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| ids.contains(&p.stored.message.id));
@@ -744,14 +760,15 @@ impl RoomState {
         let mut effects = Vec::new();
         for pending in failed {
             for waiter in pending.senders {
+                let client_id = pending.stored.client_id.clone();
                 effects.push(match waiter {
-                    Waiter::Member(conn) => Effect::Send {
-                        to: conn,
-                        message: store_refusal(pending.stored.client_id.clone(), &self.name),
-                    },
-                    Waiter::Api(ticket) => {
-                        Effect::Answer { ticket, outcome: Err(ErrorCode::Unavailable) }
+                    Waiter::Member(conn) if code == ErrorCode::TooManyRooms => {
+                        Effect::Send { to: conn, message: rooms_full(client_id, &self.name) }
                     }
+                    Waiter::Member(conn) => {
+                        Effect::Send { to: conn, message: store_refusal(client_id, &self.name) }
+                    }
+                    Waiter::Api(ticket) => Effect::Answer { ticket, outcome: Err(code) },
                 });
             }
         }
@@ -895,6 +912,20 @@ impl RoomState {
     /// The room's epoch (empty: none yet).
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+}
+
+/// The error a sender gets when its message would be the first of a room and the store holds
+/// the most rooms it may.
+fn rooms_full(client_id: Option<ClientId>, room: &str) -> ServerMessage {
+    ServerMessage::Error {
+        code: ErrorCode::TooManyRooms,
+        message: "This server keeps as many rooms as it allows: write in a room that already \
+                  has messages."
+            .into(),
+        retry_after_ms: None,
+        client_id,
+        room: Some(room.to_owned()),
     }
 }
 
@@ -1297,10 +1328,12 @@ mod tests {
         assert!(
             matches!(welcome[..], [ServerMessage::Welcome { members, .. }] if members == &["ann", "bob", "cy"])
         );
-        // Bob's client comes here: it takes the seat, and nobody is told of a leave and a join.
+        // Bob's client comes here: it takes the seat, and nobody is told of a leave and a join;
+        // the other servers are.
         let (joined, effects) = room.join(request(3, Some("bob"), Some("tb")), usize::MAX, now, T);
         assert!(joined.is_ok());
         assert!(broadcasts(&effects).is_empty(), "{effects:?}");
+        assert!(effects.contains(&Effect::SeatTakenOver { nick: "bob".into() }));
         // Presence: dan arrived elsewhere, nobody left (bob is here now).
         let others = vec![("s2".into(), "dan".into(), String::new())];
         let effects = room.remote_members(others, T);
@@ -1321,6 +1354,11 @@ mod tests {
         );
         let effects = room.remote_joined("s3".into(), "bob".into(), client_tag("tb"), T);
         assert!(effects.contains(&Effect::Replaced { conn: 3 }));
+        assert!(broadcasts(&effects).is_empty(), "bob is still in the room, elsewhere");
+        // A member here whose nick is also held elsewhere leaves without a `left`.
+        room.remote_joined("s3".into(), "cy".into(), String::new(), T);
+        let (was_member, effects) = room.leave(2, T);
+        assert!(was_member && broadcasts(&effects).is_empty(), "{effects:?}");
     }
 
     /// A client id names a message together with its sender: the same id from someone else

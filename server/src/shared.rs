@@ -12,8 +12,9 @@ use crate::config::RedisOptions;
 use crate::history::{Loaded, Stored};
 use crate::names::sender_key;
 use crate::redis_feed::new_epoch;
-use crate::redis_log::{COMMAND_TIMEOUT, Posted, RedisLog};
+use crate::redis_log::{COMMAND_TIMEOUT, LogLimits, Posted, RedisLog};
 use crate::redis_presence::{Presence, RemoteMember};
+use crate::store::StoreOptions;
 
 /// How long a client id is remembered in Redis for de-duplication: a client that resends an
 /// acknowledged message later than this (it was offline a whole day with it in its outbox)
@@ -25,6 +26,12 @@ pub const REMEMBER_CLIENT_IDS: Duration = Duration::from_secs(24 * 3600);
 pub enum SharedError {
     #[error("cannot reach the Redis at {url}: {source}")]
     Connect { url: String, source: redis::RedisError },
+    #[error(
+        "cannot read the durability settings of the Redis at {url} ({error}); allow `CONFIG GET` \
+         to this server, or start with --redis-accept-weak-durability if you know it keeps an \
+         append-only file synced on every write and evicts nothing"
+    )]
+    Unchecked { url: String, error: String },
     #[error(
         "the Redis at {url} may lose acknowledged messages ({settings}); set `appendonly yes`, \
          `appendfsync always` and `maxmemory-policy noeviction` in its configuration, or start \
@@ -82,23 +89,43 @@ pub struct Opening {
 impl Shared {
     /// Connects to the Redis of `options` (reconnecting by itself from then on), checks that
     /// it keeps what it acknowledges (unless told to accept less), and names this server.
-    pub async fn connect(options: &RedisOptions, retain: usize) -> Result<Shared, SharedError> {
+    pub async fn connect(
+        options: &RedisOptions,
+        storage: &StoreOptions,
+    ) -> Result<Shared, SharedError> {
         let full = options.url.clone().unwrap_or_default();
         // Errors and logs name the URL without its password.
         let url = redacted(&full);
         let connect = |source| SharedError::Connect { url: url.clone(), source };
-        let remember = REMEMBER_CLIENT_IDS.as_secs();
-        let log = RedisLog::connect(&full, retain, remember).await.map_err(connect)?;
-        let weak = crate::redis_log::weak_settings(&mut log.connection()).await.map_err(connect)?;
-        if !weak.is_empty() {
-            let settings = weak.join(", ");
-            if !options.redis_accept_weak_durability {
-                return Err(SharedError::Weak { url, settings });
+        let limits = LogLimits {
+            retain: storage.retain_messages.max(1),
+            retain_bytes: storage.retain_bytes,
+            max_rooms: storage.max_stored_rooms,
+            remember_secs: REMEMBER_CLIENT_IDS.as_secs(),
+        };
+        let log = RedisLog::connect(&full, limits).await.map_err(connect)?;
+        match crate::redis_log::weak_settings(&mut log.connection()).await {
+            Ok(weak) if weak.is_empty() => {}
+            Ok(weak) => {
+                let settings = weak.join(", ");
+                if !options.redis_accept_weak_durability {
+                    return Err(SharedError::Weak { url, settings });
+                }
+                tracing::warn!(
+                    %settings,
+                    "--redis-accept-weak-durability: a crash of Redis may lose acknowledged \
+                     messages"
+                );
             }
-            tracing::warn!(
-                %settings,
-                "--redis-accept-weak-durability: a crash of Redis may lose acknowledged messages"
-            );
+            // Managed services often refuse CONFIG: the settings cannot be known then.
+            Err(error) if error.kind() == redis::ErrorKind::Io => return Err(connect(error)),
+            Err(error) if options.redis_accept_weak_durability => {
+                tracing::warn!(
+                    %error,
+                    "--redis-accept-weak-durability: could not read the Redis's settings"
+                );
+            }
+            Err(error) => return Err(SharedError::Unchecked { url, error: error.to_string() }),
         }
         let expiry: Duration = options.presence_expiry.into();
         let expiry = expiry.max(Duration::from_millis(300));
@@ -106,7 +133,7 @@ impl Shared {
         // of its last life (see `Presence::new`).
         let server = format!("{}-{}", std::process::id(), new_epoch());
         let presence = Presence::new(log.connection(), &server, expiry);
-        Ok(Shared { log, presence, every: expiry / 3, retain: retain.max(1) })
+        Ok(Shared { log, presence, every: expiry / 3, retain: limits.retain })
     }
 
     /// Renews this server's presence for ever (run it as a task).
@@ -120,15 +147,20 @@ impl Shared {
         }
     }
 
-    /// Reads `room` as it is now: its newest messages, its epoch, and who is in it elsewhere.
-    pub async fn open(&self, room: &str) -> redis::RedisResult<Opening> {
+    /// Reads `room` as it is now: its newest messages, its epoch (made now for a room that
+    /// has none), and who is in it elsewhere; `mine` are its members here (none for a room
+    /// that opens, those it has when it reloads).
+    pub async fn open(&self, room: &str, mine: &[(String, String)]) -> redis::RedisResult<Opening> {
+        self.log.ensure_epoch(room, &new_epoch()).await?;
         let read = self.log.load(room, self.retain).await?;
-        let others = self.presence.sync(room, &[]).await?;
+        let others = self.presence.sync(room, mine).await?;
         let mut messages = Vec::new();
         for (id, entry) in &read.messages {
             match decode(room, *id, entry) {
                 Some(stored) => messages.push(stored),
-                None => tracing::warn!(room, id, "a message in Redis that is not ours: skipped"),
+                None => warn_now_and_then(|| {
+                    tracing::warn!(room, id, "a message in Redis that is not ours: skipped");
+                }),
             }
         }
         let head_last = read.head.as_ref().map_or(0, |(_, last)| *last);
@@ -175,6 +207,21 @@ impl Shared {
                 tracing::debug!(%error, room, "could not tell the other servers of an event");
             }
         }
+    }
+}
+
+/// Runs `log` unless a warning was logged through here less than 10 s ago: a Redis that is
+/// away fails every post and every room's reads, and one line per failure would flood the
+/// log (the metrics count every one).
+pub fn warn_now_and_then(log: impl FnOnce()) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::outbound::now_millis();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        log();
     }
 }
 

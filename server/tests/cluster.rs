@@ -75,16 +75,6 @@ async fn messages_and_acks(
     (seen, acks)
 }
 
-/// The ack of `client_id`, skipping anything else.
-async fn ack_of(client: &mut Client, client_id: &str) -> MessageId {
-    client
-        .recv_until(|m| match m {
-            ServerMessage::Ack { client_id: acked, id, .. } if acked == client_id => Some(id),
-            _ => None,
-        })
-        .await
-}
-
 /// Two servers, one room: messages sent on either arrive on both in one order with the same
 /// ids (1, 2, 3... in the room), each once; each sender is acknowledged with that id; the member
 /// lists are the union, joins and typing cross servers.
@@ -138,17 +128,17 @@ async fn catch_up_and_client_ids_work_across_servers() {
     let (_one, a) = server(&redis);
     let (_two, b) = server(&redis);
     let (mut ann, welcome) = join(&a, "r", "ann").await;
-    assert_eq!(welcome.epoch, "", "a room without messages has no epoch yet");
+    let epoch = welcome.epoch.clone();
+    assert!(!epoch.is_empty(), "a room has an epoch from its first welcome on");
     ann.say_with_id("first", "k1").await;
-    let first = ack_of(&mut ann, "k1").await;
+    let first = ann.ack_of("k1").await;
     ann.close().await;
     let (mut bob, welcome) = join(&b, "r", "bob").await;
-    let epoch = welcome.epoch.clone();
-    assert!(!epoch.is_empty(), "the first message made the room's epoch");
+    assert_eq!(welcome.epoch, epoch, "one epoch on every server, kept by the first message");
     assert_eq!(welcome.history.iter().map(|m| m.id).collect::<Vec<_>>(), [first]);
     for i in 0..3 {
         bob.say_with_id(&format!("later {i}"), &format!("b{i}")).await;
-        ack_of(&mut bob, &format!("b{i}")).await;
+        bob.ack_of(&format!("b{i}")).await;
     }
     let query = format!("room=r&nick=ann&client=c-ann&since={first}&epoch={epoch}");
     let (mut ann, welcome) = Client::join(&url(&b, &query)).await;
@@ -156,7 +146,7 @@ async fn catch_up_and_client_ids_work_across_servers() {
     assert_eq!(texts, ["later 0", "later 1", "later 2"], "exactly what was missed");
     assert_eq!(welcome.since, Some(first));
     ann.say_with_id("first", "k1").await;
-    assert_eq!(ack_of(&mut ann, "k1").await, first, "the original id, from the other server");
+    assert_eq!(ann.ack_of("k1").await, first, "the original id, from the other server");
     // Nothing was stored twice: a newcomer sees four messages.
     let (_, welcome) = join(&a, "r", "cy").await;
     assert_eq!(welcome.history.len(), 4);
@@ -295,7 +285,7 @@ async fn redis_killed_and_restarted_from_its_file_loses_nothing() {
     let mut acked = Vec::new();
     for i in 0..30 {
         ann.say_with_id(&format!("m{i}"), &format!("k{i}")).await;
-        acked.push(ack_of(&mut ann, &format!("k{i}")).await);
+        acked.push(ann.ack_of(&format!("k{i}")).await);
     }
     redis.kill();
     ann.say_with_id("during", "down").await;
@@ -343,7 +333,7 @@ async fn redis_without_its_data_gives_a_reset() {
     let (_one, a) = server(&redis);
     let (mut ann, _) = join(&a, "r", "ann").await;
     ann.say_with_id("old", "k0").await;
-    let old_id = ack_of(&mut ann, "k0").await;
+    let old_id = ann.ack_of("k0").await;
     let (_, welcome) = join(&a, "r", "watcher").await;
     let old_epoch = welcome.epoch;
     redis.restart(false);
@@ -389,7 +379,7 @@ async fn a_history_that_went_back_gets_a_new_epoch() {
     let (mut ann, _) = join(&a, "r", "ann").await;
     for i in 1..=5 {
         ann.say_with_id(&format!("m{i}"), &format!("k{i}")).await;
-        ack_of(&mut ann, &format!("k{i}")).await;
+        ann.ack_of(&format!("k{i}")).await;
     }
     let (_, welcome) = join(&a, "r", "watcher").await;
     let old_epoch = welcome.epoch;
@@ -410,6 +400,29 @@ async fn a_history_that_went_back_gets_a_new_epoch() {
     let query = format!("room=r&nick=bob&since=5&epoch={old_epoch}");
     let mut bob = Client::connect(&url(&a, &query)).await;
     assert!(matches!(bob.recv().await, ServerMessage::Reset { .. }));
+}
+
+/// `--max-stored-rooms` bounds the rooms Redis keeps, across servers: past it, a room's first
+/// message is refused (`too_many_rooms`) while rooms with messages go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_redis_keeps_are_bounded() {
+    let redis = RedisProcess::start(true);
+    let args = ["--port", "0", "--redis", &redis.url, "--max-stored-rooms", "1"];
+    let (one, two) = (Running::start(&args, &[]), Running::start(&args, &[]));
+    let (mut ann, _) = join(&one.address(), "first", "ann").await;
+    ann.say_with_id("hi", "k1").await;
+    ann.ack_of("k1").await;
+    let (mut bob, _) = join(&two.address(), "second", "bob").await;
+    bob.say_with_id("hi", "k2").await;
+    let refused = bob
+        .recv_until(|m| match m {
+            ServerMessage::Error { code, client_id, .. } => Some((code, client_id)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, (ErrorCode::TooManyRooms, Some("k2".to_owned())));
+    ann.say_with_id("still", "k3").await;
+    ann.ack_of("k3").await;
 }
 
 /// With --redis, a Redis that may lose acknowledged messages is refused at start, by name;
@@ -438,6 +451,6 @@ async fn a_redis_that_may_lose_messages_is_refused() {
     let plain = Running::start(&["--port", "0"], &[("CHAT_REDIS_UNUSED", &durable.url)]);
     let (mut cy, _) = join(&plain.address(), "r", "cy").await;
     cy.say_with_id("hi", "h").await;
-    ack_of(&mut cy, "h").await;
+    cy.ack_of("h").await;
     assert_eq!(clients(&durable), before);
 }

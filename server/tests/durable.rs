@@ -10,16 +10,6 @@ use common::Running;
 use protocol::{MessageId, ServerMessage};
 use testclient::{Client, Message, url};
 
-/// The id the server acknowledged `client_id` with (skipping anything else).
-async fn ack(client: &mut Client, client_id: &str) -> MessageId {
-    client
-        .recv_until(|m| match m {
-            ServerMessage::Ack { client_id: acked, id, .. } if acked == client_id => Some(id),
-            _ => None,
-        })
-        .await
-}
-
 /// The history of the welcome, as (id, text), and whether it was truncated.
 async fn welcome(client: &mut Client) -> (Vec<(MessageId, String)>, bool) {
     let welcome = client.welcome().await;
@@ -47,12 +37,12 @@ async fn survives_kill_9(sync: &str) {
         for i in 0..5 {
             let client_id = format!("k{i}");
             alice.say_with_id(&format!("kept {i}"), &client_id).await;
-            acked.push((ack(&mut alice, &client_id).await, format!("kept {i}")));
+            acked.push((alice.ack_of(&client_id).await, format!("kept {i}")));
         }
         let mut bob = Client::connect(&url(&address, "room=side&nick=bob")).await;
         welcome(&mut bob).await;
         bob.say_with_id("elsewhere", "s0").await;
-        ack(&mut bob, "s0").await;
+        bob.ack_of("s0").await;
         // `server` drops here: SIGKILL, no chance to flush anything.
     }
     let server = Running::start_storing(data.path(), &["--port", "0", "--sync", sync]);
@@ -65,12 +55,12 @@ async fn survives_kill_9(sync: &str) {
 
     alice_again.say_with_id("kept 2", "k2").await;
     assert_eq!(
-        ack(&mut alice_again, "k2").await,
+        alice_again.ack_of("k2").await,
         acked[2].0,
         "a retry after the restart is recognised"
     );
     alice_again.say_with_id("new", "n0").await;
-    let new = ack(&mut alice_again, "n0").await;
+    let new = alice_again.ack_of("n0").await;
     assert!(new > acked[4].0, "ids continue after the restart: {new}");
 
     let rooms = alice_again.list_rooms().await;
@@ -92,7 +82,7 @@ async fn retention_bounds_the_stored_history() {
         for i in 0..12 {
             let client_id = format!("r{i}");
             alice.say_with_id(&format!("m{i}"), &client_id).await;
-            ids.push(ack(&mut alice, &client_id).await);
+            ids.push(alice.ack_of(&client_id).await);
         }
     }
     let server = Running::start_storing(data.path(), &["--port", "0", "--retain-messages", "4"]);
@@ -115,7 +105,7 @@ async fn old_messages_expire_by_age() {
     let mut alice = Client::connect(&url(&address, "room=brief&nick=alice")).await;
     welcome(&mut alice).await;
     alice.say_with_id("short-lived", "e0").await;
-    let id = ack(&mut alice, "e0").await;
+    let id = alice.ack_of("e0").await;
 
     let database = rusqlite::Connection::open(data.path().join("chat.sqlite3")).expect("open");
     let stored = || -> i64 {
@@ -147,7 +137,7 @@ async fn a_failed_history_load_refuses_joins_until_it_works() {
     let mut acked = Vec::new();
     for i in 0..3 {
         alice.say_with_id(&format!("m{i}"), &format!("v{i}")).await;
-        acked.push((ack(&mut alice, &format!("v{i}")).await, format!("m{i}")));
+        acked.push((alice.ack_of(&format!("v{i}")).await, format!("m{i}")));
     }
     alice.send_raw(Message::Close(None)).await;
     let deadline = Instant::now() + common::DEADLINE;
@@ -172,7 +162,7 @@ async fn a_failed_history_load_refuses_joins_until_it_works() {
     let mut alice = Client::connect(&url(&address, "room=vault&nick=alice")).await;
     welcome(&mut alice).await;
     alice.say_with_id("m1", "v1").await;
-    assert_eq!(ack(&mut alice, "v1").await, acked[1].0, "repeats are still recognised");
+    assert_eq!(alice.ack_of("v1").await, acked[1].0, "repeats are still recognised");
 }
 
 /// The answer to the `send` with `client_id`: its id once stored, or the error code it was

@@ -8,11 +8,16 @@ use std::time::Duration;
 use testclient::redis::RedisProcess;
 
 use futures::StreamExt;
-use server::redis_log::{Published, RedisLog, channel, weak_settings};
+use server::redis_log::{LogLimits, Published, RedisLog, channel, weak_settings};
 use tokio::time::Instant;
 
+/// Keeps `retain` messages a room, bytes and rooms without a bound that matters here.
+fn limits(retain: usize) -> LogLimits {
+    LogLimits { retain, retain_bytes: 1 << 30, max_rooms: 1000, remember_secs: 3600 }
+}
+
 async fn log(redis: &RedisProcess, retain: usize) -> RedisLog {
-    RedisLog::connect(&redis.url, retain, 3600).await.expect("connected")
+    RedisLog::connect(&redis.url, limits(retain)).await.expect("connected")
 }
 
 /// Ids count from 1 in each room, and a room keeps the epoch its first post made: later posts
@@ -71,6 +76,32 @@ async fn the_log_keeps_the_newest_and_reads_after_an_id() {
 
 /// Every stored post is published on the room's channel with its epoch and id, in id order; a
 /// repeat is not published again.
+/// Redis's memory is bounded as the database is: a room keeps its newest messages within the
+/// retention in bytes (its newest whatever its size), and past the most rooms a room's first
+/// message is refused while rooms with messages go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_their_bytes_are_bounded() {
+    let redis = RedisProcess::start(true);
+    let limits = LogLimits { retain: 100, retain_bytes: 300, max_rooms: 2, remember_secs: 60 };
+    let log = RedisLog::connect(&redis.url, limits).await.expect("connected");
+    let entry = "x".repeat(100);
+    for _ in 0..10 {
+        assert!(!log.post("a", "ann", None, &entry, "e").await.expect("posted").refused);
+    }
+    let kept = log.after("a", 0, 100).await.expect("read");
+    let ids: Vec<_> = kept.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [8, 9, 10], "three entries of 100 bytes within 300");
+    let huge = "y".repeat(1000);
+    log.post("a", "ann", None, &huge, "e").await.expect("posted");
+    let kept = log.after("a", 0, 100).await.expect("read");
+    assert_eq!(kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [11], "the newest stays");
+    assert!(!log.post("b", "ann", None, "hi", "e").await.expect("posted").refused);
+    let third = log.post("c", "ann", None, "hi", "e").await.expect("answered");
+    assert!(third.refused, "a third room with messages is one too many");
+    assert!(log.after("c", 0, 10).await.expect("read").is_empty());
+    assert!(!log.post("b", "ann", None, "again", "e").await.expect("posted").refused);
+}
+
 #[tokio::test]
 async fn posts_are_published_with_epoch_and_id() {
     let redis = RedisProcess::start(true);
@@ -181,7 +212,7 @@ async fn a_follower_misses_nothing_when_its_subscription_is_killed() {
         let posters = (0..2).map(|poster| {
             let url = redis.url.clone();
             tokio::spawn(async move {
-                let log = RedisLog::connect(&url, 10_000, 3600).await.expect("connected");
+                let log = RedisLog::connect(&url, limits(10_000)).await.expect("connected");
                 for i in 0..PER_POSTER {
                     let text = format!("{poster}-{i}");
                     log.post("burst", &format!("p{poster}"), None, &text, "e")
