@@ -39,6 +39,7 @@ pub mod outbound;
 pub mod policy;
 pub mod redis_bus;
 pub mod redis_feed;
+pub mod redis_keys;
 pub mod redis_log;
 pub mod redis_presence;
 pub mod room;

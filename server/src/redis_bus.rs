@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::redis_log::{COMMAND_TIMEOUT, Published, channel, events_channel};
+use crate::redis_keys::{COMMAND_TIMEOUT, Published, channel, events_channel};
 
 /// What a room's follower hears from the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]

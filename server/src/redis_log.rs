@@ -26,6 +26,7 @@ use protocol::MessageId;
 
 use crate::redis_bus::{Bus, Heard};
 use crate::redis_feed::{RoomFeed, Step};
+use crate::redis_keys::{COMMAND_TIMEOUT, channel, events_channel, warn_now_and_then};
 
 /// Appends a message, unless its client id was stored already; publishes it.
 ///
@@ -125,27 +126,6 @@ pub struct Posted {
     pub refused: bool,
 }
 
-/// A publication, as every server subscribed to the room's channel receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub epoch: String,
-    pub id: MessageId,
-    pub message: String,
-}
-
-impl Published {
-    /// Reads a publication's payload (`epoch:id:message`); `None` if it is not one.
-    pub fn parse(payload: &str) -> Option<Published> {
-        let (epoch, rest) = payload.split_once(':')?;
-        let (id, message) = rest.split_once(':')?;
-        Some(Published {
-            epoch: epoch.to_owned(),
-            id: id.parse().ok()?,
-            message: message.to_owned(),
-        })
-    }
-}
-
 /// The settings a Redis must have for acknowledged messages to survive it: an append-only
 /// file synced on every write, and no eviction.
 pub const DURABLE_SETTINGS: [(&str, &str); 3] =
@@ -204,9 +184,6 @@ fn entries(reply: redis::streams::StreamRangeReply) -> Vec<(MessageId, String)> 
         })
         .collect()
 }
-
-/// How long one call to Redis may take before it counts as failed (Redis away).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages read from a room's stream at once while filling a hole.
 const FETCH_PAGE: usize = 100;
@@ -524,7 +501,7 @@ impl RedisLog {
                         }
                         // Redis is away: try again, unless nobody listens any more.
                         Err(error) if !sink.is_closed() => {
-                            crate::shared::warn_now_and_then(|| {
+                            warn_now_and_then(|| {
                                 tracing::warn!(%error, room, "cannot read a room's messages from Redis; retrying");
                             });
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -541,11 +518,6 @@ impl RedisLog {
     }
 }
 
-/// The channel a room's events (joins, leaves, typing) are published on.
-pub fn events_channel(room: &str) -> String {
-    format!("chat:{{{room}}}:events")
-}
-
 /// The set of rooms that have messages (see [`POST`]).
 const ROOMS_KEY: &str = "chat:rooms";
 
@@ -555,26 +527,4 @@ fn meta_key(room: &str) -> String {
 
 fn log_key(room: &str) -> String {
     format!("chat:{{{room}}}:log")
-}
-
-/// The channel a room's messages are published on.
-pub fn channel(room: &str) -> String {
-    format!("chat:{{{room}}}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A publication's payload splits at its first two colons: the message may hold more.
-    #[test]
-    fn publications_parse() {
-        let parsed = Published::parse("e1:42:{\"text\":\"a:b\"}").expect("parses");
-        assert_eq!(
-            parsed,
-            Published { epoch: "e1".into(), id: 42, message: "{\"text\":\"a:b\"}".into() }
-        );
-        assert_eq!(Published::parse("e1:x:m"), None, "the id is a number");
-        assert_eq!(Published::parse("no colon"), None);
-    }
 }

@@ -270,7 +270,7 @@ impl Room {
                 }
                 Err(error) => {
                     room.metrics.redis_failures.inc();
-                    crate::shared::warn_now_and_then(|| {
+                    crate::redis_keys::warn_now_and_then(|| {
                         tracing::warn!(%error, room = %room.name, "could not post to Redis (sends are refused with `unavailable`; more failures are counted in chat_redis_failures_total)");
                     });
                     room.state.not_stored(&[ticket])
@@ -316,7 +316,7 @@ impl Room {
             }
             _ => {
                 room.metrics.redis_failures.inc();
-                crate::shared::warn_now_and_then(|| {
+                crate::redis_keys::warn_now_and_then(|| {
                     tracing::warn!(room = %room.name, "could not read a room again from Redis; retrying");
                 });
                 let every = room.shared.as_ref().map_or(crate::config::STORE_TIMEOUT, |s| s.every);
@@ -384,7 +384,7 @@ impl Actor for Room {
                         Ok(Err(error)) => error.to_string(),
                         _ => "Redis did not answer in time".to_owned(),
                     };
-                    crate::shared::warn_now_and_then(|| {
+                    crate::redis_keys::warn_now_and_then(|| {
                         tracing::error!(%error, room = %room.name, "could not open a room in Redis (its joins are refused)");
                     });
                 }
@@ -610,7 +610,7 @@ impl StreamHandler<Followed> for Room {
             Followed::Message(id, entry) => match crate::shared::decode(&self.name, id, &entry) {
                 Some(stored) => self.state.followed(stored),
                 None => {
-                    crate::shared::warn_now_and_then(|| {
+                    crate::redis_keys::warn_now_and_then(|| {
                         tracing::warn!(room = %self.name, id, "a message in Redis that is not ours: skipped");
                     });
                     Vec::new()

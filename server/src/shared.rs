@@ -12,7 +12,8 @@ use crate::config::RedisOptions;
 use crate::history::{Loaded, Stored};
 use crate::names::sender_key;
 use crate::redis_feed::new_epoch;
-use crate::redis_log::{COMMAND_TIMEOUT, LogLimits, Posted, RedisLog};
+use crate::redis_keys::{COMMAND_TIMEOUT, warn_now_and_then};
+use crate::redis_log::{LogLimits, Posted, RedisLog};
 use crate::redis_presence::{Presence, RemoteMember};
 use crate::store::StoreOptions;
 
@@ -207,21 +208,6 @@ impl Shared {
                 tracing::debug!(%error, room, "could not tell the other servers of an event");
             }
         }
-    }
-}
-
-/// Runs `log` unless a warning was logged through here less than 10 s ago: a Redis that is
-/// away fails every post and every room's reads, and one line per failure would flood the
-/// log (the metrics count every one).
-pub fn warn_now_and_then(log: impl FnOnce()) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = crate::outbound::now_millis();
-    let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 10_000
-        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    {
-        log();
     }
 }
 

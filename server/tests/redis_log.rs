@@ -8,7 +8,8 @@ use std::time::Duration;
 use testclient::redis::RedisProcess;
 
 use futures::StreamExt;
-use server::redis_log::{LogLimits, Published, RedisLog, channel, weak_settings};
+use server::redis_keys::{Published, channel};
+use server::redis_log::{LogLimits, RedisLog, weak_settings};
 use tokio::time::Instant;
 
 /// Keeps `retain` messages a room, bytes and rooms without a bound that matters here.
