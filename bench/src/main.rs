@@ -36,9 +36,10 @@ struct Cli {
 enum Commands {
     /// Run the fan-out scenario against one running server.
     Fanout {
-        /// The server's address (loopback only).
+        /// The server's address (loopback only), or several comma-separated (servers sharing
+        /// rooms: the clients are split between them).
         #[arg(long)]
-        address: SocketAddr,
+        address: String,
         #[command(flatten)]
         load: Fanout,
     },
@@ -166,10 +167,8 @@ async fn main() -> Result<()> {
             println!("{}", result.to_line());
         }
         Commands::Fanout { address, load } => {
-            if !address.ip().is_loopback() {
-                bail!("the load generator only targets loopback addresses");
-            }
-            let outcome = fanout::run(&address.to_string(), &load).await?;
+            loopback_only(&address)?;
+            let outcome = fanout::run(&address, &load).await?;
             print_table(&load, &[("server", outcome)]);
         }
         Commands::Capacity { server, peers, search, chart, load } => {

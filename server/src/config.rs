@@ -258,8 +258,9 @@ pub struct Storage {
     #[arg(long, env = "CHAT_SYNC", value_enum, default_value_t = SyncMode::Full)]
     pub sync: SyncMode,
 
-    /// Messages that may wait for the disk; past it (a disk slower than the traffic), sends are
-    /// refused with `unavailable` instead of piling up in memory.
+    /// Messages that may wait for the disk (with --redis: for Redis); past it (a disk or a
+    /// Redis slower than the traffic), sends are refused with `unavailable` instead of piling
+    /// up in memory and in latency.
     #[arg(long, env = "CHAT_MAX_PENDING_WRITES", default_value_t = DEFAULT_MAX_PENDING_WRITES)]
     pub max_pending_writes: usize,
 

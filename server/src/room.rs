@@ -255,8 +255,19 @@ impl Room {
     fn share(&mut self, stored: crate::history::Stored, ctx: &mut Context<Self>) {
         let Some(shared) = self.shared.clone() else { return };
         let ticket = stored.message.id;
+        let Some(place) = shared.begin_post() else {
+            // Redis does not keep up: refused now rather than queued for seconds.
+            self.metrics.store_busy.inc();
+            let effects = self.state.not_stored(&[ticket]);
+            self.apply(effects, ctx);
+            return;
+        };
         let room = self.name.clone();
-        let post = async move { shared.post(&room, &stored).await };
+        let post = async move {
+            let posted = shared.post(&room, &stored).await;
+            drop(place);
+            posted
+        };
         ctx.spawn(post.into_actor(self).map(move |posted, room, ctx| {
             let effects = match posted {
                 Ok(posted) if posted.refused => room.state.room_refused(ticket),

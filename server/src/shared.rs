@@ -3,6 +3,8 @@
 //! this server's presence alive. The log's script and the follower are redis_log.rs's, the
 //! hole-filling rules redis_feed.rs's, presence redis_presence.rs's.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use protocol::{ChatMessage, ClientId, MessageId, UnixMillis};
@@ -50,6 +52,20 @@ pub struct Shared {
     pub every: Duration,
     /// Messages a room keeps (the stream's length).
     retain: usize,
+    /// Posts sent to Redis and not answered yet, over all rooms, and the most there may be
+    /// (`--max-pending-writes`): past it a post is refused at once (`unavailable`) instead of
+    /// queueing behind a Redis that does not keep up.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// A post counted among those in flight until dropped.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A stored message as the stream keeps it: the room and id are the stream's.
@@ -134,7 +150,14 @@ impl Shared {
         // of its last life (see `Presence::new`).
         let server = format!("{}-{}", std::process::id(), new_epoch());
         let presence = Presence::new(log.connection(), &server, expiry);
-        Ok(Shared { log, presence, every: expiry / 3, retain: limits.retain })
+        Ok(Shared {
+            log,
+            presence,
+            every: expiry / 3,
+            retain: limits.retain,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: storage.max_pending_writes.max(1),
+        })
     }
 
     /// Renews this server's presence for ever (run it as a task).
@@ -174,6 +197,15 @@ impl Shared {
             start: (epoch, last),
             others,
         })
+    }
+
+    /// A place among the posts in flight, or `None` if Redis has the most it may waiting.
+    pub fn begin_post(&self) -> Option<InFlight> {
+        let max = self.max_in_flight;
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| InFlight(self.in_flight.clone()))
     }
 
     /// Posts `stored` (its id is the room's ticket, not sent) to `room`, once per client id.

@@ -425,6 +425,40 @@ async fn the_rooms_redis_keeps_are_bounded() {
     ann.ack_of("k3").await;
 }
 
+/// Posts waiting for Redis are bounded (`--max-pending-writes`): past it a send is refused at
+/// once with `unavailable` (and counted as busy) instead of queueing; what was acknowledged is
+/// stored, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_waiting_for_redis_are_bounded() {
+    let redis = RedisProcess::start(true);
+    let args = ["--port", "0", "--redis", &redis.url, "--max-pending-writes", "1"];
+    let args = [&args[..], &["--rate-per-second", "100000", "--rate-burst", "100000"]].concat();
+    let one = Running::start(&args, &[]);
+    let address = one.address();
+    let (mut ann, _) = join(&address, "r", "ann").await;
+    const BURST: usize = 200;
+    for i in 0..BURST {
+        ann.say_with_id(&format!("m{i}"), &format!("k{i}")).await;
+    }
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    while acked.len() + refused < BURST {
+        match ann.recv().await {
+            ServerMessage::Ack { id, .. } => acked.push(id),
+            ServerMessage::Error { code: ErrorCode::Unavailable, client_id: Some(_), .. } => {
+                refused += 1
+            }
+            _ => {}
+        }
+    }
+    assert!(refused > 0, "a burst of {BURST} with one place: some refused");
+    let busy = common::get(&address, "/metrics");
+    assert!(busy.lines().any(|l| l.starts_with("chat_store_busy_total") && !l.ends_with(" 0")));
+    let (_, welcome) = join(&address, "r", "cy").await;
+    let kept: Vec<MessageId> = welcome.history.iter().map(|m| m.id).collect();
+    acked.sort_unstable();
+    assert_eq!(kept, acked, "exactly the acknowledged ones are stored");
+}
+
 /// With --redis, a Redis that may lose acknowledged messages is refused at start, by name;
 /// `--redis-accept-weak-durability` starts anyway. Without --redis, nothing connects to Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
