@@ -66,9 +66,11 @@ pub struct Metrics {
     pub refused_room_opens: Family<ReasonLabel, Counter>,
     /// Rooms whose history could not be loaded (their joins were refused).
     pub history_load_failures: Counter,
-    /// (`--redis`) Calls to Redis that failed or timed out: posts (refused `unavailable`), room
-    /// reads and catch-ups, presence.
+    /// (`--redis`) Posts to Redis that failed or timed out (refused `unavailable`).
     pub redis_failures: Counter,
+    /// (`--redis`) Other calls to Redis that failed or timed out: rooms opened or read again,
+    /// catch-ups for joins, presence.
+    pub redis_read_failures: Counter,
     /// (`--redis`) Rooms that started over: their history in Redis was another than the one
     /// relayed (Redis lost it, or failed over to a replica without the latest writes).
     pub history_resets: Counter,
@@ -176,8 +178,13 @@ impl Metrics {
         );
         registry.register(
             "redis_failures",
-            "Calls to Redis that failed or timed out (posts, room reads, presence); --redis only",
+            "Posts to Redis that failed or timed out (refused unavailable); --redis only",
             self.redis_failures.clone(),
+        );
+        registry.register(
+            "redis_read_failures",
+            "Other calls to Redis that failed or timed out (room reads, catch-ups, presence)",
+            self.redis_read_failures.clone(),
         );
         registry.register(
             "history_resets",

@@ -52,13 +52,14 @@ if remember then
     return {tonumber(seen[1]), seen[2], 1}
   end
 end
-if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
-  if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 0 then
-    if redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[7]) then
-      return {0, '', 2}
-    end
-    redis.call('SADD', KEYS[4], ARGV[8])
+local has_messages = redis.call('HEXISTS', KEYS[1], 'last') == 1
+if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 0 then
+  if (not has_messages) and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[7]) then
+    return {0, '', 2}
   end
+  redis.call('SADD', KEYS[4], ARGV[8])
+end
+if not has_messages then
   -- A room opened without messages had an epoch that expires: it has messages now.
   redis.call('PERSIST', KEYS[1])
 end
@@ -78,6 +79,10 @@ while count > 1 and (count > tonumber(ARGV[3]) or bytes > tonumber(ARGV[9])) do
   bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -string.len(oldest[2][2]))
   count = count - 1
 end
+if count == 1 then
+  -- Whatever removed entries elsewhere (an operator's XTRIM), the count starts right again.
+  redis.call('HSET', KEYS[1], 'bytes', string.len(ARGV[2]))
+end
 redis.call('PUBLISH', ARGV[5], epoch .. ':' .. id .. ':' .. ARGV[2])
 if remember then
   redis.call('HSET', KEYS[3], 'id', id, 'epoch', epoch)
@@ -86,29 +91,36 @@ end
 return {id, epoch, 0}
 "#;
 
-/// The room's epoch, made now (`ARGV[1]`) if it has none, so that every welcome names one;
-/// a room that gets no message keeps it for `ARGV[2]` seconds only. KEYS: meta.
+/// The room's epoch, made now (`ARGV[1]`) if it has none, so that every welcome names one.
+/// A room without messages keeps it for `ARGV[2]` seconds after the last call: rooms call this
+/// as they open and again every few seconds while open, so such keys are bounded by the rooms
+/// open (and those of the last few minutes), not by every name ever joined. KEYS: meta.
 const ENSURE_EPOCH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch then
-  return epoch
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return ARGV[1]
+if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return epoch
 "#;
 
-/// How long the epoch of a room without messages is kept.
-const EMPTY_ROOM_EPOCH_SECS: u64 = 24 * 3600;
+/// How long the epoch of a room without messages outlives the last server that had it open.
+pub const EMPTY_ROOM_EPOCH_SECS: u64 = 300;
 
 /// Gives the room a new epoch if it is still at `ARGV[1]` (or has none): the history a
 /// server relayed under that epoch is not the one Redis holds. Another server may have done
 /// it first; either way the room's epoch now is returned. KEYS: meta. ARGV: the epoch that
-/// diverged, a new one.
+/// diverged, a new one, how long the meta of a room without messages is kept.
 const RENEW: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if (not epoch) or epoch == ARGV[1] then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+  end
   return ARGV[2]
 end
 return epoch
@@ -307,6 +319,7 @@ impl RedisLog {
             .key(meta_key(room))
             .arg(diverged)
             .arg(new)
+            .arg(EMPTY_ROOM_EPOCH_SECS)
             .invoke_async(&mut self.connection.clone())
             .await
     }

@@ -78,9 +78,8 @@ pub struct Room {
     follower: Option<SpawnHandle>,
     /// Presence is synced every so often (started once, with the first follower).
     syncing: bool,
-    /// (`--redis`) The last catch-up read for a join: when, and the room's last id in Redis
-    /// then (`None`: the read failed).
-    caught_up: Option<(Instant, Option<MessageId>)>,
+    /// (`--redis`) When the last catch-up read for a join failed (none since worked).
+    caught_up: Option<Instant>,
 }
 
 struct Link {
@@ -326,7 +325,7 @@ impl Room {
                 room.follow(opening.start, ctx);
             }
             _ => {
-                room.metrics.redis_failures.inc();
+                room.metrics.redis_read_failures.inc();
                 crate::redis_keys::warn_now_and_then(|| {
                     tracing::warn!(room = %room.name, "could not read a room again from Redis; retrying");
                 });
@@ -340,7 +339,14 @@ impl Room {
     fn sync_presence(&mut self, ctx: &mut Context<Self>) {
         let Some(shared) = self.shared.clone() else { return };
         let (room, mine) = (self.name.clone(), self.state.local_members());
-        let sync = async move { shared.presence.sync(&room, &mine).await };
+        let renew = self.state.last_id() == 0;
+        let sync = async move {
+            if renew {
+                // Keeps the epoch of a room without messages while it is open here.
+                shared.log.ensure_epoch(&room, &crate::redis_feed::new_epoch()).await?;
+            }
+            shared.presence.sync(&room, &mine).await
+        };
         ctx.spawn(sync.into_actor(self).map(|others, room, ctx| match others {
             Ok(others) => {
                 let others =
@@ -349,7 +355,7 @@ impl Room {
                 room.apply_from(effects, ctx, false);
             }
             Err(error) => {
-                room.metrics.redis_failures.inc();
+                room.metrics.redis_read_failures.inc();
                 tracing::debug!(%error, room = %room.name, "could not renew the room's presence");
             }
         }));
@@ -390,7 +396,7 @@ impl Actor for Room {
                 }
                 failed => {
                     room.metrics.history_load_failures.inc();
-                    room.metrics.redis_failures.inc();
+                    room.metrics.redis_read_failures.inc();
                     let error = match failed {
                         Ok(Err(error)) => error.to_string(),
                         _ => "Redis did not answer in time".to_owned(),
@@ -471,15 +477,9 @@ impl Handler<Join> for Room {
         let ahead = since.is_some_and(|since| since > self.state.last_id())
             || epoch.is_some_and(|epoch| self.state.epoch().is_empty() && !epoch.is_empty());
         // Not again for a while after a read that failed (Redis is away: joins must not hold
-        // the room a second each), nor for a `since` past what Redis itself had a moment ago
-        // (made up, or from a history that went back).
-        let skip = match self.caught_up {
-            Some((at, None)) => at.elapsed() < CATCH_UP_PAUSE,
-            Some((at, Some(head))) => {
-                at.elapsed() < CATCH_UP_FRESH && since.is_some_and(|since| since > head)
-            }
-            None => false,
-        };
+        // the room half a second each). A made-up `since` costs one read per join, within the
+        // join rate.
+        let skip = self.caught_up.is_some_and(|failed| failed.elapsed() < CATCH_UP_PAUSE);
         let shared = self.shared.clone().filter(|_| ahead && !skip && self.state.is_loaded());
         let Some(shared) = shared else {
             let joined = self.admit(msg, ctx);
@@ -494,12 +494,11 @@ impl Handler<Join> for Room {
         };
         AtomicResponse::new(Box::pin(read.into_actor(self).map(move |read, room, ctx| {
             if let Ok(Ok(read)) = read {
-                let head = read.head.as_ref().map_or(0, |(_, last)| *last);
-                room.caught_up = Some((Instant::now(), Some(head)));
+                room.caught_up = None;
                 room.catch_up(read, ctx);
             } else {
-                room.metrics.redis_failures.inc();
-                room.caught_up = Some((Instant::now(), None));
+                room.metrics.redis_read_failures.inc();
+                room.caught_up = Some(Instant::now());
             }
             room.admit(msg, ctx)
         })))
@@ -533,8 +532,6 @@ const CATCH_UP_READ: usize = 1000;
 const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// After a catch-up read failed, joins do not try again for this long.
 const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
-/// A catch-up read's head counts as current for this long.
-const CATCH_UP_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Room {
     fn admit(&mut self, msg: Join, ctx: &mut Context<Self>) -> Result<Admitted, Rejection> {
@@ -633,8 +630,11 @@ impl StreamHandler<Followed> for Room {
                 Vec::new()
             }
             Followed::Reset { epoch } => {
-                tracing::warn!(room = %self.name, %epoch, "the room started over in Redis");
-                self.metrics.history_resets.inc();
+                // A room without messages whose epoch lapsed lost nothing: reloaded quietly.
+                if self.state.last_id() > 0 {
+                    tracing::warn!(room = %self.name, %epoch, "the room started over in Redis");
+                    self.metrics.history_resets.inc();
+                }
                 self.reload(ctx);
                 Vec::new()
             }

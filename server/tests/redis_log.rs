@@ -75,8 +75,6 @@ async fn the_log_keeps_the_newest_and_reads_after_an_id() {
     assert!(log.after("r", 8, 100).await.expect("read").is_empty());
 }
 
-/// Every stored post is published on the room's channel with its epoch and id, in id order; a
-/// repeat is not published again.
 /// Redis's memory is bounded as the database is: a room keeps its newest messages within the
 /// retention in bytes (its newest whatever its size), and past the most rooms a room's first
 /// message is refused while rooms with messages go on.
@@ -103,6 +101,27 @@ async fn rooms_and_their_bytes_are_bounded() {
     assert!(!log.post("b", "ann", None, "again", "e").await.expect("posted").refused);
 }
 
+/// A room has an epoch before its first message (every welcome names one), but the key of a
+/// room without messages expires unless renewed (a name joined once costs Redis nothing for
+/// long); the first message keeps it for good, under the same epoch.
+#[tokio::test]
+async fn an_empty_rooms_epoch_lasts_while_renewed() {
+    let redis = RedisProcess::start(true);
+    let log = log(&redis, 100).await;
+    assert_eq!(log.ensure_epoch("q", "e1").await.expect("made"), "e1");
+    assert_eq!(log.ensure_epoch("q", "e2").await.expect("kept"), "e1", "made once");
+    let ttl = |redis: &RedisProcess| -> i64 {
+        redis.command(&["TTL", "chat:{q}:meta"]).trim_start_matches(':').parse().expect("ttl")
+    };
+    let expiry = i64::try_from(server::redis_log::EMPTY_ROOM_EPOCH_SECS).expect("small");
+    assert!((1..=expiry).contains(&ttl(&redis)), "expires while the room has no message");
+    let posted = log.post("q", "ann", None, "hi", "e3").await.expect("posted");
+    assert_eq!(posted.epoch, "e1", "the first message keeps the room's epoch");
+    assert_eq!(ttl(&redis), -1, "and the key for good");
+}
+
+/// Every stored post is published on the room's channel with its epoch and id, in id order; a
+/// repeat is not published again.
 #[tokio::test]
 async fn posts_are_published_with_epoch_and_id() {
     let redis = RedisProcess::start(true);
