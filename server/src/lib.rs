@@ -153,6 +153,10 @@ pub async fn connect_shared(
     config: &Config,
 ) -> Result<Option<shared::Shared>, shared::SharedError> {
     let Some(url) = &config.redis.url else { return Ok(None) };
+    // A SIGHUP while Redis is waited for (a certificate renewal's `systemctl reload`) must not
+    // end the process, as SIGHUP's default would: once watched, it stays handled for the
+    // process's life (and `run_shared` watches it for the reload).
+    let _hangup = tls::hangup_signal();
     let storage = config.storage.options();
     // A Redis that is away at start (restarting, failing over) is waited for a while, as it is
     // once running; one that answers with weak settings is refused at once.

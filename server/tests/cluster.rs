@@ -459,6 +459,22 @@ async fn posts_waiting_for_redis_are_bounded() {
     assert_eq!(kept, acked, "exactly the acknowledged ones are stored");
 }
 
+/// A server started while its Redis is away waits for it (logging so), survives a SIGHUP
+/// meanwhile (a certificate renewal's reload), and serves once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_waits_for_redis_at_start_through_a_sighup() {
+    let mut redis = RedisProcess::start(true);
+    redis.kill();
+    let server = Running::start(&["--port", "0", "--redis", &redis.url], &[]);
+    server.wait_for_log("waiting for Redis");
+    let pid = server.pid().to_string();
+    let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+    assert!(status.success());
+    redis.restart(true);
+    let (_ann, welcome) = join(&server.address(), "r", "ann").await;
+    assert_eq!(welcome.nick, "ann");
+}
+
 /// With --redis, a Redis that may lose acknowledged messages is refused at start, by name;
 /// `--redis-accept-weak-durability` starts anyway. Without --redis, nothing connects to Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
