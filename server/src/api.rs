@@ -203,7 +203,7 @@ impl ResponseError for Refused {
 }
 
 impl Refused {
-    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
         Refused {
             status,
             body: ApiError { error: error.into(), message: message.into(), retry_after_ms: None },
@@ -218,8 +218,15 @@ impl Refused {
         )
     }
 
-    fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Try again shortly.")
+    }
+
+    /// 429, to be tried again after `wait`.
+    pub(crate) fn too_fast(wait: std::time::Duration, message: &str) -> Self {
+        let mut refused = Refused::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        refused.body.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        refused
     }
 
     /// The post went to its room, but no answer came in time: it may be stored.

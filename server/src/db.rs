@@ -618,10 +618,35 @@ const MIGRATIONS: &[&str] = &[
          created INTEGER NOT NULL,
          revoked INTEGER
      ) WITHOUT ROWID;",
+    // 3: accounts (a registered nick, unique by how it looks under both forms of
+    // `names::Likeness`, with its Argon2id hash) and
+    // their sessions (SHA-256 hashes of the tokens in the cookies).
+    "CREATE TABLE accounts (
+         id       INTEGER PRIMARY KEY,
+         nick     TEXT NOT NULL,
+         nick_key TEXT NOT NULL UNIQUE,
+         nick_cased TEXT NOT NULL,
+         password TEXT NOT NULL,
+         created  INTEGER NOT NULL
+     );
+     CREATE TABLE sessions (
+         hash    TEXT PRIMARY KEY,
+         account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         created INTEGER NOT NULL,
+         expires INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX accounts_by_cased ON accounts (nick_cased);
+     CREATE INDEX sessions_by_account ON sessions (account);",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Brings an in-memory database to this release's schema (for other modules' tests).
+#[cfg(test)]
+pub fn migrate_for_tests(connection: &mut Connection) -> Result<usize, StoreError> {
+    migrate(connection, MIGRATIONS)
+}
 
 /// `sql`, one migration each, as rusqlite_migration runs them.
 fn migrations_of(sql: &[&'static str]) -> Migrations<'static> {

@@ -23,6 +23,8 @@
 //! - [`tls`]: HTTPS and WSS with certificates reloaded on SIGHUP or file change.
 //! - [`ui`]: the web UI built into the binary, or a folder given with `--ui-dir`.
 
+pub mod account_api;
+pub mod accounts;
 pub mod api;
 pub mod backlog;
 pub mod config;
@@ -85,6 +87,8 @@ struct AppState {
     /// requests under foreign names cannot flood the log: at most one line per 10 s.
     host_logged: AtomicU64,
     started: std::time::Instant,
+    /// The accounts, for the session cookie of a WebSocket (none with `--ephemeral`).
+    accounts: Option<Arc<accounts::Accounts>>,
 }
 
 impl AppState {
@@ -218,7 +222,17 @@ pub fn run_shared(
     if let Some(shared) = shared.clone() {
         actix_rt::spawn(shared.keep_alive());
     }
-    let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared);
+    // After the store: it made and migrated the database the accounts are read from.
+    let accounts = data_dir.as_deref().map(accounts::Accounts::open).transpose();
+    let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
+    let registry = room_state::Registry(accounts.clone());
+    let account_state = web::Data::new(account_api::AccountState::new(
+        accounts.clone(),
+        config.abuse.allowed_origins.clone(),
+        config.limits.max_nick_chars,
+        config.tls_cert.is_some(),
+    ));
+    let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared, registry);
     let next_conn = Arc::new(AtomicU64::new(1));
     // After the store: it made and migrated the database the keys are read from.
     let keys = data_dir.map(|dir| db::KeyReader::open(&dir)).transpose();
@@ -247,6 +261,7 @@ pub fn run_shared(
         public_metrics: config.metrics_address.is_none(),
         host_logged: AtomicU64::new(0),
         started: std::time::Instant::now(),
+        accounts,
     });
     if let Some(metrics_address) = &config.metrics_address {
         let metrics_server = metrics_server(metrics_address, state.clone())?;
@@ -279,7 +294,9 @@ pub fn run_shared(
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok\n") }))
             .route("/metrics", web::get().to(public_metrics_page))
             .app_data(api_state.clone())
-            .configure(|api| api::configure(api, max_api_body, api_metrics.clone()));
+            .configure(|api| api::configure(api, max_api_body, api_metrics.clone()))
+            .app_data(account_state.clone())
+            .configure(account_api::configure);
         match &ui {
             ui::Source::Folder(dir) => app.service(
                 web::scope("").wrap(middleware::Compress::default()).service(
@@ -451,6 +468,16 @@ async fn websocket(
         limits,
     );
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);
+    // Signed in by the session cookie (the origin check above keeps other sites' pages out).
+    let account = match (&state.accounts, req.cookie(account_api::SESSION_COOKIE)) {
+        (Some(accounts), Some(cookie)) => {
+            accounts.session(cookie.value(), outbound::now_millis()).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not read a session");
+                None
+            })
+        }
+        _ => None,
+    };
     let session = Session::new(
         conn,
         state.config.clone(),
@@ -458,7 +485,7 @@ async fn websocket(
         state.metrics.clone(),
         permit,
         initial,
-        client,
+        session::Identity { client, account },
     );
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
 }

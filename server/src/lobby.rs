@@ -64,6 +64,7 @@ impl Lobby {
         metrics: Arc<Metrics>,
         opened: Opened,
         shared: Option<crate::shared::Shared>,
+        registry: crate::room_state::Registry,
     ) -> Addr<Lobby> {
         let threads = config.room_threads.unwrap_or_else(crate::config::default_parallelism).max(1);
         Lobby::create(move |ctx| {
@@ -76,6 +77,7 @@ impl Lobby {
                     rename_interval: *config.abuse.rename_interval,
                     retention: config.storage.options(),
                     epoch: opened.epoch.clone(),
+                    registry: registry.clone(),
                 },
                 lobby: ctx.address().recipient(),
                 metrics: metrics.clone(),
@@ -238,6 +240,8 @@ pub struct Join {
     pub conn: ConnId,
     pub nick: Option<String>,
     pub client: Option<String>,
+    /// The account the connection is signed in to, if any.
+    pub account: Option<String>,
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
     pub epoch: Option<String>,
@@ -290,6 +294,7 @@ impl Handler<Join> for Lobby {
                 conn,
                 nick: msg.nick,
                 client: msg.client,
+                account: msg.account,
                 since: msg.since,
                 epoch: msg.epoch,
                 rooms: self.rooms.list(&leaving),

@@ -71,6 +71,11 @@ impl Likeness {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// The nick's skeleton taken before lower case (the second form of [`Likeness`]).
+    pub fn cased(&self) -> &str {
+        &self.cased
+    }
 }
 
 /// A nick as the server accepts it: the protocol's rules ([`rules::check_nick`]), no format

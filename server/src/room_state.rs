@@ -38,6 +38,31 @@ pub struct RoomRules {
     /// The history the ids belong to (the store's epoch): a client whose `since` comes from
     /// another is told to start over.
     pub epoch: String,
+    /// The registered nicks, which guests may not take.
+    pub registry: Registry,
+}
+
+/// The registered nicks (none without a data folder).
+#[derive(Clone, Default)]
+pub struct Registry(pub Option<std::sync::Arc<crate::accounts::Accounts>>);
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Registry(accounts)" } else { "Registry(none)" })
+    }
+}
+
+impl Registry {
+    /// Whether a registered nick looks like `likeness`. A failed read counts as registered:
+    /// a guest is refused rather than let pass as someone.
+    fn holds(&self, likeness: &Likeness) -> bool {
+        self.0.as_ref().is_some_and(|accounts| {
+            accounts.is_registered(likeness).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not read the registered nicks");
+                true
+            })
+        })
+    }
 }
 
 /// Something the room's owner must do for the room.
@@ -108,6 +133,9 @@ pub struct JoinRequest {
     pub nick: Option<String>,
     /// The client's token: a newer connection with the same token may take over its nick.
     pub client: Option<String>,
+    /// The account the connection is signed in to: its nick is the account's, whatever it
+    /// asks for.
+    pub account: Option<String>,
     /// The last message id the client saw in this room.
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
@@ -265,12 +293,19 @@ impl RoomState {
         }
         let current = self.members.get(&request.conn);
         let previous = current.map(|member| member.nick.clone());
-        let nick = match (request.nick, &previous) {
-            (Some(nick), _) => nick,
-            (None, Some(current)) => current.clone(),
-            (None, None) => self.generated_nick(request.conn),
+        let nick = match (&request.account, request.nick, &previous) {
+            (Some(account), _, _) => account.clone(),
+            (None, Some(nick), _) => nick,
+            (None, None, Some(current)) => current.clone(),
+            (None, None, None) => self.generated_nick(request.conn),
         };
         let likeness = Likeness::of(&nick);
+        if request.account.is_none() && self.rules.registry.holds(&likeness) {
+            return Err(Rejection::new(
+                ErrorCode::NickTaken,
+                format!("{nick} is a registered nick: log in to use it, or choose another."),
+            ));
+        }
         let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if previous.as_ref().is_some_and(|old| *old != nick) {
             let wait = renamed.map_or(Duration::ZERO, |at| {
@@ -962,6 +997,7 @@ mod tests {
                 max_stored_rooms: 100,
             },
             epoch: "e1".into(),
+            registry: Registry::default(),
         }
     }
 
@@ -976,6 +1012,7 @@ mod tests {
             conn,
             nick: nick.map(str::to_owned),
             client: client.map(str::to_owned),
+            account: None,
             since: None,
             epoch: None,
             rooms: Vec::new(),

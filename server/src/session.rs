@@ -22,6 +22,14 @@ use crate::outbound::encode;
 use crate::policy::{Admission, FrameRate, JoinRate, Permit};
 use crate::room::{self, Room, SessionEvent};
 
+/// Who a connection is: its client's token (for takeovers) and the account it is signed in
+/// to (from its session cookie).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub client: Option<String>,
+    pub account: Option<String>,
+}
+
 pub struct Session {
     conn: ConnId,
     /// Where the connection comes from (an IPv6 address's /64).
@@ -33,6 +41,8 @@ pub struct Session {
     /// Where the connect URL asked to go; consumed when the session starts.
     initial: Option<Result<Target, Rejection>>,
     client: Option<String>,
+    /// The account the connection is signed in to (from its session cookie), if any.
+    account: Option<String>,
     /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
     memberships: BTreeMap<String, Membership>,
     /// The nick the last join was admitted under: a join that names none into a room this
@@ -74,8 +84,9 @@ impl Session {
         metrics: Arc<Metrics>,
         permit: Permit,
         initial: Result<Target, Rejection>,
-        client: Option<String>,
+        who: Identity,
     ) -> Self {
+        let Identity { client, account } = who;
         let abuse = &config.abuse;
         let rate = FrameRate::new(
             abuse.rate_per_second,
@@ -105,6 +116,7 @@ impl Session {
             heard: Instant::now(),
             initial: Some(initial),
             client,
+            account,
             memberships: BTreeMap::new(),
             nick: None,
             joining: None,
@@ -202,6 +214,7 @@ impl Session {
             conn: self.conn,
             nick,
             client: self.client.clone(),
+            account: self.account.clone(),
             since,
             epoch,
             session: ctx.address().recipient(),

@@ -1,0 +1,298 @@
+//! Accounts (the first part of "who is who"): a person registers a nick with a password and
+//! logs in; the nick is then theirs server-wide. Passwords are kept as Argon2id hashes (the
+//! `argon2` crate, RustCrypto's), sessions as SHA-256 hashes of random tokens, both in the data
+//! folder's database, through a connection of their own (so logins never queue behind the
+//! storage thread's batches, and SQLite's locking orders the rare writes).
+//!
+//! Argon2id with 19 MiB of memory, 2 passes and 1 lane: the OWASP Password Storage Cheat
+//! Sheet's first recommended setting. A hash takes tens of milliseconds of one core: callers run
+//! it on a blocking thread, and logins are rate-limited per address and per account above
+//! this module.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::db::{DATABASE_FILE, StoreError};
+use crate::names::Likeness;
+
+/// Argon2id's memory in KiB, passes and lanes (see the module's note).
+const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+const ARGON2_PASSES: u32 = 2;
+const ARGON2_LANES: u32 = 1;
+
+/// Passwords are at least this long, in characters, and at most [`MAX_PASSWORD_BYTES`].
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// Longer passwords are refused rather than hashed (a hash's cost grows with its input).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// How long a session lasts after login.
+pub const SESSION_MILLIS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Why an account call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("someone has registered a nick that looks like this one")]
+    Taken,
+    #[error(
+        "a password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes' worth of characters"
+    )]
+    WeakPassword,
+    #[error("wrong nick or password")]
+    WrongPassword,
+    #[error("the password could not be hashed: {0}")]
+    Hash(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for AccountError {
+    fn from(error: rusqlite::Error) -> Self {
+        AccountError::Store(StoreError::from(error))
+    }
+}
+
+/// A session made by a login: the token for the cookie (shown once, stored only hashed) and
+/// the account's nick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token: String,
+    pub nick: String,
+}
+
+/// The accounts in the data folder's database.
+pub struct Accounts {
+    connection: Mutex<Connection>,
+    hasher: Argon2<'static>,
+}
+
+impl Accounts {
+    /// The accounts of the database in `data_dir` (the server has opened and migrated it).
+    pub fn open(data_dir: &Path) -> Result<Accounts, StoreError> {
+        let connection = Connection::open(data_dir.join(DATABASE_FILE))?;
+        Self::with(connection)
+    }
+
+    /// Over `connection`, whose schema is migrated (tests: an in-memory database).
+    pub fn with(connection: Connection) -> Result<Accounts, StoreError> {
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None)
+            .map_err(|error| StoreError::Random(error.to_string()))?;
+        let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        Ok(Accounts { connection: Mutex::new(connection), hasher })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers `nick` (checked by the caller against the protocol's rules) with `password`,
+    /// unless a registered nick looks like it. Slow: run it on a blocking thread.
+    pub fn register(&self, nick: &str, password: &str, now: u64) -> Result<(), AccountError> {
+        check_password(password)?;
+        let likeness = Likeness::of(nick);
+        if self.is_registered(&likeness)? {
+            return Err(AccountError::Taken);
+        }
+        let salt = new_salt()?;
+        let hash = self
+            .hasher
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|error| AccountError::Hash(error.to_string()))?
+            .to_string();
+        // Checked again inside one write transaction: another registration of a look-alike
+        // may have come between the first check and the (slow) hash.
+        let mut connection = self.connection();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if look_alike(&transaction, &likeness)?.is_some() {
+            return Err(AccountError::Taken);
+        }
+        transaction.execute(
+            "INSERT INTO accounts (nick, nick_key, nick_cased, password, created)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![nick, likeness.key(), likeness.cased(), hash, to_sql(now)],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Whether a registered nick looks like `likeness` (under either of its forms).
+    pub fn is_registered(&self, likeness: &Likeness) -> Result<bool, AccountError> {
+        Ok(look_alike(&self.connection(), likeness)?.is_some())
+    }
+
+    /// Logs `nick` in with `password`: a new session (a new token every time, so a token
+    /// planted before the login is worth nothing). The same answer for an unknown nick as for
+    /// a wrong password, and a hash computed either way, so neither the answer nor its time
+    /// tells which nicks are registered. Slow: run it on a blocking thread.
+    pub fn log_in(&self, nick: &str, password: &str, now: u64) -> Result<Session, AccountError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountError::WrongPassword);
+        }
+        let likeness = Likeness::of(nick);
+        let found = look_alike(&self.connection(), &likeness)?;
+        let Some((account, registered, stored)) = found else {
+            // As long as a real check takes.
+            if let Ok(salt) = new_salt() {
+                let _ = self.hasher.hash_password(password.as_bytes(), &salt);
+            }
+            return Err(AccountError::WrongPassword);
+        };
+        let parsed =
+            PasswordHash::new(&stored).map_err(|error| AccountError::Hash(error.to_string()))?;
+        if self.hasher.verify_password(password.as_bytes(), &parsed).is_err() {
+            return Err(AccountError::WrongPassword);
+        }
+        let token = new_token()?;
+        self.connection().execute(
+            "INSERT INTO sessions (hash, account, created, expires) VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash(&token), account, to_sql(now), to_sql(now + SESSION_MILLIS)],
+        )?;
+        Ok(Session { token, nick: registered })
+    }
+
+    /// The nick of the account whose unexpired session `token` is.
+    pub fn session(&self, token: &str, now: u64) -> Result<Option<String>, AccountError> {
+        Ok(self
+            .connection()
+            .prepare_cached(
+                "SELECT accounts.nick FROM sessions JOIN accounts ON accounts.id = sessions.account
+                 WHERE sessions.hash = ?1 AND sessions.expires > ?2",
+            )?
+            .query_row(params![token_hash(token), to_sql(now)], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// Ends the session `token` (logging out); `false` if there was none.
+    pub fn log_out(&self, token: &str) -> Result<bool, AccountError> {
+        let deleted = self
+            .connection()
+            .execute("DELETE FROM sessions WHERE hash = ?1", [token_hash(token)])?;
+        Ok(deleted > 0)
+    }
+}
+
+/// The registered account that looks like `likeness`: its id, nick and password hash.
+fn look_alike(
+    connection: &Connection,
+    likeness: &Likeness,
+) -> Result<Option<(i64, String, String)>, AccountError> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT id, nick, password FROM accounts
+             WHERE nick_key IN (?1, ?2) OR nick_cased IN (?1, ?2) LIMIT 1",
+        )?
+        .query_row([likeness.key(), likeness.cased()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?)
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+        return Err(AccountError::WeakPassword);
+    }
+    Ok(())
+}
+
+/// A salt: 16 random bytes from the OS.
+fn new_salt() -> Result<SaltString, AccountError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| AccountError::Store(StoreError::Random(error.to_string())))?;
+    SaltString::encode_b64(&bytes).map_err(|error| AccountError::Hash(error.to_string()))
+}
+
+/// A session token: 32 random bytes from the OS, in hex.
+fn new_token() -> Result<String, AccountError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|error| AccountError::Store(StoreError::Random(error.to_string())))?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// What the database keeps of a token: its SHA-256, in hex (a stolen database opens no
+/// session).
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn to_sql(millis: u64) -> i64 {
+    i64::try_from(millis).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> Accounts {
+        let mut connection = Connection::open_in_memory().expect("in memory");
+        crate::db::migrate_for_tests(&mut connection).expect("migrated");
+        Accounts::with(connection).expect("accounts")
+    }
+
+    /// A registered nick logs in with its password, under the nick as registered, and gets a
+    /// new session each time; a wrong password and an unknown nick get the same answer.
+    #[test]
+    fn register_and_log_in() {
+        let accounts = accounts();
+        accounts.register("Alice", "correct horse battery", 1).expect("registered");
+        let first = accounts.log_in("alice", "correct horse battery", 2).expect("logged in");
+        assert_eq!(first.nick, "Alice");
+        let second = accounts.log_in("Alice", "correct horse battery", 3).expect("logged in");
+        assert_ne!(first.token, second.token, "a new session every login");
+        assert!(matches!(
+            accounts.log_in("Alice", "wrong horse battery", 4),
+            Err(AccountError::WrongPassword)
+        ));
+        assert!(matches!(
+            accounts.log_in("nobody", "correct horse battery", 4),
+            Err(AccountError::WrongPassword)
+        ));
+        assert_eq!(accounts.session(&first.token, 5).expect("read"), Some("Alice".into()));
+        assert_eq!(accounts.session("not a token", 5).expect("read"), None);
+    }
+
+    /// A nick that looks like a registered one (case, confusable letters) cannot be registered
+    /// again, and the password rules hold.
+    #[test]
+    fn look_alikes_and_weak_passwords_are_refused() {
+        let accounts = accounts();
+        accounts.register("alice", "correct horse battery", 1).expect("registered");
+        for look_alike in ["ALICE", "aIice", "аlice"] {
+            assert!(
+                matches!(
+                    accounts.register(look_alike, "another good password", 2),
+                    Err(AccountError::Taken)
+                ),
+                "{look_alike}"
+            );
+        }
+        assert!(matches!(accounts.register("bob", "short", 2), Err(AccountError::WeakPassword)));
+        let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(accounts.register("bob", &huge, 2), Err(AccountError::WeakPassword)));
+        assert!(accounts.is_registered(&Likeness::of("ALICE")).expect("read"));
+        assert!(!accounts.is_registered(&Likeness::of("bob")).expect("read"));
+    }
+
+    /// A session ends at logout and at its expiry; the database keeps only hashes.
+    #[test]
+    fn sessions_end() {
+        let accounts = accounts();
+        accounts.register("cy", "correct horse battery", 1).expect("registered");
+        let session = accounts.log_in("cy", "correct horse battery", 2).expect("logged in");
+        let stored: String = accounts
+            .connection()
+            .query_row("SELECT hash FROM sessions", [], |row| row.get(0))
+            .expect("one session");
+        assert_ne!(stored, session.token, "the token itself is not stored");
+        assert_eq!(accounts.session(&session.token, 2 + SESSION_MILLIS).expect("read"), None);
+        assert!(accounts.log_out(&session.token).expect("logged out"));
+        assert!(!accounts.log_out(&session.token).expect("once"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Accounts against the binary: registering and logging in set an `HttpOnly`, `SameSite=Lax`
+//! session cookie (a new one at every login); logging out ends it; other sites' pages cannot
+//! call these; logins are slowed per nick; a registered nick is reserved on the WebSocket
+//! (guests cannot take it or a look-alike), and a signed-in connection joins under it.
+
+mod common;
+
+use common::{Answer, Running, request};
+use protocol::{ErrorCode, ServerMessage};
+use testclient::{Client, url};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn call(address: &str, method: &str, path: &str, body: &str, cookie: Option<&str>) -> Answer {
+    let origin = format!("http://{address}");
+    let mut headers = vec![("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    let cookie = cookie.map(|token| format!("chat_session={token}"));
+    if let Some(cookie) = &cookie {
+        headers.push(("Cookie", cookie.as_str()));
+    }
+    request(address, method, path, &headers, body)
+}
+
+fn credentials(nick: &str, password: &str) -> String {
+    serde_json::json!({"nick": nick, "password": password}).to_string()
+}
+
+/// The session token a response set, checking the cookie's flags.
+fn session_cookie(answer: &Answer) -> String {
+    let cookie = answer.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {answer:?}"));
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP here: {cookie}");
+    let token = cookie.split(';').next().and_then(|pair| pair.strip_prefix("chat_session="));
+    token.expect("the session cookie").to_owned()
+}
+
+fn server() -> (Running, String, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    (server, address, data)
+}
+
+#[test]
+fn register_log_in_and_out() {
+    let (_server, address, _data) = server();
+    let registered =
+        call(&address, "POST", "/account/register", &credentials("alice", PASSWORD), None);
+    assert_eq!(registered.status, 201, "{registered:?}");
+    let first = session_cookie(&registered);
+    let me = call(&address, "GET", "/account", "", Some(&first));
+    assert_eq!((me.status, me.json()["nick"].as_str()), (200, Some("alice")));
+
+    let again = call(&address, "POST", "/account/register", &credentials("ALICE", PASSWORD), None);
+    assert_eq!((again.status, again.json()["error"].as_str()), (409, Some("nick_taken")));
+    let weak = call(&address, "POST", "/account/register", &credentials("bob", "short"), None);
+    assert_eq!(weak.status, 400);
+
+    let login = call(&address, "POST", "/account/login", &credentials("Alice", PASSWORD), None);
+    assert_eq!(login.status, 200, "{login:?}");
+    let second = session_cookie(&login);
+    assert_ne!(first, second, "a new session at every login");
+
+    let out = call(&address, "POST", "/account/logout", "", Some(&first));
+    assert_eq!(out.status, 204);
+    assert_eq!(call(&address, "GET", "/account", "", Some(&first)).status, 401, "ended");
+    assert_eq!(call(&address, "GET", "/account", "", Some(&second)).status, 200, "the other");
+    let wrong =
+        call(&address, "POST", "/account/login", &credentials("alice", "wrong password!"), None);
+    assert_eq!((wrong.status, wrong.json()["error"].as_str()), (401, Some("unauthenticated")));
+}
+
+/// Another site's page cannot register, log in or out (login CSRF), nor can a request from no
+/// page at all.
+#[test]
+fn only_the_chats_own_page_may_call() {
+    let (_server, address, _data) = server();
+    let body = credentials("mallory", PASSWORD);
+    let foreign = [("Origin", "http://evil.example"), ("Content-Type", "application/json")];
+    assert_eq!(request(&address, "POST", "/account/register", &foreign, &body).status, 403);
+    let none = [("Content-Type", "application/json")];
+    assert_eq!(request(&address, "POST", "/account/login", &none, &body).status, 403);
+}
+
+/// Logins for one nick are slowed whoever tries (5 a minute): a password cannot be guessed
+/// faster by spreading the attempts.
+#[test]
+fn logins_are_slowed_per_nick() {
+    let (_server, address, _data) = server();
+    call(&address, "POST", "/account/register", &credentials("carol", PASSWORD), None);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let body = credentials("carol", "not the password");
+        statuses.push(call(&address, "POST", "/account/login", &body, None).status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    let right = call(&address, "POST", "/account/login", &credentials("carol", PASSWORD), None);
+    assert_eq!(right.status, 429, "the right password waits too");
+}
+
+/// A registered nick is reserved: a guest asking for it (or a look-alike) is refused; a
+/// connection with the session cookie joins under it, whatever nick it asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_nick_is_reserved_on_the_websocket() {
+    let (_server, address, _data) = server();
+    let registered =
+        call(&address, "POST", "/account/register", &credentials("dana", PASSWORD), None);
+    let token = session_cookie(&registered);
+    let mut guest = Client::connect(&url(&address, "room=r&nick=DANA")).await;
+    match guest.recv().await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::NickTaken),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let origin = format!("http://{address}");
+    let cookie = format!("chat_session={token}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", cookie.as_str())];
+    let mut dana = Client::open_with(&url(&address, "room=r&nick=someone"), &headers)
+        .await
+        .expect("connected");
+    assert_eq!(dana.welcome().await.nick, "dana");
+}
+
+/// With `--ephemeral` there is no database to keep accounts in: the calls say so.
+#[test]
+fn an_ephemeral_server_keeps_no_accounts() {
+    let server = Running::start(&["--port", "0"], &[]);
+    let address = server.address();
+    let answer = call(&address, "POST", "/account/register", &credentials("erin", PASSWORD), None);
+    assert_eq!(answer.status, 404, "{answer:?}");
+}
