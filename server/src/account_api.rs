@@ -20,8 +20,11 @@ use crate::policy::{self, KeyedRate};
 pub const SESSION_COOKIE: &str = "chat_session";
 /// Attempts (register or log in) an address may make a minute.
 const ATTEMPTS_PER_MINUTE_PER_ADDRESS: u32 = 20;
-/// Logins a nick may be tried with a minute, from every address together.
-const LOGINS_PER_MINUTE_PER_NICK: u32 = 5;
+/// Failed logins an account may have a minute, from every address together; past them its
+/// logins wait for the minute to end.
+const FAILURES_PER_MINUTE_PER_ACCOUNT: u32 = 5;
+/// The largest body the account calls take (a nick and a password of at most 1,024 bytes).
+const MAX_BODY_BYTES: usize = 4096;
 
 /// What the account calls share.
 pub struct AccountState {
@@ -32,7 +35,11 @@ pub struct AccountState {
     /// The cookie is `Secure` (the server speaks HTTPS).
     pub secure: bool,
     attempts: KeyedRate<IpAddr>,
-    logins: KeyedRate<String>,
+    /// Failed logins per account (by its nick's key) in the current minute.
+    failures: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<String, u32>)>,
+    /// Password hashes under way, at most one per core: past it a call is refused (503)
+    /// rather than queued, so hashing cannot take every core and every blocking thread.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AccountState {
@@ -48,8 +55,36 @@ impl AccountState {
             max_nick_chars,
             secure,
             attempts: KeyedRate::per_minute(ATTEMPTS_PER_MINUTE_PER_ADDRESS),
-            logins: KeyedRate::per_minute(LOGINS_PER_MINUTE_PER_NICK),
+            failures: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
+            hashing: Arc::new(tokio::sync::Semaphore::new(crate::config::default_parallelism())),
         }
+    }
+
+    /// Forgets addresses that stopped trying (call it now and then: the map would otherwise
+    /// keep every address ever seen).
+    pub fn forget_quiet(&self) {
+        self.attempts.forget_quiet();
+    }
+
+    /// The failures counted for `key` this minute (the count starts over every minute).
+    fn failures_of(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.0.elapsed() >= std::time::Duration::from_secs(60) {
+            *failures = (std::time::Instant::now(), Default::default());
+        }
+        failures.1.get(key).copied().unwrap_or(0)
+    }
+
+    fn fail(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *failures.1.entry(key.to_owned()).or_default() += 1;
+    }
+
+    /// A place to hash a password, or a refusal when every core is hashing.
+    fn hashing(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refused> {
+        self.hashing.clone().try_acquire_owned().map_err(|_| {
+            Refused::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Busy; try again shortly.")
+        })
     }
 }
 
@@ -66,8 +101,12 @@ struct Who {
 
 /// The routes, under `/account`.
 pub fn configure(config: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|error, _| {
+        Refused::new(StatusCode::BAD_REQUEST, "malformed_json", error.to_string()).into()
+    });
     config.service(
         web::scope("/account")
+            .app_data(json)
             .route("", web::get().to(who))
             .route("/register", web::post().to(register))
             .route("/login", web::post().to(log_in))
@@ -75,7 +114,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// The accounts, or a refusal when the server keeps none (`--ephemeral`); and the origin check.
+/// The accounts, or a refusal when the server keeps none (`--ephemeral`, `--redis`); and,
+/// for calls that change something, the origin check.
 fn checked<'a>(
     request: &HttpRequest,
     state: &'a AccountState,
@@ -83,9 +123,13 @@ fn checked<'a>(
     let header = |name| request.headers().get(name).and_then(|value| value.to_str().ok());
     let origin = header(actix_web::http::header::ORIGIN);
     let host = header(actix_web::http::header::HOST);
-    // A call with no Origin at all comes from no page: not a browser's cross-site request,
-    // but refused too, since only the page calls these.
-    if origin.is_none() || !policy::origin_allowed(origin, host, &state.allowed_origins) {
+    // A browser sends no Origin on a same-origin GET, and another site's page cannot read the
+    // answer to its GET: only the calls that change something need one. A POST with no Origin
+    // comes from no page: refused too, since only the page calls these.
+    let changes = request.method() != actix_web::http::Method::GET;
+    if changes
+        && (origin.is_none() || !policy::origin_allowed(origin, host, &state.allowed_origins))
+    {
         return Err(Refused::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -96,7 +140,8 @@ fn checked<'a>(
         Refused::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "This server keeps no accounts (it runs with --ephemeral).",
+            "This server keeps no accounts (it runs with --ephemeral, or with --redis, whose \
+             servers do not share accounts yet).",
         )
     })
 }
@@ -121,10 +166,10 @@ async fn register(
     let nick = crate::names::check_nick(&nick, state.max_nick_chars)
         .map_err(|error| Refused::new(StatusCode::BAD_REQUEST, "invalid_nick", error.message))?;
     let now = now_millis();
-    let registered = nick.clone();
+    let place = state.hashing()?;
     let session = web::block(move || {
-        accounts.register(&registered, &password, now)?;
-        accounts.log_in(&registered, &password, now)
+        let _place = place;
+        accounts.register(&nick, &password, now)
     })
     .await
     .map_err(|_| Refused::unavailable())?
@@ -141,17 +186,39 @@ async fn log_in(
     let accounts = checked(&request, &state)?.clone();
     attempt(&request, &state)?;
     let Credentials { nick, password } = body.into_inner();
-    let key = crate::names::Likeness::of(&nick).key().to_owned();
-    // Slowed per nick, from every address together: guessing one person's password is as slow
-    // from a thousand addresses as from one.
-    if let Err(wait) = state.logins.admit(&key) {
-        return Err(Refused::too_fast(wait, "Too many logins for this nick; wait a minute."));
+    // A nick no one could register is no one's: the same answer as a wrong password.
+    let Ok(nick) = crate::names::check_nick(&nick, state.max_nick_chars) else {
+        return Err(refusal(AccountError::WrongPassword));
+    };
+    // Failures are counted per account, from every address together: guessing one person's
+    // password is as slow from a thousand addresses as from one. (Both forms of a nick's
+    // look count as one account: `AIice` is `Alice`.)
+    let likeness = crate::names::Likeness::of(&nick);
+    let mut keys = vec![likeness.key().to_owned(), likeness.cased().to_owned()];
+    keys.dedup();
+    if keys.iter().any(|key| state.failures_of(key) >= FAILURES_PER_MINUTE_PER_ACCOUNT) {
+        return Err(Refused::too_fast(
+            std::time::Duration::from_secs(60),
+            "Too many failed logins for this nick; wait a minute.",
+        ));
     }
     let now = now_millis();
-    let session = web::block(move || accounts.log_in(&nick, &password, now))
-        .await
-        .map_err(|_| Refused::unavailable())?
-        .map_err(refusal)?;
+    let place = state.hashing()?;
+    let outcome = web::block(move || {
+        let _place = place;
+        accounts.log_in(&nick, &password, now)
+    })
+    .await
+    .map_err(|_| Refused::unavailable())?;
+    let session = match outcome {
+        Ok(session) => session,
+        Err(error) => {
+            if matches!(error, AccountError::WrongPassword) {
+                keys.iter().for_each(|key| state.fail(key));
+            }
+            return Err(refusal(error));
+        }
+    };
     Ok(with_cookie(HttpResponse::Ok(), &state, &session.token, Some(SESSION_MILLIS))
         .json(Who { nick: session.nick }))
 }
@@ -210,6 +277,9 @@ fn refusal(error: AccountError) -> Refused {
         ),
         AccountError::WeakPassword => {
             Refused::new(StatusCode::BAD_REQUEST, "weak_password", error.to_string())
+        }
+        AccountError::GuestNick => {
+            Refused::new(StatusCode::BAD_REQUEST, "invalid_nick", error.to_string())
         }
         AccountError::WrongPassword => {
             Refused::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Wrong nick or password.")

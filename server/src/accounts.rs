@@ -41,6 +41,8 @@ pub enum AccountError {
         "a password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes' worth of characters"
     )]
     WeakPassword,
+    #[error("nicks starting with `guest-` are the server's names for guests")]
+    GuestNick,
     #[error("wrong nick or password")]
     WrongPassword,
     #[error("the password could not be hashed: {0}")]
@@ -91,9 +93,13 @@ impl Accounts {
     }
 
     /// Registers `nick` (checked by the caller against the protocol's rules) with `password`,
-    /// unless a registered nick looks like it. Slow: run it on a blocking thread.
-    pub fn register(&self, nick: &str, password: &str, now: u64) -> Result<(), AccountError> {
+    /// unless a registered nick looks like it, and logs it in. Slow: run it on a blocking
+    /// thread.
+    pub fn register(&self, nick: &str, password: &str, now: u64) -> Result<Session, AccountError> {
         check_password(password)?;
+        if nick.to_lowercase().starts_with("guest-") {
+            return Err(AccountError::GuestNick);
+        }
         let likeness = Likeness::of(nick);
         if self.is_registered(&likeness)? {
             return Err(AccountError::Taken);
@@ -117,8 +123,10 @@ impl Accounts {
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![nick, likeness.key(), likeness.cased(), hash, to_sql(now)],
         )?;
+        let account = transaction.last_insert_rowid();
+        let session = start_session(&transaction, account, nick, now)?;
         transaction.commit()?;
-        Ok(())
+        Ok(session)
     }
 
     /// Whether a registered nick looks like `likeness` (under either of its forms).
@@ -128,8 +136,9 @@ impl Accounts {
 
     /// Logs `nick` in with `password`: a new session (a new token every time, so a token
     /// planted before the login is worth nothing). The same answer for an unknown nick as for
-    /// a wrong password, and a hash computed either way, so neither the answer nor its time
-    /// tells which nicks are registered. Slow: run it on a blocking thread.
+    /// a wrong password, and a hash computed either way, so a login does not tell which nicks
+    /// are registered (registering one, or joining under it, does). Slow: run it on a
+    /// blocking thread.
     pub fn log_in(&self, nick: &str, password: &str, now: u64) -> Result<Session, AccountError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(AccountError::WrongPassword);
@@ -148,12 +157,7 @@ impl Accounts {
         if self.hasher.verify_password(password.as_bytes(), &parsed).is_err() {
             return Err(AccountError::WrongPassword);
         }
-        let token = new_token()?;
-        self.connection().execute(
-            "INSERT INTO sessions (hash, account, created, expires) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash(&token), account, to_sql(now), to_sql(now + SESSION_MILLIS)],
-        )?;
-        Ok(Session { token, nick: registered })
+        start_session(&self.connection(), account, &registered, now)
     }
 
     /// The nick of the account whose unexpired session `token` is.
@@ -175,6 +179,23 @@ impl Accounts {
             .execute("DELETE FROM sessions WHERE hash = ?1", [token_hash(token)])?;
         Ok(deleted > 0)
     }
+}
+
+/// A new session of `account` (called `nick`), from `now` for [`SESSION_MILLIS`]; expired
+/// sessions of every account are deleted on the way.
+fn start_session(
+    connection: &Connection,
+    account: i64,
+    nick: &str,
+    now: u64,
+) -> Result<Session, AccountError> {
+    let token = new_token()?;
+    connection.execute("DELETE FROM sessions WHERE expires <= ?1", [to_sql(now)])?;
+    connection.execute(
+        "INSERT INTO sessions (hash, account, created, expires) VALUES (?1, ?2, ?3, ?4)",
+        params![token_hash(&token), account, to_sql(now), to_sql(now + SESSION_MILLIS)],
+    )?;
+    Ok(Session { token, nick: nick.to_owned() })
 }
 
 /// The registered account that looks like `likeness`: its id, nick and password hash.
@@ -241,7 +262,9 @@ mod tests {
     #[test]
     fn register_and_log_in() {
         let accounts = accounts();
-        accounts.register("Alice", "correct horse battery", 1).expect("registered");
+        let registered =
+            accounts.register("Alice", "correct horse battery", 1).expect("registered");
+        assert_eq!(accounts.session(&registered.token, 1).expect("read"), Some("Alice".into()));
         let first = accounts.log_in("alice", "correct horse battery", 2).expect("logged in");
         assert_eq!(first.nick, "Alice");
         let second = accounts.log_in("Alice", "correct horse battery", 3).expect("logged in");
@@ -274,6 +297,10 @@ mod tests {
             );
         }
         assert!(matches!(accounts.register("bob", "short", 2), Err(AccountError::WeakPassword)));
+        assert!(matches!(
+            accounts.register("Guest-7", "correct horse battery", 2),
+            Err(AccountError::GuestNick)
+        ));
         let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
         assert!(matches!(accounts.register("bob", &huge, 2), Err(AccountError::WeakPassword)));
         assert!(accounts.is_registered(&Likeness::of("ALICE")).expect("read"));

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use protocol::{ChatMessage, MessageId, UnixMillis};
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 use crate::history::{Loaded, Stored, stored_size};
@@ -202,7 +204,8 @@ impl Db {
         &mut self,
         messages: impl IntoIterator<Item = &'a Stored>,
     ) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction()?;
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut last_id = 0;
         {
             let mut insert = transaction.prepare_cached(
@@ -247,7 +250,7 @@ impl Db {
     pub fn trim_room(&mut self, room: &str) -> Result<(), StoreError> {
         let retain = self.options.retain_messages.max(1);
         let Db { connection, options, sizes } = self;
-        let transaction = connection.transaction()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let size = match sizes.get(room) {
             Some(size) => *size,
             None => {
@@ -313,7 +316,8 @@ impl Db {
     /// highest id deleted. Returns the rooms left without any message.
     pub fn sweep_by_age(&mut self, now: UnixMillis) -> Result<Vec<String>, StoreError> {
         let Some(cutoff) = self.options.age_cutoff(now) else { return Ok(Vec::new()) };
-        let transaction = self.connection.transaction()?;
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let expired: Vec<(String, i64)> = {
             let mut statement = transaction
                 .prepare("SELECT room, MAX(id) FROM messages WHERE ts < ?1 GROUP BY room")?;
@@ -578,6 +582,9 @@ fn copy_database(source_path: &Path, target_path: &Path) -> Result<BackupSummary
 
 fn open_file(path: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
     let connection = Connection::open(path)?;
+    // Other connections write now and then (accounts, `server admin`): wait for them briefly
+    // rather than fail a batch of messages.
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: readers never block the writer, and a commit is one append to the log.
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", sync.pragma())?;

@@ -223,7 +223,10 @@ pub fn run_shared(
         actix_rt::spawn(shared.keep_alive());
     }
     // After the store: it made and migrated the database the accounts are read from.
-    let accounts = data_dir.as_deref().map(accounts::Accounts::open).transpose();
+    // Not with --redis yet: each server's database would hold its own accounts, and a nick
+    // registered on one would be free on the others.
+    let accounts_dir = data_dir.as_deref().filter(|_| config.redis.url.is_none());
+    let accounts = accounts_dir.map(accounts::Accounts::open).transpose();
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
     let registry = room_state::Registry(accounts.clone());
     let account_state = web::Data::new(account_api::AccountState::new(
@@ -233,6 +236,14 @@ pub fn run_shared(
         config.tls_cert.is_some(),
     ));
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared, registry);
+    let quiet = account_state.clone();
+    actix_rt::spawn(async move {
+        let mut every = actix_rt::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            quiet.forget_quiet();
+        }
+    });
     let next_conn = Arc::new(AtomicU64::new(1));
     // After the store: it made and migrated the database the keys are read from.
     let keys = data_dir.map(|dir| db::KeyReader::open(&dir)).transpose();

@@ -898,7 +898,9 @@ impl RoomState {
         let base = format!("guest-{conn}");
         let mut nick = base.clone();
         let mut suffix = 1;
-        while self.member_like(&Likeness::of(&nick)).is_some() {
+        while self.member_like(&Likeness::of(&nick)).is_some()
+            || self.rules.registry.holds(&Likeness::of(&nick))
+        {
             suffix += 1;
             nick = format!("{base}-{suffix}");
         }
