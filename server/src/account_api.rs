@@ -146,6 +146,16 @@ fn checked<'a>(
     })
 }
 
+/// The accounts for a register or log-in call: the origin check, then the address's attempt.
+fn attempting<'a>(
+    request: &HttpRequest,
+    state: &'a AccountState,
+) -> Result<&'a Arc<Accounts>, Refused> {
+    let accounts = checked(request, state)?;
+    attempt(request, state)?;
+    Ok(accounts)
+}
+
 /// The address's attempt, if it may make one now.
 fn attempt(request: &HttpRequest, state: &AccountState) -> Result<(), Refused> {
     let address = request.peer_addr().map(|peer| policy::limit_key(peer.ip()));
@@ -160,8 +170,7 @@ async fn register(
     state: web::Data<AccountState>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, Refused> {
-    let accounts = checked(&request, &state)?.clone();
-    attempt(&request, &state)?;
+    let accounts = attempting(&request, &state)?.clone();
     let Credentials { nick, password } = body.into_inner();
     let nick = crate::names::check_nick(&nick, state.max_nick_chars)
         .map_err(|error| Refused::new(StatusCode::BAD_REQUEST, "invalid_nick", error.message))?;
@@ -183,8 +192,7 @@ async fn log_in(
     state: web::Data<AccountState>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, Refused> {
-    let accounts = checked(&request, &state)?.clone();
-    attempt(&request, &state)?;
+    let accounts = attempting(&request, &state)?.clone();
     let Credentials { nick, password } = body.into_inner();
     // A nick no one could register is no one's: the same answer as a wrong password.
     let Ok(nick) = crate::names::check_nick(&nick, state.max_nick_chars) else {

@@ -393,11 +393,9 @@ impl RoomState {
 
         self.expire_by_age(ts);
         // The member and room lists travel in the welcome too: the page of history gets what
-        // is left of the budget, so the whole frame stays within it (a JSON string takes at
-        // most twice its bytes and its quotes; a room entry a few more for its count).
+        // is left of the budget, so the whole frame stays within it.
         let members = self.member_nicks();
-        let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
-            + request.rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
+        let lists = lists_bytes(&members, &request.rooms);
         let page = self.rules.page_bytes.saturating_sub(lists);
         // A `since` from another epoch (the store started over since the client saw it) means
         // nothing here: the joiner is told so (a `reset`) and welcomed afresh.
@@ -650,9 +648,7 @@ impl RoomState {
     pub fn reset(&mut self, loaded: Loaded, epoch: String) -> Vec<Effect> {
         self.load_shared(loaded, epoch);
         let members = self.member_nicks();
-        let lists: usize = members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
-            + self.last_rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>();
-        let page = self.rules.page_bytes.saturating_sub(lists);
+        let page = self.rules.page_bytes.saturating_sub(lists_bytes(&members, &self.last_rooms));
         let catchup = self.history.catchup(None, self.rules.recent, page, true);
         let mut effects = Vec::new();
         for (conn, member) in &self.members {
@@ -950,6 +946,13 @@ impl RoomState {
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
+}
+
+/// An upper bound on the bytes a welcome's member and room lists take: a JSON string takes at
+/// most twice its bytes and its quotes; a room entry a few more for its count.
+fn lists_bytes(members: &[String], rooms: &[RoomInfo]) -> usize {
+    members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
+        + rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>()
 }
 
 /// The error a sender gets when its message would be the first of a room and the store holds
