@@ -870,7 +870,16 @@ mod tests {
     use crate::outbox::Outgoing;
 
     fn chat(id: MessageId, room: &str) -> ChatMessage {
-        ChatMessage { id, room: room.into(), from: "a".into(), text: "t".into(), ts: 0, bot: false }
+        let from = "a".into();
+        ChatMessage {
+            id,
+            room: room.into(),
+            from,
+            text: "t".into(),
+            ts: 0,
+            bot: false,
+            signed_in: false,
+        }
     }
 
     fn message(id: MessageId, room: &str) -> ServerMessage {
@@ -891,6 +900,7 @@ mod tests {
             room: room.into(),
             nick: "n2".into(),
             members: vec![],
+            signed_in: vec![],
             history: history.iter().map(|&id| chat(id, room)).collect(),
             rooms: vec![],
             since,

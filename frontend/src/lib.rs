@@ -10,6 +10,7 @@
 //! - [`typing`]: when to announce typing, and how to show it.
 //! - [`components`]: one component per file, rendering props and raising callbacks.
 
+pub mod account;
 pub mod backoff;
 pub mod components;
 pub mod connection;
@@ -26,7 +27,7 @@ use yew::prelude::*;
 use crate::components::room_list::JoinedRoom;
 use crate::components::{
     Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, Settings,
-    TypingIndicator,
+    SignInRequest, TypingIndicator,
 };
 use crate::connection::{Connection, Target};
 use crate::outbox::Outgoing;
@@ -54,13 +55,27 @@ pub fn app(props: &AppProps) -> Html {
     let connection = use_state(|| None::<Connection>);
     // The drawer of rooms and members, on narrow screens.
     let drawer = use_state(|| false);
+    // The account this browser is signed in to (its session cookie), asked once.
+    let account = use_state(|| None::<String>);
+    {
+        let account = account.clone();
+        use_effect_with((), move |_| {
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(nick) = account::current().await {
+                    account.set(Some(nick));
+                }
+            });
+        });
+    }
 
-    let join = {
+    // Joins as `(nick, room)`; with `fresh`, on a new socket (one opened after a sign-in
+    // carries the session cookie, an older one does not).
+    let connect = {
         let (state, connection) = (state.clone(), connection.clone());
         let ws_base = props.ws_base.clone();
-        Callback::from(move |(nick, room): (String, String)| {
+        Callback::from(move |(nick, room, fresh): (String, String, bool)| {
             state.dispatch(Action::Connect { room: room.clone() });
-            if let Some(open) = connection.as_ref() {
+            if let Some(open) = connection.as_ref().filter(|_| !fresh) {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
                 let join = ClientMessage::Join {
                     room,
@@ -77,6 +92,36 @@ pub fn app(props: &AppProps) -> Html {
             let target = Target::new(rooms, nick, page::client_token());
             let base = ws_base.clone().unwrap_or_else(page::ws_base);
             connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
+        })
+    };
+    let join = connect.reform(|(nick, room): (String, String)| (nick, room, false));
+    let sign_in = {
+        let (account, state) = (account.clone(), state.clone());
+        Callback::from(move |request: SignInRequest| {
+            let (account, state, connect) = (account.clone(), state.clone(), connect.clone());
+            state.dispatch(Action::DismissError);
+            wasm_bindgen_futures::spawn_local(async move {
+                let SignInRequest { kind, nick, password, room } = request;
+                match account::sign_in(kind, &nick, &password).await {
+                    Ok(nick) => {
+                        account.set(Some(nick.clone()));
+                        connect.emit((nick, room, true));
+                    }
+                    Err(words) => state.dispatch(Action::LocalError(words)),
+                }
+            });
+        })
+    };
+    let log_out = {
+        let state = state.clone();
+        Callback::from(move |()| {
+            let state = state.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                match account::log_out().await {
+                    Ok(()) => page::reload_at(&state.room),
+                    Err(words) => state.dispatch(Action::LocalError(words)),
+                }
+            });
         })
     };
 
@@ -191,8 +236,8 @@ pub fn app(props: &AppProps) -> Html {
         return html! {
             <>
                 <JoinForm nick={state.former_nick.clone().or_else(|| requested.nick.clone()).unwrap_or_default()}
-                    room={state.room.clone()}
-                    error={state.error.clone()} on_join={join} />
+                    room={state.room.clone()} account={(*account).clone()}
+                    error={state.error.clone()} on_join={join} on_sign_in={sign_in} on_log_out={log_out} />
                 if state.connection != ConnectionState::Idle {
                     <p class="join-status"><ConnectionBadge state={state.connection} /></p>
                 }
@@ -345,13 +390,25 @@ pub fn app(props: &AppProps) -> Html {
                     }
                 </button>
                 <h1>{ format!("#{}", state.room) }</h1>
-                <span class="whoami">{ format!("you are {nick}") }</span>
+                <span class="whoami">
+                    { format!("you are {nick}") }
+                    if account.as_deref() == Some(nick.as_str()) {
+                        <span class="signed-in" title="Signed in to this registered name">
+                            <span aria-hidden="true">{ " ✓" }</span>
+                            <span class="visually-hidden">{ " (signed in)" }</span>
+                        </span>
+                        <button type="button" class="secondary log-out" onclick={log_out.reform(|_: MouseEvent| ())}>
+                            { "Log out" }
+                        </button>
+                    }
+                </span>
                 <ConnectionBadge state={state.connection} />
             </header>
             <aside class="sidebar" id="sidebar">
                 <RoomList {joined} rooms={state.rooms.clone()} current={state.room.clone()}
                     {on_open} {on_join} {on_leave} on_invalid={on_invalid.clone()} />
-                <MemberList members={view.members.clone()} own={Some(nick.clone())} />
+                <MemberList members={view.members.clone()} signed_in={view.signed_in.clone()}
+                    own={Some(nick.clone())} />
                 <Settings />
             </aside>
             <main class="conversation">

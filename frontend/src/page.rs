@@ -244,6 +244,14 @@ pub fn show_in_address_bar(room: &str, nick: &str) {
     }
 }
 
+/// Loads the page afresh at `?room=R` (no nick: after logging out, the page starts at the
+/// join form rather than rejoining under the account's nick as a guest).
+pub fn reload_at(room: &str) {
+    let Some(window) = web_sys::window() else { return };
+    let query = form_urlencoded::Serializer::new(String::new()).append_pair("room", room).finish();
+    let _ = window.location().set_href(&format!("?{query}"));
+}
+
 /// Marks a moment of the page's life in the browser's performance timeline (User Timing), so
 /// that load times can be measured from outside: `chat:join-form` when the join form can be
 /// typed into, `chat:first-message` when the first message is shown.

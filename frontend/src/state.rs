@@ -108,6 +108,8 @@ pub struct RoomView {
     /// The nick the server accepted here (`None` until the room's welcome).
     pub nick: Option<String>,
     pub members: Vec<String>,
+    /// Those of `members` signed in to their account (the others are guests).
+    pub signed_in: Vec<String>,
     /// Shared so that passing the list to a component is cheap and compares by pointer.
     pub entries: Rc<VecDeque<Entry>>,
     /// Who is typing, with when their indication expires (Unix ms).
@@ -136,6 +138,7 @@ impl RoomView {
             name,
             nick: None,
             members: Vec::new(),
+            signed_in: Vec::new(),
             entries: Rc::default(),
             typing: Vec::new(),
             unread: 0,
@@ -274,7 +277,7 @@ impl RoomView {
     /// The room's welcome: what was missed after what is shown, or (not resumed) the list
     /// starts over with the room's recent messages.
     fn welcome(&mut self, welcome: Welcomed) {
-        let Welcomed { nick, members, history, since, truncated, more } = welcome;
+        let Welcomed { nick, members, signed_in, history, since, truncated, more } = welcome;
         let resumed = since.is_some() && self.is_joined();
         if resumed {
             if truncated {
@@ -301,6 +304,7 @@ impl RoomView {
         self.catching_up = more;
         self.nick = Some(nick);
         self.members = members;
+        self.signed_in = signed_in;
         self.typing.clear();
     }
 }
@@ -309,6 +313,7 @@ impl RoomView {
 struct Welcomed {
     nick: String,
     members: Vec<String>,
+    signed_in: Vec<String>,
     history: Vec<ChatMessage>,
     since: Option<MessageId>,
     truncated: bool,
@@ -521,6 +526,7 @@ impl State {
                 room,
                 nick,
                 members,
+                signed_in,
                 history,
                 rooms,
                 since,
@@ -533,8 +539,15 @@ impl State {
                     // next): not shown again.
                     return;
                 }
-                let welcomed =
-                    Welcomed { nick: nick.clone(), members, history, since, truncated, more };
+                let welcomed = Welcomed {
+                    nick: nick.clone(),
+                    members,
+                    signed_in,
+                    history,
+                    since,
+                    truncated,
+                    more,
+                };
                 if let Some(view) = self.view_mut(&room) {
                     view.welcome(welcomed);
                 }
@@ -592,9 +605,13 @@ impl State {
                 }
                 self.settle_shown(&room, false);
             }
-            ServerMessage::Joined { room, nick, ts } => {
+            ServerMessage::Joined { room, nick, ts, signed_in } => {
                 if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
                     view.presence(nick.clone(), true, ts);
+                    view.signed_in.retain(|member| *member != nick);
+                    if signed_in {
+                        view.signed_in.push(nick.clone());
+                    }
                     if !view.members.contains(&nick) {
                         view.members.push(nick);
                         view.members.sort_by_key(|nick| nick.to_lowercase());
@@ -606,6 +623,7 @@ impl State {
                     view.presence(nick.clone(), false, ts);
                     view.stop_typing(&nick);
                     view.members.retain(|member| *member != nick);
+                    view.signed_in.retain(|member| *member != nick);
                 }
             }
             ServerMessage::Typing { room, nick } => {
@@ -859,6 +877,7 @@ mod tests {
             text: text.into(),
             ts: 1,
             bot: false,
+            signed_in: false,
         }
     }
 
@@ -876,6 +895,7 @@ mod tests {
             room: room.into(),
             nick: "bob".into(),
             members: vec!["alice".into(), "bob".into()],
+            signed_in: vec!["alice".into()],
             history,
             rooms: vec![RoomInfo { name: room.into(), members: 2 }],
             since,
@@ -1089,6 +1109,7 @@ mod tests {
                     room: "a".into(),
                     nick: "Carol".into(),
                     ts: 2,
+                    signed_in: true,
                 }),
                 Action::Server(ServerMessage::Left {
                     room: "a".into(),
@@ -1099,10 +1120,12 @@ mod tests {
                     room: "z".into(),
                     nick: "zed".into(),
                     ts: 4,
+                    signed_in: false,
                 }),
             ],
         );
         assert_eq!(state.view().members, ["bob", "Carol"]);
+        assert_eq!(state.view().signed_in, ["Carol"], "alice's mark left with her");
         assert_eq!(state.rooms, [RoomInfo { name: "a".into(), members: 2 }], "count kept live");
         assert_eq!(notices(&state)[1..], ["Carol joined; alice left."], "one line for the burst");
     }
@@ -1295,7 +1318,12 @@ mod tests {
     #[test]
     fn presence_bursts_collapse_into_one_line() {
         let joined = |nick: &str| {
-            Action::Server(ServerMessage::Joined { room: "a".into(), nick: nick.into(), ts: 2 })
+            Action::Server(ServerMessage::Joined {
+                room: "a".into(),
+                nick: nick.into(),
+                ts: 2,
+                signed_in: false,
+            })
         };
         let left = |nick: &str| {
             Action::Server(ServerMessage::Left { room: "a".into(), nick: nick.into(), ts: 3 })

@@ -38,6 +38,7 @@ pub fn rows<'a>(
                 last == day
                     && before.from == message.from
                     && before.bot == message.bot
+                    && before.signed_in == message.signed_in
                     && message.ts.saturating_sub(before.ts) < GROUP_WINDOW_MS
             }
             _ => false,
@@ -73,6 +74,7 @@ mod tests {
             text: "t".into(),
             ts,
             bot: false,
+            signed_in: false,
         }))
     }
 
@@ -125,6 +127,7 @@ mod tests {
             text: "t".into(),
             ts: 2_000,
             bot: true,
+            signed_in: false,
         };
         let entries = vec![message(1, "ann", 1_000), Entry::Message(Rc::new(bot.clone()))];
         assert_eq!(shape(&rows(&entries, utc_day)), ["day", "ann", "ann"]);

@@ -9,10 +9,12 @@ use std::collections::{BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use common::{flush, input, press, root, select, select_all, texts};
+use frontend::account::SignIn;
 use frontend::components::room_list::JoinedRoom;
 use frontend::components::{
-    Composer, ComposerProps, ConnectionBadge, ConnectionBadgeProps, MemberList, MemberListProps,
-    MessageList, MessageListProps, RoomList, RoomListProps, TypingIndicator, TypingIndicatorProps,
+    Composer, ComposerProps, ConnectionBadge, ConnectionBadgeProps, JoinForm, JoinFormProps,
+    MemberList, MemberListProps, MessageList, MessageListProps, RoomList, RoomListProps,
+    SignInRequest, TypingIndicator, TypingIndicatorProps,
 };
 use frontend::outbox::Outgoing;
 use frontend::state::{ConnectionState, Entry, Older};
@@ -31,6 +33,7 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
         text: text.into(),
         ts: 0,
         bot: false,
+        signed_in: false,
     }))
 }
 
@@ -130,6 +133,85 @@ async fn bot_messages_are_marked() {
     assert_eq!(texts(&root, ".message:last-child .bot"), ["bot"]);
 }
 
+/// A signed-in member's message carries a check (and words for screen readers); a guest's
+/// name is styled as a guest's and has neither, so a guest cannot pass as the member.
+#[wasm_bindgen_test]
+async fn signed_in_and_guest_senders_are_told_apart() {
+    let root = root();
+    let Entry::Message(guest) = message(1, "alice", "a guest") else { unreachable!() };
+    let member = Rc::new(ChatMessage { id: 2, signed_in: true, ..(*guest).clone() });
+    let entries: VecDeque<Entry> = [Entry::Message(guest), Entry::Message(member)].into();
+    let props = list_props(Rc::new(entries), Vec::new(), Rc::default());
+    yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+
+    assert_eq!(texts(&root, ".message .from"), ["alice", "alice"], "the same name");
+    assert_eq!(texts(&root, "[data-id='1'] .from.guest"), ["alice"]);
+    assert!(texts(&root, "[data-id='1'] .signed-in").is_empty());
+    assert_eq!(texts(&root, "[data-id='2'] .signed-in"), ["✓(signed in)"]);
+    assert!(texts(&root, "[data-id='2'] .guest").is_empty());
+}
+
+/// The join form joins as a guest without a password; with one, the buttons register or log
+/// in (Enter logs in); signed in, it joins under the account and offers to log out.
+#[wasm_bindgen_test]
+async fn join_form_joins_as_guest_or_signs_in() {
+    let joined = Rc::new(RefCell::new(Vec::new()));
+    let signed = Rc::new(RefCell::new(Vec::new()));
+    let logged_out = Rc::new(RefCell::new(0));
+    let props = |account: Option<&str>| {
+        let (joined, signed, logged_out) = (joined.clone(), signed.clone(), logged_out.clone());
+        JoinFormProps {
+            nick: "ann".into(),
+            room: "r".into(),
+            error: None,
+            account: account.map(str::to_owned),
+            on_join: Callback::from(move |choice| joined.borrow_mut().push(choice)),
+            on_sign_in: Callback::from(move |request| signed.borrow_mut().push(request)),
+            on_log_out: Callback::from(move |()| *logged_out.borrow_mut() += 1),
+        }
+    };
+    let click = |root: &web_sys::Element, css: &str| {
+        let button = select(root, css).unwrap_or_else(|| panic!("no {css}"));
+        button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    };
+    let root = root();
+    yew::Renderer::<JoinForm>::with_root_and_props(root.clone(), props(None)).render();
+    flush().await;
+    assert_eq!(texts(&root, "button"), ["Join as guest", "Log in", "Register"]);
+    click(&root, "button");
+    flush().await;
+    assert_eq!(*joined.borrow(), [("ann".to_owned(), "r".to_owned())]);
+
+    click(&root, ".account-buttons button:last-child");
+    flush().await;
+    assert_eq!(texts(&root, ".error"), ["Type your password to register or log in."]);
+    assert!(signed.borrow().is_empty());
+    input(&root, "#join-password").set_value("correct horse battery");
+    click(&root, ".account-buttons button:last-child");
+    click(&root, "button");
+    flush().await;
+    let request = |kind| SignInRequest {
+        kind,
+        nick: "ann".into(),
+        password: "correct horse battery".into(),
+        room: "r".into(),
+    };
+    assert_eq!(*signed.borrow(), [request(SignIn::Register), request(SignIn::LogIn)]);
+    assert_eq!(joined.borrow().len(), 1, "a typed password never joins as a guest");
+
+    let root = crate::root();
+    yew::Renderer::<JoinForm>::with_root_and_props(root.clone(), props(Some("Ann"))).render();
+    flush().await;
+    assert!(select(&root, "#join-nick").is_none() && select(&root, "#join-password").is_none());
+    assert_eq!(texts(&root, ".signed-in-as strong"), ["Ann"]);
+    click(&root, "button[type=submit]");
+    click(&root, "button.secondary");
+    flush().await;
+    assert_eq!(joined.borrow().last(), Some(&("Ann".to_owned(), "r".to_owned())));
+    assert_eq!(*logged_out.borrow(), 1);
+}
+
 /// A day separator opens each local day; one sender's consecutive messages are grouped (the
 /// name shown once, still there for screen readers); every time has the full date as its
 /// tooltip.
@@ -165,17 +247,22 @@ async fn days_are_separated_and_runs_grouped() {
     assert!(title.contains("2026"), "full date on hover: {title:?}");
 }
 
-/// The member list shows everyone and marks you.
+/// The member list shows everyone, marks you, and tells the signed-in from the guests.
 #[wasm_bindgen_test]
-async fn member_list_marks_you() {
+async fn member_list_marks_you_and_who_is_signed_in() {
     let root = root();
-    let props =
-        MemberListProps { members: vec!["alice".into(), "bob".into()], own: Some("bob".into()) };
+    let props = MemberListProps {
+        members: vec!["alice".into(), "bob".into()],
+        signed_in: vec!["alice".into()],
+        own: Some("bob".into()),
+    };
     yew::Renderer::<MemberList>::with_root_and_props(root.clone(), props).render();
     flush().await;
 
     assert_eq!(select_all(&root, "li").len(), 2);
     assert_eq!(texts(&root, "li.own"), ["bob (you)"]);
+    assert_eq!(texts(&root, "li.guest"), ["bob (you)"]);
+    assert_eq!(texts(&root, "li:first-child"), ["alice ✓ (signed in)"]);
     assert_eq!(texts(&root, "h2"), ["Members (2)"]);
 }
 
@@ -339,6 +426,7 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
         room: "r".into(),
         nick: "me".into(),
         members: Vec::new(),
+        signed_in: Vec::new(),
         history: Vec::new(),
         rooms: Vec::new(),
         since: None,

@@ -111,6 +111,10 @@ pub enum ServerMessage {
         nick: String,
         /// Everyone in the room, you included, sorted case-insensitively.
         members: Vec<String>,
+        /// Those of `members` who are signed in to an account (the others are guests), in the
+        /// same order. Absent when none are.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        signed_in: Vec<String>,
         /// Messages, oldest first: every stored message after `since` when `since` is set,
         /// otherwise the room's most recent ones.
         history: Vec<ChatMessage>,
@@ -161,8 +165,14 @@ pub enum ServerMessage {
     /// Sent to the sender only, before the room sees the message: the message with
     /// `client_id` is stored durably under `id`. Sent again for a repeated `client_id`.
     Ack { client_id: ClientId, id: MessageId, room: String },
-    /// Someone entered the room.
-    Joined { room: String, nick: String, ts: UnixMillis },
+    /// Someone entered the room. `signed_in`: under their account (absent: as a guest).
+    Joined {
+        room: String,
+        nick: String,
+        ts: UnixMillis,
+        #[serde(default, skip_serializing_if = "is_false")]
+        signed_in: bool,
+    },
     /// Someone left the room (closed, switched rooms, or timed out). Also sent to the
     /// connection that left with [`ClientMessage::Leave`], naming its own nick.
     Left { room: String, nick: String, ts: UnixMillis },
@@ -200,6 +210,10 @@ pub struct ChatMessage {
     /// room. Sent only when true; absent means false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub bot: bool,
+    /// Sent by someone signed in to the account `from` names (absent means false: a guest, or
+    /// a bot). Only accounts carry it, so a guest cannot pass as a registered member.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub signed_in: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -294,6 +308,7 @@ mod tests {
             text: "hi <b>there</b> \u{1f44b}".into(),
             ts: 1_700_000_000_123,
             bot: false,
+            signed_in: false,
         }
     }
 
@@ -360,7 +375,11 @@ mod tests {
                 room: "general".into(),
                 nick: "alice".into(),
                 members: vec!["alice".into(), "bob".into()],
-                history: vec![sample_message()],
+                signed_in: vec!["bob".into()],
+                history: vec![
+                    sample_message(),
+                    ChatMessage { signed_in: true, ..sample_message() },
+                ],
                 rooms: rooms.clone(),
                 since: None,
                 truncated: false,
@@ -371,6 +390,7 @@ mod tests {
                 room: "general".into(),
                 nick: "alice".into(),
                 members: vec![],
+                signed_in: vec![],
                 history: vec![],
                 rooms: vec![],
                 since: Some(6),
@@ -387,7 +407,18 @@ mod tests {
             },
             ServerMessage::Message(sample_message()),
             ServerMessage::Ack { client_id: "c-1".into(), id: 7, room: "general".into() },
-            ServerMessage::Joined { room: "general".into(), nick: "bob".into(), ts: 1 },
+            ServerMessage::Joined {
+                room: "general".into(),
+                nick: "bob".into(),
+                ts: 1,
+                signed_in: false,
+            },
+            ServerMessage::Joined {
+                room: "general".into(),
+                nick: "ann".into(),
+                ts: 1,
+                signed_in: true,
+            },
             ServerMessage::Left { room: "general".into(), nick: "bob".into(), ts: 2 },
             ServerMessage::Rooms { rooms },
             ServerMessage::Reset { room: "general".into(), epoch: "0123456789abcdef".into() },

@@ -87,12 +87,14 @@ pub struct Message {
     pub ts: u64,
     /// Posted through this API.
     pub bot: bool,
+    /// Sent by someone signed in to the account `from` names (false: a guest or a bot).
+    pub signed_in: bool,
 }
 
 impl From<protocol::ChatMessage> for Message {
     fn from(message: protocol::ChatMessage) -> Self {
-        let protocol::ChatMessage { id, room, from, text, ts, bot } = message;
-        Message { id, room, from, text, ts, bot }
+        let protocol::ChatMessage { id, room, from, text, ts, bot, signed_in } = message;
+        Message { id, room, from, text, ts, bot, signed_in }
     }
 }
 

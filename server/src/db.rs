@@ -209,8 +209,8 @@ impl Db {
         let mut last_id = 0;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (id, room, sender, text, ts, client_id, bot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO messages (id, room, sender, text, ts, client_id, bot, signed_in)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut touch = transaction.prepare_cached(
                 "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
@@ -228,6 +228,7 @@ impl Db {
                     to_sql(message.ts),
                     client_id,
                     message.bot,
+                    message.signed_in,
                 ])?;
                 touch.execute(params![message.room, to_sql(message.ts)])?;
                 last_id = last_id.max(message.id);
@@ -352,7 +353,7 @@ impl Db {
     pub fn load(&self, room: &str) -> Result<Loaded, StoreError> {
         let retain = self.options.retain_messages.max(1);
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, sender, text, ts, client_id, bot FROM messages
+            "SELECT id, sender, text, ts, client_id, bot, signed_in FROM messages
              WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
@@ -364,6 +365,7 @@ impl Db {
                     text: row.get(2)?,
                     ts: to_id(row.get(3)?),
                     bot: row.get(5)?,
+                    signed_in: row.get(6)?,
                 },
                 client_id: row.get(4)?,
             })
@@ -644,6 +646,8 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE INDEX accounts_by_cased ON accounts (nick_cased);
      CREATE INDEX sessions_by_account ON sessions (account);",
+    // 4: messages sent by someone signed in to the account their sender names are marked so.
+    "ALTER TABLE messages ADD COLUMN signed_in INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -771,6 +775,7 @@ mod tests {
             text: "x".repeat(9),
             ts,
             bot: false,
+            signed_in: false,
         };
         Stored { message, client_id: client_id.map(str::to_owned) }
     }
@@ -1030,16 +1035,19 @@ mod tests {
         ));
     }
 
-    /// A bot's message keeps its mark through the database.
+    /// A bot's message and a signed-in member's keep their marks through the database.
     #[test]
-    fn the_bot_mark_is_stored() {
+    fn the_bot_and_signed_in_marks_are_stored() {
         let mut db = Db::open(options(), 0).expect("opens").0;
         let mut bot = stored(1, "a", 10, None);
         bot.message.bot = true;
-        db.write(&[bot, stored(2, "a", 20, None)]).expect("writes");
+        let mut member = stored(3, "a", 30, None);
+        member.message.signed_in = true;
+        db.write(&[bot, stored(2, "a", 20, None), member]).expect("writes");
         let loaded = db.load("a").expect("loads");
-        let marks: Vec<bool> = loaded.messages.iter().map(|s| s.message.bot).collect();
-        assert_eq!(marks, [true, false]);
+        let marks: Vec<(bool, bool)> =
+            loaded.messages.iter().map(|s| (s.message.bot, s.message.signed_in)).collect();
+        assert_eq!(marks, [(true, false), (false, false), (false, true)]);
     }
 
     /// The copy is readable by its owner only; a copy that cannot be written names the place

@@ -269,6 +269,7 @@ mod tests {
                 text: id.to_string(),
                 ts: id * 10,
                 bot: false,
+                signed_in: false,
             },
             client_id: client_id.map(str::to_owned),
         }
@@ -383,14 +384,14 @@ mod tests {
     }
 
     /// The size bound holds for the worst message: quotes and backslashes, which JSON doubles,
-    /// the longest numbers and the `bot` mark.
+    /// the longest numbers and the `bot` and `signed_in` marks.
     #[test]
     fn encoded_bound_covers_escaping() {
         let mut message = stored(1, None).message;
         message.text = "\"\\\n\t".repeat(500);
         message.from = "\"".repeat(32);
-        // The longest fixed fields: the largest ids and times, and a bot's mark.
-        (message.id, message.ts, message.bot) = (u64::MAX, u64::MAX, true);
+        // The longest fixed fields: the largest ids and times, and both marks.
+        (message.id, message.ts, message.bot, message.signed_in) = (u64::MAX, u64::MAX, true, true);
         let encoded = serde_json::to_string(&protocol::ServerMessage::Message(message.clone()))
             .expect("encodes");
         assert!(encoded.len() <= encoded_bound(&message), "{} bytes", encoded.len());

@@ -123,7 +123,7 @@ pub struct PageRequest {
 
 /// A bound on the bytes of a welcome besides its lists, messages, room name and nick (which
 /// take at most twice their bytes, escaped): its field names, `since`, the flags.
-const WELCOME_FIXED_BYTES: usize = 160;
+const WELCOME_FIXED_BYTES: usize = 176;
 
 /// A connection asking to enter the room (or to be renamed in it).
 #[derive(Debug, Clone)]
@@ -200,6 +200,8 @@ struct Member {
     /// How `nick` looks, for uniqueness.
     likeness: Likeness,
     client: Option<String>,
+    /// Joined under its account (its nick is the account's): its messages say so.
+    signed_in: bool,
     /// When the room last relayed this member's `typing`, and when it last renamed.
     typed: Option<Instant>,
     renamed: Option<Instant>,
@@ -317,15 +319,24 @@ impl RoomState {
             renamed = Some(now);
         }
 
-        // Every member the nick looks like must be this connection or an older connection of
-        // the same client: a nick can look like two members at once (`AIice` like both `aiice`
-        // and `Alice`), and matching only the first found would let it pass as the other.
+        // Every member the nick looks like must be this connection, an older connection of
+        // the same client, or (signed in) another device of the same account, which keeps its
+        // seat beside this one: a nick can look like two members at once (`AIice` like both
+        // `aiice` and `Alice`), and matching only the first found would let it pass as the
+        // other.
         let mut replaced = Vec::new();
+        let mut beside = false;
         for (holder, member) in self.members.iter() {
             if !member.likeness.looks_like(&likeness) || *holder == request.conn {
                 continue;
             }
             let same_client = request.client.is_some() && member.client == request.client;
+            // Account nicks are unique server-wide: the same nick signed in is the same account.
+            let same_account = request.account.is_some() && member.signed_in && member.nick == nick;
+            if same_account && !same_client {
+                beside = true;
+                continue;
+            }
             if !same_client {
                 return Err(Rejection::new(
                     ErrorCode::NickTaken,
@@ -376,26 +387,28 @@ impl RoomState {
                 true
             }
             Some(_) => false,
-            None => !kept_seat,
+            None => !kept_seat && !beside,
         };
         let room = self.name.clone();
         for old in gone {
             let left = ServerMessage::Left { room: room.clone(), nick: old, ts };
             effects.push(Effect::Broadcast { message: left, except: None });
         }
+        let signed_in = request.account.is_some();
         if announce_join {
-            let joined = ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts };
+            let joined =
+                ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts, signed_in };
             effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
         }
-        let member =
-            Member { nick: nick.clone(), likeness, client: request.client, typed, renamed };
+        let client = request.client;
+        let member = Member { nick: nick.clone(), likeness, client, signed_in, typed, renamed };
         self.members.insert(request.conn, member);
 
         self.expire_by_age(ts);
         // The member and room lists travel in the welcome too: the page of history gets what
         // is left of the budget, so the whole frame stays within it.
-        let members = self.member_nicks();
-        let lists = lists_bytes(&members, &request.rooms);
+        let (members, signed_in) = self.member_lists();
+        let lists = lists_bytes(&members, &signed_in, &request.rooms);
         let page = self.rules.page_bytes.saturating_sub(lists);
         // A `since` from another epoch (the store started over since the client saw it) means
         // nothing here: the joiner is told so (a `reset`) and welcomed afresh.
@@ -420,6 +433,7 @@ impl RoomState {
             room,
             nick: nick.clone(),
             members,
+            signed_in,
             history: catchup.history,
             rooms: request.rooms,
             since: catchup.since,
@@ -437,6 +451,10 @@ impl RoomState {
         let Some(member) = self.members.remove(&conn) else { return (false, Vec::new()) };
         // (`--redis`) Its client took the seat over on another server: still in the room.
         if self.remote.contains_key(&member.nick) {
+            return (true, Vec::new());
+        }
+        // Its account is still here on another device.
+        if self.members.values().any(|other| other.nick == member.nick) {
             return (true, Vec::new());
         }
         let left = ServerMessage::Left { room: self.name.clone(), nick: member.nick, ts };
@@ -492,6 +510,7 @@ impl RoomState {
             text,
             ts,
             bot: false,
+            signed_in: member.signed_in,
         };
         let stored = Stored { message, client_id };
         self.pending
@@ -517,8 +536,15 @@ impl RoomState {
         if !self.loaded {
             return vec![Effect::Answer { ticket, outcome: Err(ErrorCode::Unavailable) }];
         }
-        let message =
-            ChatMessage { id: 0, room: self.name.clone(), from: nick, text, ts, bot: true };
+        let message = ChatMessage {
+            id: 0,
+            room: self.name.clone(),
+            from: nick,
+            text,
+            ts,
+            bot: true,
+            signed_in: false,
+        };
         let sender = sender_key(&message);
         if let Some(key) = &idempotency_key {
             if let Some(id) = self.history.id_for(&sender, key) {
@@ -647,8 +673,9 @@ impl RoomState {
     /// takes it, and every member is told (`reset`) and welcomed afresh with its newest page.
     pub fn reset(&mut self, loaded: Loaded, epoch: String) -> Vec<Effect> {
         self.load_shared(loaded, epoch);
-        let members = self.member_nicks();
-        let page = self.rules.page_bytes.saturating_sub(lists_bytes(&members, &self.last_rooms));
+        let (members, signed_in) = self.member_lists();
+        let lists = lists_bytes(&members, &signed_in, &self.last_rooms);
+        let page = self.rules.page_bytes.saturating_sub(lists);
         let catchup = self.history.catchup(None, self.rules.recent, page, true);
         let mut effects = Vec::new();
         for (conn, member) in &self.members {
@@ -659,6 +686,7 @@ impl RoomState {
                 room,
                 nick: member.nick.clone(),
                 members: members.clone(),
+                signed_in: signed_in.clone(),
                 history: catchup.history.clone(),
                 rooms: self.last_rooms.clone(),
                 since: None,
@@ -707,7 +735,9 @@ impl RoomState {
         }
         self.remote.insert(nick.clone(), Remote { server, tag, likeness });
         if announce {
-            let joined = ServerMessage::Joined { room: self.name.clone(), nick, ts };
+            // Members on other servers count as guests: accounts are not shared yet.
+            let joined =
+                ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in: false };
             effects.push(Effect::Broadcast { message: joined, except: None });
         }
         effects
@@ -763,7 +793,9 @@ impl RoomState {
             self.remote.keys().filter(|nick| !before.contains(nick) && !here(self, nick)).collect();
         arrived.sort();
         for nick in arrived {
-            let joined = ServerMessage::Joined { room: self.name.clone(), nick: nick.clone(), ts };
+            let nick = nick.clone();
+            let joined =
+                ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in: false };
             effects.push(Effect::Broadcast { message: joined, except: None });
         }
         effects
@@ -911,12 +943,18 @@ impl RoomState {
     }
 
     /// Everyone in the room, here and (`--redis`) on the other servers, each nick once.
-    fn member_nicks(&self) -> Vec<String> {
+    /// The welcome's lists: every member's nick (here and on other servers), and those signed
+    /// in, both sorted case-insensitively.
+    fn member_lists(&self) -> (Vec<String>, Vec<String>) {
         let mut nicks: Vec<String> = self.members.values().map(|m| m.nick.clone()).collect();
         nicks.extend(self.remote.keys().cloned());
         nicks.sort_by_key(|nick| rules::nick_key(nick));
         nicks.dedup();
-        nicks
+        let mut signed_in: Vec<String> =
+            self.members.values().filter(|m| m.signed_in).map(|m| m.nick.clone()).collect();
+        signed_in.sort_by_key(|nick| rules::nick_key(nick));
+        signed_in.dedup();
+        (nicks, signed_in)
     }
 
     /// Whether `nick` is in the member lists the room has sent (here or elsewhere).
@@ -950,8 +988,8 @@ impl RoomState {
 
 /// An upper bound on the bytes a welcome's member and room lists take: a JSON string takes at
 /// most twice its bytes and its quotes; a room entry a few more for its count.
-fn lists_bytes(members: &[String], rooms: &[RoomInfo]) -> usize {
-    members.iter().map(|nick| 2 * nick.len() + 3).sum::<usize>()
+fn lists_bytes(members: &[String], signed_in: &[String], rooms: &[RoomInfo]) -> usize {
+    members.iter().chain(signed_in).map(|nick| 2 * nick.len() + 3).sum::<usize>()
         + rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>()
 }
 
@@ -1077,6 +1115,78 @@ mod tests {
         ));
     }
 
+    /// A member signed in to an account is marked so in the welcome's list, in the `joined`
+    /// the others see and on every message it sends; a guest nowhere.
+    #[test]
+    fn signed_in_members_and_their_messages_are_marked() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "guest", now);
+        let signed_in = JoinRequest { account: Some("Ann".into()), ..request(2, None, None) };
+        let (joined, effects) = room.join(signed_in, usize::MAX, now, T);
+        assert_eq!(joined.map(|j| j.nick), Ok("Ann".to_owned()));
+        match sent_to(&effects, 2).as_slice() {
+            [ServerMessage::Welcome { members, signed_in, .. }] => {
+                assert_eq!(members, &["Ann", "guest"]);
+                assert_eq!(signed_in, &["Ann"]);
+            }
+            other => panic!("expected a welcome, got {other:?}"),
+        }
+        assert!(matches!(
+            broadcasts(&effects).as_slice(),
+            [(ServerMessage::Joined { nick, signed_in: true, .. }, Some(2))] if nick == "Ann"
+        ));
+        let guest_joins = enter(&mut room, 3, "cy", now);
+        assert!(matches!(
+            broadcasts(&guest_joins).as_slice(),
+            [(ServerMessage::Joined { signed_in: false, .. }, Some(3))]
+        ));
+
+        let ids = MessageIds::starting_after(0);
+        let marks: Vec<(String, bool)> = [1, 2]
+            .into_iter()
+            .map(|conn| match room.post(conn, "hi".into(), None, &ids, T, || true).as_slice() {
+                [Effect::Store(stored)] => (stored.message.from.clone(), stored.message.signed_in),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(marks, [("guest".to_owned(), false), ("Ann".to_owned(), true)]);
+    }
+
+    /// One account on two devices (two clients) holds one seat: both are admitted, the room
+    /// is told of it once, and of its leaving when the last device leaves. A guest of another
+    /// client still cannot take the nick.
+    #[test]
+    fn an_account_may_be_in_a_room_from_several_devices() {
+        let mut room = room();
+        let now = Instant::now();
+        enter(&mut room, 1, "bob", now);
+        let device = |conn, client: &str| JoinRequest {
+            account: Some("Ann".into()),
+            ..request(conn, None, Some(client))
+        };
+        let (first, effects) = room.join(device(2, "laptop"), usize::MAX, now, T);
+        assert!(first.is_ok());
+        assert_eq!(broadcasts(&effects).len(), 1, "joined once");
+        let (second, effects) = room.join(device(3, "phone"), usize::MAX, now, T);
+        assert_eq!(second, Ok(Joined { nick: "Ann".into(), replaced: vec![] }), "both stay");
+        assert!(broadcasts(&effects).is_empty(), "not announced again: {effects:?}");
+        match sent_to(&effects, 3).as_slice() {
+            [ServerMessage::Welcome { members, .. }] => assert_eq!(members, &["Ann", "bob"]),
+            other => panic!("{other:?}"),
+        }
+        let (guest, _) = room.join(request(4, Some("ann"), Some("tablet")), usize::MAX, now, T);
+        assert_eq!(code(guest), Some(ErrorCode::NickTaken));
+
+        let (was_member, effects) = room.leave(2, T);
+        assert!(was_member && effects.is_empty(), "still here on the phone: {effects:?}");
+        let (_, effects) = room.leave(3, T);
+        assert!(matches!(
+            broadcasts(&effects).as_slice(),
+            [(ServerMessage::Left { nick, .. }, None)] if nick == "Ann"
+        ));
+    }
+
     /// A nick that looks like a member's is taken; another client's token does not help; a
     /// newcomer without a nick gets a generated one.
     #[test]
@@ -1154,7 +1264,7 @@ mod tests {
             told,
             [("left", "Alice".into()), ("left", "aiice".into()), ("joined", "AIice".into())]
         );
-        assert_eq!(room.member_nicks(), ["AIice"]);
+        assert_eq!(room.member_lists().0, ["AIice"]);
     }
 
     /// A history page holds at most the page size (100 here), whatever `limit` asks for.
@@ -1328,6 +1438,7 @@ mod tests {
             text: "old".into(),
             ts: T,
             bot: false,
+            signed_in: false,
         };
         room.followed(Stored { message: message.clone(), client_id: None });
         room.adopt_epoch("ignored".into());

@@ -76,6 +76,8 @@ struct Entry {
     ts: UnixMillis,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     bot: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    signed_in: bool,
     /// The client id it was sent with, and who sent it (as `names::sender_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cid: Option<ClientId>,
@@ -263,6 +265,7 @@ fn encode(stored: &Stored) -> String {
         text: message.text.clone(),
         ts: message.ts,
         bot: message.bot,
+        signed_in: message.signed_in,
         cid: stored.client_id.clone(),
     };
     serde_json::to_string(&entry).unwrap_or_default()
@@ -270,8 +273,8 @@ fn encode(stored: &Stored) -> String {
 
 /// A message of `room`'s stream; `None` if it is not in our form.
 pub fn decode(room: &str, id: MessageId, entry: &str) -> Option<Stored> {
-    let Entry { from, text, ts, bot, cid } = serde_json::from_str(entry).ok()?;
-    let message = ChatMessage { id, room: room.to_owned(), from, text, ts, bot };
+    let Entry { from, text, ts, bot, signed_in, cid } = serde_json::from_str(entry).ok()?;
+    let message = ChatMessage { id, room: room.to_owned(), from, text, ts, bot, signed_in };
     Some(Stored { message, client_id: cid })
 }
 
@@ -290,6 +293,7 @@ mod tests {
             text: "a \"quoted\" : text".into(),
             ts: 42,
             bot: true,
+            signed_in: true,
         };
         let stored = Stored { message, client_id: Some("c1".into()) };
         let entry = encode(&stored);

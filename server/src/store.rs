@@ -422,6 +422,7 @@ mod tests {
             text: "t".into(),
             ts: id,
             bot: false,
+            signed_in: false,
         };
         Append {
             stored: Stored { message, client_id: None },

@@ -114,7 +114,8 @@ fn failed_logins_are_slowed_per_account() {
 }
 
 /// A registered nick is reserved: a guest asking for it (or a look-alike) is refused; a
-/// connection with the session cookie joins under it, whatever nick it asks for.
+/// connection with the session cookie joins under it, whatever nick it asks for, and is marked
+/// signed in where others see it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_nick_is_reserved_on_the_websocket() {
     let (_server, address, _data) = server();
@@ -132,7 +133,29 @@ async fn a_registered_nick_is_reserved_on_the_websocket() {
     let mut dana = Client::open_with(&url(&address, "room=r&nick=someone"), &headers)
         .await
         .expect("connected");
-    assert_eq!(dana.welcome().await.nick, "dana");
+    let welcome = dana.welcome().await;
+    assert_eq!((welcome.nick.as_str(), welcome.signed_in), ("dana", vec!["dana".to_owned()]));
+
+    // The others see who is signed in: on the join, in a welcome's list and on each message;
+    // a guest's carry no mark.
+    let (mut other, welcome) = Client::join(&url(&address, "room=r&nick=erin")).await;
+    assert_eq!(
+        (welcome.members, welcome.signed_in),
+        (vec!["dana".into(), "erin".into()], vec!["dana".into()])
+    );
+    let joined = dana
+        .recv_until(|m| match m {
+            ServerMessage::Joined { nick, signed_in, .. } => Some((nick, signed_in)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, ("erin".to_owned(), false));
+    dana.say("from dana").await;
+    let message = other.message().await;
+    assert_eq!((message.from.as_str(), message.signed_in), ("dana", true));
+    other.say("from erin").await;
+    let message = other.message().await;
+    assert_eq!((message.from.as_str(), message.signed_in), ("erin", false));
 }
 
 /// With `--ephemeral` there is no database to keep accounts in: the calls say so.

@@ -63,8 +63,18 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 }
 
 fn chat_message() -> impl Strategy<Value = ChatMessage> {
-    (any::<u64>(), any::<String>(), any::<String>(), any::<String>(), any::<u64>(), any::<bool>())
-        .prop_map(|(id, room, from, text, ts, bot)| ChatMessage { id, room, from, text, ts, bot })
+    let marks = (any::<bool>(), any::<bool>());
+    (any::<u64>(), any::<String>(), any::<String>(), any::<String>(), any::<u64>(), marks).prop_map(
+        |(id, room, from, text, ts, (bot, signed_in))| ChatMessage {
+            id,
+            room,
+            from,
+            text,
+            ts,
+            bot,
+            signed_in,
+        },
+    )
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
@@ -73,6 +83,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         (any::<String>(), any::<String>(), proptest::collection::vec(chat_message(), 0..3))
             .prop_map(|(room, nick, history)| ServerMessage::Welcome {
                 members: vec![nick.clone()],
+                signed_in: vec![nick.clone()],
                 rooms: vec![RoomInfo { name: room.clone(), members: 1 }],
                 room,
                 nick,

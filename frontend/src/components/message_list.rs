@@ -185,11 +185,7 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
             html! {
                 <li key={entry.key().to_string()} class={classes} data-id={message.id.to_string()}>
                     { render_time(message.ts) }
-                    <span class="from">{ &message.from }</span>
-                    if message.bot {
-                        // Posted through the HTTP API: not a person in the room.
-                        <span class="bot" title="Posted by another system, not a person">{ "bot" }</span>
-                    }
+                    { sender(&message.from, message.signed_in, message.bot) }
                     if mention {
                         <span class="visually-hidden">{ "mentions you:" }</span>
                     }
@@ -209,6 +205,35 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
                 <span class="text">{ state::describe_presence(joined, left) }</span>
             </li>
         },
+    }
+}
+
+/// A message's sender, marked: signed in to the account the name belongs to (a check, and
+/// "signed in" for screen readers), a bot posting through the HTTP API, or a guest (anyone
+/// can pick a free name: shown in a muted style, without the check).
+fn sender(from: &str, signed_in: bool, bot: bool) -> Html {
+    if bot {
+        // Posted through the HTTP API: not a person in the room.
+        html! {
+            <>
+                <span class="from">{ from }</span>
+                <span class="bot" title="Posted by another system, not a person">{ "bot" }</span>
+            </>
+        }
+    } else if signed_in {
+        html! {
+            <>
+                <span class="from">{ from }</span>
+                <span class="signed-in" title="Signed in to this registered name">
+                    <span aria-hidden="true">{ "✓" }</span>
+                    <span class="visually-hidden">{ "(signed in)" }</span>
+                </span>
+            </>
+        }
+    } else {
+        html! {
+            <span class="from guest" title="A guest: not signed in to an account">{ from }</span>
+        }
     }
 }
 

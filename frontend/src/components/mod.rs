@@ -12,7 +12,7 @@ pub mod typing_indicator;
 
 pub use composer::{Composer, ComposerProps};
 pub use connection_badge::{ConnectionBadge, ConnectionBadgeProps};
-pub use join_form::{JoinForm, JoinFormProps};
+pub use join_form::{JoinForm, JoinFormProps, SignInRequest};
 pub use member_list::{MemberList, MemberListProps};
 pub use message_list::{MessageList, MessageListProps};
 pub use room_list::{RoomList, RoomListProps};

@@ -4,6 +4,7 @@
 //!
 //! Screenshots of each step go to `target/e2e-screenshots/`.
 
+mod accounts;
 mod cluster;
 mod rooms;
 mod util;

@@ -1,0 +1,108 @@
+//! Accounts in the page: registering, logging in to the same account from a second browser,
+//! logging out, and guests told apart from signed-in members wherever names show.
+
+use crate::util::{Browser, Driver, ENTER, ServerProcess};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Fills the join form as `nick` for `room` with the password, and presses `button`.
+async fn sign_in(browser: &Browser, server: &ServerProcess, nick: &str, room: &str, button: &str) {
+    browser.open(&server.url("/")).await;
+    browser.type_into("#join-nick", nick).await;
+    let room_field = browser.find("#join-room").await;
+    room_field.clear().await.expect("room field cleared");
+    room_field.send_keys(room).await.expect("room typed");
+    browser.type_into("#join-password", PASSWORD).await;
+    let css = format!(".account-buttons button:{button}");
+    browser.find(&css).await.click().await.expect("button pressed");
+    browser.wait_for_online().await;
+}
+
+/// Maria registers in one browser and logs in to the same account in a second: both are in
+/// the room under her name, marked signed in, shown once in the list. A guest cannot take
+/// her name (nor a look-alike), and the guest's own name and messages are marked as a
+/// guest's. Logging out brings the page back to the join form, where the name is refused to
+/// a guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_log_in_twice_and_guests_are_marked() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (laptop, phone, guest) = tokio::join!(
+        driver.browser(1100, 720),
+        driver.browser(1100, 720),
+        driver.browser(1100, 720)
+    );
+    sign_in(&laptop, &server, "Maria", "club", "last-child").await;
+    laptop.find(".whoami .signed-in").await;
+    laptop.screenshot("accounts-1-registered").await;
+    sign_in(&phone, &server, "maria", "club", "first-child").await;
+    phone
+        .wait_for("the phone signed in as Maria", || async {
+            let whoami = phone.texts(".topbar .whoami").await.join("");
+            (whoami.starts_with("you are Maria") && whoami.contains("Log out")).then_some(())
+        })
+        .await;
+
+    // "MARIA" with a Cyrillic "А": the same look.
+    guest.open(&server.url("/?room=club&nick=M%D0%90RIA")).await;
+    guest
+        .wait_for_text(
+            ".join-form .error",
+            "M\u{410}RIA is a registered nick: log in to use it, or choose another.",
+        )
+        .await;
+    let nick = guest.find("#join-nick").await;
+    nick.clear().await.expect("cleared");
+    nick.send_keys(&format!("mario{ENTER}")).await.expect("typed");
+    guest.wait_for_online().await;
+
+    // Maria once in the list, marked; the guest marked as a guest.
+    for browser in [&laptop, &phone, &guest] {
+        browser
+            .wait_for("the member list with Maria once and the guest", || async {
+                let shown = browser.texts(".members li").await.len();
+                let signed_in = browser.texts(".members li:not(.guest)").await;
+                let guests = browser.texts(".members li.guest").await;
+                (shown == 2 && signed_in.len() == 1 && guests.len() == 1).then_some(())
+            })
+            .await;
+    }
+    phone.type_into("#composer-input", &format!("from my phone{ENTER}")).await;
+    guest.type_into("#composer-input", &format!("hello, I am a guest{ENTER}")).await;
+    for browser in [&laptop, &guest] {
+        browser.wait_for_text(".message .text", "from my phone").await;
+        browser.wait_for_text(".message .text", "hello, I am a guest").await;
+        browser.wait_for_text(".message .from.guest", "mario").await;
+        browser
+            .wait_for("Maria's message marked signed in", || async {
+                let marked = browser.texts(".message .signed-in").await;
+                (!marked.is_empty()).then_some(())
+            })
+            .await;
+    }
+    laptop.assert_accessible("the chat with signed-in and guest members").await;
+    laptop.screenshot("accounts-2-marks").await;
+
+    // Leaving from one device is not leaving: the other is still there.
+    phone.close().await;
+    laptop.type_into("#composer-input", &format!("still here{ENTER}")).await;
+    guest.wait_for_text(".message .text", "still here").await;
+    assert!(
+        !guest.texts(".notice .text").await.iter().any(|text| text.contains("Maria left")),
+        "one device left, the account is still in the room"
+    );
+
+    laptop.find(".whoami .log-out").await.click().await.expect("log out pressed");
+    laptop.find("#join-password").await;
+    laptop.assert_accessible("the join form with its account buttons").await;
+    laptop.type_into("#join-nick", &format!("Maria{ENTER}")).await;
+    laptop
+        .wait_for_text(
+            ".join-form .error",
+            "Maria is a registered nick: log in to use it, or choose another.",
+        )
+        .await;
+    laptop.screenshot("accounts-3-logged-out").await;
+    laptop.close().await;
+    guest.close().await;
+}
