@@ -55,6 +55,9 @@ pub struct Target {
     pub nick: String,
     /// This tab's token, so a reconnect can take over its own nick at once.
     pub client: String,
+    /// The sign-in token the operator's site gave the page (`--auth token`), sent with every
+    /// connect.
+    pub auth: Option<String>,
 }
 
 /// One room to be in.
@@ -77,7 +80,12 @@ impl Target {
                 seats.push(Seat { room, since: None, epoch: None });
             }
         }
-        Target { seats, nick, client }
+        Target { seats, nick, client, auth: None }
+    }
+
+    /// The same, connecting with the sign-in token `auth`.
+    pub fn with_auth(self, auth: Option<String>) -> Self {
+        Target { auth, ..self }
     }
 
     /// The room the connect URL names.
@@ -126,6 +134,9 @@ pub fn ws_url(base: &str, target: &Target) -> String {
         if let Some(epoch) = &first.epoch {
             query.append_pair("epoch", epoch);
         }
+    }
+    if let Some(auth) = &target.auth {
+        query.append_pair("token", auth);
     }
     format!("{base}{}?{}", protocol::WS_PATH, query.finish())
 }
@@ -206,8 +217,8 @@ pub enum CloseAdvice {
     ReconnectSlowly,
     /// Another tab or device with this tab's token has the seat now (4001).
     Replaced,
-    /// The server refused what this page sent (1007, 1008, 1009): the same page would be
-    /// refused again, so say so instead of reconnecting.
+    /// The server refused what this page sent (1007, 1008, 1009) or who it is (4004): the same
+    /// page would be refused again, so say so instead of reconnecting.
     Stop,
 }
 
@@ -215,9 +226,10 @@ pub enum CloseAdvice {
 pub fn close_advice(code: u16) -> CloseAdvice {
     match code {
         close::REPLACED => CloseAdvice::Replaced,
-        close::INVALID_PAYLOAD | close::POLICY_VIOLATION | close::MESSAGE_TOO_BIG => {
-            CloseAdvice::Stop
-        }
+        close::INVALID_PAYLOAD
+        | close::POLICY_VIOLATION
+        | close::MESSAGE_TOO_BIG
+        | close::UNAUTHENTICATED => CloseAdvice::Stop,
         close::SLOW_READER => CloseAdvice::ReconnectSlowly,
         _ => CloseAdvice::Reconnect,
     }
@@ -229,6 +241,11 @@ pub fn refusal_text(code: u16, reason: &str) -> String {
         ("", close::INVALID_PAYLOAD) => "it could not read what this page sent",
         ("", close::POLICY_VIOLATION) => "this page sent too much, too fast",
         ("", close::MESSAGE_TOO_BIG) => "this page sent a frame that was too large",
+        (_, close::UNAUTHENTICATED) => {
+            return "This chat is only for people signed in: log in or register, or (if a site \
+                    sent you here) go back to it for a fresh link."
+                .into();
+        }
         ("", _) => "it refused this page",
         (reason, _) => reason,
     };
@@ -1298,7 +1315,13 @@ mod tests {
     /// reconnecting, a removed slow reader backs off, the rest reconnect.
     #[test]
     fn close_codes_decide_whether_to_reconnect() {
-        for code in [close::INVALID_PAYLOAD, close::POLICY_VIOLATION, close::MESSAGE_TOO_BIG] {
+        let refusals = [
+            close::INVALID_PAYLOAD,
+            close::POLICY_VIOLATION,
+            close::MESSAGE_TOO_BIG,
+            close::UNAUTHENTICATED,
+        ];
+        for code in refusals {
             assert_eq!(close_advice(code), CloseAdvice::Stop, "{code}");
         }
         assert_eq!(close_advice(close::REPLACED), CloseAdvice::Replaced);
@@ -1308,9 +1331,11 @@ mod tests {
         }
         assert!(refusal_text(1008, "").contains("too much, too fast"));
         assert!(refusal_text(1009, "frame too large").contains("(frame too large)"));
+        assert!(refusal_text(close::UNAUTHENTICATED, "sign in").starts_with("This chat is only"));
     }
 
-    /// The URL carries room, nick and token, escaped so any nick survives the trip.
+    /// The URL carries room, nick, the tab's token and the sign-in token, escaped so any value
+    /// survives the trip.
     #[test]
     fn url_escapes_every_field() {
         let mut target = Target::new(["general".into()], "a&b c=é".into(), "t-1".into());
@@ -1320,6 +1345,8 @@ mod tests {
         );
         target.seats[0].since = Some(42);
         assert!(ws_url("ws://h", &target).ends_with("&client=t-1&since=42"));
+        let signed = target.with_auth(Some("a.b+c/d".into()));
+        assert!(ws_url("ws://h", &signed).ends_with("&since=42&token=a.b%2Bc%2Fd"));
     }
     fn welcome_as(room: &str, nick: &str) -> ServerMessage {
         let mut welcome = welcome(room, &[], None, false);

@@ -48,6 +48,8 @@ pub struct AppProps {
 #[function_component(App)]
 pub fn app(props: &AppProps) -> Html {
     let requested = use_memo((), |_| page::requested());
+    // `--auth token`: the token the operator's site gave this page, if any.
+    let auth_token = use_memo((), |_| page::auth_token());
     let state = use_reducer(|| {
         let room = requested.room_or_default();
         State::with_rooms(room, &page::stored_rooms())
@@ -73,9 +75,12 @@ pub fn app(props: &AppProps) -> Html {
     let connect = {
         let (state, connection) = (state.clone(), connection.clone());
         let ws_base = props.ws_base.clone();
+        let auth_token = auth_token.clone();
         Callback::from(move |(nick, room, fresh): (String, String, bool)| {
             state.dispatch(Action::Connect { room: room.clone() });
-            if let Some(open) = connection.as_ref().filter(|_| !fresh) {
+            // A socket the server closed for good cannot carry a join: open another.
+            let ended = matches!(state.connection, ConnectionState::Closed);
+            if let Some(open) = connection.as_ref().filter(|_| !fresh && !ended) {
                 // Connected but refused (e.g. nick taken): try again on the same socket.
                 let join = ClientMessage::Join {
                     room,
@@ -89,7 +94,8 @@ pub fn app(props: &AppProps) -> Html {
             }
             // The room asked for first (the connect URL's), then the others the page was in.
             let rooms = std::iter::once(room).chain(state.room_names());
-            let target = Target::new(rooms, nick, page::client_token());
+            let target =
+                Target::new(rooms, nick, page::client_token()).with_auth((*auth_token).clone());
             let base = ws_base.clone().unwrap_or_else(page::ws_base);
             connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
         })
@@ -125,11 +131,14 @@ pub fn app(props: &AppProps) -> Html {
         })
     };
 
-    // A shared link (`?room=R&nick=N`) joins at once.
+    // A shared link (`?room=R&nick=N`) joins at once, as does a page given a sign-in token
+    // (the server names its holder, whatever nick is asked for).
     {
         let (join, requested) = (join.clone(), requested.clone());
+        let signed = auth_token.is_some();
         use_effect_with((), move |_| {
-            if let Some(nick) = requested.nick.clone() {
+            let nick = requested.nick.clone().or_else(|| signed.then(|| "member".to_owned()));
+            if let Some(nick) = nick {
                 join.emit((nick, requested.room_or_default()));
             }
         });
@@ -392,11 +401,14 @@ pub fn app(props: &AppProps) -> Html {
                 <h1>{ format!("#{}", state.room) }</h1>
                 <span class="whoami">
                     { format!("you are {nick}") }
-                    if account.as_deref() == Some(nick.as_str()) {
+                    if view.signed_in.contains(&nick) {
                         <span class="signed-in" title="Signed in to this registered name">
                             <span aria-hidden="true">{ " ✓" }</span>
                             <span class="visually-hidden">{ " (signed in)" }</span>
                         </span>
+                    }
+                    // Signed in with this server's session cookie (not a site's token).
+                    if account.as_deref() == Some(nick.as_str()) {
                         <button type="button" class="secondary log-out" onclick={log_out.reform(|_: MouseEvent| ())}>
                             { "Log out" }
                         </button>

@@ -190,6 +190,36 @@ pub fn ws_base() -> String {
     format!("{scheme}//{host}")
 }
 
+/// The sign-in token the operator's site put in the page's address (`#token=...`, for
+/// `--auth token`), kept in `sessionStorage` for reloads of the tab. Taken out of the address
+/// bar at once, so the link shown, shared or screenshotted does not carry it.
+pub fn auth_token() -> Option<String> {
+    let window = web_sys::window()?;
+    let storage = window.session_storage().ok().flatten();
+    let hash = window.location().hash().ok().unwrap_or_default();
+    let given = form_urlencoded::parse(hash.trim_start_matches('#').as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+        .filter(|token| !token.is_empty());
+    if let Some(token) = given {
+        if let Some(storage) = &storage {
+            let _ = storage.set_item(AUTH_TOKEN_KEY, &token);
+        }
+        let search = window.location().search().ok().unwrap_or_default();
+        if let Ok(history) = window.history() {
+            let _ = history.replace_state_with_url(
+                &wasm_bindgen::JsValue::NULL,
+                "",
+                Some(&format!("{}{search}", window.location().pathname().unwrap_or_default())),
+            );
+        }
+        return Some(token);
+    }
+    storage.and_then(|storage| storage.get_item(AUTH_TOKEN_KEY).ok().flatten())
+}
+
+const AUTH_TOKEN_KEY: &str = "chat:auth-token";
+
 /// This tab's client token, kept in `sessionStorage` so it survives reloads of the tab but is
 /// not shared with other tabs.
 pub fn client_token() -> String {

@@ -20,3 +20,7 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4002;
 /// The client stopped reading: more frames were waiting for it than the server keeps. It was
 /// removed from its room; it may reconnect (and should read what it is sent).
 pub const SLOW_READER: u16 = 4003;
+/// The server lets only identified people in (`--auth accounts` or `--auth token`) and this
+/// connection is not (an `error` with code `unauthenticated` says why, just before). Sign in or
+/// get a fresh token before connecting again: the same connection attempt would be refused.
+pub const UNAUTHENTICATED: u16 = 4004;

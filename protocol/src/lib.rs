@@ -261,6 +261,14 @@ pub enum ErrorCode {
     /// Too many frames too fast; `retry_after_ms` says when the next one will be accepted.
     /// A client that keeps going is closed with [`close::POLICY_VIOLATION`].
     RateLimited,
+    /// This server lets only signed-in people chat (`--auth accounts`), or only those its
+    /// operator's site signed a token for (`--auth token`), and the connection is neither (or
+    /// its token is expired, forged or for another site). Sent before the server closes with
+    /// [`close::UNAUTHENTICATED`]: sign in, or get a fresh token, and connect again.
+    Unauthenticated,
+    /// The connection may not do this: its token names the rooms it may enter, and this is
+    /// not one of them.
+    Forbidden,
     /// A code this build does not know (sent by a newer server): treat it as a refusal of the
     /// request, and show the `message`. The server never sends it.
     #[serde(other)]

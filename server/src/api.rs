@@ -615,7 +615,8 @@ pub async fn list_rooms(
     request: HttpRequest,
 ) -> Result<HttpResponse, Refused> {
     authorize(&state, &request).await?;
-    let rooms = state.lobby.send(lobby::ListRooms).await.map_err(|_| Refused::unavailable())?;
+    let list = lobby::ListRooms { only_rooms: None };
+    let rooms = state.lobby.send(list).await.map_err(|_| Refused::unavailable())?;
     let rooms = rooms.into_iter().map(|room| Room { name: room.name, members: room.members });
     Ok(HttpResponse::Ok().json(Rooms { rooms: rooms.collect() }))
 }

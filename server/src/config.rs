@@ -131,6 +131,9 @@ pub struct Config {
     #[command(flatten)]
     pub redis: RedisOptions,
 
+    #[command(flatten)]
+    pub auth: AuthOptions,
+
     /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain, leaf
     /// first; needs --tls-key. Reloaded on SIGHUP and when the file changes.
     #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
@@ -190,6 +193,67 @@ pub enum Admin {
     RevokeKey { name: String },
     /// List the keys: name, when made, whether revoked.
     ListKeys,
+}
+
+/// Who may chat (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone: as a guest under a free nick, or signed in to an account.
+    #[default]
+    Open,
+    /// Only people signed in to an account of this server (register and log in from the page).
+    Accounts,
+    /// Only people the operator's own site signed a token for (a JWT the page passes when
+    /// connecting); this server keeps no accounts then.
+    Token,
+}
+
+/// Who may chat, and how tokens are checked.
+#[derive(Debug, Clone, PartialEq, Default, clap::Args)]
+pub struct AuthOptions {
+    /// Who may chat: `open` (anyone, as a guest or signed in), `accounts` (only people signed
+    /// in to an account here), `token` (only people with a token your site signed: see
+    /// --auth-token-secret and --auth-token-key).
+    #[arg(long = "auth", env = "CHAT_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    pub mode: AuthMode,
+
+    /// With --auth token: the HS256 secret tokens are signed with, at least 32 bytes. Prefer the
+    /// environment variable: a command line is visible to every user of the machine.
+    #[arg(long, env = "CHAT_AUTH_TOKEN_SECRET", hide_env_values = true)]
+    pub auth_token_secret: Option<Secret>,
+
+    /// With --auth token: a PEM file holding the Ed25519 public key tokens are signed with
+    /// (EdDSA), instead of a secret.
+    #[arg(long, env = "CHAT_AUTH_TOKEN_KEY", conflicts_with = "auth_token_secret")]
+    pub auth_token_key: Option<PathBuf>,
+
+    /// With --auth token: the audience (`aud`) every token must name, e.g. this chat's URL.
+    /// Without it, tokens naming any audience are refused.
+    #[arg(long, env = "CHAT_AUTH_TOKEN_AUDIENCE")]
+    pub auth_token_audience: Option<String>,
+}
+
+/// A value never shown in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(value.to_owned()))
+    }
 }
 
 /// Sharing rooms with other servers through one Redis (the Redis engine).
@@ -453,6 +517,7 @@ impl Default for Config {
             history_len: DEFAULT_HISTORY_LEN,
             storage: Storage::default(),
             redis: RedisOptions::default(),
+            auth: AuthOptions::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             metrics_address: None,
             tls_cert: None,

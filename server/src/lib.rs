@@ -26,6 +26,7 @@
 pub mod account_api;
 pub mod accounts;
 pub mod api;
+pub mod auth;
 pub mod backlog;
 pub mod config;
 pub mod db;
@@ -67,7 +68,7 @@ pub use config::Config;
 use lobby::Lobby;
 use metrics::Metrics;
 use policy::{ConnectionLimits, Refusal};
-use session::Session;
+use session::{Identity, Session};
 
 pub use ids::ConnId;
 
@@ -89,6 +90,52 @@ struct AppState {
     started: std::time::Instant,
     /// The accounts, for the session cookie of a WebSocket (none with `--ephemeral`).
     accounts: Option<Arc<accounts::Accounts>>,
+    /// Who may chat (`--auth`).
+    gate: auth::Gate,
+}
+
+impl AppState {
+    /// Who a WebSocket upgrade is, by `--auth`: its session cookie's account (if any), or its
+    /// token's subject; refused when the mode needs one and there is none (or not a good one).
+    fn identify(&self, req: &HttpRequest, token: Option<&str>, client: Option<String>) -> Identity {
+        let mut who = Identity { client, ..Identity::default() };
+        match &self.gate {
+            auth::Gate::Open | auth::Gate::Accounts => {
+                // The origin check keeps other sites' pages from riding on the cookie.
+                who.account = self.cookie_account(req);
+                if who.account.is_none() && matches!(self.gate, auth::Gate::Accounts) {
+                    who.refused = Some("This chat is for signed-in people: log in first.".into());
+                }
+            }
+            auth::Gate::Token(verifier) => {
+                let max_nick_chars = self.config.limits.max_nick_chars;
+                match token.map(|token| verifier.verify(token, max_nick_chars)) {
+                    Some(Ok(identity)) => {
+                        who.account = Some(identity.who);
+                        who.rooms = identity.rooms.map(Arc::from);
+                    }
+                    Some(Err(why)) => who.refused = Some(why),
+                    None => who.refused = Some("This chat needs a token from its site.".into()),
+                }
+            }
+        }
+        if let Some(why) = &who.refused {
+            self.metrics.refused("unauthenticated");
+            tracing::debug!(why, "a connection without a good identity");
+        }
+        who
+    }
+
+    /// The account of the upgrade's session cookie, if it has a live one.
+    fn cookie_account(&self, req: &HttpRequest) -> Option<room_state::SignedIn> {
+        let accounts = self.accounts.as_ref()?;
+        let cookie = req.cookie(account_api::SESSION_COOKIE)?;
+        let nick = accounts.session(cookie.value(), outbound::now_millis()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not read a session");
+            None
+        });
+        nick.map(room_state::SignedIn::account)
+    }
 }
 
 impl AppState {
@@ -132,6 +179,8 @@ struct ConnectParams {
     client: Option<String>,
     since: Option<protocol::MessageId>,
     epoch: Option<String>,
+    /// With `--auth token`: the token the operator's site signed.
+    token: Option<String>,
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
@@ -198,6 +247,8 @@ pub fn run_shared(
 ) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
+    // Before anything is opened: a mode that cannot run stops the start.
+    let gate = auth::Gate::from_options(&config.auth).map_err(std::io::Error::other)?;
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(i64::try_from(config.abuse.max_connections).unwrap_or(i64::MAX));
     let options = config.storage.options();
@@ -225,9 +276,19 @@ pub fn run_shared(
     // After the store: it made and migrated the database the accounts are read from.
     // Not with --redis yet: each server's database would hold its own accounts, and a nick
     // registered on one would be free on the others.
-    let accounts_dir = data_dir.as_deref().filter(|_| config.redis.url.is_none());
+    // Not with --auth token either: the operator's site says who is who.
+    let accounts_dir = data_dir
+        .as_deref()
+        .filter(|_| config.redis.url.is_none() && !matches!(gate, auth::Gate::Token(_)));
     let accounts = accounts_dir.map(accounts::Accounts::open).transpose();
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
+    if matches!(gate, auth::Gate::Accounts) && accounts.is_none() {
+        return Err(std::io::Error::other(
+            "--auth accounts keeps accounts in the data folder's database: not with \
+             --ephemeral, and not yet with --redis",
+        ));
+    }
+    tracing::info!(auth = ?config.auth.mode, "who may chat");
     let registry = room_state::Registry(accounts.clone());
     let account_state = web::Data::new(account_api::AccountState::new(
         accounts.clone(),
@@ -273,6 +334,7 @@ pub fn run_shared(
         host_logged: AtomicU64::new(0),
         started: std::time::Instant::now(),
         accounts,
+        gate,
     });
     if let Some(metrics_address) = &config.metrics_address {
         let metrics_server = metrics_server(metrics_address, state.clone())?;
@@ -479,16 +541,7 @@ async fn websocket(
         limits,
     );
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);
-    // Signed in by the session cookie (the origin check above keeps other sites' pages out).
-    let account = match (&state.accounts, req.cookie(account_api::SESSION_COOKIE)) {
-        (Some(accounts), Some(cookie)) => {
-            accounts.session(cookie.value(), outbound::now_millis()).unwrap_or_else(|error| {
-                tracing::error!(%error, "could not read a session");
-                None
-            })
-        }
-        _ => None,
-    };
+    let who = state.identify(&req, params.token.as_deref(), client);
     let session = Session::new(
         conn,
         state.config.clone(),
@@ -496,7 +549,7 @@ async fn websocket(
         state.metrics.clone(),
         permit,
         initial,
-        session::Identity { client, account },
+        who,
     );
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
 }

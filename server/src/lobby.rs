@@ -240,8 +240,10 @@ pub struct Join {
     pub conn: ConnId,
     pub nick: Option<String>,
     pub client: Option<String>,
-    /// The account the connection is signed in to, if any.
-    pub account: Option<String>,
+    /// Who the connection is signed in as, if anyone.
+    pub account: Option<crate::room_state::SignedIn>,
+    /// The only rooms the connection may enter (its token's): the welcome lists no others.
+    pub only_rooms: Option<Arc<[String]>>,
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
     pub epoch: Option<String>,
@@ -297,7 +299,7 @@ impl Handler<Join> for Lobby {
                 account: msg.account,
                 since: msg.since,
                 epoch: msg.epoch,
-                rooms: self.rooms.list(&leaving),
+                rooms: visible(self.rooms.list(&leaving), msg.only_rooms.as_deref()),
             },
             session: msg.session,
             frames: msg.frames,
@@ -400,14 +402,25 @@ impl Handler<RoomEvent> for Lobby {
 /// The room list: active rooms busiest first, then quiet ones (at most [`MAX_LISTED_ROOMS`]).
 #[derive(Message)]
 #[rtype(result = "Vec<RoomInfo>")]
-pub struct ListRooms;
+pub struct ListRooms {
+    /// The only rooms the asker may enter (its token's): no others are listed.
+    pub only_rooms: Option<Arc<[String]>>,
+}
 
 impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
-    fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.rooms.list(&[]))
+    fn handle(&mut self, msg: ListRooms, _: &mut Self::Context) -> Self::Result {
+        MessageResult(visible(self.rooms.list(&[]), msg.only_rooms.as_deref()))
     }
+}
+
+/// The rooms of `list` that a connection allowed only `only` may see.
+fn visible(mut list: Vec<RoomInfo>, only: Option<&[String]>) -> Vec<RoomInfo> {
+    if let Some(only) = only {
+        list.retain(|room| only.contains(&room.name));
+    }
+    list
 }
 
 /// The server is shutting down: every room tells its members to go away. Answers once every

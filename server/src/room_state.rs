@@ -133,15 +133,32 @@ pub struct JoinRequest {
     pub nick: Option<String>,
     /// The client's token: a newer connection with the same token may take over its nick.
     pub client: Option<String>,
-    /// The account the connection is signed in to: its nick is the account's, whatever it
-    /// asks for.
-    pub account: Option<String>,
+    /// Who the connection is signed in as: its nick is the identity's, whatever it asks for.
+    pub account: Option<SignedIn>,
     /// The last message id the client saw in this room.
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
     pub epoch: Option<String>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
+}
+
+/// Someone identified: signed in to an account of this server, or named by a token the
+/// operator's site signed (`--auth token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// Names them among every identity: the account's nick (unique by its look), or
+    /// `token:` and the token's subject.
+    pub id: String,
+    /// The nick they chat under.
+    pub nick: String,
+}
+
+impl SignedIn {
+    /// Signed in to this server's account `nick`.
+    pub fn account(nick: String) -> Self {
+        SignedIn { id: nick.clone(), nick }
+    }
 }
 
 /// A join the room accepted.
@@ -200,8 +217,9 @@ struct Member {
     /// How `nick` looks, for uniqueness.
     likeness: Likeness,
     client: Option<String>,
-    /// Joined under its account (its nick is the account's): its messages say so.
-    signed_in: bool,
+    /// The identity it joined under ([`SignedIn::id`]; `None`: a guest): its messages say it
+    /// is signed in.
+    account: Option<String>,
     /// When the room last relayed this member's `typing`, and when it last renamed.
     typed: Option<Instant>,
     renamed: Option<Instant>,
@@ -296,7 +314,7 @@ impl RoomState {
         let current = self.members.get(&request.conn);
         let previous = current.map(|member| member.nick.clone());
         let nick = match (&request.account, request.nick, &previous) {
-            (Some(account), _, _) => account.clone(),
+            (Some(account), _, _) => account.nick.clone(),
             (None, Some(nick), _) => nick,
             (None, None, Some(current)) => current.clone(),
             (None, None, None) => self.generated_nick(request.conn),
@@ -331,8 +349,9 @@ impl RoomState {
                 continue;
             }
             let same_client = request.client.is_some() && member.client == request.client;
-            // Account nicks are unique server-wide: the same nick signed in is the same account.
-            let same_account = request.account.is_some() && member.signed_in && member.nick == nick;
+            let same_account = request.account.as_ref().is_some_and(|account| {
+                member.account.as_ref() == Some(&account.id) && member.nick == nick
+            });
             if same_account && !same_client {
                 beside = true;
                 continue;
@@ -395,13 +414,14 @@ impl RoomState {
             effects.push(Effect::Broadcast { message: left, except: None });
         }
         let signed_in = request.account.is_some();
+        let account = request.account.map(|account| account.id);
         if announce_join {
             let joined =
                 ServerMessage::Joined { room: room.clone(), nick: nick.clone(), ts, signed_in };
             effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
         }
         let client = request.client;
-        let member = Member { nick: nick.clone(), likeness, client, signed_in, typed, renamed };
+        let member = Member { nick: nick.clone(), likeness, client, account, typed, renamed };
         self.members.insert(request.conn, member);
 
         self.expire_by_age(ts);
@@ -510,7 +530,7 @@ impl RoomState {
             text,
             ts,
             bot: false,
-            signed_in: member.signed_in,
+            signed_in: member.account.is_some(),
         };
         let stored = Stored { message, client_id };
         self.pending
@@ -951,7 +971,7 @@ impl RoomState {
         nicks.sort_by_key(|nick| rules::nick_key(nick));
         nicks.dedup();
         let mut signed_in: Vec<String> =
-            self.members.values().filter(|m| m.signed_in).map(|m| m.nick.clone()).collect();
+            self.members.values().filter(|m| m.account.is_some()).map(|m| m.nick.clone()).collect();
         signed_in.sort_by_key(|nick| rules::nick_key(nick));
         signed_in.dedup();
         (nicks, signed_in)
@@ -1122,7 +1142,10 @@ mod tests {
         let mut room = room();
         let now = Instant::now();
         enter(&mut room, 1, "guest", now);
-        let signed_in = JoinRequest { account: Some("Ann".into()), ..request(2, None, None) };
+        let signed_in = JoinRequest {
+            account: Some(SignedIn::account("Ann".into())),
+            ..request(2, None, None)
+        };
         let (joined, effects) = room.join(signed_in, usize::MAX, now, T);
         assert_eq!(joined.map(|j| j.nick), Ok("Ann".to_owned()));
         match sent_to(&effects, 2).as_slice() {
@@ -1162,7 +1185,7 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "bob", now);
         let device = |conn, client: &str| JoinRequest {
-            account: Some("Ann".into()),
+            account: Some(SignedIn::account("Ann".into())),
             ..request(conn, None, Some(client))
         };
         let (first, effects) = room.join(device(2, "laptop"), usize::MAX, now, T);

@@ -21,13 +21,19 @@ use crate::metrics::Metrics;
 use crate::outbound::encode;
 use crate::policy::{Admission, FrameRate, JoinRate, Permit};
 use crate::room::{self, Room, SessionEvent};
+use crate::room_state::SignedIn;
 
-/// Who a connection is: its client's token (for takeovers) and the account it is signed in
-/// to (from its session cookie).
+/// Who a connection is: its client's token (for takeovers), who it is signed in as (its
+/// session cookie's account, or its token's subject), the rooms its token lets it enter, and
+/// why it may not chat at all (`--auth accounts` or `token`).
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub client: Option<String>,
-    pub account: Option<String>,
+    pub account: Option<SignedIn>,
+    /// The only rooms it may enter (`None`: any).
+    pub rooms: Option<Arc<[String]>>,
+    /// Why it is refused: said (`unauthenticated`) and closed with 4004 as it starts.
+    pub refused: Option<String>,
 }
 
 pub struct Session {
@@ -41,8 +47,12 @@ pub struct Session {
     /// Where the connect URL asked to go; consumed when the session starts.
     initial: Option<Result<Target, Rejection>>,
     client: Option<String>,
-    /// The account the connection is signed in to (from its session cookie), if any.
-    account: Option<String>,
+    /// Who the connection is signed in as, if anyone.
+    account: Option<SignedIn>,
+    /// The only rooms it may enter (`None`: any).
+    only_rooms: Option<Arc<[String]>>,
+    /// Why it may not chat (said and closed as it starts).
+    refused: Option<String>,
     /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
     memberships: BTreeMap<String, Membership>,
     /// The nick the last join was admitted under: a join that names none into a room this
@@ -86,7 +96,7 @@ impl Session {
         initial: Result<Target, Rejection>,
         who: Identity,
     ) -> Self {
-        let Identity { client, account } = who;
+        let Identity { client, account, rooms: only_rooms, refused } = who;
         let abuse = &config.abuse;
         let rate = FrameRate::new(
             abuse.rate_per_second,
@@ -117,6 +127,8 @@ impl Session {
             initial: Some(initial),
             client,
             account,
+            only_rooms,
+            refused,
             memberships: BTreeMap::new(),
             nick: None,
             joining: None,
@@ -190,6 +202,11 @@ impl Session {
     /// wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
     fn join(&mut self, target: Target, add: bool, ctx: &mut ws::WebsocketContext<Self>) {
         let Target { room, nick, since, epoch } = target;
+        if !may_enter(self.only_rooms.as_deref(), &room) {
+            let message = format!("Your token does not let you into #{room}.");
+            let rejection = Rejection::new(ErrorCode::Forbidden, message).in_room(&room);
+            return self.reject(ctx, rejection);
+        }
         let max = self.config.abuse.max_rooms_per_connection;
         if add && !self.memberships.contains_key(&room) && self.memberships.len() >= max {
             let message = format!(
@@ -215,6 +232,7 @@ impl Session {
             nick,
             client: self.client.clone(),
             account: self.account.clone(),
+            only_rooms: self.only_rooms.clone(),
             since,
             epoch,
             session: ctx.address().recipient(),
@@ -351,7 +369,8 @@ impl Session {
                 }
             }
             Ok(Command::ListRooms) => {
-                let list = self.lobby.send(lobby::ListRooms).into_actor(self).map(
+                let only_rooms = self.only_rooms.clone();
+                let list = self.lobby.send(lobby::ListRooms { only_rooms }).into_actor(self).map(
                     |answer, session, ctx| match answer {
                         Ok(rooms) => session.send(ctx, &ServerMessage::Rooms { rooms }),
                         Err(error) => {
@@ -386,6 +405,11 @@ pub fn join_burst(max_rooms_per_connection: usize) -> NonZeroU32 {
     NonZeroU32::new(rooms.saturating_add(10)).unwrap_or(NonZeroU32::MIN)
 }
 
+/// Whether a connection allowed only `only` may enter `room`.
+pub fn may_enter(only: Option<&[String]>, room: &str) -> bool {
+    only.is_none_or(|rooms| rooms.iter().any(|allowed| allowed == room))
+}
+
 fn binary_unsupported() -> Rejection {
     Rejection::new(
         ErrorCode::BinaryUnsupported,
@@ -398,6 +422,14 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(conn = self.conn, "connected");
+        if let Some(why) = self.refused.take() {
+            // Written at once, ahead of the close (the queue is not read yet): nothing else
+            // was sent.
+            tracing::info!(conn = self.conn, why, "refused: not signed in");
+            self.metrics.error(ErrorCode::Unauthenticated);
+            ctx.text(encode(&ServerMessage::error(ErrorCode::Unauthenticated, why)));
+            return self.close(ctx, close::UNAUTHENTICATED, "sign in or get a fresh token first");
+        }
         self.heartbeat(ctx);
         if let Some(queued) = self.queued.take() {
             ctx.add_stream(queued);

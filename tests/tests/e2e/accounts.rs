@@ -106,3 +106,47 @@ async fn sign_up_log_in_twice_and_guests_are_marked() {
     laptop.close().await;
     guest.close().await;
 }
+
+/// `--auth token`: the operator's site sends people to `/?room=R#token=JWT`; the page joins at
+/// once under the token's name, marked signed in, and takes the token out of the address bar.
+/// An expired token brings the join form with words that say what to do, not a reconnect loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_given_a_token_joins_under_its_name() {
+    const SECRET: &str = "the operator's secret, thirty-two bytes or more";
+    let server = ServerProcess::start_with(&["--auth", "token", "--auth-token-secret", SECRET]);
+    let driver = Driver::start();
+    let (signed, stale) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    let sign = |exp: u64| {
+        let claims = serde_json::json!({"sub": "u-1", "name": "Grace", "exp": exp});
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("signed")
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+
+    signed.open(&server.url(&format!("/?room=team#token={}", sign(now + 300)))).await;
+    signed.wait_for_online().await;
+    signed
+        .wait_for("Grace signed in, in the member list", || async {
+            let own = signed.texts(".members li.own").await;
+            let marked = signed.texts(".members li.own .signed-in").await;
+            (own.iter().any(|text| text.starts_with("Grace")) && !marked.is_empty()).then_some(())
+        })
+        .await;
+    let address = signed.client.current_url().await.expect("url");
+    assert!(address.fragment().is_none(), "the token left the address bar: {address}");
+    signed.find(".whoami .signed-in").await;
+    signed.screenshot("accounts-4-token").await;
+
+    stale.open(&server.url(&format!("/?room=team#token={}", sign(now - 3600)))).await;
+    stale
+        .wait_for("the refusal in words", || async {
+            let errors = stale.texts(".join-form .error").await;
+            errors
+                .iter()
+                .any(|e| e.starts_with("This chat is only for people signed in"))
+                .then_some(())
+        })
+        .await;
+    signed.close().await;
+    stale.close().await;
+}
