@@ -241,10 +241,13 @@ pub fn refusal_text(code: u16, reason: &str) -> String {
         ("", close::INVALID_PAYLOAD) => "it could not read what this page sent",
         ("", close::POLICY_VIOLATION) => "this page sent too much, too fast",
         ("", close::MESSAGE_TOO_BIG) => "this page sent a frame that was too large",
-        (_, close::UNAUTHENTICATED) => {
-            return "This chat is only for people signed in: log in or register, or (if a site \
-                    sent you here) go back to it for a fresh link."
-                .into();
+        (reason, close::UNAUTHENTICATED) => {
+            // The server's words (expired, no sign-in...), then what to do.
+            let why = if reason.is_empty() { String::new() } else { format!(" {reason}") };
+            return format!(
+                "This chat is only for people signed in.{why} Log in or register, or (if a site \
+                 sent you here) go back to it for a fresh link."
+            );
         }
         ("", _) => "it refused this page",
         (reason, _) => reason,
@@ -1331,7 +1334,11 @@ mod tests {
         }
         assert!(refusal_text(1008, "").contains("too much, too fast"));
         assert!(refusal_text(1009, "frame too large").contains("(frame too large)"));
-        assert!(refusal_text(close::UNAUTHENTICATED, "sign in").starts_with("This chat is only"));
+        let expired =
+            refusal_text(close::UNAUTHENTICATED, "The token has expired: get a fresh one.");
+        assert!(
+            expired.starts_with("This chat is only for people signed in. The token has expired")
+        );
     }
 
     /// The URL carries room, nick, the tab's token and the sign-in token, escaped so any value

@@ -41,7 +41,17 @@ pub enum Gate {
 impl Gate {
     /// The gate `--auth` and its options ask for; an error says what is missing or wrong.
     pub fn from_options(options: &AuthOptions) -> Result<Gate, String> {
+        let token_settings = options.auth_token_secret.is_some()
+            || options.auth_token_key.is_some()
+            || options.auth_token_audience.is_some();
         match options.mode {
+            // A token key without the mode would leave the chat open to anyone: a forgotten
+            // or misspelt --auth must not do that quietly.
+            _ if token_settings && options.mode != AuthMode::Token => {
+                Err("--auth-token-secret, --auth-token-key and --auth-token-audience need \
+                 --auth token (without it, anyone may chat)"
+                    .into())
+            }
             AuthMode::Open => Ok(Gate::Open),
             AuthMode::Accounts => Ok(Gate::Accounts),
             AuthMode::Token => TokenVerifier::from_options(options).map(|v| Gate::Token(v.into())),
@@ -132,8 +142,13 @@ impl TokenVerifier {
     }
 
     /// Who `token` names, or why it is refused (in words for the person, without the token).
-    /// `max_nick_chars` bounds the name as nicks are bounded.
-    pub fn verify(&self, token: &str, max_nick_chars: usize) -> Result<TokenIdentity, String> {
+    /// The name and rooms are checked as nicks and room names are.
+    pub fn verify(
+        &self,
+        token: &str,
+        max_nick_chars: usize,
+        max_room_chars: usize,
+    ) -> Result<TokenIdentity, String> {
         use jsonwebtoken::errors::ErrorKind;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(format!("The token is longer than {MAX_TOKEN_BYTES} bytes."));
@@ -169,7 +184,16 @@ impl TokenVerifier {
             Some(rooms) if rooms.len() > MAX_TOKEN_ROOMS => {
                 return Err(format!("The token names more than {MAX_TOKEN_ROOMS} rooms."));
             }
-            rooms => rooms,
+            // As joins name them (the rules normalise names): a room the rules refuse is an
+            // error of the site's, said rather than silently never matching.
+            Some(rooms) => Some(
+                rooms
+                    .iter()
+                    .map(|room| protocol::rules::check_room(room, max_room_chars))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| format!("The token names a bad room: {}", error.message))?,
+            ),
+            None => None,
         };
         Ok(TokenIdentity { who: SignedIn { id: format!("token:{}", claims.sub), nick }, rooms })
     }
@@ -201,14 +225,14 @@ mod tests {
         format!("{header}.{}.", encode(claims.to_string().as_bytes()))
     }
 
-    /// A good token names its holder (by `sub`, shown as `name`) and its rooms; every forgery
-    /// or stale token is refused with words that say why.
+    /// A good token names its holder (by `sub`, shown as `name`) and its rooms (normalised as
+    /// joins' are); every forgery or stale token is refused with words that say why.
     #[test]
     fn tokens_are_verified_as_a_table() {
         let verifier = TokenVerifier::hmac(SECRET, Some("chat.example")).expect("verifier");
-        let good = json!({"sub": "u-17", "name": "Ann", "rooms": ["team"], "exp": now() + 600,
+        let good = json!({"sub": "u-17", "name": "Ann", "rooms": [" Team "], "exp": now() + 600,
                           "aud": "chat.example"});
-        let identity = verifier.verify(&hs256(&good, SECRET), 32).expect("a good token");
+        let identity = verifier.verify(&hs256(&good, SECRET), 32, 64).expect("a good token");
         assert_eq!(identity.who, SignedIn { id: "token:u-17".into(), nick: "Ann".into() });
         assert_eq!(identity.rooms, Some(vec!["team".to_owned()]));
 
@@ -233,17 +257,18 @@ mod tests {
             (with(json!({"nbf": now() + 3600})), "not good yet"),
             (with(json!({"name": "a\u{7}b"})), "cannot be a nick"),
             (with(json!({"rooms": vec!["r"; MAX_TOKEN_ROOMS + 1]})), "more than 256 rooms"),
+            (with(json!({"rooms": ["ok", "no/slash"]})), "a bad room"),
             ("x".repeat(MAX_TOKEN_BYTES + 1), "longer than"),
             ("not.a.token".into(), "not valid"),
         ];
         for (token, why) in refused {
-            let error = verifier.verify(&token, 32).expect_err(why);
+            let error = verifier.verify(&token, 32, 64).expect_err(why);
             assert!(error.contains(why), "{why}: {error}");
         }
         // Without `name`, the subject is the nick; within the leeway, a just-expired token is
         // still good.
         let plain = with(json!({"name": null, "exp": now() - LEEWAY_SECS / 2}));
-        assert_eq!(verifier.verify(&plain, 32).expect("good").who.nick, "u-17");
+        assert_eq!(verifier.verify(&plain, 32, 64).expect("good").who.nick, "u-17");
     }
 
     /// Without a configured audience, a token that names one is refused (it is for a site
@@ -252,9 +277,9 @@ mod tests {
     fn a_token_for_some_audience_needs_one_configured() {
         let verifier = TokenVerifier::hmac(SECRET, None).expect("verifier");
         let plain = json!({"sub": "u", "exp": now() + 60});
-        assert!(verifier.verify(&hs256(&plain, SECRET), 32).is_ok());
+        assert!(verifier.verify(&hs256(&plain, SECRET), 32, 64).is_ok());
         let aimed = json!({"sub": "u", "exp": now() + 60, "aud": "elsewhere"});
-        assert!(verifier.verify(&hs256(&aimed, SECRET), 32).is_err());
+        assert!(verifier.verify(&hs256(&aimed, SECRET), 32, 64).is_err());
     }
 
     /// EdDSA: a token signed by the private half of the configured Ed25519 key is good; one
@@ -271,12 +296,12 @@ mod tests {
             let key = EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).expect("key");
             jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).expect("signs")
         };
-        assert_eq!(verifier.verify(&sign(&pair), 32).expect("good").who.nick, "Bo");
-        assert!(verifier.verify(&sign(&other), 32).expect_err("refused").contains("signature"));
+        assert_eq!(verifier.verify(&sign(&pair), 32, 64).expect("good").who.nick, "Bo");
+        assert!(verifier.verify(&sign(&other), 32, 64).expect_err("refused").contains("signature"));
         let confused = hs256(&claims, public.as_bytes());
         assert!(
             verifier
-                .verify(&confused, 32)
+                .verify(&confused, 32, 64)
                 .expect_err("refused")
                 .contains("must be signed with EdDSA")
         );

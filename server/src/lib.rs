@@ -99,42 +99,61 @@ impl AppState {
     /// token's subject; refused when the mode needs one and there is none (or not a good one).
     fn identify(&self, req: &HttpRequest, token: Option<&str>, client: Option<String>) -> Identity {
         let mut who = Identity { client, ..Identity::default() };
+        let limits = &self.config.limits;
         match &self.gate {
             auth::Gate::Open | auth::Gate::Accounts => {
+                let accounts_only = matches!(self.gate, auth::Gate::Accounts);
                 // The origin check keeps other sites' pages from riding on the cookie.
-                who.account = self.cookie_account(req);
-                if who.account.is_none() && matches!(self.gate, auth::Gate::Accounts) {
-                    who.refused = Some("This chat is for signed-in people: log in first.".into());
+                match self.cookie_account(req) {
+                    Ok(Some(account)) => who.account = Some(account),
+                    Ok(None) if accounts_only => {
+                        let why = "This chat is for signed-in people: log in first.";
+                        who.refused = Some(session::Refusal::unauthenticated(why));
+                    }
+                    // Not the person's fault: they may try again (and are not let in as a
+                    // guest meanwhile where only the signed-in may chat).
+                    Err(()) if accounts_only => {
+                        who.refused =
+                            Some(session::Refusal::retry("Sign-ins cannot be checked right now."));
+                    }
+                    Ok(None) | Err(()) => {}
                 }
             }
             auth::Gate::Token(verifier) => {
-                let max_nick_chars = self.config.limits.max_nick_chars;
-                match token.map(|token| verifier.verify(token, max_nick_chars)) {
+                let verified = token.map(|token| {
+                    verifier.verify(token, limits.max_nick_chars, limits.max_room_chars)
+                });
+                match verified {
                     Some(Ok(identity)) => {
                         who.account = Some(identity.who);
                         who.rooms = identity.rooms.map(Arc::from);
                     }
-                    Some(Err(why)) => who.refused = Some(why),
-                    None => who.refused = Some("This chat needs a token from its site.".into()),
+                    Some(Err(why)) => who.refused = Some(session::Refusal::unauthenticated(why)),
+                    None => {
+                        let why = "This chat needs a token from its site.";
+                        who.refused = Some(session::Refusal::unauthenticated(why));
+                    }
                 }
             }
-        }
-        if let Some(why) = &who.refused {
-            self.metrics.refused("unauthenticated");
-            tracing::debug!(why, "a connection without a good identity");
         }
         who
     }
 
-    /// The account of the upgrade's session cookie, if it has a live one.
-    fn cookie_account(&self, req: &HttpRequest) -> Option<room_state::SignedIn> {
-        let accounts = self.accounts.as_ref()?;
-        let cookie = req.cookie(account_api::SESSION_COOKIE)?;
-        let nick = accounts.session(cookie.value(), outbound::now_millis()).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "could not read a session");
-            None
-        });
-        nick.map(room_state::SignedIn::account)
+    /// The account of the upgrade's session cookie, if it has a live one; `Err` if the
+    /// sessions could not be read.
+    fn cookie_account(&self, req: &HttpRequest) -> Result<Option<room_state::SignedIn>, ()> {
+        let (Some(accounts), Some(cookie)) =
+            (self.accounts.as_ref(), req.cookie(account_api::SESSION_COOKIE))
+        else {
+            return Ok(None);
+        };
+        match accounts.session(cookie.value(), outbound::now_millis()) {
+            Ok(nick) => Ok(nick.map(room_state::SignedIn::account)),
+            Err(error) => {
+                tracing::error!(%error, "could not read a session");
+                Err(())
+            }
+        }
     }
 }
 
@@ -234,6 +253,18 @@ pub async fn connect_shared(
     Ok(Some(connected))
 }
 
+/// Settings that cannot run together, said in words before anything is bound or opened.
+pub fn check_settings(config: &Config) -> Result<(), String> {
+    auth::Gate::from_options(&config.auth)?;
+    let accounts_only = config.auth.mode == config::AuthMode::Accounts;
+    if accounts_only && (config.storage.ephemeral || config.redis.url.is_some()) {
+        return Err("--auth accounts keeps accounts in the data folder's database: not with \
+                    --ephemeral, and not yet with --redis"
+            .into());
+    }
+    Ok(())
+}
+
 /// How long a server starting with `--redis` waits for Redis to answer before giving up.
 const REDIS_START_WAIT: Duration = Duration::from_secs(30);
 
@@ -247,8 +278,16 @@ pub fn run_shared(
 ) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
     let config = Arc::new(config);
     let workers = config.workers.unwrap_or_else(config::default_parallelism).max(1);
-    // Before anything is opened: a mode that cannot run stops the start.
+    // Before anything is opened: settings that cannot run stop the start (`main` checks them
+    // before it even binds).
+    check_settings(&config).map_err(std::io::Error::other)?;
     let gate = auth::Gate::from_options(&config.auth).map_err(std::io::Error::other)?;
+    if matches!(gate, auth::Gate::Token(_)) && config.auth.auth_token_audience.is_none() {
+        tracing::warn!(
+            "--auth token without --auth-token-audience: any token your site signs with this \
+             key and no `aud` lets its holder in; set an audience"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(i64::try_from(config.abuse.max_connections).unwrap_or(i64::MAX));
     let options = config.storage.options();
@@ -282,12 +321,6 @@ pub fn run_shared(
         .filter(|_| config.redis.url.is_none() && !matches!(gate, auth::Gate::Token(_)));
     let accounts = accounts_dir.map(accounts::Accounts::open).transpose();
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
-    if matches!(gate, auth::Gate::Accounts) && accounts.is_none() {
-        return Err(std::io::Error::other(
-            "--auth accounts keeps accounts in the data folder's database: not with \
-             --ephemeral, and not yet with --redis",
-        ));
-    }
     tracing::info!(auth = ?config.auth.mode, "who may chat");
     let registry = room_state::Registry(accounts.clone());
     let account_state = web::Data::new(account_api::AccountState::new(

@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(command) = &config.command {
         return run_command(command, &config);
     }
+    server::check_settings(&config).map_err(anyhow::Error::msg)?;
     // Every connection is a file: allow as many as the hard limit permits.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::info!(limit, "open files limit raised to the hard limit"),

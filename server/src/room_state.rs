@@ -189,8 +189,6 @@ pub struct RoomState {
     epoch: String,
     /// With `--redis`: the members on other servers, by nick.
     remote: HashMap<String, Remote>,
-    /// The active rooms the last joiner was sent, for the welcomes that follow a reset.
-    last_rooms: Vec<RoomInfo>,
 }
 
 /// A member of the room on another server (`--redis`).
@@ -250,7 +248,6 @@ impl RoomState {
             epoch: rules.epoch.clone(),
             rules,
             remote: HashMap::new(),
-            last_rooms: Vec::new(),
         }
     }
 
@@ -448,7 +445,6 @@ impl RoomState {
             request.since
         };
         let catchup = self.history.catchup(since, self.rules.recent, page.min(room_left), strict);
-        self.last_rooms.clone_from(&request.rooms);
         let welcome = ServerMessage::Welcome {
             room,
             nick: nick.clone(),
@@ -694,7 +690,7 @@ impl RoomState {
     pub fn reset(&mut self, loaded: Loaded, epoch: String) -> Vec<Effect> {
         self.load_shared(loaded, epoch);
         let (members, signed_in) = self.member_lists();
-        let lists = lists_bytes(&members, &signed_in, &self.last_rooms);
+        let lists = lists_bytes(&members, &signed_in, &[]);
         let page = self.rules.page_bytes.saturating_sub(lists);
         let catchup = self.history.catchup(None, self.rules.recent, page, true);
         let mut effects = Vec::new();
@@ -708,7 +704,8 @@ impl RoomState {
                 members: members.clone(),
                 signed_in: signed_in.clone(),
                 history: catchup.history.clone(),
-                rooms: self.last_rooms.clone(),
+                // Not the last joiner's list: it may hold rooms this member may not see.
+                rooms: Vec::new(),
                 since: None,
                 truncated: catchup.truncated,
                 more: false,

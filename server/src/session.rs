@@ -32,9 +32,33 @@ pub struct Identity {
     pub account: Option<SignedIn>,
     /// The only rooms it may enter (`None`: any).
     pub rooms: Option<Arc<[String]>>,
-    /// Why it is refused: said (`unauthenticated`) and closed with 4004 as it starts.
-    pub refused: Option<String>,
+    /// Why it is refused: said and closed as it starts.
+    pub refused: Option<Refusal>,
 }
+
+/// Why a connection may not chat, as it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// In words for the person (never holding a token).
+    pub why: String,
+    /// The server could not tell (its database failed): `unavailable` and close 1013, after
+    /// which clients reconnect; otherwise `unauthenticated` and close 4004, after which they
+    /// do not.
+    pub retry: bool,
+}
+
+impl Refusal {
+    pub fn unauthenticated(why: impl Into<String>) -> Self {
+        Refusal { why: why.into(), retry: false }
+    }
+
+    pub fn retry(why: impl Into<String>) -> Self {
+        Refusal { why: why.into(), retry: true }
+    }
+}
+
+/// "Try again later" (RFC 6455's registry): the server could not check who the client is.
+const TRY_AGAIN_LATER: u16 = 1013;
 
 pub struct Session {
     conn: ConnId,
@@ -52,7 +76,7 @@ pub struct Session {
     /// The only rooms it may enter (`None`: any).
     only_rooms: Option<Arc<[String]>>,
     /// Why it may not chat (said and closed as it starts).
-    refused: Option<String>,
+    refused: Option<Refusal>,
     /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
     memberships: BTreeMap<String, Membership>,
     /// The nick the last join was admitted under: a join that names none into a room this
@@ -422,13 +446,26 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(conn = self.conn, "connected");
-        if let Some(why) = self.refused.take() {
+        if let Some(Refusal { why, retry }) = self.refused.take() {
             // Written at once, ahead of the close (the queue is not read yet): nothing else
-            // was sent.
-            tracing::info!(conn = self.conn, why, "refused: not signed in");
-            self.metrics.error(ErrorCode::Unauthenticated);
-            ctx.text(encode(&ServerMessage::error(ErrorCode::Unauthenticated, why)));
-            return self.close(ctx, close::UNAUTHENTICATED, "sign in or get a fresh token first");
+            // was sent. The close's reason repeats the words (within the 123 bytes a reason
+            // may take), for clients that show only the close.
+            let (code, close_code) = match retry {
+                true => (ErrorCode::Unavailable, TRY_AGAIN_LATER),
+                false => (ErrorCode::Unauthenticated, close::UNAUTHENTICATED),
+            };
+            self.metrics.error(code);
+            tracing::debug!(conn = self.conn, why, "refused: no identity this server accepts");
+            ctx.text(encode(&ServerMessage::error(code, why.clone())));
+            let mut reason = why;
+            while reason.len() > 120 {
+                reason.pop();
+            }
+            ctx.close(Some(CloseReason {
+                code: CloseCode::from(close_code),
+                description: Some(reason),
+            }));
+            return ctx.stop();
         }
         self.heartbeat(ctx);
         if let Some(queued) = self.queued.take() {
