@@ -70,6 +70,8 @@ pub struct Welcome {
     pub truncated: bool,
     pub more: bool,
     pub epoch: String,
+    /// What the joiner may do beyond chatting (owner, moderator).
+    pub role: Option<protocol::Role>,
 }
 
 /// A WebSocket connection speaking the chat protocol.
@@ -268,6 +270,7 @@ impl Client {
                 truncated,
                 more,
                 epoch,
+                role,
             } => Welcome {
                 room,
                 nick,
@@ -279,6 +282,7 @@ impl Client {
                 truncated,
                 more,
                 epoch,
+                role,
             },
             other => panic!("expected a welcome, got {other:?}"),
         }

@@ -899,6 +899,7 @@ mod tests {
             ts: 0,
             bot: false,
             signed_in: false,
+            ..Default::default()
         }
     }
 
@@ -927,6 +928,7 @@ mod tests {
             truncated: false,
             more,
             epoch: "e1".into(),
+            role: None,
         }
     }
 

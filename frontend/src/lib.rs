@@ -358,6 +358,32 @@ pub fn app(props: &AppProps) -> Html {
             }
         })
     };
+    // Edit: the new text asked for in the browser's own dialog (keyboard and touch alike);
+    // delete: confirmed first.
+    let on_edit = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |(id, text): (protocol::MessageId, String)| {
+            let Some(window) = web_sys::window() else { return };
+            let asked = window.prompt_with_message_and_default("Edit your message:", &text);
+            if let Ok(Some(edited)) = asked
+                && !edited.trim().is_empty()
+                && edited != text
+            {
+                let room = room.clone();
+                send.emit(ClientMessage::Edit { room, id, text: edited, client_id: None });
+            }
+        })
+    };
+    let on_delete = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |id: protocol::MessageId| {
+            let Some(window) = web_sys::window() else { return };
+            let sure = "Delete this message? Everyone in the room will see it removed.";
+            if window.confirm_with_message(sure).unwrap_or(false) {
+                send.emit(ClientMessage::Delete { room: room.clone(), id, client_id: None });
+            }
+        })
+    };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
     let toggle_drawer = {
         let drawer = drawer.clone();
@@ -426,7 +452,8 @@ pub fn app(props: &AppProps) -> Html {
             <main class="conversation">
                 <MessageList entries={view.entries.clone()} pending={state.pending_here()}
                     own={state.own.clone()} room={view.name.clone()} nick={view.nick.clone()}
-                    older={view.older} {on_older} />
+                    older={view.older} {on_older} signed_in={view.signed_in.contains(&nick)}
+                    moderator={view.role.is_some()} {on_edit} {on_delete} />
                 <TypingIndicator typists={view.typists()} />
                 <Composer {on_send} {on_invalid} {on_typing} error={state.error.clone()}
                     disabled={!usable} />

@@ -110,6 +110,8 @@ pub struct RoomView {
     pub members: Vec<String>,
     /// Those of `members` signed in to their account (the others are guests).
     pub signed_in: Vec<String>,
+    /// What the reader may do here beyond chatting (owner, moderator: delete any message).
+    pub role: Option<protocol::Role>,
     /// Shared so that passing the list to a component is cheap and compares by pointer.
     pub entries: Rc<VecDeque<Entry>>,
     /// Who is typing, with when their indication expires (Unix ms).
@@ -139,6 +141,7 @@ impl RoomView {
             nick: None,
             members: Vec::new(),
             signed_in: Vec::new(),
+            role: None,
             entries: Rc::default(),
             typing: Vec::new(),
             unread: 0,
@@ -255,6 +258,11 @@ impl RoomView {
     /// live ones, or of older ones scrolled back to) among the messages around it. Returns
     /// whether it was added.
     fn merge(&mut self, message: ChatMessage) -> bool {
+        if let Some(target) = message.amends {
+            // An edit or a deletion: applied to the message it changes, never shown itself.
+            self.amend(target, &message);
+            return false;
+        }
         if self.last_message_id().is_none_or(|last| message.id > last) {
             self.push(Entry::Message(Rc::new(message)));
             return true;
@@ -274,10 +282,28 @@ impl RoomView {
         true
     }
 
+    /// Applies `change` (an edit, or with `deleted` a deletion) to the shown message `target`,
+    /// if shown (a page scrolled back to later comes with its messages as they are now).
+    fn amend(&mut self, target: MessageId, change: &ChatMessage) {
+        let Ok(at) = self.position(target) else { return };
+        let entries = Rc::make_mut(&mut self.entries);
+        if let Some(Entry::Message(shown)) = entries.get_mut(at) {
+            let mut changed = (**shown).clone();
+            if change.deleted {
+                changed.text.clear();
+                changed.deleted = true;
+            } else {
+                changed.text.clone_from(&change.text);
+                changed.edited = true;
+            }
+            *shown = Rc::new(changed);
+        }
+    }
+
     /// The room's welcome: what was missed after what is shown, or (not resumed) the list
     /// starts over with the room's recent messages.
     fn welcome(&mut self, welcome: Welcomed) {
-        let Welcomed { nick, members, signed_in, history, since, truncated, more } = welcome;
+        let Welcomed { nick, members, signed_in, role, history, since, truncated, more } = welcome;
         let resumed = since.is_some() && self.is_joined();
         if resumed {
             if truncated {
@@ -296,8 +322,13 @@ impl RoomView {
                 let text = format!("The server's history of #{} started over.", self.name);
                 self.notice(text, now());
             }
-            for message in history.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
+            let (changes, messages): (Vec<_>, Vec<_>) =
+                history.into_iter().partition(|message| message.amends.is_some());
+            for message in messages.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
                 self.push(Entry::Message(Rc::new(message)));
+            }
+            for change in changes {
+                self.merge(change);
             }
             self.notice(format!("You joined #{} as {nick}.", self.name), now());
         }
@@ -305,6 +336,7 @@ impl RoomView {
         self.nick = Some(nick);
         self.members = members;
         self.signed_in = signed_in;
+        self.role = role;
         self.typing.clear();
     }
 }
@@ -314,6 +346,7 @@ struct Welcomed {
     nick: String,
     members: Vec<String>,
     signed_in: Vec<String>,
+    role: Option<protocol::Role>,
     history: Vec<ChatMessage>,
     since: Option<MessageId>,
     truncated: bool,
@@ -532,6 +565,7 @@ impl State {
                 since,
                 truncated,
                 more,
+                role,
                 ..
             } => {
                 if self.view_of(&room).is_none() {
@@ -543,6 +577,7 @@ impl State {
                     nick: nick.clone(),
                     members,
                     signed_in,
+                    role,
                     history,
                     since,
                     truncated,
@@ -878,6 +913,7 @@ mod tests {
             ts: 1,
             bot: false,
             signed_in: false,
+            ..Default::default()
         }
     }
 
@@ -902,6 +938,7 @@ mod tests {
             truncated,
             more: false,
             epoch: "e1".into(),
+            role: None,
         })
     }
 
@@ -1096,6 +1133,44 @@ mod tests {
             ],
         );
         assert_eq!(texts(&state), ["five", "seven"]);
+    }
+
+    /// Edits and deletions change the message they amend in place (a tombstone for a
+    /// deletion), are never shown as messages, count as nothing unread, and a change to a
+    /// message not shown is ignored; in a welcome's history they apply to what precedes them.
+    #[test]
+    fn amendments_change_messages_in_place() {
+        let change = |id, target, text: &str, deleted| {
+            let message = ChatMessage { amends: Some(target), deleted, ..message(id, "a", text) };
+            Action::Server(ServerMessage::Message(message))
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![message(1, "a", "one"), message(2, "a", "two")]),
+                Action::Visibility { hidden: true },
+                change(3, 1, "one, edited", false),
+                change(4, 2, "", true),
+                change(5, 99, "nothing to change", false),
+            ],
+        );
+        assert_eq!(texts(&state), ["one, edited", ""]);
+        let flags: Vec<(bool, bool)> = state
+            .view()
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Message(m) => Some((m.edited, m.deleted)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flags, [(true, false), (false, true)]);
+        assert_eq!(state.view().unread, 0, "changes are not new messages");
+
+        let history =
+            vec![message(1, "a", "one"), ChatMessage { amends: Some(1), ..message(2, "a", "uno") }];
+        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", history)]);
+        assert_eq!(texts(&state), ["uno"]);
     }
 
     /// Joins and leaves update the member list and add notices.

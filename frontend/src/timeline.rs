@@ -75,6 +75,7 @@ mod tests {
             ts,
             bot: false,
             signed_in: false,
+            ..Default::default()
         }))
     }
 
@@ -128,6 +129,7 @@ mod tests {
             ts: 2_000,
             bot: true,
             signed_in: false,
+            ..Default::default()
         };
         let entries = vec![message(1, "ann", 1_000), Entry::Message(Rc::new(bot.clone()))];
         assert_eq!(shape(&rows(&entries, utc_day)), ["day", "ann", "ann"]);

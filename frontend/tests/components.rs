@@ -34,6 +34,7 @@ fn message(id: u64, from: &str, text: &str) -> Entry {
         ts: 0,
         bot: false,
         signed_in: false,
+        ..Default::default()
     }))
 }
 
@@ -51,6 +52,10 @@ fn list_props(
         nick: None,
         older: Older::Beginning,
         on_older: Callback::noop(),
+        signed_in: false,
+        moderator: false,
+        on_edit: Callback::noop(),
+        on_delete: Callback::noop(),
     }
 }
 
@@ -210,6 +215,52 @@ async fn join_form_joins_as_guest_or_signs_in() {
     flush().await;
     assert_eq!(joined.borrow().last(), Some(&("Ann".to_owned(), "r".to_owned())));
     assert_eq!(*logged_out.borrow(), 1);
+}
+
+/// A signed-in reader's own messages offer Edit and Delete, others' nothing; a moderator
+/// gets Delete on every message; a deleted message is a tombstone without actions, an edited
+/// one says so; the buttons report the message (and its text, to edit).
+#[wasm_bindgen_test]
+async fn message_actions_follow_who_may_do_what() {
+    let Entry::Message(mine) = message(1, "ann", "mine") else { unreachable!() };
+    let mine = Rc::new(ChatMessage { signed_in: true, edited: true, ..(*mine).clone() });
+    let Entry::Message(theirs) = message(2, "bob", "theirs") else { unreachable!() };
+    let Entry::Message(gone) = message(3, "bob", "") else { unreachable!() };
+    let gone = Rc::new(ChatMessage { deleted: true, ..(*gone).clone() });
+    let entries: VecDeque<Entry> =
+        [Entry::Message(mine), Entry::Message(theirs), Entry::Message(gone)].into();
+    let edits = Rc::new(RefCell::new(Vec::new()));
+    let deletes = Rc::new(RefCell::new(Vec::new()));
+    let props = |moderator: bool| {
+        let (edits, deletes) = (edits.clone(), deletes.clone());
+        MessageListProps {
+            nick: Some("ann".into()),
+            signed_in: true,
+            moderator,
+            on_edit: Callback::from(move |edit| edits.borrow_mut().push(edit)),
+            on_delete: Callback::from(move |id| deletes.borrow_mut().push(id)),
+            ..list_props(Rc::new(entries.clone()), Vec::new(), Rc::default())
+        }
+    };
+    let root = root();
+    let mut handle =
+        yew::Renderer::<MessageList>::with_root_and_props(root.clone(), props(false)).render();
+    flush().await;
+    assert_eq!(texts(&root, "[data-id='1'] .action"), ["Edit", "Delete"]);
+    assert!(texts(&root, "[data-id='2'] .action").is_empty(), "not hers, not a moderator");
+    assert_eq!(texts(&root, "[data-id='1'] .edited"), ["(edited)"]);
+    assert_eq!(texts(&root, "[data-id='3'] .text.deleted"), ["message deleted"]);
+    assert!(texts(&root, "[data-id='3'] .action").is_empty(), "nothing to do to a tombstone");
+    for button in select_all(&root, "[data-id='1'] .action") {
+        button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    }
+    flush().await;
+    assert_eq!(*edits.borrow(), [(1, "mine".to_owned())]);
+    assert_eq!(*deletes.borrow(), [1]);
+
+    handle.update(props(true));
+    flush().await;
+    assert_eq!(texts(&root, "[data-id='2'] .action"), ["Delete"], "a moderator deletes any");
 }
 
 /// A day separator opens each local day; one sender's consecutive messages are grouped (the
@@ -433,6 +484,7 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
         truncated: false,
         more: false,
         epoch: "e1".into(),
+        role: None,
     };
     let mut state = Rc::new(State::new("r".into())).reduce(Action::Server(welcome));
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(

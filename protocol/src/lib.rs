@@ -85,6 +85,26 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Change the text of your message `id` in `room` to `text` (signed in, your own
+    /// messages only). Like a `send`: with a `client_id` it is acknowledged ([`ServerMessage::Ack`],
+    /// naming the edit's own id) and never applied twice; the room sees a [`ChatMessage`]
+    /// whose `amends` is `id`.
+    Edit {
+        room: String,
+        id: MessageId,
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
+    },
+    /// Delete message `id` of `room`: your own (signed in), or anyone's if you moderate the
+    /// room. Acknowledged like a `send`; the room sees a [`ChatMessage`] with `amends: id`
+    /// and `deleted: true`, and history keeps a tombstone in its place.
+    Delete {
+        room: String,
+        id: MessageId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
+    },
     /// The user is typing in `room` (without `room`: in the one room the connection is in).
     /// Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while the user types; the
     /// room tells the other members with [`ServerMessage::Typing`].
@@ -141,6 +161,10 @@ pub enum ServerMessage {
         /// with `since` and send both back on the next join. Empty from servers older than it.
         #[serde(default)]
         epoch: String,
+        /// What you may do in this room beyond chatting: `owner` or `moderator` (delete
+        /// anyone's messages). Absent: a member like any other.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
     },
     /// Sent before a welcome when the join's `epoch` is not the room's any more: what the
     /// client shows of `room` belongs to a history the server no longer has. Forget it (and
@@ -199,7 +223,7 @@ pub enum ServerMessage {
 }
 
 /// One chat message as stored and relayed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: MessageId,
     pub room: String,
@@ -214,6 +238,30 @@ pub struct ChatMessage {
     /// a bot). Only accounts carry it, so a guest cannot pass as a registered member.
     #[serde(default, skip_serializing_if = "is_false")]
     pub signed_in: bool,
+    /// This entry is not a message but a change to the earlier message `amends`: its new
+    /// `text` (an edit by its author, `from`), or with `deleted` its removal (by its author or
+    /// a moderator, `from`). Apply it to that message if you show it; never show it as a
+    /// message of its own. It has its own `id` in the room's order, like any message, so
+    /// catch-up after `since` brings the changes too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amends: Option<MessageId>,
+    /// On a message: its text was edited after it was sent (`text` is the latest).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
+    /// On a message: it was deleted, and `text` is empty (a tombstone: show "message
+    /// deleted"). On an amendment: the amendment is the deletion.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+/// What someone may do in a room beyond chatting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Made the room (the first signed-in person in it before it had messages): moderates it.
+    Owner,
+    /// Named by the operator (`server admin grant-moderator`): deletes anyone's messages.
+    Moderator,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -267,8 +315,12 @@ pub enum ErrorCode {
     /// [`close::UNAUTHENTICATED`]: sign in, or get a fresh token, and connect again.
     Unauthenticated,
     /// The connection may not do this: its token names the rooms it may enter, and this is
-    /// not one of them.
+    /// not one of them; or it edits or deletes a message that is not its own without
+    /// moderating the room.
     Forbidden,
+    /// The message an `edit` or `delete` names is not in the room's retained history (never
+    /// was, was trimmed, or is deleted already).
+    NotFound,
     /// A code this build does not know (sent by a newer server): treat it as a refusal of the
     /// request, and show the `message`. The server never sends it.
     #[serde(other)]
@@ -317,6 +369,7 @@ mod tests {
             ts: 1_700_000_000_123,
             bot: false,
             signed_in: false,
+            ..Default::default()
         }
     }
 
@@ -393,6 +446,7 @@ mod tests {
                 truncated: false,
                 more: false,
                 epoch: "0123456789abcdef".into(),
+                role: None,
             },
             ServerMessage::Welcome {
                 room: "general".into(),
@@ -405,6 +459,7 @@ mod tests {
                 truncated: true,
                 more: true,
                 epoch: "0123456789abcdef".into(),
+                role: None,
             },
             ServerMessage::History {
                 room: "general".into(),

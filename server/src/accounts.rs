@@ -17,8 +17,30 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+use protocol::Role;
+
 use crate::db::{DATABASE_FILE, StoreError};
 use crate::names::Likeness;
+
+/// A moderation action, for the audit log: who did what, where, to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub actor: String,
+    pub action: &'static str,
+    pub room: String,
+    pub subject: String,
+}
+
+/// How the roles table names a room's owner.
+const OWNER: &str = "owner";
+
+/// The actions the audit log holds, as `Audit` names them.
+const AUDIT_ACTIONS: &[&str] =
+    &["delete", "grant-moderator", "revoke-moderator", "delete-account", "reset-password"];
+
+fn audit_action(stored: &str) -> &'static str {
+    AUDIT_ACTIONS.iter().find(|action| **action == stored).copied().unwrap_or("other")
+}
 
 /// Argon2id's memory in KiB, passes and lanes (see the module's note).
 const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
@@ -170,6 +192,171 @@ impl Accounts {
             )?
             .query_row(params![token_hash(token), to_sql(now)], |row| row.get(0))
             .optional()?)
+    }
+
+    /// The role of the account `nick` (as registered) in `room`: owner, or moderator of the
+    /// room or of the whole server. With `claim` (the room has no messages) and no owner yet,
+    /// the account becomes the room's owner.
+    pub fn role(&self, room: &str, nick: &str, claim: bool) -> Result<Option<Role>, AccountError> {
+        let mut connection = self.connection();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some((account, _, _)) = look_alike(&transaction, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        let held: Option<String> = transaction
+            .prepare_cached(
+                "SELECT role FROM roles WHERE account = ?1 AND room IN (?2, '')
+                 ORDER BY role = 'owner' DESC LIMIT 1",
+            )?
+            .query_row(params![account, room], |row| row.get(0))
+            .optional()?;
+        if let Some(role) = held {
+            return Ok(Some(if role == OWNER { Role::Owner } else { Role::Moderator }));
+        }
+        if !claim {
+            return Ok(None);
+        }
+        let owned: bool = transaction
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM roles WHERE room = ?1 AND role = 'owner')",
+            )?
+            .query_row([room], |row| row.get(0))?;
+        if owned {
+            return Ok(None);
+        }
+        transaction.execute(
+            "INSERT INTO roles (room, account, role, granted) VALUES (?1, ?2, 'owner', ?3)",
+            params![room, account, to_sql(crate::outbound::now_millis())],
+        )?;
+        transaction.commit()?;
+        Ok(Some(Role::Owner))
+    }
+
+    /// Makes the account `nick` (or a look-alike) a moderator of `room` (`None`: of every
+    /// room); its nick as registered, or `None` if there is no such account.
+    pub fn grant_moderator(
+        &self,
+        nick: &str,
+        room: Option<&str>,
+        now: u64,
+    ) -> Result<Option<String>, AccountError> {
+        let connection = self.connection();
+        let Some((account, registered, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        connection.execute(
+            "INSERT INTO roles (room, account, role, granted) VALUES (?1, ?2, 'moderator', ?3)
+             ON CONFLICT (room, account) DO NOTHING",
+            params![room.unwrap_or(""), account, to_sql(now)],
+        )?;
+        Ok(Some(registered))
+    }
+
+    /// Takes the account's moderator role in `room` (`None`: the server-wide one) away;
+    /// whether it had it.
+    pub fn revoke_moderator(&self, nick: &str, room: Option<&str>) -> Result<bool, AccountError> {
+        let connection = self.connection();
+        let Some((account, _, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(false);
+        };
+        let deleted = connection.execute(
+            "DELETE FROM roles WHERE room = ?1 AND account = ?2 AND role = 'moderator'",
+            params![room.unwrap_or(""), account],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    /// Every account: nick, when registered, and its roles as `room:role` (`*` for the whole
+    /// server), oldest first.
+    pub fn list(&self) -> Result<Vec<(String, u64, Vec<String>)>, AccountError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT accounts.nick, accounts.created,
+                    group_concat(CASE roles.room WHEN '' THEN '*' ELSE roles.room END
+                                 || ':' || roles.role, ' ')
+             FROM accounts LEFT JOIN roles ON roles.account = accounts.id
+             GROUP BY accounts.id ORDER BY accounts.id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            let roles: Option<String> = row.get(2)?;
+            let roles = roles.map(|r| r.split(' ').map(str::to_owned).collect());
+            Ok((
+                row.get(0)?,
+                u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                roles.unwrap_or_default(),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes the account `nick` (its sessions and roles go with it; its messages stay, and
+    /// its nick is free again); its nick as registered, or `None` if there was none.
+    pub fn delete(&self, nick: &str) -> Result<Option<String>, AccountError> {
+        let connection = self.connection();
+        let Some((account, registered, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        connection.execute("DELETE FROM accounts WHERE id = ?1", [account])?;
+        Ok(Some(registered))
+    }
+
+    /// Sets a new password for `nick` and ends its sessions; its nick as registered, or `None`.
+    /// Slow (a hash): run it off the async runtime.
+    pub fn reset_password(
+        &self,
+        nick: &str,
+        password: &str,
+    ) -> Result<Option<String>, AccountError> {
+        check_password(password)?;
+        let salt = new_salt()?;
+        let hash = self
+            .hasher
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|error| AccountError::Hash(error.to_string()))?
+            .to_string();
+        let mut connection = self.connection();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some((account, registered, _)) = look_alike(&transaction, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        transaction
+            .execute("UPDATE accounts SET password = ?1 WHERE id = ?2", params![hash, account])?;
+        transaction.execute("DELETE FROM sessions WHERE account = ?1", [account])?;
+        transaction.commit()?;
+        Ok(Some(registered))
+    }
+
+    /// Keeps a moderation action in the audit log.
+    pub fn audit(&self, audit: &Audit, ts: u64) -> Result<(), AccountError> {
+        self.connection().execute(
+            "INSERT INTO audit (ts, actor, action, room, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![to_sql(ts), audit.actor, audit.action, audit.room, audit.subject],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries of the audit log, newest first: when, who, what, where, to
+    /// what.
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<(u64, Audit)>, AccountError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT ts, actor, action, room, subject FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit], |row| {
+            let action: String = row.get(2)?;
+            Ok((
+                u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                Audit {
+                    actor: row.get(1)?,
+                    action: audit_action(&action),
+                    room: row.get(3)?,
+                    subject: row.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ends the session `token` (logging out); `false` if there was none.

@@ -89,12 +89,33 @@ pub struct Message {
     pub bot: bool,
     /// Sent by someone signed in to the account `from` names (false: a guest or a bot).
     pub signed_in: bool,
+    /// A change to the earlier message with this id (its new text, or with `deleted` its
+    /// removal), not a message of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amends: Option<u64>,
+    /// Its text was edited after it was sent.
+    #[serde(default)]
+    pub edited: bool,
+    /// Deleted: `text` is empty (or, on an amendment, the amendment is the deletion).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 impl From<protocol::ChatMessage> for Message {
     fn from(message: protocol::ChatMessage) -> Self {
-        let protocol::ChatMessage { id, room, from, text, ts, bot, signed_in } = message;
-        Message { id, room, from, text, ts, bot, signed_in }
+        let protocol::ChatMessage {
+            id,
+            room,
+            from,
+            text,
+            ts,
+            bot,
+            signed_in,
+            amends,
+            edited,
+            deleted,
+        } = message;
+        Message { id, room, from, text, ts, bot, signed_in, amends, edited, deleted }
     }
 }
 

@@ -193,6 +193,31 @@ pub enum Admin {
     RevokeKey { name: String },
     /// List the keys: name, when made, whether revoked.
     ListKeys,
+    /// List the accounts: nick, when registered, roles (`room:owner`, `room:moderator`, `*`
+    /// for every room).
+    ListAccounts,
+    /// Delete an account: its sessions end and its nick is free again (its messages stay).
+    DeleteAccount { nick: String },
+    /// Set an account's password (read from standard input, one line) and end its sessions.
+    ResetPassword { nick: String },
+    /// Let an account delete anyone's messages in ROOM (without --room: in every room). Takes
+    /// effect at its next join.
+    GrantModerator {
+        nick: String,
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Take a moderator role away (the one of ROOM, or without --room the server-wide one).
+    RevokeModerator {
+        nick: String,
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// Show the newest moderation actions: when, who, what, where, to what.
+    AuditLog {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 /// Who may chat (`--auth`).

@@ -209,8 +209,13 @@ impl Db {
         let mut last_id = 0;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (id, room, sender, text, ts, client_id, bot, signed_in)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO messages
+                     (id, room, sender, text, ts, client_id, bot, signed_in, amends, deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut amend = transaction.prepare_cached(
+                "UPDATE messages SET text = ?3, edited = edited OR NOT ?4, deleted = ?4
+                 WHERE id = ?1 AND room = ?2 AND amends IS NULL AND deleted = 0",
             )?;
             let mut touch = transaction.prepare_cached(
                 "INSERT INTO rooms (name, last_ts) VALUES (?1, ?2)
@@ -229,7 +234,18 @@ impl Db {
                     client_id,
                     message.bot,
                     message.signed_in,
+                    message.amends.map(to_sql),
+                    message.deleted,
                 ])?;
+                // The amended message holds its current text, or a tombstone.
+                if let Some(target) = message.amends {
+                    amend.execute(params![
+                        to_sql(target),
+                        message.room,
+                        message.text,
+                        message.deleted
+                    ])?;
+                }
                 touch.execute(params![message.room, to_sql(message.ts)])?;
                 last_id = last_id.max(message.id);
             }
@@ -353,7 +369,8 @@ impl Db {
     pub fn load(&self, room: &str) -> Result<Loaded, StoreError> {
         let retain = self.options.retain_messages.max(1);
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, sender, text, ts, client_id, bot, signed_in FROM messages
+            "SELECT id, sender, text, ts, client_id, bot, signed_in, amends, edited, deleted
+             FROM messages
              WHERE room = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = statement.query_map(params![room, to_sql(retain as u64 + 1)], |row| {
@@ -366,6 +383,9 @@ impl Db {
                     ts: to_id(row.get(3)?),
                     bot: row.get(5)?,
                     signed_in: row.get(6)?,
+                    amends: row.get::<_, Option<i64>>(7)?.map(to_id),
+                    edited: row.get(8)?,
+                    deleted: row.get(9)?,
                 },
                 client_id: row.get(4)?,
             })
@@ -648,6 +668,28 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX sessions_by_account ON sessions (account);",
     // 4: messages sent by someone signed in to the account their sender names are marked so.
     "ALTER TABLE messages ADD COLUMN signed_in INTEGER NOT NULL DEFAULT 0;",
+    // 5: edits and deletions (entries amending an earlier message, which then holds its
+    // current text or a tombstone); who owns or moderates which room (room '' for the whole
+    // server); the audit log of moderation.
+    "ALTER TABLE messages ADD COLUMN amends INTEGER;
+     ALTER TABLE messages ADD COLUMN edited INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE roles (
+         room    TEXT NOT NULL,
+         account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         role    TEXT NOT NULL,
+         granted INTEGER NOT NULL,
+         PRIMARY KEY (room, account)
+     ) WITHOUT ROWID;
+     CREATE INDEX roles_by_account ON roles (account);
+     CREATE TABLE audit (
+         id      INTEGER PRIMARY KEY,
+         ts      INTEGER NOT NULL,
+         actor   TEXT NOT NULL,
+         action  TEXT NOT NULL,
+         room    TEXT NOT NULL,
+         subject TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -776,6 +818,7 @@ mod tests {
             ts,
             bot: false,
             signed_in: false,
+            ..Default::default()
         };
         Stored { message, client_id: client_id.map(str::to_owned) }
     }
@@ -1048,6 +1091,40 @@ mod tests {
         let marks: Vec<(bool, bool)> =
             loaded.messages.iter().map(|s| (s.message.bot, s.message.signed_in)).collect();
         assert_eq!(marks, [(true, false), (false, false), (false, true)]);
+    }
+
+    /// An edit and a deletion are kept as entries of their own, and the messages they amend
+    /// hold their current text, or a tombstone, when loaded again.
+    #[test]
+    fn amendments_change_the_stored_message() {
+        let mut db = Db::open(options(), 0).expect("opens").0;
+        let change = |id, target, text: &str, deleted| {
+            let mut stored = stored(id, "a", id * 10, None);
+            stored.message.amends = Some(target);
+            stored.message.text = text.into();
+            stored.message.deleted = deleted;
+            stored
+        };
+        db.write(&[stored(1, "a", 10, None), stored(2, "a", 20, None)]).expect("writes");
+        db.write(&[change(3, 1, "edited", false), change(4, 2, "", true)]).expect("writes");
+        let loaded = db.load("a").expect("loads");
+        let shown: Vec<(u64, &str, bool, bool, Option<u64>)> = loaded
+            .messages
+            .iter()
+            .map(|s| {
+                let m = &s.message;
+                (m.id, m.text.as_str(), m.edited, m.deleted, m.amends)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (1, "edited", true, false, None),
+                (2, "", false, true, None),
+                (3, "edited", false, false, Some(1)),
+                (4, "", false, true, Some(2)),
+            ]
+        );
     }
 
     /// The copy is readable by its owner only; a copy that cannot be written names the place

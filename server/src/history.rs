@@ -107,7 +107,13 @@ impl RoomHistory {
     }
 
     /// Adds a durable message, forgetting the oldest past the capacity in messages or bytes.
+    /// An amendment (an edit or a deletion) is kept as an entry of its own and applied to the
+    /// message it amends, if retained: that message then holds its current text, or a
+    /// tombstone (no text, `deleted`).
     pub fn push(&mut self, stored: Stored) {
+        if let Some(target) = stored.message.amends {
+            self.apply(target, &stored.message);
+        }
         if self.entries.len() == self.capacity {
             self.forget_oldest();
         }
@@ -120,6 +126,25 @@ impl RoomHistory {
         while self.bytes > self.capacity_bytes && self.entries.len() > 1 {
             self.forget_oldest();
         }
+    }
+
+    fn apply(&mut self, target: MessageId, change: &ChatMessage) {
+        let Ok(at) = self.entries.binary_search_by_key(&target, |stored| stored.message.id) else {
+            return;
+        };
+        let amended = &mut self.entries[at].message;
+        if amended.amends.is_some() || amended.deleted {
+            return;
+        }
+        self.bytes -= stored_size(amended);
+        if change.deleted {
+            amended.text.clear();
+            amended.deleted = true;
+        } else {
+            amended.text.clone_from(&change.text);
+            amended.edited = true;
+        }
+        self.bytes += stored_size(amended);
     }
 
     fn forget_oldest(&mut self) {
@@ -270,6 +295,7 @@ mod tests {
                 ts: id * 10,
                 bot: false,
                 signed_in: false,
+                ..Default::default()
             },
             client_id: client_id.map(str::to_owned),
         }

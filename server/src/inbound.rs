@@ -39,6 +39,13 @@ pub enum Command {
         after: Option<MessageId>,
         limit: Option<u32>,
     },
+    /// An `edit` (with a text) or a `delete` (without) of message `target` of `room`.
+    Amend {
+        room: String,
+        target: MessageId,
+        text: Option<String>,
+        client_id: Option<ClientId>,
+    },
 }
 
 /// Why a frame was refused, ready to be sent as an `error` frame.
@@ -140,6 +147,24 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             let epoch = epoch.filter(|epoch| !epoch.is_empty()).map(check_epoch).transpose()?;
             Ok(Command::Join { room, nick, since, add, epoch })
         }
+        ClientMessage::Edit { room, id, text, client_id } => {
+            if let Some(client_id) = &client_id {
+                rules::check_client_id(client_id)?;
+            }
+            let refused =
+                |error: RuleError| Rejection::from(error).for_client_id(client_id.clone());
+            rules::check_text(&text, limits.max_text_chars).map_err(refused)?;
+            let room = rules::check_room(&room, limits.max_room_chars).map_err(refused)?;
+            Ok(Command::Amend { room, target: id, text: Some(text), client_id })
+        }
+        ClientMessage::Delete { room, id, client_id } => {
+            if let Some(client_id) = &client_id {
+                rules::check_client_id(client_id)?;
+            }
+            let room = rules::check_room(&room, limits.max_room_chars)
+                .map_err(|error| Rejection::from(error).for_client_id(client_id.clone()))?;
+            Ok(Command::Amend { room, target: id, text: None, client_id })
+        }
         ClientMessage::Leave { room } => {
             Ok(Command::Leave { room: rules::check_room(&room, limits.max_room_chars)? })
         }
@@ -225,7 +250,7 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
         .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)));
     match kind {
         Some(kind)
-            if !["send", "join", "leave", "list_rooms", "typing", "history"]
+            if !["send", "join", "leave", "list_rooms", "typing", "history", "edit", "delete"]
                 .contains(&kind.as_str()) =>
         {
             Rejection::new(ErrorCode::UnknownType, format!("Unknown message type {kind:?}."))

@@ -56,12 +56,81 @@ fn run_command(command: &Command, config: &Config) -> anyhow::Result<()> {
     }
 }
 
-/// `server admin ...`: the API's keys, in the data folder's database.
+/// `server admin ...`: the API's keys and the accounts, in the data folder's database.
 #[allow(clippy::print_stdout)] // a command's result is its output
 fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
     let now = server::outbound::now_millis();
     let db = server::db::Db::open_existing(config.storage.options())?;
+    let accounts = || server::accounts::Accounts::open(&config.storage.data_dir);
+    // What the operator did to accounts, kept beside the moderators' actions.
+    let audit = |accounts: &server::accounts::Accounts, action, room: &str, subject: String| {
+        let entry =
+            server::accounts::Audit { actor: "admin".into(), action, room: room.into(), subject };
+        if let Err(error) = accounts.audit(&entry, now) {
+            eprintln!("warning: not kept in the audit log: {error}");
+        }
+    };
     match action {
+        Admin::ListAccounts => {
+            for (nick, created, roles) in accounts()?.list()? {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(created);
+                let at = humantime::format_rfc3339_seconds(at);
+                println!("{nick}\tregistered {at}\t{}", roles.join(" "));
+            }
+        }
+        Admin::DeleteAccount { nick } => {
+            let accounts = accounts()?;
+            let deleted = accounts.delete(nick)?;
+            let nick = deleted.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
+            audit(&accounts, "delete-account", "", nick.clone());
+            println!("deleted {nick}");
+        }
+        Admin::ResetPassword { nick } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let accounts = accounts()?;
+            let reset = accounts.reset_password(nick, password)?;
+            let nick = reset.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
+            audit(&accounts, "reset-password", "", nick.clone());
+            println!("password of {nick} reset; its sessions ended");
+        }
+        Admin::GrantModerator { nick, room } => {
+            let room = room
+                .as_deref()
+                .map(|r| protocol::rules::check_room(r, usize::MAX))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let accounts = accounts()?;
+            let granted = accounts.grant_moderator(nick, room.as_deref(), now)?;
+            let nick = granted.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
+            let place = room.clone().unwrap_or_else(|| "*".into());
+            audit(&accounts, "grant-moderator", &place, nick.clone());
+            println!("{nick} moderates {place} from its next join");
+        }
+        Admin::RevokeModerator { nick, room } => {
+            let room = room
+                .as_deref()
+                .map(|r| protocol::rules::check_room(r, usize::MAX))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let accounts = accounts()?;
+            anyhow::ensure!(
+                accounts.revoke_moderator(nick, room.as_deref())?,
+                "{nick:?} is no moderator there"
+            );
+            let place = room.unwrap_or_else(|| "*".into());
+            audit(&accounts, "revoke-moderator", &place, nick.clone());
+            println!("{nick} no longer moderates {place} (from its next join)");
+        }
+        Admin::AuditLog { limit } => {
+            for (ts, entry) in accounts()?.audit_log(*limit)? {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts);
+                let at = humantime::format_rfc3339_seconds(at);
+                let room = if entry.room.is_empty() { "-" } else { entry.room.as_str() };
+                println!("{at}\t{}\t{}\t{room}\t{}", entry.actor, entry.action, entry.subject);
+            }
+        }
         Admin::CreateKey { name } => {
             protocol::rules::check_client_id(name)
                 .map_err(|_| anyhow::anyhow!("a key name is 1 to 64 of A-Z a-z 0-9 - _"))?;

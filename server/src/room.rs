@@ -218,6 +218,7 @@ impl Room {
                 Effect::Count(Counted::StoredRoomsFull) => {
                     self.metrics.error(ErrorCode::TooManyRooms);
                 }
+                Effect::Audit(audit) => self.state.audit(&audit, now_millis()),
                 Effect::SeatTakenOver { nick } => {
                     if let Some(shared) = &self.shared {
                         let (s, tag) =
@@ -594,6 +595,26 @@ impl Handler<Post> for Room {
         let claim = || shared || rooms.claim();
         let effects =
             self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), claim);
+        self.apply(effects, ctx);
+    }
+}
+
+/// A member edits (`text`) or deletes (`None`) the message `target`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Amend {
+    pub conn: ConnId,
+    pub target: MessageId,
+    pub text: Option<String>,
+    pub client_id: Option<ClientId>,
+}
+
+impl Handler<Amend> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Amend, ctx: &mut Self::Context) {
+        let Amend { conn, target, text, client_id } = msg;
+        let effects = self.state.amend(conn, target, text, client_id, &self.ids, now_millis());
         self.apply(effects, ctx);
     }
 }

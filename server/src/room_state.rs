@@ -13,9 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChatMessage, ClientId, ErrorCode, MessageId, RoomInfo, ServerMessage, UnixMillis, rules,
+    ChatMessage, ClientId, ErrorCode, MessageId, Role, RoomInfo, ServerMessage, UnixMillis, rules,
 };
 
+use crate::accounts::Audit;
 use crate::db::StoreOptions;
 use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
 use crate::ids::{ConnId, MessageIds};
@@ -53,6 +54,26 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// The role of the account `nick` in `room`: owner, moderator, or none. With `claim` (the
+    /// room has no messages yet) and no owner yet, the account becomes its owner. A failed
+    /// read grants nothing.
+    fn role(&self, room: &str, nick: &str, claim: bool) -> Option<Role> {
+        let accounts = self.0.as_ref()?;
+        accounts.role(room, nick, claim).unwrap_or_else(|error| {
+            tracing::error!(%error, room, "could not read the room's roles");
+            None
+        })
+    }
+
+    /// Keeps `audit` in the audit log (a failure is logged: the action stands).
+    pub fn audit(&self, audit: &Audit, ts: UnixMillis) {
+        if let Some(accounts) = &self.0
+            && let Err(error) = accounts.audit(audit, ts)
+        {
+            tracing::error!(%error, ?audit, "could not keep a moderation action in the audit log");
+        }
+    }
+
     /// Whether a registered nick looks like `likeness`. A failed read counts as registered:
     /// a guest is refused rather than let pass as someone.
     fn holds(&self, likeness: &Likeness) -> bool {
@@ -87,6 +108,8 @@ pub enum Effect {
     /// (`--redis`) A join here took over the seat `nick` held on another server (the same
     /// client): tell the other servers, whose members see no change.
     SeatTakenOver { nick: String },
+    /// A moderator acted on someone else's message or seat: keep it in the audit log.
+    Audit(Audit),
 }
 
 /// Names one API post waiting for its answer, within a room.
@@ -218,6 +241,8 @@ struct Member {
     /// The identity it joined under ([`SignedIn::id`]; `None`: a guest): its messages say it
     /// is signed in.
     account: Option<String>,
+    /// What it may do here beyond chatting (owner, moderator).
+    role: Option<Role>,
     /// When the room last relayed this member's `typing`, and when it last renamed.
     typed: Option<Instant>,
     renamed: Option<Instant>,
@@ -418,7 +443,16 @@ impl RoomState {
             effects.push(Effect::Broadcast { message: joined, except: Some(request.conn) });
         }
         let client = request.client;
-        let member = Member { nick: nick.clone(), likeness, client, account, typed, renamed };
+        // Roles belong to accounts of this server: the room's owner (the first signed in
+        // before it had messages) and the moderators the operator named.
+        let role = match &account {
+            Some(_) => {
+                let fresh = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
+                self.rules.registry.role(&self.name, &nick, fresh)
+            }
+            None => None,
+        };
+        let member = Member { nick: nick.clone(), likeness, client, account, role, typed, renamed };
         self.members.insert(request.conn, member);
 
         self.expire_by_age(ts);
@@ -456,6 +490,7 @@ impl RoomState {
             truncated: catchup.truncated,
             more: catchup.more,
             epoch: self.epoch.clone(),
+            role,
         };
         effects.push(Effect::Send { to: request.conn, message: welcome });
         Ok(Joined { nick, replaced })
@@ -492,24 +527,13 @@ impl RoomState {
         claim_stored_room: impl FnOnce() -> bool,
     ) -> Vec<Effect> {
         // A post from a non-member was meant for a room the session has left since.
-        let Some(member) = self.members.get(&conn) else { return Vec::new() };
-        if let Some(client_id) = &client_id {
-            if let Some(id) = self.history.id_for(member.likeness.key(), client_id) {
-                let ack = self.ack(client_id, id);
-                return vec![
-                    Effect::Count(Counted::Duplicate),
-                    Effect::Send { to: conn, message: ack },
-                ];
-            }
-            let same = |pending: &&mut Pending| {
-                pending.stored.client_id.as_ref() == Some(client_id)
-                    && sender_key(&pending.stored.message) == member.likeness.key()
-            };
-            if let Some(pending) = self.pending.iter_mut().find(same) {
-                pending.senders.push(Waiter::Member(conn));
-                return vec![Effect::Count(Counted::Duplicate)];
-            }
+        if !self.members.contains_key(&conn) {
+            return Vec::new();
         }
+        if let Some(repeat) = self.repeated(conn, client_id.as_ref()) {
+            return repeat;
+        }
+        let Some(member) = self.members.get(&conn) else { return Vec::new() };
         let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
         if first && !claim_stored_room() {
             let refusal = rooms_full(client_id, &self.name);
@@ -527,11 +551,120 @@ impl RoomState {
             ts,
             bot: false,
             signed_in: member.account.is_some(),
+            ..Default::default()
         };
         let stored = Stored { message, client_id };
         self.pending
             .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Member(conn)] });
         vec![Effect::Store(stored)]
+    }
+
+    /// The answer to a `send`, `edit` or `delete` whose client id `conn`'s sender used before:
+    /// acknowledged again (the original is stored) or once the original is (it is waiting).
+    /// `None`: not a repeat.
+    fn repeated(&mut self, conn: ConnId, client_id: Option<&ClientId>) -> Option<Vec<Effect>> {
+        let client_id = client_id?;
+        let key = self.members.get(&conn)?.likeness.key().to_owned();
+        if let Some(id) = self.history.id_for(&key, client_id) {
+            let ack = self.ack(client_id, id);
+            return Some(vec![
+                Effect::Count(Counted::Duplicate),
+                Effect::Send { to: conn, message: ack },
+            ]);
+        }
+        let same = |pending: &&mut Pending| {
+            pending.stored.client_id.as_ref() == Some(client_id)
+                && sender_key(&pending.stored.message) == key
+        };
+        let pending = self.pending.iter_mut().find(same)?;
+        pending.senders.push(Waiter::Member(conn));
+        Some(vec![Effect::Count(Counted::Duplicate)])
+    }
+
+    /// `conn` edits (`text`) or deletes (`None`) the retained message `target`: its own
+    /// message, signed in (a guest's nick may have been someone else's before), or with
+    /// `delete` anyone's if it moderates the room. The change is a log entry of its own (the
+    /// next id, `amends: target`): stored, acknowledged and relayed like a message, and applied
+    /// to the target in history once durable, so pages and catch-ups show the target as it is
+    /// now and a client resuming after the target gets the change.
+    pub fn amend(
+        &mut self,
+        conn: ConnId,
+        target: MessageId,
+        text: Option<String>,
+        client_id: Option<ClientId>,
+        ids: &MessageIds,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        if !self.members.contains_key(&conn) {
+            return Vec::new();
+        }
+        if let Some(repeat) = self.repeated(conn, client_id.as_ref()) {
+            return repeat;
+        }
+        let Some(member) = self.members.get(&conn) else { return Vec::new() };
+        let refuse = |code, message: String| {
+            let error = ServerMessage::Error {
+                code,
+                message,
+                retry_after_ms: None,
+                client_id: client_id.clone(),
+                room: Some(self.name.clone()),
+            };
+            vec![Effect::Send { to: conn, message: error }]
+        };
+        let Some(original) = self.history.message(target).filter(|m| m.amends.is_none()) else {
+            return refuse(
+                ErrorCode::NotFound,
+                format!("#{} keeps no message {target}.", self.name),
+            );
+        };
+        // Deleted, or being deleted (a deletion of it waits for the store).
+        let deleting_already = self.pending.iter().any(|pending| {
+            pending.stored.message.amends == Some(target) && pending.stored.message.deleted
+        });
+        if original.deleted || deleting_already {
+            return refuse(ErrorCode::NotFound, format!("Message {target} is deleted already."));
+        }
+        let own = member.account.is_some()
+            && original.signed_in
+            && !original.bot
+            && original.from == member.nick;
+        let deleting = text.is_none();
+        let moderated = deleting && !own && member.role.is_some();
+        if !own && !moderated {
+            let words = match (deleting, member.account.is_some()) {
+                (_, false) => "Sign in to edit or delete your messages.",
+                (true, true) => "You may delete only your own messages here.",
+                (false, true) => "You may edit only your own messages.",
+            };
+            return refuse(ErrorCode::Forbidden, words.into());
+        }
+        let mut effects = Vec::new();
+        if moderated {
+            effects.push(Effect::Audit(Audit {
+                actor: member.nick.clone(),
+                action: "delete",
+                room: self.name.clone(),
+                subject: format!("message {target} by {}", original.from),
+            }));
+        }
+        let message = ChatMessage {
+            id: ids.next(),
+            room: self.name.clone(),
+            from: member.nick.clone(),
+            text: text.unwrap_or_default(),
+            ts,
+            signed_in: member.account.is_some(),
+            amends: Some(target),
+            deleted: deleting,
+            ..Default::default()
+        };
+        let stored = Stored { message, client_id };
+        self.pending
+            .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Member(conn)] });
+        effects.push(Effect::Store(stored));
+        effects
     }
 
     /// Another system posts `text` as the bot `nick` through the HTTP API (no membership; the
@@ -560,6 +693,7 @@ impl RoomState {
             ts,
             bot: true,
             signed_in: false,
+            ..Default::default()
         };
         let sender = sender_key(&message);
         if let Some(key) = &idempotency_key {
@@ -710,6 +844,7 @@ impl RoomState {
                 truncated: catchup.truncated,
                 more: false,
                 epoch: self.epoch.clone(),
+                role: member.role,
             };
             effects.push(Effect::Send { to: *conn, message: welcome });
         }
@@ -997,6 +1132,11 @@ impl RoomState {
         self.history.last_id()
     }
 
+    /// Keeps a moderation action in the audit log.
+    pub fn audit(&self, audit: &Audit, ts: UnixMillis) {
+        self.rules.registry.audit(audit, ts);
+    }
+
     /// The room's epoch (empty: none yet).
     pub fn epoch(&self) -> &str {
         &self.epoch
@@ -1205,6 +1345,107 @@ mod tests {
             broadcasts(&effects).as_slice(),
             [(ServerMessage::Left { nick, .. }, None)] if nick == "Ann"
         ));
+    }
+
+    /// Accounts `nicks` in an in-memory database, `moderator` a moderator of every room.
+    fn registry(nicks: &[&str], moderator: &str) -> Registry {
+        let mut connection = rusqlite::Connection::open_in_memory().expect("in memory");
+        crate::db::migrate_for_tests(&mut connection).expect("migrated");
+        for nick in nicks {
+            let likeness = Likeness::of(nick);
+            connection
+                .execute(
+                    "INSERT INTO accounts (nick, nick_key, nick_cased, password, created)
+                     VALUES (?1, ?2, ?3, 'x', 0)",
+                    rusqlite::params![nick, likeness.key(), likeness.cased()],
+                )
+                .expect("account");
+        }
+        let accounts = crate::accounts::Accounts::with(connection).expect("accounts");
+        accounts.grant_moderator(moderator, None, 0).expect("granted");
+        Registry(Some(std::sync::Arc::new(accounts)))
+    }
+
+    /// Who may edit and delete what, as a table: authors (signed in) edit and delete their
+    /// own messages; the room's owner (the first signed in before it had messages) and the
+    /// server's moderators delete anyone's, and are audited for it; guests touch nothing, not
+    /// even messages under their nick; nobody edits someone else's; a message that is not
+    /// kept, or is deleted, is `not_found`.
+    #[test]
+    fn who_may_edit_and_delete_what() {
+        let rules = RoomRules { registry: registry(&["Ann", "Bob", "Mod"], "mod"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let roles: Vec<Option<Role>> = [(1, "Ann"), (2, "Bob"), (4, "Mod")]
+            .into_iter()
+            .map(|(conn, nick)| {
+                let join = JoinRequest {
+                    account: Some(SignedIn::account(nick.into())),
+                    ..request(conn, None, None)
+                };
+                let (_, effects) = room.join(join, usize::MAX, now, T);
+                match sent_to(&effects, conn).as_slice() {
+                    [ServerMessage::Welcome { role, .. }] => *role,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(roles, [Some(Role::Owner), None, Some(Role::Moderator)]);
+        enter(&mut room, 3, "gus", now);
+        let ids = MessageIds::starting_after(0);
+        for (conn, text) in [(1, "a1"), (2, "b1"), (3, "g1")] {
+            room.post(conn, text.into(), None, &ids, T, || true);
+        }
+        room.durable(3);
+
+        let outcome = |effects: &[Effect]| -> String {
+            let audited = effects.iter().any(|e| matches!(e, Effect::Audit(_)));
+            match effects {
+                [.., Effect::Store(_)] => {
+                    format!("stored{}", if audited { "+audit" } else { "" })
+                }
+                [Effect::Send { message: ServerMessage::Error { code, .. }, .. }] => {
+                    format!("{code:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let edit = Some("new".to_owned());
+        let cases: [(ConnId, MessageId, Option<String>, &str); 11] = [
+            (2, 2, edit.clone(), "stored"),
+            (2, 1, edit.clone(), "Forbidden"),
+            (2, 1, None, "Forbidden"),
+            (3, 3, edit.clone(), "Forbidden"),
+            (3, 3, None, "Forbidden"),
+            (1, 2, edit.clone(), "Forbidden"),
+            (1, 99, None, "NotFound"),
+            (1, 3, None, "stored+audit"),
+            (4, 1, None, "stored+audit"),
+            (1, 1, None, "NotFound"),
+            (2, 2, None, "stored"),
+        ];
+        for (conn, target, text, expected) in cases {
+            let effects = room.amend(conn, target, text.clone(), None, &ids, T);
+            assert_eq!(outcome(&effects), expected, "{conn} on {target} with {text:?}");
+        }
+        // Once durable: the edit shown, the deletions as tombstones; a resuming client gets
+        // the changes as entries after the originals.
+        room.durable(ids.next());
+        let page =
+            room.history.after(0, PageLimit { messages: 100, bytes: usize::MAX, strict: false });
+        let originals: Vec<(&str, bool, bool)> = page
+            .messages
+            .iter()
+            .filter(|m| m.amends.is_none())
+            .map(|m| (m.text.as_str(), m.edited, m.deleted))
+            .collect();
+        assert_eq!(originals, [("", false, true), ("", true, true), ("", false, true)]);
+        let changes: Vec<Option<MessageId>> =
+            page.messages.iter().filter(|m| m.amends.is_some()).map(|m| m.amends).collect();
+        assert_eq!(changes, [Some(2), Some(3), Some(1), Some(2)], "one delete of #1, not two");
+        let again = room.amend(4, 1, None, None, &ids, T);
+        assert_eq!(outcome(&again), "NotFound", "deleted already");
     }
 
     /// A nick that looks like a member's is taken; another client's token does not help; a
@@ -1459,6 +1700,7 @@ mod tests {
             ts: T,
             bot: false,
             signed_in: false,
+            ..Default::default()
         };
         room.followed(Stored { message: message.clone(), client_id: None });
         room.adopt_epoch("ignored".into());

@@ -371,6 +371,13 @@ impl Session {
                     room.do_send(room::Post { conn: self.conn, text, client_id });
                 }
             }
+            Ok(Command::Amend { room, target, text, client_id }) => {
+                let doing = if text.is_some() { "editing messages" } else { "deleting messages" };
+                if let Some(room) = self.room_for(ctx, Some(&room), doing, client_id.as_ref()) {
+                    self.metrics.messages_in.inc();
+                    room.do_send(room::Amend { conn: self.conn, target, text, client_id });
+                }
+            }
             Ok(Command::Typing { room }) => {
                 if let Some(room) = self.room_for(ctx, room.as_deref(), "typing", None) {
                     room.do_send(room::Typing { conn: self.conn });

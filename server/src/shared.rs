@@ -78,6 +78,12 @@ struct Entry {
     bot: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     signed_in: bool,
+    /// An edit or deletion of this earlier message (the stream's entries never change: a
+    /// room's history applies amendments as it reads them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    amends: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
     /// The client id it was sent with, and who sent it (as `names::sender_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cid: Option<ClientId>,
@@ -266,6 +272,8 @@ fn encode(stored: &Stored) -> String {
         ts: message.ts,
         bot: message.bot,
         signed_in: message.signed_in,
+        amends: message.amends,
+        deleted: message.deleted,
         cid: stored.client_id.clone(),
     };
     serde_json::to_string(&entry).unwrap_or_default()
@@ -273,8 +281,11 @@ fn encode(stored: &Stored) -> String {
 
 /// A message of `room`'s stream; `None` if it is not in our form.
 pub fn decode(room: &str, id: MessageId, entry: &str) -> Option<Stored> {
-    let Entry { from, text, ts, bot, signed_in, cid } = serde_json::from_str(entry).ok()?;
-    let message = ChatMessage { id, room: room.to_owned(), from, text, ts, bot, signed_in };
+    let Entry { from, text, ts, bot, signed_in, amends, deleted, cid } =
+        serde_json::from_str(entry).ok()?;
+    let room = room.to_owned();
+    let message =
+        ChatMessage { id, room, from, text, ts, bot, signed_in, amends, deleted, edited: false };
     Some(Stored { message, client_id: cid })
 }
 
@@ -294,6 +305,7 @@ mod tests {
             ts: 42,
             bot: true,
             signed_in: true,
+            ..Default::default()
         };
         let stored = Stored { message, client_id: Some("c1".into()) };
         let entry = encode(&stored);

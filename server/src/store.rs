@@ -423,6 +423,7 @@ mod tests {
             ts: id,
             bot: false,
             signed_in: false,
+            ..Default::default()
         };
         Append {
             stored: Stored { message, client_id: None },

@@ -15,6 +15,11 @@ fn jsonish() -> impl Strategy<Value = String> {
         "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
         ("(send|join|leave|list_rooms|typing|history|x)", any::<String>(), any::<String>())
             .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
+        ("(edit|delete)", any::<String>(), any::<String>(), any::<u64>()).prop_map(
+            |(kind, a, b, id)| format!(
+                r#"{{"type":"{kind}","text":{a:?},"room":{b:?},"id":{id}}}"#
+            )
+        ),
     ]
 }
 
@@ -49,6 +54,16 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         proptest::option::of(any::<String>()).prop_map(|room| ClientMessage::Typing { room }),
         (
             any::<String>(),
+            any::<u64>(),
+            proptest::option::of(any::<String>()),
+            proptest::option::of("[A-Za-z0-9_-]{0,70}|.{0,8}")
+        )
+            .prop_map(|(room, id, text, client_id)| match text {
+                Some(text) => ClientMessage::Edit { room, id, text, client_id },
+                None => ClientMessage::Delete { room, id, client_id },
+            }),
+        (
+            any::<String>(),
             proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u32>())
@@ -73,6 +88,7 @@ fn chat_message() -> impl Strategy<Value = ChatMessage> {
             ts,
             bot,
             signed_in,
+            ..Default::default()
         },
     )
 }
@@ -92,6 +108,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 truncated: false,
                 more: false,
                 epoch: "e".into(),
+                role: None,
             }),
         (any::<String>(), any::<String>())
             .prop_map(|(room, epoch)| ServerMessage::Reset { room, epoch }),
@@ -158,6 +175,12 @@ proptest! {
             Ok(Command::Leave { room } | Command::Typing { room: Some(room) }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
             }
+            Ok(Command::Amend { room, text, .. }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                if let Some(text) = text {
+                    prop_assert!(rules::check_text(&text, MAX_TEXT_CHARS).is_ok());
+                }
+            }
             Ok(Command::ListRooms | Command::Typing { room: None }) => {}
             Err(rejection) => prop_assert!(!rejection.message.is_empty()),
         }
@@ -206,6 +229,25 @@ proptest! {
                 let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
                 let both = (before.is_some() && after.is_some()).then_some(ErrorCode::InvalidMessage);
                 prop_assert_eq!(Some(e.code), room_error.or(both));
+            }
+            (ClientMessage::Edit { room, id, text, client_id }, Ok(Command::Amend { room: got, target, text: got_text, client_id: got_id })) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+                prop_assert_eq!((id, Some(text), client_id), (target, got_text, got_id));
+            }
+            (ClientMessage::Delete { room, id, client_id }, Ok(Command::Amend { room: got, target, text: None, client_id: got_id })) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(got));
+                prop_assert_eq!((id, client_id), (target, got_id));
+            }
+            (ClientMessage::Edit { room, text, client_id, .. }, Err(e)) => {
+                let id_error = client_id.and_then(|id| rules::check_client_id(&id).err()).map(|r| r.code);
+                let text_error = rules::check_text(&text, MAX_TEXT_CHARS).err().map(|r| r.code);
+                let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
+                prop_assert_eq!(Some(e.code), id_error.or(text_error).or(room_error));
+            }
+            (ClientMessage::Delete { room, client_id, .. }, Err(e)) => {
+                let id_error = client_id.and_then(|id| rules::check_client_id(&id).err()).map(|r| r.code);
+                let room_error = rules::check_room(&room, MAX_ROOM_CHARS).err().map(|r| r.code);
+                prop_assert_eq!(Some(e.code), id_error.or(room_error));
             }
             (ClientMessage::ListRooms, Ok(Command::ListRooms)) | (ClientMessage::Typing { room: None }, Ok(Command::Typing { room: None })) => {}
             (sent, got) => prop_assert!(false, "{:?} decoded as {:?}", sent, got),

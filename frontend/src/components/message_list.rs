@@ -15,7 +15,7 @@ use yew::prelude::*;
 use crate::outbox::Outgoing;
 use crate::state::{self, Entry, Older};
 use crate::timeline::{self, Day, Row};
-use protocol::MessageId;
+use protocol::{ChatMessage, MessageId};
 
 /// How close to the bottom (in pixels) still counts as "reading the newest messages".
 const STICK_THRESHOLD: i32 = 48;
@@ -43,6 +43,28 @@ pub struct MessageListProps {
     /// Asks for a page of older messages.
     #[prop_or_default]
     pub on_older: Callback<()>,
+    /// The reader is signed in: their own messages (signed in, under their nick) offer Edit
+    /// and Delete.
+    #[prop_or_default]
+    pub signed_in: bool,
+    /// The reader moderates the room: every message offers Delete.
+    #[prop_or_default]
+    pub moderator: bool,
+    /// Edit the message with this id (its current text given).
+    #[prop_or_default]
+    pub on_edit: Callback<(MessageId, String)>,
+    /// Delete the message with this id (the caller asks for confirmation).
+    #[prop_or_default]
+    pub on_delete: Callback<MessageId>,
+}
+
+/// What the reader may do to messages, and where to say so.
+struct Powers<'a> {
+    nick: Option<&'a str>,
+    signed_in: bool,
+    moderator: bool,
+    on_edit: &'a Callback<(MessageId, String)>,
+    on_delete: &'a Callback<MessageId>,
 }
 
 #[function_component(MessageList)]
@@ -122,6 +144,13 @@ pub fn message_list(props: &MessageListProps) -> Html {
         })
     };
 
+    let powers = Powers {
+        nick: props.nick.as_deref(),
+        signed_in: props.signed_in,
+        moderator: props.moderator,
+        on_edit: &props.on_edit,
+        on_delete: &props.on_delete,
+    };
     html! {
         <div class="message-pane">
             // Focusable, so the keyboard can scroll it; while it has the keyboard's focus, every
@@ -143,9 +172,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 </li>
                 { for timeline::rows(props.entries.iter(), local_day).into_iter().map(|row| match row {
                     Row::Day { day, ts } => render_day(day, ts),
-                    Row::Entry { entry, grouped } => {
-                        render(entry, &props.own, grouped, props.nick.as_deref())
-                    }
+                    Row::Entry { entry, grouped } => render(entry, &props.own, grouped, &powers),
                 }) }
                 { for props.pending.iter().map(render_pending) }
             </ol>
@@ -171,7 +198,8 @@ fn render_day((year, month, date): Day, ts: u64) -> Html {
 
 /// A row of the list. A `grouped` message continues its sender's run: its name is hidden from
 /// the eye (screen readers still read it) and it sits closer to the one before.
-fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<&str>) -> Html {
+fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, powers: &Powers) -> Html {
+    let nick = powers.nick;
     match entry {
         Entry::Message(message) => {
             let mine = own.contains(&message.id);
@@ -189,7 +217,15 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
                     if mention {
                         <span class="visually-hidden">{ "mentions you:" }</span>
                     }
-                    <span class="text">{ linkified(&message.text) }</span>
+                    if message.deleted {
+                        <span class="text deleted">{ "message deleted" }</span>
+                    } else {
+                        <span class="text">{ linkified(&message.text) }</span>
+                        if message.edited {
+                            <span class="edited">{ "(edited)" }</span>
+                        }
+                        { actions(message, powers) }
+                    }
                 </li>
             }
         }
@@ -205,6 +241,34 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, nick: Option<
                 <span class="text">{ state::describe_presence(joined, left) }</span>
             </li>
         },
+    }
+}
+
+/// Edit and Delete on the reader's own messages (signed in), Delete on every message for a
+/// moderator: buttons, so the keyboard and touch reach them.
+fn actions(message: &ChatMessage, powers: &Powers) -> Html {
+    let authored = powers.signed_in
+        && message.signed_in
+        && !message.bot
+        && powers.nick == Some(message.from.as_str());
+    if !authored && !powers.moderator {
+        return Html::default();
+    }
+    let id = message.id;
+    let edit = authored.then(|| {
+        let text = message.text.clone();
+        powers.on_edit.reform(move |_: MouseEvent| (id, text.clone()))
+    });
+    let delete = powers.on_delete.reform(move |_: MouseEvent| id);
+    html! {
+        <span class="actions">
+            if let Some(onclick) = edit {
+                <button type="button" class="action" {onclick}
+                    aria-label={format!("Edit your message {id}")}>{ "Edit" }</button>
+            }
+            <button type="button" class="action" onclick={delete}
+                aria-label={format!("Delete message {id} by {}", message.from)}>{ "Delete" }</button>
+        </span>
     }
 }
 

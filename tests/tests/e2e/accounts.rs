@@ -150,3 +150,53 @@ async fn a_page_given_a_token_joins_under_its_name() {
     signed.close().await;
     stale.close().await;
 }
+
+/// The room's owner (the first signed in while it had no messages) deletes a guest's message
+/// after confirming, and the guest's browser sees it disappear (a tombstone in its place);
+/// she edits her own message through the page's dialog, and the other browser shows the new
+/// text, marked edited. The guest is offered no action on anyone's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (olga, troll) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    sign_in(&olga, &server, "Olga", "mods", "last-child").await;
+    olga.type_into("#composer-input", &format!("welcome, all{ENTER}")).await;
+    olga.wait_for_text(".message .text", "welcome, all").await;
+    troll.join_with_link(&server, "mods", "troll").await;
+    troll.type_into("#composer-input", &format!("spam spam spam{ENTER}")).await;
+    olga.wait_for_text(".message .text", "spam spam spam").await;
+    assert!(troll.texts(".message .action").await.is_empty(), "a guest may change nothing");
+
+    // Olga's actions on the spam: focus shows them (as hovering does); Delete asks first.
+    let spam = olga
+        .wait_for("the spam's id", || async {
+            let script = "return [...document.querySelectorAll('.message')]
+                .find(m => m.querySelector('.text')?.textContent === 'spam spam spam')
+                ?.dataset.id ?? null";
+            let id = olga.client.execute(script, vec![]).await.expect("script");
+            id.as_str().map(str::to_owned)
+        })
+        .await;
+    let delete = olga.find(&format!(".message[data-id='{spam}'] .action")).await;
+    olga.client
+        .execute("arguments[0].focus()", vec![serde_json::to_value(&delete).expect("element")])
+        .await
+        .expect("focused");
+    olga.screenshot("moderation-1-actions").await;
+    delete.click().await.expect("delete pressed");
+    olga.client.accept_alert().await.expect("confirmed");
+    troll.wait_for_text(&format!(".message[data-id='{spam}'] .text"), "message deleted").await;
+    olga.wait_for_text(&format!(".message[data-id='{spam}'] .text"), "message deleted").await;
+    troll.screenshot("moderation-2-deleted").await;
+
+    let own = olga.find(".message:not(.notice) .action").await;
+    assert_eq!(own.text().await.expect("text"), "Edit", "her own message offers Edit first");
+    own.click().await.expect("edit pressed");
+    olga.client.send_alert_text("welcome, everyone").await.expect("typed");
+    olga.client.accept_alert().await.expect("accepted");
+    troll.wait_for_text(".message .text", "welcome, everyone").await;
+    troll.wait_for_text(".message .edited", "(edited)").await;
+    olga.close().await;
+    troll.close().await;
+}

@@ -1,0 +1,149 @@
+//! Editing and deleting against the binary: an author edits and deletes their own messages,
+//! the room's owner and the server's moderators (named with `server admin grant-moderator`)
+//! delete anyone's, everyone sees it live, and history, catch-up after `since` and a restart
+//! all show the edit and the tombstone; every moderation action is in the audit log.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Running, request};
+use protocol::{ErrorCode, Role, ServerMessage};
+use serde_json::json;
+use testclient::{Client, url};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Registers `nick`; the session cookie (`chat_session=...`).
+fn register(address: &str, nick: &str) -> String {
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"nick": nick, "password": PASSWORD}).to_string();
+    let answer = request(address, "POST", "/account/register", &headers, &body);
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let cookie = answer.header("set-cookie").expect("cookie");
+    cookie.split(';').next().expect("the pair").to_owned()
+}
+
+async fn signed_in(address: &str, cookie: &str, query: &str) -> (Client, testclient::Welcome) {
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", cookie)];
+    let mut client = Client::open_with(&url(address, query), &headers).await.expect("connected");
+    let welcome = client.welcome().await;
+    (client, welcome)
+}
+
+fn admin(data: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("admin")
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The next amendment a client sees: (its id, the message it amends, its text, deleted).
+async fn amendment(client: &mut Client) -> (u64, u64, String, bool) {
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Message(m) if m.amends.is_some() => {
+                Some((m.id, m.amends.unwrap_or_default(), m.text, m.deleted))
+            }
+            _ => None,
+        })
+        .await
+}
+
+fn edit(room: &str, id: u64, text: &str, client_id: &str) -> String {
+    json!({"type": "edit", "room": room, "id": id, "text": text, "client_id": client_id})
+        .to_string()
+}
+
+fn delete(room: &str, id: u64) -> String {
+    json!({"type": "delete", "room": room, "id": id}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authors_edit_moderators_delete_and_history_keeps_tombstones() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (ann, bob, mo) =
+        (register(&address, "ann"), register(&address, "bob"), register(&address, "mo"));
+    admin(data.path(), &["grant-moderator", "MO"]);
+
+    // Ann is first in the empty room, signed in: she owns it. Mo moderates every room.
+    let (mut ann, welcome) = signed_in(&address, &ann, "room=club").await;
+    assert_eq!(welcome.role, Some(Role::Owner));
+    let (mut bob, welcome) = signed_in(&address, &bob, "room=club").await;
+    assert_eq!(welcome.role, None);
+    let (mut mo, welcome) = signed_in(&address, &mo, "room=club").await;
+    assert_eq!(welcome.role, Some(Role::Moderator));
+    let (mut gus, _) = Client::join(&url(&address, "room=club&nick=gus")).await;
+
+    bob.say("frist").await;
+    let bobs = gus.message().await.id;
+    gus.say("buy cheap watches").await;
+    let spam = bob
+        .recv_until(|m| match m {
+            ServerMessage::Message(m) if m.text == "buy cheap watches" => Some(m.id),
+            _ => None,
+        })
+        .await;
+
+    // Bob fixes his typo: acknowledged (under the edit's own id, once however often it is
+    // sent), and everyone sees the new text for his message.
+    bob.send_text(&edit("club", bobs, "first", "e-1")).await;
+    let (_, edit_id) = bob.ack().await;
+    bob.send_text(&edit("club", bobs, "first", "e-1")).await;
+    assert_eq!(bob.ack().await.1, edit_id, "a repeated edit is the same edit");
+    for client in [&mut ann, &mut gus] {
+        assert_eq!(amendment(client).await, (edit_id, bobs, "first".to_owned(), false));
+    }
+
+    // The guest may not touch anyone's message, nor an unknown one.
+    for (frame, expected) in [
+        (delete("club", bobs), ErrorCode::Forbidden),
+        (edit("club", spam, "fine", "e-2"), ErrorCode::Forbidden),
+        (delete("club", 9_999), ErrorCode::NotFound),
+    ] {
+        gus.send_text(&frame).await;
+        assert_eq!(gus.error_skipping().await, expected, "{frame}");
+    }
+    // Bob may not delete the guest's message; the moderator may.
+    bob.send_text(&delete("club", spam)).await;
+    assert_eq!(bob.error_skipping().await, ErrorCode::Forbidden);
+    mo.send_text(&delete("club", spam)).await;
+    let (deletion, target, text, deleted) = amendment(&mut ann).await;
+    assert_eq!((target, text.as_str(), deleted), (spam, "", true));
+
+    // Someone coming back after Bob's first message gets both changes, in order; a newcomer
+    // sees the edit and the tombstone in place.
+    let (_, welcome) =
+        Client::join(&url(&address, &format!("room=club&nick=late&since={bobs}"))).await;
+    let ids: Vec<u64> = welcome.history.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [spam, edit_id, deletion]);
+    let shown = |history: &[protocol::ChatMessage]| -> Vec<(String, bool, bool)> {
+        history
+            .iter()
+            .filter(|m| m.amends.is_none())
+            .map(|m| (m.text.clone(), m.edited, m.deleted))
+            .collect()
+    };
+    let expected = [("first".to_owned(), true, false), (String::new(), false, true)];
+    let (_, welcome) = Client::join(&url(&address, "room=club&nick=new")).await;
+    assert_eq!(shown(&welcome.history), expected);
+
+    let log = admin(data.path(), &["audit-log"]);
+    assert!(log.contains(&format!("mo\tdelete\tclub\tmessage {spam} by gus")), "{log}");
+    assert!(log.contains("admin\tgrant-moderator\t*\tmo"), "{log}");
+
+    // After a restart, from the database.
+    drop(server);
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let (_, welcome) = Client::join(&url(server.address(), "room=club&nick=again")).await;
+    assert_eq!(shown(&welcome.history), expected);
+}
