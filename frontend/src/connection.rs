@@ -229,7 +229,8 @@ pub fn close_advice(code: u16) -> CloseAdvice {
         close::INVALID_PAYLOAD
         | close::POLICY_VIOLATION
         | close::MESSAGE_TOO_BIG
-        | close::UNAUTHENTICATED => CloseAdvice::Stop,
+        | close::UNAUTHENTICATED
+        | close::REMOVED => CloseAdvice::Stop,
         close::SLOW_READER => CloseAdvice::ReconnectSlowly,
         _ => CloseAdvice::Reconnect,
     }
@@ -1325,6 +1326,7 @@ mod tests {
             close::POLICY_VIOLATION,
             close::MESSAGE_TOO_BIG,
             close::UNAUTHENTICATED,
+            close::REMOVED,
         ];
         for code in refusals {
             assert_eq!(close_advice(code), CloseAdvice::Stop, "{code}");

@@ -384,6 +384,24 @@ pub fn app(props: &AppProps) -> Html {
             }
         })
     };
+    // Mute for an hour; kick, or ban for a day, once confirmed.
+    let on_moderate = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |(nick, action): (String, protocol::Sanction)| {
+            use protocol::Sanction;
+            let Some(window) = web_sys::window() else { return };
+            let question = match action {
+                Sanction::Mute => None,
+                Sanction::Kick => Some(format!("Remove {nick} from #{room}? They may come back.")),
+                Sanction::Ban => Some(format!("Ban {nick} from #{room} for a day?")),
+            };
+            if question.is_some_and(|q| !window.confirm_with_message(&q).unwrap_or(false)) {
+                return;
+            }
+            let minutes = (action == Sanction::Mute).then_some(60);
+            send.emit(ClientMessage::Moderate { room: room.clone(), nick, action, minutes });
+        })
+    };
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
     let toggle_drawer = {
         let drawer = drawer.clone();
@@ -446,7 +464,7 @@ pub fn app(props: &AppProps) -> Html {
                 <RoomList {joined} rooms={state.rooms.clone()} current={state.room.clone()}
                     {on_open} {on_join} {on_leave} on_invalid={on_invalid.clone()} />
                 <MemberList members={view.members.clone()} signed_in={view.signed_in.clone()}
-                    own={Some(nick.clone())} />
+                    own={Some(nick.clone())} moderator={view.role.is_some()} {on_moderate} />
                 <Settings />
             </aside>
             <main class="conversation">

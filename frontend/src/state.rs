@@ -287,7 +287,9 @@ impl RoomView {
     fn amend(&mut self, target: MessageId, change: &ChatMessage) {
         let Ok(at) = self.position(target) else { return };
         let entries = Rc::make_mut(&mut self.entries);
-        if let Some(Entry::Message(shown)) = entries.get_mut(at) {
+        if let Some(Entry::Message(shown)) = entries.get_mut(at)
+            && !shown.deleted
+        {
             let mut changed = (**shown).clone();
             if change.deleted {
                 changed.text.clear();
@@ -322,13 +324,12 @@ impl RoomView {
                 let text = format!("The server's history of #{} started over.", self.name);
                 self.notice(text, now());
             }
-            let (changes, messages): (Vec<_>, Vec<_>) =
-                history.into_iter().partition(|message| message.amends.is_some());
+            // The messages come as they are now: the changes among them are already applied
+            // (applying an older edit again would bring back an older text).
+            let messages: Vec<ChatMessage> =
+                history.into_iter().filter(|message| message.amends.is_none()).collect();
             for message in messages.into_iter().rev().take(MAX_ENTRIES - 2).rev() {
                 self.push(Entry::Message(Rc::new(message)));
-            }
-            for change in changes {
-                self.merge(change);
             }
             self.notice(format!("You joined #{} as {nick}.", self.name), now());
         }
@@ -338,6 +339,33 @@ impl RoomView {
         self.signed_in = signed_in;
         self.role = role;
         self.typing.clear();
+    }
+}
+
+/// The words for a moderator's action, as a notice: who did what to whom, for how long.
+pub fn moderation_notice(
+    nick: &str,
+    action: protocol::Sanction,
+    by: &str,
+    until: Option<u64>,
+    now: u64,
+) -> String {
+    let verb = match action {
+        protocol::Sanction::Kick => "removed",
+        protocol::Sanction::Mute => "muted",
+        protocol::Sanction::Ban => "banned",
+    };
+    match until {
+        Some(until) => {
+            let minutes = until.saturating_sub(now).div_ceil(60_000);
+            let span = match minutes {
+                0..=120 => format!("{minutes} minutes"),
+                121..=2_880 => format!("{} hours", minutes.div_ceil(60)),
+                _ => format!("{} days", minutes.div_ceil(1_440)),
+            };
+            format!("{by} {verb} {nick} for {span}.")
+        }
+        None => format!("{by} {verb} {nick}."),
     }
 }
 
@@ -631,7 +659,11 @@ impl State {
                     view.paged = true;
                 }
                 for message in messages {
-                    view.merge(message);
+                    // An older page's messages are as they are now, and its changes older than
+                    // ones already applied: only pages of newer messages bring changes to apply.
+                    if !(older && message.amends.is_some()) {
+                        view.merge(message);
+                    }
                 }
                 if older {
                     view.older = if more { Older::More } else { Older::Beginning };
@@ -659,6 +691,12 @@ impl State {
                     view.stop_typing(&nick);
                     view.members.retain(|member| *member != nick);
                     view.signed_in.retain(|member| *member != nick);
+                }
+            }
+            ServerMessage::Moderated { room, nick, action, by, until } => {
+                if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
+                    let ts = now();
+                    view.notice(moderation_notice(&nick, action, &by, until, ts), ts);
                 }
             }
             ServerMessage::Typing { room, nick } => {
@@ -1167,10 +1205,54 @@ mod tests {
         assert_eq!(flags, [(true, false), (false, true)]);
         assert_eq!(state.view().unread, 0, "changes are not new messages");
 
-        let history =
-            vec![message(1, "a", "one"), ChatMessage { amends: Some(1), ..message(2, "a", "uno") }];
-        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", history)]);
-        assert_eq!(texts(&state), ["uno"]);
+        // A fresh welcome and an older page bring messages as they are now: their changes are
+        // not applied again (an older edit would bring back an older text).
+        let history = vec![
+            ChatMessage { edited: true, ..message(1, "a", "v2") },
+            ChatMessage { amends: Some(1), ..message(2, "a", "v1") },
+        ];
+        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", history.clone())]);
+        assert_eq!(texts(&state), ["v2"]);
+        let page = ServerMessage::History {
+            room: "a".into(),
+            messages: history,
+            before: Some(3),
+            after: None,
+            more: false,
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![message(3, "a", "three")]), Action::Server(page)],
+        );
+        assert_eq!(texts(&state), ["v2", "three"]);
+        // A deleted message takes no edit.
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![ChatMessage { deleted: true, ..message(1, "a", "") }]),
+                change(2, 1, "back from the dead", false),
+            ],
+        );
+        assert_eq!(texts(&state), [""]);
+    }
+
+    /// A moderator's action reads as a sentence, with how long a mute or ban lasts.
+    #[test]
+    fn moderation_notices() {
+        use protocol::Sanction::{Ban, Kick, Mute};
+        assert_eq!(moderation_notice("tr", Kick, "ann", None, 0), "ann removed tr.");
+        assert_eq!(
+            moderation_notice("tr", Mute, "ann", Some(600_000), 0),
+            "ann muted tr for 10 minutes."
+        );
+        assert_eq!(
+            moderation_notice("tr", Ban, "ann", Some(86_400_000), 0),
+            "ann banned tr for 24 hours."
+        );
+        assert_eq!(
+            moderation_notice("tr", Ban, "ann", Some(7 * 86_400_000), 0),
+            "ann banned tr for 7 days."
+        );
     }
 
     /// Joins and leaves update the member list and add notices.

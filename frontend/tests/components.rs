@@ -306,6 +306,8 @@ async fn member_list_marks_you_and_who_is_signed_in() {
         members: vec!["alice".into(), "bob".into()],
         signed_in: vec!["alice".into()],
         own: Some("bob".into()),
+        moderator: false,
+        on_moderate: Callback::noop(),
     };
     yew::Renderer::<MemberList>::with_root_and_props(root.clone(), props).render();
     flush().await;
@@ -315,6 +317,35 @@ async fn member_list_marks_you_and_who_is_signed_in() {
     assert_eq!(texts(&root, "li.guest"), ["bob (you)"]);
     assert_eq!(texts(&root, "li:first-child"), ["alice ✓ (signed in)"]);
     assert_eq!(texts(&root, "h2"), ["Members (2)"]);
+}
+
+/// A moderator's member list offers Mute, Kick and Ban on every other member (not on
+/// themselves), and reports which.
+#[wasm_bindgen_test]
+async fn member_list_offers_moderation_to_moderators() {
+    let root = root();
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let props = MemberListProps {
+        members: vec!["alice".into(), "bob".into()],
+        signed_in: vec![],
+        own: Some("bob".into()),
+        moderator: true,
+        on_moderate: {
+            let asked = asked.clone();
+            Callback::from(move |choice| asked.borrow_mut().push(choice))
+        },
+    };
+    yew::Renderer::<MemberList>::with_root_and_props(root.clone(), props).render();
+    flush().await;
+    assert_eq!(texts(&root, "li:first-child .action"), ["Mute", "Kick", "Ban"]);
+    assert!(texts(&root, "li.own .action").is_empty(), "not on oneself");
+    for button in select_all(&root, "li:first-child .action") {
+        button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    }
+    flush().await;
+    use protocol::Sanction::{Ban, Kick, Mute};
+    let alice = || "alice".to_owned();
+    assert_eq!(*asked.borrow(), [(alice(), Mute), (alice(), Kick), (alice(), Ban)]);
 }
 
 /// Each connection state has its own visible label and machine-readable state.

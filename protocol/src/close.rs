@@ -24,3 +24,7 @@ pub const SLOW_READER: u16 = 4003;
 /// connection is not (an `error` with code `unauthenticated` says why, just before). Sign in or
 /// get a fresh token before connecting again: the same connection attempt would be refused.
 pub const UNAUTHENTICATED: u16 = 4004;
+/// A moderator removed this connection from one of its rooms (a kick or a ban: the reason
+/// says which room). The client should not reconnect at once: after a kick it may come back
+/// when the person chooses to; after a ban its joins are refused with `banned` until it ends.
+pub const REMOVED: u16 = 4005;

@@ -105,6 +105,18 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<ClientId>,
     },
+    /// Moderate the member `nick` of `room` (you must own or moderate it): `kick` them out (their
+    /// connection closes with [`close::REMOVED`]; they may come back), `mute` them (they read
+    /// but cannot send) or `ban` them (kicked, and refused when they join again) for `minutes`
+    /// (1 to [`MAX_SANCTION_MINUTES`]; without it, [`DEFAULT_SANCTION_MINUTES`]). The room sees
+    /// a [`ServerMessage::Moderated`].
+    Moderate {
+        room: String,
+        nick: String,
+        action: Sanction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u32>,
+    },
     /// The user is typing in `room` (without `room`: in the one room the connection is in).
     /// Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while the user types; the
     /// room tells the other members with [`ServerMessage::Typing`].
@@ -113,6 +125,20 @@ pub enum ClientMessage {
         room: Option<String>,
     },
 }
+
+/// What a moderator does to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sanction {
+    Kick,
+    Mute,
+    Ban,
+}
+
+/// How long a mute or ban lasts when the moderator names no time: a day.
+pub const DEFAULT_SANCTION_MINUTES: u32 = 24 * 60;
+/// The longest mute or ban: 30 days.
+pub const MAX_SANCTION_MINUTES: u32 = 30 * 24 * 60;
 
 /// How often, at most, a client says it is typing.
 pub const TYPING_SEND_INTERVAL_MS: u64 = 2_000;
@@ -200,6 +226,17 @@ pub enum ServerMessage {
     /// Someone left the room (closed, switched rooms, or timed out). Also sent to the
     /// connection that left with [`ClientMessage::Leave`], naming its own nick.
     Left { room: String, nick: String, ts: UnixMillis },
+    /// A moderator (`by`) kicked, muted or banned `nick` in `room`; a mute or ban lasts `until`
+    /// (Unix ms). Sent to everyone in the room; a member kicked or banned may not get it before
+    /// their connection closes with [`close::REMOVED`], whose reason says who and where.
+    Moderated {
+        room: String,
+        nick: String,
+        action: Sanction,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<UnixMillis>,
+    },
     /// Someone in the room is typing (never sent to the typist). Show it until a message from
     /// them arrives, they leave, or [`TYPING_TTL_MS`] pass without another one.
     Typing { room: String, nick: String },
@@ -319,8 +356,15 @@ pub enum ErrorCode {
     /// moderating the room.
     Forbidden,
     /// The message an `edit` or `delete` names is not in the room's retained history (never
-    /// was, was trimmed, or is deleted already).
+    /// was, was trimmed, or is deleted already); or the member a `moderate` names is not in
+    /// the room.
     NotFound,
+    /// A moderator muted you in this room: you cannot send (or edit) there until
+    /// `retry_after_ms` have passed.
+    Muted,
+    /// A moderator banned you from this room: you cannot join it until `retry_after_ms` have
+    /// passed.
+    Banned,
     /// A code this build does not know (sent by a newer server): treat it as a refusal of the
     /// request, and show the `message`. The server never sends it.
     #[serde(other)]

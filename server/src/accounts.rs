@@ -17,7 +17,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use protocol::Role;
+use protocol::{Role, Sanction};
 
 use crate::db::{DATABASE_FILE, StoreError};
 use crate::names::Likeness;
@@ -31,12 +31,39 @@ pub struct Audit {
     pub subject: String,
 }
 
+fn sanction_name(action: Sanction) -> &'static str {
+    match action {
+        Sanction::Kick => "kick",
+        Sanction::Mute => "mute",
+        Sanction::Ban => "ban",
+    }
+}
+
+/// A mute or ban of `subject` (an identity, or a guest's address) in `room` until `until`
+/// (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanctionRecord {
+    pub room: String,
+    pub subject: String,
+    pub action: Sanction,
+    pub until: u64,
+}
+
 /// How the roles table names a room's owner.
 const OWNER: &str = "owner";
 
 /// The actions the audit log holds, as `Audit` names them.
-const AUDIT_ACTIONS: &[&str] =
-    &["delete", "grant-moderator", "revoke-moderator", "delete-account", "reset-password"];
+const AUDIT_ACTIONS: &[&str] = &[
+    "delete",
+    "kick",
+    "mute",
+    "ban",
+    "grant-moderator",
+    "revoke-moderator",
+    "revoke-owner",
+    "delete-account",
+    "reset-password",
+];
 
 fn audit_action(stored: &str) -> &'static str {
     AUDIT_ACTIONS.iter().find(|action| **action == stored).copied().unwrap_or("other")
@@ -198,25 +225,29 @@ impl Accounts {
     /// room or of the whole server. With `claim` (the room has no messages) and no owner yet,
     /// the account becomes the room's owner.
     pub fn role(&self, room: &str, nick: &str, claim: bool) -> Result<Option<Role>, AccountError> {
+        let held = |connection: &Connection| -> Result<(i64, Option<Role>), AccountError> {
+            let Some((account, _, _)) = look_alike(connection, &Likeness::of(nick))? else {
+                return Ok((0, None));
+            };
+            let held: Option<String> = connection
+                .prepare_cached(
+                    "SELECT role FROM roles WHERE account = ?1 AND room IN (?2, '')
+                     ORDER BY role = 'owner' DESC LIMIT 1",
+                )?
+                .query_row(params![account, room], |row| row.get(0))
+                .optional()?;
+            let role = held.map(|role| if role == OWNER { Role::Owner } else { Role::Moderator });
+            Ok((account, role))
+        };
+        // A plain read (which never waits for the storage thread's writes, in WAL mode): a
+        // write only to claim a room that never had a message.
+        let (account, role) = held(&self.connection())?;
+        if role.is_some() || !claim || account == 0 {
+            return Ok(role);
+        }
         let mut connection = self.connection();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let Some((account, _, _)) = look_alike(&transaction, &Likeness::of(nick))? else {
-            return Ok(None);
-        };
-        let held: Option<String> = transaction
-            .prepare_cached(
-                "SELECT role FROM roles WHERE account = ?1 AND room IN (?2, '')
-                 ORDER BY role = 'owner' DESC LIMIT 1",
-            )?
-            .query_row(params![account, room], |row| row.get(0))
-            .optional()?;
-        if let Some(role) = held {
-            return Ok(Some(if role == OWNER { Role::Owner } else { Role::Moderator }));
-        }
-        if !claim {
-            return Ok(None);
-        }
         let owned: bool = transaction
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM roles WHERE room = ?1 AND role = 'owner')",
@@ -251,6 +282,21 @@ impl Accounts {
             params![room.unwrap_or(""), account, to_sql(now)],
         )?;
         Ok(Some(registered))
+    }
+
+    /// Takes `room`'s owner away (an operator's call: the first signed-in joiner of a new
+    /// room owns it); the owner's nick, if there was one.
+    pub fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
+        let connection = self.connection();
+        let owner: Option<String> = connection
+            .prepare_cached(
+                "SELECT accounts.nick FROM roles JOIN accounts ON accounts.id = roles.account
+                 WHERE roles.room = ?1 AND roles.role = 'owner'",
+            )?
+            .query_row([room], |row| row.get(0))
+            .optional()?;
+        connection.execute("DELETE FROM roles WHERE room = ?1 AND role = 'owner'", [room])?;
+        Ok(owner)
     }
 
     /// Takes the account's moderator role in `room` (`None`: the server-wide one) away;
@@ -328,6 +374,40 @@ impl Accounts {
         Ok(Some(registered))
     }
 
+    /// Until when `subject` is under `action` in `room`, if later than `now`.
+    pub fn sanction_until(
+        &self,
+        room: &str,
+        subject: &str,
+        action: Sanction,
+        now: u64,
+    ) -> Result<Option<u64>, AccountError> {
+        let until: Option<i64> = self
+            .connection()
+            .prepare_cached(
+                "SELECT until FROM sanctions
+                 WHERE room = ?1 AND subject = ?2 AND action = ?3 AND until > ?4",
+            )?
+            .query_row(params![room, subject, sanction_name(action), to_sql(now)], |row| row.get(0))
+            .optional()?;
+        Ok(until.and_then(|until| u64::try_from(until).ok()))
+    }
+
+    /// Keeps a mute or ban (replacing an earlier one of the same kind).
+    pub fn keep_sanction(&self, record: &SanctionRecord) -> Result<(), AccountError> {
+        self.connection().execute(
+            "INSERT INTO sanctions (room, subject, action, until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room, subject, action) DO UPDATE SET until = excluded.until",
+            params![
+                record.room,
+                record.subject,
+                sanction_name(record.action),
+                to_sql(record.until)
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Keeps a moderation action in the audit log.
     pub fn audit(&self, audit: &Audit, ts: u64) -> Result<(), AccountError> {
         self.connection().execute(
@@ -357,6 +437,25 @@ impl Accounts {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The account (its nick and when it was registered) whose unexpired session `token` is.
+    pub fn session_account(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Option<(String, u64)>, AccountError> {
+        Ok(self
+            .connection()
+            .prepare_cached(
+                "SELECT accounts.nick, accounts.created
+                 FROM sessions JOIN accounts ON accounts.id = sessions.account
+                 WHERE sessions.hash = ?1 AND sessions.expires > ?2",
+            )?
+            .query_row(params![token_hash(token), to_sql(now)], |row| {
+                Ok((row.get(0)?, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0)))
+            })
+            .optional()?)
     }
 
     /// Ends the session `token` (logging out); `false` if there was none.

@@ -195,7 +195,8 @@ impl TokenVerifier {
             ),
             None => None,
         };
-        Ok(TokenIdentity { who: SignedIn { id: format!("token:{}", claims.sub), nick }, rooms })
+        let who = SignedIn { id: format!("token:{}", claims.sub), nick, since: 0 };
+        Ok(TokenIdentity { who, rooms })
     }
 }
 
@@ -233,7 +234,10 @@ mod tests {
         let good = json!({"sub": "u-17", "name": "Ann", "rooms": [" Team "], "exp": now() + 600,
                           "aud": "chat.example"});
         let identity = verifier.verify(&hs256(&good, SECRET), 32, 64).expect("a good token");
-        assert_eq!(identity.who, SignedIn { id: "token:u-17".into(), nick: "Ann".into() });
+        assert_eq!(
+            identity.who,
+            SignedIn { id: "token:u-17".into(), nick: "Ann".into(), since: 0 }
+        );
         assert_eq!(identity.rooms, Some(vec!["team".to_owned()]));
 
         let with = |change: serde_json::Value| {

@@ -213,6 +213,8 @@ pub enum Admin {
         #[arg(long)]
         room: Option<String>,
     },
+    /// Take ROOM's owner away (the room is then owned by nobody: only moderators act there).
+    RevokeOwner { room: String },
     /// Show the newest moderation actions: when, who, what, where, to what.
     AuditLog {
         #[arg(long, default_value_t = 50)]

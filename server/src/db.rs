@@ -213,6 +213,16 @@ impl Db {
                      (id, room, sender, text, ts, client_id, bot, signed_in, amends, deleted)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
+            let mut amended_size = transaction.prepare_cached(
+                "SELECT length(CAST(text AS BLOB)) FROM messages
+                 WHERE id = ?1 AND room = ?2 AND amends IS NULL AND deleted = 0",
+            )?;
+            let mut purge_edits = transaction.prepare_cached(
+                "SELECT SUM(length(CAST(text AS BLOB))) FROM messages
+                 WHERE amends = ?1 AND room = ?2",
+            )?;
+            let mut purge = transaction
+                .prepare_cached("UPDATE messages SET text = '' WHERE amends = ?1 AND room = ?2")?;
             let mut amend = transaction.prepare_cached(
                 "UPDATE messages SET text = ?3, edited = edited OR NOT ?4, deleted = ?4
                  WHERE id = ?1 AND room = ?2 AND amends IS NULL AND deleted = 0",
@@ -237,14 +247,33 @@ impl Db {
                     message.amends.map(to_sql),
                     message.deleted,
                 ])?;
-                // The amended message holds its current text, or a tombstone.
+                // The amended message holds its current text, or a tombstone (and then its
+                // earlier edits lose their text too). The room's size follows the change.
                 if let Some(target) = message.amends {
-                    amend.execute(params![
+                    let old: Option<i64> = amended_size
+                        .query_row(params![to_sql(target), message.room], |row| row.get(0))
+                        .optional()?;
+                    let changed = amend.execute(params![
                         to_sql(target),
                         message.room,
                         message.text,
                         message.deleted
                     ])?;
+                    let mut freed = old.filter(|_| changed > 0).unwrap_or(0);
+                    if message.deleted {
+                        freed += purge_edits
+                            .query_row(params![to_sql(target), message.room], |row| {
+                                row.get::<_, Option<i64>>(0)
+                            })?
+                            .unwrap_or(0);
+                        purge.execute(params![to_sql(target), message.room])?;
+                    }
+                    let added =
+                        if changed > 0 && !message.deleted { message.text.len() } else { 0 };
+                    if let Some(size) = self.sizes.get_mut(&message.room) {
+                        let freed = usize::try_from(freed).unwrap_or(0);
+                        *size = (*size + added).saturating_sub(freed);
+                    }
                 }
                 touch.execute(params![message.room, to_sql(message.ts)])?;
                 last_id = last_id.max(message.id);
@@ -690,6 +719,14 @@ const MIGRATIONS: &[&str] = &[
          room    TEXT NOT NULL,
          subject TEXT NOT NULL
      );",
+    // 6: mutes and bans by room and subject (an identity, or a guest's address), until when.
+    "CREATE TABLE sanctions (
+         room    TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         action  TEXT NOT NULL,
+         until   INTEGER NOT NULL,
+         PRIMARY KEY (room, subject, action)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -1125,6 +1162,11 @@ mod tests {
                 (4, "", false, true, Some(2)),
             ]
         );
+        // Deleting an edited message leaves none of its texts, the edits' included.
+        db.write(&[change(5, 1, "", true)]).expect("writes");
+        let texts: Vec<String> =
+            db.load("a").expect("loads").messages.into_iter().map(|s| s.message.text).collect();
+        assert!(texts.iter().all(String::is_empty), "{texts:?}");
     }
 
     /// The copy is readable by its owner only; a copy that cannot be written names the place

@@ -140,6 +140,16 @@ impl RoomHistory {
         if change.deleted {
             amended.text.clear();
             amended.deleted = true;
+            self.bytes += stored_size(&self.entries[at].message);
+            // Its earlier edits held its text too: nothing of it is served any more.
+            for later in self.entries.range_mut(at + 1..) {
+                if later.message.amends == Some(target) && !later.message.text.is_empty() {
+                    self.bytes -= stored_size(&later.message);
+                    later.message.text.clear();
+                    self.bytes += stored_size(&later.message);
+                }
+            }
+            return;
         } else {
             amended.text.clone_from(&change.text);
             amended.edited = true;

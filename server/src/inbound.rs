@@ -39,6 +39,14 @@ pub enum Command {
         after: Option<MessageId>,
         limit: Option<u32>,
     },
+    /// A moderator's `kick`, `mute` or `ban` of `nick` in `room`, for `minutes` (checked:
+    /// 1 to the protocol's maximum).
+    Moderate {
+        room: String,
+        nick: String,
+        action: protocol::Sanction,
+        minutes: u32,
+    },
     /// An `edit` (with a text) or a `delete` (without) of message `target` of `room`.
     Amend {
         room: String,
@@ -165,6 +173,17 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
                 .map_err(|error| Rejection::from(error).for_client_id(client_id.clone()))?;
             Ok(Command::Amend { room, target: id, text: None, client_id })
         }
+        ClientMessage::Moderate { room, nick, action, minutes } => {
+            let room = rules::check_room(&room, limits.max_room_chars)?;
+            let nick = crate::names::check_nick(&nick, limits.max_nick_chars)?;
+            let minutes = minutes.unwrap_or(protocol::DEFAULT_SANCTION_MINUTES);
+            if !(1..=protocol::MAX_SANCTION_MINUTES).contains(&minutes) {
+                let message =
+                    format!("A mute or ban lasts 1 to {} minutes.", protocol::MAX_SANCTION_MINUTES);
+                return Err(Rejection::new(ErrorCode::InvalidMessage, message).in_room(&room));
+            }
+            Ok(Command::Moderate { room, nick, action, minutes })
+        }
         ClientMessage::Leave { room } => {
             Ok(Command::Leave { room: rules::check_room(&room, limits.max_room_chars)? })
         }
@@ -250,8 +269,18 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
         .and_then(|value| value.get("type").and_then(|kind| kind.as_str().map(str::to_owned)));
     match kind {
         Some(kind)
-            if !["send", "join", "leave", "list_rooms", "typing", "history", "edit", "delete"]
-                .contains(&kind.as_str()) =>
+            if ![
+                "send",
+                "join",
+                "leave",
+                "list_rooms",
+                "typing",
+                "history",
+                "edit",
+                "delete",
+                "moderate",
+            ]
+            .contains(&kind.as_str()) =>
         {
             Rejection::new(ErrorCode::UnknownType, format!("Unknown message type {kind:?}."))
         }

@@ -147,8 +147,10 @@ impl AppState {
         else {
             return Ok(None);
         };
-        match accounts.session(cookie.value(), outbound::now_millis()) {
-            Ok(nick) => Ok(nick.map(room_state::SignedIn::account)),
+        match accounts.session_account(cookie.value(), outbound::now_millis()) {
+            Ok(account) => {
+                Ok(account.map(|(nick, since)| room_state::SignedIn::account(nick, since)))
+            }
             Err(error) => {
                 tracing::error!(%error, "could not read a session");
                 Err(())

@@ -300,6 +300,7 @@ impl Handler<Join> for Lobby {
                 since: msg.since,
                 epoch: msg.epoch,
                 rooms: visible(self.rooms.list(&leaving), msg.only_rooms.as_deref()),
+                address: Some(msg.address),
             },
             session: msg.session,
             frames: msg.frames,

@@ -123,6 +123,15 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             audit(&accounts, "revoke-moderator", &place, nick.clone());
             println!("{nick} no longer moderates {place} (from its next join)");
         }
+        Admin::RevokeOwner { room } => {
+            let room = protocol::rules::check_room(room, usize::MAX)
+                .map_err(|error| anyhow::anyhow!(error.message))?;
+            let accounts = accounts()?;
+            let owner = accounts.revoke_owner(&room)?;
+            let owner = owner.ok_or_else(|| anyhow::anyhow!("#{room} has no owner"))?;
+            audit(&accounts, "revoke-owner", &room, owner.clone());
+            println!("{owner} no longer owns #{room} (from their next join)");
+        }
         Admin::AuditLog { limit } => {
             for (ts, entry) in accounts()?.audit_log(*limit)? {
                 let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts);

@@ -30,7 +30,7 @@ use crate::store::{Append, Store, StoreError, Written};
 pub type PreviousClosed = future::Shared<BoxFuture<'static, ()>>;
 
 /// What a room tells a member's session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub enum SessionEvent {
     /// A newer connection of the same client took this connection's seat in the room.
@@ -41,6 +41,9 @@ pub enum SessionEvent {
     TooSlow { instance: RoomInstance },
     /// The server is shutting down.
     GoingAway,
+    /// A moderator removed this connection from the room (a kick or a ban): close, saying
+    /// `reason`.
+    Removed { instance: RoomInstance, reason: String },
 }
 
 /// What a room tells the lobby.
@@ -197,6 +200,13 @@ impl Room {
                         queue.extend(self.state.not_stored(&[id]));
                     }
                 }
+                Effect::Removed { conn, reason } => {
+                    if let Some(link) = self.links.remove(&conn) {
+                        let instance = self.instance;
+                        link.session.do_send(SessionEvent::Removed { instance, reason });
+                    }
+                }
+                Effect::Sanctioned(record) => self.state.keep_sanction(&record),
                 Effect::Replaced { conn } => {
                     if let Some(link) = self.links.remove(&conn) {
                         link.session.do_send(SessionEvent::Replaced { instance: self.instance });
@@ -595,6 +605,26 @@ impl Handler<Post> for Room {
         let claim = || shared || rooms.claim();
         let effects =
             self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), claim);
+        self.apply(effects, ctx);
+    }
+}
+
+/// A member moderates another: kick, mute or ban for `minutes`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moderate {
+    pub conn: ConnId,
+    pub nick: String,
+    pub action: protocol::Sanction,
+    pub minutes: u32,
+}
+
+impl Handler<Moderate> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Moderate, ctx: &mut Self::Context) {
+        let Moderate { conn, nick, action, minutes } = msg;
+        let effects = self.state.moderate(conn, &nick, action, minutes, now_millis());
         self.apply(effects, ctx);
     }
 }

@@ -13,15 +13,19 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChatMessage, ClientId, ErrorCode, MessageId, Role, RoomInfo, ServerMessage, UnixMillis, rules,
+    ChatMessage, ClientId, ErrorCode, MessageId, Role, RoomInfo, Sanction, ServerMessage,
+    UnixMillis, rules,
 };
 
-use crate::accounts::Audit;
+use crate::accounts::{Audit, SanctionRecord};
 use crate::db::StoreOptions;
 use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
 use crate::ids::{ConnId, MessageIds};
 use crate::inbound::Rejection;
 use crate::names::{Likeness, sender_key};
+
+/// Least time between two edits of one member (Unix ms).
+pub const AMEND_INTERVAL_MS: u64 = 1_000;
 
 /// Least time between two `typing` notices of one member that the room relays.
 pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
@@ -65,13 +69,43 @@ impl Registry {
         })
     }
 
-    /// Keeps `audit` in the audit log (a failure is logged: the action stands).
+    /// Until when `subject` is under `action` in `room`, from the database.
+    fn sanction_until(
+        &self,
+        room: &str,
+        subject: &str,
+        action: Sanction,
+        now: UnixMillis,
+    ) -> Option<UnixMillis> {
+        let accounts = self.0.as_ref()?;
+        accounts.sanction_until(room, subject, action, now).unwrap_or_else(|error| {
+            tracing::error!(%error, room, "could not read the room's bans and mutes");
+            None
+        })
+    }
+
+    /// Keeps a mute or ban in the database (a failure is logged: it holds while the room is
+    /// open).
+    fn keep_sanction(&self, record: &SanctionRecord) {
+        let Some(accounts) = self.0.clone() else { return };
+        let record = record.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            if let Err(error) = accounts.keep_sanction(&record) {
+                tracing::error!(%error, ?record, "could not keep a ban or mute");
+            }
+        });
+    }
+
+    /// Keeps `audit` in the audit log, on a blocking thread (the room goes on; a failure is
+    /// logged: the action stands).
     pub fn audit(&self, audit: &Audit, ts: UnixMillis) {
-        if let Some(accounts) = &self.0
-            && let Err(error) = accounts.audit(audit, ts)
-        {
-            tracing::error!(%error, ?audit, "could not keep a moderation action in the audit log");
-        }
+        let Some(accounts) = self.0.clone() else { return };
+        let audit = audit.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            if let Err(error) = accounts.audit(&audit, ts) {
+                tracing::error!(%error, ?audit, "could not keep a moderation action in the audit log");
+            }
+        });
     }
 
     /// Whether a registered nick looks like `likeness`. A failed read counts as registered:
@@ -110,6 +144,10 @@ pub enum Effect {
     SeatTakenOver { nick: String },
     /// A moderator acted on someone else's message or seat: keep it in the audit log.
     Audit(Audit),
+    /// A moderator removed this member (kick, ban): its session closes, saying `reason`.
+    Removed { conn: ConnId, reason: String },
+    /// A mute or ban to keep beyond the room's life (in the database, when there is one).
+    Sanctioned(SanctionRecord),
 }
 
 /// Names one API post waiting for its answer, within a room.
@@ -164,6 +202,9 @@ pub struct JoinRequest {
     pub epoch: Option<String>,
     /// The active rooms, for the welcome.
     pub rooms: Vec<RoomInfo>,
+    /// Where the connection comes from (an IPv6 address's /64): a guest's bans and mutes
+    /// hold for its address.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Someone identified: signed in to an account of this server, or named by a token the
@@ -175,12 +216,16 @@ pub struct SignedIn {
     pub id: String,
     /// The nick they chat under.
     pub nick: String,
+    /// When the identity began (an account's registration; 0 for a token's): only messages
+    /// sent under the nick since then can be its own (an account deleted frees its nick, and
+    /// whoever registers it next must not edit the old one's messages).
+    pub since: UnixMillis,
 }
 
 impl SignedIn {
-    /// Signed in to this server's account `nick`.
-    pub fn account(nick: String) -> Self {
-        SignedIn { id: nick.clone(), nick }
+    /// Signed in to this server's account `nick`, registered at `since`.
+    pub fn account(nick: String, since: UnixMillis) -> Self {
+        SignedIn { id: nick.clone(), nick, since }
     }
 }
 
@@ -212,6 +257,10 @@ pub struct RoomState {
     epoch: String,
     /// With `--redis`: the members on other servers, by nick.
     remote: HashMap<String, Remote>,
+    /// Mutes and bans made while the room was open, by subject (also kept in the database,
+    /// when there is one, for after it closes): until when.
+    mutes: HashMap<String, UnixMillis>,
+    bans: HashMap<String, UnixMillis>,
 }
 
 /// A member of the room on another server (`--redis`).
@@ -243,6 +292,14 @@ struct Member {
     account: Option<String>,
     /// What it may do here beyond chatting (owner, moderator).
     role: Option<Role>,
+    /// Whom bans and mutes name: its identity, or (a guest) its address.
+    subject: String,
+    /// Muted until then (Unix ms).
+    muted_until: Option<UnixMillis>,
+    /// When its identity began ([`SignedIn::since`]).
+    since: UnixMillis,
+    /// When it last edited a message (Unix ms), for the pace of edits.
+    amended: Option<UnixMillis>,
     /// When the room last relayed this member's `typing`, and when it last renamed.
     typed: Option<Instant>,
     renamed: Option<Instant>,
@@ -273,6 +330,8 @@ impl RoomState {
             epoch: rules.epoch.clone(),
             rules,
             remote: HashMap::new(),
+            mutes: HashMap::new(),
+            bans: HashMap::new(),
         }
     }
 
@@ -341,6 +400,17 @@ impl RoomState {
             (None, None, Some(current)) => current.clone(),
             (None, None, None) => self.generated_nick(request.conn),
         };
+        let subject = subject_of(request.account.as_ref(), request.address);
+        if let Some(until) = self.sanction_until(Sanction::Ban, &subject, ts) {
+            return Err(Rejection {
+                retry_after_ms: Some(until - ts),
+                ..Rejection::new(
+                    ErrorCode::Banned,
+                    format!("A moderator banned you from #{} for now.", self.name),
+                )
+            });
+        }
+        let muted_until = self.sanction_until(Sanction::Mute, &subject, ts);
         let likeness = Likeness::of(&nick);
         if request.account.is_none() && self.rules.registry.holds(&likeness) {
             return Err(Rejection::new(
@@ -436,6 +506,7 @@ impl RoomState {
             effects.push(Effect::Broadcast { message: left, except: None });
         }
         let signed_in = request.account.is_some();
+        let since = request.account.as_ref().map_or(0, |account| account.since);
         let account = request.account.map(|account| account.id);
         if announce_join {
             let joined =
@@ -447,12 +518,25 @@ impl RoomState {
         // before it had messages) and the moderators the operator named.
         let role = match &account {
             Some(_) => {
-                let fresh = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
+                // A room that never had a message (not one whose messages expired).
+                let fresh = self.history.last_id() == 0 && self.pending.is_empty() && !self.claimed;
                 self.rules.registry.role(&self.name, &nick, fresh)
             }
             None => None,
         };
-        let member = Member { nick: nick.clone(), likeness, client, account, role, typed, renamed };
+        let member = Member {
+            nick: nick.clone(),
+            likeness,
+            client,
+            account,
+            role,
+            subject,
+            muted_until,
+            since,
+            amended: None,
+            typed,
+            renamed,
+        };
         self.members.insert(request.conn, member);
 
         self.expire_by_age(ts);
@@ -534,6 +618,9 @@ impl RoomState {
             return repeat;
         }
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
+        if let Some(refusal) = muted(member, &self.name, client_id.as_ref(), ts) {
+            return vec![Effect::Send { to: conn, message: refusal }];
+        }
         let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
         if first && !claim_stored_room() {
             let refusal = rooms_full(client_id, &self.name);
@@ -603,6 +690,9 @@ impl RoomState {
             return repeat;
         }
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
+        if let Some(refusal) = muted(member, &self.name, client_id.as_ref(), ts) {
+            return vec![Effect::Send { to: conn, message: refusal }];
+        }
         let refuse = |code, message: String| {
             let error = ServerMessage::Error {
                 code,
@@ -629,7 +719,8 @@ impl RoomState {
         let own = member.account.is_some()
             && original.signed_in
             && !original.bot
-            && original.from == member.nick;
+            && original.from == member.nick
+            && original.ts >= member.since;
         let deleting = text.is_none();
         let moderated = deleting && !own && member.role.is_some();
         if !own && !moderated {
@@ -639,6 +730,22 @@ impl RoomState {
                 (false, true) => "You may edit only your own messages.",
             };
             return refuse(ErrorCode::Forbidden, words.into());
+        }
+        // One edit a second per member: every edit is an entry that counts against the room's
+        // retention, and one message can be edited without end, so a flood of them would push
+        // the history out. (A message is deleted once: deletions need no pace.)
+        if let Some(wait) = member.amended.map(|at| (at + AMEND_INTERVAL_MS).saturating_sub(ts))
+            && wait > 0
+            && !deleting
+        {
+            let error = ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                message: format!("You are changing messages too fast; wait {wait} ms."),
+                retry_after_ms: Some(wait),
+                client_id: client_id.clone(),
+                room: Some(self.name.clone()),
+            };
+            return vec![Effect::Send { to: conn, message: error }];
         }
         let mut effects = Vec::new();
         if moderated {
@@ -664,6 +771,9 @@ impl RoomState {
         self.pending
             .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Member(conn)] });
         effects.push(Effect::Store(stored));
+        if let Some(member) = self.members.get_mut(&conn).filter(|_| !deleting) {
+            member.amended = Some(ts);
+        }
         effects
     }
 
@@ -1132,6 +1242,120 @@ impl RoomState {
         self.history.last_id()
     }
 
+    /// `conn` (who must own or moderate the room) kicks, mutes or bans the member `nick` for
+    /// `minutes`. Nobody who moderates the room may be sanctioned (nor oneself). Everyone in
+    /// the room, the member included, is told; a kick or ban then removes every seat of the
+    /// member's (its other devices too), whose sessions close; a ban or mute holds for the
+    /// member's identity, or a guest's address, until it ends, across rejoins.
+    pub fn moderate(
+        &mut self,
+        conn: ConnId,
+        nick: &str,
+        action: Sanction,
+        minutes: u32,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        let refuse = |code, message: String| {
+            let mut error = ServerMessage::error(code, message);
+            if let ServerMessage::Error { room, .. } = &mut error {
+                *room = Some(self.name.clone());
+            }
+            vec![Effect::Send { to: conn, message: error }]
+        };
+        if actor.role.is_none() {
+            let words = "Only the room's owner and its moderators may do that.";
+            return refuse(ErrorCode::Forbidden, words.into());
+        }
+        let Some(target) = self.members.values().find(|m| m.nick == nick) else {
+            return refuse(
+                ErrorCode::NotFound,
+                format!("Nobody in #{} is called {nick}.", self.name),
+            );
+        };
+        if target.role.is_some() || target.subject == actor.subject {
+            let words = "Those who moderate the room cannot be kicked, muted or banned here.";
+            return refuse(ErrorCode::Forbidden, words.into());
+        }
+        let (by, subject) = (actor.nick.clone(), target.subject.clone());
+        let until =
+            (action != Sanction::Kick).then(|| ts.saturating_add(u64::from(minutes) * 60_000));
+        let mut effects = vec![Effect::Audit(Audit {
+            actor: by.clone(),
+            action: match action {
+                Sanction::Kick => "kick",
+                Sanction::Mute => "mute",
+                Sanction::Ban => "ban",
+            },
+            room: self.name.clone(),
+            subject: match until {
+                Some(until) => format!("{nick} until {until}"),
+                None => nick.to_owned(),
+            },
+        })];
+        let told = ServerMessage::Moderated {
+            room: self.name.clone(),
+            nick: nick.to_owned(),
+            action,
+            by: by.clone(),
+            until,
+        };
+        effects.push(Effect::Broadcast { message: told, except: None });
+        if let Some(until) = until {
+            let kept = match action {
+                Sanction::Ban => &mut self.bans,
+                _ => &mut self.mutes,
+            };
+            kept.insert(subject.clone(), until);
+            let record =
+                SanctionRecord { room: self.name.clone(), subject: subject.clone(), action, until };
+            effects.push(Effect::Sanctioned(record));
+        }
+        if action == Sanction::Mute {
+            for member in self.members.values_mut().filter(|m| m.subject == subject) {
+                member.muted_until = until;
+            }
+            return effects;
+        }
+        let seats: Vec<ConnId> =
+            self.members.iter().filter(|(_, m)| m.subject == subject).map(|(c, _)| *c).collect();
+        let verb = if action == Sanction::Ban { "banned" } else { "kicked" };
+        for seat in seats {
+            if let Some(removed) = self.members.remove(&seat) {
+                let reason = format!("{by} {verb} you from #{}", self.name);
+                effects.push(Effect::Removed { conn: seat, reason });
+                if !self.shown(&removed.nick) {
+                    let left =
+                        ServerMessage::Left { room: self.name.clone(), nick: removed.nick, ts };
+                    effects.push(Effect::Broadcast { message: left, except: None });
+                }
+            }
+        }
+        effects
+    }
+
+    /// Until when `subject` is under `action` here (made while the room was open, or kept in
+    /// the database), if that is later than `ts`.
+    fn sanction_until(
+        &self,
+        action: Sanction,
+        subject: &str,
+        ts: UnixMillis,
+    ) -> Option<UnixMillis> {
+        let kept = match action {
+            Sanction::Ban => &self.bans,
+            _ => &self.mutes,
+        };
+        let here = kept.get(subject).copied();
+        let stored = self.rules.registry.sanction_until(&self.name, subject, action, ts);
+        here.max(stored).filter(|until| *until > ts)
+    }
+
+    /// Keeps a mute or ban beyond the room's life.
+    pub fn keep_sanction(&self, record: &SanctionRecord) {
+        self.rules.registry.keep_sanction(record);
+    }
+
     /// Keeps a moderation action in the audit log.
     pub fn audit(&self, audit: &Audit, ts: UnixMillis) {
         self.rules.registry.audit(audit, ts);
@@ -1148,6 +1372,33 @@ impl RoomState {
 fn lists_bytes(members: &[String], signed_in: &[String], rooms: &[RoomInfo]) -> usize {
     members.iter().chain(signed_in).map(|nick| 2 * nick.len() + 3).sum::<usize>()
         + rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>()
+}
+
+/// Whom bans and mutes name: a signed-in identity, or a guest's address (a guest can change
+/// nicks at will; a ban on an address holds for everyone behind it).
+fn subject_of(account: Option<&SignedIn>, address: Option<std::net::IpAddr>) -> String {
+    match (account, address) {
+        (Some(account), _) => format!("id:{}", account.id),
+        (None, Some(address)) => format!("address:{address}"),
+        (None, None) => "address:unknown".into(),
+    }
+}
+
+/// The refusal a muted member gets for a send or an edit, if it is muted at `ts`.
+fn muted(
+    member: &Member,
+    room: &str,
+    client_id: Option<&ClientId>,
+    ts: UnixMillis,
+) -> Option<ServerMessage> {
+    let until = member.muted_until.filter(|until| *until > ts)?;
+    Some(ServerMessage::Error {
+        code: ErrorCode::Muted,
+        message: format!("A moderator muted you in #{room} for now."),
+        retry_after_ms: Some(until - ts),
+        client_id: client_id.cloned(),
+        room: Some(room.to_owned()),
+    })
 }
 
 /// The error a sender gets when its message would be the first of a room and the store holds
@@ -1216,6 +1467,7 @@ mod tests {
             since: None,
             epoch: None,
             rooms: Vec::new(),
+            address: None,
         }
     }
 
@@ -1280,7 +1532,7 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "guest", now);
         let signed_in = JoinRequest {
-            account: Some(SignedIn::account("Ann".into())),
+            account: Some(SignedIn::account("Ann".into(), 0)),
             ..request(2, None, None)
         };
         let (joined, effects) = room.join(signed_in, usize::MAX, now, T);
@@ -1322,7 +1574,7 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "bob", now);
         let device = |conn, client: &str| JoinRequest {
-            account: Some(SignedIn::account("Ann".into())),
+            account: Some(SignedIn::account("Ann".into(), 0)),
             ..request(conn, None, Some(client))
         };
         let (first, effects) = room.join(device(2, "laptop"), usize::MAX, now, T);
@@ -1381,7 +1633,7 @@ mod tests {
             .into_iter()
             .map(|(conn, nick)| {
                 let join = JoinRequest {
-                    account: Some(SignedIn::account(nick.into())),
+                    account: Some(SignedIn::account(nick.into(), 0)),
                     ..request(conn, None, None)
                 };
                 let (_, effects) = room.join(join, usize::MAX, now, T);
@@ -1425,8 +1677,9 @@ mod tests {
             (1, 1, None, "NotFound"),
             (2, 2, None, "stored"),
         ];
-        for (conn, target, text, expected) in cases {
-            let effects = room.amend(conn, target, text.clone(), None, &ids, T);
+        for (at, (conn, target, text, expected)) in (0..).zip(cases) {
+            // Apart by more than the pace of changes.
+            let effects = room.amend(conn, target, text.clone(), None, &ids, T + at * 2_000);
             assert_eq!(outcome(&effects), expected, "{conn} on {target} with {text:?}");
         }
         // Once durable: the edit shown, the deletions as tombstones; a resuming client gets
@@ -1446,6 +1699,96 @@ mod tests {
         assert_eq!(changes, [Some(2), Some(3), Some(1), Some(2)], "one delete of #1, not two");
         let again = room.amend(4, 1, None, None, &ids, T);
         assert_eq!(outcome(&again), "NotFound", "deleted already");
+        // Edits are paced, one a second per member.
+        room.post(2, "b2".into(), None, &ids, T, || true);
+        let b2 = ids.next() - 1;
+        room.durable(b2);
+        let at = T + 100_000;
+        assert_eq!(outcome(&room.amend(2, b2, Some("x".into()), None, &ids, at)), "stored");
+        assert_eq!(
+            outcome(&room.amend(2, b2, Some("y".into()), None, &ids, at + 10)),
+            "RateLimited"
+        );
+        assert_eq!(outcome(&room.amend(2, b2, Some("y".into()), None, &ids, at + 1_000)), "stored");
+    }
+
+    /// Kick, mute and ban, as a table of who may: only the owner and moderators, never on
+    /// each other; a mute refuses sends until it ends; a kick removes every seat of the member
+    /// (the room is told, then sees it leave); a ban also refuses the member's rejoins (a
+    /// guest's from its address, under any nick) until it ends.
+    #[test]
+    fn kick_mute_and_ban() {
+        let rules = RoomRules { registry: registry(&["Ann", "Bob", "Mod"], "mod"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let signed = |conn, nick: &str| JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            ..request(conn, None, None)
+        };
+        let guest = |conn, nick: &str, address: [u8; 4]| JoinRequest {
+            address: Some(std::net::IpAddr::from(address)),
+            ..request(conn, Some(nick), None)
+        };
+        for join in
+            [signed(1, "Ann"), signed(2, "Bob"), signed(4, "Mod"), guest(3, "gus", [10, 0, 0, 1])]
+        {
+            assert!(room.join(join, usize::MAX, now, T).0.is_ok());
+        }
+        let error = |effects: &[Effect]| match effects {
+            [Effect::Send { message: ServerMessage::Error { code, .. }, .. }] => Some(*code),
+            _ => None,
+        };
+        assert_eq!(
+            error(&room.moderate(2, "gus", Sanction::Kick, 1, T)),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            error(&room.moderate(1, "Mod", Sanction::Ban, 1, T)),
+            Some(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            error(&room.moderate(1, "nobody", Sanction::Ban, 1, T)),
+            Some(ErrorCode::NotFound)
+        );
+
+        let muted = room.moderate(1, "gus", Sanction::Mute, 10, T);
+        assert!(muted.iter().any(|e| matches!(e, Effect::Sanctioned(r) if r.until == T + 600_000)));
+        let ids = MessageIds::starting_after(0);
+        assert_eq!(
+            error(&room.post(3, "hi".into(), None, &ids, T + 1, || true)),
+            Some(ErrorCode::Muted)
+        );
+        assert!(matches!(
+            room.post(3, "hi".into(), None, &ids, T + 600_001, || true).as_slice(),
+            [Effect::Store(_)]
+        ));
+
+        let kicked = room.moderate(4, "Bob", Sanction::Kick, 1, T);
+        let kinds: Vec<&str> = kicked
+            .iter()
+            .map(|e| match e {
+                Effect::Audit(_) => "audit",
+                Effect::Broadcast { message: ServerMessage::Moderated { .. }, .. } => "told",
+                Effect::Removed { conn: 2, .. } => "removed",
+                Effect::Broadcast { message: ServerMessage::Left { .. }, .. } => "left",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["audit", "told", "removed", "left"]);
+        assert!(
+            room.join(signed(2, "Bob"), usize::MAX, now, T + 1).0.is_ok(),
+            "a kick is not a ban"
+        );
+
+        let banned = room.moderate(1, "gus", Sanction::Ban, 60, T);
+        assert!(banned.iter().any(|e| matches!(e, Effect::Removed { conn: 3, .. })));
+        let again = room.join(guest(5, "gus2", [10, 0, 0, 1]), usize::MAX, now, T + 1).0;
+        assert_eq!(code(again), Some(ErrorCode::Banned), "another nick, the same address");
+        assert!(room.join(guest(6, "gus3", [10, 0, 0, 2]), usize::MAX, now, T + 1).0.is_ok());
+        assert!(
+            room.join(guest(7, "gus", [10, 0, 0, 1]), usize::MAX, now, T + 3_600_001).0.is_ok()
+        );
     }
 
     /// A nick that looks like a member's is taken; another client's token does not help; a

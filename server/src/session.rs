@@ -371,6 +371,11 @@ impl Session {
                     room.do_send(room::Post { conn: self.conn, text, client_id });
                 }
             }
+            Ok(Command::Moderate { room, nick, action, minutes }) => {
+                if let Some(room) = self.room_for(ctx, Some(&room), "moderating", None) {
+                    room.do_send(room::Moderate { conn: self.conn, nick, action, minutes });
+                }
+            }
             Ok(Command::Amend { room, target, text, client_id }) => {
                 let doing = if text.is_some() { "editing messages" } else { "deleting messages" };
                 if let Some(room) = self.room_for(ctx, Some(&room), doing, client_id.as_ref()) {
@@ -594,6 +599,12 @@ impl Handler<SessionEvent> for Session {
 
     fn handle(&mut self, event: SessionEvent, ctx: &mut Self::Context) {
         match event {
+            SessionEvent::Removed { instance, reason } => {
+                if !self.is_current(instance) {
+                    return;
+                }
+                self.close(ctx, close::REMOVED, &reason);
+            }
             SessionEvent::Replaced { instance } => {
                 if !self.is_current(instance) {
                     return;

@@ -66,6 +66,19 @@ fn delete(room: &str, id: u64) -> String {
     json!({"type": "delete", "room": room, "id": id}).to_string()
 }
 
+/// The audit log once it holds `line` (within the deadline).
+async fn audit_log_with(data: &std::path::Path, line: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = admin(data, &["audit-log"]);
+        if log.contains(line) {
+            return log;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {line:?} in {log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authors_edit_moderators_delete_and_history_keeps_tombstones() {
     let data = tempfile::tempdir().expect("data folder");
@@ -137,8 +150,9 @@ async fn authors_edit_moderators_delete_and_history_keeps_tombstones() {
     let (_, welcome) = Client::join(&url(&address, "room=club&nick=new")).await;
     assert_eq!(shown(&welcome.history), expected);
 
-    let log = admin(data.path(), &["audit-log"]);
-    assert!(log.contains(&format!("mo\tdelete\tclub\tmessage {spam} by gus")), "{log}");
+    // Kept off the room's thread: polled for.
+    let deleted = format!("mo\tdelete\tclub\tmessage {spam} by gus");
+    let log = audit_log_with(data.path(), &deleted).await;
     assert!(log.contains("admin\tgrant-moderator\t*\tmo"), "{log}");
 
     // After a restart, from the database.
@@ -146,4 +160,58 @@ async fn authors_edit_moderators_delete_and_history_keeps_tombstones() {
     let server = Running::start_storing(data.path(), &["--port", "0"]);
     let (_, welcome) = Client::join(&url(server.address(), "room=club&nick=again")).await;
     assert_eq!(shown(&welcome.history), expected);
+}
+
+/// The next `moderated` a client sees: who, what, by whom, until when.
+async fn told(client: &mut Client) -> (String, protocol::Sanction, String, Option<u64>) {
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Moderated { nick, action, by, until, .. } => {
+                Some((nick, action, by, until))
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// A moderator mutes, kicks and bans over the wire: the room is told each time; a muted guest
+/// cannot send; a kicked or banned one is closed with 4005; a ban holds against the guest's
+/// next connection under another nick, and across a restart of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_kick_and_ban_hold() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let olga = register(&address, "olga");
+    let (mut olga, welcome) = signed_in(&address, &olga, "room=den").await;
+    assert_eq!(welcome.role, Some(Role::Owner));
+    let (mut troll, _) = Client::join(&url(&address, "room=den&nick=troll")).await;
+    let moderate = |action: &str, minutes: u32| {
+        json!({"type": "moderate", "room": "den", "nick": "troll", "action": action, "minutes": minutes})
+            .to_string()
+    };
+
+    troll.send_text(&moderate("ban", 5)).await;
+    assert_eq!(troll.error_skipping().await, ErrorCode::Forbidden, "a guest moderates nothing");
+    olga.send_text(&moderate("mute", 5)).await;
+    let (nick, action, by, until) = told(&mut troll).await;
+    assert_eq!((nick.as_str(), action, by.as_str()), ("troll", protocol::Sanction::Mute, "olga"));
+    assert!(until.is_some());
+    troll.say("still talking").await;
+    assert_eq!(troll.error_skipping().await, ErrorCode::Muted);
+
+    assert_eq!(told(&mut olga).await.1, protocol::Sanction::Mute, "olga saw the mute too");
+    olga.send_text(&moderate("ban", 60)).await;
+    assert_eq!(told(&mut olga).await.1, protocol::Sanction::Ban);
+    let closed = troll.closed().await.expect("a close frame");
+    assert_eq!(u16::from(closed.code), protocol::close::REMOVED);
+    assert_eq!(closed.reason.as_str(), "olga banned you from #den");
+    let mut back = Client::connect(&url(&address, "room=den&nick=troll2")).await;
+    assert_eq!(back.error_skipping().await, ErrorCode::Banned, "the same address, another nick");
+
+    drop(server);
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let mut back = Client::connect(&url(server.address(), "room=den&nick=troll3")).await;
+    assert_eq!(back.error_skipping().await, ErrorCode::Banned, "kept in the database");
+    audit_log_with(data.path(), "olga\tban\tden\ttroll until").await;
 }

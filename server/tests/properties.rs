@@ -15,6 +15,9 @@ fn jsonish() -> impl Strategy<Value = String> {
         "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
         ("(send|join|leave|list_rooms|typing|history|x)", any::<String>(), any::<String>())
             .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
+        ("(kick|mute|ban|x)", any::<String>(), any::<String>(), any::<u32>()).prop_map(
+            |(action, nick, room, minutes)| format!(r#"{{"type":"moderate","action":"{action}","nick":{nick:?},"room":{room:?},"minutes":{minutes}}}"#)
+        ),
         ("(edit|delete)", any::<String>(), any::<String>(), any::<u64>()).prop_map(
             |(kind, a, b, id)| format!(
                 r#"{{"type":"{kind}","text":{a:?},"room":{b:?},"id":{id}}}"#
@@ -174,6 +177,11 @@ proptest! {
             }
             Ok(Command::Leave { room } | Command::Typing { room: Some(room) }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+            }
+            Ok(Command::Moderate { room, nick, minutes, .. }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                prop_assert_eq!(names::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
+                prop_assert!((1..=protocol::MAX_SANCTION_MINUTES).contains(&minutes));
             }
             Ok(Command::Amend { room, text, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));

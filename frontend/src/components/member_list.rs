@@ -1,5 +1,6 @@
 //! Who is in the room, you marked.
 
+use protocol::Sanction;
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -10,6 +11,11 @@ pub struct MemberListProps {
     pub signed_in: Vec<String>,
     #[prop_or_default]
     pub own: Option<String>,
+    /// The reader moderates the room: each other member offers Mute, Kick and Ban.
+    #[prop_or_default]
+    pub moderator: bool,
+    #[prop_or_default]
+    pub on_moderate: Callback<(String, Sanction)>,
 }
 
 #[function_component(MemberList)]
@@ -35,6 +41,18 @@ pub fn member_list(props: &MemberListProps) -> Html {
                                 <span class="visually-hidden">{ " (signed in)" }</span>
                             }
                             if own { <span class="you">{ " (you)" }</span> }
+                            if props.moderator && !own {
+                                <span class="actions">
+                                    { for [(Sanction::Mute, "Mute"), (Sanction::Kick, "Kick"), (Sanction::Ban, "Ban")].into_iter().map(|(action, label)| {
+                                        let nick = member.clone();
+                                        let onclick = props.on_moderate.reform(move |_: MouseEvent| (nick.clone(), action));
+                                        html! {
+                                            <button type="button" class="action" {onclick}
+                                                aria-label={format!("{label} {member}")}>{ label }</button>
+                                        }
+                                    }) }
+                                </span>
+                            }
                         </li>
                     }
                 }) }

@@ -154,7 +154,8 @@ async fn a_page_given_a_token_joins_under_its_name() {
 /// The room's owner (the first signed in while it had no messages) deletes a guest's message
 /// after confirming, and the guest's browser sees it disappear (a tombstone in its place);
 /// she edits her own message through the page's dialog, and the other browser shows the new
-/// text, marked edited. The guest is offered no action on anyone's message.
+/// text, marked edited; she bans the guest from the member list, and the guest's page says
+/// so. The guest is offered no action on anyone's message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
     let server = ServerProcess::start();
@@ -197,6 +198,23 @@ async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
     olga.client.accept_alert().await.expect("accepted");
     troll.wait_for_text(".message .text", "welcome, everyone").await;
     troll.wait_for_text(".message .edited", "(edited)").await;
+
+    // Then she bans the troll from the member list: the troll's page says so, and stops.
+    let ban = olga.find("button[aria-label='Ban troll']").await;
+    olga.client
+        .execute("arguments[0].focus()", vec![serde_json::to_value(&ban).expect("element")])
+        .await
+        .expect("focused");
+    ban.click().await.expect("ban pressed");
+    olga.client.accept_alert().await.expect("confirmed");
+    olga.wait_for_text(".notice .text", "Olga banned troll for 24 hours.").await;
+    troll
+        .wait_for("the troll told of the ban", || async {
+            let page = troll.texts("body").await.join(" ");
+            page.contains("Olga banned you from #mods").then_some(())
+        })
+        .await;
+    troll.screenshot("moderation-3-banned").await;
     olga.close().await;
     troll.close().await;
 }
