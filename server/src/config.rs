@@ -305,6 +305,10 @@ pub struct RedisOptions {
     pub presence_expiry: humantime::Duration,
 }
 
+/// How often a cookie-signed-in connection checks its session (see
+/// `AbuseLimits::session_check_interval`).
+pub const DEFAULT_SESSION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long a server's members outlive its last presence refresh.
 pub const DEFAULT_PRESENCE_EXPIRY: Duration = Duration::from_secs(15);
 
@@ -462,6 +466,12 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_STALLED_WRITE_TIMEOUT", default_value_t = DEFAULT_STALLED_WRITE_TIMEOUT.into())]
     pub stalled_write_timeout: humantime::Duration,
 
+    /// How often a connection signed in by a session cookie checks that its session still
+    /// holds: once it ended (logout, password reset, account deleted, expiry) the connection
+    /// is closed (4004) within this time.
+    #[arg(long, env = "CHAT_SESSION_CHECK_INTERVAL", default_value_t = DEFAULT_SESSION_CHECK_INTERVAL.into())]
+    pub session_check_interval: humantime::Duration,
+
     /// Origins (scheme://host:port) allowed to open WebSockets besides the server's own;
     /// others get 403. `*` allows any (unsafe on the internet).
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = DEFAULT_ALLOWED_ORIGINS)]
@@ -494,6 +504,7 @@ impl Default for AbuseLimits {
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             stalled_write_timeout: DEFAULT_STALLED_WRITE_TIMEOUT.into(),
+            session_check_interval: DEFAULT_SESSION_CHECK_INTERVAL.into(),
             rename_interval: DEFAULT_RENAME_INTERVAL.into(),
             max_rooms: DEFAULT_MAX_ROOMS,
             max_rooms_per_connection: DEFAULT_MAX_ROOMS_PER_CONNECTION,

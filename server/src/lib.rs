@@ -105,7 +105,10 @@ impl AppState {
                 let accounts_only = matches!(self.gate, auth::Gate::Accounts);
                 // The origin check keeps other sites' pages from riding on the cookie.
                 match self.cookie_account(req) {
-                    Ok(Some(account)) => who.account = Some(account),
+                    Ok(Some((account, check))) => {
+                        who.account = Some(account);
+                        who.session = Some(check);
+                    }
                     Ok(None) if accounts_only => {
                         let why = "This chat is for signed-in people: log in first.";
                         who.refused = Some(session::Refusal::unauthenticated(why));
@@ -141,16 +144,23 @@ impl AppState {
 
     /// The account of the upgrade's session cookie, if it has a live one; `Err` if the
     /// sessions could not be read.
-    fn cookie_account(&self, req: &HttpRequest) -> Result<Option<room_state::SignedIn>, ()> {
+    fn cookie_account(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<Option<(room_state::SignedIn, session::SessionCheck)>, ()> {
         let (Some(accounts), Some(cookie)) =
             (self.accounts.as_ref(), req.cookie(account_api::SESSION_COOKIE))
         else {
             return Ok(None);
         };
         match accounts.session_account(cookie.value(), outbound::now_millis()) {
-            Ok(account) => {
-                Ok(account.map(|(nick, since)| room_state::SignedIn::account(nick, since)))
-            }
+            Ok(account) => Ok(account.map(|(nick, since)| {
+                let check = session::SessionCheck {
+                    accounts: accounts.clone(),
+                    token: cookie.value().into(),
+                };
+                (room_state::SignedIn::account(nick, since), check)
+            })),
             Err(error) => {
                 tracing::error!(%error, "could not read a session");
                 Err(())

@@ -34,6 +34,22 @@ pub struct Identity {
     pub rooms: Option<Arc<[String]>>,
     /// Why it is refused: said and closed as it starts.
     pub refused: Option<Refusal>,
+    /// Signed in by a session cookie: the session to check now and then (it may end while
+    /// the connection lasts).
+    pub session: Option<SessionCheck>,
+}
+
+/// A session cookie's session, checked while the connection lasts.
+#[derive(Clone)]
+pub struct SessionCheck {
+    pub accounts: Arc<crate::accounts::Accounts>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for SessionCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionCheck(..)")
+    }
 }
 
 /// Why a connection may not chat, as it starts.
@@ -77,6 +93,8 @@ pub struct Session {
     only_rooms: Option<Arc<[String]>>,
     /// Why it may not chat (said and closed as it starts).
     refused: Option<Refusal>,
+    /// The session cookie's session, checked every `--session-check-interval`.
+    session_check: Option<SessionCheck>,
     /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
     memberships: BTreeMap<String, Membership>,
     /// The nick the last join was admitted under: a join that names none into a room this
@@ -120,7 +138,7 @@ impl Session {
         initial: Result<Target, Rejection>,
         who: Identity,
     ) -> Self {
-        let Identity { client, account, rooms: only_rooms, refused } = who;
+        let Identity { client, account, rooms: only_rooms, refused, session: session_check } = who;
         let abuse = &config.abuse;
         let rate = FrameRate::new(
             abuse.rate_per_second,
@@ -153,6 +171,7 @@ impl Session {
             account,
             only_rooms,
             refused,
+            session_check,
             memberships: BTreeMap::new(),
             nick: None,
             joining: None,
@@ -209,6 +228,32 @@ impl Session {
             description: Some(description.to_owned()),
         }));
         ctx.stop();
+    }
+
+    /// Closes the connection (4004) once its session cookie's session has ended: logged out
+    /// elsewhere, its password reset, its account deleted, or expired. A failed read keeps
+    /// it (the next check decides).
+    fn check_session(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(check) = self.session_check.clone() else { return };
+        ctx.run_interval(*self.config.abuse.session_check_interval, move |session, ctx| {
+            let now = crate::outbound::now_millis();
+            match check.accounts.session_account(&check.token, now) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let why = "Your session has ended (logged out, or the password was changed).";
+                    session.metrics.error(ErrorCode::Unauthenticated);
+                    ctx.text(encode(&ServerMessage::error(ErrorCode::Unauthenticated, why)));
+                    session.close(
+                        ctx,
+                        close::UNAUTHENTICATED,
+                        "your session has ended: log in again",
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(conn = session.conn, %error, "could not check a session")
+                }
+            }
+        });
     }
 
     fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -480,6 +525,7 @@ impl Actor for Session {
             return ctx.stop();
         }
         self.heartbeat(ctx);
+        self.check_session(ctx);
         if let Some(queued) = self.queued.take() {
             ctx.add_stream(queued);
         }

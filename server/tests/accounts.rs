@@ -166,3 +166,50 @@ fn an_ephemeral_server_keeps_no_accounts() {
     let answer = call(&address, "POST", "/account/register", &credentials("erin", PASSWORD), None);
     assert_eq!(answer.status, 404, "{answer:?}");
 }
+
+/// Logging out ends the session everywhere: a WebSocket signed in with it is closed (4004)
+/// within the session check interval, saying why; another session of the account is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_closes_the_sessions_websockets() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server =
+        Running::start_storing(data.path(), &["--port", "0", "--session-check-interval", "200ms"]);
+    let address = server.address();
+    let first = session_cookie(&call(
+        &address,
+        "POST",
+        "/account/register",
+        &credentials("gil", PASSWORD),
+        None,
+    ));
+    let second = session_cookie(&call(
+        &address,
+        "POST",
+        "/account/login",
+        &credentials("gil", PASSWORD),
+        None,
+    ));
+    let origin = format!("http://{address}");
+    let connect = |token: &str| {
+        let cookie = format!("chat_session={token}");
+        let origin = origin.clone();
+        let address = address.clone();
+        async move {
+            let headers = [("Origin", origin.as_str()), ("Cookie", cookie.as_str())];
+            let mut client =
+                Client::open_with(&url(&address, "room=r"), &headers).await.expect("connected");
+            client.welcome().await;
+            client
+        }
+    };
+    let mut ended = connect(&first).await;
+    let mut kept = connect(&second).await;
+    assert_eq!(call(&address, "POST", "/account/logout", "", Some(&first)).status, 204);
+    match ended.recv().await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::Unauthenticated),
+        other => panic!("expected unauthenticated, got {other:?}"),
+    }
+    assert_eq!(ended.close_code().await, protocol::close::UNAUTHENTICATED);
+    kept.say("still here").await;
+    assert_eq!(kept.message().await.text, "still here", "the other session is kept");
+}
