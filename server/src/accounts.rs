@@ -137,6 +137,13 @@ impl Accounts {
         Ok(Accounts { connection: Mutex::new(connection), hasher })
     }
 
+    /// `password`'s Argon2id hash with a new salt, in the PHC string format. Slow.
+    fn hash(&self, password: &str) -> Result<String, AccountError> {
+        let salt = new_salt()?;
+        let hash = self.hasher.hash_password(password.as_bytes(), &salt);
+        Ok(hash.map_err(|error| AccountError::Hash(error.to_string()))?.to_string())
+    }
+
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -153,12 +160,7 @@ impl Accounts {
         if self.is_registered(&likeness)? {
             return Err(AccountError::Taken);
         }
-        let salt = new_salt()?;
-        let hash = self
-            .hasher
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|error| AccountError::Hash(error.to_string()))?
-            .to_string();
+        let hash = self.hash(password)?;
         // Checked again inside one write transaction: another registration of a look-alike
         // may have come between the first check and the (slow) hash.
         let mut connection = self.connection();
@@ -355,12 +357,7 @@ impl Accounts {
         password: &str,
     ) -> Result<Option<String>, AccountError> {
         check_password(password)?;
-        let salt = new_salt()?;
-        let hash = self
-            .hasher
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|error| AccountError::Hash(error.to_string()))?
-            .to_string();
+        let hash = self.hash(password)?;
         let mut connection = self.connection();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -395,7 +392,13 @@ impl Accounts {
 
     /// Keeps a mute or ban (replacing an earlier one of the same kind).
     pub fn keep_sanction(&self, record: &SanctionRecord) -> Result<(), AccountError> {
-        self.connection().execute(
+        let connection = self.connection();
+        // Those that ended go as new ones come: the table holds what is in force.
+        connection.execute(
+            "DELETE FROM sanctions WHERE until <= ?1",
+            [to_sql(crate::outbound::now_millis())],
+        )?;
+        connection.execute(
             "INSERT INTO sanctions (room, subject, action, until) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (room, subject, action) DO UPDATE SET until = excluded.until",
             params![

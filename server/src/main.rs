@@ -56,6 +56,11 @@ fn run_command(command: &Command, config: &Config) -> anyhow::Result<()> {
     }
 }
 
+/// A room named on the command line, normalised as joins normalise it.
+fn checked_room(room: &str) -> anyhow::Result<String> {
+    protocol::rules::check_room(room, usize::MAX).map_err(|error| anyhow::anyhow!(error.message))
+}
+
 /// `server admin ...`: the API's keys and the accounts, in the data folder's database.
 #[allow(clippy::print_stdout)] // a command's result is its output
 fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
@@ -96,11 +101,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             println!("password of {nick} reset; its sessions ended");
         }
         Admin::GrantModerator { nick, room } => {
-            let room = room
-                .as_deref()
-                .map(|r| protocol::rules::check_room(r, usize::MAX))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let room = room.as_deref().map(checked_room).transpose()?;
             let accounts = accounts()?;
             let granted = accounts.grant_moderator(nick, room.as_deref(), now)?;
             let nick = granted.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
@@ -109,11 +110,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             println!("{nick} moderates {place} from its next join");
         }
         Admin::RevokeModerator { nick, room } => {
-            let room = room
-                .as_deref()
-                .map(|r| protocol::rules::check_room(r, usize::MAX))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!(e.message))?;
+            let room = room.as_deref().map(checked_room).transpose()?;
             let accounts = accounts()?;
             anyhow::ensure!(
                 accounts.revoke_moderator(nick, room.as_deref())?,
@@ -124,8 +121,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             println!("{nick} no longer moderates {place} (from its next join)");
         }
         Admin::RevokeOwner { room } => {
-            let room = protocol::rules::check_room(room, usize::MAX)
-                .map_err(|error| anyhow::anyhow!(error.message))?;
+            let room = checked_room(room)?;
             let accounts = accounts()?;
             let owner = accounts.revoke_owner(&room)?;
             let owner = owner.ok_or_else(|| anyhow::anyhow!("#{room} has no owner"))?;

@@ -292,8 +292,11 @@ struct Member {
     account: Option<String>,
     /// What it may do here beyond chatting (owner, moderator).
     role: Option<Role>,
-    /// Whom bans and mutes name: its identity, or (a guest) its address.
+    /// Who it is, for its seats: its identity (every device of it), or (a guest) its address
+    /// and nick.
     subject: String,
+    /// Where it comes from (an IPv6 address's /64): bans and mutes hold for it too.
+    address: Option<std::net::IpAddr>,
     /// Muted until then (Unix ms).
     muted_until: Option<UnixMillis>,
     /// When its identity began ([`SignedIn::since`]).
@@ -400,8 +403,18 @@ impl RoomState {
             (None, None, Some(current)) => current.clone(),
             (None, None, None) => self.generated_nick(request.conn),
         };
-        let subject = subject_of(request.account.as_ref(), request.address);
-        if let Some(until) = self.sanction_until(Sanction::Ban, &subject, ts) {
+        let likeness = Likeness::of(&nick);
+        let subject = subject_of(request.account.as_ref(), request.address, &likeness);
+        let address = request.address.map(address_subject);
+        // Refused if banned as who it is or from where it comes: logging out (or in) does
+        // not escape a ban, nor does another nick.
+        let bound = |room: &Self, action| {
+            let by_id =
+                subject.starts_with("id:").then(|| room.sanction_until(action, &subject, ts));
+            let by_address = address.as_ref().map(|a| room.sanction_until(action, a, ts));
+            by_id.flatten().max(by_address.flatten())
+        };
+        if let Some(until) = bound(self, Sanction::Ban) {
             return Err(Rejection {
                 retry_after_ms: Some(until - ts),
                 ..Rejection::new(
@@ -410,8 +423,7 @@ impl RoomState {
                 )
             });
         }
-        let muted_until = self.sanction_until(Sanction::Mute, &subject, ts);
-        let likeness = Likeness::of(&nick);
+        let muted_until = bound(self, Sanction::Mute);
         if request.account.is_none() && self.rules.registry.holds(&likeness) {
             return Err(Rejection::new(
                 ErrorCode::NickTaken,
@@ -420,6 +432,13 @@ impl RoomState {
         }
         let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if previous.as_ref().is_some_and(|old| *old != nick) {
+            // A rename is announced to the room: not a way around a mute.
+            if let Some(until) = current.and_then(|m| m.muted_until).filter(|until| *until > ts) {
+                return Err(Rejection {
+                    retry_after_ms: Some(until - ts),
+                    ..Rejection::new(ErrorCode::Muted, "You cannot rename while muted.")
+                });
+            }
             let wait = renamed.map_or(Duration::ZERO, |at| {
                 (at + self.rules.rename_interval).saturating_duration_since(now)
             });
@@ -531,6 +550,7 @@ impl RoomState {
             account,
             role,
             subject,
+            address: request.address,
             muted_until,
             since,
             amended: None,
@@ -610,17 +630,10 @@ impl RoomState {
         ts: UnixMillis,
         claim_stored_room: impl FnOnce() -> bool,
     ) -> Vec<Effect> {
-        // A post from a non-member was meant for a room the session has left since.
-        if !self.members.contains_key(&conn) {
-            return Vec::new();
-        }
-        if let Some(repeat) = self.repeated(conn, client_id.as_ref()) {
-            return repeat;
+        if let Some(answer) = self.answered_before(conn, client_id.as_ref(), ts) {
+            return answer;
         }
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
-        if let Some(refusal) = muted(member, &self.name, client_id.as_ref(), ts) {
-            return vec![Effect::Send { to: conn, message: refusal }];
-        }
         let first = self.history.is_empty() && self.pending.is_empty() && !self.claimed;
         if first && !claim_stored_room() {
             let refusal = rooms_full(client_id, &self.name);
@@ -644,6 +657,26 @@ impl RoomState {
         self.pending
             .push_back(Pending { stored: stored.clone(), senders: vec![Waiter::Member(conn)] });
         vec![Effect::Store(stored)]
+    }
+
+    /// What a `send`, `edit` or `delete` of `conn` gets before anything is made of it, if it
+    /// ends there: nothing from a non-member (it was meant for a room the session has left
+    /// since), the answer to a repeated client id, or a muted member's refusal.
+    fn answered_before(
+        &mut self,
+        conn: ConnId,
+        client_id: Option<&ClientId>,
+        ts: UnixMillis,
+    ) -> Option<Vec<Effect>> {
+        if !self.members.contains_key(&conn) {
+            return Some(Vec::new());
+        }
+        if let Some(repeat) = self.repeated(conn, client_id) {
+            return Some(repeat);
+        }
+        let member = self.members.get(&conn)?;
+        let refusal = muted(member, &self.name, client_id, ts)?;
+        Some(vec![Effect::Send { to: conn, message: refusal }])
     }
 
     /// The answer to a `send`, `edit` or `delete` whose client id `conn`'s sender used before:
@@ -683,16 +716,10 @@ impl RoomState {
         ids: &MessageIds,
         ts: UnixMillis,
     ) -> Vec<Effect> {
-        if !self.members.contains_key(&conn) {
-            return Vec::new();
-        }
-        if let Some(repeat) = self.repeated(conn, client_id.as_ref()) {
-            return repeat;
+        if let Some(answer) = self.answered_before(conn, client_id.as_ref(), ts) {
+            return answer;
         }
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
-        if let Some(refusal) = muted(member, &self.name, client_id.as_ref(), ts) {
-            return vec![Effect::Send { to: conn, message: refusal }];
-        }
         let refuse = |code, message: String| {
             let error = ServerMessage::Error {
                 code,
@@ -722,7 +749,7 @@ impl RoomState {
             && original.from == member.nick
             && original.ts >= member.since;
         let deleting = text.is_none();
-        let moderated = deleting && !own && member.role.is_some();
+        let moderated = deleting && !own && self.current_role(member).is_some();
         if !own && !moderated {
             let words = match (deleting, member.account.is_some()) {
                 (_, false) => "Sign in to edit or delete your messages.",
@@ -1256,6 +1283,7 @@ impl RoomState {
         ts: UnixMillis,
     ) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        let actor_role = self.current_role(actor);
         let refuse = |code, message: String| {
             let mut error = ServerMessage::error(code, message);
             if let ServerMessage::Error { room, .. } = &mut error {
@@ -1263,7 +1291,7 @@ impl RoomState {
             }
             vec![Effect::Send { to: conn, message: error }]
         };
-        if actor.role.is_none() {
+        if actor_role.is_none() {
             let words = "Only the room's owner and its moderators may do that.";
             return refuse(ErrorCode::Forbidden, words.into());
         }
@@ -1278,6 +1306,19 @@ impl RoomState {
             return refuse(ErrorCode::Forbidden, words.into());
         }
         let (by, subject) = (actor.nick.clone(), target.subject.clone());
+        // A signed-in member is held by identity and the addresses of its seats here (logging
+        // out does not escape it), a guest by address (another nick does not).
+        let mut held: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.subject == subject)
+            .filter_map(|m| m.address.map(address_subject))
+            .collect();
+        held.sort();
+        held.dedup();
+        if subject.starts_with("id:") {
+            held.push(subject.clone());
+        }
         let until =
             (action != Sanction::Kick).then(|| ts.saturating_add(u64::from(minutes) * 60_000));
         let mut effects = vec![Effect::Audit(Audit {
@@ -1306,10 +1347,11 @@ impl RoomState {
                 Sanction::Ban => &mut self.bans,
                 _ => &mut self.mutes,
             };
-            kept.insert(subject.clone(), until);
-            let record =
-                SanctionRecord { room: self.name.clone(), subject: subject.clone(), action, until };
-            effects.push(Effect::Sanctioned(record));
+            for subject in held {
+                kept.insert(subject.clone(), until);
+                let record = SanctionRecord { room: self.name.clone(), subject, action, until };
+                effects.push(Effect::Sanctioned(record));
+            }
         }
         if action == Sanction::Mute {
             for member in self.members.values_mut().filter(|m| m.subject == subject) {
@@ -1332,6 +1374,16 @@ impl RoomState {
             }
         }
         effects
+    }
+
+    /// What `member` may do now: its role as read at its join, read again (a role the operator
+    /// took away since must not keep acting until the holder rejoins).
+    fn current_role(&self, member: &Member) -> Option<Role> {
+        let held = member.role?;
+        match &self.rules.registry.0 {
+            Some(_) => self.rules.registry.role(&self.name, &member.nick, false),
+            None => Some(held),
+        }
     }
 
     /// Until when `subject` is under `action` here (made while the room was open, or kept in
@@ -1374,14 +1426,24 @@ fn lists_bytes(members: &[String], signed_in: &[String], rooms: &[RoomInfo]) -> 
         + rooms.iter().map(|room| 2 * room.name.len() + 32).sum::<usize>()
 }
 
-/// Whom bans and mutes name: a signed-in identity, or a guest's address (a guest can change
-/// nicks at will; a ban on an address holds for everyone behind it).
-fn subject_of(account: Option<&SignedIn>, address: Option<std::net::IpAddr>) -> String {
+/// Who a member is, for its seats and bans: a signed-in identity (`id:`), or a guest by its
+/// address and nick.
+fn subject_of(
+    account: Option<&SignedIn>,
+    address: Option<std::net::IpAddr>,
+    likeness: &Likeness,
+) -> String {
     match (account, address) {
         (Some(account), _) => format!("id:{}", account.id),
-        (None, Some(address)) => format!("address:{address}"),
-        (None, None) => "address:unknown".into(),
+        (None, Some(address)) => format!("guest:{address}:{}", likeness.key()),
+        (None, None) => format!("guest::{}", likeness.key()),
     }
+}
+
+/// What bans and mutes of an address name (a guest can change nicks at will; a ban on an
+/// address holds for everyone behind it).
+fn address_subject(address: std::net::IpAddr) -> String {
+    format!("address:{address}")
 }
 
 /// The refusal a muted member gets for a send or an edit, if it is muted at `ts`.
@@ -1781,6 +1843,25 @@ mod tests {
             "a kick is not a ban"
         );
 
+        // A banned account is refused as a guest from the same address too.
+        let from = |conn, nick: &str, address: [u8; 4]| JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            address: Some(std::net::IpAddr::from(address)),
+            ..request(conn, None, None)
+        };
+        assert!(room.join(from(8, "Bob", [10, 0, 0, 9]), usize::MAX, now, T).0.is_ok());
+        let seats = room.moderate(1, "Bob", Sanction::Ban, 60, T);
+        let removed: Vec<ConnId> = seats
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Removed { conn, .. } => Some(*conn),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed.len(), 2, "every device of his: {removed:?}");
+        let as_guest = room.join(guest(9, "notbob", [10, 0, 0, 9]), usize::MAX, now, T + 1).0;
+        assert_eq!(code(as_guest), Some(ErrorCode::Banned), "logged out, the same address");
+
         let banned = room.moderate(1, "gus", Sanction::Ban, 60, T);
         assert!(banned.iter().any(|e| matches!(e, Effect::Removed { conn: 3, .. })));
         let again = room.join(guest(5, "gus2", [10, 0, 0, 1]), usize::MAX, now, T + 1).0;
@@ -1789,6 +1870,11 @@ mod tests {
         assert!(
             room.join(guest(7, "gus", [10, 0, 0, 1]), usize::MAX, now, T + 3_600_001).0.is_ok()
         );
+        // A moderator the operator revoked stops at once, without rejoining.
+        let accounts = room.rules.registry.0.clone().expect("accounts");
+        assert!(accounts.revoke_moderator("mod", None).expect("revoked"));
+        let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
+        assert_eq!(error(&late), Some(ErrorCode::Forbidden));
     }
 
     /// A nick that looks like a member's is taken; another client's token does not help; a
