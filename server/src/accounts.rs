@@ -286,6 +286,23 @@ impl Accounts {
         Ok(Some(registered))
     }
 
+    /// Bans the account `nick` (or a look-alike) from every room until `until`: its nick as
+    /// registered, or `None` if there is no such account. Its sessions end too, so its open
+    /// connections close within the session check interval.
+    pub fn ban_everywhere(&self, nick: &str, until: u64) -> Result<Option<String>, AccountError> {
+        let connection = self.connection();
+        let Some((account, registered, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        connection.execute(
+            "INSERT INTO sanctions (room, subject, action, until) VALUES ('', ?1, 'ban', ?2)
+             ON CONFLICT (room, subject, action) DO UPDATE SET until = excluded.until",
+            params![format!("id:{registered}"), to_sql(until)],
+        )?;
+        connection.execute("DELETE FROM sessions WHERE account = ?1", [account])?;
+        Ok(Some(registered))
+    }
+
     /// Takes `room`'s owner away (an operator's call: the first signed-in joiner of a new
     /// room owns it); the owner's nick, if there was one.
     pub fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
@@ -371,7 +388,8 @@ impl Accounts {
         Ok(Some(registered))
     }
 
-    /// Until when `subject` is under `action` in `room`, if later than `now`.
+    /// Until when `subject` is under `action` in `room` (or in every room: the operator's
+    /// server-wide bans, room `''`), if later than `now`.
     pub fn sanction_until(
         &self,
         room: &str,
@@ -382,11 +400,12 @@ impl Accounts {
         let until: Option<i64> = self
             .connection()
             .prepare_cached(
-                "SELECT until FROM sanctions
-                 WHERE room = ?1 AND subject = ?2 AND action = ?3 AND until > ?4",
+                "SELECT MAX(until) FROM sanctions
+                 WHERE room IN (?1, '') AND subject = ?2 AND action = ?3 AND until > ?4",
             )?
             .query_row(params![room, subject, sanction_name(action), to_sql(now)], |row| row.get(0))
-            .optional()?;
+            .optional()?
+            .flatten();
         Ok(until.and_then(|until| u64::try_from(until).ok()))
     }
 

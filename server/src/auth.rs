@@ -89,6 +89,9 @@ struct Claims {
     name: Option<String>,
     #[serde(default)]
     rooms: Option<Vec<String>>,
+    /// The rooms the holder moderates (`*`: every room).
+    #[serde(default)]
+    moderates: Vec<String>,
 }
 
 impl TokenVerifier {
@@ -195,7 +198,19 @@ impl TokenVerifier {
             ),
             None => None,
         };
-        let who = SignedIn { id: format!("token:{}", claims.sub), nick, since: 0 };
+        if claims.moderates.len() > MAX_TOKEN_ROOMS {
+            return Err(format!("The token moderates more than {MAX_TOKEN_ROOMS} rooms."));
+        }
+        let moderates = claims
+            .moderates
+            .iter()
+            .map(|room| match room.as_str() {
+                "*" => Ok("*".to_owned()),
+                room => protocol::rules::check_room(room, max_room_chars),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("The token moderates a bad room: {}", error.message))?;
+        let who = SignedIn { id: format!("token:{}", claims.sub), nick, since: 0, moderates };
         Ok(TokenIdentity { who, rooms })
     }
 }
@@ -236,7 +251,7 @@ mod tests {
         let identity = verifier.verify(&hs256(&good, SECRET), 32, 64).expect("a good token");
         assert_eq!(
             identity.who,
-            SignedIn { id: "token:u-17".into(), nick: "Ann".into(), since: 0 }
+            SignedIn { id: "token:u-17".into(), nick: "Ann".into(), since: 0, moderates: vec![] }
         );
         assert_eq!(identity.rooms, Some(vec!["team".to_owned()]));
 

@@ -213,6 +213,13 @@ pub enum Admin {
         #[arg(long)]
         room: Option<String>,
     },
+    /// Ban an account from every room for DAYS (default 30): its sessions end (its connections
+    /// close within --session-check-interval) and its joins are refused (`banned`).
+    Ban {
+        nick: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
     /// Take ROOM's owner away (the room is then owned by nobody: only moderators act there).
     RevokeOwner { room: String },
     /// Show the newest moderation actions: when, who, what, where, to what.

@@ -120,6 +120,14 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             audit(&accounts, "revoke-moderator", &place, nick.clone());
             println!("{nick} no longer moderates {place} (from its next join)");
         }
+        Admin::Ban { nick, days } => {
+            let until = now.saturating_add(u64::from(*days) * 86_400_000);
+            let accounts = accounts()?;
+            let banned = accounts.ban_everywhere(nick, until)?;
+            let nick = banned.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
+            audit(&accounts, "ban", "", format!("{nick} everywhere for {days} days"));
+            println!("{nick} is banned from every room for {days} days; their sessions ended");
+        }
         Admin::RevokeOwner { room } => {
             let room = checked_room(room)?;
             let accounts = accounts()?;

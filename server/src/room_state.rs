@@ -220,12 +220,15 @@ pub struct SignedIn {
     /// sent under the nick since then can be its own (an account deleted frees its nick, and
     /// whoever registers it next must not edit the old one's messages).
     pub since: UnixMillis,
+    /// (Tokens) The rooms its site lets it moderate (`*`: every room). Accounts' roles are
+    /// this server's, in its database.
+    pub moderates: Vec<String>,
 }
 
 impl SignedIn {
     /// Signed in to this server's account `nick`, registered at `since`.
     pub fn account(nick: String, since: UnixMillis) -> Self {
-        SignedIn { id: nick.clone(), nick, since }
+        SignedIn { id: nick.clone(), nick, since, moderates: Vec::new() }
     }
 }
 
@@ -526,6 +529,9 @@ impl RoomState {
         }
         let signed_in = request.account.is_some();
         let since = request.account.as_ref().map_or(0, |account| account.since);
+        let token_moderates = request.account.as_ref().is_some_and(|account| {
+            account.moderates.iter().any(|room| room == "*" || *room == self.name)
+        });
         let account = request.account.map(|account| account.id);
         if announce_join {
             let joined =
@@ -536,6 +542,7 @@ impl RoomState {
         // Roles belong to accounts of this server: the room's owner (the first signed in
         // before it had messages) and the moderators the operator named.
         let role = match &account {
+            _ if token_moderates => Some(Role::Moderator),
             Some(_) => {
                 // A room that never had a message (not one whose messages expired).
                 let fresh = self.history.last_id() == 0 && self.pending.is_empty() && !self.claimed;
@@ -1380,9 +1387,13 @@ impl RoomState {
     /// took away since must not keep acting until the holder rejoins).
     fn current_role(&self, member: &Member) -> Option<Role> {
         let held = member.role?;
-        match &self.rules.registry.0 {
-            Some(_) => self.rules.registry.role(&self.name, &member.nick, false),
-            None => Some(held),
+        // Accounts' roles live in the database; a token's come with it (and so last as long
+        // as its connection).
+        match (&self.rules.registry.0, &member.account) {
+            (Some(_), Some(id)) if !id.starts_with("token:") => {
+                self.rules.registry.role(&self.name, &member.nick, false)
+            }
+            _ => Some(held),
         }
     }
 

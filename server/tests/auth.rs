@@ -27,8 +27,8 @@ fn token(claims: serde_json::Value, secret: &str) -> String {
 }
 
 fn good_claims() -> serde_json::Value {
-    json!({"sub": "user-42", "name": "Grace", "rooms": ["team", "ops"], "exp": now() + 300,
-           "aud": AUDIENCE})
+    json!({"sub": "user-42", "name": "Grace", "rooms": ["team", "ops"], "moderates": ["Team"],
+           "exp": now() + 300, "aud": AUDIENCE})
 }
 
 fn token_server() -> (Running, String) {
@@ -50,8 +50,8 @@ async fn refusal(address: &str, query: &str) -> (ErrorCode, String, u16) {
     (code, message, client.close_code().await)
 }
 
-/// A good token joins under its name, marked signed in, and only into its rooms: another is
-/// `forbidden`, and the room list shows none but its own.
+/// A good token joins under its name, marked signed in, moderating the rooms it names, and
+/// only into its rooms: another is `forbidden`, and the room list shows none but its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_names_its_holder_and_their_rooms() {
     let (_server, address) = token_server();
@@ -59,6 +59,7 @@ async fn a_token_names_its_holder_and_their_rooms() {
     let query = format!("room=team&nick=someone-else&token={good}");
     let (mut grace, welcome) = Client::join(&url(&address, &query)).await;
     assert_eq!((welcome.nick.as_str(), welcome.signed_in), ("Grace", vec!["Grace".to_owned()]));
+    assert_eq!(welcome.role, Some(protocol::Role::Moderator), "her site lets her moderate #team");
     grace.say("hello").await;
     let message = grace.message().await;
     assert!(message.signed_in && message.from == "Grace", "{message:?}");

@@ -215,3 +215,31 @@ async fn mute_kick_and_ban_hold() {
     assert_eq!(back.error_skipping().await, ErrorCode::Banned, "kept in the database");
     audit_log_with(data.path(), "olga\tban\tden\ttroll until").await;
 }
+
+/// `server admin ban` bans an account from every room: its open connection closes (its
+/// session ended) and, logged in again, it is refused in any room; the audit log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_bans_an_account_everywhere() {
+    let data = tempfile::tempdir().expect("data folder");
+    let args = ["--port", "0", "--session-check-interval", "200ms"];
+    let server = Running::start_storing(data.path(), &args);
+    let address = server.address();
+    let cookie = register(&address, "vandal");
+    let (mut vandal, _) = signed_in(&address, &cookie, "room=a").await;
+    assert!(admin(data.path(), &["ban", "VANDAL", "--days", "2"]).contains("vandal is banned"));
+    assert_eq!(vandal.close_code().await, protocol::close::UNAUTHENTICATED, "session ended");
+
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"nick": "vandal", "password": PASSWORD}).to_string();
+    let login = request(&address, "POST", "/account/login", &headers, &body);
+    let cookie = login.header("set-cookie").expect("cookie").split(';').next().expect("pair");
+    for room in ["a", "elsewhere"] {
+        let headers = [("Origin", origin.as_str()), ("Cookie", cookie)];
+        let mut again = Client::open_with(&url(&address, &format!("room={room}")), &headers)
+            .await
+            .expect("connected");
+        assert_eq!(again.error_skipping().await, ErrorCode::Banned, "#{room}");
+    }
+    audit_log_with(data.path(), "admin\tban\t-\tvandal everywhere for 2 days").await;
+}
