@@ -218,3 +218,30 @@ async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
     olga.close().await;
     troll.close().await;
 }
+
+/// `--auth accounts`: joining as a guest is refused with words on the join form; logging in
+/// from the same form then joins, signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_only_server_asks_guests_to_log_in() {
+    let server = ServerProcess::start_with(&["--auth", "accounts"]);
+    let driver = Driver::start();
+    let (first, visitor) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    sign_in(&first, &server, "Uma", "team", "last-child").await;
+    first.close().await;
+
+    visitor.open(&server.url("/?room=team")).await;
+    visitor.type_into("#join-nick", &format!("uma{ENTER}")).await;
+    visitor
+        .wait_for("the refusal in words", || async {
+            let errors = visitor.texts(".join-form .error").await;
+            errors.iter().any(|e| e.contains("only for people signed in")).then_some(())
+        })
+        .await;
+    let nick = visitor.find("#join-nick").await;
+    nick.clear().await.expect("cleared");
+    nick.send_keys("uma").await.expect("typed");
+    visitor.type_into("#join-password", &format!("{PASSWORD}{ENTER}")).await;
+    visitor.wait_for_online().await;
+    visitor.find(".whoami .signed-in").await;
+    visitor.close().await;
+}
