@@ -64,6 +64,8 @@ pub struct Metrics {
     /// `connection_rate`, `address_rate`), or because the address joins too often
     /// (`address_joins`).
     pub refused_room_opens: Family<ReasonLabel, Counter>,
+    /// Moderators' actions on others (delete, kick, mute, ban), by action.
+    pub moderation: Family<ReasonLabel, Counter>,
     /// Rooms whose history could not be loaded (their joins were refused).
     pub history_load_failures: Counter,
     /// (`--redis`) Posts to Redis that failed or timed out (refused `unavailable`).
@@ -103,6 +105,11 @@ impl Metrics {
     pub fn api_request(&self, call: &str, status: u16) {
         let label = ApiLabel { call: call.to_owned(), status: status.to_string() };
         self.api_requests.get_or_create(&label).inc();
+    }
+
+    /// A moderator's `action` (its name in the audit log) on someone else.
+    pub fn moderated(&self, action: &str) {
+        self.moderation.get_or_create(&ReasonLabel { reason: action.to_owned() }).inc();
     }
 
     pub fn refused(&self, reason: &str) {
@@ -165,6 +172,11 @@ impl Metrics {
             "duplicate_sends",
             "Sends recognised as repeats of a client id",
             self.duplicates.clone(),
+        );
+        registry.register(
+            "moderation_actions",
+            "Moderators' actions on other people (delete, kick, mute, ban), by action",
+            self.moderation.clone(),
         );
         registry.register(
             "refused_room_opens",

@@ -228,7 +228,10 @@ impl Room {
                 Effect::Count(Counted::StoredRoomsFull) => {
                     self.metrics.error(ErrorCode::TooManyRooms);
                 }
-                Effect::Audit(audit) => self.state.audit(&audit, now_millis()),
+                Effect::Audit(audit) => {
+                    self.metrics.moderated(audit.action);
+                    self.state.audit(&audit, now_millis());
+                }
                 Effect::SeatTakenOver { nick } => {
                     if let Some(shared) = &self.shared {
                         let (s, tag) =

@@ -132,6 +132,8 @@ async fn authors_edit_moderators_delete_and_history_keeps_tombstones() {
     mo.send_text(&delete("club", spam)).await;
     let (deletion, target, text, deleted) = amendment(&mut ann).await;
     assert_eq!((target, text.as_str(), deleted), (spam, "", true));
+    let metrics = request(&address, "GET", "/metrics", &[], "").body;
+    assert!(metrics.contains("chat_moderation_actions_total{reason=\"delete\"} 1"), "{metrics}");
 
     // Someone coming back after Bob's first message gets both changes, in order; a newcomer
     // sees the edit and the tombstone in place.
