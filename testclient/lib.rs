@@ -72,6 +72,8 @@ pub struct Welcome {
     pub epoch: String,
     /// What the joiner may do beyond chatting (owner, moderator).
     pub role: Option<protocol::Role>,
+    /// Only members may join the room.
+    pub private: bool,
 }
 
 /// A WebSocket connection speaking the chat protocol.
@@ -271,6 +273,7 @@ impl Client {
                 more,
                 epoch,
                 role,
+                private,
             } => Welcome {
                 room,
                 nick,
@@ -283,6 +286,7 @@ impl Client {
                 more,
                 epoch,
                 role,
+                private,
             },
             other => panic!("expected a welcome, got {other:?}"),
         }

@@ -58,6 +58,8 @@ pub struct Target {
     /// The sign-in token the operator's site gave the page (`--auth token`), sent with every
     /// connect.
     pub auth: Option<String>,
+    /// An invitation code to the first room (private), sent with every connect.
+    pub invite: Option<String>,
 }
 
 /// One room to be in.
@@ -80,12 +82,17 @@ impl Target {
                 seats.push(Seat { room, since: None, epoch: None });
             }
         }
-        Target { seats, nick, client, auth: None }
+        Target { seats, nick, client, auth: None, invite: None }
     }
 
     /// The same, connecting with the sign-in token `auth`.
     pub fn with_auth(self, auth: Option<String>) -> Self {
         Target { auth, ..self }
+    }
+
+    /// The same, connecting with the invitation code `invite` to the first room.
+    pub fn with_invite(self, invite: Option<String>) -> Self {
+        Target { invite, ..self }
     }
 
     /// The room the connect URL names.
@@ -137,6 +144,9 @@ pub fn ws_url(base: &str, target: &Target) -> String {
     }
     if let Some(auth) = &target.auth {
         query.append_pair("token", auth);
+    }
+    if let Some(invite) = &target.invite {
+        query.append_pair("invite", invite);
     }
     format!("{base}{}?{}", protocol::WS_PATH, query.finish())
 }
@@ -930,6 +940,7 @@ mod tests {
             more,
             epoch: "e1".into(),
             role: None,
+            private: false,
         }
     }
 
@@ -1356,8 +1367,8 @@ mod tests {
         );
         target.seats[0].since = Some(42);
         assert!(ws_url("ws://h", &target).ends_with("&client=t-1&since=42"));
-        let signed = target.with_auth(Some("a.b+c/d".into()));
-        assert!(ws_url("ws://h", &signed).ends_with("&since=42&token=a.b%2Bc%2Fd"));
+        let signed = target.with_auth(Some("a.b+c/d".into())).with_invite(Some("c0de".into()));
+        assert!(ws_url("ws://h", &signed).ends_with("&since=42&token=a.b%2Bc%2Fd&invite=c0de"));
     }
     fn welcome_as(room: &str, nick: &str) -> ServerMessage {
         let mut welcome = welcome(room, &[], None, false);

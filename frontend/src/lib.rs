@@ -26,7 +26,7 @@ use yew::prelude::*;
 
 use crate::components::room_list::JoinedRoom;
 use crate::components::{
-    Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, Settings,
+    Composer, ConnectionBadge, JoinForm, MemberList, MessageList, RoomList, RoomSettings, Settings,
     SignInRequest, TypingIndicator,
 };
 use crate::connection::{Connection, Target};
@@ -76,6 +76,7 @@ pub fn app(props: &AppProps) -> Html {
         let (state, connection) = (state.clone(), connection.clone());
         let ws_base = props.ws_base.clone();
         let auth_token = auth_token.clone();
+        let invite = requested.invite.clone();
         Callback::from(move |(nick, room, fresh): (String, String, bool)| {
             state.dispatch(Action::Connect { room: room.clone() });
             // A socket the server closed for good cannot carry a join: open another.
@@ -94,8 +95,9 @@ pub fn app(props: &AppProps) -> Html {
             }
             // The room asked for first (the connect URL's), then the others the page was in.
             let rooms = std::iter::once(room).chain(state.room_names());
-            let target =
-                Target::new(rooms, nick, page::client_token()).with_auth((*auth_token).clone());
+            let target = Target::new(rooms, nick, page::client_token())
+                .with_auth((*auth_token).clone())
+                .with_invite(invite.clone());
             let base = ws_base.clone().unwrap_or_else(page::ws_base);
             connection.set(Some(Connection::open(base, target, state.dispatcher().to_callback())));
         })
@@ -402,6 +404,19 @@ pub fn app(props: &AppProps) -> Html {
             send.emit(ClientMessage::Moderate { room: room.clone(), nick, action, minutes });
         })
     };
+    let on_private = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |private: bool| {
+            send.emit(ClientMessage::Configure { room: room.clone(), private });
+        })
+    };
+    let on_invite = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |revoke: bool| {
+            send.emit(ClientMessage::Invite { room: room.clone(), revoke });
+        })
+    };
+    let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
     let toggle_drawer = {
         let drawer = drawer.clone();
@@ -442,7 +457,12 @@ pub fn app(props: &AppProps) -> Html {
                         </span>
                     }
                 </button>
-                <h1>{ format!("#{}", state.room) }</h1>
+                <h1>
+                    { format!("#{}", state.room) }
+                    if view.private {
+                        <span class="private" title="Only members may join">{ " · private" }</span>
+                    }
+                </h1>
                 <span class="whoami">
                     { format!("you are {nick}") }
                     if view.signed_in.contains(&nick) {
@@ -465,6 +485,11 @@ pub fn app(props: &AppProps) -> Html {
                     {on_open} {on_join} {on_leave} on_invalid={on_invalid.clone()} />
                 <MemberList members={view.members.clone()} signed_in={view.signed_in.clone()}
                     own={Some(nick.clone())} moderator={view.role.is_some()} {on_moderate} />
+                // Accounts' roles: a room's owner and moderators configure it.
+                if view.role.is_some() && account.is_some() {
+                    <RoomSettings room={view.name.clone()} private={view.private}
+                        invitation={view.invitation.clone()} {origin} {on_private} {on_invite} />
+                }
                 <Settings />
             </aside>
             <main class="conversation">

@@ -161,6 +161,8 @@ pub fn notify(title: &str, body: &str) {
 pub struct Requested {
     pub room: Option<String>,
     pub nick: Option<String>,
+    /// An invitation code to the private `room` (`?invite=`), sent with the connect URL.
+    pub invite: Option<String>,
 }
 
 impl Requested {
@@ -177,7 +179,7 @@ pub fn requested() -> Requested {
     let get = |key: &str| {
         params.as_ref().and_then(|p| p.get(key)).filter(|value| !value.trim().is_empty())
     };
-    Requested { room: get("room"), nick: get("nick") }
+    Requested { room: get("room"), nick: get("nick"), invite: get("invite") }
 }
 
 /// The WebSocket origin of the server that served this page (`ws://host:port`, or `wss://`

@@ -112,6 +112,10 @@ pub struct RoomView {
     pub signed_in: Vec<String>,
     /// What the reader may do here beyond chatting (owner, moderator: delete any message).
     pub role: Option<protocol::Role>,
+    /// Only members may join (and the room is left out of lists).
+    pub private: bool,
+    /// The last invitation code the reader made here (`Some(None)`: all were revoked).
+    pub invitation: Option<Option<String>>,
     /// Shared so that passing the list to a component is cheap and compares by pointer.
     pub entries: Rc<VecDeque<Entry>>,
     /// Who is typing, with when their indication expires (Unix ms).
@@ -142,6 +146,8 @@ impl RoomView {
             members: Vec::new(),
             signed_in: Vec::new(),
             role: None,
+            private: false,
+            invitation: None,
             entries: Rc::default(),
             typing: Vec::new(),
             unread: 0,
@@ -305,7 +311,8 @@ impl RoomView {
     /// The room's welcome: what was missed after what is shown, or (not resumed) the list
     /// starts over with the room's recent messages.
     fn welcome(&mut self, welcome: Welcomed) {
-        let Welcomed { nick, members, signed_in, role, history, since, truncated, more } = welcome;
+        let Welcomed { nick, members, signed_in, role, private, history, since, truncated, more } =
+            welcome;
         let resumed = since.is_some() && self.is_joined();
         if resumed {
             if truncated {
@@ -338,6 +345,7 @@ impl RoomView {
         self.members = members;
         self.signed_in = signed_in;
         self.role = role;
+        self.private = private;
         self.typing.clear();
     }
 }
@@ -375,6 +383,7 @@ struct Welcomed {
     members: Vec<String>,
     signed_in: Vec<String>,
     role: Option<protocol::Role>,
+    private: bool,
     history: Vec<ChatMessage>,
     since: Option<MessageId>,
     truncated: bool,
@@ -594,6 +603,7 @@ impl State {
                 truncated,
                 more,
                 role,
+                private,
                 ..
             } => {
                 if self.view_of(&room).is_none() {
@@ -606,6 +616,7 @@ impl State {
                     members,
                     signed_in,
                     role,
+                    private,
                     history,
                     since,
                     truncated,
@@ -691,6 +702,18 @@ impl State {
                     view.stop_typing(&nick);
                     view.members.retain(|member| *member != nick);
                     view.signed_in.retain(|member| *member != nick);
+                }
+            }
+            ServerMessage::RoomSettings { room, private, by } => {
+                if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
+                    view.private = private;
+                    let what = if private { "private: only members may join" } else { "public" };
+                    view.notice(format!("{by} made #{room} {what}."), now());
+                }
+            }
+            ServerMessage::Invitation { room, code } => {
+                if let Some(view) = self.view_mut(&room) {
+                    view.invitation = Some(code);
                 }
             }
             ServerMessage::Moderated { room, nick, action, by, until } => {
@@ -977,6 +1000,7 @@ mod tests {
             more: false,
             epoch: "e1".into(),
             role: None,
+            private: false,
         })
     }
 
@@ -1234,6 +1258,38 @@ mod tests {
             ],
         );
         assert_eq!(texts(&state), [""]);
+    }
+
+    /// A room made private says so (and the view knows); the last invitation code made is
+    /// kept for its room, and a revocation replaces it.
+    #[test]
+    fn privacy_and_invitations() {
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [
+                welcome("a", vec![]),
+                Action::Server(ServerMessage::RoomSettings {
+                    room: "a".into(),
+                    private: true,
+                    by: "olga".into(),
+                }),
+                Action::Server(ServerMessage::Invitation {
+                    room: "a".into(),
+                    code: Some("c0de".into()),
+                }),
+            ],
+        );
+        assert!(state.view().private);
+        assert_eq!(state.view().invitation, Some(Some("c0de".to_owned())));
+        assert_eq!(
+            notices(&state).last().map(String::as_str),
+            Some("olga made #a private: only members may join.")
+        );
+        let revoked = reduce(
+            state,
+            [Action::Server(ServerMessage::Invitation { room: "a".into(), code: None })],
+        );
+        assert_eq!(revoked.view().invitation, Some(None));
     }
 
     /// A moderator's action reads as a sentence, with how long a mute or ban lasts.

@@ -516,6 +516,7 @@ async fn ten_thousand_messages_keep_the_dom_bounded() {
         more: false,
         epoch: "e1".into(),
         role: None,
+        private: false,
     };
     let mut state = Rc::new(State::new("r".into())).reduce(Action::Server(welcome));
     let mut handle = yew::Renderer::<MessageList>::with_root_and_props(

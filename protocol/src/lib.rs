@@ -117,6 +117,19 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         minutes: Option<u32>,
     },
+    /// Make `room` private (only its members, owner and moderators may join; it is left out
+    /// of room lists) or public again. For its owner and moderators; the room is told with
+    /// [`ServerMessage::RoomSettings`].
+    Configure { room: String, private: bool },
+    /// Make an invitation link for `room` (owner and moderators): the answer is a
+    /// [`ServerMessage::Invitation`] with a code; whoever signed in connects with `invite=CODE`
+    /// in the connect URL becomes a member. With `revoke`, every code of the room stops
+    /// working (the answer's `code` is absent).
+    Invite {
+        room: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revoke: bool,
+    },
     /// The user is typing in `room` (without `room`: in the one room the connection is in).
     /// Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while the user types; the
     /// room tells the other members with [`ServerMessage::Typing`].
@@ -191,6 +204,9 @@ pub enum ServerMessage {
         /// anyone's messages). Absent: a member like any other.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Role>,
+        /// Only its members may join the room (and it is left out of room lists).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        private: bool,
     },
     /// Sent before a welcome when the join's `epoch` is not the room's any more: what the
     /// client shows of `room` belongs to a history the server no longer has. Forget it (and
@@ -236,6 +252,15 @@ pub enum ServerMessage {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<UnixMillis>,
+    },
+    /// `room` became private (or public again), by `by`'s choice.
+    RoomSettings { room: String, private: bool, by: String },
+    /// The answer to an `invite`: the new invitation `code` for `room`, or (absent) every code
+    /// revoked.
+    Invitation {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
     /// Someone in the room is typing (never sent to the typist). Show it until a message from
     /// them arrives, they leave, or [`TYPING_TTL_MS`] pass without another one.
@@ -491,6 +516,7 @@ mod tests {
                 more: false,
                 epoch: "0123456789abcdef".into(),
                 role: None,
+                private: false,
             },
             ServerMessage::Welcome {
                 room: "general".into(),
@@ -504,6 +530,7 @@ mod tests {
                 more: true,
                 epoch: "0123456789abcdef".into(),
                 role: None,
+                private: false,
             },
             ServerMessage::History {
                 room: "general".into(),

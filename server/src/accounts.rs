@@ -61,6 +61,8 @@ const AUDIT_ACTIONS: &[&str] = &[
     "grant-moderator",
     "revoke-moderator",
     "revoke-owner",
+    "private",
+    "public",
     "delete-account",
     "reset-password",
 ];
@@ -427,6 +429,98 @@ impl Accounts {
                 to_sql(record.until)
             ],
         )?;
+        Ok(())
+    }
+
+    /// The private rooms.
+    pub fn private_rooms(&self) -> Result<Vec<String>, AccountError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT room FROM private_rooms")?;
+        let rooms = statement.query_map([], |row| row.get(0))?;
+        Ok(rooms.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether `room` is private.
+    pub fn is_private(&self, room: &str) -> Result<bool, AccountError> {
+        Ok(self
+            .connection()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM private_rooms WHERE room = ?1)")?
+            .query_row([room], |row| row.get(0))?)
+    }
+
+    /// Makes `room` private (or public again: its members and codes are forgotten).
+    pub fn set_private(&self, room: &str, private: bool, now: u64) -> Result<(), AccountError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        if private {
+            transaction.execute(
+                "INSERT INTO private_rooms (room, since) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![room, to_sql(now)],
+            )?;
+        } else {
+            for table in ["private_rooms", "room_members", "invitations"] {
+                transaction.execute(&format!("DELETE FROM {table} WHERE room = ?1"), [room])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Whether the account `nick` is a member of the private `room`; with a good invitation
+    /// `code` to it, it becomes one.
+    pub fn admits(&self, room: &str, nick: &str, code: Option<&str>) -> Result<bool, AccountError> {
+        let connection = self.connection();
+        let Some((account, _, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(false);
+        };
+        let member: bool = connection
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM room_members WHERE room = ?1 AND account = ?2)",
+            )?
+            .query_row(params![room, account], |row| row.get(0))?;
+        if member {
+            return Ok(true);
+        }
+        let Some(code) = code else { return Ok(false) };
+        let invited: bool = connection
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM invitations WHERE hash = ?1 AND room = ?2)",
+            )?
+            .query_row(params![token_hash(code), room], |row| row.get(0))?;
+        if invited {
+            connection.execute(
+                "INSERT INTO room_members (room, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![room, account],
+            )?;
+        }
+        Ok(invited)
+    }
+
+    /// Makes the account `nick` a member of `room`.
+    pub fn add_member(&self, room: &str, nick: &str) -> Result<(), AccountError> {
+        let connection = self.connection();
+        if let Some((account, _, _)) = look_alike(&connection, &Likeness::of(nick))? {
+            connection.execute(
+                "INSERT INTO room_members (room, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![room, account],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A new invitation code to `room` (shown once, kept hashed).
+    pub fn new_invitation(&self, room: &str, now: u64) -> Result<String, AccountError> {
+        let code: String = new_token()?.chars().take(32).collect();
+        self.connection().execute(
+            "INSERT INTO invitations (hash, room, created) VALUES (?1, ?2, ?3)",
+            params![token_hash(&code), room, to_sql(now)],
+        )?;
+        Ok(code)
+    }
+
+    /// Revokes every invitation code to `room` (its members stay members).
+    pub fn revoke_invitations(&self, room: &str) -> Result<(), AccountError> {
+        self.connection().execute("DELETE FROM invitations WHERE room = ?1", [room])?;
         Ok(())
     }
 

@@ -727,6 +727,23 @@ const MIGRATIONS: &[&str] = &[
          until   INTEGER NOT NULL,
          PRIMARY KEY (room, subject, action)
      ) WITHOUT ROWID;",
+    // 7: private rooms, their members (accounts), and invitation codes (stored hashed).
+    "CREATE TABLE private_rooms (
+         room  TEXT PRIMARY KEY,
+         since INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE room_members (
+         room    TEXT NOT NULL,
+         account INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         PRIMARY KEY (room, account)
+     ) WITHOUT ROWID;
+     CREATE INDEX room_members_by_account ON room_members (account);
+     CREATE TABLE invitations (
+         hash    TEXT PRIMARY KEY,
+         room    TEXT NOT NULL,
+         created INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX invitations_by_room ON invitations (room);",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.

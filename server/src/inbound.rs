@@ -47,6 +47,16 @@ pub enum Command {
         action: protocol::Sanction,
         minutes: u32,
     },
+    /// Make `room` private or public.
+    Configure {
+        room: String,
+        private: bool,
+    },
+    /// A new invitation code for `room`, or (`revoke`) every code revoked.
+    Invite {
+        room: String,
+        revoke: bool,
+    },
     /// An `edit` (with a text) or a `delete` (without) of message `target` of `room`.
     Amend {
         room: String,
@@ -173,6 +183,13 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
                 .map_err(|error| Rejection::from(error).for_client_id(client_id.clone()))?;
             Ok(Command::Amend { room, target: id, text: None, client_id })
         }
+        ClientMessage::Configure { room, private } => Ok(Command::Configure {
+            room: rules::check_room(&room, limits.max_room_chars)?,
+            private,
+        }),
+        ClientMessage::Invite { room, revoke } => {
+            Ok(Command::Invite { room: rules::check_room(&room, limits.max_room_chars)?, revoke })
+        }
         ClientMessage::Moderate { room, nick, action, minutes } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;
             let nick = crate::names::check_nick(&nick, limits.max_nick_chars)?;
@@ -233,6 +250,8 @@ pub struct Target {
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
     pub epoch: Option<String>,
+    /// (The connect URL only) An invitation code to a private `room`.
+    pub invite: Option<String>,
 }
 
 /// Validates the room and nick a client names in the connect URL. A missing room means the
@@ -242,6 +261,7 @@ pub fn connect_target(
     nick: Option<&str>,
     since: Option<MessageId>,
     epoch: Option<&str>,
+    invite: Option<&str>,
     limits: &Limits,
 ) -> Result<Target, Rejection> {
     let room = rules::check_room(room.unwrap_or(protocol::DEFAULT_ROOM), limits.max_room_chars)?;
@@ -255,7 +275,9 @@ pub fn connect_target(
         .filter(|epoch| !epoch.is_empty())
         .map(|epoch| check_epoch(epoch.to_owned()))
         .transpose()?;
-    Ok(Target { room, nick, since, epoch })
+    // A code is 32 hex digits (see `accounts::new_invitation`); anything else can match none.
+    let invite = invite.filter(|code| code.len() <= 64).map(str::to_owned);
+    Ok(Target { room, nick, since, epoch, invite })
 }
 
 /// Tells a syntax error apart from a well-formed object of an unknown or malformed kind. Only
@@ -279,6 +301,8 @@ fn classify(frame: &str, error: &serde_json::Error) -> Rejection {
                 "edit",
                 "delete",
                 "moderate",
+                "configure",
+                "invite",
             ]
             .contains(&kind.as_str()) =>
         {
@@ -396,25 +420,30 @@ mod tests {
             nick: nick.map(str::to_owned),
             since: None,
             epoch: None,
+            invite: None,
         };
-        assert_eq!(connect_target(None, None, None, None, &limits), Ok(target("general", None)));
         assert_eq!(
-            connect_target(Some("Dev"), Some(" "), None, None, &limits),
+            connect_target(None, None, None, None, None, &limits),
+            Ok(target("general", None))
+        );
+        assert_eq!(
+            connect_target(Some("Dev"), Some(" "), None, None, None, &limits),
             Ok(target("dev", None))
         );
         assert_eq!(
-            connect_target(Some("dev"), Some("ann"), Some(4), None, &limits),
+            connect_target(Some("dev"), Some("ann"), Some(4), None, None, &limits),
             Ok(Target { since: Some(4), ..target("dev", Some("ann")) })
         );
         let bad_room =
-            connect_target(Some("a b"), None, None, None, &limits).expect_err("bad room");
+            connect_target(Some("a b"), None, None, None, None, &limits).expect_err("bad room");
         assert_eq!(bad_room.code, ErrorCode::InvalidRoom);
         let bad_nick =
-            connect_target(None, Some("x\ny"), None, None, &limits).expect_err("bad nick");
-        let with_epoch = connect_target(None, None, Some(4), Some("e-1"), &limits).expect("valid");
+            connect_target(None, Some("x\ny"), None, None, None, &limits).expect_err("bad nick");
+        let with_epoch =
+            connect_target(None, None, Some(4), Some("e-1"), None, &limits).expect("valid");
         assert_eq!(with_epoch.epoch.as_deref(), Some("e-1"));
         let bad_epoch =
-            connect_target(None, None, None, Some("é"), &limits).expect_err("bad epoch");
+            connect_target(None, None, None, Some("é"), None, &limits).expect_err("bad epoch");
         assert_eq!(bad_epoch.code, ErrorCode::InvalidMessage);
         assert_eq!(bad_nick.code, ErrorCode::InvalidNick);
     }

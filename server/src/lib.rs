@@ -212,6 +212,8 @@ struct ConnectParams {
     epoch: Option<String>,
     /// With `--auth token`: the token the operator's site signed.
     token: Option<String>,
+    /// An invitation code to the private room `room`.
+    invite: Option<String>,
 }
 
 /// Starts the server on `listener`. Must be called inside an actix system (`#[actix_web::main]`
@@ -583,6 +585,7 @@ async fn websocket(
         params.nick.as_deref(),
         params.since,
         params.epoch.as_deref(),
+        params.invite.as_deref(),
         limits,
     );
     let client = params.client.as_deref().and_then(protocol::rules::check_client_token);

@@ -54,6 +54,8 @@ pub struct Lobby {
     /// the same name loads its history only after the old one is done.
     closing: HashMap<String, (RoomInstance, PreviousClosed)>,
     metrics: Arc<Metrics>,
+    /// Private rooms: left out of every room list.
+    private: std::collections::HashSet<String>,
 }
 
 impl Lobby {
@@ -107,6 +109,7 @@ impl Lobby {
                 next_arbiter: 0,
                 closing: HashMap::new(),
                 metrics,
+                private: registry.private_rooms().into_iter().collect(),
             }
         })
     }
@@ -244,6 +247,8 @@ pub struct Join {
     pub account: Option<crate::room_state::SignedIn>,
     /// The only rooms the connection may enter (its token's): the welcome lists no others.
     pub only_rooms: Option<Arc<[String]>>,
+    /// An invitation code to the room, if private.
+    pub invite: Option<String>,
     pub since: Option<MessageId>,
     /// The epoch `since` comes from.
     pub epoch: Option<String>,
@@ -299,8 +304,9 @@ impl Handler<Join> for Lobby {
                 account: msg.account,
                 since: msg.since,
                 epoch: msg.epoch,
-                rooms: visible(self.rooms.list(&leaving), msg.only_rooms.as_deref()),
+                rooms: self.visible(self.rooms.list(&leaving), msg.only_rooms.as_deref()),
                 address: Some(msg.address),
+                invite: msg.invite,
             },
             session: msg.session,
             frames: msg.frames,
@@ -396,6 +402,12 @@ impl Handler<RoomEvent> for Lobby {
                 }
             }
             RoomEvent::Closed { room, last_ts } => self.rooms.closed(room, last_ts),
+            RoomEvent::Privacy { room, private: true } => {
+                self.private.insert(room);
+            }
+            RoomEvent::Privacy { room, private: false } => {
+                self.private.remove(&room);
+            }
         }
     }
 }
@@ -412,16 +424,20 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, msg: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(visible(self.rooms.list(&[]), msg.only_rooms.as_deref()))
+        MessageResult(self.visible(self.rooms.list(&[]), msg.only_rooms.as_deref()))
     }
 }
 
-/// The rooms of `list` that a connection allowed only `only` may see.
-fn visible(mut list: Vec<RoomInfo>, only: Option<&[String]>) -> Vec<RoomInfo> {
-    if let Some(only) = only {
-        list.retain(|room| only.contains(&room.name));
+impl Lobby {
+    /// The rooms of `list` that a connection allowed only `only` may see: never the private
+    /// ones.
+    fn visible(&self, mut list: Vec<RoomInfo>, only: Option<&[String]>) -> Vec<RoomInfo> {
+        list.retain(|room| !self.private.contains(&room.name));
+        if let Some(only) = only {
+            list.retain(|room| only.contains(&room.name));
+        }
+        list
     }
-    list
 }
 
 /// The server is shutting down: every room tells its members to go away. Answers once every

@@ -54,6 +54,8 @@ pub enum RoomEvent {
     Evicted { room: String, conn: ConnId, instance: RoomInstance },
     /// A room with messages closed (its last member left): list it among the quiet rooms.
     Closed { room: String, last_ts: UnixMillis },
+    /// A room became private (left out of room lists) or public again.
+    Privacy { room: String, private: bool },
 }
 
 /// A chat room: its state, and how to reach its members.
@@ -207,6 +209,10 @@ impl Room {
                     }
                 }
                 Effect::Sanctioned(record) => self.state.keep_sanction(&record),
+                Effect::Privacy { private } => {
+                    let room = self.name.clone();
+                    self.lobby.do_send(RoomEvent::Privacy { room, private });
+                }
                 Effect::Replaced { conn } => {
                     if let Some(link) = self.links.remove(&conn) {
                         link.session.do_send(SessionEvent::Replaced { instance: self.instance });
@@ -608,6 +614,40 @@ impl Handler<Post> for Room {
         let claim = || shared || rooms.claim();
         let effects =
             self.state.post(msg.conn, msg.text, msg.client_id, &self.ids, now_millis(), claim);
+        self.apply(effects, ctx);
+    }
+}
+
+/// A member makes the room private or public.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Configure {
+    pub conn: ConnId,
+    pub private: bool,
+}
+
+impl Handler<Configure> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Configure, ctx: &mut Self::Context) {
+        let effects = self.state.configure(msg.conn, msg.private);
+        self.apply(effects, ctx);
+    }
+}
+
+/// A member asks for an invitation code (or revokes every code).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Invite {
+    pub conn: ConnId,
+    pub revoke: bool,
+}
+
+impl Handler<Invite> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Invite, ctx: &mut Self::Context) {
+        let effects = self.state.invite(msg.conn, msg.revoke, now_millis());
         self.apply(effects, ctx);
     }
 }

@@ -96,6 +96,69 @@ impl Registry {
         });
     }
 
+    /// Makes `room` private (its signed-in `members` kept as members) or public; whether it
+    /// was saved.
+    fn set_private(&self, room: &str, private: bool, members: &[String]) -> bool {
+        let Some(accounts) = &self.0 else { return false };
+        let now = crate::outbound::now_millis();
+        let saved = accounts
+            .set_private(room, private, now)
+            .and_then(|()| members.iter().try_for_each(|nick| accounts.add_member(room, nick)));
+        saved
+            .map_err(|error| tracing::error!(%error, room, "could not change a room's privacy"))
+            .is_ok()
+    }
+
+    /// A new invitation code to `room`, if it could be saved.
+    fn new_invitation(&self, room: &str, ts: UnixMillis) -> Option<String> {
+        let accounts = self.0.as_ref()?;
+        accounts
+            .new_invitation(room, ts)
+            .map_err(|error| tracing::error!(%error, room, "could not make an invitation"))
+            .ok()
+    }
+
+    /// Revokes every invitation code to `room`; whether it was saved.
+    fn revoke_invitations(&self, room: &str) -> bool {
+        self.0.as_ref().is_some_and(|accounts| {
+            accounts
+                .revoke_invitations(room)
+                .map_err(|error| tracing::error!(%error, room, "could not revoke invitations"))
+                .is_ok()
+        })
+    }
+
+    /// The private rooms (none without accounts).
+    pub fn private_rooms(&self) -> Vec<String> {
+        let Some(accounts) = &self.0 else { return Vec::new() };
+        accounts.private_rooms().unwrap_or_else(|error| {
+            tracing::error!(%error, "could not read the private rooms");
+            Vec::new()
+        })
+    }
+
+    /// Whether `room` is private. A failed read counts as private: nobody is let into a
+    /// private room by mistake (the room cannot open, its joins are refused, until it reads).
+    fn is_private(&self, room: &str) -> bool {
+        self.0.as_ref().is_some_and(|accounts| {
+            accounts.is_private(room).unwrap_or_else(|error| {
+                tracing::error!(%error, room, "could not read whether a room is private");
+                true
+            })
+        })
+    }
+
+    /// Whether the account `nick` may join the private `room` (a member, or made one by the
+    /// invitation `code`). A failed read lets nobody in.
+    fn admits(&self, room: &str, nick: &str, code: Option<&str>) -> bool {
+        self.0.as_ref().is_some_and(|accounts| {
+            accounts.admits(room, nick, code).unwrap_or_else(|error| {
+                tracing::error!(%error, room, "could not read a private room's members");
+                false
+            })
+        })
+    }
+
     /// Keeps `audit` in the audit log, on a blocking thread (the room goes on; a failure is
     /// logged: the action stands).
     pub fn audit(&self, audit: &Audit, ts: UnixMillis) {
@@ -148,6 +211,8 @@ pub enum Effect {
     Removed { conn: ConnId, reason: String },
     /// A mute or ban to keep beyond the room's life (in the database, when there is one).
     Sanctioned(SanctionRecord),
+    /// The room became private (left out of room lists) or public: tell the lobby.
+    Privacy { private: bool },
 }
 
 /// Names one API post waiting for its answer, within a room.
@@ -205,6 +270,8 @@ pub struct JoinRequest {
     /// Where the connection comes from (an IPv6 address's /64): a guest's bans and mutes
     /// hold for its address.
     pub address: Option<std::net::IpAddr>,
+    /// An invitation code, for a private room.
+    pub invite: Option<String>,
 }
 
 /// Someone identified: signed in to an account of this server, or named by a token the
@@ -264,6 +331,9 @@ pub struct RoomState {
     /// when there is one, for after it closes): until when.
     mutes: HashMap<String, UnixMillis>,
     bans: HashMap<String, UnixMillis>,
+    /// Only its members (accounts), owner and moderators may join, and it is left out of
+    /// room lists.
+    private: bool,
 }
 
 /// A member of the room on another server (`--redis`).
@@ -338,6 +408,7 @@ impl RoomState {
             remote: HashMap::new(),
             mutes: HashMap::new(),
             bans: HashMap::new(),
+            private: false,
         }
     }
 
@@ -346,6 +417,7 @@ impl RoomState {
         let retention = &self.rules.retention;
         self.history = RoomHistory::new(loaded, retention.retain_messages, retention.retain_bytes);
         self.loaded = true;
+        self.private = self.rules.registry.is_private(&self.name);
     }
 
     /// The room's history read from Redis, with its own `epoch` (`--redis`).
@@ -427,6 +499,23 @@ impl RoomState {
             });
         }
         let muted_until = bound(self, Sanction::Mute);
+        // A private room: a member (or one its invitation makes so), its owner or a moderator,
+        // signed in to an account here (a renaming member is in already).
+        if self.private && current.is_none() {
+            let registry = &self.rules.registry;
+            let allowed = request.account.as_ref().is_some_and(|account| {
+                !account.id.starts_with("token:")
+                    && (registry.role(&self.name, &account.nick, false).is_some()
+                        || registry.admits(&self.name, &account.nick, request.invite.as_deref()))
+            });
+            if !allowed {
+                let words = format!(
+                    "#{} is private: only its members may join (sign in, with an invitation).",
+                    self.name
+                );
+                return Err(Rejection::new(ErrorCode::Forbidden, words));
+            }
+        }
         if request.account.is_none() && self.rules.registry.holds(&likeness) {
             return Err(Rejection::new(
                 ErrorCode::NickTaken,
@@ -602,6 +691,7 @@ impl RoomState {
             more: catchup.more,
             epoch: self.epoch.clone(),
             role,
+            private: self.private,
         };
         effects.push(Effect::Send { to: request.conn, message: welcome });
         Ok(Joined { nick, replaced })
@@ -989,6 +1079,7 @@ impl RoomState {
                 more: false,
                 epoch: self.epoch.clone(),
                 role: member.role,
+                private: self.private,
             };
             effects.push(Effect::Send { to: *conn, message: welcome });
         }
@@ -1276,6 +1367,79 @@ impl RoomState {
         self.history.last_id()
     }
 
+    /// `conn` (who must own or moderate the room) makes it private or public. Making it
+    /// private keeps its signed-in members as members; public again forgets members and codes.
+    pub fn configure(&mut self, conn: ConnId, private: bool) -> Vec<Effect> {
+        let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        if self.current_role(actor).is_none()
+            || actor.account.as_ref().is_none_or(|id| id.starts_with("token:"))
+        {
+            let mut error = ServerMessage::error(
+                ErrorCode::Forbidden,
+                "Only the room's owner and its moderators (with an account here) may do that.",
+            );
+            if let ServerMessage::Error { room, .. } = &mut error {
+                *room = Some(self.name.clone());
+            }
+            return vec![Effect::Send { to: conn, message: error }];
+        }
+        let by = actor.nick.clone();
+        let members: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.account.as_ref().is_some_and(|id| !id.starts_with("token:")))
+            .map(|m| m.nick.clone())
+            .collect();
+        if !self.rules.registry.set_private(&self.name, private, &members) {
+            let error =
+                ServerMessage::error(ErrorCode::Unavailable, "That could not be saved; try again.");
+            return vec![Effect::Send { to: conn, message: error }];
+        }
+        self.private = private;
+        let told = ServerMessage::RoomSettings { room: self.name.clone(), private, by: by.clone() };
+        vec![
+            Effect::Audit(Audit {
+                actor: by,
+                action: if private { "private" } else { "public" },
+                room: self.name.clone(),
+                subject: self.name.clone(),
+            }),
+            Effect::Privacy { private },
+            Effect::Broadcast { message: told, except: None },
+        ]
+    }
+
+    /// `conn` (who must own or moderate the room, with an account here) gets a new
+    /// invitation code, or revokes every code.
+    pub fn invite(&mut self, conn: ConnId, revoke: bool, ts: UnixMillis) -> Vec<Effect> {
+        let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        let answer = |message: ServerMessage| vec![Effect::Send { to: conn, message }];
+        if self.current_role(actor).is_none()
+            || actor.account.as_ref().is_none_or(|id| id.starts_with("token:"))
+        {
+            let mut error = ServerMessage::error(
+                ErrorCode::Forbidden,
+                "Only the room's owner and its moderators (with an account here) may invite.",
+            );
+            if let ServerMessage::Error { room, .. } = &mut error {
+                *room = Some(self.name.clone());
+            }
+            return answer(error);
+        }
+        let code = if revoke {
+            self.rules.registry.revoke_invitations(&self.name).then_some(None)
+        } else {
+            self.rules.registry.new_invitation(&self.name, ts).map(Some)
+        };
+        match code {
+            Some(code) => answer(ServerMessage::Invitation { room: self.name.clone(), code }),
+            None => answer(ServerMessage::error(
+                ErrorCode::Unavailable,
+                "That could not be saved; try again.",
+            )),
+        }
+    }
+
     /// `conn` (who must own or moderate the room) kicks, mutes or bans the member `nick` for
     /// `minutes`. Nobody who moderates the room may be sanctioned (nor oneself). Everyone in
     /// the room, the member included, is told; a kick or ban then removes every seat of the
@@ -1541,6 +1705,7 @@ mod tests {
             epoch: None,
             rooms: Vec::new(),
             address: None,
+            invite: None,
         }
     }
 

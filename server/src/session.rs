@@ -270,7 +270,7 @@ impl Session {
     /// Joins `room`; unless `add`, then leaves every other room. Frames that arrive meanwhile
     /// wait (`ctx.wait`), so a `send` right after a `join` goes to the new room.
     fn join(&mut self, target: Target, add: bool, ctx: &mut ws::WebsocketContext<Self>) {
-        let Target { room, nick, since, epoch } = target;
+        let Target { room, nick, since, epoch, invite } = target;
         if !may_enter(self.only_rooms.as_deref(), &room) {
             let message = format!("Your token does not let you into #{room}.");
             let rejection = Rejection::new(ErrorCode::Forbidden, message).in_room(&room);
@@ -302,6 +302,7 @@ impl Session {
             client: self.client.clone(),
             account: self.account.clone(),
             only_rooms: self.only_rooms.clone(),
+            invite,
             since,
             epoch,
             session: ctx.address().recipient(),
@@ -416,6 +417,16 @@ impl Session {
                     room.do_send(room::Post { conn: self.conn, text, client_id });
                 }
             }
+            Ok(Command::Configure { room, private }) => {
+                if let Some(room) = self.room_for(ctx, Some(&room), "changing it", None) {
+                    room.do_send(room::Configure { conn: self.conn, private });
+                }
+            }
+            Ok(Command::Invite { room, revoke }) => {
+                if let Some(room) = self.room_for(ctx, Some(&room), "inviting to it", None) {
+                    room.do_send(room::Invite { conn: self.conn, revoke });
+                }
+            }
             Ok(Command::Moderate { room, nick, action, minutes }) => {
                 if let Some(room) = self.room_for(ctx, Some(&room), "moderating", None) {
                     room.do_send(room::Moderate { conn: self.conn, nick, action, minutes });
@@ -435,7 +446,7 @@ impl Session {
             }
             Ok(Command::Leave { room }) => self.leave(room, ctx),
             Ok(Command::Join { room, nick, since, add, epoch }) => match self.joins.admit() {
-                Ok(()) => self.join(Target { room, nick, since, epoch }, add, ctx),
+                Ok(()) => self.join(Target { room, nick, since, epoch, invite: None }, add, ctx),
                 Err(wait) => {
                     let rejection = Rejection::too_fast(wait, |ms| {
                         format!("You are switching rooms too fast; wait {ms} ms.")

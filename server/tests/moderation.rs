@@ -245,3 +245,66 @@ async fn an_operator_bans_an_account_everywhere() {
     }
     audit_log_with(data.path(), "admin\tban\t-\tvandal everywhere for 2 days").await;
 }
+
+/// A private room: its owner makes it so; it leaves the room lists; guests and signed-in
+/// strangers are refused; an invitation code makes a signed-in person a member for good;
+/// revoked codes admit nobody new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_rooms_admit_members_and_the_invited() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (olga, quinn, pat) =
+        (register(&address, "olga"), register(&address, "quinn"), register(&address, "pat"));
+    let (mut owner, _) = signed_in(&address, &olga, "room=vault").await;
+    owner
+        .send_text(&json!({"type": "configure", "room": "vault", "private": true}).to_string())
+        .await;
+    let private = owner
+        .recv_until(|m| match m {
+            ServerMessage::RoomSettings { private, by, .. } => Some((private, by)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(private, (true, "olga".to_owned()));
+    let (mut lister, _) = Client::join(&url(&address, "room=lobby&nick=lister")).await;
+    let listed: Vec<String> = lister.list_rooms().await.into_iter().map(|r| r.name).collect();
+    assert!(!listed.contains(&"vault".to_owned()), "{listed:?}");
+
+    let mut guest = Client::connect(&url(&address, "room=vault&nick=snoop")).await;
+    assert_eq!(guest.error_skipping().await, ErrorCode::Forbidden);
+    let origin = format!("http://{address}");
+    let refused = |cookie: String, query: String| {
+        let (origin, address) = (origin.clone(), address.clone());
+        async move {
+            let headers = [("Origin", origin.as_str()), ("Cookie", cookie.as_str())];
+            let mut client =
+                Client::open_with(&url(&address, &query), &headers).await.expect("connected");
+            client.error_skipping().await
+        }
+    };
+    assert_eq!(refused(quinn.clone(), "room=vault".into()).await, ErrorCode::Forbidden);
+
+    owner.send_text(&json!({"type": "invite", "room": "vault"}).to_string()).await;
+    let code = owner
+        .recv_until(|m| match m {
+            ServerMessage::Invitation { code, .. } => Some(code),
+            _ => None,
+        })
+        .await
+        .expect("a code");
+    let (_, welcome) = signed_in(&address, &quinn, &format!("room=vault&invite={code}")).await;
+    assert!(welcome.private);
+    let (_, _) = signed_in(&address, &quinn, "room=vault").await;
+
+    owner.send_text(&json!({"type": "invite", "room": "vault", "revoke": true}).to_string()).await;
+    let revoked = owner
+        .recv_until(|m| match m {
+            ServerMessage::Invitation { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(revoked, None);
+    let late = refused(pat, format!("room=vault&invite={code}")).await;
+    assert_eq!(late, ErrorCode::Forbidden, "a revoked code");
+}

@@ -112,6 +112,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 more: false,
                 epoch: "e".into(),
                 role: None,
+                private: false,
             }),
         (any::<String>(), any::<String>())
             .prop_map(|(room, epoch)| ServerMessage::Reset { room, epoch }),
@@ -176,6 +177,9 @@ proptest! {
                 prop_assert!(before.is_none() || after.is_none());
             }
             Ok(Command::Leave { room } | Command::Typing { room: Some(room) }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+            }
+            Ok(Command::Configure { room, .. } | Command::Invite { room, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
             }
             Ok(Command::Moderate { room, nick, minutes, .. }) => {

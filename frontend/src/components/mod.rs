@@ -7,6 +7,7 @@ pub mod join_form;
 pub mod member_list;
 pub mod message_list;
 pub mod room_list;
+pub mod room_settings;
 pub mod settings;
 pub mod typing_indicator;
 
@@ -16,5 +17,6 @@ pub use join_form::{JoinForm, JoinFormProps, SignInRequest};
 pub use member_list::{MemberList, MemberListProps};
 pub use message_list::{MessageList, MessageListProps};
 pub use room_list::{RoomList, RoomListProps};
+pub use room_settings::{RoomSettings, RoomSettingsProps};
 pub use settings::Settings;
 pub use typing_indicator::{TypingIndicator, TypingIndicatorProps};

@@ -245,3 +245,45 @@ async fn an_accounts_only_server_asks_guests_to_log_in() {
     visitor.find(".whoami .signed-in").await;
     visitor.close().await;
 }
+
+/// A private room in the page: its owner ticks "Private", makes an invitation link and hands
+/// it on; a stranger opening the room without it is refused in words; opening the link and
+/// registering joins, and the room is marked private for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_link_opens_a_private_room() {
+    let server = ServerProcess::start();
+    let driver = Driver::start();
+    let (vera, walt) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
+    sign_in(&vera, &server, "Vera", "hideout", "last-child").await;
+    vera.find(".room-settings input[type=checkbox]").await.click().await.expect("ticked");
+    vera.wait_for_text(".topbar h1 .private", "· private").await;
+    vera.find(".room-settings .invitations button").await.click().await.expect("link made");
+    let link = vera
+        .wait_for("the invitation link", || async {
+            let field =
+                vera.client.find(fantoccini::Locator::Css(".invitation input")).await.ok()?;
+            field.prop("value").await.ok().flatten().filter(|value| value.contains("invite="))
+        })
+        .await;
+    assert!(link.starts_with(&server.url("/?room=hideout&invite=")), "{link}");
+    vera.assert_accessible("the room settings with a link").await;
+    vera.screenshot("private-1-link").await;
+
+    walt.open(&server.url("/?room=hideout&nick=walt")).await;
+    walt.wait_for("the refusal in words", || async {
+        let errors = walt.texts(".join-form .error").await;
+        errors.iter().any(|e| e.starts_with("#hideout is private")).then_some(())
+    })
+    .await;
+    walt.open(&link).await;
+    let nick = walt.find("#join-nick").await;
+    nick.send_keys("Walt").await.expect("typed");
+    walt.type_into("#join-password", PASSWORD).await;
+    walt.find(".account-buttons button:last-child").await.click().await.expect("registered");
+    walt.wait_for_online().await;
+    walt.wait_for_text(".topbar h1 .private", "· private").await;
+    vera.wait_for_text(".notice .text", "Walt joined.").await;
+    walt.screenshot("private-2-invited").await;
+    vera.close().await;
+    walt.close().await;
+}
