@@ -707,6 +707,8 @@ impl State {
             ServerMessage::RoomSettings { room, private, by } => {
                 if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
                     view.private = private;
+                    // Links made before belong to the room's former state.
+                    view.invitation = None;
                     let what = if private { "private: only members may join" } else { "public" };
                     view.notice(format!("{by} made #{room} {what}."), now());
                 }

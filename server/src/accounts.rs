@@ -63,6 +63,7 @@ const AUDIT_ACTIONS: &[&str] = &[
     "revoke-owner",
     "private",
     "public",
+    "add-member",
     "delete-account",
     "reset-password",
 ];
@@ -448,15 +449,32 @@ impl Accounts {
             .query_row([room], |row| row.get(0))?)
     }
 
-    /// Makes `room` private (or public again: its members and codes are forgotten).
-    pub fn set_private(&self, room: &str, private: bool, now: u64) -> Result<(), AccountError> {
+    /// Makes `room` private with the accounts `members` as its members (or public again: its
+    /// members and codes are forgotten), in one transaction.
+    pub fn set_private(
+        &self,
+        room: &str,
+        private: bool,
+        members: &[String],
+        now: u64,
+    ) -> Result<(), AccountError> {
         let mut connection = self.connection();
-        let transaction = connection.transaction()?;
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if private {
             transaction.execute(
                 "INSERT INTO private_rooms (room, since) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![room, to_sql(now)],
             )?;
+            for nick in members {
+                if let Some((account, _, _)) = look_alike(&transaction, &Likeness::of(nick))? {
+                    transaction.execute(
+                        "INSERT INTO room_members (room, account) VALUES (?1, ?2)
+                         ON CONFLICT DO NOTHING",
+                        params![room, account],
+                    )?;
+                }
+            }
         } else {
             for table in ["private_rooms", "room_members", "invitations"] {
                 transaction.execute(&format!("DELETE FROM {table} WHERE room = ?1"), [room])?;
@@ -496,16 +514,18 @@ impl Accounts {
         Ok(invited)
     }
 
-    /// Makes the account `nick` a member of `room`.
-    pub fn add_member(&self, room: &str, nick: &str) -> Result<(), AccountError> {
+    /// Makes the account `nick` a member of `room`: its nick as registered, or `None` if
+    /// there is no such account.
+    pub fn add_member(&self, room: &str, nick: &str) -> Result<Option<String>, AccountError> {
         let connection = self.connection();
-        if let Some((account, _, _)) = look_alike(&connection, &Likeness::of(nick))? {
-            connection.execute(
-                "INSERT INTO room_members (room, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![room, account],
-            )?;
-        }
-        Ok(())
+        let Some((account, registered, _)) = look_alike(&connection, &Likeness::of(nick))? else {
+            return Ok(None);
+        };
+        connection.execute(
+            "INSERT INTO room_members (room, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![room, account],
+        )?;
+        Ok(Some(registered))
     }
 
     /// A new invitation code to `room` (shown once, kept hashed).

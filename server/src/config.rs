@@ -220,6 +220,8 @@ pub enum Admin {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+    /// Make an account a member of the private ROOM (as an invitation would).
+    AddMember { room: String, nick: String },
     /// Take ROOM's owner away (the room is then owned by nobody: only moderators act there).
     RevokeOwner { room: String },
     /// Show the newest moderation actions: when, who, what, where, to what.

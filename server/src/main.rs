@@ -128,6 +128,15 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             audit(&accounts, "ban", "", format!("{nick} everywhere for {days} days"));
             println!("{nick} is banned from every room for {days} days; their sessions ended");
         }
+        Admin::AddMember { room, nick } => {
+            let room = checked_room(room)?;
+            let accounts = accounts()?;
+            anyhow::ensure!(accounts.is_private(&room)?, "#{room} is not private");
+            let added = accounts.add_member(&room, nick)?;
+            let nick = added.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
+            audit(&accounts, "add-member", &room, nick.clone());
+            println!("{nick} is a member of #{room}");
+        }
         Admin::RevokeOwner { room } => {
             let room = checked_room(room)?;
             let accounts = accounts()?;

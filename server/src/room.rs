@@ -630,7 +630,7 @@ impl Handler<Configure> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Configure, ctx: &mut Self::Context) {
-        let effects = self.state.configure(msg.conn, msg.private);
+        let effects = self.state.configure(msg.conn, msg.private, now_millis());
         self.apply(effects, ctx);
     }
 }

@@ -101,9 +101,7 @@ impl Registry {
     fn set_private(&self, room: &str, private: bool, members: &[String]) -> bool {
         let Some(accounts) = &self.0 else { return false };
         let now = crate::outbound::now_millis();
-        let saved = accounts
-            .set_private(room, private, now)
-            .and_then(|()| members.iter().try_for_each(|nick| accounts.add_member(room, nick)));
+        let saved = accounts.set_private(room, private, members, now);
         saved
             .map_err(|error| tracing::error!(%error, room, "could not change a room's privacy"))
             .is_ok()
@@ -137,15 +135,16 @@ impl Registry {
         })
     }
 
-    /// Whether `room` is private. A failed read counts as private: nobody is let into a
-    /// private room by mistake (the room cannot open, its joins are refused, until it reads).
-    fn is_private(&self, room: &str) -> bool {
-        self.0.as_ref().is_some_and(|accounts| {
-            accounts.is_private(room).unwrap_or_else(|error| {
-                tracing::error!(%error, room, "could not read whether a room is private");
-                true
-            })
-        })
+    /// Whether `room` is private; `None` if that could not be read (the room's joins are then
+    /// refused as unavailable, and it is read again at the next).
+    fn is_private(&self, room: &str) -> Option<bool> {
+        let Some(accounts) = &self.0 else { return Some(false) };
+        accounts
+            .is_private(room)
+            .map_err(
+                |error| tracing::error!(%error, room, "could not read whether a room is private"),
+            )
+            .ok()
     }
 
     /// Whether the account `nick` may join the private `room` (a member, or made one by the
@@ -332,8 +331,8 @@ pub struct RoomState {
     mutes: HashMap<String, UnixMillis>,
     bans: HashMap<String, UnixMillis>,
     /// Only its members (accounts), owner and moderators may join, and it is left out of
-    /// room lists.
-    private: bool,
+    /// room lists. `None`: not known (the read failed; joins are refused until it succeeds).
+    private: Option<bool>,
 }
 
 /// A member of the room on another server (`--redis`).
@@ -408,7 +407,7 @@ impl RoomState {
             remote: HashMap::new(),
             mutes: HashMap::new(),
             bans: HashMap::new(),
-            private: false,
+            private: Some(false),
         }
     }
 
@@ -501,7 +500,14 @@ impl RoomState {
         let muted_until = bound(self, Sanction::Mute);
         // A private room: a member (or one its invitation makes so), its owner or a moderator,
         // signed in to an account here (a renaming member is in already).
-        if self.private && current.is_none() {
+        if self.private.is_none() {
+            self.private = self.rules.registry.is_private(&self.name);
+        }
+        let Some(private) = self.private else {
+            let words = format!("#{} cannot be opened right now; try again shortly.", self.name);
+            return Err(Rejection::new(ErrorCode::Unavailable, words));
+        };
+        if private && current.is_none() {
             let registry = &self.rules.registry;
             let allowed = request.account.as_ref().is_some_and(|account| {
                 !account.id.starts_with("token:")
@@ -691,7 +697,7 @@ impl RoomState {
             more: catchup.more,
             epoch: self.epoch.clone(),
             role,
-            private: self.private,
+            private: self.private == Some(true),
         };
         effects.push(Effect::Send { to: request.conn, message: welcome });
         Ok(Joined { nick, replaced })
@@ -1079,7 +1085,7 @@ impl RoomState {
                 more: false,
                 epoch: self.epoch.clone(),
                 role: member.role,
-                private: self.private,
+                private: self.private == Some(true),
             };
             effects.push(Effect::Send { to: *conn, message: welcome });
         }
@@ -1369,7 +1375,7 @@ impl RoomState {
 
     /// `conn` (who must own or moderate the room) makes it private or public. Making it
     /// private keeps its signed-in members as members; public again forgets members and codes.
-    pub fn configure(&mut self, conn: ConnId, private: bool) -> Vec<Effect> {
+    pub fn configure(&mut self, conn: ConnId, private: bool, ts: UnixMillis) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
         if self.current_role(actor).is_none()
             || actor.account.as_ref().is_none_or(|id| id.starts_with("token:"))
@@ -1395,9 +1401,9 @@ impl RoomState {
                 ServerMessage::error(ErrorCode::Unavailable, "That could not be saved; try again.");
             return vec![Effect::Send { to: conn, message: error }];
         }
-        self.private = private;
+        self.private = Some(private);
         let told = ServerMessage::RoomSettings { room: self.name.clone(), private, by: by.clone() };
-        vec![
+        let mut effects = vec![
             Effect::Audit(Audit {
                 actor: by,
                 action: if private { "private" } else { "public" },
@@ -1406,7 +1412,29 @@ impl RoomState {
             }),
             Effect::Privacy { private },
             Effect::Broadcast { message: told, except: None },
-        ]
+        ];
+        if private {
+            // Those who could not join it now (guests, tokens) do not stay to read it.
+            let outsiders: Vec<ConnId> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.account.as_ref().is_none_or(|id| id.starts_with("token:")))
+                .map(|(conn, _)| *conn)
+                .collect();
+            for conn in outsiders {
+                if let Some(gone) = self.members.remove(&conn) {
+                    let reason =
+                        format!("#{} became private: only its members may stay", self.name);
+                    effects.push(Effect::Removed { conn, reason });
+                    if !self.shown(&gone.nick) {
+                        let left =
+                            ServerMessage::Left { room: self.name.clone(), nick: gone.nick, ts };
+                        effects.push(Effect::Broadcast { message: left, except: None });
+                    }
+                }
+            }
+        }
+        effects
     }
 
     /// `conn` (who must own or moderate the room, with an account here) gets a new

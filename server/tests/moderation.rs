@@ -257,9 +257,11 @@ async fn private_rooms_admit_members_and_the_invited() {
     let (olga, quinn, pat) =
         (register(&address, "olga"), register(&address, "quinn"), register(&address, "pat"));
     let (mut owner, _) = signed_in(&address, &olga, "room=vault").await;
+    let (mut early, _) = Client::join(&url(&address, "room=vault&nick=early")).await;
     owner
         .send_text(&json!({"type": "configure", "room": "vault", "private": true}).to_string())
         .await;
+    assert_eq!(early.close_code().await, protocol::close::REMOVED, "a guest does not stay");
     let private = owner
         .recv_until(|m| match m {
             ServerMessage::RoomSettings { private, by, .. } => Some((private, by)),
@@ -305,6 +307,10 @@ async fn private_rooms_admit_members_and_the_invited() {
         })
         .await;
     assert_eq!(revoked, None);
-    let late = refused(pat, format!("room=vault&invite={code}")).await;
+    let late = refused(pat.clone(), format!("room=vault&invite={code}")).await;
     assert_eq!(late, ErrorCode::Forbidden, "a revoked code");
+    // The operator adds a member by name.
+    assert!(admin(data.path(), &["add-member", "vault", "PAT"]).contains("pat is a member"));
+    let (_, welcome) = signed_in(&address, &pat, "room=vault").await;
+    assert!(welcome.private);
 }
