@@ -59,7 +59,9 @@ pub struct Page {
 /// and the nick at most doubles when escaped (control characters other than newline and tab,
 /// which would take six, are refused by the protocol's rules), plus the fixed fields.
 pub fn encoded_bound(message: &ChatMessage) -> usize {
-    const FIXED: usize = 128;
+    // The names and the longest values of `type`, `id`, `room`'s and `from`'s quotes, `ts`,
+    // `bot`, `signed_in`, `amends`, `edited` and `deleted`: 187 bytes.
+    const FIXED: usize = 192;
     2 * (message.text.len() + message.from.len()) + message.room.len() + FIXED
 }
 
@@ -420,14 +422,16 @@ mod tests {
     }
 
     /// The size bound holds for the worst message: quotes and backslashes, which JSON doubles,
-    /// the longest numbers and the `bot` and `signed_in` marks.
+    /// the longest numbers, every mark and the id an amendment names.
     #[test]
     fn encoded_bound_covers_escaping() {
         let mut message = stored(1, None).message;
         message.text = "\"\\\n\t".repeat(500);
         message.from = "\"".repeat(32);
-        // The longest fixed fields: the largest ids and times, and both marks.
+        // The longest fixed fields: the largest ids and times, every mark, and the largest id
+        // an amendment can name.
         (message.id, message.ts, message.bot, message.signed_in) = (u64::MAX, u64::MAX, true, true);
+        (message.amends, message.edited, message.deleted) = (Some(u64::MAX), true, true);
         let encoded = serde_json::to_string(&protocol::ServerMessage::Message(message.clone()))
             .expect("encodes");
         assert!(encoded.len() <= encoded_bound(&message), "{} bytes", encoded.len());

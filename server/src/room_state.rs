@@ -246,9 +246,15 @@ pub struct PageRequest {
     pub limit: Option<u32>,
 }
 
-/// A bound on the bytes of a welcome besides its lists, messages, room name and nick (which
-/// take at most twice their bytes, escaped): its field names, `since`, the flags.
+/// A bound on the bytes of a welcome besides its lists, messages, room name, nick and epoch:
+/// its field names, `since`, the flags, the role.
 const WELCOME_FIXED_BYTES: usize = 176;
+
+/// A bound on the bytes of a welcome to `room` as `nick` under `epoch`, its lists and
+/// messages aside (a name takes at most twice its bytes, escaped; an epoch is plain).
+fn welcome_fixed_bytes(room: &str, nick: &str, epoch: &str) -> usize {
+    WELCOME_FIXED_BYTES + 2 * (room.len() + nick.len()) + epoch.len()
+}
 
 /// A connection asking to enter the room (or to be renamed in it).
 #[derive(Debug, Clone)]
@@ -674,7 +680,7 @@ impl RoomState {
         // fit: then even the first message is left out if it does not (the welcome says more
         // exist).
         let reset_bytes = if stale { 64 + 2 * self.name.len() + self.epoch.len() } else { 0 };
-        let fixed = WELCOME_FIXED_BYTES + 2 * (self.name.len() + nick.len()) + reset_bytes;
+        let fixed = welcome_fixed_bytes(&self.name, &nick, &self.epoch) + reset_bytes;
         let room_left = space.saturating_sub(lists + fixed);
         let strict = room_left < page;
         let since = if stale {
@@ -2079,6 +2085,35 @@ mod tests {
         assert!(accounts.revoke_moderator("mod", None).expect("revoked"));
         let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
         assert_eq!(error(&late), Some(ErrorCode::Forbidden));
+    }
+
+    /// The bound on a welcome holds for the longest: every field present, the largest `since`
+    /// and count, the longest role and epoch, quotes to escape in the names.
+    #[test]
+    fn welcome_bound_covers_every_field() {
+        let (room, nick, epoch) = ("r".repeat(32), "\"".repeat(32), "e".repeat(64));
+        let welcome = ServerMessage::Welcome {
+            room: room.clone(),
+            nick: nick.clone(),
+            members: vec![nick.clone()],
+            signed_in: vec![nick.clone()],
+            history: Vec::new(),
+            rooms: vec![RoomInfo { name: room.clone(), members: u32::MAX }],
+            since: Some(u64::MAX),
+            truncated: true,
+            more: true,
+            epoch: epoch.clone(),
+            role: Some(Role::Moderator),
+            private: true,
+        };
+        let encoded = serde_json::to_string(&welcome).expect("encodes");
+        let lists = lists_bytes(
+            &[nick.clone()],
+            &[nick.clone()],
+            &[RoomInfo { name: room.clone(), members: u32::MAX }],
+        );
+        let bound = welcome_fixed_bytes(&room, &nick, &epoch) + lists;
+        assert!(encoded.len() <= bound, "{} > {bound}: {encoded}", encoded.len());
     }
 
     /// A nick that looks like a member's is taken; another client's token does not help; a
