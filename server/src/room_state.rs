@@ -2107,11 +2107,8 @@ mod tests {
             private: true,
         };
         let encoded = serde_json::to_string(&welcome).expect("encodes");
-        let lists = lists_bytes(
-            &[nick.clone()],
-            &[nick.clone()],
-            &[RoomInfo { name: room.clone(), members: u32::MAX }],
-        );
+        let listed = [RoomInfo { name: room.clone(), members: u32::MAX }];
+        let lists = lists_bytes(std::slice::from_ref(&nick), std::slice::from_ref(&nick), &listed);
         let bound = welcome_fixed_bytes(&room, &nick, &epoch) + lists;
         assert!(encoded.len() <= bound, "{} > {bound}: {encoded}", encoded.len());
     }
