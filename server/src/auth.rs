@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{AuthMode, AuthOptions};
-use crate::room_state::SignedIn;
+use crate::room_state::{SignedIn, TOKEN_ID};
 
 /// Clock difference between the signing site and this server that `exp` and `nbf` tolerate.
 pub const LEEWAY_SECS: u64 = 10;
@@ -210,7 +210,7 @@ impl TokenVerifier {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("The token moderates a bad room: {}", error.message))?;
-        let who = SignedIn { id: format!("token:{}", claims.sub), nick, since: 0, moderates };
+        let who = SignedIn { id: format!("{TOKEN_ID}{}", claims.sub), nick, since: 0, moderates };
         Ok(TokenIdentity { who, rooms })
     }
 }

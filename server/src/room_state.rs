@@ -297,7 +297,15 @@ pub struct SignedIn {
     pub moderates: Vec<String>,
 }
 
+/// How a token's identities are named ([`SignedIn::id`]): they have no account here.
+pub const TOKEN_ID: &str = "token:";
+
 impl SignedIn {
+    /// Whether it is a token's holder (no account of this server).
+    pub fn is_token(&self) -> bool {
+        self.id.starts_with(TOKEN_ID)
+    }
+
     /// Signed in to this server's account `nick`, registered at `since`.
     pub fn account(nick: String, since: UnixMillis) -> Self {
         SignedIn { id: nick.clone(), nick, since, moderates: Vec::new() }
@@ -357,6 +365,14 @@ pub fn client_tag(client: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(client.as_bytes());
     digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl Member {
+    /// Signed in to an account of this server (not a guest, not a token's holder): the one
+    /// kind of identity with roles and memberships in the database.
+    fn has_account(&self) -> bool {
+        self.account.as_ref().is_some_and(|id| !id.starts_with(TOKEN_ID))
+    }
 }
 
 #[derive(Debug)]
@@ -516,7 +532,7 @@ impl RoomState {
         if private && current.is_none() {
             let registry = &self.rules.registry;
             let allowed = request.account.as_ref().is_some_and(|account| {
-                !account.id.starts_with("token:")
+                !account.is_token()
                     && (registry.role(&self.name, &account.nick, false).is_some()
                         || registry.admits(&self.name, &account.nick, request.invite.as_deref()))
             });
@@ -829,16 +845,7 @@ impl RoomState {
             return answer;
         }
         let Some(member) = self.members.get(&conn) else { return Vec::new() };
-        let refuse = |code, message: String| {
-            let error = ServerMessage::Error {
-                code,
-                message,
-                retry_after_ms: None,
-                client_id: client_id.clone(),
-                room: Some(self.name.clone()),
-            };
-            vec![Effect::Send { to: conn, message: error }]
-        };
+        let refuse = |code, message: String| self.refusal(conn, code, message, client_id.clone());
         let Some(original) = self.history.message(target).filter(|m| m.amends.is_none()) else {
             return refuse(
                 ErrorCode::NotFound,
@@ -1383,25 +1390,14 @@ impl RoomState {
     /// private keeps its signed-in members as members; public again forgets members and codes.
     pub fn configure(&mut self, conn: ConnId, private: bool, ts: UnixMillis) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
-        if self.current_role(actor).is_none()
-            || actor.account.as_ref().is_none_or(|id| id.starts_with("token:"))
-        {
-            let mut error = ServerMessage::error(
-                ErrorCode::Forbidden,
-                "Only the room's owner and its moderators (with an account here) may do that.",
-            );
-            if let ServerMessage::Error { room, .. } = &mut error {
-                *room = Some(self.name.clone());
-            }
-            return vec![Effect::Send { to: conn, message: error }];
+        if self.current_role(actor).is_none() || !actor.has_account() {
+            let words =
+                "Only the room's owner and its moderators (with an account here) may do that.";
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
         }
         let by = actor.nick.clone();
-        let members: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.account.as_ref().is_some_and(|id| !id.starts_with("token:")))
-            .map(|m| m.nick.clone())
-            .collect();
+        let members: Vec<String> =
+            self.members.values().filter(|m| m.has_account()).map(|m| m.nick.clone()).collect();
         if !self.rules.registry.set_private(&self.name, private, &members) {
             let error =
                 ServerMessage::error(ErrorCode::Unavailable, "That could not be saved; try again.");
@@ -1424,20 +1420,12 @@ impl RoomState {
             let outsiders: Vec<ConnId> = self
                 .members
                 .iter()
-                .filter(|(_, m)| m.account.as_ref().is_none_or(|id| id.starts_with("token:")))
+                .filter(|(_, m)| !m.has_account())
                 .map(|(conn, _)| *conn)
                 .collect();
+            let reason = format!("#{} became private: only its members may stay", self.name);
             for conn in outsiders {
-                if let Some(gone) = self.members.remove(&conn) {
-                    let reason =
-                        format!("#{} became private: only its members may stay", self.name);
-                    effects.push(Effect::Removed { conn, reason });
-                    if !self.shown(&gone.nick) {
-                        let left =
-                            ServerMessage::Left { room: self.name.clone(), nick: gone.nick, ts };
-                        effects.push(Effect::Broadcast { message: left, except: None });
-                    }
-                }
+                effects.extend(self.remove_seat(conn, &reason, ts));
             }
         }
         effects
@@ -1448,17 +1436,10 @@ impl RoomState {
     pub fn invite(&mut self, conn: ConnId, revoke: bool, ts: UnixMillis) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
         let answer = |message: ServerMessage| vec![Effect::Send { to: conn, message }];
-        if self.current_role(actor).is_none()
-            || actor.account.as_ref().is_none_or(|id| id.starts_with("token:"))
-        {
-            let mut error = ServerMessage::error(
-                ErrorCode::Forbidden,
-                "Only the room's owner and its moderators (with an account here) may invite.",
-            );
-            if let ServerMessage::Error { room, .. } = &mut error {
-                *room = Some(self.name.clone());
-            }
-            return answer(error);
+        if self.current_role(actor).is_none() || !actor.has_account() {
+            let words =
+                "Only the room's owner and its moderators (with an account here) may invite.";
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
         }
         let code = if revoke {
             self.rules.registry.revoke_invitations(&self.name).then_some(None)
@@ -1489,13 +1470,7 @@ impl RoomState {
     ) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
         let actor_role = self.current_role(actor);
-        let refuse = |code, message: String| {
-            let mut error = ServerMessage::error(code, message);
-            if let ServerMessage::Error { room, .. } = &mut error {
-                *room = Some(self.name.clone());
-            }
-            vec![Effect::Send { to: conn, message: error }]
-        };
+        let refuse = |code, message: String| self.refusal(conn, code, message, None);
         if actor_role.is_none() {
             let words = "Only the room's owner and its moderators may do that.";
             return refuse(ErrorCode::Forbidden, words.into());
@@ -1567,16 +1542,39 @@ impl RoomState {
         let seats: Vec<ConnId> =
             self.members.iter().filter(|(_, m)| m.subject == subject).map(|(c, _)| *c).collect();
         let verb = if action == Sanction::Ban { "banned" } else { "kicked" };
+        let reason = format!("{by} {verb} you from #{}", self.name);
         for seat in seats {
-            if let Some(removed) = self.members.remove(&seat) {
-                let reason = format!("{by} {verb} you from #{}", self.name);
-                effects.push(Effect::Removed { conn: seat, reason });
-                if !self.shown(&removed.nick) {
-                    let left =
-                        ServerMessage::Left { room: self.name.clone(), nick: removed.nick, ts };
-                    effects.push(Effect::Broadcast { message: left, except: None });
-                }
-            }
+            effects.extend(self.remove_seat(seat, &reason, ts));
+        }
+        effects
+    }
+
+    /// A refusal of `conn`'s request about this room (with the `client_id` it named).
+    fn refusal(
+        &self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: impl Into<String>,
+        client_id: Option<ClientId>,
+    ) -> Vec<Effect> {
+        let error = ServerMessage::Error {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            client_id,
+            room: Some(self.name.clone()),
+        };
+        vec![Effect::Send { to: conn, message: error }]
+    }
+
+    /// Removes the seat `conn` by a moderator's hand (its session closes, saying `reason`);
+    /// the room sees it leave unless its nick stays (another device).
+    fn remove_seat(&mut self, conn: ConnId, reason: &str, ts: UnixMillis) -> Vec<Effect> {
+        let Some(removed) = self.members.remove(&conn) else { return Vec::new() };
+        let mut effects = vec![Effect::Removed { conn, reason: reason.to_owned() }];
+        if !self.shown(&removed.nick) {
+            let left = ServerMessage::Left { room: self.name.clone(), nick: removed.nick, ts };
+            effects.push(Effect::Broadcast { message: left, except: None });
         }
         effects
     }
@@ -1587,8 +1585,8 @@ impl RoomState {
         let held = member.role?;
         // Accounts' roles live in the database; a token's come with it (and so last as long
         // as its connection).
-        match (&self.rules.registry.0, &member.account) {
-            (Some(_), Some(id)) if !id.starts_with("token:") => {
+        match &self.rules.registry.0 {
+            Some(_) if member.has_account() => {
                 self.rules.registry.role(&self.name, &member.nick, false)
             }
             _ => Some(held),
