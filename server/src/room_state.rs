@@ -529,12 +529,18 @@ impl RoomState {
             let words = format!("#{} cannot be opened right now; try again shortly.", self.name);
             return Err(Rejection::new(ErrorCode::Unavailable, words));
         };
+        // The account's role as read here (kept for below, not read twice).
+        let mut read_role: Option<Option<Role>> = None;
         if private && current.is_none() {
             let registry = &self.rules.registry;
             let allowed = request.account.as_ref().is_some_and(|account| {
-                !account.is_token()
-                    && (registry.role(&self.name, &account.nick, false).is_some()
-                        || registry.admits(&self.name, &account.nick, request.invite.as_deref()))
+                if account.is_token() {
+                    return false;
+                }
+                let role = registry.role(&self.name, &account.nick, false);
+                read_role = Some(role);
+                role.is_some()
+                    || registry.admits(&self.name, &account.nick, request.invite.as_deref())
             });
             if !allowed {
                 let words = format!(
@@ -663,7 +669,11 @@ impl RoomState {
             Some(_) => {
                 // A room that never had a message (not one whose messages expired).
                 let fresh = self.history.last_id() == 0 && self.pending.is_empty() && !self.claimed;
-                self.rules.registry.role(&self.name, &nick, fresh)
+                match read_role {
+                    Some(Some(role)) => Some(role),
+                    Some(None) if !fresh => None,
+                    _ => self.rules.registry.role(&self.name, &nick, fresh),
+                }
             }
             None => None,
         };
