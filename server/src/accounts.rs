@@ -216,14 +216,7 @@ impl Accounts {
 
     /// The nick of the account whose unexpired session `token` is.
     pub fn session(&self, token: &str, now: u64) -> Result<Option<String>, AccountError> {
-        Ok(self
-            .connection()
-            .prepare_cached(
-                "SELECT accounts.nick FROM sessions JOIN accounts ON accounts.id = sessions.account
-                 WHERE sessions.hash = ?1 AND sessions.expires > ?2",
-            )?
-            .query_row(params![token_hash(token), to_sql(now)], |row| row.get(0))
-            .optional()?)
+        Ok(self.session_account(token, now)?.map(|(nick, _)| nick))
     }
 
     /// The role of the account `nick` (as registered) in `room`: owner, or moderator of the
