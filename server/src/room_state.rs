@@ -1992,6 +1992,40 @@ mod tests {
         assert_eq!(outcome(&room.amend(2, b2, Some("y".into()), None, &ids, at + 1_000)), "stored");
     }
 
+    /// A message sent under a nick before its account was registered (a deleted account's,
+    /// whose nick was registered again) is not the new account's own: it may not edit or
+    /// delete it.
+    #[test]
+    fn an_account_owns_only_messages_since_it_was_registered() {
+        let mut room = room();
+        let now = Instant::now();
+        let first = JoinRequest {
+            account: Some(SignedIn::account("Ann".into(), 0)),
+            ..request(1, None, None)
+        };
+        assert!(room.join(first, usize::MAX, now, T).0.is_ok());
+        let ids = MessageIds::starting_after(0);
+        room.post(1, "old".into(), None, &ids, T, || true);
+        room.durable(1);
+        room.leave(1, T);
+        let again = JoinRequest {
+            account: Some(SignedIn::account("Ann".into(), T + 1_000)),
+            ..request(2, None, None)
+        };
+        assert!(room.join(again, usize::MAX, now, T + 2_000).0.is_ok());
+        let effects = room.amend(2, 1, None, None, &ids, T + 2_000);
+        assert!(
+            matches!(
+                effects.as_slice(),
+                [Effect::Send {
+                    message: ServerMessage::Error { code: ErrorCode::Forbidden, .. },
+                    ..
+                }]
+            ),
+            "{effects:?}"
+        );
+    }
+
     /// Kick, mute and ban, as a table of who may: only the owner and moderators, never on
     /// each other; a mute refuses sends until it ends; a kick removes every seat of the member
     /// (the room is told, then sees it leave); a ban also refuses the member's rejoins (a
@@ -2034,6 +2068,8 @@ mod tests {
 
         let muted = room.moderate(1, "gus", Sanction::Mute, 10, T);
         assert!(muted.iter().any(|e| matches!(e, Effect::Sanctioned(r) if r.until == T + 600_000)));
+        let renamed = room.join(guest(3, "gus-again", [10, 0, 0, 1]), usize::MAX, now, T + 1).0;
+        assert_eq!(code(renamed), Some(ErrorCode::Muted), "a rename is no way around a mute");
         let ids = MessageIds::starting_after(0);
         assert_eq!(
             error(&room.post(3, "hi".into(), None, &ids, T + 1, || true)),
