@@ -147,6 +147,16 @@ impl Accounts {
         Ok(hash.map_err(|error| AccountError::Hash(error.to_string()))?.to_string())
     }
 
+    /// Lets go of the database file (at shutdown, before the store closes it, so that the
+    /// store's is the last connection and its write-ahead log is folded into the file): rooms
+    /// that still hold the accounts get errors from an empty database after this.
+    pub fn close(&self) {
+        match Connection::open_in_memory() {
+            Ok(empty) => drop(std::mem::replace(&mut *self.connection(), empty)),
+            Err(error) => tracing::warn!(%error, "the accounts' connection stays open"),
+        }
+    }
+
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

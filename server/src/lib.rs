@@ -380,9 +380,10 @@ pub fn run_shared(
         public_metrics: config.metrics_address.is_none(),
         host_logged: AtomicU64::new(0),
         started: std::time::Instant::now(),
-        accounts,
+        accounts: accounts.clone(),
         gate,
     });
+    let closing_accounts = accounts;
     if let Some(metrics_address) = &config.metrics_address {
         let metrics_server = metrics_server(metrics_address, state.clone())?;
         actix_rt::spawn(metrics_server);
@@ -481,6 +482,11 @@ pub fn run_shared(
     tracing::info!("listening on {scheme}://{address}");
     Ok(async move {
         let stopped = server.await;
+        // Rooms may still hold the accounts: their connection goes first, so the store's is
+        // the database's last and leaves it in one file.
+        if let Some(accounts) = &closing_accounts {
+            accounts.close();
+        }
         store.close(STORE_CLOSE_LIMIT).await;
         stopped
     })
