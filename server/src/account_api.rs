@@ -292,7 +292,7 @@ fn refusal(error: AccountError) -> Refused {
         AccountError::WrongPassword => {
             Refused::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Wrong nick or password.")
         }
-        AccountError::Hash(_) | AccountError::Store(_) => {
+        AccountError::Hash(_) | AccountError::Store(_) | AccountError::Shared(_) => {
             tracing::error!(%error, "an account call failed");
             Refused::unavailable()
         }

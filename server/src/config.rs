@@ -222,6 +222,9 @@ pub enum Admin {
     },
     /// Make an account a member of the private ROOM (as an invitation would).
     AddMember { room: String, nick: String },
+    /// Take an account's membership of the private ROOM away (it is refused from its next
+    /// join; a connection in the room now is closed by the room's owner or a moderator).
+    RemoveMember { room: String, nick: String },
     /// Take ROOM's owner away (the room is then owned by nobody: only moderators act there).
     RevokeOwner { room: String },
     /// Show the newest moderation actions: when, who, what, where, to what.

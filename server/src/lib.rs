@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod policy;
+pub mod redis_accounts;
 pub mod redis_bus;
 pub mod redis_feed;
 pub mod redis_keys;
@@ -271,9 +272,9 @@ pub async fn connect_shared(
 pub fn check_settings(config: &Config) -> Result<(), String> {
     auth::Gate::from_options(&config.auth)?;
     let accounts_only = config.auth.mode == config::AuthMode::Accounts;
-    if accounts_only && (config.storage.ephemeral || config.redis.url.is_some()) {
-        return Err("--auth accounts keeps accounts in the data folder's database: not with \
-                    --ephemeral, and not yet with --redis"
+    if accounts_only && config.storage.ephemeral && config.redis.url.is_none() {
+        return Err("--auth accounts keeps accounts in the data folder's database (or with \
+                    --redis, in Redis): not with --ephemeral alone"
             .into());
     }
     Ok(())
@@ -326,14 +327,17 @@ pub fn run_shared(
     if let Some(shared) = shared.clone() {
         actix_rt::spawn(shared.keep_alive());
     }
-    // After the store: it made and migrated the database the accounts are read from.
-    // Not with --redis yet: each server's database would hold its own accounts, and a nick
-    // registered on one would be free on the others.
-    // Not with --auth token either: the operator's site says who is who.
-    let accounts_dir = data_dir
-        .as_deref()
-        .filter(|_| config.redis.url.is_none() && !matches!(gate, auth::Gate::Token(_)));
-    let accounts = accounts_dir.map(accounts::Accounts::open).transpose();
+    // After the store: it made and migrated the database the accounts are read from. With
+    // --redis they live in the Redis every server shares (a nick registered through one is
+    // taken on all). Not with --auth token: the operator's site says who is who.
+    let accounts = match (&config.redis.url, data_dir.as_deref(), &gate) {
+        (_, _, auth::Gate::Token(_)) => Ok(None),
+        (Some(url), _, _) => redis_accounts::RedisAccounts::connect(url)
+            .map(|store| accounts::Accounts::over(Box::new(store)).map(Some))
+            .map_err(std::io::Error::other)?,
+        (None, Some(dir), _) => accounts::Accounts::open(dir).map(Some),
+        (None, None, _) => Ok(None),
+    };
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
     tracing::info!(auth = ?config.auth.mode, "who may chat");
     let registry = room_state::Registry(accounts.clone());

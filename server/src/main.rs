@@ -65,8 +65,22 @@ fn checked_room(room: &str) -> anyhow::Result<String> {
 #[allow(clippy::print_stdout)] // a command's result is its output
 fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
     let now = server::outbound::now_millis();
-    let db = server::db::Db::open_existing(config.storage.options())?;
-    let accounts = || server::accounts::Accounts::open(&config.storage.data_dir);
+    let db = || server::db::Db::open_existing(config.storage.options());
+    // With --redis the accounts are the shared Redis's, as the servers read them.
+    let accounts = || -> anyhow::Result<server::accounts::Accounts> {
+        Ok(match &config.redis.url {
+            Some(url) => {
+                let store = server::redis_accounts::RedisAccounts::connect(url)?;
+                server::accounts::Accounts::over(Box::new(store))?
+            }
+            None => {
+                // Only an existing database of this release's schema (no new file in a
+                // mistyped folder).
+                db()?;
+                server::accounts::Accounts::open(&config.storage.data_dir)?
+            }
+        })
+    };
     // What the operator did to accounts, kept beside the moderators' actions.
     let audit = |accounts: &server::accounts::Accounts, action, room: &str, subject: String| {
         let entry =
@@ -137,6 +151,15 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             audit(&accounts, "add-member", &room, nick.clone());
             println!("{nick} is a member of #{room}");
         }
+        Admin::RemoveMember { room, nick } => {
+            let room = checked_room(room)?;
+            let accounts = accounts()?;
+            let removed = accounts.remove_member(&room, nick)?;
+            let nick =
+                removed.ok_or_else(|| anyhow::anyhow!("{nick:?} is no member of #{room}"))?;
+            audit(&accounts, "remove-member", &room, nick.clone());
+            println!("{nick} is no longer a member of #{room}");
+        }
         Admin::RevokeOwner { room } => {
             let room = checked_room(room)?;
             let accounts = accounts()?;
@@ -157,12 +180,15 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             protocol::rules::check_client_id(name)
                 .map_err(|_| anyhow::anyhow!("a key name is 1 to 64 of A-Z a-z 0-9 - _"))?;
             let key = server::api::new_key().context("no random numbers from the OS")?;
-            db.create_key(name, &server::api::key_hash(&key), now)?;
+            db()?.create_key(name, &server::api::key_hash(&key), now)?;
             println!("{key}");
             eprintln!("API key {name:?} created; it is shown only this once.");
         }
         Admin::RevokeKey { name } => {
-            anyhow::ensure!(db.revoke_key(name, now)?, "no key named {name:?} that is not revoked");
+            anyhow::ensure!(
+                db()?.revoke_key(name, now)?,
+                "no key named {name:?} that is not revoked"
+            );
             println!("revoked {name}");
         }
         Admin::ListKeys => {
@@ -170,7 +196,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
                 let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
                 humantime::format_rfc3339_seconds(at).to_string()
             };
-            for key in db.list_keys()? {
+            for key in db()?.list_keys()? {
                 let state = match key.revoked {
                     Some(at) => format!("revoked {}", when(at)),
                     None => "active".to_owned(),

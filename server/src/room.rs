@@ -265,6 +265,13 @@ impl Room {
             }
             ServerMessage::Left { nick, .. } => Some(Event::Left { s, nick: nick.clone() }),
             ServerMessage::Typing { nick, .. } => Some(Event::Typing { s, nick: nick.clone() }),
+            ServerMessage::Moderated { nick, action, by, until, .. } => Some(Event::Moderated {
+                s,
+                nick: nick.clone(),
+                action: *action,
+                by: by.clone(),
+                until: *until,
+            }),
             _ => None,
         }
     }
@@ -759,6 +766,9 @@ impl Room {
             }
             Event::Left { s, nick } if s != own => self.state.remote_left(&s, &nick, ts),
             Event::Typing { s, nick } if s != own => self.state.remote_typing(&nick),
+            Event::Moderated { s, nick, action, by, until } if s != own => {
+                self.state.remote_moderated(&nick, action, &by, until, ts)
+            }
             _ => Vec::new(),
         }
     }

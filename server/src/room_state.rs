@@ -17,7 +17,7 @@ use protocol::{
     UnixMillis, rules,
 };
 
-use crate::accounts::{Audit, SanctionRecord};
+use crate::accounts::{Audit, SanctionRecord, sanction_name};
 use crate::db::StoreOptions;
 use crate::history::{Loaded, PageLimit, RoomHistory, Stored};
 use crate::ids::{ConnId, MessageIds};
@@ -355,6 +355,8 @@ struct Remote {
     server: String,
     /// Its client's tag ([`client_tag`]; empty: none).
     tag: String,
+    /// Whether it is signed in there.
+    signed_in: bool,
     likeness: Likeness,
 }
 
@@ -365,6 +367,28 @@ pub fn client_tag(client: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(client.as_bytes());
     digest.iter().take(16).map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// What presence and events say of a member to the other servers: its client's tag, with
+/// [`SIGNED_IN_MARK`] after it when it is signed in (accounts are shared through Redis, so a
+/// registered nick elsewhere is its holder's).
+fn presence_tag(member: &Member) -> String {
+    let tag = member.client.as_deref().map(client_tag).unwrap_or_default();
+    if member.account.is_some() { tag + SIGNED_IN_MARK } else { tag }
+}
+
+/// Ends a presence tag of a signed-in member (client tags are hex).
+const SIGNED_IN_MARK: &str = "~";
+
+impl Remote {
+    /// A member on `server`, as its presence tag ([`presence_tag`]) describes it.
+    fn new(server: String, nick: &str, presence: &str) -> Self {
+        let (tag, signed_in) = match presence.strip_suffix(SIGNED_IN_MARK) {
+            Some(tag) => (tag.to_owned(), true),
+            None => (presence.to_owned(), false),
+        };
+        Remote { server, tag, signed_in, likeness: Likeness::of(nick) }
+    }
 }
 
 impl Member {
@@ -1125,17 +1149,18 @@ impl RoomState {
         tag: String,
         ts: UnixMillis,
     ) -> Vec<Effect> {
-        let likeness = Likeness::of(&nick);
+        let remote = Remote::new(server, &nick, &tag);
         let mut effects = Vec::new();
         // Shown already (here, or elsewhere): nobody needs to be told of it.
         let announce = !self.shown(&nick);
-        if !tag.is_empty() {
+        if !remote.tag.is_empty() {
             let taken: Vec<ConnId> = self
                 .members
                 .iter()
                 .filter(|(_, m)| {
-                    m.likeness.looks_like(&likeness)
-                        && m.client.as_deref().map(client_tag).as_deref() == Some(tag.as_str())
+                    m.likeness.looks_like(&remote.likeness)
+                        && m.client.as_deref().map(client_tag).as_deref()
+                            == Some(remote.tag.as_str())
                 })
                 .map(|(conn, _)| *conn)
                 .collect();
@@ -1149,11 +1174,10 @@ impl RoomState {
                 effects.push(Effect::Replaced { conn });
             }
         }
-        self.remote.insert(nick.clone(), Remote { server, tag, likeness });
+        let signed_in = remote.signed_in;
+        self.remote.insert(nick.clone(), remote);
         if announce {
-            // Members on other servers count as guests: accounts are not shared yet.
-            let joined =
-                ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in: false };
+            let joined = ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in };
             effects.push(Effect::Broadcast { message: joined, except: None });
         }
         effects
@@ -1193,8 +1217,8 @@ impl RoomState {
         self.remote = others
             .into_iter()
             .map(|(server, nick, tag)| {
-                let likeness = Likeness::of(&nick);
-                (nick, Remote { server, tag, likeness })
+                let remote = Remote::new(server, &nick, &tag);
+                (nick, remote)
             })
             .collect();
         let mut effects = Vec::new();
@@ -1209,9 +1233,9 @@ impl RoomState {
             self.remote.keys().filter(|nick| !before.contains(nick) && !here(self, nick)).collect();
         arrived.sort();
         for nick in arrived {
+            let signed_in = self.remote.get(nick).is_some_and(|remote| remote.signed_in);
             let nick = nick.clone();
-            let joined =
-                ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in: false };
+            let joined = ServerMessage::Joined { room: self.name.clone(), nick, ts, signed_in };
             effects.push(Effect::Broadcast { message: joined, except: None });
         }
         effects
@@ -1368,6 +1392,8 @@ impl RoomState {
         nicks.dedup();
         let mut signed_in: Vec<String> =
             self.members.values().filter(|m| m.account.is_some()).map(|m| m.nick.clone()).collect();
+        let elsewhere = self.remote.iter().filter(|(_, remote)| remote.signed_in);
+        signed_in.extend(elsewhere.map(|(nick, _)| nick.clone()));
         signed_in.sort_by_key(|nick| rules::nick_key(nick));
         signed_in.dedup();
         (nicks, signed_in)
@@ -1378,17 +1404,15 @@ impl RoomState {
         self.remote.contains_key(nick) || self.members.values().any(|m| m.nick == nick)
     }
 
-    /// The tag of the client of the member here called `nick` (empty: none or no such member),
-    /// for the other servers.
+    /// The presence tag ([`presence_tag`]) of the member here called `nick` (empty: none, or
+    /// no such member), for the other servers.
     pub fn local_tag(&self, nick: &str) -> String {
-        let member = self.members.values().find(|m| m.nick == nick);
-        member.and_then(|m| m.client.as_deref()).map(client_tag).unwrap_or_default()
+        self.members.values().find(|m| m.nick == nick).map(presence_tag).unwrap_or_default()
     }
 
-    /// The members here, with their client tags, as presence keeps them.
+    /// The members here, with their presence tags, as presence keeps them.
     pub fn local_members(&self) -> Vec<(String, String)> {
-        let tag = |m: &Member| m.client.as_deref().map(client_tag).unwrap_or_default();
-        self.members.values().map(|m| (m.nick.clone(), tag(m))).collect()
+        self.members.values().map(|m| (m.nick.clone(), presence_tag(m))).collect()
     }
 
     /// The highest id the room has (kept or trimmed).
@@ -1469,7 +1493,9 @@ impl RoomState {
     /// `minutes`. Nobody who moderates the room may be sanctioned (nor oneself). Everyone in
     /// the room, the member included, is told; a kick or ban then removes every seat of the
     /// member's (its other devices too), whose sessions close; a ban or mute holds for the
-    /// member's identity, or a guest's address, until it ends, across rejoins.
+    /// member's identity, or a guest's address, until it ends, across rejoins. (`--redis`) A
+    /// member on another server is told there, by the broadcast's event, and that server
+    /// removes or mutes its seats ([`RoomState::remote_moderated`]).
     pub fn moderate(
         &mut self,
         conn: ConnId,
@@ -1485,39 +1511,32 @@ impl RoomState {
             let words = "Only the room's owner and its moderators may do that.";
             return refuse(ErrorCode::Forbidden, words.into());
         }
-        let Some(target) = self.members.values().find(|m| m.nick == nick) else {
-            return refuse(
-                ErrorCode::NotFound,
-                format!("Nobody in #{} is called {nick}.", self.name),
-            );
-        };
-        if target.role.is_some() || target.subject == actor.subject {
-            let words = "Those who moderate the room cannot be kicked, muted or banned here.";
-            return refuse(ErrorCode::Forbidden, words.into());
+        let exempt = "Those who moderate the room cannot be kicked, muted or banned here.";
+        match self.members.values().find(|m| m.nick == nick) {
+            Some(target) if target.role.is_some() || target.subject == actor.subject => {
+                return refuse(ErrorCode::Forbidden, exempt.into());
+            }
+            Some(_) => {}
+            // Elsewhere: its server holds its seats (and its token's roles, if it has one);
+            // an account's roles are the shared store's.
+            None if self.remote.contains_key(nick) => {
+                if self.rules.registry.role(&self.name, nick, false).is_some() {
+                    return refuse(ErrorCode::Forbidden, exempt.into());
+                }
+            }
+            None => {
+                return refuse(
+                    ErrorCode::NotFound,
+                    format!("Nobody in #{} is called {nick}.", self.name),
+                );
+            }
         }
-        let (by, subject) = (actor.nick.clone(), target.subject.clone());
-        // A signed-in member is held by identity and the addresses of its seats here (logging
-        // out does not escape it), a guest by address (another nick does not).
-        let mut held: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.subject == subject)
-            .filter_map(|m| m.address.map(address_subject))
-            .collect();
-        held.sort();
-        held.dedup();
-        if subject.starts_with("id:") {
-            held.push(subject.clone());
-        }
+        let by = actor.nick.clone();
         let until =
             (action != Sanction::Kick).then(|| ts.saturating_add(u64::from(minutes) * 60_000));
         let mut effects = vec![Effect::Audit(Audit {
             actor: by.clone(),
-            action: match action {
-                Sanction::Kick => "kick",
-                Sanction::Mute => "mute",
-                Sanction::Ban => "ban",
-            },
+            action: sanction_name(action),
             room: self.name.clone(),
             subject: match until {
                 Some(until) => format!("{nick} until {until}"),
@@ -1532,6 +1551,78 @@ impl RoomState {
             until,
         };
         effects.push(Effect::Broadcast { message: told, except: None });
+        // An account elsewhere is held here too (the event to its server is sent at most
+        // once): its identity's ban or mute is kept in the shared store either way.
+        let elsewhere = self.remote.get(nick).filter(|_| self.rules.registry.0.is_some());
+        if let (Some(until), Some(remote)) = (until, elsewhere)
+            && remote.signed_in
+            && !self.members.values().any(|m| m.nick == nick)
+        {
+            let subject = format!("id:{nick}");
+            let kept = if action == Sanction::Ban { &mut self.bans } else { &mut self.mutes };
+            kept.insert(subject.clone(), until);
+            let record = SanctionRecord { room: self.name.clone(), subject, action, until };
+            effects.push(Effect::Sanctioned(record));
+        }
+        effects.extend(self.enforce(nick, action, &by, until, ts));
+        effects
+    }
+
+    /// (`--redis`) A moderator on another server kicked, muted or banned `nick` here: the
+    /// members here are told, and its seats here are removed or muted (unless it moderates
+    /// the room: a token's roles are known only where it connected).
+    pub fn remote_moderated(
+        &mut self,
+        nick: &str,
+        action: Sanction,
+        by: &str,
+        until: Option<UnixMillis>,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let told = ServerMessage::Moderated {
+            room: self.name.clone(),
+            nick: nick.to_owned(),
+            action,
+            by: by.to_owned(),
+            until,
+        };
+        let mut effects = vec![Effect::Broadcast { message: told, except: None }];
+        let exempt = self.members.values().any(|m| m.nick == nick && m.role.is_some());
+        if !exempt {
+            effects.extend(self.enforce(nick, action, by, until, ts));
+        }
+        effects
+    }
+
+    /// Holds `action` until `until` on the member here called `nick`: its identity and the
+    /// addresses of its seats here are kept (a signed-in member does not escape by logging
+    /// out, nor a guest by another nick); a mute silences its seats, a kick or ban removes
+    /// them (every device of it).
+    fn enforce(
+        &mut self,
+        nick: &str,
+        action: Sanction,
+        by: &str,
+        until: Option<UnixMillis>,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let Some(subject) =
+            self.members.values().find(|m| m.nick == nick).map(|m| m.subject.clone())
+        else {
+            return Vec::new();
+        };
+        let mut held: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.subject == subject)
+            .filter_map(|m| m.address.map(address_subject))
+            .collect();
+        held.sort();
+        held.dedup();
+        if subject.starts_with("id:") {
+            held.push(subject.clone());
+        }
+        let mut effects = Vec::new();
         if let Some(until) = until {
             let kept = match action {
                 Sanction::Ban => &mut self.bans,
@@ -2129,6 +2220,84 @@ mod tests {
         assert!(accounts.revoke_moderator("mod", None).expect("revoked"));
         let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
         assert_eq!(error(&late), Some(ErrorCode::Forbidden));
+    }
+
+    /// (`--redis`) Moderation across servers: a member on another server may be kicked or
+    /// banned from here (the broadcast's event tells its server, and an account's ban is kept
+    /// here as well, the event being sent at most once); a moderation event from another
+    /// server removes or mutes the seats here, but not a moderator's. Other servers' members
+    /// keep their signed-in marks.
+    #[test]
+    fn moderation_reaches_members_on_other_servers() {
+        let rules = RoomRules { registry: registry(&["Ann", "Bob", "Mod"], "mod"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let signed = |conn, nick: &str| JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            ..request(conn, None, None)
+        };
+        let guest = |conn, nick: &str| JoinRequest {
+            address: Some(std::net::IpAddr::from([10, 0, 0, 1])),
+            ..request(conn, Some(nick), Some("c3"))
+        };
+        for join in [signed(1, "Ann"), signed(2, "Mod"), guest(3, "gus")] {
+            assert!(room.join(join, usize::MAX, now, T).0.is_ok());
+        }
+        assert_eq!(room.local_tag("Ann"), "~", "signed in, no client id");
+        assert_eq!(room.local_tag("gus"), client_tag("c3"));
+        let joined = room.remote_joined("s2".into(), "Bob".into(), "~".into(), T);
+        assert!(
+            matches!(
+                joined.as_slice(),
+                [Effect::Broadcast { message: ServerMessage::Joined { signed_in: true, .. }, .. }]
+            ),
+            "{joined:?}"
+        );
+        room.remote_joined("s2".into(), "eve".into(), String::new(), T);
+        let (_, signed_in) = room.member_lists();
+        assert_eq!(signed_in, ["Ann", "Bob", "Mod"]);
+
+        let banned = room.moderate(1, "Bob", Sanction::Ban, 60, T);
+        let until = T + 3_600_000;
+        assert!(
+            banned.iter().any(|e| matches!(e, Effect::Sanctioned(r)
+                if r.subject == "id:Bob" && r.until == until && r.action == Sanction::Ban)),
+            "{banned:?}"
+        );
+        assert!(banned.iter().any(|e| matches!(e,
+            Effect::Broadcast { message: ServerMessage::Moderated { nick, .. }, .. } if nick == "Bob")));
+        assert!(!banned.iter().any(|e| matches!(e, Effect::Removed { .. })), "not here");
+        let kicked = room.moderate(1, "eve", Sanction::Kick, 1, T);
+        assert!(kicked.iter().any(|e| matches!(e, Effect::Broadcast { .. })), "{kicked:?}");
+        let nobody = room.moderate(1, "zed", Sanction::Kick, 1, T);
+        assert!(matches!(
+            nobody.as_slice(),
+            [Effect::Send { message: ServerMessage::Error { code: ErrorCode::NotFound, .. }, .. }]
+        ));
+
+        // From another server: gus is removed here, Mod is not.
+        let effects = room.remote_moderated("gus", Sanction::Ban, "Bob", Some(until), T);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Removed { conn: 3, .. })));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Sanctioned(_))));
+        let again = room.join(guest(4, "gus2"), usize::MAX, now, T + 1).0;
+        assert_eq!(code(again), Some(ErrorCode::Banned), "its address is held here");
+        let spared = room.remote_moderated("Mod", Sanction::Kick, "Bob", None, T);
+        assert!(
+            matches!(spared.as_slice(), [Effect::Broadcast { .. }]),
+            "told, not removed: {spared:?}"
+        );
+        let owner = room.remote_moderated("Ann", Sanction::Kick, "Mod", None, T);
+        assert_eq!(owner.len(), 1, "the first signed-in joiner owns the room: {owner:?}");
+        assert!(room.join(request(5, Some("hal"), None), usize::MAX, now, T).0.is_ok());
+        let muted = room.remote_moderated("hal", Sanction::Mute, "Mod", Some(until), T);
+        assert!(!muted.iter().any(|e| matches!(e, Effect::Removed { .. })));
+        let ids = MessageIds::starting_after(0);
+        let post = room.post(5, "hi".into(), None, &ids, T + 1, || true);
+        assert!(matches!(
+            post.as_slice(),
+            [Effect::Send { message: ServerMessage::Error { code: ErrorCode::Muted, .. }, .. }]
+        ));
     }
 
     /// The bound on a welcome holds for the longest: every field present, the largest `since`

@@ -94,9 +94,28 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "e", rename_all = "lowercase")]
 pub enum Event {
-    Joined { s: String, nick: String, tag: String },
-    Left { s: String, nick: String },
-    Typing { s: String, nick: String },
+    Joined {
+        s: String,
+        nick: String,
+        tag: String,
+    },
+    Left {
+        s: String,
+        nick: String,
+    },
+    Typing {
+        s: String,
+        nick: String,
+    },
+    /// A moderator kicked, muted or banned `nick`: its server removes or mutes its seats.
+    Moderated {
+        s: String,
+        nick: String,
+        action: protocol::Sanction,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<UnixMillis>,
+    },
 }
 
 /// A room as it opens on this server.
@@ -237,7 +256,7 @@ impl Shared {
             let written = match &event {
                 Event::Joined { nick, tag, .. } => self.presence.join(room, nick, tag).await,
                 Event::Left { nick, .. } => self.presence.leave(room, nick).await,
-                Event::Typing { .. } => Ok(()),
+                Event::Typing { .. } | Event::Moderated { .. } => Ok(()),
             };
             let published = match serde_json::to_string(&event) {
                 Ok(event) => self.log.publish_event(room, &event).await,

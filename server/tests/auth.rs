@@ -149,13 +149,11 @@ async fn accounts_mode_lets_only_the_signed_in_chat() {
 fn impossible_auth_settings_stop_the_server_at_start() {
     let data = tempfile::tempdir().expect("data folder");
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 5] = [
         (&["--auth", "token"], &[], "needs either --auth-token-secret"),
         (&["--auth", "token"], &[("CHAT_AUTH_TOKEN_SECRET", "tiny-secret-xyz")], "at least 32"),
         (&["--auth", "token", "--auth-token-key", "/nonexistent.pem"], &[], "cannot read"),
         (&["--auth", "accounts", "--ephemeral"], &[], "not with --ephemeral"),
-        // Before Redis is even tried (nothing listens there).
-        (&["--auth", "accounts", "--redis", "redis://127.0.0.1:9/0"], &[], "not yet with --redis"),
         // A key without the mode would leave the chat open to anyone.
         (&[], &[("CHAT_AUTH_TOKEN_SECRET", "tiny-secret-xyz")], "need --auth token"),
     ];

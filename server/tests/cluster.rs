@@ -504,3 +504,86 @@ async fn a_redis_that_may_lose_messages_is_refused() {
     cy.ack_of("h").await;
     assert_eq!(clients(&durable), before);
 }
+
+/// Registers `nick` on `address` with a good password: the answer's status and, on success,
+/// the session cookie (`chat_session=...`).
+fn register(address: &str, nick: &str) -> (u16, Option<String>) {
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    let body = serde_json::json!({"nick": nick, "password": "correct horse battery"});
+    let answer = common::request(address, "POST", "/account/register", &headers, &body.to_string());
+    let cookie = answer.header("set-cookie").map(|c| c.split(';').next().unwrap_or("").to_owned());
+    (answer.status, cookie)
+}
+
+/// `server admin --redis URL ...`: its output.
+fn admin(redis: &RedisProcess, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--redis", &redis.url, "admin"])
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Accounts live in the shared Redis: a nick registered through one server is taken on the
+/// other, its session cookie opens a WebSocket on the other, its role there is the same, the
+/// signed-in mark crosses servers, and a moderator on one server bans a member connected to
+/// the other (closed with 4005, its address refused on either server); `server admin --redis`
+/// reads and changes the same accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_moderation_are_shared() {
+    let redis = RedisProcess::start(true);
+    let (_one, a) = server(&redis);
+    let (_two, b) = server(&redis);
+    let (status, cookie) = register(&a, "olga");
+    assert_eq!(status, 201);
+    assert_eq!(register(&b, "OLGA").0, 409, "taken through the other server");
+    let cookie = cookie.expect("a session cookie");
+    let origin = format!("http://{b}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", cookie.as_str())];
+    let mut olga = Client::open_with(&url(&b, "room=den"), &headers).await.expect("connected");
+    let welcome = olga.welcome().await;
+    assert_eq!(welcome.nick, "olga", "signed in on the other server");
+    assert_eq!(welcome.role, Some(protocol::Role::Owner), "the first signed-in joiner");
+
+    let mut guest = Client::connect(&url(&a, "room=den&nick=Olga")).await;
+    assert_eq!(guest.error_skipping().await, ErrorCode::NickTaken);
+    let (mut troll, welcome) = join(&a, "den", "troll").await;
+    assert_eq!(welcome.signed_in, ["olga"], "marked on the other server too");
+    let joined = olga
+        .recv_until(|m| match m {
+            ServerMessage::Joined { nick, signed_in, .. } => Some((nick, signed_in)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, ("troll".to_owned(), false));
+
+    let ban = serde_json::json!({
+        "type": "moderate", "room": "den", "nick": "troll", "action": "ban", "minutes": 60
+    });
+    olga.send_text(&ban.to_string()).await;
+    let closed = troll.closed().await.expect("a close frame");
+    assert_eq!(u16::from(closed.code), protocol::close::REMOVED);
+    assert_eq!(closed.reason.as_str(), "olga banned you from #den");
+    for address in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The ban is written by the server that held the seat, after the close.
+            let mut back = Client::connect(&url(address, "room=den&nick=troll2")).await;
+            match back.recv().await {
+                ServerMessage::Error { code: ErrorCode::Banned, .. } => break,
+                other => assert!(Instant::now() < deadline, "{address}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let listed = admin(&redis, &["list-accounts"]);
+    assert!(listed.starts_with("olga\t") && listed.contains("den:owner"), "{listed}");
+    admin(&redis, &["revoke-owner", "den"]);
+    let log = admin(&redis, &["audit-log"]);
+    assert!(log.contains("olga\tban\tden\ttroll until"), "{log}");
+    assert!(log.contains("admin\trevoke-owner\tden\tolga"), "{log}");
+}

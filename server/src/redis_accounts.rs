@@ -1,0 +1,567 @@
+//! The accounts in the Redis every server shares (`--redis`): a nick registered through one
+//! server is taken on all, a session made on one opens a WebSocket on another, and roles,
+//! bans, mutes, private rooms and the audit log hold everywhere. The rules are
+//! `accounts::Accounts`'s; this is only where they are kept.
+//!
+//! Calls are synchronous, as the database's are (rooms read roles and bans at a join), over
+//! one connection of their own, each bounded by [`CALL_TIMEOUT`]; a failed call drops the
+//! connection, and the next makes a new one (a Redis that is away fails reads, which refuse
+//! sign-ins as the database's errors do).
+//!
+//! Keys (every one under `chat:`; a room's are tagged `{room}` like its log's):
+//! - `chat:accounts:next`: the last account number given (numbers are never reused, so what
+//!   still names a deleted account's number names nobody);
+//! - `chat:accounts:all`: every account's number, in a sorted set (oldest first);
+//! - `chat:account:N`: a hash of `nick`, `password` (Argon2id PHC string), `created`, and the
+//!   two forms of `names::Likeness` it holds (`key`, `cased`);
+//! - `chat:account-name:FORM`: the account holding that form of a nick;
+//! - `chat:session:HASH`: `N:EXPIRES` for a session token's SHA-256, expiring with it;
+//!   `chat:account:N:sessions` the account's session keys;
+//! - `chat:account:N:roles`: `ROLE<tab>ROOM` for each role (room empty: every room);
+//!   `chat:{R}:owner` the owner's number; `chat:{R}:moderators` and `chat:moderators` sets of
+//!   numbers;
+//! - `chat:{R}:sanction:ACTION:SUBJECT` and `chat:sanction:ACTION:SUBJECT` (every room): until
+//!   when, expiring then;
+//! - `chat:private-rooms`; `chat:{R}:private-members` (numbers); `chat:{R}:invitations` a hash
+//!   of invitation code hashes to when they were made;
+//! - `chat:audit`: the audit log, newest first, as JSON.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use protocol::{Role, Sanction};
+use redis::{Commands, Connection, RedisResult};
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{
+    AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredSession, audit_action,
+    sanction_name,
+};
+use crate::names::Likeness;
+
+/// How long one call may take (connecting included) before it counts as failed: a room waits
+/// for it at a join.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Registers an account unless a look-alike holds one of its forms, with its first session.
+/// KEYS: the two name keys, the account, the set of all, the session, the account's
+/// sessions. ARGV: number, nick, password, created, the session's value, its end, the forms.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'nick', ARGV[2], 'password', ARGV[3], 'created', ARGV[4],
+  'key', ARGV[7], 'cased', ARGV[8])
+redis.call('ZADD', KEYS[4], ARGV[1], ARGV[1])
+redis.call('SET', KEYS[5], ARGV[5], 'PXAT', ARGV[6])
+redis.call('SADD', KEYS[6], KEYS[5])
+return 1
+";
+
+/// Adds a session to an account that still exists, forgetting its sessions that expired.
+/// KEYS: the account, its sessions, the session. ARGV: the session's value, its end.
+const ADD_SESSION: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, session in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', session) == 0 then redis.call('SREM', KEYS[2], session) end
+end
+redis.call('SET', KEYS[3], ARGV[1], 'PXAT', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[3])
+return 1
+";
+
+/// Ends every session of an account (and, with ARGV[1], sets its password first), at once.
+/// KEYS: the account, its sessions.
+const END_SESSIONS: &str = r"
+if ARGV[1] and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'password', ARGV[1])
+end
+for _, session in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', session) end
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+/// Makes an account a room's owner unless it has one. KEYS: the owner key, the account's
+/// roles. ARGV: the number, the role entry.
+const CLAIM: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+";
+
+/// The accounts in a Redis.
+pub struct RedisAccounts {
+    client: redis::Client,
+    connection: Mutex<Option<Connection>>,
+    create: redis::Script,
+    add_session: redis::Script,
+    end_sessions: redis::Script,
+    claim: redis::Script,
+}
+
+/// An audit log entry as `chat:audit` keeps it.
+#[derive(Serialize, Deserialize)]
+struct AuditEntry {
+    ts: u64,
+    actor: String,
+    action: String,
+    room: String,
+    subject: String,
+}
+
+impl RedisAccounts {
+    /// The accounts in the Redis at `url`, which must answer now.
+    pub fn connect(url: &str) -> Result<RedisAccounts, AccountError> {
+        let accounts = RedisAccounts {
+            client: redis::Client::open(url)?,
+            connection: Mutex::new(None),
+            create: redis::Script::new(CREATE),
+            add_session: redis::Script::new(ADD_SESSION),
+            end_sessions: redis::Script::new(END_SESSIONS),
+            claim: redis::Script::new(CLAIM),
+        };
+        accounts.call(|connection| redis::cmd("PING").query::<String>(connection))?;
+        Ok(accounts)
+    }
+
+    /// Runs `call` on the connection (made if there is none); a failure drops it.
+    fn call<T>(
+        &self,
+        call: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, AccountError> {
+        let mut held = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let connection = match held.take() {
+            Some(connection) => connection,
+            None => {
+                let connection = self.client.get_connection_with_timeout(CALL_TIMEOUT)?;
+                connection.set_read_timeout(Some(CALL_TIMEOUT))?;
+                connection.set_write_timeout(Some(CALL_TIMEOUT))?;
+                connection
+            }
+        };
+        let connection = held.insert(connection);
+        let result = call(connection);
+        if result.is_err() {
+            // It may be broken, or hold a late answer: the next call starts afresh.
+            *held = None;
+        }
+        Ok(result?)
+    }
+
+    /// The account numbered `id`, if it exists.
+    fn account(&self, id: i64) -> Result<Option<StoredAccount>, AccountError> {
+        let (nick, password, created): (Option<String>, Option<String>, Option<u64>) =
+            self.call(|c| c.hmget(account_key(id), &["nick", "password", "created"]))?;
+        Ok(match (nick, password) {
+            (Some(nick), Some(password)) => {
+                Some(StoredAccount { id, nick, password, created: created.unwrap_or(0) })
+            }
+            _ => None,
+        })
+    }
+}
+
+fn account_key(id: i64) -> String {
+    format!("chat:account:{id}")
+}
+
+fn sessions_key(id: i64) -> String {
+    format!("chat:account:{id}:sessions")
+}
+
+fn roles_key(id: i64) -> String {
+    format!("chat:account:{id}:roles")
+}
+
+fn name_key(form: &str) -> String {
+    format!("chat:account-name:{form}")
+}
+
+fn session_key(hash: &str) -> String {
+    format!("chat:session:{hash}")
+}
+
+const ALL: &str = "chat:accounts:all";
+const NEXT: &str = "chat:accounts:next";
+const PRIVATE: &str = "chat:private-rooms";
+const AUDIT: &str = "chat:audit";
+
+/// A key of `room`'s (`""`: of every room).
+fn room_key(room: &str, what: &str) -> String {
+    if room.is_empty() { format!("chat:{what}") } else { format!("chat:{{{room}}}:{what}") }
+}
+
+fn sanction_key(room: &str, action: Sanction, subject: &str) -> String {
+    room_key(room, &format!("sanction:{}:{subject}", sanction_name(action)))
+}
+
+/// A role as `chat:account:N:roles` holds it.
+fn role_entry(role: &str, room: &str) -> String {
+    format!("{role}\t{room}")
+}
+
+impl AccountStore for RedisAccounts {
+    fn find(&self, likeness: &Likeness) -> Result<Option<StoredAccount>, AccountError> {
+        let keys = [name_key(likeness.key()), name_key(likeness.cased())];
+        let ids: Vec<Option<i64>> = self.call(|c| c.mget(&keys))?;
+        match ids.into_iter().flatten().next() {
+            Some(id) => self.account(id),
+            None => Ok(None),
+        }
+    }
+
+    fn create(
+        &self,
+        nick: &str,
+        likeness: &Likeness,
+        password: &str,
+        session: &StoredSession,
+    ) -> Result<bool, AccountError> {
+        let id: i64 = self.call(|c| c.incr(NEXT, 1))?;
+        let key = session_key(&session.hash);
+        let created: i64 = self.call(|c| {
+            self.create
+                .key(name_key(likeness.key()))
+                .key(name_key(likeness.cased()))
+                .key(account_key(id))
+                .key(ALL)
+                .key(&key)
+                .key(sessions_key(id))
+                .arg(id)
+                .arg(nick)
+                .arg(password)
+                .arg(session.created)
+                .arg(format!("{id}:{}", session.expires))
+                .arg(session.expires)
+                .arg(likeness.key())
+                .arg(likeness.cased())
+                .invoke(c)
+        })?;
+        Ok(created == 1)
+    }
+
+    fn add_session(&self, account: i64, session: &StoredSession) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| {
+            self.add_session
+                .key(account_key(account))
+                .key(sessions_key(account))
+                .key(session_key(&session.hash))
+                .arg(format!("{account}:{}", session.expires))
+                .arg(session.expires)
+                .invoke(c)
+        })?;
+        Ok(())
+    }
+
+    fn session(&self, hash: &str, now: u64) -> Result<Option<(String, u64)>, AccountError> {
+        let value: Option<String> = self.call(|c| c.get(session_key(hash)))?;
+        let parsed = value.as_deref().and_then(|value| {
+            let (id, expires) = value.split_once(':')?;
+            Some((id.parse::<i64>().ok()?, expires.parse::<u64>().ok()?))
+        });
+        let Some((id, _)) = parsed.filter(|(_, expires)| *expires > now) else {
+            return Ok(None);
+        };
+        Ok(self.account(id)?.map(|account| (account.nick, account.created)))
+    }
+
+    fn end_session(&self, hash: &str) -> Result<bool, AccountError> {
+        let key = session_key(hash);
+        let value: Option<String> = self.call(|c| c.get_del(&key))?;
+        let Some(value) = value else { return Ok(false) };
+        if let Some(id) = value.split_once(':').and_then(|(id, _)| id.parse::<i64>().ok()) {
+            let _: i64 = self.call(|c| c.srem(sessions_key(id), &key))?;
+        }
+        Ok(true)
+    }
+
+    fn end_sessions(&self, account: i64) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| {
+            self.end_sessions.key(account_key(account)).key(sessions_key(account)).invoke(c)
+        })?;
+        Ok(())
+    }
+
+    fn set_password(&self, account: i64, password: &str) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| {
+            self.end_sessions
+                .key(account_key(account))
+                .key(sessions_key(account))
+                .arg(password)
+                .invoke(c)
+        })?;
+        Ok(())
+    }
+
+    fn delete(&self, account: i64) -> Result<(), AccountError> {
+        let (key, cased): (Option<String>, Option<String>) =
+            self.call(|c| c.hmget(account_key(account), &["key", "cased"]))?;
+        let roles: Vec<String> = self.call(|c| c.smembers(roles_key(account)))?;
+        let mut owned = Vec::new();
+        for entry in &roles {
+            if let Some(room) = entry.strip_prefix("owner\t") {
+                let owner: Option<i64> = self.call(|c| c.get(room_key(room, "owner")))?;
+                if owner == Some(account) {
+                    owned.push(room_key(room, "owner"));
+                }
+            }
+        }
+        self.end_sessions(account)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for form in key.iter().chain(cased.iter()) {
+            pipe.del(name_key(form)).ignore();
+        }
+        for entry in &roles {
+            if let Some(room) = entry.strip_prefix("moderator\t") {
+                pipe.srem(room_key(room, "moderators"), account).ignore();
+            }
+        }
+        for owner in owned {
+            pipe.del(owner).ignore();
+        }
+        pipe.del(account_key(account)).ignore();
+        pipe.del(roles_key(account)).ignore();
+        pipe.zrem(ALL, account).ignore();
+        // Private rooms' member sets may still hold the number: numbers are never given
+        // again, so it names nobody.
+        self.call(|c| pipe.query::<()>(c))
+    }
+
+    fn list(&self) -> Result<Vec<(String, u64, Vec<String>)>, AccountError> {
+        let ids: Vec<i64> = self.call(|c| c.zrange(ALL, 0, -1))?;
+        let mut listed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(account) = self.account(id)? else { continue };
+            let entries: Vec<String> = self.call(|c| c.smembers(roles_key(id)))?;
+            let mut roles: Vec<String> = entries
+                .iter()
+                .filter_map(|entry| entry.split_once('\t'))
+                .map(|(role, room)| format!("{}:{role}", if room.is_empty() { "*" } else { room }))
+                .collect();
+            roles.sort();
+            listed.push((account.nick, account.created, roles));
+        }
+        Ok(listed)
+    }
+
+    fn role(&self, room: &str, account: i64) -> Result<Option<Role>, AccountError> {
+        let (owner, moderates_room, moderates_all): (Option<i64>, bool, bool) = self.call(|c| {
+            redis::pipe()
+                .get(room_key(room, "owner"))
+                .sismember(room_key(room, "moderators"), account)
+                .sismember(room_key("", "moderators"), account)
+                .query(c)
+        })?;
+        Ok(if owner == Some(account) {
+            Some(Role::Owner)
+        } else if moderates_room || moderates_all {
+            Some(Role::Moderator)
+        } else {
+            None
+        })
+    }
+
+    fn claim(&self, room: &str, account: i64, _now: u64) -> Result<bool, AccountError> {
+        let claimed: i64 = self.call(|c| {
+            self.claim
+                .key(room_key(room, "owner"))
+                .key(roles_key(account))
+                .arg(account)
+                .arg(role_entry("owner", room))
+                .invoke(c)
+        })?;
+        Ok(claimed == 1)
+    }
+
+    fn grant_moderator(&self, account: i64, room: &str, _now: u64) -> Result<(), AccountError> {
+        self.call(|c| {
+            redis::pipe()
+                .atomic()
+                .sadd(room_key(room, "moderators"), account)
+                .ignore()
+                .sadd(roles_key(account), role_entry("moderator", room))
+                .ignore()
+                .query::<()>(c)
+        })
+    }
+
+    fn revoke_moderator(&self, account: i64, room: &str) -> Result<bool, AccountError> {
+        let (removed, _): (i64, i64) = self.call(|c| {
+            redis::pipe()
+                .atomic()
+                .srem(room_key(room, "moderators"), account)
+                .srem(roles_key(account), role_entry("moderator", room))
+                .query(c)
+        })?;
+        Ok(removed > 0)
+    }
+
+    fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
+        let owner: Option<i64> = self.call(|c| c.get_del(room_key(room, "owner")))?;
+        let Some(owner) = owner else { return Ok(None) };
+        let _: i64 = self.call(|c| c.srem(roles_key(owner), role_entry("owner", room)))?;
+        Ok(self.account(owner)?.map(|account| account.nick))
+    }
+
+    fn sanction_until(
+        &self,
+        room: &str,
+        subject: &str,
+        action: Sanction,
+        now: u64,
+    ) -> Result<Option<u64>, AccountError> {
+        let keys = [sanction_key(room, action, subject), sanction_key("", action, subject)];
+        let until: Vec<Option<u64>> = self.call(|c| c.mget(&keys))?;
+        Ok(until.into_iter().flatten().max().filter(|until| *until > now))
+    }
+
+    fn keep_sanction(&self, record: &SanctionRecord, _now: u64) -> Result<(), AccountError> {
+        let key = sanction_key(&record.room, record.action, &record.subject);
+        // Gone from Redis when it ends (PXAT): the keys hold what is in force.
+        self.call(|c| {
+            redis::cmd("SET").arg(&key).arg(record.until).arg("PXAT").arg(record.until).query(c)
+        })
+    }
+
+    fn private_rooms(&self) -> Result<Vec<String>, AccountError> {
+        self.call(|c| c.smembers(PRIVATE))
+    }
+
+    fn is_private(&self, room: &str) -> Result<bool, AccountError> {
+        self.call(|c| c.sismember(PRIVATE, room))
+    }
+
+    fn set_private(
+        &self,
+        room: &str,
+        private: bool,
+        members: &[i64],
+        _now: u64,
+    ) -> Result<(), AccountError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if private {
+            pipe.sadd(PRIVATE, room).ignore();
+            if !members.is_empty() {
+                pipe.sadd(room_key(room, "private-members"), members).ignore();
+            }
+        } else {
+            pipe.srem(PRIVATE, room).ignore();
+            pipe.del(room_key(room, "private-members")).ignore();
+            pipe.del(room_key(room, "invitations")).ignore();
+        }
+        self.call(|c| pipe.query::<()>(c))
+    }
+
+    fn is_member(&self, room: &str, account: i64) -> Result<bool, AccountError> {
+        self.call(|c| c.sismember(room_key(room, "private-members"), account))
+    }
+
+    fn add_member(&self, room: &str, account: i64) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| c.sadd(room_key(room, "private-members"), account))?;
+        Ok(())
+    }
+
+    fn remove_member(&self, room: &str, account: i64) -> Result<bool, AccountError> {
+        let removed: i64 = self.call(|c| c.srem(room_key(room, "private-members"), account))?;
+        Ok(removed > 0)
+    }
+
+    fn invited(&self, room: &str, hash: &str) -> Result<bool, AccountError> {
+        self.call(|c| c.hexists(room_key(room, "invitations"), hash))
+    }
+
+    fn add_invitation(&self, room: &str, hash: &str, now: u64) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| c.hset(room_key(room, "invitations"), hash, now))?;
+        Ok(())
+    }
+
+    fn revoke_invitations(&self, room: &str) -> Result<(), AccountError> {
+        let _: i64 = self.call(|c| c.del(room_key(room, "invitations")))?;
+        Ok(())
+    }
+
+    fn audit(&self, audit: &Audit, ts: u64) -> Result<(), AccountError> {
+        let entry = AuditEntry {
+            ts,
+            actor: audit.actor.clone(),
+            action: audit.action.to_owned(),
+            room: audit.room.clone(),
+            subject: audit.subject.clone(),
+        };
+        let json = serde_json::to_string(&entry).unwrap_or_default();
+        let _: i64 = self.call(|c| c.lpush(AUDIT, json))?;
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: u32) -> Result<Vec<(u64, Audit)>, AccountError> {
+        let last = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<String> = self.call(|c| c.lrange(AUDIT, 0, last))?;
+        Ok(entries
+            .iter()
+            .filter_map(|json| serde_json::from_str::<AuditEntry>(json).ok())
+            .map(|entry| {
+                let audit = Audit {
+                    actor: entry.actor,
+                    action: audit_action(&entry.action),
+                    room: entry.room,
+                    subject: entry.subject,
+                };
+                (entry.ts, audit)
+            })
+            .collect())
+    }
+
+    fn close(&self) {
+        let mut held = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::Accounts;
+
+    /// The accounts' contract, as the database keeps it, holds in Redis too.
+    #[test]
+    fn redis_keeps_the_accounts_contract() {
+        let redis = testclient::redis::RedisProcess::start(false);
+        let store = RedisAccounts::connect(&redis.url).expect("connected");
+        let accounts = Accounts::over(Box::new(store)).expect("accounts");
+        crate::accounts::tests::contract(&accounts);
+        // Only hashes of the session tokens are kept.
+        let session = accounts
+            .log_in("Alice", crate::accounts::tests::PASSWORD, crate::outbound::now_millis())
+            .expect("logged in");
+        let client = redis::Client::open(redis.url.as_str()).expect("url");
+        let keys: Vec<String> =
+            client.get_connection().expect("connected").keys("chat:session:*").expect("keys");
+        assert!(keys.iter().all(|key| !key.contains(&session.token)), "{keys:?}");
+        let hash = crate::accounts::token_hash(&session.token);
+        assert!(keys.contains(&format!("chat:session:{hash}")), "{keys:?}");
+    }
+
+    /// A Redis that goes away fails calls (refusing, as a database error does); one that comes
+    /// back is used again without a restart.
+    #[test]
+    fn a_redis_that_comes_back_is_used_again() {
+        let mut redis = testclient::redis::RedisProcess::start(true);
+        let store = RedisAccounts::connect(&redis.url).expect("connected");
+        let accounts = Accounts::over(Box::new(store)).expect("accounts");
+        accounts.register("bob", crate::accounts::tests::PASSWORD, 1).expect("registered");
+        redis.kill();
+        assert!(matches!(
+            accounts.is_registered(&Likeness::of("bob")),
+            Err(AccountError::Shared(_))
+        ));
+        redis.restart(true);
+        assert!(accounts.is_registered(&Likeness::of("bob")).expect("read again"));
+    }
+}
