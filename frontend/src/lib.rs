@@ -416,6 +416,25 @@ pub fn app(props: &AppProps) -> Html {
             send.emit(ClientMessage::Invite { room: room.clone(), revoke });
         })
     };
+    // Taking a place away is confirmed first.
+    let on_grant = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |(nick, grant, revoke): (String, protocol::Grant, bool)| {
+            let Some(window) = web_sys::window() else { return };
+            if revoke {
+                let question = match grant {
+                    protocol::Grant::Moderator => format!("Stop {nick} moderating #{room}?"),
+                    protocol::Grant::Member => {
+                        format!("Remove {nick} from the members of #{room}? They leave it now.")
+                    }
+                };
+                if !window.confirm_with_message(&question).unwrap_or(false) {
+                    return;
+                }
+            }
+            send.emit(ClientMessage::Grant { room: room.clone(), nick, grant, revoke });
+        })
+    };
     let origin = web_sys::window().and_then(|w| w.location().origin().ok()).unwrap_or_default();
     let on_invalid = state.dispatcher().to_callback().reform(Action::LocalError);
     let toggle_drawer = {
@@ -488,7 +507,8 @@ pub fn app(props: &AppProps) -> Html {
                 // Accounts' roles: a room's owner and moderators configure it.
                 if view.role.is_some() && account.is_some() {
                     <RoomSettings room={view.name.clone()} private={view.private}
-                        invitation={view.invitation.clone()} {origin} {on_private} {on_invite} />
+                        invitation={view.invitation.clone()} {origin} {on_private} {on_invite}
+                        owner={view.role == Some(protocol::Role::Owner)} {on_grant} />
                 }
                 <Settings />
             </aside>

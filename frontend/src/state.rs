@@ -351,6 +351,26 @@ impl RoomView {
 }
 
 /// The words for a moderator's action, as a notice: who did what to whom, for how long.
+/// What a change of someone's place in a room reads as.
+pub fn grant_notice(
+    nick: &str,
+    grant: protocol::Grant,
+    revoke: bool,
+    by: &str,
+    room: &str,
+) -> String {
+    match (grant, revoke) {
+        (protocol::Grant::Moderator, false) => format!("{by} made {nick} a moderator of #{room}."),
+        (protocol::Grant::Moderator, true) => {
+            format!("{by} took {nick}'s moderator role in #{room} away.")
+        }
+        (protocol::Grant::Member, false) => format!("{by} made {nick} a member of #{room}."),
+        (protocol::Grant::Member, true) => {
+            format!("{by} removed {nick} from the members of #{room}.")
+        }
+    }
+}
+
 pub fn moderation_notice(
     nick: &str,
     action: protocol::Sanction,
@@ -711,6 +731,19 @@ impl State {
                     view.invitation = None;
                     let what = if private { "private: only members may join" } else { "public" };
                     view.notice(format!("{by} made #{room} {what}."), now());
+                }
+            }
+            ServerMessage::Granted { room, nick, grant, revoke, by } => {
+                if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
+                    // Your own place changed: the page offers what you may do now (an owner
+                    // stays owner).
+                    if grant == protocol::Grant::Moderator
+                        && view.nick.as_ref() == Some(&nick)
+                        && view.role != Some(protocol::Role::Owner)
+                    {
+                        view.role = (!revoke).then_some(protocol::Role::Moderator);
+                    }
+                    view.notice(grant_notice(&nick, grant, revoke, &by, &room), now());
                 }
             }
             ServerMessage::Invitation { room, code } => {
@@ -1292,6 +1325,40 @@ mod tests {
             [Action::Server(ServerMessage::Invitation { room: "a".into(), code: None })],
         );
         assert_eq!(revoked.view().invitation, Some(None));
+    }
+
+    /// A new moderator learns it at once (the page then offers moderation), a former one
+    /// loses it; an owner stays owner; the room reads each change as a sentence.
+    #[test]
+    fn granted_roles_change_the_view() {
+        use protocol::{Grant, Role};
+        let granted = |nick: &str, grant, revoke| {
+            Action::Server(ServerMessage::Granted {
+                room: "a".into(),
+                nick: nick.into(),
+                grant,
+                revoke,
+                by: "olga".into(),
+            })
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), granted("bob", Grant::Moderator, false)],
+        );
+        assert_eq!(state.view().role, Some(Role::Moderator));
+        assert_eq!(
+            notices(&state).last().map(String::as_str),
+            Some("olga made bob a moderator of #a.")
+        );
+        let state = reduce(state, [granted("other", Grant::Moderator, true)]);
+        assert_eq!(state.view().role, Some(Role::Moderator), "someone else's");
+        let state = reduce(state, [granted("bob", Grant::Moderator, true)]);
+        assert_eq!(state.view().role, None);
+        let state = reduce(state, [granted("cy", Grant::Member, true)]);
+        assert_eq!(
+            notices(&state).last().map(String::as_str),
+            Some("olga removed cy from the members of #a.")
+        );
     }
 
     /// A moderator's action reads as a sentence, with how long a mute or ban lasts.

@@ -14,7 +14,7 @@ use frontend::components::room_list::JoinedRoom;
 use frontend::components::{
     Composer, ComposerProps, ConnectionBadge, ConnectionBadgeProps, JoinForm, JoinFormProps,
     MemberList, MemberListProps, MessageList, MessageListProps, RoomList, RoomListProps,
-    SignInRequest, TypingIndicator, TypingIndicatorProps,
+    RoomSettings, RoomSettingsProps, SignInRequest, TypingIndicator, TypingIndicatorProps,
 };
 use frontend::outbox::Outgoing;
 use frontend::state::{ConnectionState, Entry, Older};
@@ -346,6 +346,56 @@ async fn member_list_offers_moderation_to_moderators() {
     use protocol::Sanction::{Ban, Kick, Mute};
     let alice = || "alice".to_owned();
     assert_eq!(*asked.borrow(), [(alice(), Mute), (alice(), Kick), (alice(), Ban)]);
+}
+
+/// The room's settings offer moderators by name to the owner only, and members by name in a
+/// private room; each button reports the name typed, then clears it.
+#[wasm_bindgen_test]
+async fn room_settings_name_moderators_and_members() {
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let props = |owner: bool, private: bool| RoomSettingsProps {
+        room: "r".into(),
+        private,
+        invitation: None,
+        origin: "https://chat.example".into(),
+        on_private: Callback::noop(),
+        on_invite: Callback::noop(),
+        owner,
+        on_grant: {
+            let asked = asked.clone();
+            Callback::from(move |choice| asked.borrow_mut().push(choice))
+        },
+    };
+    let moderator = root();
+    yew::Renderer::<RoomSettings>::with_root_and_props(moderator.clone(), props(false, false))
+        .render();
+    flush().await;
+    assert!(select(&moderator, ".people").is_none(), "a moderator of a public room names nobody");
+
+    let owner = root();
+    yew::Renderer::<RoomSettings>::with_root_and_props(owner.clone(), props(true, true)).render();
+    flush().await;
+    assert_eq!(
+        texts(&owner, ".people button"),
+        ["Make moderator", "Remove moderator", "Add member", "Remove member"]
+    );
+    let buttons = select_all(&owner, ".people button");
+    let click = |at: usize| {
+        buttons[at].dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    };
+    click(0);
+    assert!(asked.borrow().is_empty(), "no name typed");
+    let name = input(&owner, "#room-person");
+    name.set_value(" cy ");
+    click(0);
+    assert_eq!(name.value(), "", "cleared");
+    name.set_value("dee");
+    click(3);
+    use protocol::Grant::{Member, Moderator};
+    assert_eq!(
+        *asked.borrow(),
+        [("cy".to_owned(), Moderator, false), ("dee".into(), Member, true)]
+    );
 }
 
 /// Each connection state has its own visible label and machine-readable state.

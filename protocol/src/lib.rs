@@ -130,6 +130,17 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         revoke: bool,
     },
+    /// Give the account `nick` a place in `room`, or take it away (`revoke`): `moderator` (the
+    /// room's owner only) or `member` of a private room (its owner and moderators). The room is
+    /// told with [`ServerMessage::Granted`]; a member taken away who is in the room is removed
+    /// (close [`close::REMOVED`]), and a new moderator may act at once.
+    Grant {
+        room: String,
+        nick: String,
+        grant: Grant,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revoke: bool,
+    },
     /// The user is typing in `room` (without `room`: in the one room the connection is in).
     /// Clients send this at most every [`TYPING_SEND_INTERVAL_MS`] while the user types; the
     /// room tells the other members with [`ServerMessage::Typing`].
@@ -146,6 +157,16 @@ pub enum Sanction {
     Kick,
     Mute,
     Ban,
+}
+
+/// What an owner or moderator gives an account in a room ([`ClientMessage::Grant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// Moderates the room (given and taken by its owner).
+    Moderator,
+    /// May join the private room.
+    Member,
 }
 
 /// How long a mute or ban lasts when the moderator names no time: a day.
@@ -255,6 +276,16 @@ pub enum ServerMessage {
     },
     /// `room` became private (or public again), by `by`'s choice.
     RoomSettings { room: String, private: bool, by: String },
+    /// `by` gave the account `nick` the place `grant` in `room`, or took it away (`revoke`).
+    /// Sent to everyone in the room.
+    Granted {
+        room: String,
+        nick: String,
+        grant: Grant,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revoke: bool,
+        by: String,
+    },
     /// The answer to an `invite`: the new invitation `code` for `room`, or (absent) every code
     /// revoked.
     Invitation {

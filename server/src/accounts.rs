@@ -394,11 +394,16 @@ impl Accounts {
         self.store.revoke_owner(room)
     }
 
-    /// Takes the account's moderator role in `room` (`None`: the server-wide one) away;
-    /// whether it had it.
-    pub fn revoke_moderator(&self, nick: &str, room: Option<&str>) -> Result<bool, AccountError> {
-        let Some(account) = self.find(nick)? else { return Ok(false) };
-        self.store.revoke_moderator(account.id, room.unwrap_or(""))
+    /// Takes the account's moderator role in `room` (`None`: the server-wide one) away: its
+    /// nick as registered if it had it.
+    pub fn revoke_moderator(
+        &self,
+        nick: &str,
+        room: Option<&str>,
+    ) -> Result<Option<String>, AccountError> {
+        let Some(account) = self.find(nick)? else { return Ok(None) };
+        let had = self.store.revoke_moderator(account.id, room.unwrap_or(""))?;
+        Ok(had.then_some(account.nick))
     }
 
     /// Every account: nick, when registered, and its roles as `room:role` (`*` for the whole
@@ -1012,8 +1017,8 @@ pub(crate) mod tests {
         roles.sort();
         assert_eq!(roles, ["*:moderator", "r2:moderator"]);
         assert_eq!(listed[0].2, ["r1:owner"]);
-        assert!(accounts.revoke_moderator("bob", None).expect("revoked"));
-        assert!(!accounts.revoke_moderator("bob", None).expect("once"));
+        assert_eq!(accounts.revoke_moderator("BOB", None).expect("revoked"), Some("bob".into()));
+        assert_eq!(accounts.revoke_moderator("bob", None).expect("once"), None);
         assert_eq!(accounts.role("r1", "bob", false).expect("read"), None);
         assert_eq!(accounts.revoke_owner("r1").expect("revoked"), Some("Alice".into()));
         assert_eq!(accounts.revoke_owner("r1").expect("revoked"), None);

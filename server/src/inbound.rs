@@ -57,6 +57,13 @@ pub enum Command {
         room: String,
         revoke: bool,
     },
+    /// Give the account `nick` a place in `room` (moderator, member), or take it away.
+    Grant {
+        room: String,
+        nick: String,
+        grant: protocol::Grant,
+        revoke: bool,
+    },
     /// An `edit` (with a text) or a `delete` (without) of message `target` of `room`.
     Amend {
         room: String,
@@ -189,6 +196,12 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
         }),
         ClientMessage::Invite { room, revoke } => {
             Ok(Command::Invite { room: rules::check_room(&room, limits.max_room_chars)?, revoke })
+        }
+        ClientMessage::Grant { room, nick, grant, revoke } => {
+            let room = rules::check_room(&room, limits.max_room_chars)?;
+            let nick = crate::names::check_nick(&nick, limits.max_nick_chars)
+                .map_err(|error| Rejection::from(error).in_room(&room))?;
+            Ok(Command::Grant { room, nick, grant, revoke })
         }
         ClientMessage::Moderate { room, nick, action, minutes } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;

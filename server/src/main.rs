@@ -127,7 +127,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             let room = room.as_deref().map(checked_room).transpose()?;
             let accounts = accounts()?;
             anyhow::ensure!(
-                accounts.revoke_moderator(nick, room.as_deref())?,
+                accounts.revoke_moderator(nick, room.as_deref())?.is_some(),
                 "{nick:?} is no moderator there"
             );
             let place = room.unwrap_or_else(|| "*".into());

@@ -265,6 +265,13 @@ impl Room {
             }
             ServerMessage::Left { nick, .. } => Some(Event::Left { s, nick: nick.clone() }),
             ServerMessage::Typing { nick, .. } => Some(Event::Typing { s, nick: nick.clone() }),
+            ServerMessage::Granted { nick, grant, revoke, by, .. } => Some(Event::Granted {
+                s,
+                nick: nick.clone(),
+                grant: *grant,
+                revoke: *revoke,
+                by: by.clone(),
+            }),
             ServerMessage::Moderated { nick, action, by, until, .. } => Some(Event::Moderated {
                 s,
                 nick: nick.clone(),
@@ -659,6 +666,26 @@ impl Handler<Invite> for Room {
     }
 }
 
+/// An owner or moderator gives an account a place in the room (moderator, member), or takes
+/// it away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Grant {
+    pub conn: ConnId,
+    pub nick: String,
+    pub grant: protocol::Grant,
+    pub revoke: bool,
+}
+
+impl Handler<Grant> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Grant, ctx: &mut Self::Context) {
+        let effects = self.state.grant(msg.conn, &msg.nick, msg.grant, msg.revoke, now_millis());
+        self.apply(effects, ctx);
+    }
+}
+
 /// A member moderates another: kick, mute or ban for `minutes`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -766,6 +793,9 @@ impl Room {
             }
             Event::Left { s, nick } if s != own => self.state.remote_left(&s, &nick, ts),
             Event::Typing { s, nick } if s != own => self.state.remote_typing(&nick),
+            Event::Granted { s, nick, grant, revoke, by } if s != own => {
+                self.state.remote_granted(&nick, grant, revoke, &by, ts)
+            }
             Event::Moderated { s, nick, action, by, until } if s != own => {
                 self.state.remote_moderated(&nick, action, &by, until, ts)
             }

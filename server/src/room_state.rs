@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChatMessage, ClientId, ErrorCode, MessageId, Role, RoomInfo, Sanction, ServerMessage,
+    ChatMessage, ClientId, ErrorCode, Grant, MessageId, Role, RoomInfo, Sanction, ServerMessage,
     UnixMillis, rules,
 };
 
@@ -114,6 +114,27 @@ impl Registry {
             .new_invitation(room, ts)
             .map_err(|error| tracing::error!(%error, room, "could not make an invitation"))
             .ok()
+    }
+
+    /// Gives the account `nick` (or a look-alike) the place `grant` in `room`, or takes it
+    /// away: its nick as registered (`Ok(None)`: no such account, or it had no such place),
+    /// `Err` if it could not be saved.
+    fn grant(
+        &self,
+        room: &str,
+        nick: &str,
+        grant: Grant,
+        revoke: bool,
+    ) -> Result<Option<String>, ()> {
+        let Some(accounts) = &self.0 else { return Ok(None) };
+        let now = crate::outbound::now_millis();
+        let done = match (grant, revoke) {
+            (Grant::Moderator, false) => accounts.grant_moderator(nick, Some(room), now),
+            (Grant::Moderator, true) => accounts.revoke_moderator(nick, Some(room)),
+            (Grant::Member, false) => accounts.add_member(room, nick),
+            (Grant::Member, true) => accounts.remove_member(room, nick),
+        };
+        done.map_err(|error| tracing::error!(%error, room, "could not change a role"))
     }
 
     /// Revokes every invitation code to `room`; whether it was saved.
@@ -1489,6 +1510,121 @@ impl RoomState {
         }
     }
 
+    /// `conn` gives the account `nick` the place `grant` here, or takes it away (`revoke`):
+    /// moderators are the owner's to name, members of a private room its owner's and
+    /// moderators' (with an account here). The room is told; a new or former moderator here
+    /// acts as such at once, and a former member here is removed.
+    pub fn grant(
+        &mut self,
+        conn: ConnId,
+        nick: &str,
+        grant: Grant,
+        revoke: bool,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        let role = self.current_role(actor).filter(|_| actor.has_account());
+        let allowed = match grant {
+            Grant::Moderator => role == Some(Role::Owner),
+            Grant::Member => role.is_some(),
+        };
+        if !allowed {
+            let words = match grant {
+                Grant::Moderator => "Only the room's owner names its moderators.",
+                Grant::Member => {
+                    "Only the room's owner and its moderators (with an account here) may do that."
+                }
+            };
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
+        }
+        if grant == Grant::Member && self.private != Some(true) {
+            let words =
+                format!("#{} is open to everyone: only private rooms have members.", self.name);
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
+        }
+        let by = actor.nick.clone();
+        let registered = match self.rules.registry.grant(&self.name, nick, grant, revoke) {
+            Ok(Some(registered)) => registered,
+            Ok(None) => {
+                let words = match (grant, revoke) {
+                    (Grant::Moderator, true) => {
+                        format!("{nick} is no moderator of #{}.", self.name)
+                    }
+                    (Grant::Member, true) => format!("{nick} is no member of #{}.", self.name),
+                    _ => format!("No account is called {nick}."),
+                };
+                return self.refusal(conn, ErrorCode::NotFound, words, None);
+            }
+            Err(()) => {
+                return self.refusal(
+                    conn,
+                    ErrorCode::Unavailable,
+                    "That could not be saved; try again.",
+                    None,
+                );
+            }
+        };
+        let action = match (grant, revoke) {
+            (Grant::Moderator, false) => "grant-moderator",
+            (Grant::Moderator, true) => "revoke-moderator",
+            (Grant::Member, false) => "add-member",
+            (Grant::Member, true) => "remove-member",
+        };
+        let audit = Audit {
+            actor: by.clone(),
+            action,
+            room: self.name.clone(),
+            subject: registered.clone(),
+        };
+        let mut effects = vec![Effect::Audit(audit)];
+        effects.extend(self.remote_granted(&registered, grant, revoke, &by, ts));
+        effects
+    }
+
+    /// The account `nick` was given the place `grant` here, or had it taken away (`revoke`),
+    /// by `by` (on this server, or with `--redis` on another): the room is told, the role of
+    /// its seats here is read again, and a member taken away leaves (its owner and moderators
+    /// stay).
+    pub fn remote_granted(
+        &mut self,
+        nick: &str,
+        grant: Grant,
+        revoke: bool,
+        by: &str,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let told = ServerMessage::Granted {
+            room: self.name.clone(),
+            nick: nick.to_owned(),
+            grant,
+            revoke,
+            by: by.to_owned(),
+        };
+        let mut effects = vec![Effect::Broadcast { message: told, except: None }];
+        let seats: Vec<ConnId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.has_account() && m.nick == nick)
+            .map(|(conn, _)| *conn)
+            .collect();
+        if seats.is_empty() {
+            return effects;
+        }
+        let role = self.rules.registry.role(&self.name, nick, false);
+        for conn in &seats {
+            if let Some(member) = self.members.get_mut(conn) {
+                member.role = role;
+            }
+        }
+        if grant == Grant::Member && revoke && role.is_none() && self.private == Some(true) {
+            let reason = format!("{by} removed you from the members of #{}", self.name);
+            for conn in seats {
+                effects.extend(self.remove_seat(conn, &reason, ts));
+            }
+        }
+        effects
+    }
+
     /// `conn` (who must own or moderate the room) kicks, mutes or bans the member `nick` for
     /// `minutes`. Nobody who moderates the room may be sanctioned (nor oneself). Everyone in
     /// the room, the member included, is told; a kick or ban then removes every seat of the
@@ -2217,9 +2353,83 @@ mod tests {
         );
         // A moderator the operator revoked stops at once, without rejoining.
         let accounts = room.rules.registry.0.clone().expect("accounts");
-        assert!(accounts.revoke_moderator("mod", None).expect("revoked"));
+        assert!(accounts.revoke_moderator("mod", None).expect("revoked").is_some());
         let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
         assert_eq!(error(&late), Some(ErrorCode::Forbidden));
+    }
+
+    /// Who names moderators and members, as a table: the owner names moderators, who may act
+    /// at once and stop at once when taken away; the owner and moderators name the members of
+    /// a private room (only a private room has members), and a member taken away leaves.
+    #[test]
+    fn owners_name_moderators_and_members() {
+        let rules = RoomRules { registry: registry(&["Ann", "Bob", "Cy"], "nobody"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let signed = |conn, nick: &str| JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            ..request(conn, None, None)
+        };
+        for join in [signed(1, "Ann"), signed(2, "Bob"), request(3, Some("gus"), None)] {
+            assert!(room.join(join, usize::MAX, now, T).0.is_ok());
+        }
+        let error = |effects: &[Effect]| match effects {
+            [Effect::Send { message: ServerMessage::Error { code, .. }, .. }] => Some(*code),
+            _ => None,
+        };
+        let granted = |effects: &[Effect]| {
+            effects.iter().find_map(|e| match e {
+                Effect::Broadcast {
+                    message: ServerMessage::Granted { nick, grant, revoke, by, .. },
+                    ..
+                } => Some((nick.clone(), *grant, *revoke, by.clone())),
+                _ => None,
+            })
+        };
+        let forbidden = Some(ErrorCode::Forbidden);
+        assert_eq!(error(&room.grant(2, "Cy", Grant::Moderator, false, T)), forbidden);
+        assert_eq!(error(&room.grant(3, "Cy", Grant::Moderator, false, T)), forbidden);
+        assert_eq!(error(&room.grant(1, "Cy", Grant::Member, false, T)), forbidden, "public");
+        assert_eq!(
+            error(&room.grant(1, "zed", Grant::Moderator, false, T)),
+            Some(ErrorCode::NotFound)
+        );
+
+        let made = room.grant(1, "bob", Grant::Moderator, false, T);
+        assert_eq!(granted(&made), Some(("Bob".into(), Grant::Moderator, false, "Ann".into())));
+        assert!(
+            made.iter().any(|e| matches!(e, Effect::Audit(a) if a.action == "grant-moderator"))
+        );
+        let kicked = room.moderate(2, "gus", Sanction::Kick, 1, T);
+        assert!(kicked.iter().any(|e| matches!(e, Effect::Removed { conn: 3, .. })), "at once");
+        assert_eq!(error(&room.grant(2, "Cy", Grant::Moderator, false, T)), forbidden);
+        assert!(granted(&room.grant(1, "Bob", Grant::Moderator, true, T)).is_some());
+        assert!(room.join(request(4, Some("hal"), None), usize::MAX, now, T).0.is_ok());
+        assert_eq!(error(&room.moderate(2, "hal", Sanction::Kick, 1, T)), forbidden, "at once");
+        assert_eq!(
+            error(&room.grant(1, "Bob", Grant::Moderator, true, T)),
+            Some(ErrorCode::NotFound),
+            "no longer one"
+        );
+
+        // Private: members by name, and taken away.
+        assert!(matches!(room.configure(1, true, T).as_slice(), [Effect::Audit(_), ..]));
+        assert_eq!(error(&room.grant(2, "Cy", Grant::Member, false, T)), forbidden, "no role");
+        assert!(granted(&room.grant(1, "cy", Grant::Member, false, T)).is_some());
+        assert!(room.join(signed(5, "Cy"), usize::MAX, now, T).0.is_ok(), "a member now");
+        let removed = room.grant(1, "Cy", Grant::Member, true, T);
+        assert!(
+            removed.iter().any(|e| matches!(e, Effect::Removed { conn: 5, .. })),
+            "{removed:?}"
+        );
+        let again = room.join(signed(6, "Cy"), usize::MAX, now, T).0;
+        assert_eq!(code(again), forbidden);
+        assert_eq!(error(&room.grant(1, "Cy", Grant::Member, true, T)), Some(ErrorCode::NotFound));
+        // Taken away on another server: Bob (a member, made so by the room turning private)
+        // leaves here.
+        let elsewhere = room.remote_granted("Bob", Grant::Member, true, "Ann", T);
+        assert!(elsewhere.iter().any(|e| matches!(e, Effect::Removed { conn: 2, .. })));
     }
 
     /// (`--redis`) Moderation across servers: a member on another server may be kicked or

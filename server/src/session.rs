@@ -427,6 +427,11 @@ impl Session {
                     room.do_send(room::Invite { conn: self.conn, revoke });
                 }
             }
+            Ok(Command::Grant { room, nick, grant, revoke }) => {
+                if let Some(room) = self.room_for(ctx, Some(&room), "changing it", None) {
+                    room.do_send(room::Grant { conn: self.conn, nick, grant, revoke });
+                }
+            }
             Ok(Command::Moderate { room, nick, action, minutes }) => {
                 if let Some(room) = self.room_for(ctx, Some(&room), "moderating", None) {
                     room.do_send(room::Moderate { conn: self.conn, nick, action, minutes });

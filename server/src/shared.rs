@@ -107,6 +107,15 @@ pub enum Event {
         s: String,
         nick: String,
     },
+    /// An owner or moderator gave the account `nick` a place in the room, or took it away: its
+    /// server reads its role again, or removes its seats (a member taken away).
+    Granted {
+        s: String,
+        nick: String,
+        grant: protocol::Grant,
+        revoke: bool,
+        by: String,
+    },
     /// A moderator kicked, muted or banned `nick`: its server removes or mutes its seats.
     Moderated {
         s: String,
@@ -256,7 +265,7 @@ impl Shared {
             let written = match &event {
                 Event::Joined { nick, tag, .. } => self.presence.join(room, nick, tag).await,
                 Event::Left { nick, .. } => self.presence.leave(room, nick).await,
-                Event::Typing { .. } | Event::Moderated { .. } => Ok(()),
+                Event::Typing { .. } | Event::Moderated { .. } | Event::Granted { .. } => Ok(()),
             };
             let published = match serde_json::to_string(&event) {
                 Ok(event) => self.log.publish_event(room, &event).await,

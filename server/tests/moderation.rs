@@ -314,3 +314,78 @@ async fn private_rooms_admit_members_and_the_invited() {
     let (_, welcome) = signed_in(&address, &pat, "room=vault").await;
     assert!(welcome.private);
 }
+
+/// The next `granted` a client sees: who, what, whether taken away, by whom.
+async fn granted(client: &mut Client) -> (String, protocol::Grant, bool, String) {
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Granted { nick, grant, revoke, by, .. } => {
+                Some((nick, grant, revoke, by))
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// The owner names moderators and members over the wire: a new moderator kicks at once and
+/// stops at once when taken away; nobody else names moderators; a member named joins the
+/// private room, and taken away is closed with 4005 and refused; `server admin
+/// remove-member` takes a membership away too; the audit log keeps each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_name_moderators_and_members() {
+    use protocol::Grant::{Member, Moderator};
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (olga, bob, cy) =
+        (register(&address, "olga"), register(&address, "bob"), register(&address, "cy"));
+    let (mut owner, welcome) = signed_in(&address, &olga, "room=hall").await;
+    assert_eq!(welcome.role, Some(Role::Owner));
+    let (mut bob, _) = signed_in(&address, &bob, "room=hall").await;
+    let (mut troll, _) = Client::join(&url(&address, "room=hall&nick=troll")).await;
+    let grant = |nick: &str, grant: &str, revoke: bool| {
+        json!({"type": "grant", "room": "hall", "nick": nick, "grant": grant, "revoke": revoke})
+            .to_string()
+    };
+    let kick = |nick: &str| {
+        json!({"type": "moderate", "room": "hall", "nick": nick, "action": "kick"}).to_string()
+    };
+
+    bob.send_text(&grant("cy", "moderator", false)).await;
+    assert_eq!(bob.error_skipping().await, ErrorCode::Forbidden, "only the owner");
+    owner.send_text(&grant("nobody", "moderator", false)).await;
+    assert_eq!(owner.error_skipping().await, ErrorCode::NotFound);
+    owner.send_text(&grant("BOB", "moderator", false)).await;
+    assert_eq!(granted(&mut bob).await, ("bob".into(), Moderator, false, "olga".into()));
+    bob.send_text(&kick("troll")).await;
+    assert_eq!(troll.close_code().await, protocol::close::REMOVED, "a moderator at once");
+    owner.send_text(&grant("bob", "moderator", true)).await;
+    assert_eq!(granted(&mut bob).await, ("bob".into(), Moderator, true, "olga".into()));
+    let (_, _) = Client::join(&url(&address, "room=hall&nick=troll2")).await;
+    bob.send_text(&kick("troll2")).await;
+    assert_eq!(bob.error_skipping().await, ErrorCode::Forbidden, "and stops at once");
+
+    owner.send_text(&grant("cy", "member", false)).await;
+    assert_eq!(owner.error_skipping().await, ErrorCode::Forbidden, "a public room has none");
+    owner
+        .send_text(&json!({"type": "configure", "room": "hall", "private": true}).to_string())
+        .await;
+    owner.send_text(&grant("cy", "member", false)).await;
+    assert_eq!(granted(&mut owner).await, ("cy".into(), Member, false, "olga".into()));
+    let (mut member, welcome) = signed_in(&address, &cy, "room=hall").await;
+    assert!(welcome.private);
+    owner.send_text(&grant("cy", "member", true)).await;
+    let closed = member.closed().await.expect("a close frame");
+    assert_eq!(u16::from(closed.code), protocol::close::REMOVED);
+    assert_eq!(closed.reason.as_str(), "olga removed you from the members of #hall");
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", cy.as_str())];
+    let mut again =
+        Client::open_with(&url(&address, "room=hall"), &headers).await.expect("connected");
+    assert_eq!(again.error_skipping().await, ErrorCode::Forbidden);
+    // The operator takes a membership away too (bob became one when the room turned private).
+    assert!(admin(data.path(), &["remove-member", "hall", "bob"]).contains("bob is no longer"));
+    let log = audit_log_with(data.path(), "olga\tremove-member\thall\tcy").await;
+    assert!(log.contains("olga\tgrant-moderator\thall\tbob"), "{log}");
+    assert!(log.contains("admin\tremove-member\thall\tbob"), "{log}");
+}

@@ -18,6 +18,9 @@ fn jsonish() -> impl Strategy<Value = String> {
         ("(kick|mute|ban|x)", any::<String>(), any::<String>(), any::<u32>()).prop_map(
             |(action, nick, room, minutes)| format!(r#"{{"type":"moderate","action":"{action}","nick":{nick:?},"room":{room:?},"minutes":{minutes}}}"#)
         ),
+        ("(moderator|member|x)", any::<String>(), any::<String>(), any::<bool>()).prop_map(
+            |(grant, nick, room, revoke)| format!(r#"{{"type":"grant","grant":"{grant}","nick":{nick:?},"room":{room:?},"revoke":{revoke}}}"#)
+        ),
         ("(edit|delete)", any::<String>(), any::<String>(), any::<u64>()).prop_map(
             |(kind, a, b, id)| format!(
                 r#"{{"type":"{kind}","text":{a:?},"room":{b:?},"id":{id}}}"#
@@ -181,6 +184,10 @@ proptest! {
             }
             Ok(Command::Configure { room, .. } | Command::Invite { room, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+            }
+            Ok(Command::Grant { room, nick, .. }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                prop_assert_eq!(names::check_nick(&nick, MAX_NICK_CHARS), Ok(nick.clone()));
             }
             Ok(Command::Moderate { room, nick, minutes, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
