@@ -393,7 +393,7 @@ pub fn app(props: &AppProps) -> Html {
             use protocol::Sanction;
             let Some(window) = web_sys::window() else { return };
             let question = match action {
-                Sanction::Mute => None,
+                Sanction::Mute | Sanction::Unmute | Sanction::Unban => None,
                 Sanction::Kick => Some(format!("Remove {nick} from #{room}? They may come back.")),
                 Sanction::Ban => Some(format!("Ban {nick} from #{room} for a day?")),
             };
@@ -413,7 +413,18 @@ pub fn app(props: &AppProps) -> Html {
     let on_invite = {
         let (send, room) = (send.clone(), view.name.clone());
         Callback::from(move |revoke: bool| {
-            send.emit(ClientMessage::Invite { room: room.clone(), revoke });
+            // A week, for anyone who has the link.
+            send.emit(ClientMessage::Invite { room: room.clone(), revoke, days: None, uses: None });
+        })
+    };
+    let on_sanctions = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |()| send.emit(ClientMessage::Sanctions { room: room.clone() }))
+    };
+    let on_lift = {
+        let (send, room) = (send.clone(), view.name.clone());
+        Callback::from(move |(nick, action): (String, protocol::Sanction)| {
+            send.emit(ClientMessage::Moderate { room: room.clone(), nick, action, minutes: None });
         })
     };
     // Taking a place away is confirmed first.
@@ -508,7 +519,9 @@ pub fn app(props: &AppProps) -> Html {
                 if view.role.is_some() && account.is_some() {
                     <RoomSettings room={view.name.clone()} private={view.private}
                         invitation={view.invitation.clone()} {origin} {on_private} {on_invite}
-                        owner={view.role == Some(protocol::Role::Owner)} {on_grant} />
+                        owner={view.role == Some(protocol::Role::Owner)} {on_grant}
+                        expires={view.invitation_expires} sanctions={view.sanctions.clone()}
+                        {on_sanctions} {on_lift} />
                 }
                 <Settings />
             </aside>

@@ -116,6 +116,11 @@ pub struct RoomView {
     pub private: bool,
     /// The last invitation code the reader made here (`Some(None)`: all were revoked).
     pub invitation: Option<Option<String>>,
+    /// When that code stops working (Unix ms).
+    pub invitation_expires: Option<u64>,
+    /// The mutes and bans in force here, once a moderator asked (kept up to date by the
+    /// room's `moderated` notices from then on).
+    pub sanctions: Option<Vec<protocol::SanctionInfo>>,
     /// Shared so that passing the list to a component is cheap and compares by pointer.
     pub entries: Rc<VecDeque<Entry>>,
     /// Who is typing, with when their indication expires (Unix ms).
@@ -148,6 +153,8 @@ impl RoomView {
             role: None,
             private: false,
             invitation: None,
+            invitation_expires: None,
+            sanctions: None,
             entries: Rc::default(),
             typing: Vec::new(),
             unread: 0,
@@ -351,6 +358,27 @@ impl RoomView {
 }
 
 /// The words for a moderator's action, as a notice: who did what to whom, for how long.
+/// Keeps a shown list of mutes and bans up to date with a `moderated` notice: a mute or ban
+/// replaces the member's earlier one of the kind, a lifting removes it.
+pub fn follow_sanction(
+    list: &mut Vec<protocol::SanctionInfo>,
+    nick: &str,
+    action: protocol::Sanction,
+    until: Option<u64>,
+) {
+    use protocol::Sanction;
+    let kind = match action {
+        Sanction::Mute | Sanction::Unmute => Sanction::Mute,
+        Sanction::Ban | Sanction::Unban => Sanction::Ban,
+        Sanction::Kick => return,
+    };
+    list.retain(|held| !(held.nick == nick && held.action == kind));
+    if let (false, Some(until)) = (action.lifts(), until) {
+        list.push(protocol::SanctionInfo { nick: nick.to_owned(), action: kind, until });
+        list.sort_by(|a, b| a.nick.cmp(&b.nick));
+    }
+}
+
 /// What a change of someone's place in a room reads as.
 pub fn grant_notice(
     nick: &str,
@@ -382,6 +410,8 @@ pub fn moderation_notice(
         protocol::Sanction::Kick => "removed",
         protocol::Sanction::Mute => "muted",
         protocol::Sanction::Ban => "banned",
+        protocol::Sanction::Unmute => return format!("{by} unmuted {nick}."),
+        protocol::Sanction::Unban => return format!("{by} lifted the ban on {nick}."),
     };
     match until {
         Some(until) => {
@@ -746,14 +776,23 @@ impl State {
                     view.notice(grant_notice(&nick, grant, revoke, &by, &room), now());
                 }
             }
-            ServerMessage::Invitation { room, code } => {
+            ServerMessage::Invitation { room, code, expires, .. } => {
                 if let Some(view) = self.view_mut(&room) {
                     view.invitation = Some(code);
+                    view.invitation_expires = expires;
+                }
+            }
+            ServerMessage::Sanctions { room, sanctions } => {
+                if let Some(view) = self.view_mut(&room) {
+                    view.sanctions = Some(sanctions);
                 }
             }
             ServerMessage::Moderated { room, nick, action, by, until } => {
                 if let Some(view) = self.view_mut(&room).filter(|view| view.is_joined()) {
                     let ts = now();
+                    if let Some(list) = &mut view.sanctions {
+                        follow_sanction(list, &nick, action, until);
+                    }
                     view.notice(moderation_notice(&nick, action, &by, until, ts), ts);
                 }
             }
@@ -1311,18 +1350,26 @@ mod tests {
                 Action::Server(ServerMessage::Invitation {
                     room: "a".into(),
                     code: Some("c0de".into()),
+                    expires: Some(7),
+                    uses: None,
                 }),
             ],
         );
         assert!(state.view().private);
         assert_eq!(state.view().invitation, Some(Some("c0de".to_owned())));
+        assert_eq!(state.view().invitation_expires, Some(7));
         assert_eq!(
             notices(&state).last().map(String::as_str),
             Some("olga made #a private: only members may join.")
         );
         let revoked = reduce(
             state,
-            [Action::Server(ServerMessage::Invitation { room: "a".into(), code: None })],
+            [Action::Server(ServerMessage::Invitation {
+                room: "a".into(),
+                code: None,
+                expires: None,
+                uses: None,
+            })],
         );
         assert_eq!(revoked.view().invitation, Some(None));
     }
@@ -1359,6 +1406,55 @@ mod tests {
             notices(&state).last().map(String::as_str),
             Some("olga removed cy from the members of #a.")
         );
+    }
+
+    /// A shown list of bans and mutes follows the room's notices: a new ban replaces the
+    /// earlier one, a lifting removes it, a kick changes nothing.
+    #[test]
+    fn shown_sanctions_follow_the_notices() {
+        use protocol::Sanction::{Ban, Kick, Mute, Unban, Unmute};
+        let moderated = |nick: &str, action, until| {
+            Action::Server(ServerMessage::Moderated {
+                room: "a".into(),
+                nick: nick.into(),
+                action,
+                by: "olga".into(),
+                until,
+            })
+        };
+        let state = reduce(
+            Rc::new(State::new("a".into())),
+            [welcome("a", vec![]), moderated("tr", Ban, Some(5))],
+        );
+        assert_eq!(state.view().sanctions, None, "not asked for");
+        let listed = |state: &State| {
+            let list = state.view().sanctions.clone().unwrap_or_default();
+            list.into_iter().map(|s| (s.nick, s.action, s.until)).collect::<Vec<_>>()
+        };
+        let state = reduce(
+            state,
+            [
+                Action::Server(ServerMessage::Sanctions {
+                    room: "a".into(),
+                    sanctions: vec![protocol::SanctionInfo {
+                        nick: "tr".into(),
+                        action: Ban,
+                        until: 5,
+                    }],
+                }),
+                moderated("tr", Mute, Some(9)),
+                moderated("al", Ban, Some(7)),
+                moderated("tr", Ban, Some(6)),
+                moderated("al", Kick, None),
+            ],
+        );
+        assert_eq!(
+            listed(&state),
+            [("al".into(), Ban, 7), ("tr".into(), Mute, 9), ("tr".into(), Ban, 6)]
+        );
+        let state = reduce(state, [moderated("tr", Unban, None), moderated("tr", Unmute, None)]);
+        assert_eq!(listed(&state), [("al".into(), Ban, 7)]);
+        assert_eq!(notices(&state).last().map(String::as_str), Some("olga unmuted tr."));
     }
 
     /// A moderator's action reads as a sentence, with how long a mute or ban lasts.

@@ -365,6 +365,10 @@ async fn room_settings_name_moderators_and_members() {
             let asked = asked.clone();
             Callback::from(move |choice| asked.borrow_mut().push(choice))
         },
+        expires: None,
+        sanctions: None,
+        on_sanctions: Callback::noop(),
+        on_lift: Callback::noop(),
     };
     let moderator = root();
     yew::Renderer::<RoomSettings>::with_root_and_props(moderator.clone(), props(false, false))
@@ -396,6 +400,57 @@ async fn room_settings_name_moderators_and_members() {
         *asked.borrow(),
         [("cy".to_owned(), Moderator, false), ("dee".into(), Member, true)]
     );
+}
+
+/// The room's bans and mutes are asked for with a button, then listed with a way to lift each.
+#[wasm_bindgen_test]
+async fn room_settings_list_and_lift_bans() {
+    use protocol::Sanction::{Ban, Mute, Unban, Unmute};
+    let (asked, lifted) = (Rc::new(RefCell::new(0)), Rc::new(RefCell::new(Vec::new())));
+    let props = |sanctions| RoomSettingsProps {
+        room: "r".into(),
+        private: false,
+        invitation: None,
+        origin: "https://chat.example".into(),
+        on_private: Callback::noop(),
+        on_invite: Callback::noop(),
+        owner: false,
+        on_grant: Callback::noop(),
+        expires: None,
+        sanctions,
+        on_sanctions: {
+            let asked = asked.clone();
+            Callback::from(move |()| *asked.borrow_mut() += 1)
+        },
+        on_lift: {
+            let lifted = lifted.clone();
+            Callback::from(move |choice| lifted.borrow_mut().push(choice))
+        },
+    };
+    let before = root();
+    yew::Renderer::<RoomSettings>::with_root_and_props(before.clone(), props(None)).render();
+    flush().await;
+    let show = select(&before, ".sanctions button").expect("a button");
+    assert_eq!(show.text_content().as_deref(), Some("Show bans and mutes"));
+    show.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    assert_eq!(*asked.borrow(), 1);
+
+    let shown = root();
+    let list = vec![
+        protocol::SanctionInfo { nick: "gus".into(), action: Ban, until: 0 },
+        protocol::SanctionInfo { nick: "tr".into(), action: Mute, until: 0 },
+    ];
+    yew::Renderer::<RoomSettings>::with_root_and_props(shown.clone(), props(Some(list))).render();
+    flush().await;
+    assert_eq!(texts(&shown, ".sanctions li button"), ["Unban", "Unmute"]);
+    for button in select_all(&shown, ".sanctions li button") {
+        button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    }
+    assert_eq!(*lifted.borrow(), [("gus".to_owned(), Unban), ("tr".into(), Unmute)]);
+    let empty = root();
+    yew::Renderer::<RoomSettings>::with_root_and_props(empty.clone(), props(Some(vec![]))).render();
+    flush().await;
+    assert_eq!(texts(&empty, ".sanctions .hint"), ["Nobody is muted or banned here."]);
 }
 
 /// Each connection state has its own visible label and machine-readable state.

@@ -129,7 +129,18 @@ pub enum ClientMessage {
         room: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         revoke: bool,
+        /// How long the code works, in days (1 to [`MAX_INVITATION_DAYS`]; without it,
+        /// [`DEFAULT_INVITATION_DAYS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        days: Option<u32>,
+        /// How many people it may make members (1 to [`MAX_INVITATION_USES`]; without it, any
+        /// number until it ends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uses: Option<u32>,
     },
+    /// Ask for the mutes and bans in force in `room` (its owner and moderators): the answer is
+    /// a [`ServerMessage::Sanctions`].
+    Sanctions { room: String },
     /// Give the account `nick` a place in `room`, or take it away (`revoke`): `moderator` (the
     /// room's owner only) or `member` of a private room (its owner and moderators). The room is
     /// told with [`ServerMessage::Granted`]; a member taken away who is in the room is removed
@@ -157,7 +168,36 @@ pub enum Sanction {
     Kick,
     Mute,
     Ban,
+    /// Lifts a mute before it ends (the member need not be in the room).
+    Unmute,
+    /// Lifts a ban before it ends (the member is not in the room).
+    Unban,
 }
+
+impl Sanction {
+    /// Whether it lifts a mute or ban rather than imposing one.
+    pub fn lifts(self) -> bool {
+        matches!(self, Sanction::Unmute | Sanction::Unban)
+    }
+}
+
+/// A mute or ban in force in a room, as [`ServerMessage::Sanctions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionInfo {
+    /// The member's nick when it was imposed.
+    pub nick: String,
+    /// `mute` or `ban`.
+    pub action: Sanction,
+    /// When it ends (Unix ms).
+    pub until: UnixMillis,
+}
+
+/// How long an invitation code lasts when its maker names no time: a week.
+pub const DEFAULT_INVITATION_DAYS: u32 = 7;
+/// The longest an invitation code lasts: 30 days.
+pub const MAX_INVITATION_DAYS: u32 = 30;
+/// The most joins one invitation code may admit when limited.
+pub const MAX_INVITATION_USES: u32 = 1_000;
 
 /// What an owner or moderator gives an account in a room ([`ClientMessage::Grant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -286,12 +326,21 @@ pub enum ServerMessage {
         revoke: bool,
         by: String,
     },
+    /// The mutes and bans in force in `room`, in answer to [`ClientMessage::Sanctions`],
+    /// sorted by nick.
+    Sanctions { room: String, sanctions: Vec<SanctionInfo> },
     /// The answer to an `invite`: the new invitation `code` for `room`, or (absent) every code
     /// revoked.
     Invitation {
         room: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<String>,
+        /// When the code stops working (Unix ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<UnixMillis>,
+        /// How many people it may still make members (absent: any number).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uses: Option<u32>,
     },
     /// Someone in the room is typing (never sent to the typist). Show it until a message from
     /// them arrives, they leave, or [`TYPING_TTL_MS`] pass without another one.

@@ -17,7 +17,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-use protocol::{Role, Sanction};
+use protocol::{Role, Sanction, SanctionInfo};
 
 use crate::db::{DATABASE_FILE, StoreError};
 use crate::names::Likeness;
@@ -36,17 +36,29 @@ pub(crate) fn sanction_name(action: Sanction) -> &'static str {
         Sanction::Kick => "kick",
         Sanction::Mute => "mute",
         Sanction::Ban => "ban",
+        Sanction::Unmute => "unmute",
+        Sanction::Unban => "unban",
     }
 }
 
 /// A mute or ban of `subject` (an identity, or a guest's address) in `room` until `until`
-/// (Unix ms).
+/// (Unix ms), imposed on the member called `nick` (by which it is listed and lifted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SanctionRecord {
     pub room: String,
     pub subject: String,
     pub action: Sanction,
     pub until: u64,
+    pub nick: String,
+}
+
+/// An invitation code as a store keeps it: the SHA-256 of the code, until when it works, and
+/// how many more people it may make members (`None`: any number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInvitation {
+    pub hash: String,
+    pub expires: u64,
+    pub uses: Option<u32>,
 }
 
 /// How the roles table names a room's owner.
@@ -58,6 +70,8 @@ const AUDIT_ACTIONS: &[&str] = &[
     "kick",
     "mute",
     "ban",
+    "unmute",
+    "unban",
     "grant-moderator",
     "revoke-moderator",
     "revoke-owner",
@@ -194,6 +208,17 @@ pub trait AccountStore: Send + Sync {
     ) -> Result<Option<u64>, AccountError>;
     /// Keeps a mute or ban, replacing an earlier one of the same kind.
     fn keep_sanction(&self, record: &SanctionRecord, now: u64) -> Result<(), AccountError>;
+    /// Lifts every `action` (mute or ban) imposed on the member `nick` in `room` (`""`: the
+    /// server-wide ones); how many records went.
+    fn lift_sanctions(
+        &self,
+        room: &str,
+        nick: &str,
+        action: Sanction,
+    ) -> Result<usize, AccountError>;
+    /// The mutes and bans in force in `room` at `now`, one per member and kind (the latest
+    /// end), sorted by nick.
+    fn sanctions(&self, room: &str, now: u64) -> Result<Vec<SanctionInfo>, AccountError>;
     /// The private rooms.
     fn private_rooms(&self) -> Result<Vec<String>, AccountError>;
     /// Whether `room` is private.
@@ -213,10 +238,16 @@ pub trait AccountStore: Send + Sync {
     fn add_member(&self, room: &str, account: i64) -> Result<(), AccountError>;
     /// Takes `account`'s membership of `room` away; whether it had one.
     fn remove_member(&self, room: &str, account: i64) -> Result<bool, AccountError>;
-    /// Whether `hash` is an invitation code's to `room`.
-    fn invited(&self, room: &str, hash: &str) -> Result<bool, AccountError>;
-    /// Keeps the invitation code `hash` to `room`.
-    fn add_invitation(&self, room: &str, hash: &str, now: u64) -> Result<(), AccountError>;
+    /// Whether `hash` is a code to `room` that works at `now` (not expired, uses left); a
+    /// use is counted (in the same write).
+    fn use_invitation(&self, room: &str, hash: &str, now: u64) -> Result<bool, AccountError>;
+    /// Keeps an invitation code to `room` (codes that ended may go on the way).
+    fn add_invitation(
+        &self,
+        room: &str,
+        invitation: &StoredInvitation,
+        now: u64,
+    ) -> Result<(), AccountError>;
     /// Forgets every invitation code to `room`.
     fn revoke_invitations(&self, room: &str) -> Result<(), AccountError>;
     /// Appends to the audit log.
@@ -382,6 +413,7 @@ impl Accounts {
             subject: format!("id:{}", account.nick),
             action: Sanction::Ban,
             until,
+            nick: account.nick.clone(),
         };
         self.store.keep_sanction(&record, crate::outbound::now_millis())?;
         self.store.end_sessions(account.id)?;
@@ -451,6 +483,30 @@ impl Accounts {
         self.store.keep_sanction(record, crate::outbound::now_millis())
     }
 
+    /// Lifts the mutes (`Unmute`) or bans (`Unban`, or `Ban`) imposed on `nick` in `room`
+    /// (`None`: the server-wide ones): whether there were any.
+    pub fn lift_sanctions(
+        &self,
+        room: Option<&str>,
+        nick: &str,
+        action: Sanction,
+    ) -> Result<bool, AccountError> {
+        let action = match action {
+            Sanction::Unmute | Sanction::Mute => Sanction::Mute,
+            _ => Sanction::Ban,
+        };
+        Ok(self.store.lift_sanctions(room.unwrap_or(""), nick, action)? > 0)
+    }
+
+    /// The mutes and bans in force in `room` (`None`: the server-wide bans).
+    pub fn sanctions(
+        &self,
+        room: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<SanctionInfo>, AccountError> {
+        self.store.sanctions(room.unwrap_or(""), now)
+    }
+
     /// The private rooms.
     pub fn private_rooms(&self) -> Result<Vec<String>, AccountError> {
         self.store.private_rooms()
@@ -487,7 +543,8 @@ impl Accounts {
             return Ok(true);
         }
         let Some(code) = code else { return Ok(false) };
-        let invited = self.store.invited(room, &token_hash(code))?;
+        let now = crate::outbound::now_millis();
+        let invited = self.store.use_invitation(room, &token_hash(code), now)?;
         if invited {
             self.store.add_member(room, account.id)?;
         }
@@ -509,10 +566,18 @@ impl Accounts {
         Ok(self.store.remove_member(room, account.id)?.then_some(account.nick))
     }
 
-    /// A new invitation code to `room` (shown once, kept hashed).
-    pub fn new_invitation(&self, room: &str, now: u64) -> Result<String, AccountError> {
+    /// A new invitation code to `room` (shown once, kept hashed), working until `expires` for
+    /// `uses` people (`None`: any number).
+    pub fn new_invitation(
+        &self,
+        room: &str,
+        now: u64,
+        expires: u64,
+        uses: Option<u32>,
+    ) -> Result<String, AccountError> {
         let code: String = new_token()?.chars().take(32).collect();
-        self.store.add_invitation(room, &token_hash(&code), now)?;
+        let invitation = StoredInvitation { hash: token_hash(&code), expires, uses };
+        self.store.add_invitation(room, &invitation, now)?;
         Ok(code)
     }
 
@@ -740,16 +805,48 @@ impl AccountStore for SqliteAccounts {
         // Those that ended go as new ones come: the table holds what is in force.
         connection.execute("DELETE FROM sanctions WHERE until <= ?1", [to_sql(now)])?;
         connection.execute(
-            "INSERT INTO sanctions (room, subject, action, until) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (room, subject, action) DO UPDATE SET until = excluded.until",
+            "INSERT INTO sanctions (room, subject, action, until, nick) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (room, subject, action)
+             DO UPDATE SET until = excluded.until, nick = excluded.nick",
             params![
                 record.room,
                 record.subject,
                 sanction_name(record.action),
-                to_sql(record.until)
+                to_sql(record.until),
+                record.nick
             ],
         )?;
         Ok(())
+    }
+
+    fn lift_sanctions(
+        &self,
+        room: &str,
+        nick: &str,
+        action: Sanction,
+    ) -> Result<usize, AccountError> {
+        Ok(self.connection().execute(
+            "DELETE FROM sanctions WHERE room = ?1 AND nick = ?2 AND action = ?3",
+            params![room, nick, sanction_name(action)],
+        )?)
+    }
+
+    fn sanctions(&self, room: &str, now: u64) -> Result<Vec<SanctionInfo>, AccountError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT nick, action, MAX(until) FROM sanctions
+             WHERE room = ?1 AND until > ?2 AND nick <> ''
+             GROUP BY nick, action ORDER BY nick, action",
+        )?;
+        let rows = statement.query_map(params![room, to_sql(now)], |row| {
+            let action: String = row.get(1)?;
+            Ok(SanctionInfo {
+                nick: row.get(0)?,
+                action: if action == "mute" { Sanction::Mute } else { Sanction::Ban },
+                until: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn private_rooms(&self) -> Result<Vec<String>, AccountError> {
@@ -822,19 +919,38 @@ impl AccountStore for SqliteAccounts {
         Ok(deleted > 0)
     }
 
-    fn invited(&self, room: &str, hash: &str) -> Result<bool, AccountError> {
-        Ok(self
-            .connection()
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM invitations WHERE hash = ?1 AND room = ?2)",
-            )?
-            .query_row(params![hash, room], |row| row.get(0))?)
+    fn use_invitation(&self, room: &str, hash: &str, now: u64) -> Result<bool, AccountError> {
+        // Codes made before they had an end or a count (schema 7) have neither.
+        let used = self.connection().execute(
+            "UPDATE invitations SET uses_left = uses_left - 1
+             WHERE hash = ?1 AND room = ?2 AND (expires IS NULL OR expires > ?3)
+               AND (uses_left IS NULL OR uses_left > 0)",
+            params![hash, room, to_sql(now)],
+        )?;
+        Ok(used > 0)
     }
 
-    fn add_invitation(&self, room: &str, hash: &str, now: u64) -> Result<(), AccountError> {
-        self.connection().execute(
-            "INSERT INTO invitations (hash, room, created) VALUES (?1, ?2, ?3)",
-            params![hash, room, to_sql(now)],
+    fn add_invitation(
+        &self,
+        room: &str,
+        invitation: &StoredInvitation,
+        now: u64,
+    ) -> Result<(), AccountError> {
+        let connection = self.connection();
+        connection.execute(
+            "DELETE FROM invitations WHERE expires <= ?1 OR uses_left <= 0",
+            [to_sql(now)],
+        )?;
+        connection.execute(
+            "INSERT INTO invitations (hash, room, created, expires, uses_left)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                invitation.hash,
+                room,
+                to_sql(now),
+                to_sql(invitation.expires),
+                invitation.uses
+            ],
         )?;
         Ok(())
     }
@@ -1030,6 +1146,7 @@ pub(crate) mod tests {
             subject: "id:bob".into(),
             action: Sanction::Ban,
             until,
+            nick: "bob".into(),
         };
         accounts.keep_sanction(&ban("r1", now + 60_000)).expect("kept");
         let until =
@@ -1042,6 +1159,38 @@ pub(crate) mod tests {
         assert_eq!(until("r1"), Some(now + 30_000), "replaced");
         let later = accounts.sanction_until("r1", "id:bob", Sanction::Ban, now + 30_000);
         assert_eq!(later.expect("read"), None, "ended");
+        // Listed by nick and kind, and lifted by nick: every subject held for it (its
+        // identity and its addresses) goes.
+        let address = SanctionRecord { subject: "addr:10.0.0.9".into(), ..ban("r1", now + 20_000) };
+        accounts.keep_sanction(&address).expect("kept");
+        let gus = SanctionRecord {
+            subject: "addr:10.0.0.7".into(),
+            action: Sanction::Mute,
+            nick: "gus".into(),
+            ..ban("r1", now + 10_000)
+        };
+        accounts.keep_sanction(&gus).expect("kept");
+        let listed: Vec<(String, Sanction, u64)> = accounts
+            .sanctions(Some("r1"), now)
+            .expect("read")
+            .into_iter()
+            .map(|held| (held.nick, held.action, held.until))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("bob".into(), Sanction::Ban, now + 30_000),
+                ("gus".into(), Sanction::Mute, now + 10_000)
+            ]
+        );
+        assert!(accounts.sanctions(Some("r2"), now).expect("read").is_empty());
+        assert!(!accounts.lift_sanctions(Some("r1"), "bob", Sanction::Unmute).expect("lifted"));
+        assert!(accounts.lift_sanctions(Some("r1"), "bob", Sanction::Unban).expect("lifted"));
+        assert_eq!(until("r1"), None);
+        let by_address = accounts.sanction_until("r1", "addr:10.0.0.9", Sanction::Ban, now);
+        assert_eq!(by_address.expect("read"), None, "its address too");
+        assert!(!accounts.lift_sanctions(Some("r1"), "bob", Sanction::Unban).expect("once"));
+        assert_eq!(accounts.sanctions(Some("r1"), now).expect("read").len(), 1, "gus's mute");
         let bob = accounts.log_in("bob", PASSWORD, now).expect("logged in");
         assert_eq!(
             accounts.ban_everywhere("Bob", now + 120_000).expect("banned"),
@@ -1049,6 +1198,9 @@ pub(crate) mod tests {
         );
         assert_eq!(until("r2"), Some(now + 120_000), "every room");
         assert_eq!(accounts.session(&bob.token, now).expect("read"), None, "sessions ended");
+        assert_eq!(accounts.sanctions(None, now).expect("read").len(), 1, "listed everywhere");
+        assert!(accounts.lift_sanctions(None, "bob", Sanction::Unban).expect("lifted"));
+        assert_eq!(until("r2"), None, "lifted everywhere");
 
         // Private rooms: members, invitation codes, public again.
         accounts.register("cy", PASSWORD, now).expect("registered");
@@ -1057,7 +1209,8 @@ pub(crate) mod tests {
         assert_eq!(accounts.private_rooms().expect("read"), ["p"]);
         assert!(accounts.admits("p", "Alice", None).expect("read"));
         assert!(!accounts.admits("p", "cy", None).expect("read"));
-        let code = accounts.new_invitation("p", now).expect("made");
+        let week = now + 7 * 86_400_000;
+        let code = accounts.new_invitation("p", now, week, None).expect("made");
         assert!(!accounts.admits("q", "cy", Some(&code)).expect("read"), "another room's");
         assert!(!accounts.admits("p", "cy", Some("not a code")).expect("read"));
         assert!(accounts.admits("p", "cy", Some(&code)).expect("read"));
@@ -1069,7 +1222,15 @@ pub(crate) mod tests {
         assert!(!accounts.admits("p", "cy", Some(&code)).expect("read"), "revoked");
         assert_eq!(accounts.add_member("p", "cy").expect("added"), Some("cy".into()));
         assert!(accounts.admits("p", "cy", None).expect("read"));
-        let code = accounts.new_invitation("p", now).expect("made");
+        // Codes end, and admit as many people as they were made for.
+        accounts.register("dee", PASSWORD, now).expect("registered");
+        accounts.register("eve", PASSWORD, now).expect("registered");
+        let once = accounts.new_invitation("p", now, week, Some(1)).expect("made");
+        assert!(accounts.admits("p", "dee", Some(&once)).expect("read"));
+        assert!(!accounts.admits("p", "eve", Some(&once)).expect("read"), "used up");
+        let ended = accounts.new_invitation("p", now, now - 1, None).expect("made");
+        assert!(!accounts.admits("p", "eve", Some(&ended)).expect("read"), "expired");
+        let code = accounts.new_invitation("p", now, week, None).expect("made");
         accounts.set_private("p", false, &[], now).expect("public");
         assert!(!accounts.is_private("p").expect("read"));
         accounts.set_private("p", true, &[], now).expect("private again");

@@ -220,6 +220,13 @@ pub enum Admin {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+    /// Lift the bans on NICK (as it was called when banned): those from every room, or with
+    /// --room those of that room (from the next join on, also while the room is open).
+    Unban {
+        nick: String,
+        #[arg(long)]
+        room: Option<String>,
+    },
     /// Make an account a member of the private ROOM (as an invitation would).
     AddMember { room: String, nick: String },
     /// Take an account's membership of the private ROOM away (it is refused from its next

@@ -744,6 +744,12 @@ const MIGRATIONS: &[&str] = &[
          created INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX invitations_by_room ON invitations (room);",
+    // 8: whom a mute or ban was imposed on (by nick, to list and lift it); when an invitation
+    // code stops working and how many more it may admit (NULL: codes made before, which have
+    // neither).
+    "ALTER TABLE sanctions ADD COLUMN nick TEXT NOT NULL DEFAULT '';
+     ALTER TABLE invitations ADD COLUMN expires INTEGER;
+     ALTER TABLE invitations ADD COLUMN uses_left INTEGER;",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.

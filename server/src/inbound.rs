@@ -52,10 +52,18 @@ pub enum Command {
         room: String,
         private: bool,
     },
-    /// A new invitation code for `room`, or (`revoke`) every code revoked.
+    /// A new invitation code for `room` working `days` days (checked: 1 to the protocol's
+    /// maximum) for `uses` people (checked likewise; `None`: any number), or (`revoke`) every
+    /// code revoked.
     Invite {
         room: String,
         revoke: bool,
+        days: u32,
+        uses: Option<u32>,
+    },
+    /// The mutes and bans in force in `room`.
+    Sanctions {
+        room: String,
     },
     /// Give the account `nick` a place in `room` (moderator, member), or take it away.
     Grant {
@@ -194,8 +202,24 @@ pub fn decode(frame: &str, limits: &Limits) -> Result<Command, Rejection> {
             room: rules::check_room(&room, limits.max_room_chars)?,
             private,
         }),
-        ClientMessage::Invite { room, revoke } => {
-            Ok(Command::Invite { room: rules::check_room(&room, limits.max_room_chars)?, revoke })
+        ClientMessage::Invite { room, revoke, days, uses } => {
+            let room = rules::check_room(&room, limits.max_room_chars)?;
+            let days = days.unwrap_or(protocol::DEFAULT_INVITATION_DAYS);
+            let days_ok = (1..=protocol::MAX_INVITATION_DAYS).contains(&days);
+            if !days_ok
+                || uses.is_some_and(|uses| !(1..=protocol::MAX_INVITATION_USES).contains(&uses))
+            {
+                let message = format!(
+                    "An invitation works 1 to {} days, for 1 to {} people.",
+                    protocol::MAX_INVITATION_DAYS,
+                    protocol::MAX_INVITATION_USES
+                );
+                return Err(Rejection::new(ErrorCode::InvalidMessage, message).in_room(&room));
+            }
+            Ok(Command::Invite { room, revoke, days, uses })
+        }
+        ClientMessage::Sanctions { room } => {
+            Ok(Command::Sanctions { room: rules::check_room(&room, limits.max_room_chars)? })
         }
         ClientMessage::Grant { room, nick, grant, revoke } => {
             let room = rules::check_room(&room, limits.max_room_chars)?;

@@ -151,6 +151,16 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             audit(&accounts, "add-member", &room, nick.clone());
             println!("{nick} is a member of #{room}");
         }
+        Admin::Unban { nick, room } => {
+            let room = room.as_deref().map(checked_room).transpose()?;
+            let accounts = accounts()?;
+            let lifted =
+                accounts.lift_sanctions(room.as_deref(), nick, protocol::Sanction::Unban)?;
+            let place = room.clone().unwrap_or_else(|| "every room".into());
+            anyhow::ensure!(lifted, "{nick:?} is not banned from {place}");
+            audit(&accounts, "unban", room.as_deref().unwrap_or(""), nick.clone());
+            println!("{nick} is no longer banned from {place}");
+        }
         Admin::RemoveMember { room, nick } => {
             let room = checked_room(room)?;
             let accounts = accounts()?;

@@ -21,21 +21,22 @@
 //!   `chat:{R}:owner` the owner's number; `chat:{R}:moderators` and `chat:moderators` sets of
 //!   numbers;
 //! - `chat:{R}:sanction:ACTION:SUBJECT` and `chat:sanction:ACTION:SUBJECT` (every room): until
-//!   when, expiring then;
+//!   when, expiring then; `chat:{R}:sanctioned:ACTION:NICK` the keys imposed on a member (to
+//!   lift them); `chat:{R}:sanctions` a set of `ACTION<tab>NICK` (to list them);
 //! - `chat:private-rooms`; `chat:{R}:private-members` (numbers); `chat:{R}:invitations` a hash
-//!   of invitation code hashes to when they were made;
+//!   of invitation code hashes to `EXPIRES:USES` (uses empty: any number);
 //! - `chat:audit`: the audit log, newest first, as JSON.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use protocol::{Role, Sanction};
+use protocol::{Role, Sanction, SanctionInfo};
 use redis::{Commands, Connection, RedisResult};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredSession, audit_action,
-    sanction_name,
+    AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredInvitation,
+    StoredSession, audit_action, sanction_name,
 };
 use crate::names::Likeness;
 
@@ -91,6 +92,42 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 ";
 
+/// Keeps a mute or ban on a subject, and under the member's nick (to list and lift it): the
+/// nick's set of keys lasts as long as the longest of them. KEYS: the subject's key, the
+/// nick's keys, the room's listed nicks. ARGV: until when, the listing's entry, now.
+const KEEP_SANCTION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1])
+redis.call('SADD', KEYS[2], KEYS[1])
+local left = redis.call('PTTL', KEYS[2])
+if left < 0 or left < tonumber(ARGV[1]) - tonumber(ARGV[3]) then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[1])
+end
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+";
+
+/// Counts a use of an invitation code that works. KEYS: the room's invitations. ARGV: the
+/// code's hash, now.
+const USE_INVITATION: &str = r"
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if not held then return 0 end
+local expires, uses = string.match(held, '^(%d+):(%d*)$')
+if not expires or tonumber(expires) <= tonumber(ARGV[2]) then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+if uses ~= '' then
+  local left = tonumber(uses) - 1
+  if left < 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
+  if left == 0 then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  else
+    redis.call('HSET', KEYS[1], ARGV[1], expires .. ':' .. left)
+  end
+end
+return 1
+";
+
 /// The accounts in a Redis.
 pub struct RedisAccounts {
     client: redis::Client,
@@ -99,6 +136,8 @@ pub struct RedisAccounts {
     add_session: redis::Script,
     end_sessions: redis::Script,
     claim: redis::Script,
+    use_invitation: redis::Script,
+    keep_sanction: redis::Script,
 }
 
 /// An audit log entry as `chat:audit` keeps it.
@@ -121,6 +160,8 @@ impl RedisAccounts {
             add_session: redis::Script::new(ADD_SESSION),
             end_sessions: redis::Script::new(END_SESSIONS),
             claim: redis::Script::new(CLAIM),
+            use_invitation: redis::Script::new(USE_INVITATION),
+            keep_sanction: redis::Script::new(KEEP_SANCTION),
         };
         accounts.call(|connection| redis::cmd("PING").query::<String>(connection))?;
         Ok(accounts)
@@ -418,12 +459,69 @@ impl AccountStore for RedisAccounts {
         Ok(until.into_iter().flatten().max().filter(|until| *until > now))
     }
 
-    fn keep_sanction(&self, record: &SanctionRecord, _now: u64) -> Result<(), AccountError> {
-        let key = sanction_key(&record.room, record.action, &record.subject);
+    fn keep_sanction(&self, record: &SanctionRecord, now: u64) -> Result<(), AccountError> {
+        let name = sanction_name(record.action);
         // Gone from Redis when it ends (PXAT): the keys hold what is in force.
-        self.call(|c| {
-            redis::cmd("SET").arg(&key).arg(record.until).arg("PXAT").arg(record.until).query(c)
-        })
+        let _: i64 = self.call(|c| {
+            self.keep_sanction
+                .key(sanction_key(&record.room, record.action, &record.subject))
+                .key(room_key(&record.room, &format!("sanctioned:{name}:{}", record.nick)))
+                .key(room_key(&record.room, "sanctions"))
+                .arg(record.until)
+                .arg(format!("{name}\t{}", record.nick))
+                .arg(now)
+                .invoke(c)
+        })?;
+        Ok(())
+    }
+
+    fn lift_sanctions(
+        &self,
+        room: &str,
+        nick: &str,
+        action: Sanction,
+    ) -> Result<usize, AccountError> {
+        let name = sanction_name(action);
+        let imposed = room_key(room, &format!("sanctioned:{name}:{nick}"));
+        let keys: Vec<String> = self.call(|c| c.smembers(&imposed))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &keys {
+            pipe.del(key);
+        }
+        pipe.del(&imposed).ignore();
+        pipe.srem(room_key(room, "sanctions"), format!("{name}\t{nick}")).ignore();
+        let lifted: Vec<usize> = self.call(|c| pipe.query(c))?;
+        Ok(lifted.into_iter().sum())
+    }
+
+    fn sanctions(&self, room: &str, now: u64) -> Result<Vec<SanctionInfo>, AccountError> {
+        let key = room_key(room, "sanctions");
+        let fields: Vec<String> = self.call(|c| c.smembers(&key))?;
+        let mut listed = Vec::new();
+        let mut ended = Vec::new();
+        for field in fields {
+            let Some((action, nick)) = field.split_once('\t') else { continue };
+            // The latest end among the keys still held for the member (they expire).
+            let imposed = room_key(room, &format!("sanctioned:{action}:{nick}"));
+            let keys: Vec<String> = self.call(|c| c.smembers(&imposed))?;
+            let until: Vec<Option<u64>> =
+                if keys.is_empty() { Vec::new() } else { self.call(|c| c.mget(&keys))? };
+            match until.into_iter().flatten().max().filter(|until| *until > now) {
+                Some(until) => {
+                    let action = if action == "mute" { Sanction::Mute } else { Sanction::Ban };
+                    listed.push(SanctionInfo { nick: nick.to_owned(), action, until });
+                }
+                None => ended.push(field.clone()),
+            }
+        }
+        if !ended.is_empty() {
+            let _: i64 = self.call(|c| c.srem(&key, &ended))?;
+        }
+        listed.sort_by(|a, b| {
+            (&a.nick, sanction_name(a.action)).cmp(&(&b.nick, sanction_name(b.action)))
+        });
+        Ok(listed)
     }
 
     fn private_rooms(&self) -> Result<Vec<String>, AccountError> {
@@ -470,12 +568,24 @@ impl AccountStore for RedisAccounts {
         Ok(removed > 0)
     }
 
-    fn invited(&self, room: &str, hash: &str) -> Result<bool, AccountError> {
-        self.call(|c| c.hexists(room_key(room, "invitations"), hash))
+    fn use_invitation(&self, room: &str, hash: &str, now: u64) -> Result<bool, AccountError> {
+        let used: i64 = self.call(|c| {
+            self.use_invitation.key(room_key(room, "invitations")).arg(hash).arg(now).invoke(c)
+        })?;
+        Ok(used == 1)
     }
 
-    fn add_invitation(&self, room: &str, hash: &str, now: u64) -> Result<(), AccountError> {
-        let _: i64 = self.call(|c| c.hset(room_key(room, "invitations"), hash, now))?;
+    fn add_invitation(
+        &self,
+        room: &str,
+        invitation: &StoredInvitation,
+        _now: u64,
+    ) -> Result<(), AccountError> {
+        // Ended codes go when they are next tried (the script).
+        let uses = invitation.uses.map(|uses| uses.to_string()).unwrap_or_default();
+        let value = format!("{}:{uses}", invitation.expires);
+        let _: i64 =
+            self.call(|c| c.hset(room_key(room, "invitations"), &invitation.hash, value))?;
         Ok(())
     }
 

@@ -655,13 +655,31 @@ impl Handler<Configure> for Room {
 pub struct Invite {
     pub conn: ConnId,
     pub revoke: bool,
+    pub days: u32,
+    pub uses: Option<u32>,
 }
 
 impl Handler<Invite> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Invite, ctx: &mut Self::Context) {
-        let effects = self.state.invite(msg.conn, msg.revoke, now_millis());
+        let effects = self.state.invite(msg.conn, msg.revoke, msg.days, msg.uses, now_millis());
+        self.apply(effects, ctx);
+    }
+}
+
+/// A moderator asks for the room's mutes and bans.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sanctions {
+    pub conn: ConnId,
+}
+
+impl Handler<Sanctions> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sanctions, ctx: &mut Self::Context) {
+        let effects = self.state.sanctions(msg.conn, now_millis());
         self.apply(effects, ctx);
     }
 }

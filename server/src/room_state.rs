@@ -9,12 +9,12 @@
 //! relayed at most every 2 s, messages acknowledged and relayed only once durable, repeated
 //! client ids recognised per sender, and history served in bounded pages.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use protocol::{
-    ChatMessage, ClientId, ErrorCode, Grant, MessageId, Role, RoomInfo, Sanction, ServerMessage,
-    UnixMillis, rules,
+    ChatMessage, ClientId, ErrorCode, Grant, MessageId, Role, RoomInfo, Sanction, SanctionInfo,
+    ServerMessage, UnixMillis, rules,
 };
 
 use crate::accounts::{Audit, SanctionRecord, sanction_name};
@@ -84,16 +84,15 @@ impl Registry {
         })
     }
 
-    /// Keeps a mute or ban in the database (a failure is logged: it holds while the room is
-    /// open).
-    fn keep_sanction(&self, record: &SanctionRecord) {
-        let Some(accounts) = self.0.clone() else { return };
-        let record = record.clone();
-        actix_web::rt::task::spawn_blocking(move || {
-            if let Err(error) = accounts.keep_sanction(&record) {
-                tracing::error!(%error, ?record, "could not keep a ban or mute");
-            }
-        });
+    /// Keeps a mute or ban in the store (a failure is logged: it holds while the room is
+    /// open). On the room's thread, as its lifting is: a ban lifted right after it was made
+    /// must not be written after the lifting.
+    fn keep_sanction(&self, record: &SanctionRecord) -> bool {
+        let Some(accounts) = &self.0 else { return false };
+        accounts
+            .keep_sanction(record)
+            .map_err(|error| tracing::error!(%error, ?record, "could not keep a ban or mute"))
+            .is_ok()
     }
 
     /// Makes `room` private (its signed-in `members` kept as members) or public; whether it
@@ -107,13 +106,37 @@ impl Registry {
             .is_ok()
     }
 
-    /// A new invitation code to `room`, if it could be saved.
-    fn new_invitation(&self, room: &str, ts: UnixMillis) -> Option<String> {
+    /// A new invitation code to `room` working until `expires` for `uses` people, if it
+    /// could be saved.
+    fn new_invitation(
+        &self,
+        room: &str,
+        ts: UnixMillis,
+        expires: UnixMillis,
+        uses: Option<u32>,
+    ) -> Option<String> {
         let accounts = self.0.as_ref()?;
         accounts
-            .new_invitation(room, ts)
+            .new_invitation(room, ts, expires, uses)
             .map_err(|error| tracing::error!(%error, room, "could not make an invitation"))
             .ok()
+    }
+
+    /// Lifts `nick`'s mutes or bans kept for `room`: whether there were any (`Err`: the store
+    /// failed).
+    fn lift_sanctions(&self, room: &str, nick: &str, action: Sanction) -> Result<bool, ()> {
+        let Some(accounts) = &self.0 else { return Ok(false) };
+        accounts
+            .lift_sanctions(Some(room), nick, action)
+            .map_err(|error| tracing::error!(%error, room, "could not lift a ban or mute"))
+    }
+
+    /// The mutes and bans kept for `room` (`Err`: the store failed).
+    fn sanctions(&self, room: &str, now: UnixMillis) -> Result<Vec<SanctionInfo>, ()> {
+        let Some(accounts) = &self.0 else { return Ok(Vec::new()) };
+        accounts
+            .sanctions(Some(room), now)
+            .map_err(|error| tracing::error!(%error, room, "could not read the bans and mutes"))
     }
 
     /// Gives the account `nick` (or a look-alike) the place `grant` in `room`, or takes it
@@ -363,11 +386,18 @@ pub struct RoomState {
     remote: HashMap<String, Remote>,
     /// Mutes and bans made while the room was open, by subject (also kept in the database,
     /// when there is one, for after it closes): until when.
-    mutes: HashMap<String, UnixMillis>,
-    bans: HashMap<String, UnixMillis>,
+    mutes: HashMap<String, Held>,
+    bans: HashMap<String, Held>,
     /// Only its members (accounts), owner and moderators may join, and it is left out of
     /// room lists. `None`: not known (the read failed; joins are refused until it succeeds).
     private: Option<bool>,
+}
+
+/// A mute or ban made while the room was open: until when, and on whom (by nick).
+#[derive(Debug, Clone)]
+struct Held {
+    until: UnixMillis,
+    nick: String,
 }
 
 /// A member of the room on another server (`--redis`).
@@ -549,11 +579,21 @@ impl RoomState {
         let address = request.address.map(address_subject);
         // Refused if banned as who it is or from where it comes: logging out (or in) does
         // not escape a ban, nor does another nick.
+        // Not by an address it shares with someone sanctioned, if it moderates the room (those
+        // cannot be sanctioned here, and a guest banned behind the same NAT must not lock the
+        // owner out); read only when such a sanction is found.
+        let moderates = |room: &Self| {
+            request.account.as_ref().is_some_and(|account| {
+                account.moderates.iter().any(|named| named == "*" || *named == room.name)
+                    || (!account.is_token()
+                        && room.rules.registry.role(&room.name, &account.nick, false).is_some())
+            })
+        };
         let bound = |room: &Self, action| {
             let by_id =
                 subject.starts_with("id:").then(|| room.sanction_until(action, &subject, ts));
-            let by_address = address.as_ref().map(|a| room.sanction_until(action, a, ts));
-            by_id.flatten().max(by_address.flatten())
+            let by_address = address.as_ref().and_then(|a| room.sanction_until(action, a, ts));
+            by_id.flatten().max(by_address.filter(|_| !moderates(room)))
         };
         if let Some(until) = bound(self, Sanction::Ban) {
             return Err(Rejection {
@@ -1488,7 +1528,14 @@ impl RoomState {
 
     /// `conn` (who must own or moderate the room, with an account here) gets a new
     /// invitation code, or revokes every code.
-    pub fn invite(&mut self, conn: ConnId, revoke: bool, ts: UnixMillis) -> Vec<Effect> {
+    pub fn invite(
+        &mut self,
+        conn: ConnId,
+        revoke: bool,
+        days: u32,
+        uses: Option<u32>,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
         let Some(actor) = self.members.get(&conn) else { return Vec::new() };
         let answer = |message: ServerMessage| vec![Effect::Send { to: conn, message }];
         if self.current_role(actor).is_none() || !actor.has_account() {
@@ -1496,13 +1543,19 @@ impl RoomState {
                 "Only the room's owner and its moderators (with an account here) may invite.";
             return self.refusal(conn, ErrorCode::Forbidden, words, None);
         }
+        let expires = ts.saturating_add(u64::from(days) * 86_400_000);
         let code = if revoke {
             self.rules.registry.revoke_invitations(&self.name).then_some(None)
         } else {
-            self.rules.registry.new_invitation(&self.name, ts).map(Some)
+            self.rules.registry.new_invitation(&self.name, ts, expires, uses).map(Some)
         };
         match code {
-            Some(code) => answer(ServerMessage::Invitation { room: self.name.clone(), code }),
+            Some(code) => answer(ServerMessage::Invitation {
+                room: self.name.clone(),
+                expires: code.is_some().then_some(expires),
+                uses: uses.filter(|_| code.is_some()),
+                code,
+            }),
             None => answer(ServerMessage::error(
                 ErrorCode::Unavailable,
                 "That could not be saved; try again.",
@@ -1647,6 +1700,10 @@ impl RoomState {
             let words = "Only the room's owner and its moderators may do that.";
             return refuse(ErrorCode::Forbidden, words.into());
         }
+        if action.lifts() {
+            let by = actor.nick.clone();
+            return self.lift(conn, nick, action, by);
+        }
         let exempt = "Those who moderate the room cannot be kicked, muted or banned here.";
         match self.members.values().find(|m| m.nick == nick) {
             Some(target) if target.role.is_some() || target.subject == actor.subject => {
@@ -1696,12 +1753,96 @@ impl RoomState {
         {
             let subject = format!("id:{nick}");
             let kept = if action == Sanction::Ban { &mut self.bans } else { &mut self.mutes };
-            kept.insert(subject.clone(), until);
-            let record = SanctionRecord { room: self.name.clone(), subject, action, until };
+            kept.insert(subject.clone(), Held { until, nick: nick.to_owned() });
+            let nick = nick.to_owned();
+            let record = SanctionRecord { room: self.name.clone(), subject, action, until, nick };
             effects.push(Effect::Sanctioned(record));
         }
         effects.extend(self.enforce(nick, action, &by, until, ts));
         effects
+    }
+
+    /// `by` (who moderates the room) lifts `nick`'s mutes (`Unmute`) or bans (`Unban`) here,
+    /// made while the room was open or kept in the store; the room is told.
+    fn lift(&mut self, conn: ConnId, nick: &str, action: Sanction, by: String) -> Vec<Effect> {
+        let here = self.release(nick, action);
+        let kept = match self.rules.registry.lift_sanctions(&self.name, nick, action) {
+            Ok(kept) => kept,
+            Err(()) => {
+                let words = "That could not be saved; try again.";
+                return self.refusal(conn, ErrorCode::Unavailable, words, None);
+            }
+        };
+        if !here && !kept {
+            let what = if action == Sanction::Unmute { "muted" } else { "banned" };
+            let words = format!("{nick} is not {what} in #{}.", self.name);
+            return self.refusal(conn, ErrorCode::NotFound, words, None);
+        }
+        let audit = Audit {
+            actor: by.clone(),
+            action: sanction_name(action),
+            room: self.name.clone(),
+            subject: nick.to_owned(),
+        };
+        let told = ServerMessage::Moderated {
+            room: self.name.clone(),
+            nick: nick.to_owned(),
+            action,
+            by,
+            until: None,
+        };
+        vec![Effect::Audit(audit), Effect::Broadcast { message: told, except: None }]
+    }
+
+    /// Forgets the mutes (`Unmute`) or bans (`Unban`) on `nick` made while the room was open,
+    /// and a mute's hold on its seats here: whether there were any.
+    fn release(&mut self, nick: &str, action: Sanction) -> bool {
+        let kept = if action == Sanction::Unban { &mut self.bans } else { &mut self.mutes };
+        let before = kept.len();
+        kept.retain(|_, held| held.nick != nick);
+        let mut released = kept.len() < before;
+        if action == Sanction::Unmute {
+            for member in self.members.values_mut().filter(|m| m.nick == nick) {
+                released |= member.muted_until.take().is_some();
+            }
+        }
+        released
+    }
+
+    /// `conn` (who moderates the room) asks for the mutes and bans in force here.
+    pub fn sanctions(&self, conn: ConnId, ts: UnixMillis) -> Vec<Effect> {
+        let Some(actor) = self.members.get(&conn) else { return Vec::new() };
+        if self.current_role(actor).is_none() {
+            let words = "Only the room's owner and its moderators may see its bans and mutes.";
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
+        }
+        let Ok(stored) = self.rules.registry.sanctions(&self.name, ts) else {
+            let words = "The bans and mutes could not be read; try again.";
+            return self.refusal(conn, ErrorCode::Unavailable, words, None);
+        };
+        // Those made while the room was open (the only ones without a store), one per member
+        // and kind, at their latest end.
+        let mut latest: BTreeMap<(String, &'static str), SanctionInfo> = BTreeMap::new();
+        let here = [(Sanction::Mute, &self.mutes), (Sanction::Ban, &self.bans)];
+        let open = here.into_iter().flat_map(|(action, kept)| {
+            kept.values().filter(|held| held.until > ts).map(move |held| SanctionInfo {
+                nick: held.nick.clone(),
+                action,
+                until: held.until,
+            })
+        });
+        for info in stored.into_iter().chain(open) {
+            let key = (info.nick.clone(), sanction_name(info.action));
+            match latest.get_mut(&key) {
+                Some(known) => known.until = known.until.max(info.until),
+                None => {
+                    latest.insert(key, info);
+                }
+            }
+        }
+        let sanctions = latest.into_values().collect();
+        let message = ServerMessage::Sanctions { room: self.name.clone(), sanctions };
+        vec![Effect::Send { to: conn, message }]
     }
 
     /// (`--redis`) A moderator on another server kicked, muted or banned `nick` here: the
@@ -1723,6 +1864,10 @@ impl RoomState {
             until,
         };
         let mut effects = vec![Effect::Broadcast { message: told, except: None }];
+        if action.lifts() {
+            self.release(nick, action);
+            return effects;
+        }
         let exempt = self.members.values().any(|m| m.nick == nick && m.role.is_some());
         if !exempt {
             effects.extend(self.enforce(nick, action, by, until, ts));
@@ -1765,8 +1910,10 @@ impl RoomState {
                 _ => &mut self.mutes,
             };
             for subject in held {
-                kept.insert(subject.clone(), until);
-                let record = SanctionRecord { room: self.name.clone(), subject, action, until };
+                kept.insert(subject.clone(), Held { until, nick: nick.to_owned() });
+                let nick = nick.to_owned();
+                let record =
+                    SanctionRecord { room: self.name.clone(), subject, action, until, nick };
                 effects.push(Effect::Sanctioned(record));
             }
         }
@@ -1842,14 +1989,22 @@ impl RoomState {
             Sanction::Ban => &self.bans,
             _ => &self.mutes,
         };
-        let here = kept.get(subject).copied();
+        let here = kept.get(subject).map(|held| held.until);
         let stored = self.rules.registry.sanction_until(&self.name, subject, action, ts);
         here.max(stored).filter(|until| *until > ts)
     }
 
-    /// Keeps a mute or ban beyond the room's life.
-    pub fn keep_sanction(&self, record: &SanctionRecord) {
-        self.rules.registry.keep_sanction(record);
+    /// Keeps a mute or ban beyond the room's life. Once the store holds it, the room reads it
+    /// from there only (so that a lifting by the operator, or by another server, holds here
+    /// at once); until then, or without a store, the room holds it itself.
+    pub fn keep_sanction(&mut self, record: &SanctionRecord) {
+        if self.rules.registry.keep_sanction(record) {
+            let kept =
+                if record.action == Sanction::Ban { &mut self.bans } else { &mut self.mutes };
+            if kept.get(&record.subject).is_some_and(|held| held.until == record.until) {
+                kept.remove(&record.subject);
+            }
+        }
     }
 
     /// Keeps a moderation action in the audit log.
@@ -2356,6 +2511,94 @@ mod tests {
         assert!(accounts.revoke_moderator("mod", None).expect("revoked").is_some());
         let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
         assert_eq!(error(&late), Some(ErrorCode::Forbidden));
+    }
+
+    /// Bans and mutes are listed to moderators (only) and lifted by nick: a lifted mute lets
+    /// the member send at once, a lifted ban lets it rejoin from the same address; lifting
+    /// what is not there is `not_found`; a lifting from another server applies here too.
+    #[test]
+    fn bans_and_mutes_are_listed_and_lifted() {
+        let rules = RoomRules { registry: registry(&["Ann", "Bob"], "nobody"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        let signed = |conn, nick: &str| JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            ..request(conn, None, None)
+        };
+        let guest = |conn, nick: &str| JoinRequest {
+            address: Some(std::net::IpAddr::from([10, 0, 0, 3])),
+            ..request(conn, Some(nick), None)
+        };
+        for join in [signed(1, "Ann"), signed(2, "Bob"), guest(3, "gus")] {
+            assert!(room.join(join, usize::MAX, now, T).0.is_ok());
+        }
+        room.moderate(1, "gus", Sanction::Ban, 60, T);
+        room.moderate(1, "Bob", Sanction::Mute, 10, T);
+        // The owner behind the same address as the banned guest is let in; a guest is not.
+        room.leave(1, T);
+        let owner = JoinRequest {
+            address: Some(std::net::IpAddr::from([10, 0, 0, 3])),
+            ..signed(1, "Ann")
+        };
+        assert!(room.join(owner, usize::MAX, now, T).0.is_ok(), "the owner");
+        assert_eq!(
+            code(room.join(guest(9, "other"), usize::MAX, now, T).0),
+            Some(ErrorCode::Banned)
+        );
+        let listed = |room: &RoomState, conn| match room.sanctions(conn, T + 1).as_slice() {
+            [Effect::Send { message: ServerMessage::Sanctions { sanctions, .. }, .. }] => {
+                Ok(sanctions.iter().map(|s| (s.nick.clone(), s.action, s.until)).collect())
+            }
+            [Effect::Send { message: ServerMessage::Error { code, .. }, .. }] => Err(*code),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            listed(&room, 1),
+            Ok(vec![
+                ("Bob".to_owned(), Sanction::Mute, T + 600_000),
+                ("gus".to_owned(), Sanction::Ban, T + 3_600_000)
+            ])
+        );
+        assert_eq!(listed(&room, 2), Err(ErrorCode::Forbidden), "not a moderator");
+
+        let error = |effects: &[Effect]| match effects {
+            [Effect::Send { message: ServerMessage::Error { code, .. }, .. }] => Some(*code),
+            _ => None,
+        };
+        assert_eq!(
+            error(&room.moderate(2, "gus", Sanction::Unban, 1, T)),
+            Some(ErrorCode::Forbidden)
+        );
+        let unmuted = room.moderate(1, "Bob", Sanction::Unmute, 1, T + 1);
+        assert!(unmuted.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast {
+                message: ServerMessage::Moderated { action: Sanction::Unmute, until: None, .. },
+                ..
+            }
+        )));
+        assert!(unmuted.iter().any(|e| matches!(e, Effect::Audit(a) if a.action == "unmute")));
+        let ids = MessageIds::starting_after(0);
+        let post = room.post(2, "free".into(), None, &ids, T + 2, || true);
+        assert!(matches!(post.as_slice(), [Effect::Store(_)]), "{post:?}");
+        assert_eq!(
+            code(room.join(guest(4, "gus2"), usize::MAX, now, T + 2).0),
+            Some(ErrorCode::Banned)
+        );
+        assert!(error(&room.moderate(1, "gus", Sanction::Unban, 1, T + 2)).is_none());
+        assert!(room.join(guest(4, "gus2"), usize::MAX, now, T + 3).0.is_ok(), "lifted");
+        assert_eq!(
+            error(&room.moderate(1, "gus", Sanction::Unban, 1, T + 3)),
+            Some(ErrorCode::NotFound)
+        );
+        assert_eq!(listed(&room, 1), Ok(vec![]));
+
+        // Lifted on another server: the ban held here goes too.
+        room.moderate(1, "gus2", Sanction::Ban, 60, T + 3);
+        let lifted = room.remote_moderated("gus2", Sanction::Unban, "Mod", None, T + 4);
+        assert!(matches!(lifted.as_slice(), [Effect::Broadcast { .. }]));
+        assert!(room.join(guest(5, "gus3"), usize::MAX, now, T + 4).0.is_ok());
     }
 
     /// Who names moderators and members, as a table: the owner names moderators, who may act

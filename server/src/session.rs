@@ -422,9 +422,14 @@ impl Session {
                     room.do_send(room::Configure { conn: self.conn, private });
                 }
             }
-            Ok(Command::Invite { room, revoke }) => {
+            Ok(Command::Invite { room, revoke, days, uses }) => {
                 if let Some(room) = self.room_for(ctx, Some(&room), "inviting to it", None) {
-                    room.do_send(room::Invite { conn: self.conn, revoke });
+                    room.do_send(room::Invite { conn: self.conn, revoke, days, uses });
+                }
+            }
+            Ok(Command::Sanctions { room }) => {
+                if let Some(room) = self.room_for(ctx, Some(&room), "moderating", None) {
+                    room.do_send(room::Sanctions { conn: self.conn });
                 }
             }
             Ok(Command::Grant { room, nick, grant, revoke }) => {

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::{Running, request};
-use protocol::{ErrorCode, Role, ServerMessage};
+use protocol::{ErrorCode, Role, Sanction, ServerMessage};
 use serde_json::json;
 use testclient::{Client, url};
 
@@ -244,6 +244,11 @@ async fn an_operator_bans_an_account_everywhere() {
         assert_eq!(again.error_skipping().await, ErrorCode::Banned, "#{room}");
     }
     audit_log_with(data.path(), "admin\tban\t-\tvandal everywhere for 2 days").await;
+    assert!(admin(data.path(), &["unban", "vandal"]).contains("no longer banned"));
+    let headers = [("Origin", origin.as_str()), ("Cookie", cookie)];
+    let mut back = Client::open_with(&url(&address, "room=a"), &headers).await.expect("connected");
+    assert_eq!(back.welcome().await.nick, "vandal", "lifted");
+    audit_log_with(data.path(), "admin\tunban\t-\tvandal").await;
 }
 
 /// A private room: its owner makes it so; it leaves the room lists; guests and signed-in
@@ -388,4 +393,93 @@ async fn owners_name_moderators_and_members() {
     let log = audit_log_with(data.path(), "olga\tremove-member\thall\tcy").await;
     assert!(log.contains("olga\tgrant-moderator\thall\tbob"), "{log}");
     assert!(log.contains("admin\tremove-member\thall\tbob"), "{log}");
+}
+
+/// The room's mutes and bans, as a moderator asks for them.
+async fn listed(client: &mut Client) -> Vec<protocol::SanctionInfo> {
+    client.send_text(&json!({"type": "sanctions", "room": "den"}).to_string()).await;
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Sanctions { sanctions, .. } => Some(sanctions),
+            _ => None,
+        })
+        .await
+}
+
+/// Bans over the wire are listed to the room's moderators and lifted by nick (the guest's
+/// address is let in again, across a restart of the server too); an invitation made for one
+/// person admits one; out-of-range invitations are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_are_lifted_and_invitations_are_limited() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (olga, pat, quinn) =
+        (register(&address, "olga"), register(&address, "pat"), register(&address, "quinn"));
+    let (mut owner, _) = signed_in(&address, &olga, "room=den").await;
+    let (mut troll, _) = Client::join(&url(&address, "room=den&nick=troll")).await;
+    let moderate = |action: &str| {
+        json!({"type": "moderate", "room": "den", "nick": "troll", "action": action, "minutes": 60})
+            .to_string()
+    };
+    owner.send_text(&moderate("ban")).await;
+    assert_eq!(troll.close_code().await, protocol::close::REMOVED);
+    let sanctions = listed(&mut owner).await;
+    assert_eq!(sanctions.len(), 1, "{sanctions:?}");
+    assert_eq!((sanctions[0].nick.as_str(), sanctions[0].action), ("troll", Sanction::Ban));
+
+    drop(server);
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (mut owner, _) = signed_in(&address, &olga, "room=den").await;
+    assert_eq!(listed(&mut owner).await.len(), 1, "kept in the database");
+    let mut back = Client::connect(&url(&address, "room=den&nick=troll")).await;
+    assert_eq!(back.error_skipping().await, ErrorCode::Banned);
+    owner.send_text(&moderate("unban")).await;
+    assert_eq!(told(&mut owner).await.1, Sanction::Unban);
+    let (_, welcome) = Client::join(&url(&address, "room=den&nick=troll")).await;
+    assert_eq!(welcome.nick, "troll", "let in again");
+    assert!(listed(&mut owner).await.is_empty());
+    owner.send_text(&moderate("unban")).await;
+    assert_eq!(owner.error_skipping().await, ErrorCode::NotFound, "nothing to lift");
+    // The operator lifts a ban of the open room: it holds there at once.
+    let (mut pest, _) = Client::join(&url(&address, "room=den&nick=pest")).await;
+    let ban = json!({"type": "moderate", "room": "den", "nick": "pest", "action": "ban"});
+    owner.send_text(&ban.to_string()).await;
+    assert_eq!(pest.close_code().await, protocol::close::REMOVED);
+    let mut refused = Client::connect(&url(&address, "room=den&nick=pest2")).await;
+    assert_eq!(refused.error_skipping().await, ErrorCode::Banned);
+    assert!(admin(data.path(), &["unban", "pest", "--room", "den"]).contains("no longer banned"));
+    let (_, welcome) = Client::join(&url(&address, "room=den&nick=pest2")).await;
+    assert_eq!(welcome.nick, "pest2");
+
+    owner
+        .send_text(&json!({"type": "configure", "room": "den", "private": true}).to_string())
+        .await;
+    for (days, uses) in [(0, 1), (31, 1), (7, 0), (7, 1001)] {
+        let invite = json!({"type": "invite", "room": "den", "days": days, "uses": uses});
+        owner.send_text(&invite.to_string()).await;
+        assert_eq!(owner.error_skipping().await, ErrorCode::InvalidMessage, "{days} {uses}");
+    }
+    owner.send_text(&json!({"type": "invite", "room": "den", "uses": 1}).to_string()).await;
+    let (code, expires, uses) = owner
+        .recv_until(|m| match m {
+            ServerMessage::Invitation { code: Some(code), expires, uses, .. } => {
+                Some((code, expires, uses))
+            }
+            _ => None,
+        })
+        .await;
+    let week = 7 * 86_400_000;
+    let now = server::outbound::now_millis();
+    assert!(expires.is_some_and(|at| at > now + week - 60_000 && at <= now + week), "{expires:?}");
+    assert_eq!(uses, Some(1));
+    let (_, welcome) = signed_in(&address, &pat, &format!("room=den&invite={code}")).await;
+    assert!(welcome.private);
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", quinn.as_str())];
+    let query = format!("room=den&invite={code}");
+    let mut late = Client::open_with(&url(&address, &query), &headers).await.expect("connected");
+    assert_eq!(late.error_skipping().await, ErrorCode::Forbidden, "used up");
+    audit_log_with(data.path(), "olga\tunban\tden\ttroll").await;
 }

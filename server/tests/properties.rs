@@ -15,7 +15,11 @@ fn jsonish() -> impl Strategy<Value = String> {
         "[{}\\[\\]\":,a-z0-9 \\\\]{0,40}",
         ("(send|join|leave|list_rooms|typing|history|x)", any::<String>(), any::<String>())
             .prop_map(|(kind, a, b)| format!(r#"{{"type":"{kind}","text":{a:?},"room":{b:?}}}"#)),
-        ("(kick|mute|ban|x)", any::<String>(), any::<String>(), any::<u32>()).prop_map(
+        (any::<String>(), any::<u32>(), any::<u32>()).prop_map(
+            |(room, days, uses)| format!(r#"{{"type":"invite","room":{room:?},"days":{days},"uses":{uses}}}"#)
+        ),
+        any::<String>().prop_map(|room| format!(r#"{{"type":"sanctions","room":{room:?}}}"#)),
+        ("(kick|mute|ban|unmute|unban|x)", any::<String>(), any::<String>(), any::<u32>()).prop_map(
             |(action, nick, room, minutes)| format!(r#"{{"type":"moderate","action":"{action}","nick":{nick:?},"room":{room:?},"minutes":{minutes}}}"#)
         ),
         ("(moderator|member|x)", any::<String>(), any::<String>(), any::<bool>()).prop_map(
@@ -182,8 +186,13 @@ proptest! {
             Ok(Command::Leave { room } | Command::Typing { room: Some(room) }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
             }
-            Ok(Command::Configure { room, .. } | Command::Invite { room, .. }) => {
+            Ok(Command::Configure { room, .. } | Command::Sanctions { room }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+            }
+            Ok(Command::Invite { room, days, uses, .. }) => {
+                prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));
+                prop_assert!((1..=protocol::MAX_INVITATION_DAYS).contains(&days));
+                prop_assert!(uses.is_none_or(|uses| (1..=protocol::MAX_INVITATION_USES).contains(&uses)));
             }
             Ok(Command::Grant { room, nick, .. }) => {
                 prop_assert_eq!(rules::check_room(&room, MAX_ROOM_CHARS), Ok(room.clone()));

@@ -1,6 +1,6 @@
 //! The room's settings, for its owner and moderators: private or public, invitation links
-//! (made, shown to copy, revoked), and people by name: moderators (named by the owner) and the
-//! members of a private room.
+//! (made, shown to copy, revoked), people by name: moderators (named by the owner) and the
+//! members of a private room, and the mutes and bans in force (each can be lifted).
 
 use yew::prelude::*;
 
@@ -22,6 +22,24 @@ pub struct RoomSettingsProps {
     pub owner: bool,
     /// Give an account a place (`false`) or take it away (`true`), once confirmed.
     pub on_grant: Callback<(String, protocol::Grant, bool)>,
+    /// When the last invitation link made stops working (Unix ms).
+    #[prop_or_default]
+    pub expires: Option<u64>,
+    /// The mutes and bans in force, once asked for.
+    #[prop_or_default]
+    pub sanctions: Option<Vec<protocol::SanctionInfo>>,
+    /// Ask for the mutes and bans.
+    #[prop_or_default]
+    pub on_sanctions: Callback<()>,
+    /// Lift a member's mute (`Unmute`) or ban (`Unban`).
+    #[prop_or_default]
+    pub on_lift: Callback<(String, protocol::Sanction)>,
+}
+
+/// A time as the reader's calendar shows it.
+fn local_time(ms: u64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+    String::from(date.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED))
 }
 
 /// The link an invitation code makes: the chat's page opening the room with the code.
@@ -72,6 +90,9 @@ pub fn room_settings(props: &RoomSettingsProps) -> Html {
                                 <label class="invitation">
                                     { "Share this link (whoever opens it and signs in becomes a member):" }
                                     <input type="text" readonly=true value={link} />
+                                    if let Some(expires) = props.expires {
+                                        <span class="hint">{ format!("It works until {}.", local_time(expires)) }</span>
+                                    }
                                 </label>
                             }
                         }
@@ -99,6 +120,35 @@ pub fn room_settings(props: &RoomSettingsProps) -> Html {
                     }
                 </div>
             }
+            <div class="sanctions">
+                { match &props.sanctions {
+                    None => {
+                        let ask = props.on_sanctions.reform(|_: MouseEvent| ());
+                        html! { <button type="button" class="secondary" onclick={ask}>{ "Show bans and mutes" }</button> }
+                    }
+                    Some(list) if list.is_empty() => html! { <p class="hint">{ "Nobody is muted or banned here." }</p> },
+                    Some(list) => html! {
+                        <ul aria-label="Bans and mutes">
+                            { for list.iter().map(|held| {
+                                let (what, lift) = match held.action {
+                                    protocol::Sanction::Mute => ("muted", protocol::Sanction::Unmute),
+                                    _ => ("banned", protocol::Sanction::Unban),
+                                };
+                                let nick = held.nick.clone();
+                                let onclick = props.on_lift.reform(move |_: MouseEvent| (nick.clone(), lift));
+                                let label = if lift == protocol::Sanction::Unmute { "Unmute" } else { "Unban" };
+                                html! {
+                                    <li>
+                                        <span>{ format!("{} {what} until {}", held.nick, local_time(held.until)) }</span>
+                                        <button type="button" class="secondary action" {onclick}
+                                            aria-label={format!("{label} {}", held.nick)}>{ label }</button>
+                                    </li>
+                                }
+                            }) }
+                        </ul>
+                    },
+                } }
+            </div>
         </section>
     }
 }
