@@ -34,6 +34,26 @@ struct Who {
     nick: String,
 }
 
+/// Who this browser is, as the page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// The account it is signed in to, if any.
+    pub nick: Option<String>,
+    /// Whether guests may chat here (`false` on a server that lets only accounts in).
+    pub guests: bool,
+}
+
+/// The answer to `GET /account` when not signed in.
+#[derive(Deserialize)]
+struct SignedOut {
+    #[serde(default = "yes")]
+    guests: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// The server's refusal (`{"error": code, "message": ...}`).
 #[derive(Deserialize)]
 struct Refusal {
@@ -41,14 +61,19 @@ struct Refusal {
     message: String,
 }
 
-/// The nick of the account this browser is signed in to, if any. A server without accounts
-/// (`--ephemeral`) or out of reach counts as signed out.
-pub async fn current() -> Option<String> {
-    let response = Request::get("/account").send().await.ok()?;
-    if !response.ok() {
-        return None;
+/// The account this browser is signed in to, if any, and whether guests may chat. A server
+/// without accounts (`--ephemeral`) or out of reach counts as signed out, guests welcome.
+pub async fn current() -> Current {
+    let open = Current { nick: None, guests: true };
+    let Ok(response) = Request::get("/account").send().await else { return open };
+    if response.ok() {
+        return Current {
+            nick: response.json::<Who>().await.ok().map(|who| who.nick),
+            guests: true,
+        };
     }
-    response.json::<Who>().await.ok().map(|who| who.nick)
+    let guests = response.json::<SignedOut>().await.map_or(true, |out| out.guests);
+    Current { nick: None, guests }
 }
 
 /// Registers or logs in; the answer is the account's nick as registered (the server's

@@ -59,11 +59,15 @@ pub fn app(props: &AppProps) -> Html {
     let drawer = use_state(|| false);
     // The account this browser is signed in to (its session cookie), asked once.
     let account = use_state(|| None::<String>);
+    // Whether guests may chat here (the join form offers "Join as guest" only then).
+    let guests = use_state(|| true);
     {
-        let account = account.clone();
+        let (account, guests) = (account.clone(), guests.clone());
         use_effect_with((), move |_| {
             wasm_bindgen_futures::spawn_local(async move {
-                if let Some(nick) = account::current().await {
+                let current = account::current().await;
+                guests.set(current.guests);
+                if let Some(nick) = current.nick {
                     account.set(Some(nick));
                 }
             });
@@ -247,7 +251,7 @@ pub fn app(props: &AppProps) -> Html {
         return html! {
             <>
                 <JoinForm nick={state.former_nick.clone().or_else(|| requested.nick.clone()).unwrap_or_default()}
-                    room={state.room.clone()} account={(*account).clone()}
+                    room={state.room.clone()} account={(*account).clone()} guests={*guests}
                     error={state.error.clone()} on_join={join} on_sign_in={sign_in} on_log_out={log_out} />
                 if state.connection != ConnectionState::Idle {
                     <p class="join-status"><ConnectionBadge state={state.connection} /></p>

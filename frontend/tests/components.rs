@@ -174,6 +174,7 @@ async fn join_form_joins_as_guest_or_signs_in() {
             on_join: Callback::from(move |choice| joined.borrow_mut().push(choice)),
             on_sign_in: Callback::from(move |request| signed.borrow_mut().push(request)),
             on_log_out: Callback::from(move |()| *logged_out.borrow_mut() += 1),
+            guests: true,
         }
     };
     let click = |root: &web_sys::Element, css: &str| {
@@ -215,6 +216,23 @@ async fn join_form_joins_as_guest_or_signs_in() {
     flush().await;
     assert_eq!(joined.borrow().last(), Some(&("Ann".to_owned(), "r".to_owned())));
     assert_eq!(*logged_out.borrow(), 1);
+
+    // Where guests cannot chat: no guest button, and Enter logs in.
+    let root = crate::root();
+    let only_accounts = JoinFormProps { guests: false, ..props(None) };
+    yew::Renderer::<JoinForm>::with_root_and_props(root.clone(), only_accounts).render();
+    flush().await;
+    assert_eq!(texts(&root, "button"), ["Log in", "Register"]);
+    input(&root, "#join-password").set_value("correct horse battery");
+    // As Enter in a field does: the form is submitted without a button pressed.
+    let init = web_sys::EventInit::new();
+    init.set_bubbles(true);
+    init.set_cancelable(true);
+    let submit = web_sys::Event::new_with_event_init_dict("submit", &init).expect("event");
+    select(&root, "form").expect("the form").dispatch_event(&submit).expect("dispatched");
+    flush().await;
+    assert_eq!(signed.borrow().last(), Some(&request(SignIn::LogIn)));
+    assert_eq!(joined.borrow().len(), 2, "never as a guest");
 }
 
 /// A signed-in reader's own messages offer Edit and Delete, others' nothing; a moderator

@@ -34,6 +34,8 @@ pub struct AccountState {
     pub max_nick_chars: usize,
     /// The cookie is `Secure` (the server speaks HTTPS).
     pub secure: bool,
+    /// Guests may chat (`--auth open`); the page offers "Join as guest" only then.
+    pub guests: bool,
     attempts: KeyedRate<IpAddr>,
     /// Failed logins per account (by its nick's key) in the current minute.
     failures: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<String, u32>)>,
@@ -48,12 +50,14 @@ impl AccountState {
         allowed_origins: Vec<String>,
         max_nick_chars: usize,
         secure: bool,
+        guests: bool,
     ) -> Self {
         AccountState {
             accounts,
             allowed_origins,
             max_nick_chars,
             secure,
+            guests,
             attempts: KeyedRate::per_minute(ATTEMPTS_PER_MINUTE_PER_ADDRESS),
             failures: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
             hashing: Arc::new(tokio::sync::Semaphore::new(crate::config::default_parallelism())),
@@ -253,6 +257,12 @@ async fn who(
     };
     match nick {
         Some(nick) => Ok(HttpResponse::Ok().json(Who { nick })),
+        // The page offers no "Join as guest" where guests cannot chat.
+        None if !state.guests => Ok(HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": "unauthenticated",
+            "message": "Not logged in: only people signed in to an account chat here.",
+            "guests": false,
+        }))),
         None => Err(Refused::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Not logged in.")),
     }
 }

@@ -346,6 +346,7 @@ pub fn run_shared(
         config.abuse.allowed_origins.clone(),
         config.limits.max_nick_chars,
         config.tls_cert.is_some(),
+        matches!(gate, auth::Gate::Open),
     ));
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared, registry);
     let quiet = account_state.clone();

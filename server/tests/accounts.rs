@@ -73,7 +73,9 @@ fn register_log_in_and_out() {
 
     let out = call(&address, "POST", "/account/logout", "", Some(&first));
     assert_eq!(out.status, 204);
-    assert_eq!(call(&address, "GET", "/account", "", Some(&first)).status, 401, "ended");
+    let ended = call(&address, "GET", "/account", "", Some(&first));
+    assert_eq!(ended.status, 401, "ended");
+    assert!(!ended.body.contains("guests"), "guests chat here: {}", ended.body);
     assert_eq!(call(&address, "GET", "/account", "", Some(&second)).status, 200, "the other");
     let wrong =
         call(&address, "POST", "/account/login", &credentials("alice", "wrong password!"), None);

@@ -132,6 +132,10 @@ async fn accounts_mode_lets_only_the_signed_in_chat() {
     let address = server.address();
     let (code, _, closed) = refusal(&address, "room=r&nick=guest").await;
     assert_eq!((code, closed), (ErrorCode::Unauthenticated, close::UNAUTHENTICATED));
+    // The page learns it before offering "Join as guest".
+    let signed_out = request(&address, "GET", "/account", &[], "");
+    assert_eq!(signed_out.status, 401);
+    assert!(signed_out.body.contains(r#""guests":false"#), "{}", signed_out.body);
 
     let origin = format!("http://{address}");
     let body = json!({"nick": "ivy", "password": "correct horse battery"}).to_string();

@@ -41,6 +41,9 @@ pub struct JoinFormProps {
     pub on_sign_in: Callback<SignInRequest>,
     #[prop_or_default]
     pub on_log_out: Callback<()>,
+    /// Whether guests may chat here: without, the form only logs in and registers.
+    #[prop_or(true)]
+    pub guests: bool,
 }
 
 /// Which of the form's buttons was pressed.
@@ -64,15 +67,17 @@ pub fn join_form(props: &JoinFormProps) -> Html {
             (nick_ref.clone(), room_ref.clone(), password_ref.clone());
         let (local_error, choice) = (local_error.clone(), choice.clone());
         let (on_join, on_sign_in) = (props.on_join.clone(), props.on_sign_in.clone());
-        let account = props.account.clone();
+        let (account, guests) = (props.account.clone(), props.guests);
         Callback::from(move |event: SubmitEvent| {
             event.prevent_default();
             let value = |node: &NodeRef| {
                 node.cast::<HtmlInputElement>().map(|input| input.value()).unwrap_or_default()
             };
             let password = value(&password_ref);
-            // With a password typed, joining means logging in (Enter included).
-            let pressed = match choice.borrow_mut().take().unwrap_or(Choice::Guest) {
+            // With a password typed, joining means logging in (Enter included), and so does
+            // Enter where guests cannot chat.
+            let first = if guests { Choice::Guest } else { Choice::Account(SignIn::LogIn) };
+            let pressed = match choice.borrow_mut().take().unwrap_or(first) {
                 Choice::Guest if !password.is_empty() => Choice::Account(SignIn::LogIn),
                 pressed => pressed,
             };
@@ -141,7 +146,11 @@ pub fn join_form(props: &JoinFormProps) -> Html {
                     <input id="join-password" ref={password_ref} type="password"
                         autocomplete="current-password" aria-describedby="join-password-help" />
                     <p id="join-password-help" class="hint">
-                        { "Without a password you join as a guest. Registering keeps the nickname yours: nobody else can use it." }
+                        if props.guests {
+                            { "Without a password you join as a guest. Registering keeps the nickname yours: nobody else can use it." }
+                        } else {
+                            { "Only people with an account chat here: log in, or register a nickname." }
+                        }
                     </p>
                 }
                 if let Some(error) = error {
@@ -151,7 +160,9 @@ pub fn join_form(props: &JoinFormProps) -> Html {
                     <button type="submit" onclick={press(Choice::Guest)}>{ "Join" }</button>
                     <button type="button" class="secondary" onclick={log_out}>{ "Log out" }</button>
                 } else {
-                    <button type="submit" onclick={press(Choice::Guest)}>{ "Join as guest" }</button>
+                    if props.guests {
+                        <button type="submit" onclick={press(Choice::Guest)}>{ "Join as guest" }</button>
+                    }
                     <div class="account-buttons">
                         <button type="submit" class="secondary" onclick={press(Choice::Account(SignIn::LogIn))}>{ "Log in" }</button>
                         <button type="submit" class="secondary" onclick={press(Choice::Account(SignIn::Register))}>{ "Register" }</button>

@@ -219,8 +219,8 @@ async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
     troll.close().await;
 }
 
-/// `--auth accounts`: joining as a guest is refused with words on the join form; logging in
-/// from the same form then joins, signed in.
+/// `--auth accounts`: the join form offers no "Join as guest" and says why; Enter without a
+/// password asks for one; logging in from the same form then joins, signed in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accounts_only_server_asks_guests_to_log_in() {
     let server = ServerProcess::start_with(&["--auth", "accounts"]);
@@ -230,11 +230,19 @@ async fn an_accounts_only_server_asks_guests_to_log_in() {
     first.close().await;
 
     visitor.open(&server.url("/?room=team")).await;
+    visitor
+        .wait_for("no guest button", || async {
+            let buttons = visitor.texts(".join-form button").await;
+            (buttons == ["Log in", "Register"]).then_some(())
+        })
+        .await;
+    let hint = visitor.texts("#join-password-help").await;
+    assert!(hint.iter().any(|h| h.contains("Only people with an account")), "{hint:?}");
     visitor.type_into("#join-nick", &format!("uma{ENTER}")).await;
     visitor
-        .wait_for("the refusal in words", || async {
+        .wait_for("a password asked for", || async {
             let errors = visitor.texts(".join-form .error").await;
-            errors.iter().any(|e| e.contains("only for people signed in")).then_some(())
+            errors.iter().any(|e| e.contains("Type your password")).then_some(())
         })
         .await;
     let nick = visitor.find("#join-nick").await;
