@@ -15,6 +15,7 @@ use crate::accounts::{AccountError, Accounts, SESSION_MILLIS};
 use crate::api::Refused;
 use crate::outbound::now_millis;
 use crate::policy::{self, KeyedRate};
+use crate::proxies::Proxies;
 
 /// The cookie that carries the session.
 pub const SESSION_COOKIE: &str = "chat_session";
@@ -36,6 +37,8 @@ pub struct AccountState {
     pub secure: bool,
     /// Guests may chat (`--auth open`); the page offers "Join as guest" only then.
     pub guests: bool,
+    /// Whose forwarding headers are believed (`--trusted-proxy`).
+    proxies: Proxies,
     attempts: KeyedRate<IpAddr>,
     /// Failed logins per account (by its nick's key) in the current minute.
     failures: std::sync::Mutex<(std::time::Instant, std::collections::HashMap<String, u32>)>,
@@ -51,6 +54,7 @@ impl AccountState {
         max_nick_chars: usize,
         secure: bool,
         guests: bool,
+        proxies: Proxies,
     ) -> Self {
         AccountState {
             accounts,
@@ -58,6 +62,7 @@ impl AccountState {
             max_nick_chars,
             secure,
             guests,
+            proxies,
             attempts: KeyedRate::per_minute(ATTEMPTS_PER_MINUTE_PER_ADDRESS),
             failures: std::sync::Mutex::new((std::time::Instant::now(), Default::default())),
             hashing: Arc::new(tokio::sync::Semaphore::new(crate::config::default_parallelism())),
@@ -162,8 +167,9 @@ fn attempting<'a>(
 
 /// The address's attempt, if it may make one now.
 fn attempt(request: &HttpRequest, state: &AccountState) -> Result<(), Refused> {
-    let address = request.peer_addr().map(|peer| policy::limit_key(peer.ip()));
-    let Some(address) = address else { return Ok(()) };
+    let Some(address) = state.proxies.client(request).map(policy::limit_key) else {
+        return Ok(());
+    };
     state.attempts.admit(&address).map_err(|wait| {
         Refused::too_fast(wait, "Too many attempts from your address; wait a minute.")
     })
@@ -187,8 +193,13 @@ async fn register(
     .await
     .map_err(|_| Refused::unavailable())?
     .map_err(refusal)?;
-    Ok(with_cookie(HttpResponse::Created(), &state, &session.token, Some(SESSION_MILLIS))
-        .json(Who { nick: session.nick }))
+    Ok(with_cookie(
+        HttpResponse::Created(),
+        (&state, &request),
+        &session.token,
+        Some(SESSION_MILLIS),
+    )
+    .json(Who { nick: session.nick }))
 }
 
 async fn log_in(
@@ -231,7 +242,7 @@ async fn log_in(
             return Err(refusal(error));
         }
     };
-    Ok(with_cookie(HttpResponse::Ok(), &state, &session.token, Some(SESSION_MILLIS))
+    Ok(with_cookie(HttpResponse::Ok(), (&state, &request), &session.token, Some(SESSION_MILLIS))
         .json(Who { nick: session.nick }))
 }
 
@@ -243,7 +254,7 @@ async fn log_out(
     if let Some(cookie) = request.cookie(SESSION_COOKIE) {
         accounts.log_out(cookie.value()).map_err(refusal)?;
     }
-    Ok(with_cookie(HttpResponse::NoContent(), &state, "", None).finish())
+    Ok(with_cookie(HttpResponse::NoContent(), (&state, &request), "", None).finish())
 }
 
 async fn who(
@@ -268,18 +279,20 @@ async fn who(
 }
 
 /// `response` setting the session cookie to `token` for `millis` (`None`: removing it).
+/// `Secure` when the server speaks HTTPS, or the browser spoke it to a trusted proxy.
 fn with_cookie(
     mut response: actix_web::HttpResponseBuilder,
-    state: &AccountState,
+    (state, request): (&AccountState, &HttpRequest),
     token: &str,
     millis: Option<u64>,
 ) -> actix_web::HttpResponseBuilder {
+    let secure = state.secure || state.proxies.https(request);
     let seconds = millis.map_or(0, |millis| i64::try_from(millis / 1000).unwrap_or(i64::MAX));
     let cookie = Cookie::build(SESSION_COOKIE, token.to_owned())
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(state.secure)
+        .secure(secure)
         .max_age(time::Duration::seconds(seconds))
         .finish();
     response.cookie(cookie);

@@ -51,6 +51,8 @@ pub struct ApiState {
     /// Calls without a valid key, per address: past it, 429 instead of 401.
     pub failed: KeyedRate<IpAddr>,
     pub metrics: Arc<Metrics>,
+    /// Whose forwarding headers are believed (`--trusted-proxy`).
+    pub proxies: crate::proxies::Proxies,
 }
 
 /// Calls without a valid key one address may make per minute before it gets 429.
@@ -444,7 +446,7 @@ async fn authorize(state: &ApiState, request: &HttpRequest) -> Result<String, Re
     };
     let Some(name) = name else {
         state.metrics.api_auth_failures.inc();
-        if let Err(wait) = state.failed.admit(&caller(request)?) {
+        if let Err(wait) = state.failed.admit(&caller(state, request)?) {
             return Err(Refused::from(Rejection::too_fast(wait, |ms| {
                 format!("Too many calls without a valid key from your address; wait {ms} ms.")
             })));
@@ -464,8 +466,8 @@ fn checked_room(room: &str, limits: &Limits) -> Result<String, Refused> {
 }
 
 /// The caller's address as the limits on opening rooms count it.
-fn caller(request: &HttpRequest) -> Result<IpAddr, Refused> {
-    request.peer_addr().map(|peer| policy::limit_key(peer.ip())).ok_or_else(Refused::unavailable)
+fn caller(state: &ApiState, request: &HttpRequest) -> Result<IpAddr, Refused> {
+    state.proxies.client(request).map(policy::limit_key).ok_or_else(Refused::unavailable)
 }
 
 /// A seat held in a room for one call; given back when dropped, whatever happened (a late
@@ -503,7 +505,7 @@ where
     room::Room: actix::Handler<M>,
 {
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
-    let visit = lobby::Visit { room: room.to_owned(), conn, address: caller(request)? };
+    let visit = lobby::Visit { room: room.to_owned(), conn, address: caller(state, request)? };
     let _seat = Seat { lobby: state.lobby.clone(), room: room.to_owned(), conn };
     let addr = match state.lobby.send(visit).timeout(CALL_TIMEOUT).await {
         Ok(seated) => seated.map_err(Refused::from)?,

@@ -491,6 +491,13 @@ pub struct AbuseLimits {
     #[arg(long, env = "CHAT_SESSION_CHECK_INTERVAL", default_value_t = DEFAULT_SESSION_CHECK_INTERVAL.into())]
     pub session_check_interval: humantime::Duration,
 
+    /// Reverse proxies (addresses or networks, like 10.0.0.0/8) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed: behind them, limits, bans and mutes hold for the
+    /// client's address instead of the proxy's, and the session cookie is `Secure` when the
+    /// browser spoke HTTPS to the proxy. From other peers these headers are ignored.
+    #[arg(long = "trusted-proxy", env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::proxies::parse_trusted)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Origins (scheme://host:port) allowed to open WebSockets besides the server's own;
     /// others get 403. `*` allows any (unsafe on the internet).
     #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = DEFAULT_ALLOWED_ORIGINS)]
@@ -532,6 +539,7 @@ impl Default for AbuseLimits {
             room_opens_per_minute_per_address: DEFAULT_ROOM_OPENS_PER_MINUTE_PER_ADDRESS,
             joins_per_minute_per_address: DEFAULT_JOINS_PER_MINUTE_PER_ADDRESS,
             allowed_origins: DEFAULT_ALLOWED_ORIGINS.split(',').map(str::to_owned).collect(),
+            trusted_proxies: Vec::new(),
             allowed_hosts: Vec::new(),
         }
     }

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod names;
 pub mod outbound;
 pub mod policy;
+pub mod proxies;
 pub mod redis_accounts;
 pub mod redis_bus;
 pub mod redis_feed;
@@ -93,6 +94,8 @@ struct AppState {
     accounts: Option<Arc<accounts::Accounts>>,
     /// Who may chat (`--auth`).
     gate: auth::Gate,
+    /// Whose forwarding headers are believed (`--trusted-proxy`).
+    proxies: proxies::Proxies,
 }
 
 impl AppState {
@@ -347,6 +350,7 @@ pub fn run_shared(
         config.limits.max_nick_chars,
         config.tls_cert.is_some(),
         matches!(gate, auth::Gate::Open),
+        proxies::Proxies::new(config.abuse.trusted_proxies.clone()),
     ));
     let lobby = Lobby::start(config.clone(), metrics.clone(), opened, shared, registry);
     let quiet = account_state.clone();
@@ -369,6 +373,7 @@ pub fn run_shared(
         rate: policy::KeyedRate::per_second(config.abuse.rate_per_second, config.abuse.rate_burst),
         failed: policy::KeyedRate::per_minute(api::FAILED_CALLS_PER_MINUTE),
         metrics: metrics.clone(),
+        proxies: proxies::Proxies::new(config.abuse.trusted_proxies.clone()),
     });
     let max_api_body = config.limits.max_message_bytes;
     let api_metrics = metrics.clone();
@@ -387,6 +392,7 @@ pub fn run_shared(
         started: std::time::Instant::now(),
         accounts: accounts.clone(),
         gate,
+        proxies: proxies::Proxies::new(config.abuse.trusted_proxies.clone()),
     });
     let closing_accounts = accounts;
     if let Some(metrics_address) = &config.metrics_address {
@@ -562,7 +568,7 @@ async fn websocket(
         state.metrics.refused("origin");
         return Ok(HttpResponse::Forbidden().body("This origin may not open a chat connection.\n"));
     }
-    let address = req.peer_addr().map(|peer| peer.ip());
+    let address = state.proxies.client(&req);
     let permit = match address.map(|ip| state.limits.acquire(ip)) {
         Some(Ok(permit)) => permit,
         refused => {

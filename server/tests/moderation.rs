@@ -483,3 +483,46 @@ async fn bans_are_lifted_and_invitations_are_limited() {
     assert_eq!(late.error_skipping().await, ErrorCode::Forbidden, "used up");
     audit_log_with(data.path(), "olga\tunban\tden\ttroll").await;
 }
+
+/// Behind a trusted reverse proxy (`--trusted-proxy`), a guest's ban holds for the client's
+/// address the proxy forwarded for, not for the proxy's (everyone else behind it still
+/// joins), and the session cookie is `Secure` when the browser spoke HTTPS to the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_bans_hold_for_the_client() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server =
+        Running::start_storing(data.path(), &["--port", "0", "--trusted-proxy", "127.0.0.1"]);
+    let address = server.address();
+    let origin = format!("http://{address}");
+    let headers = [
+        ("Origin", origin.as_str()),
+        ("Content-Type", "application/json"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let body = json!({"nick": "olga", "password": PASSWORD}).to_string();
+    let answer = request(&address, "POST", "/account/register", &headers, &body);
+    let cookie = answer.header("set-cookie").expect("cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let (mut owner, _) =
+        signed_in(&address, cookie.split(';').next().expect("pair"), "room=den").await;
+
+    let from = |client: &'static str, nick: &str| {
+        let (origin, query) = (origin.clone(), format!("room=den&nick={nick}"));
+        let url = url(&address, &query);
+        async move {
+            let headers = [("Origin", origin.as_str()), ("X-Forwarded-For", client)];
+            Client::open_with(&url, &headers).await.expect("connected")
+        }
+    };
+    let mut troll = from("198.51.100.1, 203.0.113.5", "troll").await;
+    troll.welcome().await;
+    let ban = json!({"type": "moderate", "room": "den", "nick": "troll", "action": "ban"});
+    owner.send_text(&ban.to_string()).await;
+    assert_eq!(troll.close_code().await, protocol::close::REMOVED);
+    let mut again = from("203.0.113.5", "troll2").await;
+    assert_eq!(again.error_skipping().await, ErrorCode::Banned, "the client's address");
+    let mut spoofed = from("198.51.100.9, 203.0.113.5", "troll3").await;
+    assert_eq!(spoofed.error_skipping().await, ErrorCode::Banned, "its own claims are ignored");
+    let mut neighbour = from("203.0.113.77", "neighbour").await;
+    assert_eq!(neighbour.welcome().await.nick, "neighbour", "not everyone behind the proxy");
+}
