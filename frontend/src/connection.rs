@@ -1003,6 +1003,8 @@ mod tests {
             nick: nick.into(),
             text: "hello".into(),
             ts: 0,
+            amends: None,
+            delete: false,
         };
         outbox.add(item).expect("room");
         outbox
@@ -1157,6 +1159,8 @@ mod tests {
                 nick: "n".into(),
                 text: "hello".into(),
                 ts: 0,
+                amends: None,
+                delete: false,
             };
             outbox.add(item).expect("room");
         }
@@ -1385,6 +1389,8 @@ mod tests {
             nick: "n".into(),
             text: "t".into(),
             ts: 0,
+            amends: None,
+            delete: false,
         }
     }
 

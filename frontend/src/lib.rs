@@ -293,6 +293,8 @@ pub fn app(props: &AppProps) -> Html {
                 nick: nick.clone(),
                 text,
                 ts: state::now(),
+                amends: None,
+                delete: false,
             };
             state.dispatch(Action::Post(item));
         })
@@ -366,30 +368,30 @@ pub fn app(props: &AppProps) -> Html {
     };
     // Edit: the new text asked for in the browser's own dialog (keyboard and touch alike);
     // delete: confirmed first.
-    let on_edit = {
-        let (send, room) = (send.clone(), view.name.clone());
-        Callback::from(move |(id, text): (protocol::MessageId, String)| {
-            let Some(window) = web_sys::window() else { return };
-            let asked = window.prompt_with_message_and_default("Edit your message:", &text);
-            if let Ok(Some(edited)) = asked
-                && !edited.trim().is_empty()
-                && edited != text
-            {
-                let room = room.clone();
-                send.emit(ClientMessage::Edit { room, id, text: edited, client_id: None });
-            }
+    // Edits and deletions wait in the outbox like messages (a client id each), so a dropped
+    // connection sends them again and the server applies each once.
+    let amend = {
+        let (state, nick, room) = (state.clone(), nick.clone(), view.name.clone());
+        Callback::from(move |(id, text, delete): (protocol::MessageId, String, bool)| {
+            state.dispatch(Action::Post(Outgoing {
+                client_id: outbox::new_client_id(),
+                room: room.clone(),
+                nick: nick.clone(),
+                text,
+                ts: state::now(),
+                amends: Some(id),
+                delete,
+            }));
         })
     };
-    let on_delete = {
-        let (send, room) = (send.clone(), view.name.clone());
-        Callback::from(move |id: protocol::MessageId| {
-            let Some(window) = web_sys::window() else { return };
-            let sure = "Delete this message? Everyone in the room will see it removed.";
-            if window.confirm_with_message(sure).unwrap_or(false) {
-                send.emit(ClientMessage::Delete { room: room.clone(), id, client_id: None });
-            }
-        })
-    };
+    let on_edit = amend.reform(|(id, text): (protocol::MessageId, String)| (id, text, false));
+    let on_delete = Callback::from(move |id: protocol::MessageId| {
+        let Some(window) = web_sys::window() else { return };
+        let sure = "Delete this message? Everyone in the room will see it removed.";
+        if window.confirm_with_message(sure).unwrap_or(false) {
+            amend.emit((id, String::new(), true));
+        }
+    });
     // Mute for an hour; kick, or ban for a day, once confirmed.
     let on_moderate = {
         let (send, room) = (send.clone(), view.name.clone());

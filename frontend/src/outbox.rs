@@ -1,4 +1,5 @@
-//! Messages the user sent that the server has not acknowledged yet. They live in
+//! Messages the user sent that the server has not acknowledged yet, and edits and deletions
+//! of earlier messages alike (each with a client id of its own). They live in
 //! `localStorage`, so neither a dropped connection nor a reload of the page loses them: the
 //! connection sends them (again) once it is in their room under their nick, with the same
 //! client id, and the server stores each one once however often it arrives.
@@ -25,15 +26,22 @@ pub struct Outgoing {
     pub text: String,
     /// When it was typed (Unix ms).
     pub ts: u64,
+    /// An edit (to `text`) or, with `delete`, a deletion of this earlier message, rather than
+    /// a new message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amends: Option<protocol::MessageId>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }
 
 impl Outgoing {
-    /// The `send` request for this message.
+    /// The request for it: a `send`, an `edit` or a `delete`.
     pub fn request(&self) -> ClientMessage {
-        ClientMessage::Send {
-            text: self.text.clone(),
-            client_id: Some(self.client_id.clone()),
-            room: Some(self.room.clone()),
+        let (room, client_id) = (self.room.clone(), Some(self.client_id.clone()));
+        match self.amends {
+            Some(id) if self.delete => ClientMessage::Delete { room, id, client_id },
+            Some(id) => ClientMessage::Edit { room, id, text: self.text.clone(), client_id },
+            None => ClientMessage::Send { text: self.text.clone(), client_id, room: Some(room) },
         }
     }
 }
@@ -186,6 +194,8 @@ mod tests {
             nick: "n".into(),
             text: "t".into(),
             ts: 0,
+            amends: None,
+            delete: false,
         };
         let (before, after) = ([item("a"), item("b")], [item("b"), item("c")]);
         let (removed, added) = changes(&before, &after);
@@ -205,6 +215,8 @@ mod tests {
             nick: nick.into(),
             text: format!("text {id}"),
             ts,
+            amends: None,
+            delete: false,
         }
     }
 
@@ -224,6 +236,34 @@ mod tests {
 
     /// A stored list longer than the cap (edited, or written by another version) is read back
     /// cut to the cap, oldest first.
+    /// Edits and deletions wait like messages and are sent as what they are, with their
+    /// client ids; an outbox stored before they existed still reads.
+    #[test]
+    fn edits_and_deletions_are_requests_of_their_own() {
+        let edit = Outgoing { amends: Some(7), ..item("e", "r", "ann", 1) };
+        let delete = Outgoing { delete: true, ..edit.clone() };
+        assert_eq!(
+            edit.request(),
+            ClientMessage::Edit {
+                room: "r".into(),
+                id: 7,
+                text: edit.text.clone(),
+                client_id: Some("e".into())
+            }
+        );
+        assert_eq!(
+            delete.request(),
+            ClientMessage::Delete { room: "r".into(), id: 7, client_id: Some("e".into()) }
+        );
+        let mut outbox = Outbox::default();
+        outbox.add(delete.clone()).expect("room");
+        let stored = outbox.to_json();
+        assert_eq!(Outbox::parse(Some(&stored), 1).items(), [delete]);
+        let older = r#"[{"client_id":"m","room":"r","nick":"ann","text":"hi","ts":1}]"#;
+        let read = Outbox::parse(Some(older), 1);
+        assert!(matches!(read.items()[0].request(), ClientMessage::Send { .. }));
+    }
+
     #[test]
     fn reading_applies_the_cap() {
         let items: Vec<Outgoing> =

@@ -563,12 +563,13 @@ impl State {
         self.pending.iter().filter(|item| !acknowledged(item)).cloned().collect()
     }
 
-    /// The pending messages to show: the open room's, typed under its nick.
+    /// The pending messages to show: the open room's, typed under its nick (not edits and
+    /// deletions: those show when the room relays them).
     pub fn pending_here(&self) -> Vec<Outgoing> {
         let nick = self.view().nick.as_deref().or(self.nick.as_deref()).unwrap_or_default();
         self.pending
             .iter()
-            .filter(|item| item.room == self.room && item.nick == nick)
+            .filter(|item| item.room == self.room && item.nick == nick && item.amends.is_none())
             .cloned()
             .collect()
     }
@@ -583,7 +584,9 @@ impl State {
     fn acknowledge(&mut self, client_id: String, id: u64, room: String) {
         Rc::make_mut(&mut self.own).insert(id);
         let waiting = self.view_of(&room).is_some_and(|view| !view.is_shown(id));
-        if waiting && self.pending.iter().any(|item| item.client_id == client_id) {
+        // An edit or deletion is not a message of the list: done once acknowledged.
+        let message = |item: &Outgoing| item.client_id == client_id && item.amends.is_none();
+        if waiting && self.pending.iter().any(message) {
             self.acknowledged.push((room, client_id, id));
         } else {
             self.settle(&client_id);
@@ -1124,6 +1127,8 @@ mod tests {
             nick: "bob".into(),
             text: id.into(),
             ts: 1,
+            amends: None,
+            delete: false,
         };
         let state = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
         let state = reduce(state, [Action::Post(item("x")), Action::Post(item("y"))]);
@@ -1161,6 +1166,8 @@ mod tests {
             nick: "bob".into(),
             text: id.into(),
             ts: 1,
+            amends: None,
+            delete: false,
         };
         let state = reduce(
             Rc::new(State::new("a".into())),
@@ -1208,6 +1215,8 @@ mod tests {
             nick: "bob".into(),
             text: id.into(),
             ts: 1,
+            amends: None,
+            delete: false,
         };
         let state = reduce(
             Rc::new(State::new("a".into())),
@@ -1406,6 +1415,35 @@ mod tests {
             notices(&state).last().map(String::as_str),
             Some("olga removed cy from the members of #a.")
         );
+    }
+
+    /// An edit waits in the outbox but is not shown as a message being sent; its
+    /// acknowledgement settles it at once (it is no entry of the list to wait for).
+    #[test]
+    fn edits_wait_unseen_and_settle_on_their_ack() {
+        let edit = Outgoing {
+            client_id: "e1".into(),
+            room: "a".into(),
+            nick: "bob".into(),
+            text: "better".into(),
+            ts: 1,
+            amends: Some(1),
+            delete: false,
+        };
+        let state = reduce(Rc::new(State::new("a".into())), [welcome("a", vec![])]);
+        let state = reduce(state, [Action::Post(edit.clone())]);
+        assert_eq!(state.outbox(), [edit]);
+        assert!(state.pending_here().is_empty());
+        let state = reduce(
+            state,
+            [Action::Server(ServerMessage::Ack {
+                client_id: "e1".into(),
+                id: 9,
+                room: "a".into(),
+            })],
+        );
+        assert!(state.outbox().is_empty());
+        assert!(state.pending.is_empty());
     }
 
     /// A shown list of bans and mutes follows the room's notices: a new ban replaces the
@@ -1627,6 +1665,8 @@ mod tests {
             nick: "bob".into(),
             text: "x".into(),
             ts: 1,
+            amends: None,
+            delete: false,
         };
         let state =
             reduce(Rc::new(State::new("a".into())), [welcome("a", vec![message(1, "a", "1")])]);

@@ -83,6 +83,8 @@ async fn message_list_renders_messages_and_notices() {
         nick: "bob".into(),
         text: "still sending".into(),
         ts: 0,
+        amends: None,
+        delete: false,
     }];
     let own = Rc::new(BTreeSet::from([2]));
     let props = list_props(Rc::new(entries), pending, own);
@@ -273,8 +275,35 @@ async fn message_actions_follow_who_may_do_what() {
         button.dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
     }
     flush().await;
-    assert_eq!(*edits.borrow(), [(1, "mine".to_owned())]);
     assert_eq!(*deletes.borrow(), [1]);
+    // Edit puts the text in a field in place: unchanged or empty sends nothing, Escape
+    // leaves, a new text is sent once.
+    let field = input(&root, "[data-id='1'] form.edit input");
+    assert_eq!(field.value(), "mine");
+    let submit = |root: &web_sys::Element| {
+        let init = web_sys::EventInit::new();
+        init.set_bubbles(true);
+        init.set_cancelable(true);
+        let event = web_sys::Event::new_with_event_init_dict("submit", &init).expect("event");
+        let form = select(root, "[data-id='1'] form.edit").expect("the editor");
+        form.dispatch_event(&event).expect("dispatched");
+    };
+    submit(&root);
+    flush().await;
+    assert!(edits.borrow().is_empty(), "unchanged");
+    assert!(select(&root, "form.edit").is_none(), "closed");
+    let edit_button = || select(&root, "[data-id='1'] .action").expect("Edit");
+    edit_button().dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    flush().await;
+    press(&input(&root, "[data-id='1'] form.edit input"), "Escape");
+    flush().await;
+    assert!(select(&root, "form.edit").is_none(), "Escape leaves");
+    edit_button().dyn_ref::<web_sys::HtmlElement>().expect("html element").click();
+    flush().await;
+    input(&root, "[data-id='1'] form.edit input").set_value("mine, better");
+    submit(&root);
+    flush().await;
+    assert_eq!(*edits.borrow(), [(1, "mine, better".to_owned())]);
 
     handle.update(props(true));
     flush().await;

@@ -116,6 +116,8 @@ fn outgoing(room: &str, nick: &str, text: &str) -> Outgoing {
         nick: nick.into(),
         text: text.into(),
         ts: js_sys::Date::now() as u64,
+        amends: None,
+        delete: false,
     }
 }
 

@@ -50,7 +50,7 @@ pub struct MessageListProps {
     /// The reader moderates the room: every message offers Delete.
     #[prop_or_default]
     pub moderator: bool,
-    /// Edit the message with this id (its current text given).
+    /// Edit the message with this id: its new text (typed in place, changed and not empty).
     #[prop_or_default]
     pub on_edit: Callback<(MessageId, String)>,
     /// Delete the message with this id (the caller asks for confirmation).
@@ -65,6 +65,9 @@ struct Powers<'a> {
     moderator: bool,
     on_edit: &'a Callback<(MessageId, String)>,
     on_delete: &'a Callback<MessageId>,
+    /// The message being edited in place, if any, and how to start or end that.
+    editing: Option<MessageId>,
+    set_editing: Callback<Option<MessageId>>,
 }
 
 #[function_component(MessageList)]
@@ -73,6 +76,8 @@ pub fn message_list(props: &MessageListProps) -> Html {
     // Whether the reader is at the bottom; updated on scroll, read after each render.
     let stick = use_mut_ref(|| true);
     let unseen = use_state(|| false);
+    // The message edited in place (one at a time).
+    let editing = use_state(|| None::<MessageId>);
 
     // The list's height while the reader is scrolled up (updated on scroll and on each
     // render then), and its first entry as last rendered: older messages added above keep
@@ -150,6 +155,11 @@ pub fn message_list(props: &MessageListProps) -> Html {
         moderator: props.moderator,
         on_edit: &props.on_edit,
         on_delete: &props.on_delete,
+        editing: *editing,
+        set_editing: {
+            let editing = editing.clone();
+            Callback::from(move |id| editing.set(id))
+        },
     };
     html! {
         <div class="message-pane">
@@ -219,6 +229,8 @@ fn render(entry: &Entry, own: &BTreeSet<MessageId>, grouped: bool, powers: &Powe
                     }
                     if message.deleted {
                         <span class="text deleted">{ "message deleted" }</span>
+                    } else if powers.editing == Some(message.id) {
+                        { editor(message, powers) }
                     } else {
                         <span class="text">{ linkified(&message.text) }</span>
                         if message.edited {
@@ -255,10 +267,7 @@ fn actions(message: &ChatMessage, powers: &Powers) -> Html {
         return Html::default();
     }
     let id = message.id;
-    let edit = authored.then(|| {
-        let text = message.text.clone();
-        powers.on_edit.reform(move |_: MouseEvent| (id, text.clone()))
-    });
+    let edit = authored.then(|| powers.set_editing.reform(move |_: MouseEvent| Some(id)));
     let delete = powers.on_delete.reform(move |_: MouseEvent| id);
     html! {
         <span class="actions">
@@ -269,6 +278,71 @@ fn actions(message: &ChatMessage, powers: &Powers) -> Html {
             <button type="button" class="action" onclick={delete}
                 aria-label={format!("Delete message {id} by {}", message.from)}>{ "Delete" }</button>
         </span>
+    }
+}
+
+/// The reader's message `message` edited in place.
+fn editor(message: &ChatMessage, powers: &Powers) -> Html {
+    html! {
+        <Editor id={message.id} text={message.text.clone()} on_edit={powers.on_edit.clone()}
+            on_done={powers.set_editing.reform(|()| None)} />
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct EditorProps {
+    id: MessageId,
+    text: String,
+    on_edit: Callback<(MessageId, String)>,
+    on_done: Callback<()>,
+}
+
+/// A message's text in a field: Enter or Save sends the new text (if it changed and is not
+/// empty), Escape or Cancel leaves it as it was. The field takes the keyboard as it appears.
+#[function_component(Editor)]
+fn edit_in_place(props: &EditorProps) -> Html {
+    let field = use_node_ref();
+    {
+        let field = field.clone();
+        use_effect_with(props.id, move |_| {
+            if let Some(input) = field.cast::<web_sys::HtmlInputElement>() {
+                // Focusing fails only for a detached element: nothing to focus then.
+                let _ = input.focus();
+            }
+        });
+    }
+    let onsubmit = {
+        let (field, on_edit, on_done) =
+            (field.clone(), props.on_edit.clone(), props.on_done.clone());
+        let (id, original) = (props.id, props.text.clone());
+        Callback::from(move |event: SubmitEvent| {
+            event.prevent_default();
+            let input = field.cast::<web_sys::HtmlInputElement>();
+            let text = input.map(|input| input.value()).unwrap_or_default();
+            if !text.trim().is_empty() && text != original {
+                on_edit.emit((id, text));
+            }
+            on_done.emit(());
+        })
+    };
+    let cancel = props.on_done.reform(|_: MouseEvent| ());
+    let onkeydown = {
+        let on_done = props.on_done.clone();
+        Callback::from(move |event: KeyboardEvent| {
+            if event.key() == "Escape" {
+                on_done.emit(());
+            }
+        })
+    };
+    let id = props.id;
+    html! {
+        <form class="edit" {onsubmit}>
+            <input type="text" ref={field} value={props.text.clone()} {onkeydown}
+                aria-label={format!("New text of your message {id}")}
+                maxlength={protocol::rules::MAX_TEXT_CHARS.to_string()} />
+            <button type="submit" class="action">{ "Save" }</button>
+            <button type="button" class="action" onclick={cancel}>{ "Cancel" }</button>
+        </form>
     }
 }
 

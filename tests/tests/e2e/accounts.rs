@@ -153,7 +153,7 @@ async fn a_page_given_a_token_joins_under_its_name() {
 
 /// The room's owner (the first signed in while it had no messages) deletes a guest's message
 /// after confirming, and the guest's browser sees it disappear (a tombstone in its place);
-/// she edits her own message through the page's dialog, and the other browser shows the new
+/// she edits her own message in place (Enter saves), and the other browser shows the new
 /// text, marked edited; she bans the guest from the member list, and the guest's page says
 /// so. The guest is offered no action on anyone's message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,8 +194,16 @@ async fn a_moderator_deletes_and_the_other_browser_sees_it_go() {
     let own = olga.find(".message:not(.notice) .action").await;
     assert_eq!(own.text().await.expect("text"), "Edit", "her own message offers Edit first");
     own.click().await.expect("edit pressed");
-    olga.client.send_alert_text("welcome, everyone").await.expect("typed");
-    olga.client.accept_alert().await.expect("accepted");
+    // The message's text becomes a field holding it, with the keyboard in it.
+    let field = olga.find(".message form.edit input").await;
+    assert_eq!(field.prop("value").await.expect("value").as_deref(), Some("welcome, all"));
+    let focused = olga.client.execute(
+        "return document.activeElement === document.querySelector('.message form.edit input')",
+        vec![],
+    );
+    assert_eq!(focused.await.expect("script"), serde_json::Value::Bool(true));
+    field.clear().await.expect("cleared");
+    field.send_keys(&format!("welcome, everyone{ENTER}")).await.expect("typed");
     troll.wait_for_text(".message .text", "welcome, everyone").await;
     troll.wait_for_text(".message .edited", "(edited)").await;
 
