@@ -64,7 +64,9 @@ impl Registry {
     fn role(&self, room: &str, nick: &str, claim: bool) -> Option<Role> {
         let accounts = self.0.as_ref()?;
         accounts.role(room, nick, claim).unwrap_or_else(|error| {
-            tracing::error!(%error, room, "could not read the room's roles");
+            crate::redis_keys::warn_now_and_then(|| {
+                tracing::error!(%error, room, "could not read the room's roles");
+            });
             None
         })
     }
@@ -79,7 +81,9 @@ impl Registry {
     ) -> Option<UnixMillis> {
         let accounts = self.0.as_ref()?;
         accounts.sanction_until(room, subject, action, now).unwrap_or_else(|error| {
-            tracing::error!(%error, room, "could not read the room's bans and mutes");
+            crate::redis_keys::warn_now_and_then(|| {
+                tracing::error!(%error, room, "could not read the room's bans and mutes");
+            });
             None
         })
     }
@@ -214,14 +218,15 @@ impl Registry {
         });
     }
 
-    /// Whether a registered nick looks like `likeness`. A failed read counts as registered:
-    /// a guest is refused rather than let pass as someone.
-    fn holds(&self, likeness: &Likeness) -> bool {
-        self.0.as_ref().is_some_and(|accounts| {
-            accounts.is_registered(likeness).unwrap_or_else(|error| {
+    /// Whether a registered nick looks like `likeness`; `Err` if that could not be read (the
+    /// guest is then refused as `unavailable`, to try again, rather than let pass as someone
+    /// or told the nick is taken).
+    fn holds(&self, likeness: &Likeness) -> Result<bool, ()> {
+        let Some(accounts) = &self.0 else { return Ok(false) };
+        accounts.is_registered(likeness).map_err(|error| {
+            crate::redis_keys::warn_now_and_then(|| {
                 tracing::error!(%error, "could not read the registered nicks");
-                true
-            })
+            });
         })
     }
 }
@@ -635,11 +640,22 @@ impl RoomState {
                 return Err(Rejection::new(ErrorCode::Forbidden, words));
             }
         }
-        if request.account.is_none() && self.rules.registry.holds(&likeness) {
-            return Err(Rejection::new(
-                ErrorCode::NickTaken,
-                format!("{nick} is a registered nick: log in to use it, or choose another."),
-            ));
+        if request.account.is_none() {
+            match self.rules.registry.holds(&likeness) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(Rejection::new(
+                        ErrorCode::NickTaken,
+                        format!(
+                            "{nick} is a registered nick: log in to use it, or choose another."
+                        ),
+                    ));
+                }
+                Err(()) => {
+                    let words = "The registered nicks cannot be read right now; try again shortly.";
+                    return Err(Rejection::new(ErrorCode::Unavailable, words));
+                }
+            }
         }
         let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if previous.as_ref().is_some_and(|old| *old != nick) {
@@ -1428,7 +1444,9 @@ impl RoomState {
         let mut nick = base.clone();
         let mut suffix = 1;
         while self.member_like(&Likeness::of(&nick)).is_some()
-            || self.rules.registry.holds(&Likeness::of(&nick))
+            // (Accounts cannot be registered under `guest-` names: an unreadable store
+            // holds none of them.)
+            || self.rules.registry.holds(&Likeness::of(&nick)) == Ok(true)
         {
             suffix += 1;
             nick = format!("{base}-{suffix}");
@@ -2511,6 +2529,21 @@ mod tests {
         assert!(accounts.revoke_moderator("mod", None).expect("revoked").is_some());
         let late = room.moderate(4, "gus3", Sanction::Mute, 1, T);
         assert_eq!(error(&late), Some(ErrorCode::Forbidden));
+    }
+
+    /// A store that cannot be read (Redis away) refuses a guest's join as `unavailable`, to try
+    /// again: not as `nick_taken`, which would send it to pick another nick for nothing.
+    #[test]
+    fn an_unreadable_store_refuses_guests_as_unavailable() {
+        let rules = RoomRules { registry: registry(&["Ann"], "nobody"), ..rules() };
+        let accounts = rules.registry.0.clone().expect("accounts");
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        accounts.close();
+        let refused = room.join(request(1, Some("bob"), None), usize::MAX, Instant::now(), T).0;
+        assert_eq!(code(refused), Some(ErrorCode::Unavailable));
+        let unnamed = room.join(request(2, None, None), usize::MAX, Instant::now(), T).0;
+        assert_eq!(code(unnamed), Some(ErrorCode::Unavailable), "no endless search for a name");
     }
 
     /// Bans and mutes are listed to moderators (only) and lifted by nick: a lifted mute lets

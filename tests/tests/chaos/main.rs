@@ -321,8 +321,9 @@ async fn client(
         drop(ws);
     }
     // Once every client is done, a last catch-up in each room: the views should then hold
-    // the whole rooms.
-    all_sent.wait().await;
+    // the whole rooms. Bounded: a client that failed (panicked) never arrives, and the run
+    // must then fail on its panic rather than wait for it forever.
+    let _ = timeout(RUN_LIMIT + Duration::from_secs(30), all_sent.wait()).await;
     for room in &rooms {
         let stop = Instant::now() + Duration::from_secs(20);
         while Instant::now() < stop {
