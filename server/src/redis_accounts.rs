@@ -6,7 +6,9 @@
 //! Calls are synchronous, as the database's are (rooms read roles and bans at a join), over
 //! one connection of their own, each bounded by [`CALL_TIMEOUT`]; a failed call drops the
 //! connection, and the next makes a new one (a Redis that is away fails reads, which refuse
-//! sign-ins as the database's errors do).
+//! sign-ins as the database's errors do). For [`RETRY_AFTER`] after a failure, calls fail at
+//! once without trying: a Redis that does not answer (a partition) would otherwise hold every
+//! room thread that asks for [`CALL_TIMEOUT`] in turn.
 //!
 //! Keys (every one under `chat:`; a room's are tagged `{room}` like its log's):
 //! - `chat:accounts:next`: the last account number given (numbers are never reused, so what
@@ -43,6 +45,9 @@ use crate::names::Likeness;
 /// How long one call may take (connecting included) before it counts as failed: a room waits
 /// for it at a join.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long after a failed call the next ones fail without trying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Registers an account unless a look-alike holds one of its forms, with its first session.
 /// KEYS: the two name keys, the account, the set of all, the session, the account's
@@ -132,6 +137,8 @@ return 1
 pub struct RedisAccounts {
     client: redis::Client,
     connection: Mutex<Option<Connection>>,
+    /// When the last call failed.
+    failed_at: Mutex<Option<std::time::Instant>>,
     create: redis::Script,
     add_session: redis::Script,
     end_sessions: redis::Script,
@@ -156,6 +163,7 @@ impl RedisAccounts {
         let accounts = RedisAccounts {
             client: redis::Client::open(url)?,
             connection: Mutex::new(None),
+            failed_at: Mutex::new(None),
             create: redis::Script::new(CREATE),
             add_session: redis::Script::new(ADD_SESSION),
             end_sessions: redis::Script::new(END_SESSIONS),
@@ -172,7 +180,35 @@ impl RedisAccounts {
         &self,
         call: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, AccountError> {
+        let recent =
+            |at: &Option<std::time::Instant>| at.is_some_and(|at| at.elapsed() < RETRY_AFTER);
+        if recent(&self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
+            return Err(AccountError::Shared(redis::RedisError::from(away)));
+        }
         let mut held = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Another thread may have failed while this one waited for the connection.
+        if recent(&self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
+            return Err(AccountError::Shared(redis::RedisError::from(away)));
+        }
+        let result = self.call_on(&mut held, call);
+        // Only Redis being away waits: an answer that is an error (a script's) does not.
+        let away = matches!(&result, Err(AccountError::Shared(error))
+            if error.is_io_error() || error.is_timeout() || error.is_connection_dropped()
+                || error.is_connection_refusal());
+        let mut failed_at =
+            self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *failed_at = away.then(std::time::Instant::now);
+        result
+    }
+
+    /// Runs `call` on `held` (a connection made if there is none); a failure drops it.
+    fn call_on<T>(
+        &self,
+        held: &mut Option<Connection>,
+        call: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, AccountError> {
         let connection = match held.take() {
             Some(connection) => connection,
             None => {
@@ -671,7 +707,20 @@ mod tests {
             accounts.is_registered(&Likeness::of("bob")),
             Err(AccountError::Shared(_))
         ));
+        // Right after a failure, calls fail without waiting on Redis.
+        let at_once = accounts.is_registered(&Likeness::of("bob"));
+        assert!(
+            matches!(&at_once, Err(error) if error.to_string().contains("not tried again yet")),
+            "{at_once:?}"
+        );
         redis.restart(true);
-        assert!(accounts.is_registered(&Likeness::of("bob")).expect("read again"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match accounts.is_registered(&Likeness::of("bob")) {
+                Ok(registered) => break assert!(registered, "read again"),
+                Err(error) => assert!(std::time::Instant::now() < deadline, "{error}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
