@@ -176,10 +176,7 @@ impl RedisAccounts {
     }
 
     /// Runs `call` on the connection (made if there is none); a failure drops it.
-    fn call<T>(
-        &self,
-        call: impl FnOnce(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T, AccountError> {
+    fn call<T>(&self, call: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, AccountError> {
         let recent =
             |at: &Option<std::time::Instant>| at.is_some_and(|at| at.elapsed() < RETRY_AFTER);
         if recent(&self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
@@ -207,8 +204,24 @@ impl RedisAccounts {
     fn call_on<T>(
         &self,
         held: &mut Option<Connection>,
-        call: impl FnOnce(&mut Connection) -> RedisResult<T>,
+        call: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, AccountError> {
+        let reused = held.is_some();
+        let result = self.try_on(held, &call);
+        match result {
+            // A connection kept from before a Redis restart is found closed only when used:
+            // the call never reached Redis, so it is made once more on a new connection.
+            Err(error) if reused && error.is_connection_dropped() => Ok(self.try_on(held, &call)?),
+            result => Ok(result?),
+        }
+    }
+
+    /// One attempt of `call` on `held` (made if there is none); a failure drops it.
+    fn try_on<T>(
+        &self,
+        held: &mut Option<Connection>,
+        call: &impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
         let connection = match held.take() {
             Some(connection) => connection,
             None => {
@@ -224,7 +237,7 @@ impl RedisAccounts {
             // It may be broken, or hold a late answer: the next call starts afresh.
             *held = None;
         }
-        Ok(result?)
+        result
     }
 
     /// The account numbered `id`, if it exists.
@@ -621,7 +634,7 @@ impl AccountStore for RedisAccounts {
         let uses = invitation.uses.map(|uses| uses.to_string()).unwrap_or_default();
         let value = format!("{}:{uses}", invitation.expires);
         let _: i64 =
-            self.call(|c| c.hset(room_key(room, "invitations"), &invitation.hash, value))?;
+            self.call(|c| c.hset(room_key(room, "invitations"), &invitation.hash, &value))?;
         Ok(())
     }
 
@@ -639,7 +652,7 @@ impl AccountStore for RedisAccounts {
             subject: audit.subject.clone(),
         };
         let json = serde_json::to_string(&entry).unwrap_or_default();
-        let _: i64 = self.call(|c| c.lpush(AUDIT, json))?;
+        let _: i64 = self.call(|c| c.lpush(AUDIT, &json))?;
         Ok(())
     }
 
