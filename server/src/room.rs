@@ -265,6 +265,9 @@ impl Room {
             }
             ServerMessage::Left { nick, .. } => Some(Event::Left { s, nick: nick.clone() }),
             ServerMessage::Typing { nick, .. } => Some(Event::Typing { s, nick: nick.clone() }),
+            ServerMessage::RoomSettings { private, by, .. } => {
+                Some(Event::Configured { s, private: *private, by: by.clone() })
+            }
             ServerMessage::Granted { nick, grant, revoke, by, .. } => Some(Event::Granted {
                 s,
                 nick: nick.clone(),
@@ -811,6 +814,9 @@ impl Room {
             }
             Event::Left { s, nick } if s != own => self.state.remote_left(&s, &nick, ts),
             Event::Typing { s, nick } if s != own => self.state.remote_typing(&nick),
+            Event::Configured { s, private, by } if s != own => {
+                self.state.remote_configured(private, &by, ts)
+            }
             Event::Granted { s, nick, grant, revoke, by } if s != own => {
                 self.state.remote_granted(&nick, grant, revoke, &by, ts)
             }

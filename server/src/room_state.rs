@@ -614,6 +614,11 @@ impl RoomState {
         // signed in to an account here (a renaming member is in already).
         if self.private.is_none() {
             self.private = self.rules.registry.is_private(&self.name);
+            // The lobby's lists follow what the store says (another server may have made it
+            // private since this one started).
+            if let Some(private) = self.private {
+                effects.push(Effect::Privacy { private });
+            }
         }
         let Some(private) = self.private else {
             let words = format!("#{} cannot be opened right now; try again shortly.", self.name);
@@ -1516,18 +1521,41 @@ impl RoomState {
                 ServerMessage::error(ErrorCode::Unavailable, "That could not be saved; try again.");
             return vec![Effect::Send { to: conn, message: error }];
         }
+        let mut effects = vec![Effect::Audit(Audit {
+            actor: by.clone(),
+            action: if private { "private" } else { "public" },
+            room: self.name.clone(),
+            subject: self.name.clone(),
+        })];
+        effects.extend(self.turned(private, &by, ts));
+        effects
+    }
+
+    /// (`--redis`) `by` made the room private or public on another server, which kept its own
+    /// signed-in people as members: those signed in here become members too (they were in
+    /// it), and the room turns as [`RoomState::configure`] turns it.
+    pub fn remote_configured(&mut self, private: bool, by: &str, ts: UnixMillis) -> Vec<Effect> {
+        if private {
+            let members: Vec<String> =
+                self.members.values().filter(|m| m.has_account()).map(|m| m.nick.clone()).collect();
+            for nick in members {
+                if let Err(()) = self.rules.registry.grant(&self.name, &nick, Grant::Member, false)
+                {
+                    tracing::warn!(room = %self.name, nick, "a member of a room turned private elsewhere was not kept");
+                }
+            }
+        }
+        self.turned(private, by, ts)
+    }
+
+    /// The room turned private or public: it is told, the lobby's lists follow, and guests
+    /// and token holders leave a room that turned private.
+    fn turned(&mut self, private: bool, by: &str, ts: UnixMillis) -> Vec<Effect> {
         self.private = Some(private);
-        let told = ServerMessage::RoomSettings { room: self.name.clone(), private, by: by.clone() };
-        let mut effects = vec![
-            Effect::Audit(Audit {
-                actor: by,
-                action: if private { "private" } else { "public" },
-                room: self.name.clone(),
-                subject: self.name.clone(),
-            }),
-            Effect::Privacy { private },
-            Effect::Broadcast { message: told, except: None },
-        ];
+        let told =
+            ServerMessage::RoomSettings { room: self.name.clone(), private, by: by.to_owned() };
+        let mut effects =
+            vec![Effect::Privacy { private }, Effect::Broadcast { message: told, except: None }];
         if private {
             // Those who could not join it now (guests, tokens) do not stay to read it.
             let outsiders: Vec<ConnId> = self

@@ -116,6 +116,12 @@ pub enum Event {
         revoke: bool,
         by: String,
     },
+    /// The room was made private (or public): every server's copy turns with it.
+    Configured {
+        s: String,
+        private: bool,
+        by: String,
+    },
     /// A moderator kicked, muted or banned `nick`: its server removes or mutes its seats.
     Moderated {
         s: String,
@@ -265,7 +271,10 @@ impl Shared {
             let written = match &event {
                 Event::Joined { nick, tag, .. } => self.presence.join(room, nick, tag).await,
                 Event::Left { nick, .. } => self.presence.leave(room, nick).await,
-                Event::Typing { .. } | Event::Moderated { .. } | Event::Granted { .. } => Ok(()),
+                Event::Typing { .. }
+                | Event::Moderated { .. }
+                | Event::Granted { .. }
+                | Event::Configured { .. } => Ok(()),
             };
             let published = match serde_json::to_string(&event) {
                 Ok(event) => self.log.publish_event(room, &event).await,

@@ -580,6 +580,30 @@ async fn accounts_and_moderation_are_shared() {
         }
     }
 
+    // Lifted on her server, the ban ends on the other too.
+    let unban =
+        serde_json::json!({"type": "moderate", "room": "den", "nick": "troll", "action": "unban"});
+    olga.send_text(&unban.to_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut guest = loop {
+        let mut guest = Client::connect(&url(&a, "room=den&nick=visitor")).await;
+        match guest.recv().await {
+            ServerMessage::Welcome { .. } => break guest,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The owner makes the room private on her server: the guest on the other server leaves,
+    // and that server refuses guests and leaves it out of its lists from then on.
+    let private = serde_json::json!({"type": "configure", "room": "den", "private": true});
+    olga.send_text(&private.to_string()).await;
+    assert_eq!(guest.close_code().await, protocol::close::REMOVED, "removed on the other server");
+    let mut late = Client::connect(&url(&a, "room=den&nick=late")).await;
+    assert_eq!(late.error_skipping().await, ErrorCode::Forbidden);
+    let (mut lister, _) = join(&a, "lobby", "lister").await;
+    let listed: Vec<String> = lister.list_rooms().await.into_iter().map(|r| r.name).collect();
+    assert!(!listed.contains(&"den".to_owned()), "{listed:?}");
+
     let listed = admin(&redis, &["list-accounts"]);
     assert!(listed.starts_with("olga\t") && listed.contains("den:owner"), "{listed}");
     admin(&redis, &["revoke-owner", "den"]);
