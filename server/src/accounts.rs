@@ -560,10 +560,20 @@ impl Accounts {
     }
 
     /// Takes the account `nick`'s membership of `room` away: its nick as registered if it was
-    /// a member, else `None`.
+    /// a member, else `None`. The room's invitation codes end too: one the member still holds
+    /// would make them a member again.
     pub fn remove_member(&self, room: &str, nick: &str) -> Result<Option<String>, AccountError> {
         let Some(account) = self.find(nick)? else { return Ok(None) };
-        Ok(self.store.remove_member(room, account.id)?.then_some(account.nick))
+        if !self.store.remove_member(room, account.id)? {
+            return Ok(None);
+        }
+        self.store.revoke_invitations(room)?;
+        Ok(Some(account.nick))
+    }
+
+    /// The nick as registered of the account that looks like `nick`, if any.
+    pub fn registered_nick(&self, nick: &str) -> Result<Option<String>, AccountError> {
+        Ok(self.find(nick)?.map(|account| account.nick))
     }
 
     /// A new invitation code to `room` (shown once, kept hashed), working until `expires` for
@@ -1215,7 +1225,9 @@ pub(crate) mod tests {
         assert!(!accounts.admits("p", "cy", Some("not a code")).expect("read"));
         assert!(accounts.admits("p", "cy", Some(&code)).expect("read"));
         assert!(accounts.admits("p", "cy", None).expect("read"), "a member for good");
+        let held = accounts.new_invitation("p", now, week, None).expect("made");
         assert_eq!(accounts.remove_member("p", "CY").expect("removed"), Some("cy".into()));
+        assert!(!accounts.admits("p", "cy", Some(&held)).expect("read"), "codes end with it");
         assert_eq!(accounts.remove_member("p", "cy").expect("removed"), None);
         assert!(!accounts.admits("p", "cy", None).expect("read"));
         accounts.revoke_invitations("p").expect("revoked");

@@ -154,6 +154,8 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
         Admin::Unban { nick, room } => {
             let room = room.as_deref().map(checked_room).transpose()?;
             let accounts = accounts()?;
+            // An account's bans name it as registered (`ban ALICE` banned "Alice").
+            let nick = &accounts.registered_nick(nick)?.unwrap_or_else(|| nick.clone());
             let lifted =
                 accounts.lift_sanctions(room.as_deref(), nick, protocol::Sanction::Unban)?;
             let place = room.clone().unwrap_or_else(|| "every room".into());

@@ -71,20 +71,20 @@ impl Registry {
         })
     }
 
-    /// Until when `subject` is under `action` in `room`, from the database.
+    /// Until when `subject` is under `action` in `room`, from the store; `Err` if that could
+    /// not be read.
     fn sanction_until(
         &self,
         room: &str,
         subject: &str,
         action: Sanction,
         now: UnixMillis,
-    ) -> Option<UnixMillis> {
-        let accounts = self.0.as_ref()?;
-        accounts.sanction_until(room, subject, action, now).unwrap_or_else(|error| {
+    ) -> Result<Option<UnixMillis>, ()> {
+        let Some(accounts) = &self.0 else { return Ok(None) };
+        accounts.sanction_until(room, subject, action, now).map_err(|error| {
             crate::redis_keys::warn_now_and_then(|| {
                 tracing::error!(%error, room, "could not read the room's bans and mutes");
             });
-            None
         })
     }
 
@@ -594,13 +594,27 @@ impl RoomState {
                         && room.rules.registry.role(&room.name, &account.nick, false).is_some())
             })
         };
-        let bound = |room: &Self, action| {
-            let by_id =
-                subject.starts_with("id:").then(|| room.sanction_until(action, &subject, ts));
-            let by_address = address.as_ref().and_then(|a| room.sanction_until(action, a, ts));
-            by_id.flatten().max(by_address.filter(|_| !moderates(room)))
+        // A store that cannot be read refuses the join (to try again) rather than let a
+        // banned member in.
+        let bound = |room: &Self, action| -> Result<Option<UnixMillis>, Rejection> {
+            let unreadable = |()| {
+                let words = format!(
+                    "The bans of #{} cannot be read right now; try again shortly.",
+                    room.name
+                );
+                Rejection::new(ErrorCode::Unavailable, words)
+            };
+            let by_id = match subject.starts_with("id:") {
+                true => room.sanction_until(action, &subject, ts).map_err(unreadable)?,
+                false => None,
+            };
+            let by_address = match &address {
+                Some(held) => room.sanction_until(action, held, ts).map_err(unreadable)?,
+                None => None,
+            };
+            Ok(by_id.max(by_address.filter(|_| !moderates(room))))
         };
-        if let Some(until) = bound(self, Sanction::Ban) {
+        if let Some(until) = bound(self, Sanction::Ban)? {
             return Err(Rejection {
                 retry_after_ms: Some(until - ts),
                 ..Rejection::new(
@@ -609,7 +623,7 @@ impl RoomState {
                 )
             });
         }
-        let muted_until = bound(self, Sanction::Mute);
+        let muted_until = bound(self, Sanction::Mute)?;
         // A private room: a member (or one its invitation makes so), its owner or a moderator,
         // signed in to an account here (a renaming member is in already).
         if self.private.is_none() {
@@ -1752,7 +1766,9 @@ impl RoomState {
         }
         let exempt = "Those who moderate the room cannot be kicked, muted or banned here.";
         match self.members.values().find(|m| m.nick == nick) {
-            Some(target) if target.role.is_some() || target.subject == actor.subject => {
+            Some(target)
+                if self.current_role(target).is_some() || target.subject == actor.subject =>
+            {
                 return refuse(ErrorCode::Forbidden, exempt.into());
             }
             Some(_) => {}
@@ -1914,7 +1930,8 @@ impl RoomState {
             self.release(nick, action);
             return effects;
         }
-        let exempt = self.members.values().any(|m| m.nick == nick && m.role.is_some());
+        let exempt =
+            self.members.values().any(|m| m.nick == nick && self.current_role(m).is_some());
         if !exempt {
             effects.extend(self.enforce(nick, action, by, until, ts));
         }
@@ -2024,20 +2041,20 @@ impl RoomState {
     }
 
     /// Until when `subject` is under `action` here (made while the room was open, or kept in
-    /// the database), if that is later than `ts`.
+    /// the store), if that is later than `ts`; `Err` if the store could not be read.
     fn sanction_until(
         &self,
         action: Sanction,
         subject: &str,
         ts: UnixMillis,
-    ) -> Option<UnixMillis> {
+    ) -> Result<Option<UnixMillis>, ()> {
         let kept = match action {
             Sanction::Ban => &self.bans,
             _ => &self.mutes,
         };
         let here = kept.get(subject).map(|held| held.until);
-        let stored = self.rules.registry.sanction_until(&self.name, subject, action, ts);
-        here.max(stored).filter(|until| *until > ts)
+        let stored = self.rules.registry.sanction_until(&self.name, subject, action, ts)?;
+        Ok(here.max(stored).filter(|until| *until > ts))
     }
 
     /// Keeps a mute or ban beyond the room's life. Once the store holds it, the room reads it
@@ -2572,6 +2589,13 @@ mod tests {
         assert_eq!(code(refused), Some(ErrorCode::Unavailable));
         let unnamed = room.join(request(2, None, None), usize::MAX, Instant::now(), T).0;
         assert_eq!(code(unnamed), Some(ErrorCode::Unavailable), "no endless search for a name");
+        // Nor is a signed-in member let in whose bans cannot be read.
+        let signed = JoinRequest {
+            account: Some(SignedIn::account("Ann".into(), 0)),
+            ..request(3, None, None)
+        };
+        let signed = room.join(signed, usize::MAX, Instant::now(), T).0;
+        assert_eq!(code(signed), Some(ErrorCode::Unavailable), "bans fail closed");
     }
 
     /// Bans and mutes are listed to moderators (only) and lifted by nick: a lifted mute lets
