@@ -3,9 +3,11 @@
 //! bans, mutes, private rooms and the audit log hold everywhere. The rules are
 //! `accounts::Accounts`'s; this is only where they are kept.
 //!
-//! Calls are synchronous, as the database's are (rooms read roles and bans at a join), over
-//! one connection of their own, each bounded by [`CALL_TIMEOUT`]; a failed call drops the
-//! connection, and the next makes a new one (a Redis that is away fails reads, which refuse
+//! Calls are synchronous, as the database's are (rooms read roles and bans at a join), each on
+//! a connection of its own taken from the idle ones (threads do not queue behind each other's
+//! round trips), connecting, writing and reading each bounded by [`CALL_TIMEOUT`] (a name to
+//! look up in the URL is resolved without a bound: give Redis's address); a failed call
+//! drops its connection (a Redis that is away fails reads, which refuse
 //! sign-ins as the database's errors do). For [`RETRY_AFTER`] after a failure, calls fail at
 //! once without trying: a Redis that does not answer (a partition) would otherwise hold every
 //! room thread that asks for [`CALL_TIMEOUT`] in turn.
@@ -27,7 +29,7 @@
 //!   lift them); `chat:{R}:sanctions` a set of `ACTION<tab>NICK` (to list them);
 //! - `chat:private-rooms`; `chat:{R}:private-members` (numbers); `chat:{R}:invitations` a hash
 //!   of invitation code hashes to `EXPIRES:USES` (uses empty: any number);
-//! - `chat:audit`: the audit log, newest first, as JSON.
+//! - `chat:audit`: the audit log, newest first, as JSON (the newest [`AUDIT_KEPT`] entries).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,6 +50,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long after a failed call the next ones fail without trying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a starting server waits for Redis to answer the accounts' first call.
+pub const START_WAIT: Duration = Duration::from_secs(10);
+
+/// The most connections kept idle (more are made when more threads call at once, and closed
+/// after their call).
+const MAX_IDLE: usize = 16;
 
 /// Registers an account unless a look-alike holds one of its forms, with its first session.
 /// KEYS: the two name keys, the account, the set of all, the session, the account's
@@ -136,7 +145,9 @@ return 1
 /// The accounts in a Redis.
 pub struct RedisAccounts {
     client: redis::Client,
-    connection: Mutex<Option<Connection>>,
+    /// Connections not in use: each call takes one (or makes one) and gives it back, so
+    /// rooms and requests on different threads do not wait for each other's round trips.
+    idle: Mutex<Vec<Connection>>,
     /// When the last call failed.
     failed_at: Mutex<Option<std::time::Instant>>,
     create: redis::Script,
@@ -158,11 +169,12 @@ struct AuditEntry {
 }
 
 impl RedisAccounts {
-    /// The accounts in the Redis at `url`, which must answer now.
+    /// The accounts in the Redis at `url`, which must answer within [`START_WAIT`] (a blip
+    /// as the server starts is waited out).
     pub fn connect(url: &str) -> Result<RedisAccounts, AccountError> {
         let accounts = RedisAccounts {
             client: redis::Client::open(url)?,
-            connection: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             failed_at: Mutex::new(None),
             create: redis::Script::new(CREATE),
             add_session: redis::Script::new(ADD_SESSION),
@@ -171,73 +183,85 @@ impl RedisAccounts {
             use_invitation: redis::Script::new(USE_INVITATION),
             keep_sanction: redis::Script::new(KEEP_SANCTION),
         };
-        accounts.call(|connection| redis::cmd("PING").query::<String>(connection))?;
-        Ok(accounts)
+        let deadline = std::time::Instant::now() + START_WAIT;
+        loop {
+            match accounts.call(|connection| redis::cmd("PING").query::<String>(connection)) {
+                Ok(_) => return Ok(accounts),
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(RETRY_AFTER),
+                Err(error) => return Err(error),
+            }
+        }
     }
 
-    /// Runs `call` on the connection (made if there is none); a failure drops it.
+    /// Runs `call` on an idle connection (or a new one). A call that fails because its
+    /// reused connection turned out closed (Redis restarted since it was last used) never
+    /// reached Redis: it is made once more on a new connection.
     fn call<T>(&self, call: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, AccountError> {
-        let recent =
-            |at: &Option<std::time::Instant>| at.is_some_and(|at| at.elapsed() < RETRY_AFTER);
-        if recent(&self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-            let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
-            return Err(AccountError::Shared(redis::RedisError::from(away)));
-        }
-        let mut held = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Another thread may have failed while this one waited for the connection.
-        if recent(&self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-            let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
-            return Err(AccountError::Shared(redis::RedisError::from(away)));
-        }
-        let result = self.call_on(&mut held, call);
-        // Only Redis being away waits: an answer that is an error (a script's) does not.
-        let away = matches!(&result, Err(AccountError::Shared(error))
-            if error.is_io_error() || error.is_timeout() || error.is_connection_dropped()
-                || error.is_connection_refusal());
-        let mut failed_at =
-            self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *failed_at = away.then(std::time::Instant::now);
-        result
+        self.checked(|| match self.attempt(&call) {
+            (Err(error), true) if error.is_connection_dropped() => self.attempt(&call).0,
+            (result, _) => result,
+        })
     }
 
-    /// Runs `call` on `held` (a connection made if there is none); a failure drops it.
-    fn call_on<T>(
+    /// As [`RedisAccounts::call`], never made twice: for what must not happen twice (a
+    /// registration, a session, an invitation's use, an audit line), whose answer may have
+    /// been lost after Redis did it.
+    fn call_once<T>(
         &self,
-        held: &mut Option<Connection>,
         call: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, AccountError> {
-        let reused = held.is_some();
-        let result = self.try_on(held, &call);
-        match result {
-            // A connection kept from before a Redis restart is found closed only when used:
-            // the call never reached Redis, so it is made once more on a new connection.
-            Err(error) if reused && error.is_connection_dropped() => Ok(self.try_on(held, &call)?),
-            result => Ok(result?),
-        }
+        self.checked(|| self.attempt(&call).0)
     }
 
-    /// One attempt of `call` on `held` (made if there is none); a failure drops it.
-    fn try_on<T>(
-        &self,
-        held: &mut Option<Connection>,
-        call: &impl Fn(&mut Connection) -> RedisResult<T>,
-    ) -> RedisResult<T> {
-        let connection = match held.take() {
-            Some(connection) => connection,
-            None => {
-                let connection = self.client.get_connection_with_timeout(CALL_TIMEOUT)?;
-                connection.set_read_timeout(Some(CALL_TIMEOUT))?;
-                connection.set_write_timeout(Some(CALL_TIMEOUT))?;
-                connection
-            }
-        };
-        let connection = held.insert(connection);
-        let result = call(connection);
-        if result.is_err() {
-            // It may be broken, or hold a late answer: the next call starts afresh.
-            *held = None;
+    /// Runs `run` unless a call failed less than [`RETRY_AFTER`] ago, and notes whether it
+    /// found Redis away (an answer that is an error, a script's, does not count).
+    fn checked<T>(&self, run: impl FnOnce() -> RedisResult<T>) -> Result<T, AccountError> {
+        let failed_at =
+            || *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failed_at().is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
+            return Err(AccountError::Shared(redis::RedisError::from(away)));
         }
-        result
+        let result = run();
+        let away = matches!(&result, Err(error)
+            if error.is_io_error() || error.is_timeout() || error.is_connection_dropped()
+                || error.is_connection_refusal());
+        *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            away.then(std::time::Instant::now);
+        Ok(result?)
+    }
+
+    /// One attempt of `call` on an idle connection (then given back) or a new one (a failed
+    /// one is dropped: it may be broken, or hold a late answer); whether it was reused.
+    fn attempt<T>(
+        &self,
+        call: &impl Fn(&mut Connection) -> RedisResult<T>,
+    ) -> (RedisResult<T>, bool) {
+        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let reused = idle.is_some();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => match self.new_connection() {
+                Ok(connection) => connection,
+                Err(error) => return (Err(error), false),
+            },
+        };
+        let result = call(&mut connection);
+        if result.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < MAX_IDLE {
+                idle.push(connection);
+            }
+        }
+        (result, reused)
+    }
+
+    /// A new connection, every step bounded by [`CALL_TIMEOUT`].
+    fn new_connection(&self) -> RedisResult<Connection> {
+        let connection = self.client.get_connection_with_timeout(CALL_TIMEOUT)?;
+        connection.set_read_timeout(Some(CALL_TIMEOUT))?;
+        connection.set_write_timeout(Some(CALL_TIMEOUT))?;
+        Ok(connection)
     }
 
     /// The account numbered `id`, if it exists.
@@ -277,6 +301,8 @@ const ALL: &str = "chat:accounts:all";
 const NEXT: &str = "chat:accounts:next";
 const PRIVATE: &str = "chat:private-rooms";
 const AUDIT: &str = "chat:audit";
+/// How many entries of the audit log Redis keeps (the newest).
+pub const AUDIT_KEPT: isize = 100_000;
 
 /// A key of `room`'s (`""`: of every room).
 fn room_key(room: &str, what: &str) -> String {
@@ -309,9 +335,9 @@ impl AccountStore for RedisAccounts {
         password: &str,
         session: &StoredSession,
     ) -> Result<bool, AccountError> {
-        let id: i64 = self.call(|c| c.incr(NEXT, 1))?;
+        let id: i64 = self.call_once(|c| c.incr(NEXT, 1))?;
         let key = session_key(&session.hash);
-        let created: i64 = self.call(|c| {
+        let created: i64 = self.call_once(|c| {
             self.create
                 .key(name_key(likeness.key()))
                 .key(name_key(likeness.cased()))
@@ -618,7 +644,7 @@ impl AccountStore for RedisAccounts {
     }
 
     fn use_invitation(&self, room: &str, hash: &str, now: u64) -> Result<bool, AccountError> {
-        let used: i64 = self.call(|c| {
+        let used: i64 = self.call_once(|c| {
             self.use_invitation.key(room_key(room, "invitations")).arg(hash).arg(now).invoke(c)
         })?;
         Ok(used == 1)
@@ -652,7 +678,17 @@ impl AccountStore for RedisAccounts {
             subject: audit.subject.clone(),
         };
         let json = serde_json::to_string(&entry).unwrap_or_default();
-        let _: i64 = self.call(|c| c.lpush(AUDIT, &json))?;
+        // The newest entries are kept (the store must not grow without end under the
+        // `noeviction` policy Redis runs with here).
+        self.call_once(|c| {
+            redis::pipe()
+                .atomic()
+                .lpush(AUDIT, &json)
+                .ignore()
+                .ltrim(AUDIT, 0, AUDIT_KEPT - 1)
+                .ignore()
+                .query::<()>(c)
+        })?;
         Ok(())
     }
 
@@ -678,8 +714,7 @@ impl AccountStore for RedisAccounts {
     }
 
     fn close(&self) {
-        let mut held = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *held = None;
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }
 
@@ -705,6 +740,32 @@ mod tests {
         assert!(keys.iter().all(|key| !key.contains(&session.token)), "{keys:?}");
         let hash = crate::accounts::token_hash(&session.token);
         assert!(keys.contains(&format!("chat:session:{hash}")), "{keys:?}");
+    }
+
+    /// Threads calling at once each get a connection of their own: one waiting on a slow
+    /// answer holds up nobody else.
+    #[test]
+    fn concurrent_calls_do_not_queue_behind_each_other() {
+        let redis = testclient::redis::RedisProcess::start(false);
+        let store = std::sync::Arc::new(RedisAccounts::connect(&redis.url).expect("connected"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    // Blocks this connection only, for a fifth of a second.
+                    let popped: Option<(String, String)> =
+                        store.call(|c| c.blpop(format!("chat:test:{n}"), 0.2)).expect("answered");
+                    popped
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().expect("finished"), None);
+        }
+        let idle = store.idle.lock().expect("not poisoned").len();
+        assert_eq!(idle, 4, "one connection per concurrent call, kept for the next calls");
     }
 
     /// A Redis that goes away fails calls (refusing, as a database error does); one that comes
