@@ -96,6 +96,9 @@ const ARGON2_LANES: u32 = 1;
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer passwords are refused rather than hashed (a hash's cost grows with its input).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The most invitation codes a room keeps working: making one more ends the one that would
+/// end soonest (codes are made over the wire at the frame rate, and last a week).
+pub const MAX_INVITATIONS: usize = 100;
 /// How long a session lasts after login.
 pub const SESSION_MILLIS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -946,12 +949,14 @@ impl AccountStore for SqliteAccounts {
         invitation: &StoredInvitation,
         now: u64,
     ) -> Result<(), AccountError> {
-        let connection = self.connection();
-        connection.execute(
+        let mut connection = self.connection();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        transaction.execute(
             "DELETE FROM invitations WHERE expires <= ?1 OR uses_left <= 0",
             [to_sql(now)],
         )?;
-        connection.execute(
+        transaction.execute(
             "INSERT INTO invitations (hash, room, created, expires, uses_left)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -962,6 +967,15 @@ impl AccountStore for SqliteAccounts {
                 invitation.uses
             ],
         )?;
+        // Past the most a room keeps, those that would end soonest go (codes from before
+        // they had an end, last).
+        transaction.execute(
+            "DELETE FROM invitations WHERE room = ?1 AND hash NOT IN (
+                 SELECT hash FROM invitations WHERE room = ?1
+                 ORDER BY coalesce(expires, 9223372036854775807) DESC LIMIT ?2)",
+            params![room, i64::try_from(MAX_INVITATIONS).unwrap_or(i64::MAX)],
+        )?;
+        transaction.commit()?;
         Ok(())
     }
 
@@ -1242,6 +1256,12 @@ pub(crate) mod tests {
         assert!(!accounts.admits("p", "eve", Some(&once)).expect("read"), "used up");
         let ended = accounts.new_invitation("p", now, now - 1, None).expect("made");
         assert!(!accounts.admits("p", "eve", Some(&ended)).expect("read"), "expired");
+        // A room keeps the newest codes working, so many made cannot grow without end.
+        let first = accounts.new_invitation("p", now, week, None).expect("made");
+        for n in 0..MAX_INVITATIONS {
+            accounts.new_invitation("p", now, week + 1 + n as u64, None).expect("made");
+        }
+        assert!(!accounts.admits("p", "eve", Some(&first)).expect("read"), "the oldest went");
         let code = accounts.new_invitation("p", now, week, None).expect("made");
         accounts.set_private("p", false, &[], now).expect("public");
         assert!(!accounts.is_private("p").expect("read"));

@@ -120,6 +120,29 @@ redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 ";
 
+/// Keeps an invitation code, dropping the room's ended ones and, past the most a room keeps,
+/// those that end soonest. KEYS: the room's invitations. ARGV: the code's hash, its value
+/// (`EXPIRES:USES`), now, the most kept.
+const ADD_INVITATION: &str = r"
+local held = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #held, 2 do
+  local expires = tonumber(string.match(held[i + 1], '^(%d+):'))
+  if not expires or expires <= tonumber(ARGV[3]) then
+    redis.call('HDEL', KEYS[1], held[i])
+  else
+    table.insert(live, {held[i], expires})
+  end
+end
+local most = tonumber(ARGV[4])
+if #live >= most then
+  table.sort(live, function(a, b) return a[2] < b[2] end)
+  for i = 1, #live - most + 1 do redis.call('HDEL', KEYS[1], live[i][1]) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
 /// Counts a use of an invitation code that works. KEYS: the room's invitations. ARGV: the
 /// code's hash, now.
 const USE_INVITATION: &str = r"
@@ -156,6 +179,7 @@ pub struct RedisAccounts {
     claim: redis::Script,
     use_invitation: redis::Script,
     keep_sanction: redis::Script,
+    add_invitation: redis::Script,
 }
 
 /// An audit log entry as `chat:audit` keeps it.
@@ -182,6 +206,7 @@ impl RedisAccounts {
             claim: redis::Script::new(CLAIM),
             use_invitation: redis::Script::new(USE_INVITATION),
             keep_sanction: redis::Script::new(KEEP_SANCTION),
+            add_invitation: redis::Script::new(ADD_INVITATION),
         };
         let deadline = std::time::Instant::now() + START_WAIT;
         loop {
@@ -654,13 +679,19 @@ impl AccountStore for RedisAccounts {
         &self,
         room: &str,
         invitation: &StoredInvitation,
-        _now: u64,
+        now: u64,
     ) -> Result<(), AccountError> {
-        // Ended codes go when they are next tried (the script).
         let uses = invitation.uses.map(|uses| uses.to_string()).unwrap_or_default();
         let value = format!("{}:{uses}", invitation.expires);
-        let _: i64 =
-            self.call(|c| c.hset(room_key(room, "invitations"), &invitation.hash, &value))?;
+        let _: i64 = self.call(|c| {
+            self.add_invitation
+                .key(room_key(room, "invitations"))
+                .arg(&invitation.hash)
+                .arg(&value)
+                .arg(now)
+                .arg(crate::accounts::MAX_INVITATIONS)
+                .invoke(c)
+        })?;
         Ok(())
     }
 

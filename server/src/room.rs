@@ -427,6 +427,7 @@ impl Actor for Room {
             let open = open.into_actor(self).map(|opened, room, ctx| match opened {
                 Ok(Ok(opening)) => {
                     room.state.load_shared(opening.loaded, opening.epoch);
+                    room.tell_privacy();
                     let others = opening.others.into_iter().map(|m| (m.server, m.nick, m.tag));
                     room.state.remote_members(others.collect(), now_millis());
                     room.follow(opening.start, ctx);
@@ -457,7 +458,10 @@ impl Actor for Room {
         let load = actix_rt::time::timeout(crate::config::STORE_TIMEOUT, load)
             .map(|loaded| loaded.unwrap_or(Err(StoreError::TimedOut)));
         let load = load.into_actor(self).map(|loaded, room, _| match loaded {
-            Ok(loaded) => room.state.load(loaded),
+            Ok(loaded) => {
+                room.state.load(loaded);
+                room.tell_privacy();
+            }
             Err(error) => {
                 // Joins are refused until the room closes (its last joiner is refused, so it
                 // empties at once) and a later join opens it again, loading afresh.
@@ -804,6 +808,14 @@ impl StreamHandler<Followed> for Room {
 }
 
 impl Room {
+    /// Tells the lobby whether the room is private, as it was read at its opening: another
+    /// server may have made it so since this one listed its private rooms.
+    fn tell_privacy(&self) {
+        if let Some(private) = self.state.privacy() {
+            self.lobby.do_send(RoomEvent::Privacy { room: self.name.clone(), private });
+        }
+    }
+
     /// The effects of another server's event (this server's own are skipped).
     fn remote_event(&mut self, event: Event, ts: UnixMillis) -> Vec<Effect> {
         let Some(shared) = &self.shared else { return Vec::new() };

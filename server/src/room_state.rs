@@ -521,6 +521,11 @@ impl RoomState {
         self.private = self.rules.registry.is_private(&self.name);
     }
 
+    /// Whether the room is private, as last read (`None`: not known).
+    pub fn privacy(&self) -> Option<bool> {
+        self.private
+    }
+
     /// The room's history read from Redis, with its own `epoch` (`--redis`).
     pub fn load_shared(&mut self, loaded: Loaded, epoch: String) {
         self.load(loaded);
@@ -1601,6 +1606,11 @@ impl RoomState {
         if self.current_role(actor).is_none() || !actor.has_account() {
             let words =
                 "Only the room's owner and its moderators (with an account here) may invite.";
+            return self.refusal(conn, ErrorCode::Forbidden, words, None);
+        }
+        if self.private != Some(true) && !revoke {
+            let words =
+                format!("#{} is open to everyone: only private rooms have invitations.", self.name);
             return self.refusal(conn, ErrorCode::Forbidden, words, None);
         }
         let expires = ts.saturating_add(u64::from(days) * 86_400_000);

@@ -453,6 +453,8 @@ async fn bans_are_lifted_and_invitations_are_limited() {
     let (_, welcome) = Client::join(&url(&address, "room=den&nick=pest2")).await;
     assert_eq!(welcome.nick, "pest2");
 
+    owner.send_text(&json!({"type": "invite", "room": "den"}).to_string()).await;
+    assert_eq!(owner.error_skipping().await, ErrorCode::Forbidden, "a public room has none");
     owner
         .send_text(&json!({"type": "configure", "room": "den", "private": true}).to_string())
         .await;
