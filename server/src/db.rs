@@ -750,6 +750,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sanctions ADD COLUMN nick TEXT NOT NULL DEFAULT '';
      ALTER TABLE invitations ADD COLUMN expires INTEGER;
      ALTER TABLE invitations ADD COLUMN uses_left INTEGER;",
+    // 9: the mutes and bans of accounts kept before 8 name their member by nick (their
+    // subject is `id:` and the nick), so they can be listed and lifted; a guest's (by address)
+    // did not keep its nick and stays unnamed until it ends.
+    "UPDATE sanctions SET nick = substr(subject, 4) WHERE nick = '' AND subject LIKE 'id:%';",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -1058,6 +1062,35 @@ mod tests {
             .expect("table info");
         assert_eq!(columns, 0, "the first new migration was undone");
         assert_eq!(ids(&db.load("a").expect("loads")), [1]);
+    }
+
+    /// Mutes and bans kept before schema 8 named nobody: an account's get its nick from its
+    /// subject (to be listed and lifted), a guest's address keeps none.
+    #[test]
+    fn older_sanctions_get_their_accounts_nick() {
+        let mut connection = Connection::open_in_memory().expect("in memory");
+        migrate(&mut connection, &MIGRATIONS[..8]).expect("schema 8");
+        for subject in ["id:bob", "addr:10.0.0.1"] {
+            connection
+                .execute(
+                    "INSERT INTO sanctions (room, subject, action, until) VALUES ('r', ?1, 'ban', 9)",
+                    [subject],
+                )
+                .expect("kept");
+        }
+        migrate(&mut connection, MIGRATIONS).expect("upgraded");
+        let mut named: Vec<(String, String)> = connection
+            .prepare("SELECT subject, nick FROM sanctions ORDER BY subject")
+            .expect("statement")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        named.sort();
+        assert_eq!(
+            named,
+            [("addr:10.0.0.1".to_owned(), String::new()), ("id:bob".into(), "bob".into())]
+        );
     }
 
     /// The migrations are well formed (rusqlite_migration checks them on an empty database).

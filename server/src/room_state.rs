@@ -2613,6 +2613,8 @@ mod tests {
     /// what is not there is `not_found`; a lifting from another server applies here too.
     #[test]
     fn bans_and_mutes_are_listed_and_lifted() {
+        // The real time: the store forgets what ended by the clock.
+        let t = crate::outbound::now_millis();
         let rules = RoomRules { registry: registry(&["Ann", "Bob"], "nobody"), ..rules() };
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
@@ -2626,22 +2628,35 @@ mod tests {
             ..request(conn, Some(nick), None)
         };
         for join in [signed(1, "Ann"), signed(2, "Bob"), guest(3, "gus")] {
-            assert!(room.join(join, usize::MAX, now, T).0.is_ok());
+            assert!(room.join(join, usize::MAX, now, t).0.is_ok());
         }
-        room.moderate(1, "gus", Sanction::Ban, 60, T);
-        room.moderate(1, "Bob", Sanction::Mute, 10, T);
+        // As the room's actor does: what the store keeps, it keeps (and the room then reads
+        // it from there).
+        let kept = |room: &mut RoomState, effects: Vec<Effect>| {
+            for effect in &effects {
+                if let Effect::Sanctioned(record) = effect {
+                    room.keep_sanction(record);
+                }
+            }
+            effects
+        };
+        let banned = room.moderate(1, "gus", Sanction::Ban, 60, t);
+        kept(&mut room, banned);
+        let muted = room.moderate(1, "Bob", Sanction::Mute, 10, t);
+        kept(&mut room, muted);
+        assert!(room.bans.is_empty() && room.mutes.is_empty(), "held by the store now");
         // The owner behind the same address as the banned guest is let in; a guest is not.
-        room.leave(1, T);
+        room.leave(1, t);
         let owner = JoinRequest {
             address: Some(std::net::IpAddr::from([10, 0, 0, 3])),
             ..signed(1, "Ann")
         };
-        assert!(room.join(owner, usize::MAX, now, T).0.is_ok(), "the owner");
+        assert!(room.join(owner, usize::MAX, now, t).0.is_ok(), "the owner");
         assert_eq!(
-            code(room.join(guest(9, "other"), usize::MAX, now, T).0),
+            code(room.join(guest(9, "other"), usize::MAX, now, t).0),
             Some(ErrorCode::Banned)
         );
-        let listed = |room: &RoomState, conn| match room.sanctions(conn, T + 1).as_slice() {
+        let listed = |room: &RoomState, conn| match room.sanctions(conn, t + 1).as_slice() {
             [Effect::Send { message: ServerMessage::Sanctions { sanctions, .. }, .. }] => {
                 Ok(sanctions.iter().map(|s| (s.nick.clone(), s.action, s.until)).collect())
             }
@@ -2651,8 +2666,8 @@ mod tests {
         assert_eq!(
             listed(&room, 1),
             Ok(vec![
-                ("Bob".to_owned(), Sanction::Mute, T + 600_000),
-                ("gus".to_owned(), Sanction::Ban, T + 3_600_000)
+                ("Bob".to_owned(), Sanction::Mute, t + 600_000),
+                ("gus".to_owned(), Sanction::Ban, t + 3_600_000)
             ])
         );
         assert_eq!(listed(&room, 2), Err(ErrorCode::Forbidden), "not a moderator");
@@ -2662,10 +2677,10 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            error(&room.moderate(2, "gus", Sanction::Unban, 1, T)),
+            error(&room.moderate(2, "gus", Sanction::Unban, 1, t)),
             Some(ErrorCode::Forbidden)
         );
-        let unmuted = room.moderate(1, "Bob", Sanction::Unmute, 1, T + 1);
+        let unmuted = room.moderate(1, "Bob", Sanction::Unmute, 1, t + 1);
         assert!(unmuted.iter().any(|e| matches!(
             e,
             Effect::Broadcast {
@@ -2675,25 +2690,33 @@ mod tests {
         )));
         assert!(unmuted.iter().any(|e| matches!(e, Effect::Audit(a) if a.action == "unmute")));
         let ids = MessageIds::starting_after(0);
-        let post = room.post(2, "free".into(), None, &ids, T + 2, || true);
+        let post = room.post(2, "free".into(), None, &ids, t + 2, || true);
         assert!(matches!(post.as_slice(), [Effect::Store(_)]), "{post:?}");
         assert_eq!(
-            code(room.join(guest(4, "gus2"), usize::MAX, now, T + 2).0),
+            code(room.join(guest(4, "gus2"), usize::MAX, now, t + 2).0),
             Some(ErrorCode::Banned)
         );
-        assert!(error(&room.moderate(1, "gus", Sanction::Unban, 1, T + 2)).is_none());
-        assert!(room.join(guest(4, "gus2"), usize::MAX, now, T + 3).0.is_ok(), "lifted");
+        assert!(error(&room.moderate(1, "gus", Sanction::Unban, 1, t + 2)).is_none());
+        assert!(room.join(guest(4, "gus2"), usize::MAX, now, t + 3).0.is_ok(), "lifted");
         assert_eq!(
-            error(&room.moderate(1, "gus", Sanction::Unban, 1, T + 3)),
+            error(&room.moderate(1, "gus", Sanction::Unban, 1, t + 3)),
             Some(ErrorCode::NotFound)
         );
         assert_eq!(listed(&room, 1), Ok(vec![]));
 
-        // Lifted on another server: the ban held here goes too.
-        room.moderate(1, "gus2", Sanction::Ban, 60, T + 3);
-        let lifted = room.remote_moderated("gus2", Sanction::Unban, "Mod", None, T + 4);
+        // Lifted on another server (which lifted it in the shared store): the room here
+        // lets it in again.
+        let banned = room.moderate(1, "gus2", Sanction::Ban, 60, t + 3);
+        kept(&mut room, banned);
+        assert_eq!(
+            code(room.join(guest(5, "gus3"), usize::MAX, now, t + 4).0),
+            Some(ErrorCode::Banned)
+        );
+        let accounts = room.rules.registry.0.clone().expect("accounts");
+        assert!(accounts.lift_sanctions(Some("r"), "gus2", Sanction::Unban).expect("lifted"));
+        let lifted = room.remote_moderated("gus2", Sanction::Unban, "Mod", None, t + 4);
         assert!(matches!(lifted.as_slice(), [Effect::Broadcast { .. }]));
-        assert!(room.join(guest(5, "gus3"), usize::MAX, now, T + 4).0.is_ok());
+        assert!(room.join(guest(5, "gus3"), usize::MAX, now, t + 4).0.is_ok());
     }
 
     /// Who names moderators and members, as a table: the owner names moderators, who may act
@@ -2817,7 +2840,12 @@ mod tests {
             Effect::Broadcast { message: ServerMessage::Moderated { nick, .. }, .. } if nick == "Bob")));
         assert!(!banned.iter().any(|e| matches!(e, Effect::Removed { .. })), "not here");
         let kicked = room.moderate(1, "eve", Sanction::Kick, 1, T);
-        assert!(kicked.iter().any(|e| matches!(e, Effect::Broadcast { .. })), "{kicked:?}");
+        assert!(
+            kicked.iter().any(|e| matches!(e, Effect::Broadcast {
+                message: ServerMessage::Moderated { nick, action: Sanction::Kick, .. }, ..
+            } if nick == "eve")),
+            "{kicked:?}"
+        );
         let nobody = room.moderate(1, "zed", Sanction::Kick, 1, T);
         assert!(matches!(
             nobody.as_slice(),
