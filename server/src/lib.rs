@@ -336,6 +336,7 @@ pub fn run_shared(
     let accounts = match (&config.redis.url, data_dir.as_deref(), &gate) {
         (_, _, auth::Gate::Token(_)) => Ok(None),
         (Some(url), _, _) => redis_accounts::RedisAccounts::connect(url)
+            .map(|store| store.counting(metrics.redis_read_failures.clone()))
             .map(|store| accounts::Accounts::over(Box::new(store)).map(Some))
             .map_err(std::io::Error::other)?,
         (None, Some(dir), _) => accounts::Accounts::open(dir).map(Some),

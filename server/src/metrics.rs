@@ -195,7 +195,7 @@ impl Metrics {
         );
         registry.register(
             "redis_read_failures",
-            "Other calls to Redis that failed or timed out (room reads, catch-ups, presence)",
+            "Other calls to Redis that failed or timed out (room reads, catch-ups, presence, accounts)",
             self.redis_read_failures.clone(),
         );
         registry.register(

@@ -173,6 +173,8 @@ pub struct RedisAccounts {
     idle: Mutex<Vec<Connection>>,
     /// When the last call failed.
     failed_at: Mutex<Option<std::time::Instant>>,
+    /// Counts the calls that found Redis away (`chat_redis_read_failures_total`).
+    failures: Option<prometheus_client::metrics::counter::Counter>,
     create: redis::Script,
     add_session: redis::Script,
     end_sessions: redis::Script,
@@ -200,6 +202,7 @@ impl RedisAccounts {
             client: redis::Client::open(url)?,
             idle: Mutex::new(Vec::new()),
             failed_at: Mutex::new(None),
+            failures: None,
             create: redis::Script::new(CREATE),
             add_session: redis::Script::new(ADD_SESSION),
             end_sessions: redis::Script::new(END_SESSIONS),
@@ -216,6 +219,12 @@ impl RedisAccounts {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Counts each call that finds Redis away in `failures`.
+    pub fn counting(mut self, failures: prometheus_client::metrics::counter::Counter) -> Self {
+        self.failures = Some(failures);
+        self
     }
 
     /// Runs `call` on an idle connection (or a new one). A call that fails because its
@@ -253,6 +262,9 @@ impl RedisAccounts {
                 || error.is_connection_refusal());
         *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             away.then(std::time::Instant::now);
+        if away && let Some(failures) = &self.failures {
+            failures.inc();
+        }
         Ok(result?)
     }
 
