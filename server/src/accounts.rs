@@ -99,6 +99,9 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// The most invitation codes a room keeps working: making one more ends the one that would
 /// end soonest (codes are made over the wire at the frame rate, and last a week).
 pub const MAX_INVITATIONS: usize = 100;
+/// The most sessions an account keeps: a login past it ends the oldest (logins are limited
+/// per address, not per account, and each session is a row or key until it expires).
+pub const MAX_SESSIONS: usize = 100;
 /// How long a session lasts after login.
 pub const SESSION_MILLIS: u64 = 30 * 24 * 3600 * 1000;
 
@@ -1031,6 +1034,11 @@ fn insert_session(
         "INSERT INTO sessions (hash, account, created, expires) VALUES (?1, ?2, ?3, ?4)",
         params![session.hash, account, to_sql(session.created), to_sql(session.expires)],
     )?;
+    connection.execute(
+        "DELETE FROM sessions WHERE account = ?1 AND hash NOT IN (
+             SELECT hash FROM sessions WHERE account = ?1 ORDER BY expires DESC LIMIT ?2)",
+        params![account, i64::try_from(MAX_SESSIONS).unwrap_or(i64::MAX)],
+    )?;
     Ok(())
 }
 
@@ -1130,10 +1138,25 @@ pub(crate) mod tests {
             accounts.log_in("nobody", PASSWORD, now),
             Err(AccountError::WrongPassword)
         ));
+        // An account keeps its newest sessions: logging in without end cannot grow it.
+        let oldest = accounts.log_in("alice", PASSWORD, now).expect("logged in");
+        for n in 0..MAX_SESSIONS {
+            let (_, session) = new_session(now + 1 + n as u64).expect("made");
+            let alice = accounts.find("alice").expect("read").expect("alice").id;
+            accounts.store.add_session(alice, &session).expect("kept");
+        }
+        assert_eq!(
+            accounts.session(&oldest.token, now + 1).expect("read"),
+            None,
+            "the oldest went"
+        );
+        assert_eq!(accounts.session(&first.token, now + 1).expect("read"), None, "so did this");
+        let kept = accounts.log_in("alice", PASSWORD, now + 200).expect("logged in");
+        let first = accounts.log_in("alice", PASSWORD, now + 201).expect("logged in");
         assert!(accounts.log_out(&first.token).expect("logged out"));
         assert!(!accounts.log_out(&first.token).expect("once"));
         assert_eq!(accounts.session(&first.token, now).expect("read"), None);
-        assert_eq!(accounts.session(&registered.token, now).expect("read"), Some("Alice".into()));
+        assert_eq!(accounts.session(&kept.token, now).expect("read"), Some("Alice".into()));
 
         // Roles: the first claim owns a room, moderators by room and everywhere.
         accounts.register("bob", PASSWORD, now).expect("registered");

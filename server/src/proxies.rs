@@ -60,7 +60,9 @@ impl Proxies {
         if !self.trusts(peer.ip()) {
             return false;
         }
-        let proto = request.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+        // The last value of the last header: what the proxy next to us appended.
+        let headers = request.headers().get_all("x-forwarded-proto");
+        let proto = headers.filter_map(|value| value.to_str().ok()).last();
         proto
             .and_then(|proto| proto.rsplit(',').next())
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -152,6 +154,12 @@ mod tests {
         assert!(!trusted.https(&request("127.0.0.1", Some("https, http"))));
         assert!(!trusted.https(&request("127.0.0.1", None)));
         assert!(!trusted.https(&request("198.51.100.1", Some("https"))), "not a proxy of ours");
+        let appended = actix_web::test::TestRequest::default()
+            .peer_addr("127.0.0.1:4711".parse().expect("address"))
+            .insert_header(("X-Forwarded-Proto", "http"))
+            .append_header(("X-Forwarded-Proto", "https"))
+            .to_http_request();
+        assert!(trusted.https(&appended), "the header the proxy appended");
         let forwarded = actix_web::test::TestRequest::default()
             .peer_addr("127.0.0.1:4711".parse().expect("address"))
             .insert_header(("X-Forwarded-For", "1.1.1.1"))

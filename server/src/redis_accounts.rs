@@ -20,7 +20,8 @@
 //!   two forms of `names::Likeness` it holds (`key`, `cased`);
 //! - `chat:account-name:FORM`: the account holding that form of a nick;
 //! - `chat:session:HASH`: `N:EXPIRES` for a session token's SHA-256, expiring with it;
-//!   `chat:account:N:sessions` the account's session keys;
+//!   `chat:account:N:sessions` the account's session keys by their end (the newest
+//!   `accounts::MAX_SESSIONS`);
 //! - `chat:account:N:roles`: `ROLE<tab>ROOM` for each role (room empty: every room);
 //!   `chat:{R}:owner` the owner's number; `chat:{R}:moderators` and `chat:moderators` sets of
 //!   numbers;
@@ -71,19 +72,25 @@ redis.call('HSET', KEYS[3], 'nick', ARGV[2], 'password', ARGV[3], 'created', ARG
   'key', ARGV[7], 'cased', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[1], ARGV[1])
 redis.call('SET', KEYS[5], ARGV[5], 'PXAT', ARGV[6])
-redis.call('SADD', KEYS[6], KEYS[5])
+redis.call('ZADD', KEYS[6], ARGV[6], KEYS[5])
 return 1
 ";
 
-/// Adds a session to an account that still exists, forgetting its sessions that expired.
-/// KEYS: the account, its sessions, the session. ARGV: the session's value, its end.
+/// Adds a session to an account that still exists, forgetting its sessions that expired and,
+/// past the most an account keeps, its oldest. KEYS: the account, its sessions, the session.
+/// ARGV: the session's value, its end, now, the most kept.
 const ADD_SESSION: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, session in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', session) == 0 then redis.call('SREM', KEYS[2], session) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4]) + 1
+if over > 0 then
+  for _, session in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do
+    redis.call('DEL', session)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
 end
 redis.call('SET', KEYS[3], ARGV[1], 'PXAT', ARGV[2])
-redis.call('SADD', KEYS[2], KEYS[3])
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[3])
 return 1
 ";
 
@@ -93,7 +100,7 @@ const END_SESSIONS: &str = r"
 if ARGV[1] and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'password', ARGV[1])
 end
-for _, session in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', session) end
+for _, session in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', session) end
 redis.call('DEL', KEYS[2])
 return 1
 ";
@@ -403,6 +410,8 @@ impl AccountStore for RedisAccounts {
                 .key(session_key(&session.hash))
                 .arg(format!("{account}:{}", session.expires))
                 .arg(session.expires)
+                .arg(session.created)
+                .arg(crate::accounts::MAX_SESSIONS)
                 .invoke(c)
         })?;
         Ok(())
@@ -425,7 +434,7 @@ impl AccountStore for RedisAccounts {
         let value: Option<String> = self.call(|c| c.get_del(&key))?;
         let Some(value) = value else { return Ok(false) };
         if let Some(id) = value.split_once(':').and_then(|(id, _)| id.parse::<i64>().ok()) {
-            let _: i64 = self.call(|c| c.srem(sessions_key(id), &key))?;
+            let _: i64 = self.call(|c| c.zrem(sessions_key(id), &key))?;
         }
         Ok(true)
     }

@@ -27,6 +27,9 @@ use crate::names::{Likeness, sender_key};
 /// Least time between two edits of one member (Unix ms).
 pub const AMEND_INTERVAL_MS: u64 = 1_000;
 
+/// The most mutes and bans one `sanctions` answer lists (by nick): well under a welcome's 1 MiB.
+pub const MAX_LISTED_SANCTIONS: usize = 1_000;
+
 /// Least time between two `typing` notices of one member that the room relays.
 pub const TYPING_INTERVAL: Duration = Duration::from_millis(protocol::TYPING_SEND_INTERVAL_MS);
 
@@ -1912,7 +1915,8 @@ impl RoomState {
                 }
             }
         }
-        let sanctions = latest.into_values().collect();
+        // Bounded, as every frame is: the first [`MAX_LISTED_SANCTIONS`] by nick.
+        let sanctions = latest.into_values().take(MAX_LISTED_SANCTIONS).collect();
         let message = ServerMessage::Sanctions { room: self.name.clone(), sanctions };
         vec![Effect::Send { to: conn, message }]
     }
