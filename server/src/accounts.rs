@@ -212,7 +212,8 @@ pub trait AccountStore: Send + Sync {
         action: Sanction,
         now: u64,
     ) -> Result<Option<u64>, AccountError>;
-    /// Keeps a mute or ban, replacing an earlier one of the same kind.
+    /// Keeps a mute or ban; an earlier one of the same kind on the same subject that ends
+    /// later holds (a ban of a puppet nick on the same address must not shorten the ban).
     fn keep_sanction(&self, record: &SanctionRecord, now: u64) -> Result<(), AccountError>;
     /// Lifts every `action` (mute or ban) imposed on the member `nick` in `room` (`""`: the
     /// server-wide ones); how many records went.
@@ -484,7 +485,7 @@ impl Accounts {
         self.store.sanction_until(room, subject, action, now)
     }
 
-    /// Keeps a mute or ban (replacing an earlier one of the same kind).
+    /// Keeps a mute or ban (one of the same kind on the subject that ends later holds).
     pub fn keep_sanction(&self, record: &SanctionRecord) -> Result<(), AccountError> {
         self.store.keep_sanction(record, crate::outbound::now_millis())
     }
@@ -822,8 +823,9 @@ impl AccountStore for SqliteAccounts {
         connection.execute("DELETE FROM sanctions WHERE until <= ?1", [to_sql(now)])?;
         connection.execute(
             "INSERT INTO sanctions (room, subject, action, until, nick) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (room, subject, action)
-             DO UPDATE SET until = excluded.until, nick = excluded.nick",
+             ON CONFLICT (room, subject, action) DO UPDATE
+             SET nick = CASE WHEN excluded.until >= until THEN excluded.nick ELSE nick END,
+                 until = max(until, excluded.until)",
             params![
                 record.room,
                 record.subject,
@@ -1203,8 +1205,8 @@ pub(crate) mod tests {
         let muted = accounts.sanction_until("r1", "id:bob", Sanction::Mute, now).expect("read");
         assert_eq!(muted, None, "a ban is not a mute");
         accounts.keep_sanction(&ban("r1", now + 30_000)).expect("kept");
-        assert_eq!(until("r1"), Some(now + 30_000), "replaced");
-        let later = accounts.sanction_until("r1", "id:bob", Sanction::Ban, now + 30_000);
+        assert_eq!(until("r1"), Some(now + 60_000), "a shorter one does not shorten it");
+        let later = accounts.sanction_until("r1", "id:bob", Sanction::Ban, now + 60_000);
         assert_eq!(later.expect("read"), None, "ended");
         // Listed by nick and kind, and lifted by nick: every subject held for it (its
         // identity and its addresses) goes.
@@ -1226,7 +1228,7 @@ pub(crate) mod tests {
         assert_eq!(
             listed,
             [
-                ("bob".into(), Sanction::Ban, now + 30_000),
+                ("bob".into(), Sanction::Ban, now + 60_000),
                 ("gus".into(), Sanction::Mute, now + 10_000)
             ]
         );

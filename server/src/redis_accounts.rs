@@ -113,10 +113,13 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Keeps a mute or ban on a subject, and under the member's nick (to list and lift it): the
-/// nick's set of keys lasts as long as the longest of them. KEYS: the subject's key, the
+/// Keeps a mute or ban on a subject unless one that ends later holds it, and under the
+/// member's nick (to list and lift it): the nick's set of keys lasts as long as the longest
+/// of them. KEYS: the subject's key, the
 /// nick's keys, the room's listed nicks. ARGV: until when, the listing's entry, now.
 const KEEP_SANCTION: &str = r"
+local held = tonumber(redis.call('GET', KEYS[1]))
+if held and held >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 local left = redis.call('PTTL', KEYS[2])

@@ -401,6 +401,19 @@ pub struct RoomState {
     private: Option<bool>,
 }
 
+/// Holds `subject` until `until` for `nick` in `kept`, unless it is held longer already (a
+/// ban of a puppet nick behind the same address must not shorten the ban).
+fn hold(kept: &mut HashMap<String, Held>, subject: &str, until: UnixMillis, nick: &str) {
+    let held = Held { until, nick: nick.to_owned() };
+    match kept.get_mut(subject) {
+        Some(known) if known.until >= until => {}
+        Some(known) => *known = held,
+        None => {
+            kept.insert(subject.to_owned(), held);
+        }
+    }
+}
+
 /// A mute or ban made while the room was open: until when, and on whom (by nick).
 #[derive(Debug, Clone)]
 struct Held {
@@ -1828,7 +1841,7 @@ impl RoomState {
         {
             let subject = format!("id:{nick}");
             let kept = if action == Sanction::Ban { &mut self.bans } else { &mut self.mutes };
-            kept.insert(subject.clone(), Held { until, nick: nick.to_owned() });
+            hold(kept, &subject, until, nick);
             let nick = nick.to_owned();
             let record = SanctionRecord { room: self.name.clone(), subject, action, until, nick };
             effects.push(Effect::Sanctioned(record));
@@ -1987,7 +2000,7 @@ impl RoomState {
                 _ => &mut self.mutes,
             };
             for subject in held {
-                kept.insert(subject.clone(), Held { until, nick: nick.to_owned() });
+                hold(kept, &subject, until, nick);
                 let nick = nick.to_owned();
                 let record =
                     SanctionRecord { room: self.name.clone(), subject, action, until, nick };
