@@ -2223,6 +2223,20 @@ mod tests {
         }
     }
 
+    /// A join signed in to the account `nick` (registered at 0).
+    fn signed(conn: ConnId, nick: &str) -> JoinRequest {
+        JoinRequest {
+            account: Some(SignedIn::account(nick.into(), 0)),
+            ..request(conn, None, None)
+        }
+    }
+
+    /// A guest's join as `nick` from `address`.
+    fn guest_at(conn: ConnId, nick: &str, address: [u8; 4]) -> JoinRequest {
+        let address = Some(std::net::IpAddr::from(address));
+        JoinRequest { address, ..request(conn, Some(nick), None) }
+    }
+
     /// Joins `conn` as `nick`, expecting success; returns the effects.
     fn enter(room: &mut RoomState, conn: ConnId, nick: &str, now: Instant) -> Vec<Effect> {
         let (joined, effects) = room.join(request(conn, Some(nick), None), usize::MAX, now, T);
@@ -2508,14 +2522,7 @@ mod tests {
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
         let now = Instant::now();
-        let signed = |conn, nick: &str| JoinRequest {
-            account: Some(SignedIn::account(nick.into(), 0)),
-            ..request(conn, None, None)
-        };
-        let guest = |conn, nick: &str, address: [u8; 4]| JoinRequest {
-            address: Some(std::net::IpAddr::from(address)),
-            ..request(conn, Some(nick), None)
-        };
+        let guest = guest_at;
         for join in
             [signed(1, "Ann"), signed(2, "Bob"), signed(4, "Mod"), guest(3, "gus", [10, 0, 0, 1])]
         {
@@ -2571,9 +2578,8 @@ mod tests {
 
         // A banned account is refused as a guest from the same address too.
         let from = |conn, nick: &str, address: [u8; 4]| JoinRequest {
-            account: Some(SignedIn::account(nick.into(), 0)),
             address: Some(std::net::IpAddr::from(address)),
-            ..request(conn, None, None)
+            ..signed(conn, nick)
         };
         assert!(room.join(from(8, "Bob", [10, 0, 0, 9]), usize::MAX, now, T).0.is_ok());
         let seats = room.moderate(1, "Bob", Sanction::Ban, 60, T);
@@ -2617,12 +2623,8 @@ mod tests {
         let unnamed = room.join(request(2, None, None), usize::MAX, Instant::now(), T).0;
         assert_eq!(code(unnamed), Some(ErrorCode::Unavailable), "no endless search for a name");
         // Nor is a signed-in member let in whose bans cannot be read.
-        let signed = JoinRequest {
-            account: Some(SignedIn::account("Ann".into(), 0)),
-            ..request(3, None, None)
-        };
-        let signed = room.join(signed, usize::MAX, Instant::now(), T).0;
-        assert_eq!(code(signed), Some(ErrorCode::Unavailable), "bans fail closed");
+        let ann = room.join(signed(3, "Ann"), usize::MAX, Instant::now(), T).0;
+        assert_eq!(code(ann), Some(ErrorCode::Unavailable), "bans fail closed");
     }
 
     /// Bans and mutes are listed to moderators (only) and lifted by nick: a lifted mute lets
@@ -2636,14 +2638,7 @@ mod tests {
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
         let now = Instant::now();
-        let signed = |conn, nick: &str| JoinRequest {
-            account: Some(SignedIn::account(nick.into(), 0)),
-            ..request(conn, None, None)
-        };
-        let guest = |conn, nick: &str| JoinRequest {
-            address: Some(std::net::IpAddr::from([10, 0, 0, 3])),
-            ..request(conn, Some(nick), None)
-        };
+        let guest = |conn, nick: &str| guest_at(conn, nick, [10, 0, 0, 3]);
         for join in [signed(1, "Ann"), signed(2, "Bob"), guest(3, "gus")] {
             assert!(room.join(join, usize::MAX, now, t).0.is_ok());
         }
@@ -2745,10 +2740,6 @@ mod tests {
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
         let now = Instant::now();
-        let signed = |conn, nick: &str| JoinRequest {
-            account: Some(SignedIn::account(nick.into(), 0)),
-            ..request(conn, None, None)
-        };
         for join in [signed(1, "Ann"), signed(2, "Bob"), request(3, Some("gus"), None)] {
             assert!(room.join(join, usize::MAX, now, T).0.is_ok());
         }
@@ -2821,13 +2812,9 @@ mod tests {
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
         let now = Instant::now();
-        let signed = |conn, nick: &str| JoinRequest {
-            account: Some(SignedIn::account(nick.into(), 0)),
-            ..request(conn, None, None)
-        };
         let guest = |conn, nick: &str| JoinRequest {
-            address: Some(std::net::IpAddr::from([10, 0, 0, 1])),
-            ..request(conn, Some(nick), Some("c3"))
+            client: Some("c3".into()),
+            ..guest_at(conn, nick, [10, 0, 0, 1])
         };
         for join in [signed(1, "Ann"), signed(2, "Mod"), guest(3, "gus")] {
             assert!(room.join(join, usize::MAX, now, T).0.is_ok());
