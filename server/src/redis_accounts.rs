@@ -20,7 +20,7 @@
 //!   two forms of `names::Likeness` it holds (`key`, `cased`);
 //! - `chat:account-name:FORM`: the account holding that form of a nick;
 //! - `chat:session:HASH`: `N:EXPIRES` for a session token's SHA-256, expiring with it;
-//!   `chat:account:N:sessions` the account's session keys by their end (the newest
+//!   `chat:account:N:session-ends` the account's session keys by their end (the newest
 //!   `accounts::MAX_SESSIONS`);
 //! - `chat:account:N:roles`: `ROLE<tab>ROOM` for each role (room empty: every room);
 //!   `chat:{R}:owner` the owner's number; `chat:{R}:moderators` and `chat:moderators` sets of
@@ -51,6 +51,45 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long after a failed call the next ones fail without trying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The most calls to Redis in progress at once, each on one connection (at most
+/// [`MAX_IDLE`] more stay open, idle): more calls wait for one to end (at most
+/// [`CALL_TIMEOUT`]), then fail without counting Redis as away.
+pub const MAX_OPEN: usize = 32;
+
+/// Counts the calls in progress, each holding at most one connection, to [`MAX_OPEN`].
+#[derive(Default)]
+struct Gate {
+    open: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A call's place in the [`Gate`], given back when dropped.
+struct Entered<'a>(&'a Gate);
+
+impl Gate {
+    /// A place, waiting at most [`CALL_TIMEOUT`] for one.
+    fn enter(&self) -> RedisResult<Entered<'_>> {
+        let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut open, waited) = self
+            .freed
+            .wait_timeout_while(open, CALL_TIMEOUT, |open| *open >= MAX_OPEN)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() && *open >= MAX_OPEN {
+            let busy = (redis::ErrorKind::Client, "too many calls to Redis at once");
+            return Err(redis::RedisError::from(busy));
+        }
+        *open += 1;
+        Ok(Entered(self))
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        *self.0.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        self.0.freed.notify_one();
+    }
+}
 
 /// How long a starting server waits for Redis to answer the accounts' first call.
 pub const START_WAIT: Duration = Duration::from_secs(10);
@@ -185,6 +224,10 @@ pub struct RedisAccounts {
     failed_at: Mutex<Option<std::time::Instant>>,
     /// Counts the calls that found Redis away (`chat_redis_read_failures_total`).
     failures: Option<prometheus_client::metrics::counter::Counter>,
+    /// One call is trying a Redis that was found away.
+    probing: std::sync::atomic::AtomicBool,
+    /// Bounds the connections open at once.
+    gate: Gate,
     create: redis::Script,
     add_session: redis::Script,
     end_sessions: redis::Script,
@@ -213,6 +256,8 @@ impl RedisAccounts {
             idle: Mutex::new(Vec::new()),
             failed_at: Mutex::new(None),
             failures: None,
+            probing: std::sync::atomic::AtomicBool::new(false),
+            gate: Gate::default(),
             create: redis::Script::new(CREATE),
             add_session: redis::Script::new(ADD_SESSION),
             end_sessions: redis::Script::new(END_SESSIONS),
@@ -239,52 +284,76 @@ impl RedisAccounts {
 
     /// Runs `call` on an idle connection (or a new one). A call that fails because its
     /// reused connection turned out closed (Redis restarted since it was last used) never
-    /// reached Redis: it is made once more on a new connection.
+    /// reached Redis: the other idle connections are as old, so they go, and the call is
+    /// made once more on a new connection.
     fn call<T>(&self, call: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, AccountError> {
-        self.checked(|| match self.attempt(&call) {
-            (Err(error), true) if error.is_connection_dropped() => self.attempt(&call).0,
+        self.checked(|| match self.attempt(&call, true) {
+            (Err(error), true) if error.is_connection_dropped() => {
+                self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                self.attempt(&call, false).0
+            }
             (result, _) => result,
         })
     }
 
-    /// As [`RedisAccounts::call`], never made twice: for what must not happen twice (a
-    /// registration, a session, an invitation's use, an audit line), whose answer may have
-    /// been lost after Redis did it.
+    /// As [`RedisAccounts::call`], never made twice: for what must not be done twice, or
+    /// whose second answer would be wrong once the first was done (a registration, a claim,
+    /// an invitation's use, a lifting, an audit line), its answer lost after Redis did it.
     fn call_once<T>(
         &self,
         call: impl Fn(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, AccountError> {
-        self.checked(|| self.attempt(&call).0)
+        self.checked(|| self.attempt(&call, true).0)
     }
 
     /// Runs `run` unless a call failed less than [`RETRY_AFTER`] ago, and notes whether it
-    /// found Redis away (an answer that is an error, a script's, does not count).
+    /// found Redis away (an answer that is an error, a script's, does not count). Once that
+    /// time has passed, one call tries Redis while the others still fail at once, so a Redis
+    /// that does not answer holds one thread at a time, not every one.
     fn checked<T>(&self, run: impl FnOnce() -> RedisResult<T>) -> Result<T, AccountError> {
-        let failed_at =
-            || *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failed_at().is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+        use std::sync::atomic::Ordering;
+        let refused = || {
             let away = (redis::ErrorKind::Io, "Redis failed a moment ago; not tried again yet");
-            return Err(AccountError::Shared(redis::RedisError::from(away)));
-        }
-        let result = run();
+            Err(AccountError::Shared(redis::RedisError::from(away)))
+        };
+        let failed_at = *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let probe = match failed_at {
+            Some(at) if at.elapsed() < RETRY_AFTER => return refused(),
+            Some(_) => {
+                if self.probing.swap(true, Ordering::AcqRel) {
+                    return refused();
+                }
+                true
+            }
+            None => false,
+        };
+        let result = self.gate.enter().and_then(|_open| run());
         let away = matches!(&result, Err(error)
             if error.is_io_error() || error.is_timeout() || error.is_connection_dropped()
                 || error.is_connection_refusal());
         *self.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             away.then(std::time::Instant::now);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
         if away && let Some(failures) = &self.failures {
             failures.inc();
         }
         Ok(result?)
     }
 
-    /// One attempt of `call` on an idle connection (then given back) or a new one (a failed
-    /// one is dropped: it may be broken, or hold a late answer); whether it was reused.
+    /// One attempt of `call` on an idle connection (then given back; only with `reuse`) or a
+    /// new one (a failed one is dropped: it may be broken, or hold a late answer); whether it
+    /// was reused.
     fn attempt<T>(
         &self,
         call: &impl Fn(&mut Connection) -> RedisResult<T>,
+        reuse: bool,
     ) -> (RedisResult<T>, bool) {
-        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let idle = match reuse {
+            true => self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop(),
+            false => None,
+        };
         let reused = idle.is_some();
         let mut connection = match idle {
             Some(connection) => connection,
@@ -329,7 +398,7 @@ fn account_key(id: i64) -> String {
 }
 
 fn sessions_key(id: i64) -> String {
-    format!("chat:account:{id}:sessions")
+    format!("chat:account:{id}:session-ends")
 }
 
 fn roles_key(id: i64) -> String {
@@ -434,7 +503,7 @@ impl AccountStore for RedisAccounts {
 
     fn end_session(&self, hash: &str) -> Result<bool, AccountError> {
         let key = session_key(hash);
-        let value: Option<String> = self.call(|c| c.get_del(&key))?;
+        let value: Option<String> = self.call_once(|c| c.get_del(&key))?;
         let Some(value) = value else { return Ok(false) };
         if let Some(id) = value.split_once(':').and_then(|(id, _)| id.parse::<i64>().ok()) {
             let _: i64 = self.call(|c| c.zrem(sessions_key(id), &key))?;
@@ -530,7 +599,7 @@ impl AccountStore for RedisAccounts {
     }
 
     fn claim(&self, room: &str, account: i64, _now: u64) -> Result<bool, AccountError> {
-        let claimed: i64 = self.call(|c| {
+        let claimed: i64 = self.call_once(|c| {
             self.claim
                 .key(room_key(room, "owner"))
                 .key(roles_key(account))
@@ -565,7 +634,7 @@ impl AccountStore for RedisAccounts {
     }
 
     fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
-        let owner: Option<i64> = self.call(|c| c.get_del(room_key(room, "owner")))?;
+        let owner: Option<i64> = self.call_once(|c| c.get_del(room_key(room, "owner")))?;
         let Some(owner) = owner else { return Ok(None) };
         let _: i64 = self.call(|c| c.srem(roles_key(owner), role_entry("owner", room)))?;
         Ok(self.account(owner)?.map(|account| account.nick))
@@ -615,7 +684,7 @@ impl AccountStore for RedisAccounts {
         }
         pipe.del(&imposed).ignore();
         pipe.srem(room_key(room, "sanctions"), format!("{name}\t{nick}")).ignore();
-        let lifted: Vec<usize> = self.call(|c| pipe.query(c))?;
+        let lifted: Vec<usize> = self.call_once(|c| pipe.query(c))?;
         Ok(lifted.into_iter().sum())
     }
 
@@ -821,6 +890,35 @@ mod tests {
         }
         let idle = store.idle.lock().expect("not poisoned").len();
         assert_eq!(idle, 4, "one connection per concurrent call, kept for the next calls");
+    }
+
+    /// Idle connections made before a Redis restart are all closed: the first call after it
+    /// drops them and succeeds on a new one, rather than failing on each in turn.
+    #[test]
+    fn idle_connections_from_before_a_restart_do_not_refuse_calls() {
+        let mut redis = testclient::redis::RedisProcess::start(true);
+        let store = std::sync::Arc::new(RedisAccounts::connect(&redis.url).expect("connected"));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let (store, start) = (store.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let popped: Option<(String, String)> =
+                        store.call(|c| c.blpop(format!("chat:test:{n}"), 0.2)).expect("answered");
+                    popped
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("finished");
+        }
+        assert_eq!(store.idle.lock().expect("not poisoned").len(), 4);
+        redis.kill();
+        redis.restart(true);
+        let pong: String = store.call(|c| redis::cmd("PING").query(c)).expect("answered at once");
+        assert_eq!(pong, "PONG");
+        assert_eq!(store.idle.lock().expect("not poisoned").len(), 1, "the old ones went");
     }
 
     /// A Redis that goes away fails calls (refusing, as a database error does); one that comes
