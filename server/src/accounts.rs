@@ -430,7 +430,12 @@ impl Accounts {
     /// Takes `room`'s owner away (an operator's call: the first signed-in joiner of a new
     /// room owns it); the owner's nick, if there was one.
     pub fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
-        self.store.revoke_owner(room)
+        let owner = self.store.revoke_owner(room)?;
+        // As for a former moderator: the codes the owner made end too.
+        if owner.is_some() {
+            self.store.revoke_invitations(room)?;
+        }
+        Ok(owner)
     }
 
     /// Takes the account's moderator role in `room` (`None`: the server-wide one) away: its
@@ -442,6 +447,12 @@ impl Accounts {
     ) -> Result<Option<String>, AccountError> {
         let Some(account) = self.find(nick)? else { return Ok(None) };
         let had = self.store.revoke_moderator(account.id, room.unwrap_or(""))?;
+        // The invitation codes a former moderator made would let them (or anyone they gave
+        // them to) in: the room's codes end with the role. (A server-wide moderator's codes,
+        // spread over rooms, are not found this way.)
+        if let (true, Some(room)) = (had, room) {
+            self.store.revoke_invitations(room)?;
+        }
         Ok(had.then_some(account.nick))
     }
 
@@ -571,11 +582,9 @@ impl Accounts {
     /// would make them a member again.
     pub fn remove_member(&self, room: &str, nick: &str) -> Result<Option<String>, AccountError> {
         let Some(account) = self.find(nick)? else { return Ok(None) };
-        if !self.store.remove_member(room, account.id)? {
-            return Ok(None);
-        }
+        // Codes first: one used between the two steps would make the member anew.
         self.store.revoke_invitations(room)?;
-        Ok(Some(account.nick))
+        Ok(self.store.remove_member(room, account.id)?.then_some(account.nick))
     }
 
     /// The nick as registered of the account that looks like `nick`, if any.
@@ -972,13 +981,13 @@ impl AccountStore for SqliteAccounts {
                 invitation.uses
             ],
         )?;
-        // Past the most a room keeps, those that would end soonest go (codes from before
-        // they had an end, last).
+        // Past the most a room keeps, the others that would end soonest go (codes from before
+        // they had an end, last); never the one just made.
         transaction.execute(
-            "DELETE FROM invitations WHERE room = ?1 AND hash NOT IN (
-                 SELECT hash FROM invitations WHERE room = ?1
+            "DELETE FROM invitations WHERE room = ?1 AND hash <> ?3 AND hash NOT IN (
+                 SELECT hash FROM invitations WHERE room = ?1 AND hash <> ?3
                  ORDER BY coalesce(expires, 9223372036854775807) DESC LIMIT ?2)",
-            params![room, i64::try_from(MAX_INVITATIONS).unwrap_or(i64::MAX)],
+            params![room, i64::try_from(MAX_INVITATIONS - 1).unwrap_or(i64::MAX), invitation.hash],
         )?;
         transaction.commit()?;
         Ok(())
@@ -1113,7 +1122,8 @@ pub(crate) mod tests {
 
     /// What every store must keep, run over the database here and over Redis in
     /// redis_accounts.rs: registering and look-alikes, sessions, roles, bans, private rooms,
-    /// deletion and the audit log. Times are real (Redis lets keys expire by the clock).
+    /// deletion and the audit log. Times are real and spans long: Redis lets keys expire by
+    /// the clock, and a run takes seconds.
     pub fn contract(accounts: &Accounts) {
         let now = crate::outbound::now_millis();
         // Registering, look-alikes, logging in.
@@ -1197,26 +1207,27 @@ pub(crate) mod tests {
             until,
             nick: "bob".into(),
         };
-        accounts.keep_sanction(&ban("r1", now + 60_000)).expect("kept");
+        accounts.keep_sanction(&ban("r1", now + 3_600_000)).expect("kept");
         let until =
             |room| accounts.sanction_until(room, "id:bob", Sanction::Ban, now).expect("read");
-        assert_eq!(until("r1"), Some(now + 60_000));
+        assert_eq!(until("r1"), Some(now + 3_600_000));
         assert_eq!(until("r2"), None);
         let muted = accounts.sanction_until("r1", "id:bob", Sanction::Mute, now).expect("read");
         assert_eq!(muted, None, "a ban is not a mute");
-        accounts.keep_sanction(&ban("r1", now + 30_000)).expect("kept");
-        assert_eq!(until("r1"), Some(now + 60_000), "a shorter one does not shorten it");
-        let later = accounts.sanction_until("r1", "id:bob", Sanction::Ban, now + 60_000);
+        accounts.keep_sanction(&ban("r1", now + 1_800_000)).expect("kept");
+        assert_eq!(until("r1"), Some(now + 3_600_000), "a shorter one does not shorten it");
+        let later = accounts.sanction_until("r1", "id:bob", Sanction::Ban, now + 3_600_000);
         assert_eq!(later.expect("read"), None, "ended");
         // Listed by nick and kind, and lifted by nick: every subject held for it (its
         // identity and its addresses) goes.
-        let address = SanctionRecord { subject: "addr:10.0.0.9".into(), ..ban("r1", now + 20_000) };
+        let address =
+            SanctionRecord { subject: "addr:10.0.0.9".into(), ..ban("r1", now + 1_200_000) };
         accounts.keep_sanction(&address).expect("kept");
         let gus = SanctionRecord {
             subject: "addr:10.0.0.7".into(),
             action: Sanction::Mute,
             nick: "gus".into(),
-            ..ban("r1", now + 10_000)
+            ..ban("r1", now + 600_000)
         };
         accounts.keep_sanction(&gus).expect("kept");
         let listed: Vec<(String, Sanction, u64)> = accounts
@@ -1228,8 +1239,8 @@ pub(crate) mod tests {
         assert_eq!(
             listed,
             [
-                ("bob".into(), Sanction::Ban, now + 60_000),
-                ("gus".into(), Sanction::Mute, now + 10_000)
+                ("bob".into(), Sanction::Ban, now + 3_600_000),
+                ("gus".into(), Sanction::Mute, now + 600_000)
             ]
         );
         assert!(accounts.sanctions(Some("r2"), now).expect("read").is_empty());
@@ -1242,10 +1253,10 @@ pub(crate) mod tests {
         assert_eq!(accounts.sanctions(Some("r1"), now).expect("read").len(), 1, "gus's mute");
         let bob = accounts.log_in("bob", PASSWORD, now).expect("logged in");
         assert_eq!(
-            accounts.ban_everywhere("Bob", now + 120_000).expect("banned"),
+            accounts.ban_everywhere("Bob", now + 7_200_000).expect("banned"),
             Some("bob".into())
         );
-        assert_eq!(until("r2"), Some(now + 120_000), "every room");
+        assert_eq!(until("r2"), Some(now + 7_200_000), "every room");
         assert_eq!(accounts.session(&bob.token, now).expect("read"), None, "sessions ended");
         assert_eq!(accounts.sanctions(None, now).expect("read").len(), 1, "listed everywhere");
         assert!(accounts.lift_sanctions(None, "bob", Sanction::Unban).expect("lifted"));
@@ -1287,6 +1298,17 @@ pub(crate) mod tests {
             accounts.new_invitation("p", now, week + 1 + n as u64, None).expect("made");
         }
         assert!(!accounts.admits("p", "eve", Some(&first)).expect("read"), "the oldest went");
+        let short = accounts.new_invitation("p", now, now + 3_600_000, None).expect("made");
+        assert!(accounts.admits("p", "eve", Some(&short)).expect("read"), "never the new one");
+        // Codes end with their makers' roles in the room.
+        accounts.grant_moderator("dee", Some("p"), now).expect("granted");
+        let made = accounts.new_invitation("p", now, week, None).expect("made");
+        assert_eq!(
+            accounts.revoke_moderator("dee", Some("p")).expect("revoked"),
+            Some("dee".into())
+        );
+        accounts.register("fay", PASSWORD, now).expect("registered");
+        assert!(!accounts.admits("p", "fay", Some(&made)).expect("read"), "ended with the role");
         let code = accounts.new_invitation("p", now, week, None).expect("made");
         accounts.set_private("p", false, &[], now).expect("public");
         assert!(!accounts.is_private("p").expect("read"));

@@ -65,12 +65,17 @@ impl Registry {
     /// room has no messages yet) and no owner yet, the account becomes its owner. A failed
     /// read grants nothing.
     fn role(&self, room: &str, nick: &str, claim: bool) -> Option<Role> {
-        let accounts = self.0.as_ref()?;
-        accounts.role(room, nick, claim).unwrap_or_else(|error| {
+        self.try_role(room, nick, claim).unwrap_or(None)
+    }
+
+    /// [`Registry::role`], or `Err` if it could not be read: for what must not pass as "no
+    /// role" (a member's admission to a private room, a moderator's immunity).
+    fn try_role(&self, room: &str, nick: &str, claim: bool) -> Result<Option<Role>, ()> {
+        let Some(accounts) = &self.0 else { return Ok(None) };
+        accounts.role(room, nick, claim).map_err(|error| {
             crate::redis_keys::warn_now_and_then(|| {
                 tracing::error!(%error, room, "could not read the room's roles");
             });
-            None
         })
     }
 
@@ -200,12 +205,12 @@ impl Registry {
 
     /// Whether the account `nick` may join the private `room` (a member, or made one by the
     /// invitation `code`). A failed read lets nobody in.
-    fn admits(&self, room: &str, nick: &str, code: Option<&str>) -> bool {
-        self.0.as_ref().is_some_and(|accounts| {
-            accounts.admits(room, nick, code).unwrap_or_else(|error| {
+    fn admits(&self, room: &str, nick: &str, code: Option<&str>) -> Result<bool, ()> {
+        let Some(accounts) = &self.0 else { return Ok(false) };
+        accounts.admits(room, nick, code).map_err(|error| {
+            crate::redis_keys::warn_now_and_then(|| {
                 tracing::error!(%error, room, "could not read a private room's members");
-                false
-            })
+            });
         })
     }
 
@@ -663,15 +668,31 @@ impl RoomState {
         let mut read_role: Option<Option<Role>> = None;
         if private && current.is_none() {
             let registry = &self.rules.registry;
-            let allowed = request.account.as_ref().is_some_and(|account| {
-                if account.is_token() {
-                    return false;
+            // A member is refused as `unavailable` (to try again), not as a stranger, while
+            // the store cannot say.
+            let allowed = match request.account.as_ref().filter(|account| !account.is_token()) {
+                None => Ok(false),
+                Some(account) => {
+                    registry.try_role(&self.name, &account.nick, false).and_then(|role| {
+                        read_role = Some(role);
+                        match role {
+                            Some(_) => Ok(true),
+                            None => registry.admits(
+                                &self.name,
+                                &account.nick,
+                                request.invite.as_deref(),
+                            ),
+                        }
+                    })
                 }
-                let role = registry.role(&self.name, &account.nick, false);
-                read_role = Some(role);
-                role.is_some()
-                    || registry.admits(&self.name, &account.nick, request.invite.as_deref())
-            });
+            };
+            let Ok(allowed) = allowed else {
+                let words = format!(
+                    "The members of #{} cannot be read right now; try again shortly.",
+                    self.name
+                );
+                return Err(Rejection::new(ErrorCode::Unavailable, words));
+            };
             if !allowed {
                 let words = format!(
                     "#{} is private: only its members may join (sign in, with an invitation).",
@@ -1792,16 +1813,14 @@ impl RoomState {
         }
         let exempt = "Those who moderate the room cannot be kicked, muted or banned here.";
         match self.members.values().find(|m| m.nick == nick) {
-            Some(target)
-                if self.current_role(target).is_some() || target.subject == actor.subject =>
-            {
+            Some(target) if self.protected(target) || target.subject == actor.subject => {
                 return refuse(ErrorCode::Forbidden, exempt.into());
             }
             Some(_) => {}
             // Elsewhere: its server holds its seats (and its token's roles, if it has one);
             // an account's roles are the shared store's.
             None if self.remote.contains_key(nick) => {
-                if self.rules.registry.role(&self.name, nick, false).is_some() {
+                if self.rules.registry.try_role(&self.name, nick, false) != Ok(None) {
                     return refuse(ErrorCode::Forbidden, exempt.into());
                 }
             }
@@ -1957,8 +1976,7 @@ impl RoomState {
             self.release(nick, action);
             return effects;
         }
-        let exempt =
-            self.members.values().any(|m| m.nick == nick && self.current_role(m).is_some());
+        let exempt = self.members.values().any(|m| m.nick == nick && self.protected(m));
         if !exempt {
             effects.extend(self.enforce(nick, action, by, until, ts));
         }
@@ -2051,6 +2069,20 @@ impl RoomState {
             effects.push(Effect::Broadcast { message: left, except: None });
         }
         effects
+    }
+
+    /// Whether `member` moderates the room now, as far as can be read: one whose role cannot
+    /// be read (the store away) keeps the immunity it joined with.
+    fn protected(&self, member: &Member) -> bool {
+        if member.role.is_none() {
+            return false;
+        }
+        match &self.rules.registry.0 {
+            Some(_) if member.has_account() => {
+                self.rules.registry.try_role(&self.name, &member.nick, false) != Ok(None)
+            }
+            _ => true,
+        }
     }
 
     /// What `member` may do now: its role as read at its join, read again (a role the operator
@@ -2617,7 +2649,11 @@ mod tests {
         let accounts = rules.registry.0.clone().expect("accounts");
         let mut room = RoomState::new("r".into(), rules);
         room.load(Loaded::default());
+        assert!(room.join(signed(9, "Ann"), usize::MAX, Instant::now(), T).0.is_ok());
         accounts.close();
+        // The owner, whose role cannot be read now, keeps the immunity she joined with.
+        let kicked = room.remote_moderated("Ann", Sanction::Kick, "someone", None, T);
+        assert!(!kicked.iter().any(|e| matches!(e, Effect::Removed { .. })), "{kicked:?}");
         let refused = room.join(request(1, Some("bob"), None), usize::MAX, Instant::now(), T).0;
         assert_eq!(code(refused), Some(ErrorCode::Unavailable));
         let unnamed = room.join(request(2, None, None), usize::MAX, Instant::now(), T).0;
