@@ -388,7 +388,10 @@ impl Room {
             Ok(others) => {
                 let others =
                     others.into_iter().map(|m| (m.server, m.nick, m.tag)).collect::<Vec<_>>();
-                let effects = room.state.remote_members(others, now_millis());
+                let mut effects = room.state.remote_members(others, now_millis());
+                // Events cross servers at most once: a room made private elsewhere whose
+                // event was missed turns here at the latest now.
+                effects.extend(room.state.recheck_privacy(now_millis()));
                 room.apply_from(effects, ctx, false);
             }
             Err(error) => {

@@ -1604,6 +1604,17 @@ impl RoomState {
         self.turned(private, by, ts)
     }
 
+    /// (`--redis`) Reads the room's privacy again: if another server changed it and its event
+    /// was missed, the room turns now (as for the event).
+    pub fn recheck_privacy(&mut self, ts: UnixMillis) -> Vec<Effect> {
+        match self.rules.registry.is_private(&self.name) {
+            Some(private) if self.private != Some(private) => {
+                self.remote_configured(private, "a moderator", ts)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The room turned private or public: it is told, the lobby's lists follow, and guests
     /// and token holders leave a room that turned private.
     fn turned(&mut self, private: bool, by: &str, ts: UnixMillis) -> Vec<Effect> {
@@ -2765,6 +2776,30 @@ mod tests {
         let lifted = room.remote_moderated("gus2", Sanction::Unban, "Mod", None, t + 4);
         assert!(matches!(lifted.as_slice(), [Effect::Broadcast { .. }]));
         assert!(room.join(guest(5, "gus3"), usize::MAX, now, t + 4).0.is_ok());
+    }
+
+    /// (`--redis`) A room made private on another server whose event was missed turns private
+    /// here when it reads its privacy again: its guests leave, its signed-in people stay.
+    #[test]
+    fn a_missed_privacy_event_is_caught_up() {
+        let rules = RoomRules { registry: registry(&["Ann"], "nobody"), ..rules() };
+        let accounts = rules.registry.0.clone().expect("accounts");
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        let now = Instant::now();
+        assert!(room.join(signed(1, "Ann"), usize::MAX, now, T).0.is_ok());
+        assert!(room.join(request(2, Some("gus"), None), usize::MAX, now, T).0.is_ok());
+        assert!(room.recheck_privacy(T).is_empty(), "nothing changed");
+        accounts.set_private("r", true, &[], T).expect("made private elsewhere");
+        let effects = room.recheck_privacy(T);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Privacy { private: true })));
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Removed { conn: 2, .. })),
+            "{effects:?}"
+        );
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Removed { conn: 1, .. })));
+        assert!(accounts.admits("r", "Ann", None).expect("read"), "kept as a member");
+        assert!(room.recheck_privacy(T).is_empty(), "once");
     }
 
     /// Who names moderators and members, as a table: the owner names moderators, who may act
