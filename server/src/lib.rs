@@ -166,7 +166,9 @@ impl AppState {
                 (room_state::SignedIn::account(nick, since), check)
             })),
             Err(error) => {
-                tracing::error!(%error, "could not read a session");
+                redis_keys::warn_now_and_then(
+                    || tracing::error!(%error, "could not read a session"),
+                );
                 Err(())
             }
         }

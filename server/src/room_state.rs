@@ -197,9 +197,11 @@ impl Registry {
         let Some(accounts) = &self.0 else { return Some(false) };
         accounts
             .is_private(room)
-            .map_err(
-                |error| tracing::error!(%error, room, "could not read whether a room is private"),
-            )
+            .map_err(|error| {
+                crate::redis_keys::warn_now_and_then(|| {
+                    tracing::error!(%error, room, "could not read whether a room is private");
+                });
+            })
             .ok()
     }
 
