@@ -154,14 +154,23 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
         Admin::Unban { nick, room } => {
             let room = room.as_deref().map(checked_room).transpose()?;
             let accounts = accounts()?;
-            // An account's bans name it as registered (`ban ALICE` banned "Alice").
-            let nick = &accounts.registered_nick(nick)?.unwrap_or_else(|| nick.clone());
-            let lifted =
-                accounts.lift_sanctions(room.as_deref(), nick, protocol::Sanction::Unban)?;
+            // A guest's bans name it as written; an account's as registered (`ban ALICE`
+            // banned "Alice"): both are lifted.
+            let mut names = vec![nick.clone()];
+            names.extend(accounts.registered_nick(nick)?.filter(|registered| registered != nick));
             let place = room.clone().unwrap_or_else(|| "every room".into());
-            anyhow::ensure!(lifted, "{nick:?} is not banned from {place}");
-            audit(&accounts, "unban", room.as_deref().unwrap_or(""), nick.clone());
-            println!("{nick} is no longer banned from {place}");
+            let mut lifted = Vec::new();
+            for name in names {
+                let unban = protocol::Sanction::Unban;
+                if accounts.lift_sanctions(room.as_deref(), &name, unban)? {
+                    audit(&accounts, "unban", room.as_deref().unwrap_or(""), name.clone());
+                    lifted.push(name);
+                }
+            }
+            anyhow::ensure!(!lifted.is_empty(), "{nick:?} is not banned from {place}");
+            for name in lifted {
+                println!("{name} is no longer banned from {place}");
+            }
         }
         Admin::RemoveMember { room, nick } => {
             let room = checked_room(room)?;

@@ -449,7 +449,9 @@ async fn bans_are_lifted_and_invitations_are_limited() {
     assert_eq!(pest.close_code().await, protocol::close::REMOVED);
     let mut refused = Client::connect(&url(&address, "room=den&nick=pest2")).await;
     assert_eq!(refused.error_skipping().await, ErrorCode::Banned);
-    assert!(admin(data.path(), &["unban", "pest", "--room", "den"]).contains("no longer banned"));
+    // An account registered since under a look-alike name does not hide the guest's ban.
+    register(&address, "Pest");
+    assert!(admin(data.path(), &["unban", "pest", "--room", "den"]).contains("pest is no longer"));
     let (_, welcome) = Client::join(&url(&address, "room=den&nick=pest2")).await;
     assert_eq!(welcome.nick, "pest2");
 
