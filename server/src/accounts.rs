@@ -1251,6 +1251,27 @@ pub(crate) mod tests {
         assert_eq!(by_address.expect("read"), None, "its address too");
         assert!(!accounts.lift_sanctions(Some("r1"), "bob", Sanction::Unban).expect("once"));
         assert_eq!(accounts.sanctions(Some("r1"), now).expect("read").len(), 1, "gus's mute");
+        // A subject banned for one nick, then longer for another, is the other's: lifting the
+        // first nick's bans leaves it held.
+        let hal = SanctionRecord {
+            subject: "addr:10.0.0.8".into(),
+            nick: "hal".into(),
+            ..ban("r1", now + 300_000)
+        };
+        accounts.keep_sanction(&hal).expect("kept");
+        let longer = SanctionRecord { nick: "ivo".into(), until: now + 900_000, ..hal.clone() };
+        accounts.keep_sanction(&longer).expect("kept");
+        assert!(!accounts.lift_sanctions(Some("r1"), "hal", Sanction::Unban).expect("lifted"));
+        let held = accounts.sanction_until("r1", "addr:10.0.0.8", Sanction::Ban, now);
+        assert_eq!(held.expect("read"), Some(now + 900_000), "ivo's holds");
+        let listed: Vec<String> = accounts
+            .sanctions(Some("r1"), now)
+            .expect("read")
+            .into_iter()
+            .map(|s| s.nick)
+            .collect();
+        assert_eq!(listed, ["gus", "ivo"]);
+        assert!(accounts.lift_sanctions(Some("r1"), "ivo", Sanction::Unban).expect("lifted"));
         let bob = accounts.log_in("bob", PASSWORD, now).expect("logged in");
         assert_eq!(
             accounts.ban_everywhere("Bob", now + 7_200_000).expect("banned"),

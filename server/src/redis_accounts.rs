@@ -152,14 +152,32 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Keeps a mute or ban on a subject unless one that ends later holds it, and under the
-/// member's nick (to list and lift it): the nick's set of keys lasts as long as the longest
-/// of them. KEYS: the subject's key, the
-/// nick's keys, the room's listed nicks. ARGV: until when, the listing's entry, now.
+/// Lifts a nick's mutes or bans: deletes only the keys the nick still holds (a key held since
+/// for a longer sanction of another nick stays). KEYS: the nick's keys, the room's listed
+/// nicks. ARGV: the nick, its listing's entry.
+const LIFT_SANCTIONS: &str = r"
+local lifted = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local held = redis.call('GET', key)
+  if held and string.match(held, '^%d+:(.*)$') == ARGV[1] then
+    redis.call('DEL', key)
+    lifted = lifted + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return lifted
+";
+
+/// Keeps a mute or ban on a subject (as `UNTIL:NICK`) unless one that ends later holds it,
+/// and under the member's nick (to list and lift it): the nick's set of keys lasts as long as
+/// the longest of them. KEYS: the subject's key, the nick's keys, the room's listed nicks.
+/// ARGV: until when, the listing's entry, now, the nick.
 const KEEP_SANCTION: &str = r"
-local held = tonumber(redis.call('GET', KEYS[1]))
-if held and held >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1])
+local held = redis.call('GET', KEYS[1])
+local ends = held and tonumber(string.match(held, '^(%d+)'))
+if ends and ends >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[4], 'PXAT', ARGV[1])
 redis.call('SADD', KEYS[2], KEYS[1])
 local left = redis.call('PTTL', KEYS[2])
 if left < 0 or left < tonumber(ARGV[1]) - tonumber(ARGV[3]) then
@@ -234,6 +252,7 @@ pub struct RedisAccounts {
     claim: redis::Script,
     use_invitation: redis::Script,
     keep_sanction: redis::Script,
+    lift_sanctions: redis::Script,
     add_invitation: redis::Script,
 }
 
@@ -264,6 +283,7 @@ impl RedisAccounts {
             claim: redis::Script::new(CLAIM),
             use_invitation: redis::Script::new(USE_INVITATION),
             keep_sanction: redis::Script::new(KEEP_SANCTION),
+            lift_sanctions: redis::Script::new(LIFT_SANCTIONS),
             add_invitation: redis::Script::new(ADD_INVITATION),
         };
         let deadline = std::time::Instant::now() + START_WAIT;
@@ -427,6 +447,12 @@ fn room_key(room: &str, what: &str) -> String {
 
 fn sanction_key(room: &str, action: Sanction, subject: &str) -> String {
     room_key(room, &format!("sanction:{}:{subject}", sanction_name(action)))
+}
+
+/// A sanction's key's value (`UNTIL:NICK`): until when, and whose.
+fn held_until(held: &str) -> Option<(u64, &str)> {
+    let (until, nick) = held.split_once(':')?;
+    Some((until.parse().ok()?, nick))
 }
 
 /// A role as `chat:account:N:roles` holds it.
@@ -648,8 +674,10 @@ impl AccountStore for RedisAccounts {
         now: u64,
     ) -> Result<Option<u64>, AccountError> {
         let keys = [sanction_key(room, action, subject), sanction_key("", action, subject)];
-        let until: Vec<Option<u64>> = self.call(|c| c.mget(&keys))?;
-        Ok(until.into_iter().flatten().max().filter(|until| *until > now))
+        let held: Vec<Option<String>> = self.call(|c| c.mget(&keys))?;
+        let until =
+            held.iter().flatten().filter_map(|held| held_until(held)).map(|(until, _)| until);
+        Ok(until.max().filter(|until| *until > now))
     }
 
     fn keep_sanction(&self, record: &SanctionRecord, now: u64) -> Result<(), AccountError> {
@@ -663,6 +691,7 @@ impl AccountStore for RedisAccounts {
                 .arg(record.until)
                 .arg(format!("{name}\t{}", record.nick))
                 .arg(now)
+                .arg(&record.nick)
                 .invoke(c)
         })?;
         Ok(())
@@ -675,17 +704,15 @@ impl AccountStore for RedisAccounts {
         action: Sanction,
     ) -> Result<usize, AccountError> {
         let name = sanction_name(action);
-        let imposed = room_key(room, &format!("sanctioned:{name}:{nick}"));
-        let keys: Vec<String> = self.call(|c| c.smembers(&imposed))?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for key in &keys {
-            pipe.del(key);
-        }
-        pipe.del(&imposed).ignore();
-        pipe.srem(room_key(room, "sanctions"), format!("{name}\t{nick}")).ignore();
-        let lifted: Vec<usize> = self.call_once(|c| pipe.query(c))?;
-        Ok(lifted.into_iter().sum())
+        let lifted: usize = self.call_once(|c| {
+            self.lift_sanctions
+                .key(room_key(room, &format!("sanctioned:{name}:{nick}")))
+                .key(room_key(room, "sanctions"))
+                .arg(nick)
+                .arg(format!("{name}\t{nick}"))
+                .invoke(c)
+        })?;
+        Ok(lifted)
     }
 
     fn sanctions(&self, room: &str, now: u64) -> Result<Vec<SanctionInfo>, AccountError> {
@@ -698,9 +725,16 @@ impl AccountStore for RedisAccounts {
             // The latest end among the keys still held for the member (they expire).
             let imposed = room_key(room, &format!("sanctioned:{action}:{nick}"));
             let keys: Vec<String> = self.call(|c| c.smembers(&imposed))?;
-            let until: Vec<Option<u64>> =
+            let held: Vec<Option<String>> =
                 if keys.is_empty() { Vec::new() } else { self.call(|c| c.mget(&keys))? };
-            match until.into_iter().flatten().max().filter(|until| *until > now) {
+            // Only the keys still this member's (another's longer sanction may hold one now).
+            let until = held
+                .iter()
+                .flatten()
+                .filter_map(|held| held_until(held))
+                .filter(|(_, holder)| *holder == nick)
+                .map(|(until, _)| until);
+            match until.max().filter(|until| *until > now) {
                 Some(until) => {
                     let action = if action == "mute" { Sanction::Mute } else { Sanction::Ban };
                     listed.push(SanctionInfo { nick: nick.to_owned(), action, until });
