@@ -960,7 +960,9 @@ mod tests {
     #[test]
     fn a_redis_that_comes_back_is_used_again() {
         let mut redis = testclient::redis::RedisProcess::start(true);
-        let store = RedisAccounts::connect(&redis.url).expect("connected");
+        let failures = prometheus_client::metrics::counter::Counter::default();
+        let store =
+            RedisAccounts::connect(&redis.url).expect("connected").counting(failures.clone());
         let accounts = Accounts::over(Box::new(store)).expect("accounts");
         accounts.register("bob", crate::accounts::tests::PASSWORD, 1).expect("registered");
         redis.kill();
@@ -968,12 +970,14 @@ mod tests {
             accounts.is_registered(&Likeness::of("bob")),
             Err(AccountError::Shared(_))
         ));
+        assert_eq!(failures.get(), 1, "counted once Redis was found away");
         // Right after a failure, calls fail without waiting on Redis.
         let at_once = accounts.is_registered(&Likeness::of("bob"));
         assert!(
             matches!(&at_once, Err(error) if error.to_string().contains("not tried again yet")),
             "{at_once:?}"
         );
+        assert_eq!(failures.get(), 1, "a call not tried is not counted");
         redis.restart(true);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

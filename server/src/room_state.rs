@@ -2780,6 +2780,27 @@ mod tests {
         assert!(room.join(guest(5, "gus3"), usize::MAX, now, t + 4).0.is_ok());
     }
 
+    /// The `sanctions` answer is bounded like every frame: the first
+    /// [`MAX_LISTED_SANCTIONS`] by nick, however many are held.
+    #[test]
+    fn the_sanctions_answer_is_bounded() {
+        let rules = RoomRules { registry: registry(&["Ann"], "nobody"), ..rules() };
+        let mut room = RoomState::new("r".into(), rules);
+        room.load(Loaded::default());
+        assert!(room.join(signed(1, "Ann"), usize::MAX, Instant::now(), T).0.is_ok());
+        let until = crate::outbound::now_millis() + 3_600_000;
+        for n in 0..=MAX_LISTED_SANCTIONS {
+            hold(&mut room.bans, &format!("addr:{n}"), until, &format!("g{n:04}"));
+        }
+        match room.sanctions(1, until - 3_600_000).as_slice() {
+            [Effect::Send { message: ServerMessage::Sanctions { sanctions, .. }, .. }] => {
+                assert_eq!(sanctions.len(), MAX_LISTED_SANCTIONS);
+                assert_eq!(sanctions[0].nick, "g0000", "the first by nick");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// (`--redis`) A room made private on another server whose event was missed turns private
     /// here when it reads its privacy again: its guests leave, its signed-in people stay.
     #[test]
