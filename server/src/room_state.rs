@@ -1627,16 +1627,8 @@ impl RoomState {
             vec![Effect::Privacy { private }, Effect::Broadcast { message: told, except: None }];
         if private {
             // Those who could not join it now (guests, tokens) do not stay to read it.
-            let outsiders: Vec<ConnId> = self
-                .members
-                .iter()
-                .filter(|(_, m)| !m.has_account())
-                .map(|(conn, _)| *conn)
-                .collect();
             let reason = format!("#{} became private: only its members may stay", self.name);
-            for conn in outsiders {
-                effects.extend(self.remove_seat(conn, &reason, ts));
-            }
+            effects.extend(self.remove_seats(|m| !m.has_account(), &reason, ts));
         }
         effects
     }
@@ -1791,9 +1783,8 @@ impl RoomState {
         }
         if grant == Grant::Member && revoke && role.is_none() && self.private == Some(true) {
             let reason = format!("{by} removed you from the members of #{}", self.name);
-            for conn in seats {
-                effects.extend(self.remove_seat(conn, &reason, ts));
-            }
+            let theirs = |m: &Member| m.has_account() && m.nick == nick;
+            effects.extend(self.remove_seats(theirs, &reason, ts));
         }
         effects
     }
@@ -2044,13 +2035,9 @@ impl RoomState {
             }
             return effects;
         }
-        let seats: Vec<ConnId> =
-            self.members.iter().filter(|(_, m)| m.subject == subject).map(|(c, _)| *c).collect();
         let verb = if action == Sanction::Ban { "banned" } else { "kicked" };
         let reason = format!("{by} {verb} you from #{}", self.name);
-        for seat in seats {
-            effects.extend(self.remove_seat(seat, &reason, ts));
-        }
+        effects.extend(self.remove_seats(|m| m.subject == subject, &reason, ts));
         effects
     }
 
@@ -2072,14 +2059,25 @@ impl RoomState {
         vec![Effect::Send { to: conn, message: error }]
     }
 
-    /// Removes the seat `conn` by a moderator's hand (its session closes, saying `reason`);
-    /// the room sees it leave unless its nick stays (another device).
-    fn remove_seat(&mut self, conn: ConnId, reason: &str, ts: UnixMillis) -> Vec<Effect> {
-        let Some(removed) = self.members.remove(&conn) else { return Vec::new() };
-        let mut effects = vec![Effect::Removed { conn, reason: reason.to_owned() }];
-        if !self.shown(&removed.nick) {
-            let left = ServerMessage::Left { room: self.name.clone(), nick: removed.nick, ts };
-            effects.push(Effect::Broadcast { message: left, except: None });
+    /// Removes the seats of the members `which` picks by a moderator's hand (their sessions
+    /// close, saying `reason`); the room sees each leave unless its nick stays (another
+    /// device).
+    fn remove_seats(
+        &mut self,
+        which: impl Fn(&Member) -> bool,
+        reason: &str,
+        ts: UnixMillis,
+    ) -> Vec<Effect> {
+        let seats: Vec<ConnId> =
+            self.members.iter().filter(|(_, m)| which(m)).map(|(conn, _)| *conn).collect();
+        let mut effects = Vec::new();
+        for conn in seats {
+            let Some(removed) = self.members.remove(&conn) else { continue };
+            effects.push(Effect::Removed { conn, reason: reason.to_owned() });
+            if !self.shown(&removed.nick) {
+                let left = ServerMessage::Left { room: self.name.clone(), nick: removed.nick, ts };
+                effects.push(Effect::Broadcast { message: left, except: None });
+            }
         }
         effects
     }
