@@ -900,19 +900,15 @@ mod tests {
         assert!(keys.contains(&format!("chat:session:{hash}")), "{keys:?}");
     }
 
-    /// Threads calling at once each get a connection of their own: one waiting on a slow
-    /// answer holds up nobody else.
-    #[test]
-    fn concurrent_calls_do_not_queue_behind_each_other() {
-        let redis = testclient::redis::RedisProcess::start(false);
-        let store = std::sync::Arc::new(RedisAccounts::connect(&redis.url).expect("connected"));
+    /// Four threads call at once, each waiting a fifth of a second on an answer that blocks
+    /// only its own connection (a `BLPOP` of an empty list).
+    fn four_slow_calls_at_once(store: &std::sync::Arc<RedisAccounts>) {
         let start = std::sync::Arc::new(std::sync::Barrier::new(4));
         let threads: Vec<_> = (0..4)
             .map(|n| {
                 let (store, start) = (store.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    // Blocks this connection only, for a fifth of a second.
                     let popped: Option<(String, String)> =
                         store.call(|c| c.blpop(format!("chat:test:{n}"), 0.2)).expect("answered");
                     popped
@@ -922,6 +918,15 @@ mod tests {
         for thread in threads {
             assert_eq!(thread.join().expect("finished"), None);
         }
+    }
+
+    /// Threads calling at once each get a connection of their own: one waiting on a slow
+    /// answer holds up nobody else.
+    #[test]
+    fn concurrent_calls_do_not_queue_behind_each_other() {
+        let redis = testclient::redis::RedisProcess::start(false);
+        let store = std::sync::Arc::new(RedisAccounts::connect(&redis.url).expect("connected"));
+        four_slow_calls_at_once(&store);
         let idle = store.idle.lock().expect("not poisoned").len();
         assert_eq!(idle, 4, "one connection per concurrent call, kept for the next calls");
     }
@@ -932,21 +937,7 @@ mod tests {
     fn idle_connections_from_before_a_restart_do_not_refuse_calls() {
         let mut redis = testclient::redis::RedisProcess::start(true);
         let store = std::sync::Arc::new(RedisAccounts::connect(&redis.url).expect("connected"));
-        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
-        let threads: Vec<_> = (0..4)
-            .map(|n| {
-                let (store, start) = (store.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    let popped: Option<(String, String)> =
-                        store.call(|c| c.blpop(format!("chat:test:{n}"), 0.2)).expect("answered");
-                    popped
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().expect("finished");
-        }
+        four_slow_calls_at_once(&store);
         assert_eq!(store.idle.lock().expect("not poisoned").len(), 4);
         redis.kill();
         redis.restart(true);
