@@ -8,6 +8,7 @@ mod capacity;
 mod chart;
 mod fanout;
 mod idle;
+mod joins;
 mod usage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::capacity::{Best, Search};
 use crate::fanout::{Fanout, Outcome};
 use crate::idle::{Idle, IdleOutcome};
+use crate::joins::{JoinOutcome, Joins};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for servers speaking the chat's core wire format")]
@@ -70,6 +72,18 @@ enum Commands {
         peers: PathBuf,
         #[command(flatten)]
         load: Idle,
+    },
+    /// Fill rooms with history, then join them at a fixed rate; compare the time from connect to
+    /// welcome and the server's CPU and bytes per join.
+    Joins {
+        /// Our server's release binary.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+        server: PathBuf,
+        /// The folder holding the reference peers.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+        peers: PathBuf,
+        #[command(flatten)]
+        load: Joins,
     },
     /// One worker process of a spread fan-out run (started by it): connects its clients,
     /// prints `ready`, starts on a line from stdin, prints its counts as JSON.
@@ -210,6 +224,27 @@ async fn main() -> Result<()> {
                 chart::write(&path, &title, search.p99_limit_ms, &series)?;
                 eprintln!("chart written to {}", path.display());
             }
+        }
+        Commands::Joins { server, peers, load } => {
+            let mut rows = Vec::new();
+            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+                let running = command.start()?;
+                let address = running.address.clone();
+                eprintln!("{name}: filling {} rooms with {} messages", load.rooms, load.history);
+                let filled = joins::fill(&address, &load)
+                    .await
+                    .with_context(|| format!("filling rooms of {name}"))?;
+                eprintln!("{name}: {} joins/s for {}", load.rate, load.duration);
+                let cpu_before = running.cpu_time()?;
+                // Only our server welcomes; the peers are done at the upgrade.
+                let outcome = joins::run(&filled, &load, name.starts_with("chat")).await;
+                let cpu = running.cpu_time()?.saturating_sub(cpu_before);
+                filled.close();
+                drop(running);
+                let outcome = outcome.with_context(|| format!("joins into {name}"))?;
+                rows.push((name, JoinOutcome { server_cpu: Some(cpu), ..outcome }));
+            }
+            print_joins(&load, &rows);
         }
         Commands::Compare { server, peers, load } => {
             let mut rows = Vec::new();
@@ -459,6 +494,59 @@ fn print_idle(load: &Idle, rows: &[(&str, IdleOutcome)]) {
             (outcome.rss_before_kib as f64 + each * 1e6) / 1024.0 / 1024.0,
             vs_node,
             vs_minimal,
+        );
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_joins(load: &Joins, rows: &[(&str, JoinOutcome)]) {
+    let since = match load.missed {
+        0 => "without since".to_owned(),
+        n => format!("since {n} messages back"),
+    };
+    println!(
+        "joins: {} rooms of {} messages ({} bytes of text each), {} joins/s for {}, {since}; \
+         timed from connect (peers send no welcome: theirs is the upgrade)",
+        load.rooms, load.history, load.text_bytes, load.rate, load.duration
+    );
+    println!(
+        "{:<16} {:>6} {:>6} {:>12} {:>9} {:>9} {:>10} {:>9} {:>12} {:>11} {:>11} {:>9} {:>9}",
+        "server",
+        "joins",
+        "failed",
+        "upgrade p99",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "p99 vs node",
+        "p99 vs min",
+        "CPU us/join",
+        "CPU vs min",
+        "KB/join",
+        "msgs/join"
+    );
+    let p99 = Peers::of(rows, |row| Some(JoinOutcome::ms(&row.welcome, 0.99)));
+    let cpu = Peers::of(rows, JoinOutcome::cpu_micros_per_join);
+    for (name, row) in rows {
+        let welcome_p99 = JoinOutcome::ms(&row.welcome, 0.99);
+        let (vs_node, vs_minimal) = p99.ratios(welcome_p99);
+        let per_join = row.cpu_micros_per_join();
+        let cpu_vs_minimal = per_join.map_or("-".into(), |c| cpu.ratios(c).1);
+        println!(
+            "{:<16} {:>6} {:>6} {:>12.2} {:>9.2} {:>9.2} {:>10.2} {:>11} {:>12} {:>11} {:>11} {:>9.1} {:>9.1}",
+            name,
+            row.joins,
+            row.failed,
+            JoinOutcome::ms(&row.upgrade, 0.99),
+            JoinOutcome::ms(&row.welcome, 0.5),
+            welcome_p99,
+            JoinOutcome::ms(&row.welcome, 0.999),
+            vs_node,
+            vs_minimal,
+            per_join.map_or("-".into(), |c| format!("{c:.0}")),
+            cpu_vs_minimal,
+            row.bytes_per_join() / 1000.0,
+            row.history_per_join(),
         );
     }
 }
