@@ -25,7 +25,8 @@ pub enum FragmentError {
 /// The fragments received so far of one message.
 #[derive(Debug, Default)]
 pub struct Reassembly {
-    current: Option<(bool, BytesMut)>,
+    /// Boxed: every connection holds a `Reassembly`, few ever see a fragment.
+    current: Option<Box<(bool, BytesMut)>>,
     /// The message under way was refused (a fragment of it broke the rate limit): its
     /// remaining fragments are checked for sequence and size, then dropped.
     dropping: bool,
@@ -44,9 +45,9 @@ impl Reassembly {
             if self.current.is_some() {
                 return Err(FragmentError::OutOfSequence);
             }
-            self.current = Some((is_text, BytesMut::new()));
+            self.current = Some(Box::new((is_text, BytesMut::new())));
         }
-        let Some((is_text, buffer)) = self.current.as_mut() else {
+        let Some((is_text, buffer)) = self.current.as_deref_mut() else {
             return Err(FragmentError::OutOfSequence);
         };
         if buffer.len() + data.len() > limit {
@@ -60,7 +61,7 @@ impl Reassembly {
             return Ok(None);
         }
         let is_text = *is_text;
-        let Some((_, buffer)) = self.current.take() else {
+        let Some((_, buffer)) = self.current.take().map(|current| *current) else {
             return Err(FragmentError::OutOfSequence);
         };
         if std::mem::take(&mut self.dropping) {
@@ -75,7 +76,7 @@ impl Reassembly {
     /// Drops the message under way: [`Reassembly::push`] keeps checking its fragments but
     /// returns nothing for it.
     pub fn drop_current(&mut self) {
-        if let Some((_, buffer)) = self.current.as_mut() {
+        if let Some((_, buffer)) = self.current.as_deref_mut() {
             buffer.clear();
             self.dropping = true;
         }
@@ -122,7 +123,7 @@ mod tests {
         assert_eq!(r.push(Item::FirstText(bytes("{\"type\":")), 100), Ok(None));
         r.drop_current();
         assert_eq!(r.push(Item::Continue(bytes("xxxxxxxx")), 100), Ok(None));
-        assert_eq!(r.current.as_ref().map(|(_, buffer)| buffer.len()), Some(0));
+        assert_eq!(r.current.as_deref().map(|(_, buffer)| buffer.len()), Some(0));
         assert_eq!(r.push(Item::Last(bytes("}")), 100), Ok(None));
         assert_eq!(r.push(Item::FirstText(bytes("a")), 100), Ok(None));
         assert_eq!(r.push(Item::Last(bytes("b")), 100), Ok(Some(Whole::Text(bytes("ab")))));

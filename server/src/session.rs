@@ -1,7 +1,6 @@
 //! `Session`: one actor per WebSocket connection. A thin adapter: it moves frames between the
 //! socket and the rooms, keeps the heartbeat, and leaves decoding and policy to `inbound`.
 
-use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +8,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use bytestring::ByteString;
+use litemap::LiteMap;
 use protocol::{ErrorCode, ServerMessage, close};
 
 use crate::backlog::{self, BacklogLimit, FrameReceiver, FrameSender};
@@ -84,19 +84,21 @@ pub struct Session {
     lobby: Addr<Lobby>,
     /// When the client was last heard from (any frame counts).
     heard: Instant,
-    /// Where the connect URL asked to go; consumed when the session starts.
-    initial: Option<Result<Target, Rejection>>,
+    /// Where the connect URL asked to go; consumed when the session starts (boxed: the
+    /// session keeps its place for its whole life, 112 bytes inline).
+    initial: Option<Box<Result<Target, Rejection>>>,
     client: Option<String>,
-    /// Who the connection is signed in as, if anyone.
-    account: Option<SignedIn>,
+    /// Who the connection is signed in as, if anyone (boxed: a guest's costs 8 bytes, not 80).
+    account: Option<Box<SignedIn>>,
     /// The only rooms it may enter (`None`: any).
     only_rooms: Option<Arc<[String]>>,
     /// Why it may not chat (said and closed as it starts).
     refused: Option<Refusal>,
     /// The session cookie's session, checked every `--session-check-interval`.
     session_check: Option<SessionCheck>,
-    /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`).
-    memberships: BTreeMap<String, Membership>,
+    /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`): a
+    /// sorted Vec, a few dozen bytes per room rather than a B-tree node's 900 for the first.
+    memberships: LiteMap<String, Membership>,
     /// The nick the last join was admitted under: a join that names none into a room this
     /// connection is not in asks for it.
     nick: Option<String>,
@@ -166,13 +168,13 @@ impl Session {
             config,
             lobby,
             heard: Instant::now(),
-            initial: Some(initial),
+            initial: Some(Box::new(initial)),
             client,
-            account,
+            account: account.map(Box::new),
             only_rooms,
             refused,
             session_check,
-            memberships: BTreeMap::new(),
+            memberships: LiteMap::new(),
             nick: None,
             joining: None,
             fragments: Reassembly::default(),
@@ -300,7 +302,7 @@ impl Session {
             conn: self.conn,
             nick,
             client: self.client.clone(),
-            account: self.account.clone(),
+            account: self.account.as_deref().cloned(),
             only_rooms: self.only_rooms.clone(),
             invite,
             since,
@@ -550,7 +552,7 @@ impl Actor for Session {
         if let Some(queued) = self.queued.take() {
             ctx.add_stream(queued);
         }
-        match self.initial.take() {
+        match self.initial.take().map(|initial| *initial) {
             Some(Ok(target)) => self.join(target, false, ctx),
             Some(Err(rejection)) => self.reject(ctx, rejection),
             None => {}
@@ -563,7 +565,7 @@ impl Drop for Session {
     /// gone, actix-http drops the response body and actix-web-actors drops the actor with it,
     /// without running `stopping` or `stopped`. `Drop` runs on every path.
     fn drop(&mut self) {
-        let rooms = std::mem::take(&mut self.memberships).into_keys();
+        let rooms = std::mem::take(&mut self.memberships).into_iter().map(|(room, _)| room);
         tracing::info!(conn = self.conn, rooms = rooms.len(), "disconnected");
         self.metrics.memberships.dec_by(i64::try_from(rooms.len()).unwrap_or(i64::MAX));
         for room in rooms.chain(self.joining.take()) {
