@@ -96,6 +96,15 @@ impl FrameSender {
         limit.bytes.saturating_sub(self.shared.lock().bytes)
     }
 
+    /// Gives back the queue's memory if nothing waits. Called now and then (each heartbeat), so
+    /// an idle session keeps nothing of its last burst; a busy one loses one allocation.
+    pub fn release_if_empty(&self) {
+        let mut queue = self.shared.lock();
+        if queue.frames.is_empty() {
+            queue.frames = VecDeque::new();
+        }
+    }
+
     /// Frees what waits and drops whatever comes later: the session was dropped as not
     /// reading, and its frames would otherwise stay allocated until the kernel ends its
     /// connection.
@@ -237,6 +246,22 @@ mod tests {
         assert!(sender.try_send(frame(1), LIMIT));
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
         assert!(Pin::new(&mut receiver).poll_next(&mut cx).is_ready());
+    }
+
+    /// An idle queue gives its memory back when asked; one with frames waiting keeps them.
+    #[test]
+    fn an_empty_queue_releases_its_memory() {
+        let (sender, mut receiver) = channel();
+        let limit = BacklogLimit { frames: 100, bytes: 10_000 };
+        assert!((0..10).all(|_| sender.try_send(frame(1), limit)));
+        sender.release_if_empty();
+        assert_eq!(sender.shared.lock().frames.len(), 10, "nothing dropped");
+        while next(&mut receiver).is_some() {}
+        assert!(sender.shared.lock().frames.capacity() > 0, "a burst's capacity is kept");
+        sender.release_if_empty();
+        assert_eq!(sender.shared.lock().frames.capacity(), 0);
+        assert!(sender.try_send(frame(1), limit));
+        assert_eq!(next(&mut receiver).as_deref(), Some("x"));
     }
 
     /// Once the session is gone, frames for it are dropped instead of kept.

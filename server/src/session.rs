@@ -265,6 +265,7 @@ impl Session {
                 session.close(ctx, close::HEARTBEAT_TIMEOUT, "no heartbeat from the client");
             } else {
                 ctx.ping(b"");
+                session.frames.release_if_empty();
             }
         });
     }
@@ -344,6 +345,10 @@ impl Session {
             session.nick = Some(joined.nick.clone());
             let now =
                 Membership { nick: joined.nick, room: joined.room, instance: joined.instance };
+            if session.memberships.is_empty() {
+                // Most connections stay in one room: room for one, not the Vec's first four.
+                session.memberships = LiteMap::with_capacity(1);
+            }
             if session.memberships.insert(room, now).is_none() {
                 session.metrics.memberships.inc();
             }
