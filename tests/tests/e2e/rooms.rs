@@ -356,6 +356,128 @@ async fn first_load_times_are_marked() {
     std::fs::write(crate::util::screenshot_dir().join("load-times.txt"), report).expect("report");
 }
 
+/// The page keeps answering the keyboard while 10,000 messages pour into its room. It records,
+/// for each key typed into the composer during the flood, how long the key waited before its
+/// handler ran (`performance.now() - event.timeStamp`: the main thread busy with messages), and
+/// the Event Timing API's key events slower than 16 ms (input to the next paint). The figures
+/// are printed and written to `target/e2e-screenshots/input-latency.txt` for BENCHMARKS.md, not
+/// compared with a bound (speed is for `bench`); the test asserts that typing overlapped the
+/// flood, that no key was lost, and that the last message was shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_while_ten_thousand_messages_arrive() {
+    const MESSAGES: usize = 10_000;
+    // The writer sends as fast as it can, and the page's queue may hold the whole flood.
+    let server = ServerProcess::start_with(&[
+        "--rate-per-second",
+        "100000",
+        "--rate-burst",
+        "100000",
+        "--max-queued-frames",
+        "20000",
+        "--max-queued-bytes",
+        "16000000",
+    ]);
+    let driver = Driver::start();
+    let browser = driver.browser(1100, 720).await;
+    browser.join_with_link(&server, "flood", "reader").await;
+    let setup = r#"
+        window.chatKeyDelays = [];
+        window.chatSlowEvents = [];
+        document.querySelector('#composer-input').addEventListener('keydown',
+            e => window.chatKeyDelays.push(performance.now() - e.timeStamp));
+        new PerformanceObserver(list => {
+            for (const e of list.getEntries()) {
+                window.chatSlowEvents.push([e.name, e.duration, e.processingStart - e.startTime]);
+            }
+        }).observe({type: 'event', durationThreshold: 16});
+        return true;"#;
+    browser.client.execute(setup, vec![]).await.expect("recorders installed");
+    let mut writer =
+        testclient::Client::connect(&testclient::url(server.addr, "room=flood&nick=writer")).await;
+    writer.welcome().await;
+    let began = std::time::Instant::now();
+    // In bursts of 100 every 20 ms (about 5,000 a second), so the flood lasts long enough to
+    // type into.
+    let flood = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for burst in 0..MESSAGES / 100 {
+            tick.tick().await;
+            for i in burst * 100..(burst + 1) * 100 {
+                writer.say(&format!("flood {i}")).await;
+            }
+        }
+        writer
+    });
+    let last = format!("flood {}", MESSAGES - 1);
+    let shown = || async {
+        let script = format!(
+            "const t = document.querySelectorAll('.message .text'); return t.length > 0 && t[t.length - 1].textContent === '{last}'"
+        );
+        browser.client.execute(&script, vec![]).await.ok().and_then(|v| v.as_bool())
+    };
+    let input = browser.find("#composer-input").await;
+    let mut typed = String::new();
+    let deadline = began + Duration::from_secs(120);
+    loop {
+        // Ten keys a call (chromedriver takes a few hundred ms per call here, yet dispatches
+        // the keys of one call one by one, each timed by the page), until the last message is
+        // on the page.
+        let keys: String =
+            (0..10).map(|k| char::from(b'a' + ((typed.len() + k) % 26) as u8)).collect();
+        input.send_keys(&keys).await.expect("keys typed");
+        typed.push_str(&keys);
+        if flood.is_finished() && shown().await == Some(true) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the last message was never shown");
+    }
+    let rendered = began.elapsed();
+    let _writer = flood.await.expect("the writer sent everything");
+    let value = input.prop("value").await.expect("composer value").unwrap_or_default();
+    assert_eq!(value, typed, "every key reached the composer, in order");
+    assert!(typed.len() >= 10, "typing overlapped the flood ({} keys)", typed.len());
+
+    let delays =
+        browser.client.execute("return window.chatKeyDelays", vec![]).await.expect("delays read");
+    let mut delays: Vec<f64> = delays
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    assert_eq!(delays.len(), typed.len(), "each key was timed");
+    delays.sort_by(f64::total_cmp);
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    let slow = browser
+        .client
+        .execute("return window.chatSlowEvents", vec![])
+        .await
+        .expect("slow events read");
+    let slow_keys: Vec<(f64, f64)> = slow
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e[0].as_str().is_some_and(|name| name.starts_with("key")))
+                .filter_map(|e| Some((e[1].as_f64()?, e[2].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let worst = slow_keys.iter().map(|(duration, _)| *duration).fold(0.0, f64::max);
+    let report = format!(
+        "{MESSAGES} messages shown in {:.1} s; {} keys typed meanwhile; key wait before its handler: \
+         median {:.1} ms, p90 {:.1} ms, max {:.1} ms; key events over 16 ms from input to next paint: {} \
+         (longest {worst:.0} ms)",
+        rendered.as_secs_f64(),
+        typed.len(),
+        at(0.5),
+        at(0.9),
+        at(1.0),
+        slow_keys.len(),
+    );
+    eprintln!("{report}");
+    std::fs::write(crate::util::screenshot_dir().join("input-latency.txt"), report)
+        .expect("report");
+}
+
 /// Notifications of mentions: the page never asks for the permission by itself; turning them
 /// on in the settings asks once; then a mention in a room not in view shows one, with who and
 /// where. (A headless browser shows no notifications, so the page's `Notification` is replaced
