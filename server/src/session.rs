@@ -92,10 +92,12 @@ pub struct Session {
     account: Option<Box<SignedIn>>,
     /// The only rooms it may enter (`None`: any).
     only_rooms: Option<Arc<[String]>>,
-    /// Why it may not chat (said and closed as it starts).
-    refused: Option<Refusal>,
-    /// The session cookie's session, checked every `--session-check-interval`.
-    session_check: Option<SessionCheck>,
+    /// Why it may not chat (said and closed as it starts). Boxed like `initial`: both are
+    /// consumed as the session starts.
+    refused: Option<Box<Refusal>>,
+    /// The session cookie's session, handed to the check that runs every
+    /// `--session-check-interval` as the session starts.
+    session_check: Option<Box<SessionCheck>>,
     /// The rooms this connection is in, by name (at most `--max-rooms-per-connection`): a
     /// sorted Vec, a few dozen bytes per room rather than a B-tree node's 900 for the first.
     memberships: LiteMap<String, Membership>,
@@ -172,8 +174,8 @@ impl Session {
             client,
             account: account.map(Box::new),
             only_rooms,
-            refused,
-            session_check,
+            refused: refused.map(Box::new),
+            session_check: session_check.map(Box::new),
             memberships: LiteMap::new(),
             nick: None,
             joining: None,
@@ -235,8 +237,8 @@ impl Session {
     /// Closes the connection (4004) once its session cookie's session has ended: logged out
     /// elsewhere, its password reset, its account deleted, or expired. A failed read keeps
     /// it (the next check decides).
-    fn check_session(&self, ctx: &mut ws::WebsocketContext<Self>) {
-        let Some(check) = self.session_check.clone() else { return };
+    fn check_session(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(check) = self.session_check.take() else { return };
         ctx.run_interval(*self.config.abuse.session_check_interval, move |session, ctx| {
             let now = crate::outbound::now_millis();
             match check.accounts.session_account(&check.token, now) {
@@ -531,7 +533,7 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(conn = self.conn, "connected");
-        if let Some(Refusal { why, retry }) = self.refused.take() {
+        if let Some(Refusal { why, retry }) = self.refused.take().map(|refused| *refused) {
             // Written at once, ahead of the close (the queue is not read yet): nothing else
             // was sent. The close's reason repeats the words (within the 123 bytes a reason
             // may take), for clients that show only the close.
