@@ -5,13 +5,13 @@
 //! - [`state`]: `State` and `Action`, the reducer; the only place state changes.
 //! - [`connection`]: the socket, reconnection with backoff, rejoining where it left off.
 //! - [`outbox`]: sent messages awaiting their acknowledgement, kept across reloads.
-//! - [`backoff`]: reconnection delays.
+//! - [`backoff`]: reconnection delays (`protocol::backoff`, shared with the load generator).
 //! - [`page`]: the address bar and this tab's token.
 //! - [`typing`]: when to announce typing, and how to show it.
 //! - [`components`]: one component per file, rendering props and raising callbacks.
 
 pub mod account;
-pub mod backoff;
+pub use protocol::backoff;
 pub mod components;
 pub mod connection;
 pub mod outbox;

@@ -9,7 +9,10 @@
 //! - [`ClientMessage`], [`ServerMessage`] and the records they carry: this file.
 //! - [`rules`]: limits and validation of nicknames, room names and message text.
 //! - [`close`]: the WebSocket close codes the server uses.
+//! - [`backoff`]: how long a client waits before reconnecting (the web client's schedule, which
+//!   `bench storm` follows too).
 
+pub mod backoff;
 pub mod close;
 pub mod rules;
 

@@ -1,5 +1,9 @@
 //! Reconnection delays: exponential backoff with jitter, so a restarted server is not hit by
 //! every client at the same instant.
+//!
+//! The web client reconnects on this schedule (`frontend/src/connection.rs`), and so does
+//! `bench storm`'s load, so that what the benchmark measures after a restart is what the page
+//! would see. Plain `std`: the wasm build uses it as well.
 
 use std::time::Duration;
 
