@@ -9,6 +9,7 @@ mod chart;
 mod fanout;
 mod idle;
 mod joins;
+mod storm;
 mod usage;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,7 @@ use crate::capacity::{Best, Search};
 use crate::fanout::{Fanout, Outcome};
 use crate::idle::{Idle, IdleOutcome};
 use crate::joins::{JoinOutcome, Joins};
+use crate::storm::{Storm, StormOutcome};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for servers speaking the chat's core wire format")]
@@ -85,6 +87,20 @@ enum Commands {
         #[command(flatten)]
         load: Joins,
     },
+    /// Connect many clients to rooms with history, restart the server (SIGTERM, then the same
+    /// command on the same port) and time how long until every client, reconnecting on the web
+    /// client's backoff, has its welcome from the new server; with the server's peak CPU and
+    /// memory meanwhile and every failed attempt by kind.
+    Storm {
+        /// Our server's release binary.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+        server: PathBuf,
+        /// The folder holding the reference peers.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+        peers: PathBuf,
+        #[command(flatten)]
+        load: Storm,
+    },
     /// One worker process of a spread fan-out run (started by it): connects its clients,
     /// prints `ready`, starts on a line from stdin, prints its counts as JSON.
     #[command(hide = true)]
@@ -114,6 +130,27 @@ enum Commands {
         per_room: usize,
         #[arg(long, default_value_t = 1)]
         rooms: usize,
+    },
+    /// One worker process of `storm` (started by it): connects its clients, prints
+    /// `connected N`, and after a line `restarted KILL EXIT` prints their counts as JSON once
+    /// they are back.
+    #[command(hide = true)]
+    StormWorker {
+        #[arg(long)]
+        address: SocketAddr,
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        rooms: usize,
+        /// The server welcomes each join (ours); without, a client is in at the upgrade.
+        #[arg(long)]
+        welcome: bool,
+        #[arg(long)]
+        deadline: humantime::Duration,
     },
     /// Run the fan-out scenario against our server and both peers, and compare.
     Compare {
@@ -166,6 +203,27 @@ async fn main() -> Result<()> {
                 bail!("the load generator only uses loopback addresses");
             }
             idle::worker(address, source, first, count, per_room, rooms).await?;
+        }
+        Commands::Storm { server, peers, load } => {
+            let mut rows = Vec::new();
+            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+                let Launch::One(command) = command else {
+                    continue; // restarted as one process on its port
+                };
+                // Only our server welcomes; a peer's client is back at the upgrade.
+                let outcome = storm::run(name, &command, name.starts_with("chat"), &load)
+                    .await
+                    .with_context(|| format!("the reconnect storm against {name}"))?;
+                rows.push((name, outcome));
+            }
+            print_storm(&load, &rows);
+        }
+        Commands::StormWorker { address, source, first, count, rooms, welcome, deadline } => {
+            if !address.ip().is_loopback() || !source.is_loopback() {
+                bail!("the load generator only uses loopback addresses");
+            }
+            let plan = storm::Plan { address, source: source.into(), rooms, welcome };
+            storm::worker(plan, first, count, *deadline).await?;
         }
         #[allow(clippy::print_stdout)] // the parent reads the worker's stdout
         Commands::FanoutWorker { address, first, count, load } => {
@@ -409,6 +467,20 @@ impl Peer {
     /// Starts `command PORT` and waits until it accepts connections (a peer may build itself
     /// on first use, so this waits up to five minutes).
     fn start(command: &[String], port: u16) -> Result<Self> {
+        let peer = Self::spawn(command, port)?;
+        let program = command.first().map_or("", String::as_str);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("{program} did not listen on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(peer)
+    }
+
+    /// Starts `command PORT` without waiting for it to listen (`bench storm` times that).
+    fn spawn(command: &[String], port: u16) -> Result<Self> {
         let (program, args) = command.split_first().context("empty command")?;
         let child = Command::new(program)
             .args(args)
@@ -418,15 +490,7 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {program}"))?;
-        let peer = Peer(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(300) {
-                bail!("{program} did not listen on port {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(peer)
+        Ok(Peer(child))
     }
 }
 
@@ -547,6 +611,85 @@ fn print_joins(load: &Joins, rows: &[(&str, JoinOutcome)]) {
             cpu_vs_minimal,
             row.bytes_per_join() / 1000.0,
             row.history_per_join(),
+        );
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_storm(load: &Storm, rows: &[(&str, StormOutcome)]) {
+    println!(
+        "storm: {} clients in {} rooms of {} messages, from {} processes on 127.0.0.2..; the \
+         server restarted (SIGTERM, exit, same command on the same port); clients reconnect on \
+         the web client's backoff (equal jitter, 0.25-0.5 s doubling to 15 s) with since; times \
+         to the welcome from the new server (peers: to the upgrade); deadline {}",
+        load.clients, load.rooms, load.history, load.processes, load.deadline
+    );
+    println!(
+        "{:<16} {:>7} {:>6} {:>10} {:>11} {:>7} {:>7} {:>8} {:>6} {:>8} {:>7} {:>7} {:>6} {:>9} {:>8} {:>7} {:>8}",
+        "server",
+        "clients",
+        "back",
+        "all back s",
+        "from listen",
+        "p50 s",
+        "p99 s",
+        "attempts",
+        "/client",
+        "refused",
+        "http/hs",
+        "closed",
+        "never",
+        "CPU cores",
+        "RSS MiB",
+        "gap s",
+        "vs node"
+    );
+    let peers = Peers::of(rows, |row| row.all_back().map(|all| all.as_secs_f64()));
+    let seconds =
+        |value: Option<Duration>| value.map_or("-".into(), |v| format!("{:.2}", v.as_secs_f64()));
+    for (name, row) in rows {
+        let vs_node = row.all_back().map_or("-".into(), |all| peers.ratios(all.as_secs_f64()).0);
+        println!(
+            "{:<16} {:>7} {:>6} {:>10} {:>11} {:>7} {:>7} {:>8} {:>6.2} {:>8} {:>7} {:>7} {:>6} {:>9.2} {:>8.1} {:>7.2} {:>8}",
+            name,
+            row.clients,
+            row.back.len(),
+            seconds(row.all_back()),
+            seconds(row.all_back_from_listening()),
+            seconds(row.quantile(0.5)),
+            seconds(row.quantile(0.99)),
+            row.attempts,
+            row.attempts_per_client(),
+            row.failed(&[storm::REFUSED]),
+            row.failed(&[storm::HTTP, storm::IO, storm::HANDSHAKE]),
+            row.failed(&[storm::CLOSED, storm::NO_WELCOME]),
+            row.never_back(),
+            row.peak_cores,
+            row.peak_rss_kib as f64 / 1024.0,
+            row.listening.as_secs_f64(),
+            vs_node,
+        );
+    }
+    for (name, row) in rows {
+        let failures: Vec<String> =
+            row.failures.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
+        println!(
+            "{name}: exited {:.2} s after SIGTERM, its clients' connections ended {} s (p50) and \
+             {} s (last) after it; RSS {:.1} MiB before it; failed attempts and refused joins: \
+             {}; {} connections dropped on a full accept queue; {} welcomed by the stopping \
+             server; {} welcomes resumed after since, carrying {} messages; load generator CPU \
+             {:.2} cores over {:.1} s",
+            row.stopped.as_secs_f64(),
+            seconds(row.dropped_quantile(0.5)),
+            seconds(row.dropped_quantile(1.0)),
+            row.rss_before_kib as f64 / 1024.0,
+            if failures.is_empty() { "none".to_owned() } else { failures.join(", ") },
+            row.listen_overflows.map_or("?".into(), |n| n.to_string()),
+            row.stale,
+            row.resumed,
+            row.caught_up,
+            row.generator_cpu.as_secs_f64() / row.generator_wall.as_secs_f64().max(1e-9),
+            row.generator_wall.as_secs_f64(),
         );
     }
 }
