@@ -273,6 +273,33 @@ pub async fn connect_shared(
     Ok(Some(connected))
 }
 
+/// Connections the kernel may hold for the server before it accepts them. std's
+/// `TcpListener::bind` asks for 128: when every client of a restarted server reconnects at
+/// once, the connections past it were dropped and retried a second later (`bench storm`:
+/// 3,250 of 19,000). The kernel caps the number at `net.core.somaxconn` (4,096 by default).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// How long a connection whose response is done waits for the client to close first.
+const CLIENT_LINGER: Duration = Duration::from_millis(250);
+
+/// Listens on `host:port` (the first address the host resolves to) with [`LISTEN_BACKLOG`].
+pub fn listen(host: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let address = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"))
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // As std does: a restarted server binds its port again while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Settings that cannot run together, said in words before anything is bound or opened.
 pub fn check_settings(config: &Config) -> Result<(), String> {
     auth::Gate::from_options(&config.auth)?;
@@ -446,6 +473,12 @@ pub fn run_shared(
         }
     })
     .workers(workers)
+    // After a response (a WebSocket's close included) actix waits for the client to close
+    // first, reading and discarding what it still sends, so that closing does not reset a
+    // response the client has not read yet. Browsers wait for the server to close a WebSocket
+    // (RFC 6455), so every close lasted the whole wait: one second by default, and a restart
+    // as long. A quarter of a second still drains a late frame.
+    .client_disconnect_timeout(CLIENT_LINGER)
     // Chat frames are small and must go out at once: without this, Nagle's algorithm holds a
     // frame back while an earlier one is unacknowledged.
     .tcp_nodelay(true)
@@ -664,4 +697,24 @@ async fn missing_ui() -> HttpResponse {
          the UI inside), or point <code>--ui-dir</code> at a built <code>dist/</code> folder. \
          The WebSocket endpoint <code>/ws</code> works regardless.</p>",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// A burst of connections the server has not accepted yet waits in the kernel's queue:
+    /// 300 connects to a listener that accepts none all complete at once. (With std's backlog
+    /// of 128 the connects past it are dropped and retried a second later, so they time out.)
+    #[test]
+    fn the_listen_queue_holds_a_reconnect_burst() {
+        let listener = super::listen("127.0.0.1", 0).expect("listens");
+        let address = listener.local_addr().expect("an address");
+        let failed = (0..300)
+            .map(|_| TcpStream::connect_timeout(&address, Duration::from_millis(100)))
+            .filter(Result::is_err)
+            .count();
+        assert_eq!(failed, 0, "connects dropped by a full listen queue");
+    }
 }

@@ -1,7 +1,5 @@
 //! The server binary: flags and environment → [`server::Config`], logging, bind, run.
 
-use std::net::TcpListener;
-
 use anyhow::Context;
 use clap::Parser;
 use server::Config;
@@ -24,8 +22,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::info!(limit, "open files limit raised to the hard limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
     }
-    let address = (config.host.as_str(), config.port);
-    let listener = TcpListener::bind(address)
+    let listener = server::listen(&config.host, config.port)
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let shared = server::connect_shared(&config).await?;
     server::run_shared(listener, config, shared, server::shutdown_signal())?

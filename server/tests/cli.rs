@@ -111,6 +111,39 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");
 }
 
+/// After its close frame the server ends the TCP connection itself, at once (RFC 6455: the
+/// server closes first), rather than lingering up to actix's default second for a client that
+/// waits for it, as browsers and tungstenite do. A restarting server then exits, and its
+/// clients find the new one, that much sooner (`bench storm`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_server_ends_its_connections_at_once() {
+    let mut server = Running::start(&["--port", "0", "--shutdown-grace", "5s"], &[]);
+    let address = server.address();
+    let (mut client, _) = Client::join(&url(&address, "room=bye&nick=ann")).await;
+    let started = std::time::Instant::now();
+    let status =
+        Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let code = client.closed().await.map(|frame| u16::from(frame.code));
+    assert_eq!(code, Some(protocol::close::GOING_AWAY));
+    // The client has answered the close (tungstenite does so by itself); now the end of the
+    // stream is the server's FIN.
+    let answered = std::time::Instant::now();
+    loop {
+        let next = tokio::time::timeout(DEADLINE, client.next_frame()).await;
+        match next.expect("the connection ended in time") {
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    let lingered = answered.elapsed();
+    assert!(lingered < Duration::from_millis(600), "the server kept the connection {lingered:?}");
+    while server.child.try_wait().expect("wait").is_none() {
+        assert!(started.elapsed() < DEADLINE, "server did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// SIGHUP (which operators send to make servers reload) does not stop a server without TLS:
 /// it says there is nothing to reload and keeps serving.
 #[test]

@@ -35,7 +35,9 @@ use crate::{
 
 // Based on the default maximum blocking thread count of a Tokio runtime.
 const DEFAULT_BLOCKING_THREAD_BUDGET: usize = 512;
-const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+// Patched (see vendor/README.md): 100 ms rather than 1 s, so a server whose connections have
+// all closed exits within a tenth of a second instead of up to a second later.
+const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Stop worker message. Returns `true` on successful graceful shutdown
 /// and `false` if some connections still alive when shutdown execute.
