@@ -551,6 +551,10 @@ async fn shut_down_when(
     lobby: Addr<Lobby>,
 ) {
     shutdown.await;
+    // No new connection first: one accepted while clients are told would join a room that has
+    // already said goodbye. (Connections arriving now wait in the listen queue and are reset
+    // when the server exits; the lobby turns away any that got in before the pause.)
+    server.pause().await;
     tracing::info!("shutting down: telling clients to go away");
     if let Err(error) = lobby.send(lobby::Shutdown).await {
         tracing::warn!(%error, "could not reach the lobby to close connections");

@@ -56,6 +56,8 @@ pub struct Lobby {
     metrics: Arc<Metrics>,
     /// Private rooms: left out of every room list.
     private: std::collections::HashSet<String>,
+    /// The server is stopping: every member was told to go away, and so is any joiner since.
+    stopping: bool,
 }
 
 impl Lobby {
@@ -110,6 +112,7 @@ impl Lobby {
                 closing: HashMap::new(),
                 metrics,
                 private: registry.private_rooms().into_iter().collect(),
+                stopping: false,
             }
         })
     }
@@ -278,6 +281,13 @@ impl Handler<Join> for Lobby {
     fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
+        if self.stopping {
+            // Accepted just before the server stopped accepting: told to go away like the
+            // members were, rather than seated in a room that has already said goodbye.
+            msg.session.do_send(SessionEvent::GoingAway);
+            let refusal = Rejection::new(ErrorCode::Unavailable, "The server is restarting.");
+            return Box::pin(fut::ready(Err(refusal)));
+        }
         if let Err(wait) = self.joins_by_address.admit(&msg.address) {
             self.metrics.refused_room_open("address_joins");
             let refusal = Rejection::too_fast(wait, |ms| {
@@ -450,6 +460,7 @@ impl Handler<Shutdown> for Lobby {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
         let told: Vec<_> = self.rooms.handles().map(|room| room.send(room::Shutdown)).collect();
         Box::pin(async move {
             for result in futures::future::join_all(told).await {
