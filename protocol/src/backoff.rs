@@ -28,7 +28,9 @@ pub fn next_attempt(previous: u32, healthy: bool) -> u32 {
 pub fn delay(attempt: u32, random: f64) -> Duration {
     let exponent = attempt.saturating_sub(1).min(16);
     let step = BASE.saturating_mul(1 << exponent).min(MAX);
-    step.mul_f64(0.5 + random.clamp(0.0, 1.0) / 2.0)
+    // NaN (a broken random source) counts as 0: `mul_f64` would panic on it.
+    let random = if random.is_nan() { 0.0 } else { random.clamp(0.0, 1.0) };
+    step.mul_f64(0.5 + random / 2.0)
 }
 
 #[cfg(test)]
@@ -44,6 +46,8 @@ mod tests {
         assert_eq!(delay(4, 1.0), Duration::from_millis(4000));
         assert_eq!(delay(40, 1.0), MAX);
         assert_eq!(delay(40, 0.0), MAX / 2);
+        assert_eq!(delay(1, f64::NAN), delay(1, 0.0), "a broken random source does not panic");
+        assert_eq!(delay(1, f64::INFINITY), delay(1, 1.0));
         for attempt in 1..20 {
             let d = delay(attempt, 0.37);
             assert!(d >= delay(attempt, 0.0) && d <= delay(attempt, 1.0));
