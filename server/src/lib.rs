@@ -64,6 +64,7 @@ use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
 use actix_web_actors::ws;
+use futures::FutureExt;
 use serde::Deserialize;
 
 pub use config::Config;
@@ -96,6 +97,8 @@ struct AppState {
     gate: auth::Gate,
     /// Whose forwarding headers are believed (`--trusted-proxy`).
     proxies: proxies::Proxies,
+    /// Resolves when the server starts shutting down (every session watches it).
+    going_away: session::GoingAway,
 }
 
 impl AppState {
@@ -282,22 +285,64 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// How long a connection whose response is done waits for the client to close first.
 const CLIENT_LINGER: Duration = Duration::from_millis(250);
 
-/// Listens on `host:port` (the first address the host resolves to) with [`LISTEN_BACKLOG`].
+/// Listens on `host:port` with [`LISTEN_BACKLOG`], on the first address the host resolves to
+/// that can be bound (as std's `TcpListener::bind`: `localhost` may name `::1` first on a host
+/// without IPv6). Warns once if the kernel will cap the backlog lower.
 pub fn listen(host: &str, port: u16) -> std::io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
-    let address = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"))
-    })?;
+    listen_first((host, port).to_socket_addrs()?).map_err(|error| match error {
+        Some(error) => error,
+        None => std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address")),
+    })
+}
+
+/// Listens on the first of `addresses` that can be bound; the last error if none can (`None`:
+/// there was no address).
+fn listen_first(
+    addresses: impl IntoIterator<Item = std::net::SocketAddr>,
+) -> Result<std::net::TcpListener, Option<std::io::Error>> {
+    let mut last_error = None;
+    for address in addresses {
+        match listen_on(address) {
+            Ok(listener) => {
+                warn_if_backlog_capped();
+                return Ok(listener);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error)
+}
+
+fn listen_on(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
-    // As std does: a restarted server binds its port again while old connections linger.
+    // As std does on Unix: a restarted server binds its port again while old connections
+    // linger. (Not SO_REUSEPORT: a second server on the same port is still refused.)
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// The kernel silently caps a listen backlog at `net.core.somaxconn` (128 before Linux 5.4,
+/// and per network namespace in containers): say so, since reconnects after a restart are then
+/// dropped and retried.
+fn warn_if_backlog_capped() {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else { return };
+    if let Ok(cap) = text.trim().parse::<i32>()
+        && cap < LISTEN_BACKLOG
+    {
+        tracing::warn!(
+            somaxconn = cap,
+            wanted = LISTEN_BACKLOG,
+            "net.core.somaxconn caps the listen queue: raise it (sysctl) or reconnects after a \
+             restart are dropped and retried"
+        );
+    }
 }
 
 /// Settings that cannot run together, said in words before anything is bound or opened.
@@ -410,6 +455,7 @@ pub fn run_shared(
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
     let state_metrics = metrics.clone();
+    let (tell_going_away, going_away) = futures::channel::oneshot::channel();
     let state = web::Data::new(AppState {
         config: config.clone(),
         lobby: lobby.clone(),
@@ -423,6 +469,7 @@ pub fn run_shared(
         accounts: accounts.clone(),
         gate,
         proxies: proxies::Proxies::new(config.abuse.trusted_proxies.clone()),
+        going_away: going_away.shared(),
     });
     let closing_accounts = accounts;
     if let Some(metrics_address) = &config.metrics_address {
@@ -518,7 +565,8 @@ pub fn run_shared(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let tls_metrics = state_metrics.clone();
     actix_rt::spawn(tls::watch(tls, hangup, tls_metrics));
-    actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby));
+    let grace = *config.shutdown_grace;
+    actix_rt::spawn(shut_down_when(shutdown, server.handle(), lobby, tell_going_away, grace));
     if address.ip().is_loopback() {
         tracing::info!(
             allowed_hosts = ?config.abuse.allowed_hosts,
@@ -542,23 +590,32 @@ pub fn run_shared(
 /// How long a stopping server waits for the message store to write what is queued and close.
 const STORE_CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Once `shutdown` resolves: tell every client in a room to go away (close 1001, so the page
-/// shows that it is reconnecting), then stop accepting and let connections finish, for at
-/// most the shutdown grace period.
+/// Once `shutdown` resolves: stop accepting, tell every client to go away (close 1001, so the
+/// page shows that it is reconnecting), then let connections finish, for at most the shutdown
+/// grace period.
 async fn shut_down_when(
     shutdown: impl std::future::Future<Output = ()>,
     server: actix_web::dev::ServerHandle,
     lobby: Addr<Lobby>,
+    going_away: futures::channel::oneshot::Sender<()>,
+    grace: Duration,
 ) {
     shutdown.await;
     // No new connection first: one accepted while clients are told would join a room that has
     // already said goodbye. (Connections arriving now wait in the listen queue and are reset
-    // when the server exits; the lobby turns away any that got in before the pause.)
+    // when the listener closes, at `stop`; the lobby turns away any that got in before the
+    // pause.)
     server.pause().await;
     tracing::info!("shutting down: telling clients to go away");
-    if let Err(error) = lobby.send(lobby::Shutdown).await {
-        tracing::warn!(%error, "could not reach the lobby to close connections");
+    // Rooms say goodbye to their members, and the lobby refuses joins from here on; every
+    // session, in a room or not, then closes with 1001. A room that does not answer (stuck
+    // loading) costs at most the grace, not the shutdown.
+    match actix_rt::time::timeout(grace, lobby.send(lobby::Shutdown)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not reach the lobby to close rooms"),
+        Err(_) => tracing::warn!(?grace, "the rooms did not all say goodbye in time"),
     }
+    let _ = going_away.send(());
     server.stop(true).await;
 }
 
@@ -653,7 +710,7 @@ async fn websocket(
         state.lobby.clone(),
         state.metrics.clone(),
         permit,
-        initial,
+        session::Start { target: initial, going_away: state.going_away.clone() },
         who,
     );
     ws::WsResponseBuilder::new(session, &req, stream).frame_size(limits.max_frame_bytes).start()
@@ -720,5 +777,19 @@ mod tests {
             .filter(Result::is_err)
             .count();
         assert_eq!(failed, 0, "connects dropped by a full listen queue");
+    }
+
+    /// A host name whose first address cannot be bound here (`localhost` as `::1` on a host
+    /// without IPv6) still listens on the next one. 192.0.2.1 (TEST-NET-1) is on no interface
+    /// of this machine; binding it fails without sending anything.
+    #[test]
+    fn listening_falls_back_to_the_next_address() {
+        let unbindable = std::net::SocketAddr::from(([192, 0, 2, 1], 0));
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        assert!(super::listen_first([unbindable]).is_err_and(|error| error.is_some()));
+        let listener = super::listen_first([unbindable, loopback]).expect("the second binds");
+        let bound = listener.local_addr().expect("an address");
+        assert_eq!(bound.ip(), loopback.ip());
+        assert!(matches!(super::listen_first([]), Err(None)));
     }
 }

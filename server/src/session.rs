@@ -84,9 +84,9 @@ pub struct Session {
     lobby: Addr<Lobby>,
     /// When the client was last heard from (any frame counts).
     heard: Instant,
-    /// Where the connect URL asked to go; consumed when the session starts (boxed: the
-    /// session keeps its place for its whole life, 112 bytes inline).
-    initial: Option<Box<Result<Target, Rejection>>>,
+    /// Where the connect URL asked to go, and the server's going-away signal; consumed when
+    /// the session starts (boxed: the session keeps its place for its whole life).
+    initial: Option<Box<Start>>,
     client: Option<String>,
     /// Who the connection is signed in as, if anyone (boxed: a guest's costs 8 bytes, not 80).
     account: Option<Box<SignedIn>>,
@@ -125,6 +125,19 @@ pub struct Session {
     _permit: Permit,
 }
 
+/// What a session starts from: where the connect URL asked to go, and the server's going-away
+/// signal.
+pub struct Start {
+    pub target: Result<Target, Rejection>,
+    pub going_away: GoingAway,
+}
+
+/// Resolves when the server starts shutting down: every session, in a room or not, then
+/// closes with 1001. (Rooms tell their members too; a connection in no room, whose join was
+/// refused or that left its last room, would otherwise hold a stopping server until the
+/// shutdown grace runs out.)
+pub type GoingAway = futures::future::Shared<futures::channel::oneshot::Receiver<()>>;
+
 struct Membership {
     nick: String,
     room: Addr<Room>,
@@ -139,7 +152,7 @@ impl Session {
         lobby: Addr<Lobby>,
         metrics: Arc<Metrics>,
         permit: Permit,
-        initial: Result<Target, Rejection>,
+        start: Start,
         who: Identity,
     ) -> Self {
         let Identity { client, account, rooms: only_rooms, refused, session: session_check } = who;
@@ -170,7 +183,7 @@ impl Session {
             config,
             lobby,
             heard: Instant::now(),
-            initial: Some(Box::new(initial)),
+            initial: Some(Box::new(start)),
             client,
             account: account.map(Box::new),
             only_rooms,
@@ -528,6 +541,9 @@ fn binary_unsupported() -> Rejection {
     )
 }
 
+/// The close reason when the server shuts down.
+const GOING_AWAY_REASON: &str = "the server is restarting; reconnect shortly";
+
 impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
@@ -559,10 +575,17 @@ impl Actor for Session {
         if let Some(queued) = self.queued.take() {
             ctx.add_stream(queued);
         }
-        match self.initial.take().map(|initial| *initial) {
-            Some(Ok(target)) => self.join(target, false, ctx),
-            Some(Err(rejection)) => self.reject(ctx, rejection),
-            None => {}
+        let Some(start) = self.initial.take().map(|start| *start) else { return };
+        // Polled only when it fires (or the server's run ends without a shutdown: nothing).
+        let going_away = fut::wrap_future::<_, Self>(start.going_away);
+        ctx.spawn(going_away.map(|outcome, session, ctx| {
+            if outcome.is_ok() && ctx.state() == ActorState::Running {
+                session.close(ctx, close::GOING_AWAY, GOING_AWAY_REASON);
+            }
+        }));
+        match start.target {
+            Ok(target) => self.join(target, false, ctx),
+            Err(rejection) => self.reject(ctx, rejection),
         }
     }
 }
@@ -700,10 +723,7 @@ impl Handler<SessionEvent> for Session {
                 let reason = "too many messages were waiting: not reading";
                 self.close(ctx, close::SLOW_READER, reason);
             }
-            SessionEvent::GoingAway => {
-                let reason = "the server is restarting; reconnect shortly";
-                self.close(ctx, close::GOING_AWAY, reason);
-            }
+            SessionEvent::GoingAway => self.close(ctx, close::GOING_AWAY, GOING_AWAY_REASON),
         }
     }
 }

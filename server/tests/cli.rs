@@ -111,9 +111,9 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(5), "exited before the grace ran out");
 }
 
-/// After its close frame the server ends the TCP connection itself, at once (RFC 6455: the
-/// server closes first), rather than lingering up to actix's default second for a client that
-/// waits for it, as browsers and tungstenite do. A restarting server then exits, and its
+/// After its close frame the server ends the TCP connection itself within a quarter second
+/// (RFC 6455: the server closes first), rather than lingering up to actix's default second for
+/// a client that waits for it, as browsers and tungstenite do. A restarting server then exits, and its
 /// clients find the new one, that much sooner (`bench storm`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopping_server_ends_its_connections_at_once() {

@@ -101,3 +101,26 @@ fn lower_layers_do_not_know_higher_ones() {
         }
     }
 }
+
+/// The patched copies under vendor/ are what the build uses: a `[patch]` that stops applying
+/// (after an actix-web upgrade) only makes Cargo warn, and the closes, shutdown and idle memory
+/// they fix would quietly come back. A patched crate is a path crate: its Cargo.lock entry has
+/// no registry `source`.
+#[test]
+fn the_vendored_crates_are_in_use() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
+    for (name, version) in [("actix-http", "3.20.0"), ("actix-server", "2.10.0")] {
+        let entries: Vec<&str> = lock
+            .split("[[package]]")
+            .filter(|entry| entry.contains(&format!("name = \"{name}\"\n")))
+            .collect();
+        assert_eq!(entries.len(), 1, "{name}: one version in Cargo.lock");
+        let entry = entries[0];
+        assert!(entry.contains(&format!("version = \"{version}\"")), "{name} {version}: {entry}");
+        assert!(!entry.contains("source ="), "{name} comes from a registry, not vendor/: {entry}");
+        let vendored = root.join("vendor").join(name).join("Cargo.toml");
+        let manifest = std::fs::read_to_string(&vendored).expect("the vendored manifest");
+        assert!(manifest.contains(&format!("version = \"{version}\"")), "{}", vendored.display());
+    }
+}

@@ -52,7 +52,13 @@ impl TimerState {
 
     pub(super) fn init(&mut self, cx: &mut Context<'_>) {
         if let TimerState::Active { timer } = self {
-            let _ = timer.as_mut().poll(cx);
+            // Patched (see vendor/README.md): a deadline taken from the date service's clock,
+            // which ticks every 500 ms, can be past already. The timer is then ready at once
+            // and registers no waker, so poll the connection again to see it; upstream dropped
+            // the result, and a lingering connection was never woken.
+            if timer.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
         }
     }
 }
