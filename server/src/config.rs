@@ -148,7 +148,8 @@ pub struct Config {
     pub metrics_address: Option<String>,
 
     /// On SIGINT/SIGTERM, how long to wait for connections to close after telling every client
-    /// to go away (close 1001) before exiting anyway.
+    /// to go away (close 1001) before exiting anyway. The rooms' goodbye before that is bounded
+    /// by the same time, so a stop takes at most twice this (plus closing the database).
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: humantime::Duration,
 

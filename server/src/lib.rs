@@ -32,6 +32,7 @@ pub mod config;
 pub mod db;
 pub mod directory;
 pub mod fragments;
+pub mod going_away;
 pub mod history;
 pub mod ids;
 pub mod inbound;
@@ -64,7 +65,6 @@ use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
 use actix_web_actors::ws;
-use futures::FutureExt;
 use serde::Deserialize;
 
 pub use config::Config;
@@ -98,7 +98,7 @@ struct AppState {
     /// Whose forwarding headers are believed (`--trusted-proxy`).
     proxies: proxies::Proxies,
     /// Resolves when the server starts shutting down (every session watches it).
-    going_away: session::GoingAway,
+    going_away: going_away::GoingAway,
 }
 
 impl AppState {
@@ -308,7 +308,20 @@ fn listen_first(
                 warn_if_backlog_capped();
                 return Ok(listener);
             }
-            Err(error) => last_error = Some(error),
+            // Taken, or not ours to take: another address of the name would split the clients
+            // between two servers, or bind where the operator did not ask.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                return Err(Some(error));
+            }
+            Err(error) => {
+                tracing::info!(%address, %error, "cannot listen here; trying the next address");
+                last_error = Some(error);
+            }
         }
     }
     Err(last_error)
@@ -332,7 +345,14 @@ fn listen_on(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpList
 /// and per network namespace in containers): say so, since reconnects after a restart are then
 /// dropped and retried.
 fn warn_if_backlog_capped() {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/net/core/somaxconn") else { return };
+    let text = match std::fs::read_to_string("/proc/sys/net/core/somaxconn") {
+        Ok(text) => text,
+        // Hidden under systemd's ProcSubset=pid, as in deploy/chat.service.
+        Err(error) => {
+            tracing::debug!(%error, "cannot read net.core.somaxconn; check it on the host");
+            return;
+        }
+    };
     if let Ok(cap) = text.trim().parse::<i32>()
         && cap < LISTEN_BACKLOG
     {
@@ -455,7 +475,7 @@ pub fn run_shared(
     let address = listener.local_addr()?;
     let abuse = &config.abuse;
     let state_metrics = metrics.clone();
-    let (tell_going_away, going_away) = futures::channel::oneshot::channel();
+    let (tell_going_away, going_away) = going_away::signal();
     let state = web::Data::new(AppState {
         config: config.clone(),
         lobby: lobby.clone(),
@@ -469,7 +489,7 @@ pub fn run_shared(
         accounts: accounts.clone(),
         gate,
         proxies: proxies::Proxies::new(config.abuse.trusted_proxies.clone()),
-        going_away: going_away.shared(),
+        going_away,
     });
     let closing_accounts = accounts;
     if let Some(metrics_address) = &config.metrics_address {
@@ -597,7 +617,7 @@ async fn shut_down_when(
     shutdown: impl std::future::Future<Output = ()>,
     server: actix_web::dev::ServerHandle,
     lobby: Addr<Lobby>,
-    going_away: futures::channel::oneshot::Sender<()>,
+    going_away: going_away::TellGoingAway,
     grace: Duration,
 ) {
     shutdown.await;
@@ -610,12 +630,15 @@ async fn shut_down_when(
     // Rooms say goodbye to their members, and the lobby refuses joins from here on; every
     // session, in a room or not, then closes with 1001. A room that does not answer (stuck
     // loading) costs at most the grace, not the shutdown.
+    // At least a second, as actix's own shutdown timeout: `--shutdown-grace 0s` still lets the
+    // rooms say goodbye.
+    let grace = grace.max(Duration::from_secs(1));
     match actix_rt::time::timeout(grace, lobby.send(lobby::Shutdown)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "could not reach the lobby to close rooms"),
         Err(_) => tracing::warn!(?grace, "the rooms did not all say goodbye in time"),
     }
-    let _ = going_away.send(());
+    going_away.fire();
     server.stop(true).await;
 }
 
@@ -791,5 +814,11 @@ mod tests {
         let bound = listener.local_addr().expect("an address");
         assert_eq!(bound.ip(), loopback.ip());
         assert!(matches!(super::listen_first([]), Err(None)));
+        // A port another server holds is not traded for the next address: that would split the
+        // clients between two servers.
+        let taken = std::net::SocketAddr::from(([127, 0, 0, 1], bound.port()));
+        let other = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+        let refused = super::listen_first([taken, other]).expect_err("the port is taken");
+        assert_eq!(refused.map(|error| error.kind()), Some(std::io::ErrorKind::AddrInUse));
     }
 }

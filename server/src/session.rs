@@ -14,6 +14,7 @@ use protocol::{ErrorCode, ServerMessage, close};
 use crate::backlog::{self, BacklogLimit, FrameReceiver, FrameSender};
 use crate::config::Config;
 use crate::fragments::{Reassembly, Whole};
+use crate::going_away::GoingAway;
 use crate::ids::{ConnId, RoomInstance};
 use crate::inbound::{self, Command, Rejection, Target};
 use crate::lobby::{self, Lobby};
@@ -131,12 +132,6 @@ pub struct Start {
     pub target: Result<Target, Rejection>,
     pub going_away: GoingAway,
 }
-
-/// Resolves when the server starts shutting down: every session, in a room or not, then
-/// closes with 1001. (Rooms tell their members too; a connection in no room, whose join was
-/// refused or that left its last room, would otherwise hold a stopping server until the
-/// shutdown grace runs out.)
-pub type GoingAway = futures::future::Shared<futures::channel::oneshot::Receiver<()>>;
 
 struct Membership {
     nick: String,
@@ -576,10 +571,12 @@ impl Actor for Session {
             ctx.add_stream(queued);
         }
         let Some(start) = self.initial.take().map(|start| *start) else { return };
-        // Polled only when it fires (or the server's run ends without a shutdown: nothing).
-        let going_away = fut::wrap_future::<_, Self>(start.going_away);
-        ctx.spawn(going_away.map(|outcome, session, ctx| {
-            if outcome.is_ok() && ctx.state() == ActorState::Running {
+        // Every session closes with 1001 when the server starts shutting down. Rooms tell their
+        // members too; a connection in no room (its join refused, or it left its last room)
+        // would otherwise hold a stopping server until the shutdown grace runs out.
+        let going_away = fut::wrap_future::<_, Self>(start.going_away.watch());
+        ctx.spawn(going_away.map(|(), session, ctx| {
+            if ctx.state() == ActorState::Running {
                 session.close(ctx, close::GOING_AWAY, GOING_AWAY_REASON);
             }
         }));

@@ -116,7 +116,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
 /// a client that waits for it, as browsers and tungstenite do. A restarting server then exits, and its
 /// clients find the new one, that much sooner (`bench storm`).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stopping_server_ends_its_connections_at_once() {
+async fn a_stopping_server_ends_its_connections_promptly() {
     let mut server = Running::start(&["--port", "0", "--shutdown-grace", "5s"], &[]);
     let address = server.address();
     let (mut client, _) = Client::join(&url(&address, "room=bye&nick=ann")).await;

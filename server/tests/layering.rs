@@ -123,4 +123,15 @@ fn the_vendored_crates_are_in_use() {
         let manifest = std::fs::read_to_string(&vendored).expect("the vendored manifest");
         assert!(manifest.contains(&format!("version = \"{version}\"")), "{}", vendored.display());
     }
+    assert!(!lock.contains("[[patch.unused]]"), "a [patch] no longer applies");
+    // Each change carries its marker: a re-vendored copy without them has lost the changes.
+    for file in [
+        "actix-http/src/h1/dispatcher.rs",
+        "actix-http/src/h1/timer.rs",
+        "actix-server/src/service.rs",
+        "actix-server/src/worker.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join("vendor").join(file)).expect("vendored file");
+        assert!(text.contains("Patched (see vendor/README.md)"), "vendor/{file} lost its change");
+    }
 }

@@ -179,6 +179,6 @@ fn frame_at(bytes: &[u8]) -> Option<(u8, usize)> {
         127 => (usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?, 10),
         short => (usize::from(short), 2),
     };
-    let length = header + payload;
+    let length = payload.checked_add(header)?;
     (bytes.len() >= length).then_some((first & 0x0f, length))
 }
