@@ -332,20 +332,7 @@ mod tests {
     /// message sent reaches every member, and latencies were recorded for each delivery.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn smoke_run_counts_every_delivery() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        let address = listener.local_addr().expect("address").to_string();
-        let config = server::Config {
-            workers: Some(1),
-            room_threads: Some(1),
-            storage: server::config::Storage { ephemeral: true, ..Default::default() },
-            ..server::Config::default()
-        };
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async {
-                let server = server::run(listener, config, std::future::pending());
-                server.expect("server starts").await.expect("runs");
-            });
-        });
+        let address = crate::serve_in_process(server::Config::default());
         let load = Fanout {
             rooms: 2,
             clients: 4,

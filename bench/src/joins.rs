@@ -245,12 +245,7 @@ mod tests {
     /// counted are at least those messages' texts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn joins_are_timed_to_their_welcome() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        let address = listener.local_addr().expect("address").to_string();
-        let config = server::Config {
-            workers: Some(1),
-            room_threads: Some(1),
-            storage: server::config::Storage { ephemeral: true, ..Default::default() },
+        let address = crate::serve_in_process(server::Config {
             // The rooms are filled in bursts, as `bench` runs our server.
             abuse: server::config::AbuseLimits {
                 rate_per_second: 10_000,
@@ -258,12 +253,6 @@ mod tests {
                 ..Default::default()
             },
             ..server::Config::default()
-        };
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async {
-                let server = server::run(listener, config, std::future::pending());
-                server.expect("server starts").await.expect("runs");
-            });
         });
         let load = Joins {
             rooms: 2,

@@ -772,3 +772,24 @@ fn print_table(load: &Fanout, rows: &[(&str, Outcome)]) {
         println!("{name}: {} client connections were closed before the run ended", outcome.closed);
     }
 }
+
+/// Starts our server in this process on a free loopback port, for the scenarios' smoke tests:
+/// `config` with one worker, one room thread and no store; its address.
+#[cfg(test)]
+fn serve_in_process(config: server::Config) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = listener.local_addr().expect("address").to_string();
+    let config = server::Config {
+        workers: Some(1),
+        room_threads: Some(1),
+        storage: server::config::Storage { ephemeral: true, ..Default::default() },
+        ..config
+    };
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async {
+            let server = server::run(listener, config, std::future::pending());
+            server.expect("server starts").await.expect("runs");
+        });
+    });
+    address
+}
