@@ -471,3 +471,93 @@ impl Handler<Shutdown> for Lobby {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{Store, StoreOptions, SyncMode};
+
+    /// Collects what the lobby and rooms tell one session.
+    struct Heard(Arc<Mutex<Vec<SessionEvent>>>);
+
+    impl Actor for Heard {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SessionEvent> for Heard {
+        type Result = ();
+
+        fn handle(&mut self, event: SessionEvent, _: &mut Self::Context) {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
+        }
+    }
+
+    fn join(conn: ConnId, session: Recipient<SessionEvent>) -> Join {
+        Join {
+            room: "r".into(),
+            conn,
+            nick: Some(format!("n{conn}")),
+            client: None,
+            account: None,
+            only_rooms: None,
+            invite: None,
+            since: None,
+            epoch: None,
+            session,
+            frames: crate::backlog::channel().0,
+            address: IpAddr::from([127, 0, 0, 1]),
+            leaving: Vec::new(),
+            deadline: std::time::Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    /// A join that reaches the lobby after the shutdown began (accepted just before the server
+    /// stopped accepting) is turned away with `unavailable`, and its session told to go away,
+    /// rather than seated in a room that has already said goodbye; one that came before was
+    /// seated and is told to go away by its room.
+    #[test]
+    fn a_join_after_the_shutdown_is_turned_away() {
+        actix_rt::System::new().block_on(async {
+            let metrics = Arc::new(Metrics::default());
+            let options = StoreOptions {
+                data_dir: None,
+                retain_messages: 100,
+                retain_bytes: usize::MAX,
+                retain_for: None,
+                sync: SyncMode::Full,
+                max_pending_writes: 16,
+                max_stored_rooms: 10,
+            };
+            let opened = Store::open(options, metrics.clone()).expect("an in-memory store");
+            let config = Arc::new(Config::default());
+            let registry = crate::room_state::Registry(None);
+            let lobby = Lobby::start(config, metrics, opened, None, registry);
+            let (early, late) =
+                (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+            let early_session = Heard(early.clone()).start().recipient();
+            let late_session = Heard(late.clone()).start().recipient();
+
+            let seated = lobby.send(join(1, early_session)).await.expect("the lobby answers");
+            assert!(seated.is_ok(), "before the shutdown: seated");
+            lobby.send(Shutdown).await.expect("the rooms said goodbye");
+            let refused = lobby.send(join(2, late_session)).await.expect("the lobby answers");
+            let refused = refused.err().map(|rejection| rejection.code);
+            assert_eq!(refused, Some(ErrorCode::Unavailable), "after it: turned away");
+
+            let heard = |events: &Arc<Mutex<Vec<SessionEvent>>>| {
+                events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while heard(&early).is_empty() || heard(&late).is_empty() {
+                assert!(std::time::Instant::now() < deadline, "a session was not told");
+                actix_rt::task::yield_now().await;
+            }
+            assert_eq!(
+                (heard(&early), heard(&late)),
+                (vec![SessionEvent::GoingAway], vec![SessionEvent::GoingAway])
+            );
+        });
+    }
+}
