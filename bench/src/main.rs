@@ -36,6 +36,17 @@ struct Cli {
     only: Option<String>,
 }
 
+/// Where the contenders come from: our server's binary and the reference peers.
+#[derive(Debug, Clone, clap::Args)]
+struct Binaries {
+    /// Our server's release binary.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
+    server: PathBuf,
+    /// The folder holding the reference peers.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
+    peers: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Run the fan-out scenario against one running server.
@@ -50,12 +61,8 @@ enum Commands {
     /// Raise the fan-out load step by step until p99 passes a limit or deliveries fall behind;
     /// report each server's highest sustained deliveries per second.
     Capacity {
-        /// Our server's release binary.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
-        server: PathBuf,
-        /// The folder holding the reference peers.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
-        peers: PathBuf,
+        #[command(flatten)]
+        binaries: Binaries,
         #[command(flatten)]
         search: Search,
         /// Also draw p99 against offered load for every server into this SVG file.
@@ -66,24 +73,16 @@ enum Commands {
     },
     /// Open many idle connections to our server and both peers; compare memory per connection.
     Idle {
-        /// Our server's release binary.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
-        server: PathBuf,
-        /// The folder holding the reference peers.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
-        peers: PathBuf,
+        #[command(flatten)]
+        binaries: Binaries,
         #[command(flatten)]
         load: Idle,
     },
     /// Fill rooms with history, then join them at a fixed rate; compare the time from connect to
     /// welcome and the server's CPU and bytes per join.
     Joins {
-        /// Our server's release binary.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
-        server: PathBuf,
-        /// The folder holding the reference peers.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
-        peers: PathBuf,
+        #[command(flatten)]
+        binaries: Binaries,
         #[command(flatten)]
         load: Joins,
     },
@@ -92,12 +91,8 @@ enum Commands {
     /// client's backoff, has its welcome from the new server; with the server's peak CPU and
     /// memory meanwhile and every failed attempt by kind.
     Storm {
-        /// Our server's release binary.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
-        server: PathBuf,
-        /// The folder holding the reference peers.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
-        peers: PathBuf,
+        #[command(flatten)]
+        binaries: Binaries,
         #[command(flatten)]
         load: Storm,
     },
@@ -154,12 +149,8 @@ enum Commands {
     },
     /// Run the fan-out scenario against our server and both peers, and compare.
     Compare {
-        /// Our server's release binary.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/server"))]
-        server: PathBuf,
-        /// The folder holding the reference peers.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers"))]
-        peers: PathBuf,
+        #[command(flatten)]
+        binaries: Binaries,
         #[command(flatten)]
         load: Fanout,
     },
@@ -174,9 +165,9 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let only = cli.only.as_deref();
     match cli.command {
-        Commands::Idle { server, peers, load } => {
+        Commands::Idle { binaries, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+            for (name, command) in contenders(&binaries, data.path(), only)? {
                 let Launch::One(command) = command else {
                     continue; // one server's memory per connection: measured alone
                 };
@@ -204,9 +195,9 @@ async fn main() -> Result<()> {
             }
             idle::worker(address, source, first, count, per_room, rooms).await?;
         }
-        Commands::Storm { server, peers, load } => {
+        Commands::Storm { binaries, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+            for (name, command) in contenders(&binaries, data.path(), only)? {
                 let Launch::One(command) = command else {
                     continue; // restarted as one process on its port
                 };
@@ -243,7 +234,7 @@ async fn main() -> Result<()> {
             let outcome = fanout::run(&address, &load).await?;
             print_table(&load, &[("server", outcome)]);
         }
-        Commands::Capacity { server, peers, search, chart, load } => {
+        Commands::Capacity { binaries, search, chart, load } => {
             let mut summary = Vec::new();
             let mut series = Vec::new();
             let processes = if search.try_processes.is_empty() {
@@ -251,7 +242,7 @@ async fn main() -> Result<()> {
             } else {
                 search.try_processes.clone()
             };
-            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+            for (name, command) in contenders(&binaries, data.path(), only)? {
                 let running = command.start()?;
                 let address = running.address.clone();
                 let mut best = capacity::Found::default();
@@ -283,9 +274,9 @@ async fn main() -> Result<()> {
                 eprintln!("chart written to {}", path.display());
             }
         }
-        Commands::Joins { server, peers, load } => {
+        Commands::Joins { binaries, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+            for (name, command) in contenders(&binaries, data.path(), only)? {
                 let running = command.start()?;
                 let address = running.address.clone();
                 eprintln!("{name}: filling {} rooms with {} messages", load.rooms, load.history);
@@ -304,9 +295,9 @@ async fn main() -> Result<()> {
             }
             print_joins(&load, &rows);
         }
-        Commands::Compare { server, peers, load } => {
+        Commands::Compare { binaries, load } => {
             let mut rows = Vec::new();
-            for (name, command) in contenders(&server, &peers, data.path(), only)? {
+            for (name, command) in contenders(&binaries, data.path(), only)? {
                 let running = command.start()?;
                 let address = running.address.clone();
                 eprintln!("{name}: running the load against {address}");
@@ -328,11 +319,11 @@ async fn main() -> Result<()> {
 /// messages in memory only (what durability costs is the difference), two of our servers
 /// sharing rooms through one Redis (clients split between them), and the two reference peers.
 fn contenders(
-    server: &std::path::Path,
-    peers: &std::path::Path,
+    binaries: &Binaries,
     data: &std::path::Path,
     only: Option<&str>,
 ) -> Result<Vec<(&'static str, Launch)>> {
+    let Binaries { server, peers } = binaries;
     if !server.is_file() {
         bail!("{} is missing: run `cargo build --release -p server`", server.display());
     }
