@@ -46,6 +46,22 @@ pub struct StoreOptions {
     pub max_stored_rooms: usize,
 }
 
+#[cfg(test)]
+impl StoreOptions {
+    /// The unit tests' store: in memory, 100 messages a room, at most 10 rooms with messages.
+    pub(crate) fn for_tests() -> Self {
+        StoreOptions {
+            data_dir: None,
+            retain_messages: 100,
+            retain_bytes: usize::MAX,
+            retain_for: None,
+            sync: SyncMode::Full,
+            max_pending_writes: 16,
+            max_stored_rooms: 10,
+        }
+    }
+}
+
 /// When a commit counts as durable: SQLite's `synchronous` setting, in WAL mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {
@@ -860,18 +876,6 @@ fn mark_trimmed(transaction: &Transaction<'_>, room: &str, upto: i64) -> Result<
 mod tests {
     use super::*;
 
-    fn options() -> StoreOptions {
-        StoreOptions {
-            data_dir: None,
-            retain_messages: 100,
-            retain_bytes: usize::MAX,
-            retain_for: None,
-            sync: SyncMode::Full,
-            max_pending_writes: 16,
-            max_stored_rooms: 10,
-        }
-    }
-
     /// A message of `room` weighing 10 bytes (a 9-byte text, a 1-byte nick), at `ts`.
     fn stored(id: MessageId, room: &str, ts: UnixMillis, client_id: Option<&str>) -> Stored {
         let message = ChatMessage {
@@ -894,7 +898,7 @@ mod tests {
     /// What is written loads back per room, oldest first, with its client ids.
     #[test]
     fn written_messages_load_back() {
-        let (mut db, start) = Db::open(options(), 0).expect("opens");
+        let (mut db, start) = Db::open(StoreOptions::for_tests(), 0).expect("opens");
         assert_eq!((start.last_id, start.recent_rooms.len()), (0, 0));
         let batch =
             [stored(1, "a", 10, Some("k1")), stored(2, "b", 11, None), stored(3, "a", 12, None)];
@@ -909,7 +913,9 @@ mod tests {
     /// than one), and remembers what it lost; a load honours the bounds even before a trim.
     #[test]
     fn rooms_are_trimmed_to_their_bounds() {
-        let mut db = Db::open(StoreOptions { retain_bytes: 25, ..options() }, 0).expect("opens").0;
+        let mut db = Db::open(StoreOptions { retain_bytes: 25, ..StoreOptions::for_tests() }, 0)
+            .expect("opens")
+            .0;
         let batch: Vec<Stored> = (1..=5).map(|id| stored(id, "r", id, None)).collect();
         db.write(&batch).expect("writes");
         let loaded = db.load("r").expect("loads");
@@ -935,7 +941,10 @@ mod tests {
     /// what they lost.
     #[test]
     fn the_age_sweep_names_emptied_rooms() {
-        let options = StoreOptions { retain_for: Some(Duration::from_millis(100)), ..options() };
+        let options = StoreOptions {
+            retain_for: Some(Duration::from_millis(100)),
+            ..StoreOptions::for_tests()
+        };
         let mut db = Db::open(options, 0).expect("opens").0;
         db.write(&[stored(1, "old", 1_000, None), stored(2, "mixed", 1_000, None)])
             .expect("writes");
@@ -952,7 +961,8 @@ mod tests {
     #[test]
     fn a_reopened_database_starts_where_it_left_off() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         {
             let mut db = Db::open(options.clone(), 0).expect("opens").0;
             db.write(&[stored(7, "a", 10, None), stored(9, "b", 20, None)]).expect("writes");
@@ -969,14 +979,16 @@ mod tests {
     #[test]
     fn the_epoch_is_the_databases() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let on_file = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let on_file =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         let first = Db::open(on_file.clone(), 0).expect("opens").1.epoch;
         let again = Db::open(on_file, 0).expect("reopens").1.epoch;
         assert_eq!((first.len(), &again), (16, &first), "16 hex digits, kept");
         let other = tempfile::tempdir().expect("temporary directory");
-        let elsewhere = StoreOptions { data_dir: Some(other.path().to_owned()), ..options() };
+        let elsewhere =
+            StoreOptions { data_dir: Some(other.path().to_owned()), ..StoreOptions::for_tests() };
         assert_ne!(Db::open(elsewhere, 0).expect("opens").1.epoch, first);
-        let memory = |_| Db::open(options(), 0).expect("opens").1.epoch;
+        let memory = |_| Db::open(StoreOptions::for_tests(), 0).expect("opens").1.epoch;
         assert_ne!(memory(1), memory(2), "each in-memory start is a new history");
     }
 
@@ -990,7 +1002,7 @@ mod tests {
     /// A new database is built by the migrations and says the version it is at.
     #[test]
     fn a_new_database_is_at_the_latest_version() {
-        let (db, _) = Db::open(options(), 0).expect("opens");
+        let (db, _) = Db::open(StoreOptions::for_tests(), 0).expect("opens");
         let version = user_version(&db.connection);
         assert_eq!(version, SCHEMA_VERSION);
     }
@@ -1000,7 +1012,8 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         let newer = SCHEMA_VERSION + 1;
         {
             let (db, _) = Db::open(options.clone(), 0).expect("opens");
@@ -1022,7 +1035,7 @@ mod tests {
     /// A database one version behind is upgraded in place, its rows kept.
     #[test]
     fn an_older_database_is_upgraded_in_place() {
-        let mut db = Db::open(options(), 0).expect("opens").0;
+        let mut db = Db::open(StoreOptions::for_tests(), 0).expect("opens").0;
         db.write(&[stored(1, "a", 10, Some("c1"))]).expect("writes");
         let next =
             [MIGRATIONS, &["ALTER TABLE messages ADD COLUMN extra INTEGER NOT NULL DEFAULT 7"]]
@@ -1042,7 +1055,7 @@ mod tests {
     /// ones are undone too and the file stays at its version.
     #[test]
     fn a_failed_upgrade_leaves_the_database_as_it_was() {
-        let mut db = Db::open(options(), 0).expect("opens").0;
+        let mut db = Db::open(StoreOptions::for_tests(), 0).expect("opens").0;
         db.write(&[stored(1, "a", 10, None)]).expect("writes");
         let next = [
             MIGRATIONS,
@@ -1105,7 +1118,8 @@ mod tests {
     #[test]
     fn a_backup_of_an_open_database_holds_its_latest_writes() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         let (mut live, live_start) = Db::open(options.clone(), 0).expect("opens");
         live.write(&[stored(1, "a", 10, Some("c1")), stored(2, "b", 20, None)]).expect("writes");
         let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
@@ -1131,7 +1145,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let elsewhere = dir.path().join("copy.sqlite3");
         assert!(matches!(backup(dir.path(), &elsewhere), Err(StoreError::NoDatabase(_))));
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         drop(Db::open(options, 0).expect("opens"));
         let itself = dir.path().join(DATABASE_FILE);
         assert!(matches!(backup(dir.path(), &itself), Err(StoreError::BackupOverSource)));
@@ -1141,7 +1156,8 @@ mod tests {
     #[test]
     fn api_keys_are_found_by_hash_until_revoked() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         let db = Db::open(options.clone(), 0).expect("opens").0;
         db.create_key("feed", "h1", 5).expect("created");
         assert!(matches!(db.create_key("feed", "h2", 6), Err(StoreError::KeyExists(_))));
@@ -1159,7 +1175,8 @@ mod tests {
     #[test]
     fn admin_opens_only_an_existing_database_of_this_schema() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         assert!(matches!(Db::open_existing(options.clone()), Err(StoreError::NoDatabase(_))));
         assert!(!dir.path().join(DATABASE_FILE).exists(), "nothing created");
         let db = Db::open(options.clone(), 0).expect("opens").0;
@@ -1174,7 +1191,7 @@ mod tests {
     /// A bot's message and a signed-in member's keep their marks through the database.
     #[test]
     fn the_bot_and_signed_in_marks_are_stored() {
-        let mut db = Db::open(options(), 0).expect("opens").0;
+        let mut db = Db::open(StoreOptions::for_tests(), 0).expect("opens").0;
         let mut bot = stored(1, "a", 10, None);
         bot.message.bot = true;
         let mut member = stored(3, "a", 30, None);
@@ -1190,7 +1207,7 @@ mod tests {
     /// hold their current text, or a tombstone, when loaded again.
     #[test]
     fn amendments_change_the_stored_message() {
-        let mut db = Db::open(options(), 0).expect("opens").0;
+        let mut db = Db::open(StoreOptions::for_tests(), 0).expect("opens").0;
         let change = |id, target, text: &str, deleted| {
             let mut stored = stored(id, "a", id * 10, None);
             stored.message.amends = Some(target);
@@ -1231,7 +1248,8 @@ mod tests {
     fn a_backup_is_private_and_a_failed_one_names_its_target() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("temporary directory");
-        let options = StoreOptions { data_dir: Some(dir.path().to_owned()), ..options() };
+        let options =
+            StoreOptions { data_dir: Some(dir.path().to_owned()), ..StoreOptions::for_tests() };
         drop(Db::open(options, 0).expect("opens"));
         let copy = dir.path().join("copy.sqlite3");
         backup(dir.path(), &copy).expect("backs up");

@@ -477,7 +477,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::{Store, StoreOptions, SyncMode};
+    use crate::store::{Store, StoreOptions};
 
     /// Collects what the lobby and rooms tell one session.
     struct Heard(Arc<Mutex<Vec<SessionEvent>>>);
@@ -521,16 +521,8 @@ mod tests {
     fn a_join_after_the_shutdown_is_turned_away() {
         actix_rt::System::new().block_on(async {
             let metrics = Arc::new(Metrics::default());
-            let options = StoreOptions {
-                data_dir: None,
-                retain_messages: 100,
-                retain_bytes: usize::MAX,
-                retain_for: None,
-                sync: SyncMode::Full,
-                max_pending_writes: 16,
-                max_stored_rooms: 10,
-            };
-            let opened = Store::open(options, metrics.clone()).expect("an in-memory store");
+            let opened = Store::open(StoreOptions::for_tests(), metrics.clone())
+                .expect("an in-memory store");
             let config = Arc::new(Config::default());
             let registry = crate::room_state::Registry(None);
             let lobby = Lobby::start(config, metrics, opened, None, registry);

@@ -394,16 +394,7 @@ mod tests {
     }
 
     fn writer() -> Writer {
-        let options = StoreOptions {
-            data_dir: None,
-            retain_messages: 100,
-            retain_bytes: usize::MAX,
-            max_pending_writes: 16,
-            max_stored_rooms: 10,
-            retain_for: None,
-            sync: SyncMode::Full,
-        };
-        let (db, _) = Db::open(options, 0).expect("in-memory database");
+        let (db, _) = Db::open(StoreOptions::for_tests(), 0).expect("in-memory database");
         let stored = Arc::new(StoredRooms { count: AtomicUsize::new(0), max: 10 });
         Writer {
             db,
