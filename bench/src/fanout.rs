@@ -82,7 +82,8 @@ impl Outcome {
 
 /// Latencies from 1 µs to 60 s at 3 significant digits. (An auto-resizing histogram would
 /// start at a maximum of 2 and `saturating_record` would clamp every value to it.)
-fn histogram() -> Result<Histogram<u64>> {
+/// A latency histogram in microseconds, up to a minute (every scenario's).
+pub fn histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 

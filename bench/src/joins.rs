@@ -72,10 +72,6 @@ impl JoinOutcome {
     }
 }
 
-fn histogram() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
-}
-
 /// The rooms, filled and each with its member: what joins arrive into.
 pub struct Filled {
     holders: Vec<Client>,
@@ -94,33 +90,47 @@ pub async fn fill(address: &str, load: &Joins) -> Result<Filled> {
     for room in 0..load.rooms {
         let url = testclient::url(&addresses[0], &format!("room=joins-{room}&nick=holder{room}"));
         let mut holder = Client::open(&url).await.with_context(|| format!("connecting {url}"))?;
-        let mut room_ids = Vec::with_capacity(load.history);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // In bursts of 100, each waited for, so no limit of the server's is in play.
-        while room_ids.len() < load.history {
-            let burst = (load.history - room_ids.len()).min(100);
-            for _ in 0..burst {
-                let frame = format!(r#"{{"type":"send","text":"{text}"}}"#);
-                holder.send_frame(Message::text(frame)).await.context("filling a room")?;
-            }
-            let target = room_ids.len() + burst;
-            while room_ids.len() < target {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let frame = tokio::time::timeout(left, holder.next_frame())
-                    .await
-                    .context("a room took over a minute to fill")?;
-                let Some(Ok(Message::Text(frame))) = frame else {
-                    bail!("the connection filling room {room} ended");
-                };
-                if frame.starts_with(r#"{"type":"message""#) {
-                    room_ids.push(id_of(&frame).context("a message without an id")?);
-                }
-            }
-        }
+        let room_ids = send_history(&mut holder, room, load.history, &text).await?;
         holders.push(holder);
         ids.push(room_ids);
     }
     Ok(Filled { holders, ids, addresses })
+}
+
+/// Sends `history` messages of `text` through `filler` into its room `room`, in bursts of 100,
+/// each waited for so no limit of the server's is in play; the ids of the messages as they came
+/// back. (`bench joins` and `bench storm` fill their rooms with it.)
+pub async fn send_history(
+    filler: &mut Client,
+    room: usize,
+    history: usize,
+    text: &str,
+) -> Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(history);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids.len() < history {
+        let burst = (history - ids.len()).min(100);
+        for _ in 0..burst {
+            let frame = format!(r#"{{"type":"send","text":"{text}"}}"#);
+            filler.send_frame(Message::text(frame)).await.context("filling a room")?;
+        }
+        let target = ids.len() + burst;
+        while ids.len() < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, filler.next_frame())
+                .await
+                .with_context(|| format!("room {room} took over a minute to fill"))?;
+            let Some(Ok(frame)) = frame else {
+                bail!("the connection filling room {room} ended");
+            };
+            if let Message::Text(frame) = frame
+                && frame.starts_with(r#"{"type":"message""#)
+            {
+                ids.push(id_of(&frame).context("a message without an id")?);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// The `"id":N` of a message frame.
@@ -137,8 +147,8 @@ pub async fn run(filled: &Filled, load: &Joins, welcome: bool) -> Result<JoinOut
     let totals = Arc::new(Mutex::new(JoinOutcome {
         joins: 0,
         failed: 0,
-        upgrade: histogram()?,
-        welcome: histogram()?,
+        upgrade: crate::fanout::histogram()?,
+        welcome: crate::fanout::histogram()?,
         bytes: 0,
         history: 0,
         server_cpu: None,

@@ -380,30 +380,7 @@ async fn fill(address: SocketAddr, rooms: usize, history: usize) -> Result<Vec<C
 async fn fill_room(address: SocketAddr, room: usize, history: usize, text: &str) -> Result<Client> {
     let url = testclient::url(address, &format!("room=storm-{room}&nick=f{room}"));
     let mut filler = Client::open(&url).await.with_context(|| format!("connecting {url}"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut back = 0;
-    // In bursts of 100, each waited for, so no limit of the server's is in play.
-    while back < history {
-        let burst = (history - back).min(100);
-        for _ in 0..burst {
-            let frame = format!(r#"{{"type":"send","text":"{text}"}}"#);
-            filler.send_frame(Message::text(frame)).await.context("filling a room")?;
-        }
-        let target = back + burst;
-        while back < target {
-            let frame = tokio::time::timeout_at(deadline, filler.next_frame())
-                .await
-                .with_context(|| format!("room {room} took over a minute to fill"))?;
-            let Some(Ok(frame)) = frame else {
-                bail!("the connection filling room {room} ended");
-            };
-            if let Message::Text(frame) = frame
-                && frame.starts_with(r#"{"type":"message""#)
-            {
-                back += 1;
-            }
-        }
-    }
+    crate::joins::send_history(&mut filler, room, history, text).await?;
     Ok(filler)
 }
 
