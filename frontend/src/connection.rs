@@ -1423,6 +1423,47 @@ mod tests {
         assert!(link.next_batch(&target, &empty, 0.0).is_empty());
     }
 
+    /// A room the server keeps this socket out of (private, banned, not in the token's rooms)
+    /// is given up and reported like any other refusal, and frees its place in the join
+    /// window; a rename refused while muted keeps the seat. (Forbidden and banned answers were
+    /// once not taken for a join's: the join stayed in the window for good.)
+    #[test]
+    fn rooms_refused_by_moderation_are_given_up() {
+        for code in [ErrorCode::Forbidden, ErrorCode::Banned] {
+            let rooms = ["a", "b", "c", "d"].map(String::from);
+            let mut target = Target::new(rooms, "n".into(), "c".into());
+            let mut link = Link::new(&target);
+            let empty = Outbox::default();
+            link.on_server(&mut target, &welcome_as("a", "n"));
+            assert_eq!(link.next_batch(&target, &empty, 0.0).len(), 2, "b and c");
+            let reaction = link.on_server(&mut target, &refusal(code, None, "b"));
+            assert_eq!(reaction.refused.as_deref(), Some("b"), "{code:?}");
+            let rooms: Vec<&str> = target.seats.iter().map(|seat| seat.room.as_str()).collect();
+            assert_eq!(rooms, ["a", "c", "d"], "{code:?}");
+            let next = link.next_batch(&target, &empty, 0.0);
+            assert!(
+                next.iter().any(|join| joins(join, "d")),
+                "{code:?}: the refused join's place in the window goes to d, got {next:?}"
+            );
+        }
+
+        let (mut target, mut link) = seated_as_n("a");
+        let outbox = outbox("a", "n");
+        link.on_request(
+            &mut target,
+            &ClientMessage::Join {
+                room: "a".into(),
+                nick: Some("other".into()),
+                since: None,
+                add: false,
+                epoch: None,
+            },
+        );
+        let reaction = link.on_server(&mut target, &refusal(ErrorCode::Muted, None, "a"));
+        assert_eq!(reaction.refused, None, "a refused rename leaves nothing");
+        assert_eq!(link.next_batch(&target, &outbox, 0.0).len(), 1, "sending goes on");
+    }
+
     /// Outbox messages go to the rooms the socket is seated in, naming their room, once each
     /// room's welcome came; a room left takes its messages with it.
     #[test]

@@ -56,9 +56,10 @@ impl Entry {
     }
 }
 
-/// Whether an error with this code answers a `join`: the room or nick was refused, the server
-/// has no room for another open room, or a newer server refused it for a reason this build
-/// does not know (better shown than waited on forever).
+/// Whether an error with this code answers a `join`: the room or nick was refused, the room
+/// keeps this person out (private, banned, not among a token's rooms), a rename was refused
+/// while muted, the server has no room for another open room, or a newer server refused it
+/// for a reason this build does not know (better shown than waited on forever).
 pub fn refuses_join(code: ErrorCode) -> bool {
     matches!(
         code,
@@ -67,6 +68,9 @@ pub fn refuses_join(code: ErrorCode) -> bool {
             | ErrorCode::InvalidRoom
             | ErrorCode::TooManyRooms
             | ErrorCode::TooManyJoined
+            | ErrorCode::Forbidden
+            | ErrorCode::Banned
+            | ErrorCode::Muted
             | ErrorCode::Unknown
     )
 }
