@@ -149,8 +149,8 @@ fn checked<'a>(
         Refused::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "This server keeps no accounts (it runs with --ephemeral, or with --redis, whose \
-             servers do not share accounts yet).",
+            "This server keeps no accounts: it runs with --ephemeral and no --redis, or with \
+             --auth token, where the site that signs the tokens says who is who.",
         )
     })
 }
