@@ -118,7 +118,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             let nick = granted.ok_or_else(|| anyhow::anyhow!("no account looks like {nick:?}"))?;
             let place = room.clone().unwrap_or_else(|| "*".into());
             audit(&accounts, "grant-moderator", &place, nick.clone());
-            println!("{nick} moderates {place} from its next join");
+            println!("{nick} moderates {place} (their page offers the tools from its next join)");
         }
         Admin::RevokeModerator { nick, room } => {
             let room = room.as_deref().map(checked_room).transpose()?;
@@ -129,7 +129,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
             );
             let place = room.unwrap_or_else(|| "*".into());
             audit(&accounts, "revoke-moderator", &place, nick.clone());
-            println!("{nick} no longer moderates {place} (from its next join)");
+            println!("{nick} no longer moderates {place}: their next action there is refused");
         }
         Admin::Ban { nick, days } => {
             let until = now.saturating_add(u64::from(*days) * 86_400_000);

@@ -115,6 +115,52 @@ fn failed_logins_are_slowed_per_account() {
     assert_eq!(right.status, 429, "the right password waits too");
 }
 
+/// Attempts are counted per address too (20 a minute in bursts of 20, registering and logging
+/// in alike, right passwords included): guesses spread over many nicks from one address, none
+/// tried five times, are refused once the address has used its attempts.
+#[test]
+fn attempts_are_slowed_per_address() {
+    let (_server, address, _data) = server();
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    let refused = (0..60).find_map(|n| {
+        let answer = match n % 4 {
+            0 => call(
+                &address,
+                "POST",
+                "/account/register",
+                &credentials(&format!("new{n}"), PASSWORD),
+                None,
+            ),
+            _ => call(
+                &address,
+                "POST",
+                "/account/login",
+                &credentials(&format!("guess{n}"), "not it"),
+                None,
+            ),
+        };
+        match answer.status {
+            429 => Some(answer),
+            201 | 401 => {
+                admitted += 1;
+                None
+            }
+            other => panic!("attempt {n}: {other} {answer:?}"),
+        }
+    });
+    let refused = refused.expect("an address is slowed within 60 attempts");
+    assert_eq!(refused.json()["error"].as_str(), Some("rate_limited"), "{refused:?}");
+    assert!(refused.json()["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{refused:?}");
+    // A burst of 20, then one more every 3 s.
+    let refilled = started.elapsed().as_secs() / 3 + 1;
+    assert!(
+        (20..=20 + refilled).contains(&admitted),
+        "{admitted} attempts admitted in {:?}",
+        started.elapsed()
+    );
+}
+
 /// A registered nick is reserved: a guest asking for it (or a look-alike) is refused; a
 /// connection with the session cookie joins under it, whatever nick it asks for, and is marked
 /// signed in where others see it.

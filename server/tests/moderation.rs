@@ -530,3 +530,158 @@ async fn behind_a_trusted_proxy_bans_hold_for_the_client() {
     let mut neighbour = from("203.0.113.77", "neighbour").await;
     assert_eq!(neighbour.welcome().await.nick, "neighbour", "not everyone behind the proxy");
 }
+
+/// Everything a client has received until the first error: that error's code, and whether
+/// any frame before it carried `secret`.
+async fn refused_without(client: &mut Client, secret: &str) -> ErrorCode {
+    loop {
+        let text = client.recv_text().await;
+        assert!(!text.contains(secret), "leaked before the refusal: {text}");
+        if let Ok(ServerMessage::Error { code, .. }) = serde_json::from_str(&text) {
+            return code;
+        }
+    }
+}
+
+/// A private room's history reaches nobody outside it, whichever way they ask: connecting with
+/// `since`, a guest or a signed-in stranger; joining from another room with `since`; asking
+/// for a history page (before or after) without a seat. And only its owner and moderators,
+/// signed in, may change a room: a signed-in member or a guest asking to make it private, to
+/// invite, to list its sanctions or to mute someone is refused with `forbidden`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_reach_no_private_history_and_members_change_no_settings() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (olga, quinn) = (register(&address, "olga"), register(&address, "quinn"));
+    let secret = "the combination is 4-8-15";
+    let (mut owner, _) = signed_in(&address, &olga, "room=vault").await;
+    for n in 0..3 {
+        owner.say_with_id(&format!("{secret} ({n})"), &format!("s{n}")).await;
+        owner.ack_of(&format!("s{n}")).await;
+    }
+    owner
+        .send_text(&json!({"type": "configure", "room": "vault", "private": true}).to_string())
+        .await;
+    owner.recv_until(|m| matches!(m, ServerMessage::RoomSettings { .. }).then_some(())).await;
+
+    let mut guest = Client::connect(&url(&address, "room=vault&nick=snoop&since=0")).await;
+    assert_eq!(refused_without(&mut guest, secret).await, ErrorCode::Forbidden, "guest, since");
+    let origin = format!("http://{address}");
+    let headers = [("Origin", origin.as_str()), ("Cookie", quinn.as_str())];
+    let mut stranger =
+        Client::open_with(&url(&address, "room=vault&since=0"), &headers).await.expect("open");
+    assert_eq!(refused_without(&mut stranger, secret).await, ErrorCode::Forbidden, "stranger");
+
+    let (mut lurker, _) = Client::join(&url(&address, "room=lobby&nick=lurker")).await;
+    let join = json!({"type": "join", "room": "vault", "since": 0, "add": true});
+    lurker.send_text(&join.to_string()).await;
+    assert_eq!(refused_without(&mut lurker, secret).await, ErrorCode::Forbidden, "join, since");
+    for page in [json!({"before": 3}), json!({"after": 0}), json!({})] {
+        let mut ask = json!({"type": "history", "room": "vault"});
+        ask.as_object_mut().expect("object").extend(page.as_object().expect("object").clone());
+        lurker.send_text(&ask.to_string()).await;
+        assert_eq!(refused_without(&mut lurker, secret).await, ErrorCode::NotJoined, "{ask}");
+    }
+    let listed: Vec<String> = lurker.list_rooms().await.into_iter().map(|r| r.name).collect();
+    assert!(!listed.contains(&"vault".to_owned()), "{listed:?}");
+
+    // In a public room of olga's: quinn (signed in, no role) and a guest change nothing.
+    let (_owner_here, welcome) = signed_in(&address, &olga, "room=square").await;
+    assert_eq!(welcome.role, Some(protocol::Role::Owner), "the first signed-in joiner owns it");
+    let (mut member, _) = signed_in(&address, &quinn, "room=square").await;
+    let (mut passer, _) = Client::join(&url(&address, "room=square&nick=passer")).await;
+    let asks = [
+        json!({"type": "configure", "room": "square", "private": true}),
+        json!({"type": "invite", "room": "square"}),
+        json!({"type": "invite", "room": "square", "revoke": true}),
+        json!({"type": "sanctions", "room": "square"}),
+        json!({"type": "moderate", "room": "square", "nick": "olga", "action": "mute"}),
+        json!({"type": "grant", "room": "square", "nick": "quinn", "grant": "moderator"}),
+    ];
+    for (who, client) in [("quinn", &mut member), ("passer", &mut passer)] {
+        for ask in &asks {
+            client.send_text(&ask.to_string()).await;
+            assert_eq!(client.error_skipping().await, ErrorCode::Forbidden, "{who}: {ask}");
+        }
+    }
+    // Nothing changed: the room is still listed, and its owner is not muted.
+    let listed: Vec<String> = lurker.list_rooms().await.into_iter().map(|r| r.name).collect();
+    assert!(listed.contains(&"square".to_owned()), "{listed:?}");
+}
+
+/// `server admin` with `input` on its standard input: (whether it succeeded, its output).
+fn admin_with_input(data: &std::path::Path, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("admin")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("written");
+    let output = child.wait_with_output().expect("ends");
+    let said = [output.stdout, output.stderr].concat();
+    (output.status.success(), String::from_utf8_lossy(&said).into_owned())
+}
+
+/// The operator's account commands against a running server: `reset-password` (the new one
+/// read from standard input) ends the account's sessions and only the new password logs in;
+/// `revoke-moderator` stops a moderator's next action without a rejoin; `delete-account` frees
+/// the nick for a guest; each is in the audit log, and a nick with no account is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_reset_passwords_revoke_moderators_and_delete_accounts() {
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0"]);
+    let address = server.address();
+    let (frank, mo) = (register(&address, "frank"), register(&address, "mo"));
+    let origin = format!("http://{address}");
+    let me = |cookie: &str| {
+        let headers = [("Cookie", cookie)];
+        request(&address, "GET", "/account", &headers, "").status
+    };
+    let log_in = |password: &str| {
+        let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+        let body = json!({"nick": "frank", "password": password}).to_string();
+        request(&address, "POST", "/account/login", &headers, &body).status
+    };
+    assert_eq!(me(&frank), 200);
+
+    let (done, said) =
+        admin_with_input(data.path(), &["reset-password", "FRANK"], "a brand new password\n");
+    assert!(done && said.contains("password of frank reset"), "{said}");
+    assert_eq!(me(&frank), 401, "the old session ended");
+    assert_eq!(log_in(PASSWORD), 401, "the old password");
+    assert_eq!(log_in("a brand new password"), 200, "the new one");
+
+    admin(data.path(), &["grant-moderator", "mo", "--room", "club"]);
+    let (mut mo, welcome) = signed_in(&address, &mo, "room=club").await;
+    assert_eq!(welcome.role, Some(Role::Moderator));
+    let (mut gus, _) = Client::join(&url(&address, "room=club&nick=gus")).await;
+    gus.say_with_id("spam", "g1").await;
+    let spam = gus.ack_of("g1").await;
+    let said = admin(data.path(), &["revoke-moderator", "mo", "--room", "club"]);
+    assert!(said.contains("mo no longer moderates club"), "{said}");
+    mo.send_text(&delete("club", spam)).await;
+    assert_eq!(mo.error_skipping().await, ErrorCode::Forbidden, "revoked without a rejoin");
+
+    let said = admin(data.path(), &["delete-account", "Frank"]);
+    assert!(said.contains("deleted frank"), "{said}");
+    assert_eq!(log_in("a brand new password"), 401, "no account any more");
+    let (_, welcome) = Client::join(&url(&address, "room=club&nick=frank")).await;
+    assert_eq!(welcome.nick, "frank", "the nick is free for a guest");
+    let (done, said) = admin_with_input(data.path(), &["delete-account", "frank"], "");
+    assert!(!done && said.contains("no account looks like"), "{said}");
+    let (done, said) =
+        admin_with_input(data.path(), &["reset-password", "nobody"], "long enough password\n");
+    assert!(!done && said.contains("no account looks like"), "{said}");
+
+    let log = audit_log_with(data.path(), "delete-account").await;
+    for action in ["reset-password", "revoke-moderator", "delete-account"] {
+        assert!(log.contains(action), "{action} missing from {log}");
+    }
+}

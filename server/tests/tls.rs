@@ -58,6 +58,16 @@ fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
 /// The body of `GET path` over HTTPS, verifying the server with `ca_pem`; `Err` if the TLS
 /// handshake fails.
 fn https_get(address: &str, path: &str, ca_pem: &str) -> Result<String, rustls::Error> {
+    https_request(address, &format!("GET {path} HTTP/1.1\r\n\r\n"), ca_pem)
+}
+
+/// The whole response to `head_and_body` (a request whose head lacks `Host` and `Connection`,
+/// which are added) over HTTPS, verifying the server with `ca_pem`.
+fn https_request(
+    address: &str,
+    head_and_body: &str,
+    ca_pem: &str,
+) -> Result<String, rustls::Error> {
     let config = client_config(ca_pem);
     let host = address.split(':').next().expect("host").to_owned();
     let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
@@ -65,7 +75,8 @@ fn https_get(address: &str, path: &str, ca_pem: &str) -> Result<String, rustls::
     let socket = std::net::TcpStream::connect(address).expect("connect");
     socket.set_read_timeout(Some(common::DEADLINE)).expect("timeout");
     let mut tls = rustls::StreamOwned::new(connection, socket);
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let (request_line, rest) = head_and_body.split_once("\r\n").expect("a request line");
+    let request = format!("{request_line}\r\nHost: {address}\r\nConnection: close\r\n{rest}");
     if let Err(error) = tls.write_all(request.as_bytes()) {
         return Err(tls_error(error));
     }
@@ -307,4 +318,33 @@ async fn a_stalled_tls_client_is_cut_off() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(server);
+}
+
+/// Served over HTTPS, the session cookie is `Secure` (so a browser never sends it over plain
+/// HTTP), besides `HttpOnly` and `SameSite=Lax`.
+#[test]
+fn the_session_cookie_is_secure_over_https() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let authority = Authority::new("cookies");
+    authority.issue(&cert, &key);
+    let data = dir.path().join("data");
+    let args: Vec<&str> = ["--port", "0"].into_iter().chain(tls_args(&cert, &key)).collect();
+    let server = Running::start_storing(&data, &args);
+    let address = server.tls_address();
+    let body = r#"{"nick":"alice","password":"correct horse battery"}"#;
+    let request = format!(
+        "POST /account/register HTTP/1.1\r\nOrigin: https://{address}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = https_request(&address, &request, &authority.pem).expect("a verified handshake");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {answer}"));
+    for flag in ["chat_session=", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+    }
 }
