@@ -410,15 +410,39 @@ pub fn app(props: &AppProps) -> Html {
             send.emit(ClientMessage::Moderate { room: room.clone(), nick, action, minutes });
         })
     };
+    // Either way the room's privacy changes for everyone in it, confirmed first.
     let on_private = {
         let (send, room) = (send.clone(), view.name.clone());
         Callback::from(move |private: bool| {
-            send.emit(ClientMessage::Configure { room: room.clone(), private });
+            let Some(window) = web_sys::window() else { return };
+            let question = if private {
+                format!(
+                    "Make #{room} private? Guests here now are removed, and only members and \
+                     invited people may join."
+                )
+            } else {
+                format!(
+                    "Make #{room} public? Anyone may join and read it, and its member list and \
+                     invitation links are forgotten."
+                )
+            };
+            if window.confirm_with_message(&question).unwrap_or(false) {
+                send.emit(ClientMessage::Configure { room: room.clone(), private });
+            }
         })
     };
+    // A new link at once; revoking every link, confirmed first.
     let on_invite = {
         let (send, room) = (send.clone(), view.name.clone());
         Callback::from(move |revoke: bool| {
+            let Some(window) = web_sys::window() else { return };
+            let question = format!(
+                "Revoke every invitation link to #{room}? Links not used yet stop working; \
+                 members stay members."
+            );
+            if revoke && !window.confirm_with_message(&question).unwrap_or(false) {
+                return;
+            }
             // A week, for anyone who has the link.
             send.emit(ClientMessage::Invite { room: room.clone(), revoke, days: None, uses: None });
         })

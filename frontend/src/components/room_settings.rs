@@ -53,9 +53,19 @@ pub fn invitation_link(origin: &str, room: &str, code: &str) -> String {
 
 #[function_component(RoomSettings)]
 pub fn room_settings(props: &RoomSettingsProps) -> Html {
-    let onchange = props.on_private.reform(|event: Event| {
-        event.target_dyn_into::<web_sys::HtmlInputElement>().is_some_and(|input| input.checked())
-    });
+    // The box shows the room's setting, which changes when the server says the room did (the
+    // owner may also decline the confirmation): the click only asks.
+    let onchange = {
+        let (on_private, private) = (props.on_private.clone(), props.private);
+        Callback::from(move |event: Event| {
+            let Some(input) = event.target_dyn_into::<web_sys::HtmlInputElement>() else {
+                return;
+            };
+            let wanted = input.checked();
+            input.set_checked(private);
+            on_private.emit(wanted);
+        })
+    };
     let invite = props.on_invite.reform(|_: MouseEvent| false);
     let revoke = props.on_invite.reform(|_: MouseEvent| true);
     let person = use_node_ref();

@@ -271,8 +271,16 @@ async fn an_invitation_link_opens_a_private_room() {
     let driver = Driver::start();
     let (vera, walt) = tokio::join!(driver.browser(1100, 720), driver.browser(1100, 720));
     sign_in(&vera, &server, "Vera", "hideout", "last-child").await;
-    vera.find(".room-settings input[type=checkbox]").await.click().await.expect("ticked");
+    // Declined, nothing changes and the box stays as the room is; confirmed, it turns private.
+    let private = || async { vera.find(".room-settings input[type=checkbox]").await };
+    private().await.click().await.expect("ticked");
+    vera.client.dismiss_alert().await.expect("declined");
+    let ticked = private().await.prop("checked").await.expect("read");
+    assert_eq!(ticked.as_deref(), Some("false"), "declined: the box shows the room as it is");
+    private().await.click().await.expect("ticked");
+    vera.client.accept_alert().await.expect("confirmed");
     vera.wait_for_text(".topbar h1 .private", "· private").await;
+    assert_eq!(private().await.prop("checked").await.expect("read").as_deref(), Some("true"));
     vera.find(".room-settings .invitations button").await.click().await.expect("link made");
     let link = vera
         .wait_for("the invitation link", || async {
@@ -300,6 +308,14 @@ async fn an_invitation_link_opens_a_private_room() {
     walt.wait_for_text(".topbar h1 .private", "· private").await;
     vera.wait_for_text(".notice .text", "Walt joined.").await;
     walt.screenshot("private-2-invited").await;
+    // Revoking every link asks first.
+    vera.find(".room-settings .invitations button:nth-of-type(2)")
+        .await
+        .click()
+        .await
+        .expect("revoke");
+    vera.client.accept_alert().await.expect("confirmed");
+    vera.wait_for_text(".invitations .hint", "Every link is revoked; members stay members.").await;
     vera.close().await;
     walt.close().await;
 }
