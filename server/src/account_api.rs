@@ -21,9 +21,13 @@ use crate::proxies::Proxies;
 pub const SESSION_COOKIE: &str = "chat_session";
 /// Attempts (register or log in) an address may make a minute.
 const ATTEMPTS_PER_MINUTE_PER_ADDRESS: u32 = 20;
-/// Failed logins an account may have a minute, from every address together; past them its
-/// logins wait for the minute to end.
-const FAILURES_PER_MINUTE_PER_ACCOUNT: u32 = 5;
+/// Failed logins an account may have a minute from one address; past them its logins from
+/// that address wait for the minute to end.
+const FAILURES_PER_MINUTE_PER_ACCOUNT_AND_ADDRESS: u32 = 5;
+/// Failed logins an account may have a minute from every address together; past them all of
+/// its logins wait. Higher than the one address's, so that someone guessing from their own
+/// address cannot lock the owner out, while guesses spread over many addresses stay slow.
+const FAILURES_PER_MINUTE_PER_ACCOUNT: u32 = 50;
 /// The largest body the account calls take (a nick and a password of at most 1,024 bytes).
 const MAX_BODY_BYTES: usize = 4096;
 
@@ -213,13 +217,22 @@ async fn log_in(
     let Ok(nick) = crate::names::check_nick(&nick, state.max_nick_chars) else {
         return Err(refusal(AccountError::WrongPassword));
     };
-    // Failures are counted per account, from every address together: guessing one person's
-    // password is as slow from a thousand addresses as from one. (Both forms of a nick's
-    // look count as one account: `AIice` is `Alice`.)
+    // Failures are counted per account and address, and per account from every address
+    // together (with a higher bound): a guesser is slowed at once, a thousand guessers soon
+    // after, and the owner elsewhere is not locked out by either alone. (Both forms of a
+    // nick's look count as one account: `AIice` is `Alice`.)
     let likeness = crate::names::Likeness::of(&nick);
-    let mut keys = vec![likeness.key().to_owned(), likeness.cased().to_owned()];
-    keys.dedup();
-    if keys.iter().any(|key| state.failures_of(key) >= FAILURES_PER_MINUTE_PER_ACCOUNT) {
+    let from = state.proxies.client(&request).map(policy::limit_key);
+    let mut accounts_keys = vec![likeness.key().to_owned(), likeness.cased().to_owned()];
+    accounts_keys.dedup();
+    // A nick holds no control character, so no account key is ever one of these.
+    let here = |key: &String| format!("{key}\n{from:?}");
+    let slowed = accounts_keys.iter().any(|key| {
+        state.failures_of(&here(key)) >= FAILURES_PER_MINUTE_PER_ACCOUNT_AND_ADDRESS
+            || state.failures_of(key) >= FAILURES_PER_MINUTE_PER_ACCOUNT
+    });
+    let keys: Vec<String> = accounts_keys.iter().flat_map(|key| [here(key), key.clone()]).collect();
+    if slowed {
         return Err(Refused::too_fast(
             std::time::Duration::from_secs(60),
             "Too many failed logins for this nick; wait a minute.",
@@ -316,7 +329,10 @@ fn refusal(error: AccountError) -> Refused {
             Refused::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Wrong nick or password.")
         }
         AccountError::Hash(_) | AccountError::Store(_) | AccountError::Shared(_) => {
-            tracing::error!(%error, "an account call failed");
+            // Anyone may call: during an outage, one line per call would be theirs to multiply.
+            crate::redis_keys::warn_now_and_then(|| {
+                tracing::error!(%error, "an account call failed");
+            });
             Refused::unavailable()
         }
     }

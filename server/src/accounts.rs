@@ -92,6 +92,10 @@ const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 const ARGON2_PASSES: u32 = 2;
 const ARGON2_LANES: u32 = 1;
 
+/// How a token's identities are named ([`crate::room_state::SignedIn::id`]): they have no
+/// account here. An account's id is its nick, so no nick that starts with it is registered.
+pub const TOKEN_ID: &str = "token:";
+
 /// Passwords are at least this long, in characters, and at most [`MAX_PASSWORD_BYTES`].
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer passwords are refused rather than hashed (a hash's cost grows with its input).
@@ -114,7 +118,10 @@ pub enum AccountError {
         "a password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes' worth of characters"
     )]
     WeakPassword,
-    #[error("nicks starting with `guest-` are the server's names for guests")]
+    #[error(
+        "nicks starting with `guest-` or `{TOKEN_ID}` are the server's names for guests and for \
+         people a site signed in"
+    )]
     GuestNick,
     #[error("wrong nick or password")]
     WrongPassword,
@@ -317,7 +324,8 @@ impl Accounts {
     /// thread.
     pub fn register(&self, nick: &str, password: &str, now: u64) -> Result<Session, AccountError> {
         check_password(password)?;
-        if nick.to_lowercase().starts_with("guest-") {
+        let lower = nick.to_lowercase();
+        if lower.starts_with("guest-") || lower.starts_with(TOKEN_ID) {
             return Err(AccountError::GuestNick);
         }
         let likeness = Likeness::of(nick);
@@ -1394,6 +1402,9 @@ pub(crate) mod tests {
         let accounts = accounts();
         assert!(matches!(accounts.register("bob", "short", 2), Err(AccountError::WeakPassword)));
         assert!(matches!(accounts.register("Guest-7", PASSWORD, 2), Err(AccountError::GuestNick)));
+        // An account named like a token's identity would be taken for one (its role never
+        // read again, no configure).
+        assert!(matches!(accounts.register("Token:7", PASSWORD, 2), Err(AccountError::GuestNick)));
         let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
         assert!(matches!(accounts.register("bob", &huge, 2), Err(AccountError::WeakPassword)));
         assert!(matches!(accounts.log_in("bob", &huge, 2), Err(AccountError::WrongPassword)));

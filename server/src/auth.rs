@@ -181,7 +181,7 @@ impl TokenVerifier {
             return Err("The token has no sub.".into());
         }
         let name = claims.name.unwrap_or_else(|| claims.sub.clone());
-        let nick = protocol::rules::check_nick(&name, max_nick_chars)
+        let nick = crate::names::check_nick(&name, max_nick_chars)
             .map_err(|error| format!("The token's name cannot be a nick: {}", error.message))?;
         let rooms = match claims.rooms {
             Some(rooms) if rooms.len() > MAX_TOKEN_ROOMS => {
@@ -275,6 +275,10 @@ mod tests {
             (with(json!({"aud": null})), "has no aud"),
             (with(json!({"nbf": now() + 3600})), "not good yet"),
             (with(json!({"name": "a\u{7}b"})), "cannot be a nick"),
+            // Invisible and direction characters, as for every other nick (one would pass as
+            // "bob" and could not be named in a moderate).
+            (with(json!({"name": "bob\u{200B}"})), "cannot be a nick"),
+            (with(json!({"name": "\u{202E}bob"})), "cannot be a nick"),
             (with(json!({"rooms": vec!["r"; MAX_TOKEN_ROOMS + 1]})), "more than 256 rooms"),
             (with(json!({"rooms": ["ok", "no/slash"]})), "a bad room"),
             ("x".repeat(MAX_TOKEN_BYTES + 1), "longer than"),

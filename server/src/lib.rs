@@ -368,6 +368,15 @@ fn warn_if_backlog_capped() {
 /// Settings that cannot run together, said in words before anything is bound or opened.
 pub fn check_settings(config: &Config) -> Result<(), String> {
     auth::Gate::from_options(&config.auth)?;
+    // actix runs a zero interval over and over within one poll: a worker would spin.
+    for (flag, every) in [
+        ("--heartbeat-interval", config.heartbeat_interval),
+        ("--session-check-interval", config.abuse.session_check_interval),
+    ] {
+        if every.is_zero() {
+            return Err(format!("{flag} must be longer than zero"));
+        }
+    }
     let accounts_only = config.auth.mode == config::AuthMode::Accounts;
     if accounts_only && config.storage.ephemeral && config.redis.url.is_none() {
         return Err("--auth accounts keeps accounts in the data folder's database (or with \

@@ -881,7 +881,7 @@ impl Handler<Typing> for Room {
     type Result = ();
 
     fn handle(&mut self, msg: Typing, ctx: &mut Self::Context) {
-        let effects = self.state.typing(msg.conn, Instant::now());
+        let effects = self.state.typing(msg.conn, Instant::now(), now_millis());
         self.apply(effects, ctx);
     }
 }

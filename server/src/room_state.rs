@@ -356,8 +356,7 @@ pub struct SignedIn {
     pub moderates: Vec<String>,
 }
 
-/// How a token's identities are named ([`SignedIn::id`]): they have no account here.
-pub const TOKEN_ID: &str = "token:";
+pub use crate::accounts::TOKEN_ID;
 
 impl SignedIn {
     /// Whether it is a token's holder (no account of this server).
@@ -1425,9 +1424,13 @@ impl RoomState {
     }
 
     /// `conn` is typing: the others are told, at most once per [`TYPING_INTERVAL`].
-    pub fn typing(&mut self, conn: ConnId, now: Instant) -> Vec<Effect> {
+    pub fn typing(&mut self, conn: ConnId, now: Instant, ts: UnixMillis) -> Vec<Effect> {
         let Some(member) = self.members.get_mut(&conn) else { return Vec::new() };
-        if member.typed.is_some_and(|at| now.duration_since(at) < TYPING_INTERVAL) {
+        // A muted member's typing is dropped like a too-frequent one (no error: a client
+        // types without waiting for answers).
+        if member.typed.is_some_and(|at| now.duration_since(at) < TYPING_INTERVAL)
+            || member.muted_until.is_some_and(|until| until > ts)
+        {
             return vec![Effect::Count(Counted::TypingDropped)];
         }
         member.typed = Some(now);
@@ -3431,15 +3434,21 @@ mod tests {
         let now = Instant::now();
         enter(&mut room, 1, "ann", now);
         assert!(matches!(
-            room.typing(1, now).as_slice(),
+            room.typing(1, now, T).as_slice(),
             [Effect::Broadcast { message: ServerMessage::Typing { .. }, except: Some(1) }]
         ));
         assert_eq!(
-            room.typing(1, now + Duration::from_secs(1)),
+            room.typing(1, now + Duration::from_secs(1), T),
             [Effect::Count(Counted::TypingDropped)]
         );
-        assert_eq!(room.typing(1, now + TYPING_INTERVAL).len(), 1);
-        assert!(room.typing(9, now).is_empty(), "not a member");
+        assert_eq!(room.typing(1, now + TYPING_INTERVAL, T).len(), 1);
+        assert!(room.typing(9, now, T).is_empty(), "not a member");
+
+        // A muted member's typing reaches no one: it would be a way to keep talking.
+        enter(&mut room, 2, "bob", now);
+        room.members.get_mut(&2).expect("bob").muted_until = Some(T + 60_000);
+        assert_eq!(room.typing(2, now, T), [Effect::Count(Counted::TypingDropped)]);
+        assert_eq!(room.typing(2, now + TYPING_INTERVAL, T + 60_000).len(), 1, "once it ends");
     }
 
     /// The welcome's member and room lists count against its page: with many members, fewer

@@ -261,9 +261,11 @@ impl Session {
                         "your session has ended: log in again",
                     );
                 }
-                Err(error) => {
-                    tracing::warn!(conn = session.conn, %error, "could not check a session")
-                }
+                // Every signed-in connection checks: during an outage, one line per check
+                // would be one per connection a minute.
+                Err(error) => crate::redis_keys::warn_now_and_then(
+                    || tracing::warn!(conn = session.conn, %error, "could not check a session"),
+                ),
             }
         });
     }

@@ -84,6 +84,33 @@ fn taken_port_is_a_clear_error() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// An interval of zero would spin a worker at the first connection (actix runs a zero
+/// interval over and over in one poll): refused at start, in words, before anything binds.
+#[test]
+fn zero_intervals_are_refused_at_start() {
+    for flag in ["--heartbeat-interval", "--session-check-interval"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--port", "0", "--ephemeral", flag, "0s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().expect("waits").is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().expect("killed");
+                panic!("{flag} 0s: the server started instead of refusing");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("ended");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} 0s started: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!stderr.contains("listening on"), "{flag}: {stderr}");
+    }
+}
+
 /// SIGTERM tells connected clients the server is going away (close 1001) and the process
 /// exits 0 well within the grace period instead of lingering with open connections.
 #[tokio::test(flavor = "multi_thread")]
