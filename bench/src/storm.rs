@@ -34,7 +34,7 @@ use protocol::backoff;
 use testclient::{Client, Message};
 
 use crate::Peer;
-use crate::usage::{cpu_time, rss_kib};
+use crate::usage::{cpu_time, machine_ticks, rss_kib};
 
 /// What to run.
 #[derive(Debug, Clone, clap::Args)]
@@ -212,13 +212,27 @@ pub async fn run(
     let generator_before = workers.cpu_time();
 
     // The restart, as a deploy does it.
+    let machine_before = machine_ticks().ok();
     let killed = Instant::now();
     let kill_us = now_micros();
-    if terminate(&mut server.0)? {
+    let stop = terminate(&mut server.0)?;
+    if stop.killed {
         eprintln!("{name}: did not exit within {STOP_WAIT:?} of SIGTERM: killed");
     }
     let exit_us = now_micros();
     let stopped = killed.elapsed();
+    // Who had the CPU while the old server closed its connections.
+    let cores = |cpu: Duration| cpu.as_secs_f64() / stopped.as_secs_f64().max(1e-3);
+    let workers_then = cores(workers.cpu_time().saturating_sub(generator_before));
+    let busy = machine_before.zip(machine_ticks().ok()).map(|((busy, all), (busy2, all2))| {
+        (busy2 - busy) as f64 / (all2 - all).max(1) as f64 * 100.0
+    });
+    eprintln!(
+        "{name}: while it stopped: old server {:.2} cores, workers {workers_then:.2} cores, the \
+         machine {} busy",
+        stop.cpu.map_or(0.0, cores),
+        busy.map_or("?".into(), |busy| format!("{busy:.0}%")),
+    );
     let mut server = Peer::spawn(command, port)?;
     let mut sampler = Sampler::new(server.0.id());
     while !listens(address) {
@@ -315,20 +329,36 @@ fn listen_overflows() -> Option<u64> {
 
 /// Sends SIGTERM to `child` and waits for it to exit, at most [`STOP_WAIT`], then kills it.
 /// Says whether it had to be killed.
-fn terminate(child: &mut Child) -> Result<bool> {
+fn terminate(child: &mut Child) -> Result<Stop> {
     let raw = i32::try_from(child.id()).context("a process id past i32")?;
     let pid = rustix::process::Pid::from_raw(raw).context("process id 0")?;
+    let before = cpu_time(child.id()).ok();
+    let mut last = before;
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).context("sending SIGTERM")?;
     let began = Instant::now();
+    let mut polls = 0_u32;
     while child.try_wait().context("waiting for the server")?.is_none() {
         if began.elapsed() > STOP_WAIT {
             child.kill().context("killing the server")?;
             child.wait().context("waiting for the killed server")?;
-            return Ok(true);
+            return Ok(Stop { killed: true, cpu: None });
+        }
+        // Its CPU time every 10 ms, the last read before it is gone standing for all of it.
+        polls += 1;
+        if polls.is_multiple_of(10) {
+            last = cpu_time(child.id()).ok().or(last);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(false)
+    let cpu = before.zip(last).map(|(before, last)| last.saturating_sub(before));
+    Ok(Stop { killed: false, cpu })
+}
+
+/// How a server's stop went: whether it had to be killed, and the CPU time it used from
+/// SIGTERM to (about 10 ms before) its exit, if that could be read.
+struct Stop {
+    killed: bool,
+    cpu: Option<Duration>,
 }
 
 /// The new server's peak CPU (over windows of [`SAMPLE_EVERY`]) and resident memory, read from

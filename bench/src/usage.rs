@@ -22,6 +22,22 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     cpu_time_of(&stat, rustix::param::clock_ticks_per_second())
 }
 
+/// The whole machine's CPU ticks so far, from the first line of `/proc/stat`: (busy, all),
+/// busy being all but idle and I/O wait.
+pub fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    machine_ticks_of(&stat)
+}
+
+fn machine_ticks_of(stat: &str) -> Result<(u64, u64)> {
+    let line =
+        stat.lines().next().filter(|line| line.starts_with("cpu ")).context("no cpu line")?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    anyhow::ensure!(ticks.len() >= 5, "short cpu line in /proc/stat");
+    let all: u64 = ticks.iter().sum();
+    Ok((all - ticks[3] - ticks[4], all))
+}
+
 /// `utime + stime` (fields 14 and 15, in clock ticks) of a `/proc/PID/stat` line. The second
 /// field, the command name in parentheses, may itself hold spaces and parentheses, so fields
 /// are counted from the last `)`, after which comes field 3.
@@ -47,6 +63,14 @@ mod tests {
         let cpu = cpu_time_of(line, 100).expect("parsed");
         assert_eq!(cpu, Duration::from_millis(3_800));
         assert!(cpu_time_of("4242 (server) S 1", 100).is_err(), "a short line is an error");
+    }
+
+    /// Idle (field 4) and I/O wait (field 5) are not busy; everything else is.
+    #[test]
+    fn machine_ticks_leave_out_idle_and_waiting() {
+        let stat = "cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n";
+        assert_eq!(machine_ticks_of(stat).expect("parsed"), (155, 1000));
+        assert!(machine_ticks_of("intr 1 2 3").is_err());
     }
 
     /// This process has used some CPU time, and reading it twice never goes back.
