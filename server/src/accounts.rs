@@ -96,6 +96,9 @@ const ARGON2_LANES: u32 = 1;
 /// account here. An account's id is its nick, so no nick that starts with it is registered.
 pub const TOKEN_ID: &str = "token:";
 
+/// The audit log keeps its newest entries, this many (in the database and in Redis alike).
+pub const AUDIT_KEPT: u32 = 100_000;
+
 /// Passwords are at least this long, in characters, and at most [`MAX_PASSWORD_BYTES`].
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer passwords are refused rather than hashed (a hash's cost grows with its input).
@@ -1007,9 +1010,15 @@ impl AccountStore for SqliteAccounts {
     }
 
     fn audit(&self, audit: &Audit, ts: u64) -> Result<(), AccountError> {
-        self.connection().execute(
+        let connection = self.connection();
+        connection.execute(
             "INSERT INTO audit (ts, actor, action, room, subject) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![to_sql(ts), audit.actor, audit.action, audit.room, audit.subject],
+        )?;
+        // Ids only grow: the newest AUDIT_KEPT are the last ids (a range of the primary key).
+        connection.execute(
+            "DELETE FROM audit WHERE id <= last_insert_rowid() - ?1",
+            [i64::from(AUDIT_KEPT)],
         )?;
         Ok(())
     }
@@ -1385,6 +1394,34 @@ pub(crate) mod tests {
     #[test]
     fn the_database_keeps_the_contract() {
         contract(&accounts());
+    }
+
+    /// The database keeps the newest AUDIT_KEPT entries of the audit log, as Redis does: a log
+    /// written for years (or by a flood of actions) does not grow without end.
+    #[test]
+    fn the_audit_log_keeps_its_newest_entries() {
+        let mut connection = Connection::open_in_memory().expect("in memory");
+        crate::db::migrate_for_tests(&mut connection).expect("migrated");
+        connection
+            .execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO audit (ts, actor, action, room, subject)
+                 SELECT i, 'mo', 'kick', 'r', 'x' FROM n",
+                [i64::from(AUDIT_KEPT) - 1],
+            )
+            .expect("filled");
+        let store = SqliteAccounts { connection: Mutex::new(connection) };
+        let entry =
+            Audit { actor: "mo".into(), action: "ban", room: "r".into(), subject: "troll".into() };
+        for ts in [200_000, 200_001, 200_002] {
+            store.audit(&entry, ts).expect("written");
+        }
+        let (count, oldest): (i64, i64) = store
+            .connection()
+            .query_row("SELECT COUNT(*), MIN(ts) FROM audit", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("counted");
+        assert_eq!((count, oldest), (i64::from(AUDIT_KEPT), 3), "the two oldest went");
+        assert_eq!(store.audit_log(1).expect("read")[0].0, 200_002);
     }
 
     /// The store is given a token's hash, never the token.

@@ -770,6 +770,13 @@ const MIGRATIONS: &[&str] = &[
     // subject is `id:` and the nick), so they can be listed and lifted; a guest's (by address)
     // did not keep its nick and stays unnamed until it ends.
     "UPDATE sanctions SET nick = substr(subject, 4) WHERE nick = '' AND subject LIKE 'id:%';",
+    // 10: what is pruned by its end is found by an index (a login, a new invitation and a
+    // join's ban check each deleted the ended rows by scanning the whole table); invitation
+    // codes made before 8 end a week after they were made, as every code does now.
+    "CREATE INDEX sessions_by_end ON sessions (expires);
+     CREATE INDEX invitations_by_end ON invitations (expires);
+     CREATE INDEX sanctions_by_end ON sanctions (until);
+     UPDATE invitations SET expires = created + 7 * 86400000 WHERE expires IS NULL;",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -1104,6 +1111,36 @@ mod tests {
             named,
             [("addr:10.0.0.1".to_owned(), String::new()), ("id:bob".into(), "bob".into())]
         );
+    }
+
+    /// Invitation codes made before schema 8 had no end and worked for good: after the upgrade
+    /// they end a week after they were made, like every code; newer codes keep their own end.
+    #[test]
+    fn older_invitations_end_a_week_after_they_were_made() {
+        let mut connection = Connection::open_in_memory().expect("in memory");
+        migrate(&mut connection, &MIGRATIONS[..9]).expect("schema 9");
+        connection
+            .execute_batch(
+                "INSERT INTO invitations (hash, room, created) VALUES ('old', 'r', 1000);
+                 INSERT INTO invitations (hash, room, created, expires, uses_left)
+                     VALUES ('new', 'r', 2000, 5000, 3);",
+            )
+            .expect("kept");
+        migrate(&mut connection, MIGRATIONS).expect("upgraded");
+        let ends: Vec<(String, i64)> = connection
+            .prepare("SELECT hash, expires FROM invitations ORDER BY hash")
+            .expect("statement")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(ends, [("new".to_owned(), 5000), ("old".to_owned(), 1000 + 7 * 86_400_000)]);
+        let plan: String = connection
+            .query_row("EXPLAIN QUERY PLAN DELETE FROM sessions WHERE expires <= 5", [], |row| {
+                row.get(3)
+            })
+            .expect("plan");
+        assert!(plan.contains("sessions_by_end"), "ended sessions are found by index: {plan}");
     }
 
     /// The migrations are well formed (rusqlite_migration checks them on an empty database).

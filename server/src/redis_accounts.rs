@@ -30,7 +30,7 @@
 //!   lift them); `chat:{R}:sanctions` a set of `ACTION<tab>NICK` (to list them);
 //! - `chat:private-rooms`; `chat:{R}:private-members` (numbers); `chat:{R}:invitations` a hash
 //!   of invitation code hashes to `EXPIRES:USES` (uses empty: any number);
-//! - `chat:audit`: the audit log, newest first, as JSON (the newest [`AUDIT_KEPT`] entries).
+//! - `chat:audit`: the audit log, newest first, as JSON (the newest [`crate::accounts::AUDIT_KEPT`] entries).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -40,7 +40,7 @@ use redis::{Commands, Connection, RedisResult};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredInvitation,
+    AUDIT_KEPT, AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredInvitation,
     StoredSession, audit_action, sanction_name,
 };
 use crate::names::Likeness;
@@ -437,8 +437,6 @@ const ALL: &str = "chat:accounts:all";
 const NEXT: &str = "chat:accounts:next";
 const PRIVATE: &str = "chat:private-rooms";
 const AUDIT: &str = "chat:audit";
-/// How many entries of the audit log Redis keeps (the newest).
-pub const AUDIT_KEPT: isize = 100_000;
 
 /// A key of `room`'s (`""`: of every room).
 fn room_key(room: &str, what: &str) -> String {
@@ -843,7 +841,7 @@ impl AccountStore for RedisAccounts {
                 .atomic()
                 .lpush(AUDIT, &json)
                 .ignore()
-                .ltrim(AUDIT, 0, AUDIT_KEPT - 1)
+                .ltrim(AUDIT, 0, isize::try_from(AUDIT_KEPT).unwrap_or(isize::MAX) - 1)
                 .ignore()
                 .query::<()>(c)
         })?;
