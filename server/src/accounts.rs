@@ -96,6 +96,11 @@ const ARGON2_LANES: u32 = 1;
 /// account here. An account's id is its nick, so no nick that starts with it is registered.
 pub const TOKEN_ID: &str = "token:";
 
+/// The most rooms one account owns by claiming them (being the first signed-in joiner of a
+/// room with no message): past it, a room the account opens gets no owner. Without it, one
+/// account could leave an owner's record in every room name it walks through.
+pub const MAX_CLAIMED_ROOMS: u32 = 100;
+
 /// The audit log keeps its newest entries, this many (in the database and in Redis alike).
 pub const AUDIT_KEPT: u32 = 100_000;
 
@@ -776,7 +781,10 @@ impl AccountStore for SqliteAccounts {
                 "SELECT EXISTS (SELECT 1 FROM roles WHERE room = ?1 AND role = 'owner')",
             )?
             .query_row([room], |row| row.get(0))?;
-        if owned {
+        let claimed: u32 = transaction
+            .prepare_cached("SELECT COUNT(*) FROM roles WHERE account = ?1 AND role = 'owner'")?
+            .query_row([account], |row| row.get(0))?;
+        if owned || claimed >= MAX_CLAIMED_ROOMS {
             return Ok(false);
         }
         transaction.execute(
@@ -1389,6 +1397,16 @@ pub(crate) mod tests {
         let read: Vec<(u64, &str, &str)> =
             log.iter().map(|(ts, a)| (*ts - now, a.action, a.subject.as_str())).collect();
         assert_eq!(read, [(2, "delete-account", "bob 2"), (1, "ban", "bob 1")]);
+
+        // An account claims at most MAX_CLAIMED_ROOMS rooms; past them, rooms stay unowned.
+        accounts.register("walker", PASSWORD, now).expect("registered");
+        for n in 0..MAX_CLAIMED_ROOMS {
+            let role = accounts.role(&format!("walk-{n}"), "walker", true).expect("read");
+            assert_eq!(role, Some(Role::Owner), "room {n}");
+        }
+        assert_eq!(accounts.role("walk-past", "walker", true).expect("read"), None, "past it");
+        accounts.register("carl", PASSWORD, now).expect("registered");
+        assert_eq!(accounts.role("walk-past", "carl", true).expect("read"), Some(Role::Owner));
     }
 
     #[test]

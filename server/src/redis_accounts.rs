@@ -40,8 +40,8 @@ use redis::{Commands, Connection, RedisResult};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{
-    AUDIT_KEPT, AccountError, AccountStore, Audit, SanctionRecord, StoredAccount, StoredInvitation,
-    StoredSession, audit_action, sanction_name,
+    AUDIT_KEPT, AccountError, AccountStore, Audit, MAX_CLAIMED_ROOMS, SanctionRecord,
+    StoredAccount, StoredInvitation, StoredSession, audit_action, sanction_name,
 };
 use crate::names::Likeness;
 
@@ -144,10 +144,17 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
-/// Makes an account a room's owner unless it has one. KEYS: the owner key, the account's
-/// roles. ARGV: the number, the role entry.
+/// Makes an account a room's owner unless the room has one or the account has claimed its
+/// most. KEYS: the owner key, the account's
+/// roles. ARGV: the number, the role entry, the most rooms an account claims.
 const CLAIM: &str = r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local claimed = 0
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if string.sub(entry, 1, 6) == 'owner	' then claimed = claimed + 1 end
+end
+if claimed >= tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 ";
@@ -629,6 +636,7 @@ impl AccountStore for RedisAccounts {
                 .key(roles_key(account))
                 .arg(account)
                 .arg(role_entry("owner", room))
+                .arg(MAX_CLAIMED_ROOMS)
                 .invoke(c)
         })?;
         Ok(claimed == 1)
