@@ -29,6 +29,9 @@ pub use crate::directory::MAX_LISTED_ROOMS;
 
 /// How often the room-opening limiters forget connections and addresses that are quiet.
 const FORGET_OPENERS_EVERY: Duration = Duration::from_secs(60);
+/// How often the private rooms are read again (a room made private on another server while
+/// closed here tells this one nothing), and how soon after a failed read.
+const PRIVATE_ROOMS_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Lobby {
     /// The open rooms, who sits in each, and the room list.
@@ -54,8 +57,10 @@ pub struct Lobby {
     /// the same name loads its history only after the old one is done.
     closing: HashMap<String, (RoomInstance, PreviousClosed)>,
     metrics: Arc<Metrics>,
-    /// Private rooms: left out of every room list.
-    private: std::collections::HashSet<String>,
+    /// Private rooms: left out of every room list. `None` until they could be read: then no
+    /// room is listed (a room list is a convenience; a private room's name is not).
+    private: Option<std::collections::HashSet<String>>,
+    registry: crate::room_state::Registry,
     /// The server is stopping: every member was told to go away, and so is any joiner since.
     stopping: bool,
 }
@@ -111,10 +116,24 @@ impl Lobby {
                 next_arbiter: 0,
                 closing: HashMap::new(),
                 metrics,
-                private: registry.private_rooms().into_iter().collect(),
+                private: None,
+                registry,
                 stopping: false,
             }
         })
+    }
+
+    /// Reads the private rooms on a blocking thread (a store that is slow to answer holds no
+    /// join), now and every [`PRIVATE_ROOMS_EVERY`]; a failed read keeps the last set.
+    fn read_private_rooms(&self, ctx: &mut Context<Self>) {
+        let registry = self.registry.clone();
+        let read = actix_web::rt::task::spawn_blocking(move || registry.private_rooms());
+        ctx.spawn(read.into_actor(self).map(|read, lobby, ctx| {
+            if let Ok(Some(private)) = read {
+                lobby.private = Some(private.into_iter().collect());
+            }
+            ctx.run_later(PRIVATE_ROOMS_EVERY, |lobby, ctx| lobby.read_private_rooms(ctx));
+        }));
     }
 
     /// Whether `conn` from `address` may open a room that is not open: the server has room
@@ -231,6 +250,10 @@ impl Lobby {
 impl Actor for Lobby {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.read_private_rooms(ctx);
+    }
+
     fn stopped(&mut self, _: &mut Self::Context) {
         for arbiter in &self.arbiters {
             arbiter.stop();
@@ -314,7 +337,11 @@ impl Handler<Join> for Lobby {
                 account: msg.account,
                 since: msg.since,
                 epoch: msg.epoch,
-                rooms: self.visible(self.rooms.list(&leaving), msg.only_rooms.as_deref()),
+                rooms: visible(
+                    self.rooms.list(&leaving),
+                    self.private.as_ref(),
+                    msg.only_rooms.as_deref(),
+                ),
                 address: Some(msg.address),
                 invite: msg.invite,
             },
@@ -413,10 +440,10 @@ impl Handler<RoomEvent> for Lobby {
             }
             RoomEvent::Closed { room, last_ts } => self.rooms.closed(room, last_ts),
             RoomEvent::Privacy { room, private: true } => {
-                self.private.insert(room);
+                self.private.as_mut().map(|private| private.insert(room));
             }
             RoomEvent::Privacy { room, private: false } => {
-                self.private.remove(&room);
+                self.private.as_mut().map(|private| private.remove(&room));
             }
         }
     }
@@ -434,20 +461,24 @@ impl Handler<ListRooms> for Lobby {
     type Result = MessageResult<ListRooms>;
 
     fn handle(&mut self, msg: ListRooms, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.visible(self.rooms.list(&[]), msg.only_rooms.as_deref()))
+        let list = self.rooms.list(&[]);
+        MessageResult(visible(list, self.private.as_ref(), msg.only_rooms.as_deref()))
     }
 }
 
-impl Lobby {
-    /// The rooms of `list` that a connection allowed only `only` may see: never the private
-    /// ones.
-    fn visible(&self, mut list: Vec<RoomInfo>, only: Option<&[String]>) -> Vec<RoomInfo> {
-        list.retain(|room| !self.private.contains(&room.name));
-        if let Some(only) = only {
-            list.retain(|room| only.contains(&room.name));
-        }
-        list
+/// The rooms of `list` that a connection allowed only `only` may see: never the `private`
+/// ones, and none while those are not known.
+fn visible(
+    mut list: Vec<RoomInfo>,
+    private: Option<&std::collections::HashSet<String>>,
+    only: Option<&[String]>,
+) -> Vec<RoomInfo> {
+    let Some(private) = private else { return Vec::new() };
+    list.retain(|room| !private.contains(&room.name));
+    if let Some(only) = only {
+        list.retain(|room| only.contains(&room.name));
     }
+    list
 }
 
 /// The server is shutting down: every room tells its members to go away. Answers once every
@@ -511,6 +542,20 @@ mod tests {
             leaving: Vec::new(),
             deadline: std::time::Instant::now() + Duration::from_secs(5),
         }
+    }
+
+    /// Room lists leave out the private rooms, and a token's holder sees only its rooms;
+    /// while the private rooms cannot be read (the store away at start), nothing is listed.
+    #[test]
+    fn lists_leave_out_private_rooms_and_fail_closed() {
+        let room = |name: &str| RoomInfo { name: name.into(), members: 1 };
+        let list = vec![room("open"), room("hidden"), room("team")];
+        let private: std::collections::HashSet<String> = ["hidden".to_owned()].into();
+        let names = |list: Vec<RoomInfo>| list.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(visible(list.clone(), Some(&private), None)), ["open", "team"]);
+        let only = ["team".to_owned(), "hidden".to_owned()];
+        assert_eq!(names(visible(list.clone(), Some(&private), Some(&only))), ["team"]);
+        assert!(visible(list, None, None).is_empty(), "not known: nothing listed");
     }
 
     /// A join that reaches the lobby after the shutdown began (accepted just before the server

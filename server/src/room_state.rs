@@ -182,13 +182,17 @@ impl Registry {
         })
     }
 
-    /// The private rooms (none without accounts).
-    pub fn private_rooms(&self) -> Vec<String> {
-        let Some(accounts) = &self.0 else { return Vec::new() };
-        accounts.private_rooms().unwrap_or_else(|error| {
-            tracing::error!(%error, "could not read the private rooms");
-            Vec::new()
-        })
+    /// The private rooms (none without accounts); `None` if they could not be read.
+    pub fn private_rooms(&self) -> Option<Vec<String>> {
+        let Some(accounts) = &self.0 else { return Some(Vec::new()) };
+        accounts
+            .private_rooms()
+            .map_err(|error| {
+                crate::redis_keys::warn_now_and_then(|| {
+                    tracing::error!(%error, "could not read the private rooms");
+                });
+            })
+            .ok()
     }
 
     /// Whether `room` is private; `None` if that could not be read (the room's joins are then
