@@ -309,7 +309,7 @@ pub struct RedisOptions {
     /// Share rooms with every server pointed at this Redis (`redis://HOST:PORT/DB`): history,
     /// message ids, repeated client ids, presence and fan-out live in Redis, and the local
     /// database keeps only the HTTP API's keys. Without it the server needs no other service.
-    #[arg(long = "redis", env = "CHAT_REDIS")]
+    #[arg(long = "redis", env = "CHAT_REDIS", global = true, hide_env_values = true)]
     pub url: Option<String>,
 
     /// Start even though the Redis of --redis may lose acknowledged messages (no append-only

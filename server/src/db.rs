@@ -215,6 +215,28 @@ impl Db {
         &self.options
     }
 
+    /// Records where the server keeps its accounts (in Redis, or in this database), so that
+    /// `server admin` on this data folder finds them where the servers do.
+    pub fn note_accounts_in_redis(&self, in_redis: bool) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('accounts_in_redis', ?1)",
+            [i64::from(in_redis)],
+        )?;
+        Ok(())
+    }
+
+    /// Whether the last server on this data folder kept its accounts in Redis (`None`: no
+    /// server has said, as before this was recorded).
+    pub fn accounts_in_redis(&self) -> Result<Option<bool>, StoreError> {
+        let value: Option<i64> = self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'accounts_in_redis'", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        Ok(value.map(|value| value != 0))
+    }
+
     /// Writes `messages` in one transaction (one sync in `--sync full`), and the highest id.
     pub fn write<'a>(
         &mut self,

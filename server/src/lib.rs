@@ -446,6 +446,12 @@ pub fn run_shared(
         (None, None, _) => Ok(None),
     };
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
+    // Where they are, for `server admin` on this data folder.
+    if accounts.is_some() && data_dir.is_some() {
+        db::Db::open_existing(config.storage.options())
+            .and_then(|db| db.note_accounts_in_redis(config.redis.url.is_some()))
+            .map_err(std::io::Error::other)?;
+    }
     tracing::info!(auth = ?config.auth.mode, "who may chat");
     let registry = room_state::Registry(accounts.clone());
     let account_state = web::Data::new(account_api::AccountState::new(

@@ -64,13 +64,26 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
     let now = server::outbound::now_millis();
     let db = || server::db::Db::open_existing(config.storage.options());
     // With --redis the accounts are the shared Redis's, as the servers read them.
+    // Refused where the servers on this data folder keep them elsewhere: an operator's shell
+    // without the unit's CHAT_REDIS would otherwise read and change a database no server reads.
     let accounts = || -> anyhow::Result<server::accounts::Accounts> {
+        let noted = db().ok().and_then(|db| db.accounts_in_redis().ok().flatten());
         Ok(match &config.redis.url {
             Some(url) => {
+                anyhow::ensure!(
+                    noted != Some(false),
+                    "the server on this data folder keeps its accounts in its database, not in \
+                     Redis: run server admin without --redis (and without CHAT_REDIS)"
+                );
                 let store = server::redis_accounts::RedisAccounts::connect(url)?;
                 server::accounts::Accounts::over(Box::new(store))?
             }
             None => {
+                anyhow::ensure!(
+                    noted != Some(true),
+                    "the server on this data folder keeps its accounts in Redis (it runs with \
+                     --redis): give server admin the same --redis URL, or CHAT_REDIS"
+                );
                 // Only an existing database of this release's schema (no new file in a
                 // mistyped folder).
                 db()?;

@@ -611,3 +611,32 @@ async fn accounts_and_moderation_are_shared() {
     assert!(log.contains("olga\tban\tden\ttroll until"), "{log}");
     assert!(log.contains("admin\trevoke-owner\tden\tolga"), "{log}");
 }
+
+/// `server admin` on the data folder of a server that keeps its accounts in Redis refuses to
+/// work without that Redis (an operator's shell without the unit's CHAT_REDIS would otherwise
+/// read and change a database no server reads); given `--redis` (after the command too) it
+/// finds them.
+#[test]
+fn admin_finds_the_accounts_where_the_server_keeps_them() {
+    let redis = RedisProcess::start(true);
+    let data = tempfile::tempdir().expect("data folder");
+    let server = Running::start_storing(data.path(), &["--port", "0", "--redis", &redis.url]);
+    let address = server.address();
+    assert_eq!(register(&address, "olga").0, 201);
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("admin")
+            .args(args)
+            .env_remove("CHAT_REDIS")
+            .output()
+            .expect("runs");
+        let said = [output.stdout, output.stderr].concat();
+        (output.status.success(), String::from_utf8_lossy(&said).into_owned())
+    };
+    let (done, said) = run(&["list-accounts"]);
+    assert!(!done && said.contains("keeps its accounts in Redis"), "{said}");
+    let (done, said) = run(&["list-accounts", "--redis", &redis.url]);
+    assert!(done && said.contains("olga"), "{said}");
+}
