@@ -92,7 +92,7 @@ const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
 const ARGON2_PASSES: u32 = 2;
 const ARGON2_LANES: u32 = 1;
 
-/// How a token's identities are named ([`crate::room_state::SignedIn::id`]): they have no
+/// How a token's identities are named (the id of a signed-in room member): they have no
 /// account here. An account's id is its nick, so no nick that starts with it is registered.
 pub const TOKEN_ID: &str = "token:";
 
