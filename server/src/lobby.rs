@@ -298,10 +298,32 @@ pub struct Joined {
     pub instance: RoomInstance,
 }
 
-impl Handler<Join> for Lobby {
-    type Result = ResponseActFuture<Self, Result<Joined, Rejection>>;
+/// A join's answer from its room, applied by the lobby before the joiner hears it: the seats
+/// the room replaced, or the newcomer's seat it refused, are released.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settle {
+    room: String,
+    release: Vec<ConnId>,
+}
 
-    fn handle(&mut self, msg: Join, _: &mut Self::Context) -> Self::Result {
+impl Handler<Settle> for Lobby {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) {
+        for conn in msg.release {
+            self.release(&msg.room, conn, ctx);
+        }
+    }
+}
+
+impl Handler<Join> for Lobby {
+    // A task of its own, not a future in the lobby's context: actix polls every future of a
+    // context at each of its wake-ups, so thousands of joins waiting on rooms (a restart's
+    // reconnects) made each lobby message cost as much as all of them.
+    type Result = ResponseFuture<Result<Joined, Rejection>>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Self::Context) -> Self::Result {
         let name = msg.room;
         let conn = msg.conn;
         if self.stopping {
@@ -309,19 +331,19 @@ impl Handler<Join> for Lobby {
             // members were, rather than seated in a room that has already said goodbye.
             msg.session.do_send(SessionEvent::GoingAway);
             let refusal = Rejection::new(ErrorCode::Unavailable, "The server is restarting.");
-            return Box::pin(fut::ready(Err(refusal)));
+            return Box::pin(std::future::ready(Err(refusal)));
         }
         if let Err(wait) = self.joins_by_address.admit(&msg.address) {
             self.metrics.refused_room_open("address_joins");
             let refusal = Rejection::too_fast(wait, |ms| {
                 format!("Too many joins from your address; wait {ms} ms.")
             });
-            return Box::pin(fut::ready(Err(refusal)));
+            return Box::pin(std::future::ready(Err(refusal)));
         }
         if !self.rooms.is_open(&name)
             && let Err(rejection) = self.may_open(conn, msg.address)
         {
-            return Box::pin(fut::ready(Err(rejection)));
+            return Box::pin(std::future::ready(Err(rejection)));
         }
         // Count the member before the room answers, so a leave processed meanwhile cannot
         // close the room under the joiner. A member renaming itself is counted already; a
@@ -354,32 +376,32 @@ impl Handler<Join> for Lobby {
                 - Duration::from_millis(500),
         };
         let answer = addr.send(request).timeout(crate::config::ROOM_JOIN_TIMEOUT);
-        Box::pin(answer.into_actor(self).map(move |answer, lobby, ctx| match answer {
-            Ok(Ok(admitted)) => {
-                for old in admitted.replaced {
-                    lobby.release(&name, old, ctx);
+        let lobby = ctx.address();
+        Box::pin(async move {
+            let refused = if newcomer { vec![conn] } else { Vec::new() };
+            let (release, answer) = match answer.await {
+                Ok(Ok(admitted)) => (
+                    admitted.replaced,
+                    Ok(Joined { room: addr, nick: admitted.nick, instance: admitted.instance }),
+                ),
+                Ok(Err(rejection)) => (refused, Err(rejection)),
+                Err(error) => {
+                    tracing::warn!(%error, room = %name, instance, "room did not answer a join");
+                    if newcomer {
+                        // Should the room admit it after all, it leaves right after.
+                        addr.do_send(room::Leave { conn, farewell: false });
+                    }
+                    let words = "That room is not available; try again.";
+                    (refused, Err(Rejection::new(ErrorCode::Unavailable, words)))
                 }
-                Ok(Joined { room: addr, nick: admitted.nick, instance: admitted.instance })
+            };
+            // Before the joiner hears the answer: its next join (a refused nick tried again)
+            // must find the seat already released, not released after it was taken again.
+            if !release.is_empty() {
+                let _ = lobby.send(Settle { room: name, release }).await;
             }
-            Ok(Err(rejection)) => {
-                if newcomer {
-                    lobby.release(&name, conn, ctx);
-                }
-                Err(rejection)
-            }
-            Err(error) => {
-                tracing::warn!(%error, room = %name, instance, "room did not answer a join");
-                if newcomer {
-                    // Should the room admit it after all, it leaves right after.
-                    addr.do_send(room::Leave { conn, farewell: false });
-                    lobby.release(&name, conn, ctx);
-                }
-                Err(Rejection::new(
-                    ErrorCode::Unavailable,
-                    "That room is not available; try again.",
-                ))
-            }
-        }))
+            answer
+        })
     }
 }
 
