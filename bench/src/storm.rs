@@ -275,6 +275,14 @@ pub async fn run(
         }
     }
     sampler.sample();
+    // The new server's whole CPU time so far: its start and every welcome (the workers report
+    // once their last client is back, so this is read a moment after).
+    if let Ok(cpu) = cpu_time(server.0.id()) {
+        eprintln!(
+            "{name}: the new server used {:.2} s of CPU until all were back",
+            cpu.as_secs_f64()
+        );
+    }
     let listen_overflows = listen_overflows()
         .zip(overflows_before)
         .map(|(after, before)| after.saturating_sub(before));
