@@ -299,32 +299,15 @@ impl Room {
             return;
         };
         let room = self.name.clone();
-        let post = async move {
+        let answer = ctx.address();
+        // A task of its own that answers with a message, not a future in the room's context:
+        // actix polls every future of a context at each wake-up, so posts waiting on a slow
+        // Redis would make each of the room's messages cost as much as all of them.
+        actix_rt::spawn(async move {
             let posted = shared.post(&room, &stored).await;
             drop(place);
-            posted
-        };
-        ctx.spawn(post.into_actor(self).map(move |posted, room, ctx| {
-            let effects = match posted {
-                Ok(posted) if posted.refused => room.state.room_refused(ticket),
-                Ok(posted) => {
-                    if posted.repeat {
-                        room.metrics.duplicates.inc();
-                    } else {
-                        room.metrics.messages_stored.inc();
-                    }
-                    room.state.posted(ticket, posted.id)
-                }
-                Err(error) => {
-                    room.metrics.redis_failures.inc();
-                    crate::redis_keys::warn_now_and_then(|| {
-                        tracing::warn!(%error, room = %room.name, "could not post to Redis (sends are refused with `unavailable`; more failures are counted in chat_redis_failures_total)");
-                    });
-                    room.state.not_stored(&[ticket])
-                }
-            };
-            room.apply(effects, ctx);
-        }));
+            answer.do_send(PostAnswered { ticket, posted });
+        });
     }
 
     /// (`--redis`) Starts following the room's shared log from `start`, and renewing its
@@ -967,5 +950,40 @@ impl Handler<ApiHistory> for Room {
         }
         let request = PageRequest { before: msg.before, after: msg.after, limit: msg.limit };
         Ok(self.state.page(request, usize::MAX, now_millis()))
+    }
+}
+
+/// (`--redis`) Redis's answer to a post of the room's.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PostAnswered {
+    ticket: Ticket,
+    posted: redis::RedisResult<crate::redis_log::Posted>,
+}
+
+impl Handler<PostAnswered> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: PostAnswered, ctx: &mut Self::Context) {
+        let PostAnswered { ticket, posted } = msg;
+        let effects = match posted {
+            Ok(posted) if posted.refused => self.state.room_refused(ticket),
+            Ok(posted) => {
+                if posted.repeat {
+                    self.metrics.duplicates.inc();
+                } else {
+                    self.metrics.messages_stored.inc();
+                }
+                self.state.posted(ticket, posted.id)
+            }
+            Err(error) => {
+                self.metrics.redis_failures.inc();
+                crate::redis_keys::warn_now_and_then(|| {
+                    tracing::warn!(%error, room = %self.name, "could not post to Redis (sends are refused with `unavailable`; more failures are counted in chat_redis_failures_total)");
+                });
+                self.state.not_stored(&[ticket])
+            }
+        };
+        self.apply(effects, ctx);
     }
 }
