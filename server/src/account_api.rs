@@ -206,6 +206,17 @@ async fn register(
     .json(Who { nick: session.nick }))
 }
 
+/// Whom failed logins are counted against: an IPv4 address, or an IPv6 /48 (one person may
+/// hold a /56 or a /48 and speak from any of its /64s).
+fn guesser(address: IpAddr) -> IpAddr {
+    match policy::limit_key(address) {
+        IpAddr::V6(v6) => {
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !(u128::MAX >> 48)))
+        }
+        v4 => v4,
+    }
+}
+
 async fn log_in(
     request: HttpRequest,
     state: web::Data<AccountState>,
@@ -222,7 +233,7 @@ async fn log_in(
     // after, and the owner elsewhere is not locked out by either alone. (Both forms of a
     // nick's look count as one account: `AIice` is `Alice`.)
     let likeness = crate::names::Likeness::of(&nick);
-    let from = state.proxies.client(&request).map(policy::limit_key);
+    let from = state.proxies.client(&request).map(guesser);
     let mut accounts_keys = vec![likeness.key().to_owned(), likeness.cased().to_owned()];
     accounts_keys.dedup();
     // A nick holds no control character, so no account key is ever one of these.
@@ -330,10 +341,28 @@ fn refusal(error: AccountError) -> Refused {
         }
         AccountError::Hash(_) | AccountError::Store(_) | AccountError::Shared(_) => {
             // Anyone may call: during an outage, one line per call would be theirs to multiply.
-            crate::redis_keys::warn_now_and_then(|| {
+            static FAILED: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
+            FAILED.run(|| {
                 tracing::error!(%error, "an account call failed");
             });
             Refused::unavailable()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv4 addresses count alone; an IPv6 address counts as its /48, an IPv4-mapped one as
+    /// its IPv4 address.
+    #[test]
+    fn guessers_are_counted_by_address_or_ipv6_48() {
+        let ip = |text: &str| text.parse::<IpAddr>().expect("address");
+        assert_eq!(guesser(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(guesser(ip("2001:db8:1:ff00:1:2:3:4")), ip("2001:db8:1::"));
+        assert_eq!(guesser(ip("2001:db8:1:ff00::9")), guesser(ip("2001:db8:1:1::1")));
+        assert_ne!(guesser(ip("2001:db8:1::1")), guesser(ip("2001:db8:2::1")));
+        assert_eq!(guesser(ip("::ffff:198.51.100.2")), ip("198.51.100.2"));
     }
 }

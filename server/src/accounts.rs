@@ -985,10 +985,9 @@ impl AccountStore for SqliteAccounts {
         let mut connection = self.connection();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        transaction.execute(
-            "DELETE FROM invitations WHERE expires <= ?1 OR uses_left <= 0",
-            [to_sql(now)],
-        )?;
+        // Two statements, so that the ended ones are found through their index.
+        transaction.execute("DELETE FROM invitations WHERE expires <= ?1", [to_sql(now)])?;
+        transaction.execute("DELETE FROM invitations WHERE uses_left <= 0", [])?;
         transaction.execute(
             "INSERT INTO invitations (hash, room, created, expires, uses_left)
              VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -203,6 +203,8 @@ impl Db {
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        // Others write now and then (the server's store, its accounts, another admin command).
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
         let found: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let found = usize::try_from(found).unwrap_or(0);
         if found != SCHEMA_VERSION {
@@ -794,11 +796,13 @@ const MIGRATIONS: &[&str] = &[
     "UPDATE sanctions SET nick = substr(subject, 4) WHERE nick = '' AND subject LIKE 'id:%';",
     // 10: what is pruned by its end is found by an index (a login, a new invitation and a
     // join's ban check each deleted the ended rows by scanning the whole table); invitation
-    // codes made before 8 end a week after they were made, as every code does now.
+    // codes made before 8 end a week after they were made, as every code does now; the audit
+    // log keeps its newest 100,000 entries (from here on trimmed at each entry).
     "CREATE INDEX sessions_by_end ON sessions (expires);
      CREATE INDEX invitations_by_end ON invitations (expires);
      CREATE INDEX sanctions_by_end ON sanctions (until);
-     UPDATE invitations SET expires = created + 7 * 86400000 WHERE expires IS NULL;",
+     UPDATE invitations SET expires = created + 7 * 86400000 WHERE expires IS NULL;
+     DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - 100000;",
 ];
 
 /// The schema version this server writes: the number of migrations it knows.
@@ -1137,6 +1141,8 @@ mod tests {
 
     /// Invitation codes made before schema 8 had no end and worked for good: after the upgrade
     /// they end a week after they were made, like every code; newer codes keep their own end.
+    /// Ended sessions are found through an index, and a long audit log is trimmed to its
+    /// newest 100,000 entries in the upgrade (not by the first entry after it).
     #[test]
     fn older_invitations_end_a_week_after_they_were_made() {
         let mut connection = Connection::open_in_memory().expect("in memory");
@@ -1145,7 +1151,10 @@ mod tests {
             .execute_batch(
                 "INSERT INTO invitations (hash, room, created) VALUES ('old', 'r', 1000);
                  INSERT INTO invitations (hash, room, created, expires, uses_left)
-                     VALUES ('new', 'r', 2000, 5000, 3);",
+                     VALUES ('new', 'r', 2000, 5000, 3);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100002)
+                 INSERT INTO audit (ts, actor, action, room, subject)
+                     SELECT i, 'mo', 'kick', 'r', 'x' FROM n;",
             )
             .expect("kept");
         migrate(&mut connection, MIGRATIONS).expect("upgraded");
@@ -1163,6 +1172,10 @@ mod tests {
             })
             .expect("plan");
         assert!(plan.contains("sessions_by_end"), "ended sessions are found by index: {plan}");
+        let (count, oldest): (i64, i64) = connection
+            .query_row("SELECT COUNT(*), MIN(ts) FROM audit", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("counted");
+        assert_eq!((count, oldest), (100_000, 3), "the audit log trimmed once, in the upgrade");
     }
 
     /// The migrations are well formed (rusqlite_migration checks them on an empty database).

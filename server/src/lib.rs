@@ -447,10 +447,12 @@ pub fn run_shared(
     };
     let accounts = accounts.map_err(std::io::Error::other)?.map(Arc::new);
     // Where they are, for `server admin` on this data folder.
-    if accounts.is_some() && data_dir.is_some() {
-        db::Db::open_existing(config.storage.options())
+    if accounts.is_some()
+        && data_dir.is_some()
+        && let Err(error) = db::Db::open_existing(config.storage.options())
             .and_then(|db| db.note_accounts_in_redis(config.redis.url.is_some()))
-            .map_err(std::io::Error::other)?;
+    {
+        tracing::warn!(%error, "could not note where the accounts are (server admin cannot check)");
     }
     tracing::info!(auth = ?config.auth.mode, "who may chat");
     let registry = room_state::Registry(accounts.clone());

@@ -60,6 +60,9 @@ pub struct Lobby {
     /// Private rooms: left out of every room list. `None` until they could be read: then no
     /// room is listed (a room list is a convenience; a private room's name is not).
     private: Option<std::collections::HashSet<String>>,
+    /// The rooms' privacy events since the read of the private rooms under way began: the
+    /// read may be older than them, so they are applied again on top of it.
+    privacy_events: Option<Vec<(String, bool)>>,
     registry: crate::room_state::Registry,
     /// The server is stopping: every member was told to go away, and so is any joiner since.
     stopping: bool,
@@ -117,6 +120,7 @@ impl Lobby {
                 closing: HashMap::new(),
                 metrics,
                 private: None,
+                privacy_events: None,
                 registry,
                 stopping: false,
             }
@@ -125,15 +129,30 @@ impl Lobby {
 
     /// Reads the private rooms on a blocking thread (a store that is slow to answer holds no
     /// join), now and every [`PRIVATE_ROOMS_EVERY`]; a failed read keeps the last set.
-    fn read_private_rooms(&self, ctx: &mut Context<Self>) {
+    fn read_private_rooms(&mut self, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
-        let read = actix_web::rt::task::spawn_blocking(move || registry.private_rooms());
+        self.privacy_events = Some(Vec::new());
+        let read = actix_web::rt::task::spawn_blocking(move || {
+            registry.private_rooms().map(|rooms| rooms.into_iter().collect())
+        });
         ctx.spawn(read.into_actor(self).map(|read, lobby, ctx| {
-            if let Ok(Some(private)) = read {
-                lobby.private = Some(private.into_iter().collect());
+            let events = lobby.privacy_events.take().unwrap_or_default();
+            if let Ok(Some(mut private)) = read {
+                for (room, is_private) in events {
+                    Lobby::note_privacy(&mut private, room, is_private);
+                }
+                lobby.private = Some(private);
             }
             ctx.run_later(PRIVATE_ROOMS_EVERY, |lobby, ctx| lobby.read_private_rooms(ctx));
         }));
+    }
+
+    fn note_privacy(set: &mut std::collections::HashSet<String>, room: String, private: bool) {
+        if private {
+            set.insert(room);
+        } else {
+            set.remove(&room);
+        }
     }
 
     /// Whether `conn` from `address` may open a room that is not open: the server has room
@@ -461,11 +480,14 @@ impl Handler<RoomEvent> for Lobby {
                 }
             }
             RoomEvent::Closed { room, last_ts } => self.rooms.closed(room, last_ts),
-            RoomEvent::Privacy { room, private: true } => {
-                self.private.as_mut().map(|private| private.insert(room));
-            }
-            RoomEvent::Privacy { room, private: false } => {
-                self.private.as_mut().map(|private| private.remove(&room));
+            RoomEvent::Privacy { room, private } => {
+                // Kept for the read under way, if any (it takes milliseconds).
+                if let Some(events) = self.privacy_events.as_mut() {
+                    events.push((room.clone(), private));
+                }
+                if let Some(set) = self.private.as_mut() {
+                    Lobby::note_privacy(set, room, private);
+                }
             }
         }
     }

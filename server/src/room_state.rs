@@ -188,7 +188,8 @@ impl Registry {
         accounts
             .private_rooms()
             .map_err(|error| {
-                crate::redis_keys::warn_now_and_then(|| {
+                static UNREAD: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
+                UNREAD.run(|| {
                     tracing::error!(%error, "could not read the private rooms");
                 });
             })

@@ -76,6 +76,8 @@ impl Refusal {
 
 /// "Try again later" (RFC 6455's registry): the server could not check who the client is.
 const TRY_AGAIN_LATER: u16 = 1013;
+/// Failed session checks are logged at most every 10 s (every signed-in connection checks).
+static SESSION_CHECKS: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
 
 pub struct Session {
     conn: ConnId,
@@ -263,7 +265,7 @@ impl Session {
                 }
                 // Every signed-in connection checks: during an outage, one line per check
                 // would be one per connection a minute.
-                Err(error) => crate::redis_keys::warn_now_and_then(
+                Err(error) => SESSION_CHECKS.run(
                     || tracing::warn!(conn = session.conn, %error, "could not check a session"),
                 ),
             }
