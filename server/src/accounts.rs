@@ -1404,6 +1404,12 @@ pub(crate) mod tests {
             assert_eq!(role, Some(Role::Owner), "room {n}");
         }
         assert_eq!(accounts.role("walk-past", "walker", true).expect("read"), None, "past it");
+        // A room taken away gives its claim back (the role entry goes with the owner).
+        assert_eq!(accounts.revoke_owner("walk-0").expect("revoked"), Some("walker".into()));
+        assert_eq!(
+            accounts.role("walk-one-more", "walker", true).expect("read"),
+            Some(Role::Owner)
+        );
         accounts.register("carl", PASSWORD, now).expect("registered");
         assert_eq!(accounts.role("walk-past", "carl", true).expect("read"), Some(Role::Owner));
     }

@@ -144,6 +144,17 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
+/// Takes a room's owner away, and the owner's role entry with it, in one step (an entry left
+/// behind would count against the account's claims for good). KEYS: the owner key. ARGV: the
+/// role entry. Returns the owner's number, or nil.
+const REVOKE_OWNER: &str = r"
+local owner = redis.call('GET', KEYS[1])
+if not owner then return false end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', 'chat:account:' .. owner .. ':roles', ARGV[1])
+return owner
+";
+
 /// Makes an account a room's owner unless the room has one or the account has claimed its
 /// most. KEYS: the owner key, the account's
 /// roles. ARGV: the number, the role entry, the most rooms an account claims.
@@ -257,6 +268,7 @@ pub struct RedisAccounts {
     add_session: redis::Script,
     end_sessions: redis::Script,
     claim: redis::Script,
+    revoke_owner: redis::Script,
     use_invitation: redis::Script,
     keep_sanction: redis::Script,
     lift_sanctions: redis::Script,
@@ -288,6 +300,7 @@ impl RedisAccounts {
             add_session: redis::Script::new(ADD_SESSION),
             end_sessions: redis::Script::new(END_SESSIONS),
             claim: redis::Script::new(CLAIM),
+            revoke_owner: redis::Script::new(REVOKE_OWNER),
             use_invitation: redis::Script::new(USE_INVITATION),
             keep_sanction: redis::Script::new(KEEP_SANCTION),
             lift_sanctions: redis::Script::new(LIFT_SANCTIONS),
@@ -666,9 +679,10 @@ impl AccountStore for RedisAccounts {
     }
 
     fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
-        let owner: Option<i64> = self.call_once(|c| c.get_del(room_key(room, "owner")))?;
+        let owner: Option<i64> = self.call_once(|c| {
+            self.revoke_owner.key(room_key(room, "owner")).arg(role_entry("owner", room)).invoke(c)
+        })?;
         let Some(owner) = owner else { return Ok(None) };
-        let _: i64 = self.call(|c| c.srem(roles_key(owner), role_entry("owner", room)))?;
         Ok(self.account(owner)?.map(|account| account.nick))
     }
 
