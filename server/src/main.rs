@@ -67,7 +67,8 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
     // Refused where the servers on this data folder keep them elsewhere: an operator's shell
     // without the unit's CHAT_REDIS would otherwise read and change a database no server reads.
     let accounts = || -> anyhow::Result<server::accounts::Accounts> {
-        let noted = db().ok().and_then(|db| db.accounts_in_redis().ok().flatten());
+        let existing = db();
+        let noted = existing.as_ref().ok().and_then(|db| db.accounts_in_redis().ok().flatten());
         Ok(match &config.redis.url {
             Some(url) => {
                 anyhow::ensure!(
@@ -86,7 +87,7 @@ fn admin(action: &Admin, config: &Config) -> anyhow::Result<()> {
                 );
                 // Only an existing database of this release's schema (no new file in a
                 // mistyped folder).
-                db()?;
+                existing?;
                 server::accounts::Accounts::open(&config.storage.data_dir)?
             }
         })
