@@ -30,7 +30,7 @@
 //!   lift them); `chat:{R}:sanctions` a set of `ACTION<tab>NICK` (to list them);
 //! - `chat:private-rooms`; `chat:{R}:private-members` (numbers); `chat:{R}:invitations` a hash
 //!   of invitation code hashes to `EXPIRES:USES` (uses empty: any number);
-//! - `chat:audit`: the audit log, newest first, as JSON (the newest [`crate::accounts::AUDIT_KEPT`] entries).
+//! - `chat:audit`: the audit log, newest first, as JSON (the newest [`AUDIT_KEPT`] entries).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -146,18 +146,20 @@ return 1
 
 /// Takes a room's owner away, and the owner's role entry with it, in one step (an entry left
 /// behind would count against the account's claims for good). KEYS: the owner key. ARGV: the
-/// role entry. Returns the owner's number, or nil.
+/// role entry, then what comes before and after the number in an account's roles key (see
+/// [`roles_key`]: the owner is known only once the key is read). Returns the owner's number,
+/// or nil.
 const REVOKE_OWNER: &str = r"
 local owner = redis.call('GET', KEYS[1])
 if not owner then return false end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', 'chat:account:' .. owner .. ':roles', ARGV[1])
+redis.call('SREM', ARGV[2] .. owner .. ARGV[3], ARGV[1])
 return owner
 ";
 
 /// Makes an account a room's owner unless the room has one or the account has claimed its
-/// most. KEYS: the owner key, the account's
-/// roles. ARGV: the number, the role entry, the most rooms an account claims.
+/// most. KEYS: the owner key, the account's roles. ARGV: the number, the role entry, the most
+/// rooms an account claims.
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local claimed = 0
@@ -433,16 +435,21 @@ impl RedisAccounts {
     }
 }
 
+/// An account's keys start with this and its number (the revoke-owner script builds one).
+const ACCOUNT_KEY: &str = "chat:account:";
+/// What follows the number in an account's roles key.
+const ROLES_KEY_SUFFIX: &str = ":roles";
+
 fn account_key(id: i64) -> String {
-    format!("chat:account:{id}")
+    format!("{ACCOUNT_KEY}{id}")
 }
 
 fn sessions_key(id: i64) -> String {
-    format!("chat:account:{id}:session-ends")
+    format!("{ACCOUNT_KEY}{id}:session-ends")
 }
 
 fn roles_key(id: i64) -> String {
-    format!("chat:account:{id}:roles")
+    format!("{ACCOUNT_KEY}{id}{ROLES_KEY_SUFFIX}")
 }
 
 fn name_key(form: &str) -> String {
@@ -680,7 +687,12 @@ impl AccountStore for RedisAccounts {
 
     fn revoke_owner(&self, room: &str) -> Result<Option<String>, AccountError> {
         let owner: Option<i64> = self.call_once(|c| {
-            self.revoke_owner.key(room_key(room, "owner")).arg(role_entry("owner", room)).invoke(c)
+            self.revoke_owner
+                .key(room_key(room, "owner"))
+                .arg(role_entry("owner", room))
+                .arg(ACCOUNT_KEY)
+                .arg(ROLES_KEY_SUFFIX)
+                .invoke(c)
         })?;
         let Some(owner) = owner else { return Ok(None) };
         Ok(self.account(owner)?.map(|account| account.nick))
