@@ -477,6 +477,11 @@ impl Remote {
 }
 
 impl Member {
+    /// When the member's mute ends, if it is muted at `ts`.
+    fn muted_at(&self, ts: UnixMillis) -> Option<UnixMillis> {
+        self.muted_until.filter(|until| *until > ts)
+    }
+
     /// Signed in to an account of this server (not a guest, not a token's holder): the one
     /// kind of identity with roles and memberships in the database.
     fn has_account(&self) -> bool {
@@ -729,7 +734,7 @@ impl RoomState {
         let (typed, mut renamed) = current.map_or((None, None), |m| (m.typed, m.renamed));
         if previous.as_ref().is_some_and(|old| *old != nick) {
             // A rename is announced to the room: not a way around a mute.
-            if let Some(until) = current.and_then(|m| m.muted_until).filter(|until| *until > ts) {
+            if let Some(until) = current.and_then(|m| m.muted_at(ts)) {
                 return Err(Rejection {
                     retry_after_ms: Some(until - ts),
                     ..Rejection::new(ErrorCode::Muted, "You cannot rename while muted.")
@@ -1434,7 +1439,7 @@ impl RoomState {
         // A muted member's typing is dropped like a too-frequent one (no error: a client
         // types without waiting for answers).
         if member.typed.is_some_and(|at| now.duration_since(at) < TYPING_INTERVAL)
-            || member.muted_until.is_some_and(|until| until > ts)
+            || member.muted_at(ts).is_some()
         {
             return vec![Effect::Count(Counted::TypingDropped)];
         }
@@ -2197,7 +2202,7 @@ fn muted(
     client_id: Option<&ClientId>,
     ts: UnixMillis,
 ) -> Option<ServerMessage> {
-    let until = member.muted_until.filter(|until| *until > ts)?;
+    let until = member.muted_at(ts)?;
     Some(ServerMessage::Error {
         code: ErrorCode::Muted,
         message: format!("A moderator muted you in #{room} for now."),
