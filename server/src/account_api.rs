@@ -341,7 +341,7 @@ fn refusal(error: AccountError) -> Refused {
         }
         AccountError::Hash(_) | AccountError::Store(_) | AccountError::Shared(_) => {
             // Anyone may call: during an outage, one line per call would be theirs to multiply.
-            static FAILED: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
+            static FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
             FAILED.run(|| {
                 tracing::error!(%error, "an account call failed");
             });

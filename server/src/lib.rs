@@ -53,6 +53,7 @@ pub mod room_state;
 pub mod session;
 pub mod shared;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod ui;
 

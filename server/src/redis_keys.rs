@@ -44,31 +44,8 @@ pub fn events_channel(room: &str) -> String {
 /// away fails every post and every room's reads, and one line per failure would flood the
 /// log (the metrics count every one).
 pub fn warn_now_and_then(log: impl FnOnce()) {
-    static REDIS: Throttle = Throttle::new();
+    static REDIS: crate::throttle::Throttle = crate::throttle::Throttle::new();
     REDIS.run(log);
-}
-
-/// A log line's own slot of one line per 10 s, for failures that must not be hidden behind
-/// another kind's (a Redis away must not silence a failing database).
-#[derive(Default)]
-pub struct Throttle(std::sync::atomic::AtomicU64);
-
-impl Throttle {
-    pub const fn new() -> Self {
-        Throttle(std::sync::atomic::AtomicU64::new(0))
-    }
-
-    /// Runs `log` unless it ran less than 10 s ago.
-    pub fn run(&self, log: impl FnOnce()) {
-        use std::sync::atomic::Ordering;
-        let now = crate::outbound::now_millis();
-        let last = self.0.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
-            && self.0.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            log();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ impl Registry {
         accounts
             .private_rooms()
             .map_err(|error| {
-                static UNREAD: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
+                static UNREAD: crate::throttle::Throttle = crate::throttle::Throttle::new();
                 UNREAD.run(|| {
                     tracing::error!(%error, "could not read the private rooms");
                 });

@@ -77,7 +77,7 @@ impl Refusal {
 /// "Try again later" (RFC 6455's registry): the server could not check who the client is.
 const TRY_AGAIN_LATER: u16 = 1013;
 /// Failed session checks are logged at most every 10 s (every signed-in connection checks).
-static SESSION_CHECKS: crate::redis_keys::Throttle = crate::redis_keys::Throttle::new();
+static SESSION_CHECKS: crate::throttle::Throttle = crate::throttle::Throttle::new();
 
 pub struct Session {
     conn: ConnId,
