@@ -53,6 +53,8 @@ pub mod room_state;
 pub mod session;
 pub mod shared;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod throttle;
 pub mod tls;
 pub mod ui;

@@ -553,21 +553,7 @@ mod tests {
 
     use super::*;
     use crate::store::{Store, StoreOptions};
-
-    /// Collects what the lobby and rooms tell one session.
-    struct Heard(Arc<Mutex<Vec<SessionEvent>>>);
-
-    impl Actor for Heard {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<SessionEvent> for Heard {
-        type Result = ();
-
-        fn handle(&mut self, event: SessionEvent, _: &mut Self::Context) {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event);
-        }
-    }
+    use crate::testing::Collect;
 
     fn join(conn: ConnId, session: Recipient<SessionEvent>) -> Join {
         Join {
@@ -617,8 +603,8 @@ mod tests {
             let lobby = Lobby::start(config, metrics, opened, None, registry);
             let (early, late) =
                 (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-            let early_session = Heard(early.clone()).start().recipient();
-            let late_session = Heard(late.clone()).start().recipient();
+            let early_session = Collect(early.clone()).start().recipient();
+            let late_session = Collect(late.clone()).start().recipient();
 
             let seated = lobby.send(join(1, early_session)).await.expect("the lobby answers");
             assert!(seated.is_ok(), "before the shutdown: seated");

@@ -377,21 +377,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-
-    /// Collects what the store tells one room instance.
-    struct Instance(Arc<Mutex<Vec<Written>>>);
-
-    impl Actor for Instance {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<Written> for Instance {
-        type Result = ();
-
-        fn handle(&mut self, written: Written, _: &mut Self::Context) {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(written);
-        }
-    }
+    use crate::testing::Collect;
 
     fn writer() -> Writer {
         let (db, _) = Db::open(StoreOptions::for_tests(), 0).expect("in-memory database");
@@ -405,7 +391,7 @@ mod tests {
         }
     }
 
-    fn append(id: MessageId, instance: RoomInstance, notify: &Addr<Instance>) -> Append {
+    fn append(id: MessageId, instance: RoomInstance, notify: &Addr<Collect<Written>>) -> Append {
         let message = protocol::ChatMessage {
             id,
             room: "r".into(),
@@ -429,8 +415,8 @@ mod tests {
     fn each_room_instance_hears_of_its_own_appends() {
         actix_rt::System::new().block_on(async {
             let (old, new) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-            let old_room = Instance(old.clone()).start();
-            let new_room = Instance(new.clone()).start();
+            let old_room = Collect(old.clone()).start();
+            let new_room = Collect(new.clone()).start();
             let mut writer = writer();
             let mut batch =
                 vec![append(1, 1, &old_room), append(2, 2, &new_room), append(3, 1, &old_room)];
@@ -462,7 +448,7 @@ mod tests {
             let (commands, _queue) = mpsc::sync_channel(2);
             let rooms = Arc::new(StoredRooms { count: AtomicUsize::new(0), max: 10 });
             let store = Store { commands, rooms };
-            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
+            let room = Collect(Arc::new(Mutex::new(Vec::new()))).start();
             assert!(store.append(append(1, 1, &room)).is_ok());
             assert!(store.append(append(2, 1, &room)).is_ok());
             assert!(matches!(store.append(append(3, 1, &room)), Err(StoreError::Busy)));
@@ -474,7 +460,7 @@ mod tests {
     fn loads_see_earlier_appends() {
         let mut writer = writer();
         actix_rt::System::new().block_on(async {
-            let room = Instance(Arc::new(Mutex::new(Vec::new()))).start();
+            let room = Collect(Arc::new(Mutex::new(Vec::new()))).start();
             let mut batch = vec![append(1, 1, &room), append(2, 1, &room)];
             writer.flush(&mut batch);
         });
